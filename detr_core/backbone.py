@@ -1,0 +1,190 @@
+"""Backbones: a small conv net for toy images, and torchvision ResNets with frozen BatchNorm.
+
+Module names follow the reference implementation (``backbone.0.body.layer1...``,
+``backbone.1`` is the position encoding) so official checkpoints load key for key.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+
+from .config import DETRConfig
+from .nested_tensor import NestedTensor
+from .position_encoding import PositionEmbeddingSine
+
+log = logging.getLogger(__name__)
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (eps inside the rsqrt, as in DETR)."""
+
+    def __init__(self, n: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.folded = False  # True when the preceding conv applies this normalization itself
+        self.register_buffer("weight", torch.ones(n))
+        self.register_buffer("bias", torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def scale_shift(self) -> tuple[Tensor, Tensor]:
+        """The affine map this layer applies: y = x * scale + shift, both [C]."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.folded:
+            return x
+        scale, shift = self.scale_shift()
+        return torch.addcmul(shift.to(x.dtype).view(1, -1, 1, 1), x, scale.to(x.dtype).view(1, -1, 1, 1))
+
+
+class FoldedConv2d(nn.Conv2d):
+    """A convolution followed by a frozen BatchNorm, as one module (the state dict is unchanged).
+
+    Frozen convs (the stem and layer1, as in the reference) run as a single convolution with
+    scaled weights and a bias: no extra pass over their large early activations. Trained convs
+    keep their weights as they are and normalize the output in its own dtype, which is cheaper
+    for the small late feature maps than re-scaling big weight tensors every step, and keeps
+    bfloat16 activations in bfloat16 under autocast.
+    """
+
+    _frozen_bn: FrozenBatchNorm2d
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale, shift = self._frozen_bn.scale_shift()
+        if not self.weight.requires_grad:
+            with torch.no_grad():
+                weight = self.weight * scale.view(-1, 1, 1, 1)
+            return F.conv2d(x, weight, shift, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        return torch.addcmul(shift.to(y.dtype).view(1, -1, 1, 1), y, scale.to(y.dtype).view(1, -1, 1, 1))
+
+
+def fold_frozen_batchnorm(resnet: nn.Module) -> None:
+    """Fold every conv -> FrozenBatchNorm2d pair of a torchvision ResNet (in place)."""
+    pairs: list[tuple[nn.Module, str, str]] = [(resnet, "conv1", "bn1")]
+    for module in resnet.modules():
+        if isinstance(module, (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)):
+            pairs += [(module, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(module, f"conv{i}")]
+            if module.downsample is not None:
+                pairs.append((module.downsample, "0", "1"))
+    for parent, conv_name, bn_name in pairs:
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
+        if not isinstance(bn, FrozenBatchNorm2d) or not type(conv) is nn.Conv2d or conv.bias is not None:
+            continue
+        folded = FoldedConv2d(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, bias=False,
+        )
+        folded.weight = conv.weight
+        object.__setattr__(folded, "_frozen_bn", bn)  # a reference, not a second registration
+        bn.folded = True
+        setattr(parent, conv_name, folded)
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class TinyBody(nn.Module):
+    """A plain conv net for 128x128 toy images, trained from scratch with ordinary BatchNorm.
+
+    Output stride 8 (a 16x16 grid on 128 px), 16 or 32; channels width, 2*width, 4*width.
+    """
+
+    def __init__(self, stride: int = 8, width: int = 32) -> None:
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 4 * width
+        layers = (
+            _conv_bn_relu(3, w1, 2)  # /2
+            + _conv_bn_relu(w1, w2, 2)  # /4
+            + _conv_bn_relu(w2, w2, 1)
+            + _conv_bn_relu(w2, w3, 2)  # /8
+            + _conv_bn_relu(w3, w3, 1)
+        )
+        for _ in range({8: 0, 16: 1, 32: 2}[stride]):
+            layers += _conv_bn_relu(w3, w3, 2)
+        self.layers = nn.Sequential(*layers)
+        self.stride = stride
+        self.num_channels = w3
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"0": self.layers(x)}
+
+
+def _cached_imagenet_weights(name: str) -> Path | None:
+    """Path of torchvision's ImageNet weights for ``name`` if already in the torch cache."""
+    weights_enum = torchvision.models.get_model_weights(name)
+    url = weights_enum.IMAGENET1K_V1.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    return path if path.is_file() else None
+
+
+class Backbone(nn.Module):
+    """Image -> feature map with its padding mask. ``body`` holds the conv net."""
+
+    def __init__(self, config: DETRConfig) -> None:
+        super().__init__()
+        name = config.backbone
+        if name == "tiny":
+            body = TinyBody(config.tiny_stride, config.tiny_width)
+            self.body: nn.Module = body
+            self.num_channels = body.num_channels
+            self.stride = body.stride
+            if not config.train_backbone:
+                self.body.requires_grad_(False)
+            return
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        if config.pretrained_backbone:
+            path = _cached_imagenet_weights(name)
+            if path is not None:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                resnet.load_state_dict(state, strict=False)
+                log.info("loaded ImageNet weights for %s from %s", name, path)
+        # As in the reference: the stem and layer1 stay frozen; layer2-4 train unless told not to.
+        for pname, p in resnet.named_parameters():
+            trainable = config.train_backbone and any(f"layer{i}" in pname for i in (2, 3, 4))
+            p.requires_grad_(trainable)
+        fold_frozen_batchnorm(resnet)
+        self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.stride = 32
+
+    def forward(self, samples: NestedTensor) -> NestedTensor:
+        x = self.body(samples.tensors)["0"]  # [B, C, H/s, W/s]
+        mask = F.interpolate(samples.mask[None].float(), size=x.shape[-2:]).to(torch.bool)[0]
+        return NestedTensor(x, mask)
+
+
+class Joiner(nn.Sequential):
+    """``backbone.0`` = the conv net, ``backbone.1`` = the sine position encoding."""
+
+    def __init__(self, backbone: Backbone, position_embedding: PositionEmbeddingSine) -> None:
+        super().__init__(backbone, position_embedding)
+        self.num_channels = backbone.num_channels
+        self.stride = backbone.stride
+
+    def forward(self, samples: NestedTensor) -> tuple[NestedTensor, Tensor]:  # type: ignore[override]
+        features = self[0](samples)
+        pos = self[1](features.mask).to(features.tensors.dtype)  # [B, D, H/s, W/s]
+        return features, pos
+
+
+def build_backbone(config: DETRConfig) -> Joiner:
+    return Joiner(Backbone(config), PositionEmbeddingSine(config.d_model // 2))

@@ -1,0 +1,199 @@
+"""Typed configuration: the model, the loss, the toy data and training.
+
+Every dataclass here is saved inside each checkpoint as a plain dict (``asdict``) and rebuilt
+with :func:`config_from_dict`, which refuses unknown keys so an incompatible file is named as
+such instead of silently misread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101")
+QUERY_TYPES = ("learned", "anchor")
+CLASSIFIERS = ("softmax", "focal")
+SCHEDULES = ("step", "cosine", "constant", "wsd")
+
+
+@dataclass
+class DETRConfig:
+    """The architecture. Defaults are the paper's DETR-R50 (the official checkpoint's shapes)."""
+
+    backbone: str = "resnet50"
+    tiny_stride: int = 8  # "tiny" backbone only: 8 (16x16 grid on 128 px) or 16 (8x8)
+    tiny_width: int = 32  # "tiny" backbone only: channels of its first layer (then x2, x4)
+    pretrained_backbone: bool = True  # ImageNet weights if already in the torch cache; never downloaded
+    train_backbone: bool = True  # False freezes the whole backbone (the reference's lr_backbone == 0)
+    d_model: int = 256
+    nheads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    num_queries: int = 100
+    num_classes: int = 91  # K real classes; the softmax head has K + 1 outputs, the last is "no object"
+    pre_norm: bool = False
+    decoder_self_attention: bool = True
+    aux_loss: bool = True
+    # Levers for fast convergence (all off in the paper's recipe).
+    query_type: str = "learned"  # "learned": DETR's query embeddings; "anchor": learned 4-D boxes
+    look_forward_twice: bool = True  # anchor queries: box loss of layer l also refines layer l-1
+    num_query_groups: int = 1  # Group DETR: extra one-to-one groups during training only
+    dn_groups: int = 0  # DN-DETR denoising groups during training (0 = off); needs anchor queries
+    dn_label_noise: float = 0.2  # fraction of denoising labels flipped to a random class
+    dn_box_noise: float = 0.4  # box noise scale (fraction of the box size)
+    classifier: str = "softmax"  # "softmax" with a no-object class, or "focal" (sigmoid per class)
+    dense_aux: bool = False  # Co-DETR-style dense one-to-many head on the encoder (training only)
+    # Inference-time resizing: shorter side to image_min_size, longer side at most image_max_size.
+    image_min_size: int = 800
+    image_max_size: int = 1333
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {BACKBONES}")
+        if self.query_type not in QUERY_TYPES:
+            raise ValueError(f"unknown query_type {self.query_type!r}; choose one of {QUERY_TYPES}")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}")
+        if self.tiny_stride not in (8, 16, 32):
+            raise ValueError("tiny_stride must be 8, 16 or 32")
+        if self.d_model % self.nheads != 0:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by nheads ({self.nheads})")
+        if self.d_model % 2 != 0:
+            raise ValueError("d_model must be even (half of it encodes y, half x)")
+        for name in ("num_queries", "num_classes", "num_decoder_layers", "num_query_groups", "nheads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.num_encoder_layers < 0 or self.dn_groups < 0:
+            raise ValueError("layer and group counts cannot be negative")
+        if self.dn_groups > 0 and self.query_type != "anchor":
+            raise ValueError("denoising queries (dn_groups > 0) need query_type='anchor'")
+
+    @property
+    def num_logits(self) -> int:
+        """Width of the class head: K + 1 for softmax (with no-object), K for focal."""
+        return self.num_classes + 1 if self.classifier == "softmax" else self.num_classes
+
+
+@dataclass
+class LossConfig:
+    """Hungarian matching costs and loss weights (the paper's defaults)."""
+
+    cost_class: float = 1.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    weight_class: float = 1.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+    no_object_weight: float = 0.1  # softmax only: class weight of the no-object class (eos_coef)
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    iou_aware: bool = False  # focal only: a matched query's class target is its box IoU (quality focal loss)
+    weight_dn: float = 1.0  # multiplies every denoising loss part
+    weight_dense: float = 1.0  # multiplies every dense auxiliary loss part
+
+
+@dataclass
+class ToyDataConfig:
+    """The toy-shapes generator."""
+
+    image_size: int = 128
+    min_objects: int = 1
+    max_objects: int = 6
+    classes: tuple[str, ...] = ("rectangle", "ellipse", "triangle")
+    min_side: float = 0.12  # fraction of the image side
+    max_side: float = 0.42
+    max_overlap: float = 0.25  # largest IoU allowed between two objects' boxes
+    noise: float = 0.03  # std of pixel noise, in [0, 1] colour units
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes)
+        known = {"rectangle", "ellipse", "triangle"}
+        bad = [c for c in self.classes if c not in known]
+        if bad or not self.classes:
+            raise ValueError(f"toy classes must be a non-empty subset of {sorted(known)}, got {bad}")
+        if not 0 <= self.min_objects <= self.max_objects:
+            raise ValueError("need 0 <= min_objects <= max_objects")
+        if not 0 < self.min_side <= self.max_side <= 1:
+            raise ValueError("need 0 < min_side <= max_side <= 1")
+        if self.image_size < 16:
+            raise ValueError("image_size must be at least 16 pixels")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. Defaults follow the reference (AdamW, lr 1e-4, backbone 1e-5, clip 0.1)."""
+
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    clip_max_norm: float = 0.1
+    steps: int = 2000
+    max_seconds: float | None = None  # stop after this much training time (whichever comes first)
+    schedule: str = "step"  # "step": x0.1 at lr_drop; "cosine"; "constant"; "wsd" (see decay_fraction)
+    lr_drop: float = 2 / 3  # step schedule: fraction of training after which lr drops 10x
+    decay_fraction: float = 0.2  # wsd ("warm-up, stable, decay"): linear decay over this last fraction
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.01  # cosine schedule floor, as a fraction of lr
+    seed: int = 42
+    threads: int | None = None  # torch CPU threads; None leaves torch's default
+    device: str = "auto"  # "auto" picks CUDA, then MPS, then CPU
+    bf16: bool = False  # autocast to bfloat16 (fast on CPUs with AMX, and on recent GPUs)
+    eval_every: int = 0  # steps between evaluations on the held-out toy split (0 = never)
+    eval_images: int = 100
+    data: ToyDataConfig = field(default_factory=ToyDataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.batch_size < 1 or self.steps < 0:
+            raise ValueError("batch_size must be >= 1 and steps >= 0")
+        if self.lr <= 0:
+            raise ValueError("lr must be positive")
+
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Rebuild a config dataclass (with nested dataclasses) from ``asdict`` output.
+
+    Missing keys take their defaults (older files); unknown keys raise ``ValueError``.
+    """
+    if not isinstance(values, dict):
+        raise ValueError(f"{cls.__name__}: expected a dict, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        f = fields[name]
+        nested = _nested_dataclass(f)
+        kwargs[name] = config_from_dict(nested, value) if nested is not None else value
+    return cls(**kwargs)
+
+
+def _nested_dataclass(f: dataclasses.Field) -> type | None:
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        factory = f.default_factory  # type: ignore[misc]
+        if isinstance(factory, type) and dataclasses.is_dataclass(factory):
+            return factory
+    return None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """``asdict`` with tuples turned into lists, so the result holds only JSON-like values."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(dataclasses.asdict(config))

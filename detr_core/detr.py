@@ -1,0 +1,161 @@
+"""The DETR detector: backbone -> 1x1 projection -> transformer -> class and box heads.
+
+With the default config this is the paper's model, module for module (state-dict keys and
+shapes equal the official checkpoints'). The fast-convergence levers in ``DETRConfig``
+(anchor-box queries, query groups, denoising, focal classification) add modules and
+training-time queries, but inference stays DETR: a fixed set of learned queries, one prediction
+each, no anchors designed by hand and no NMS.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import build_backbone
+from .box_ops import inverse_sigmoid
+from .config import DETRConfig
+from .dense_head import DenseHead
+from .denoising import build_denoising_queries, query_visibility
+from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
+from .transformer import MLP, Transformer
+
+
+class DETR(nn.Module):
+    def __init__(self, config: DETRConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.num_queries = config.num_queries
+        self.transformer = Transformer(
+            d_model=d,
+            nheads=config.nheads,
+            num_encoder_layers=config.num_encoder_layers,
+            num_decoder_layers=config.num_decoder_layers,
+            dim_feedforward=config.dim_feedforward,
+            dropout=config.dropout,
+            pre_norm=config.pre_norm,
+            decoder_self_attention=config.decoder_self_attention,
+            anchor_queries=config.query_type == "anchor",
+            look_forward_twice=config.look_forward_twice,
+        )
+        self.class_embed = nn.Linear(d, config.num_logits)
+        self.bbox_embed = MLP(d, d, 4, 3)
+        total_queries = config.num_queries * config.num_query_groups
+        if config.query_type == "learned":
+            self.query_embed = nn.Embedding(total_queries, d)
+        else:
+            self.query_content = nn.Embedding(total_queries, d)
+            self.refpoint_embed = nn.Embedding(total_queries, 4)  # box logits: sigmoid -> cxcywh
+            with torch.no_grad():
+                xy = torch.rand(total_queries, 2) * 0.9 + 0.05
+                wh = torch.full((total_queries, 2), 0.2)
+                self.refpoint_embed.weight.copy_(inverse_sigmoid(torch.cat([xy, wh], 1)))
+                # refinement starts as the identity: layer 0 predicts its anchor box
+                nn.init.zeros_(self.bbox_embed.layers[-1].weight)
+                nn.init.zeros_(self.bbox_embed.layers[-1].bias)
+        if config.dn_groups > 0:
+            self.label_enc = nn.Embedding(config.num_classes, d)
+        if config.classifier == "focal":
+            prior = 0.01
+            nn.init.constant_(self.class_embed.bias, -math.log((1 - prior) / prior))
+        if config.dense_aux:
+            self.dense_head = DenseHead(d, config.num_logits)
+        self.backbone = build_backbone(config)
+        self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per feature-grid cell."""
+        return self.backbone.stride
+
+    def forward(
+        self,
+        samples: NestedTensor | Tensor | list[Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        capture: bool = False,
+    ) -> dict[str, Any]:
+        """Run the detector.
+
+        samples: [B, 3, H, W] normalized images, a list of [3, H_i, W_i], or a NestedTensor.
+        targets: only used in training, for the denoising queries.
+        Returns a dict:
+          pred_logits [B, Q, C], pred_boxes [B, Q, 4] cxcywh in [0, 1] (last decoder layer);
+          aux_outputs: the same for every earlier layer (a list of L - 1 dicts);
+          query_groups: how many groups of Q queries the outputs hold (> 1 only in training);
+          dn_outputs / dn_meta: denoising predictions per layer (training with dn_groups > 0);
+          dense: the dense auxiliary head's per-token predictions (training with dense_aux);
+          attention / feature_mask / memory: when ``capture`` is set (see ``inspect.py``).
+        """
+        if not isinstance(samples, NestedTensor):
+            samples = nested_tensor_from_tensor_list(samples)
+        features, pos = self.backbone(samples)
+        src, mask = features.decompose()  # [B, C, h, w], [B, h, w]
+        cfg = self.config
+        groups = cfg.num_query_groups if self.training else 1
+        n_match = cfg.num_queries * groups
+        b = src.shape[0]
+
+        query_pos = refpoints = None
+        if cfg.query_type == "learned":
+            query_pos = self.query_embed.weight[:n_match][None]  # [1, T, D]
+            tgt = torch.zeros_like(query_pos)
+        else:
+            tgt = self.query_content.weight[:n_match][None]  # [1, T, D]
+            refpoints = self.refpoint_embed.weight[:n_match].sigmoid()[None]  # [1, T, 4]
+
+        dn = None
+        if self.training and cfg.dn_groups > 0 and targets is not None:
+            built = build_denoising_queries(
+                targets, self.label_enc, cfg.num_classes, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise
+            )
+            if built is not None:
+                dn_content, dn_refs, dn = built
+                tgt = torch.cat([dn_content, tgt.expand(b, -1, -1)], dim=1)
+                refpoints = torch.cat([dn_refs, refpoints.expand(b, -1, -1)], dim=1)  # type: ignore[union-attr]
+        self_allowed = query_visibility(n_match, groups, dn, src.device)
+
+        dec, memory, cap = self.transformer(
+            self.input_proj(src),
+            mask,
+            pos,
+            tgt,
+            query_pos=query_pos,
+            refpoints=refpoints,
+            box_head=self.bbox_embed if cfg.query_type == "anchor" else None,
+            self_allowed=self_allowed,
+            capture=capture,
+        )
+        logits = self.class_embed(dec.hs)  # [L, B, T, C]
+        boxes = dec.boxes if dec.boxes is not None else self.bbox_embed(dec.hs).sigmoid()  # [L, B, T, 4]
+        pad = dn.num_queries if dn is not None else 0
+        out: dict[str, Any] = {
+            "pred_logits": logits[-1, :, pad:],
+            "pred_boxes": boxes[-1, :, pad:],
+            "aux_outputs": [
+                {"pred_logits": lg[:, pad:], "pred_boxes": bx[:, pad:]} for lg, bx in zip(logits[:-1], boxes[:-1])
+            ],
+            "query_groups": groups,
+        }
+        if self.training and cfg.dense_aux:
+            grid = (src.shape[-2], src.shape[-1])
+            out["dense"] = {**self.dense_head(memory, grid), "grid": grid, "valid": ~mask.flatten(1)}
+        if dn is not None:
+            out["dn_outputs"] = [{"pred_logits": lg[:, :pad], "pred_boxes": bx[:, :pad]} for lg, bx in zip(logits, boxes)]
+            out["dn_meta"] = dn
+        if capture:
+            out["attention"] = cap
+            out["feature_mask"] = mask
+            out["memory"] = memory
+        return out
+
+
+def build_model(config: DETRConfig) -> DETR:
+    return DETR(config)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

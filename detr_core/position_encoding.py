@@ -1,0 +1,58 @@
+"""2-D sine positional encoding (the paper's choice): normalized coordinates, scale 2*pi,
+temperature 10000, computed from the padding mask so padded pixels do not shift positions."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Returns [B, 2 * num_pos_feats, H, W]: the first half encodes y, the second half x."""
+
+    def __init__(
+        self,
+        num_pos_feats: int = 128,
+        temperature: float = 10000.0,
+        normalize: bool = True,
+        scale: float = 2 * math.pi,
+    ) -> None:
+        super().__init__()
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = scale
+
+    def forward(self, mask: Tensor) -> Tensor:
+        # mask: [B, H, W] bool, True on padding
+        not_mask = (~mask).to(torch.float32)
+        y_embed = not_mask.cumsum(1)  # [B, H, W], 1..h_valid down each column
+        x_embed = not_mask.cumsum(2)  # [B, H, W], 1..w_valid along each row
+        if self.normalize:
+            eps = 1e-6
+            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=mask.device)
+        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
+        pos_x = x_embed[:, :, :, None] / dim_t  # [B, H, W, F]
+        pos_y = y_embed[:, :, :, None] / dim_t
+        pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
+        pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)  # [B, 2F, H, W]
+
+
+def sine_box_embedding(boxes: Tensor, num_pos_feats: int, temperature: float = 10000.0) -> Tensor:
+    """Sine embedding of normalized boxes (DAB-DETR's anchor-box positional query).
+
+    boxes: [..., 4] cxcywh in [0, 1] -> [..., 4 * num_pos_feats], ordered (y, x, w, h) as in DAB-DETR.
+    """
+    scale = 2 * math.pi
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=boxes.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
+    parts = []
+    for i in (1, 0, 2, 3):
+        p = boxes[..., i, None] * scale / dim_t  # [..., F]
+        parts.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2))
+    return torch.cat(parts, dim=-1)
