@@ -1,0 +1,212 @@
+"""The set criterion: Hungarian matching, then classification, L1 and GIoU losses.
+
+``SetCriterion(...)(outputs, targets)`` returns a dict of named, *unweighted* parts
+(``loss_ce``, ``loss_bbox``, ``loss_giou`` for the last decoder layer, ``loss_ce_0`` ... for the
+earlier layers, ``dn_loss_*`` for denoising), the logging-only ``class_error`` and
+``cardinality_error``, and ``loss``: the weighted total, computed in one place
+(:meth:`SetCriterion.weighted_total`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+
+from .box_ops import cxcywh_to_xyxy
+from .config import DETRConfig, LossConfig
+from .dense_head import dense_assignment
+from .matcher import HungarianMatcher, Indices
+
+
+def _src_permutation(indices: Indices) -> tuple[Tensor, Tensor]:
+    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+    src_idx = torch.cat([src for src, _ in indices])
+    return batch_idx, src_idx
+
+
+class SetCriterion(nn.Module):
+    def __init__(self, model_config: DETRConfig, loss_config: LossConfig | None = None) -> None:
+        super().__init__()
+        lc = loss_config or LossConfig()
+        self.loss_config = lc
+        self.num_classes = model_config.num_classes
+        self.classifier = model_config.classifier
+        self.aux_loss = model_config.aux_loss
+        self.matcher = HungarianMatcher(
+            lc.cost_class, lc.cost_bbox, lc.cost_giou, model_config.classifier, lc.focal_alpha, lc.focal_gamma
+        )
+        empty_weight = torch.ones(self.num_classes + 1)
+        empty_weight[-1] = lc.no_object_weight
+        self.register_buffer("empty_weight", empty_weight)
+        self.weights = {"loss_ce": lc.weight_class, "loss_bbox": lc.weight_bbox, "loss_giou": lc.weight_giou}
+
+    # --- the parts -----------------------------------------------------------------------
+    def loss_labels(
+        self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float,
+        log: bool = True, boxes: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """logits: [B, N, C]. Unmatched queries are trained towards "no object". ``boxes``
+        ([B, N, 4] cxcywh) is needed for IoU-aware focal classification."""
+        idx = _src_permutation(indices)
+        target_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        if self.classifier == "softmax":
+            target = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
+            target[idx] = target_o
+            loss = F.cross_entropy(logits.transpose(1, 2), target, self.empty_weight)
+        elif self.loss_config.iou_aware and boxes is not None:
+            # quality focal loss (Li et al., 2020): the target of a matched query is the IoU of its
+            # box with the object, so scores rank predictions by how well they are localized
+            target = torch.zeros_like(logits)
+            if len(target_o):
+                src = boxes[idx].detach()
+                tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+                iou = box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tgt)).diag().clamp(min=0.01)
+                target[idx[0], idx[1], target_o] = iou
+            p = logits.sigmoid()
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            loss = (bce * (p - target).abs().pow(self.loss_config.focal_gamma)).sum() / num_boxes
+        else:
+            onehot = torch.zeros_like(logits)
+            onehot[idx[0], idx[1], target_o] = 1.0
+            loss = sigmoid_focal_loss(
+                logits, onehot, self.loss_config.focal_alpha, self.loss_config.focal_gamma, reduction="sum"
+            ) / num_boxes
+        out = {"loss_ce": loss}
+        if log:
+            with torch.no_grad():
+                matched = logits[idx]
+                if len(target_o):
+                    acc = (matched[:, : self.num_classes].argmax(-1) == target_o).float().mean() * 100
+                else:
+                    acc = torch.tensor(100.0, device=logits.device)
+                out["class_error"] = 100 - acc
+        return out
+
+    @torch.no_grad()
+    def loss_cardinality(self, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """|number of predicted objects - number of true objects|, averaged over images (logging only)."""
+        lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device, dtype=torch.float)
+        if self.classifier == "softmax":
+            predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1)
+        else:
+            predicted = (logits.sigmoid().max(-1).values > 0.5).sum(1)
+        return {"cardinality_error": F.l1_loss(predicted.float(), lengths)}
+
+    def loss_boxes(
+        self, boxes: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
+    ) -> dict[str, Tensor]:
+        """boxes: [B, N, 4] cxcywh. L1 and GIoU over matched pairs, normalized by num_boxes."""
+        idx = _src_permutation(indices)
+        src = boxes[idx]
+        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
+        loss_bbox = F.l1_loss(src, tgt, reduction="sum") / num_boxes
+        if len(src):
+            loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tgt), reduction="sum") / num_boxes
+        else:
+            loss_giou = boxes.sum() * 0.0
+        return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+    def loss_denoising_labels(
+        self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
+    ) -> Tensor:
+        """Denoising queries: each must name its object's true class (padding slots are ignored)."""
+        idx = _src_permutation(indices)
+        target_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        matched = logits[idx]  # [P_valid, C]
+        if self.classifier == "softmax":
+            return F.cross_entropy(matched, target_o, reduction="sum") / num_boxes
+        onehot = F.one_hot(target_o, self.num_classes).to(matched.dtype)
+        lc = self.loss_config
+        return sigmoid_focal_loss(matched, onehot, lc.focal_alpha, lc.focal_gamma, reduction="sum") / num_boxes
+
+    # --- the whole criterion -------------------------------------------------------------
+    def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        groups = outputs.get("query_groups", 1)
+        n_targets = sum(len(t["labels"]) for t in targets)
+        num_boxes = max(float(n_targets) * groups, 1.0)  # query groups: the mean over groups
+
+        losses: dict[str, Tensor] = {}
+        layers = [outputs] + (outputs["aux_outputs"] if self.aux_loss else [])
+        suffixes = [""] + [f"_{i}" for i in range(len(layers) - 1)]
+        for layer, suffix in zip(layers, suffixes):
+            logits, boxes = layer["pred_logits"].float(), layer["pred_boxes"].float()
+            indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes}, targets, groups)
+            parts = self.loss_labels(logits, targets, indices, num_boxes, log=suffix == "", boxes=boxes)
+            parts.update(self.loss_boxes(boxes, targets, indices, num_boxes))
+            if suffix == "":
+                parts.update(self.loss_cardinality(logits[:, : logits.shape[1] // groups], targets))
+            losses.update({k + suffix: v for k, v in parts.items()})
+
+        if "dn_outputs" in outputs:
+            meta = outputs["dn_meta"]
+            dn_indices = meta.indices()
+            dn_boxes = max(float(n_targets) * meta.groups, 1.0)
+            dn_layers = outputs["dn_outputs"] if self.aux_loss else outputs["dn_outputs"][-1:]
+            n = len(dn_layers)
+            for i, layer in enumerate(dn_layers):
+                suffix = "" if i == n - 1 else f"_{i}"
+                logits, boxes = layer["pred_logits"].float(), layer["pred_boxes"].float()
+                losses["dn_loss_ce" + suffix] = self.loss_denoising_labels(logits, targets, dn_indices, dn_boxes)
+                for k, v in self.loss_boxes(boxes, targets, dn_indices, dn_boxes).items():
+                    losses["dn_" + k + suffix] = v
+        if "dense" in outputs:
+            losses.update(self.dense_losses(outputs["dense"], targets))
+        losses["loss"] = self.weighted_total(losses)
+        return losses
+
+    def dense_losses(self, dense: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """The dense auxiliary head: focal classification over all tokens, L1 + GIoU on the
+        tokens assigned to an object; normalized by the number of assigned tokens."""
+        logits, boxes = dense["logits"].float(), dense["boxes"].float()  # [B, S, C], [B, S, 4]
+        assigned = dense_assignment(targets, dense["grid"], dense["valid"])  # [B, S]
+        pos = assigned >= 0
+        n_pos = max(float(pos.sum()), 1.0)
+        b_idx, s_idx = torch.nonzero(pos, as_tuple=True)
+        t_idx = assigned[b_idx, s_idx]
+        labels = torch.stack([targets[b]["labels"][t] for b, t in zip(b_idx.tolist(), t_idx.tolist())]) \
+            if len(b_idx) else torch.zeros(0, dtype=torch.long, device=logits.device)
+        target_boxes = torch.stack([targets[b]["boxes"][t] for b, t in zip(b_idx.tolist(), t_idx.tolist())]) \
+            if len(b_idx) else torch.zeros(0, 4, device=logits.device)
+        valid = dense["valid"]
+        lc = self.loss_config
+        if self.classifier == "focal":
+            onehot = torch.zeros_like(logits)
+            onehot[b_idx, s_idx, labels] = 1.0
+            per = sigmoid_focal_loss(logits, onehot, lc.focal_alpha, lc.focal_gamma, reduction="none")
+            loss_ce = (per * valid[..., None]).sum() / n_pos
+        else:
+            target = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=logits.device)
+            target[b_idx, s_idx] = labels
+            per = F.cross_entropy(logits.transpose(1, 2), target, self.empty_weight, reduction="none")
+            loss_ce = (per * valid).sum() / n_pos
+        src = boxes[b_idx, s_idx]
+        loss_bbox = F.l1_loss(src, target_boxes, reduction="sum") / n_pos
+        loss_giou = (
+            generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(target_boxes), reduction="sum") / n_pos
+            if len(src) else boxes.sum() * 0.0
+        )
+        return {"dense_loss_ce": loss_ce, "dense_loss_bbox": loss_bbox, "dense_loss_giou": loss_giou}
+
+    def weight_of(self, name: str) -> float:
+        """The weight of a loss part by name (0 for logging-only entries)."""
+        scale = 1.0
+        base = name
+        if name.startswith("dn_"):
+            base, scale = name[3:], self.loss_config.weight_dn
+        elif name.startswith("dense_"):
+            base, scale = name[6:], self.loss_config.weight_dense
+        for key, w in self.weights.items():
+            if base == key or (base.startswith(key + "_") and base[len(key) + 1 :].isdigit()):
+                return w * scale
+        return 0.0
+
+    def weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
+        total: Tensor | None = None
+        for name, value in losses.items():
+            w = self.weight_of(name)
+            if w:
+                total = value * w if total is None else total + value * w
+        assert total is not None, "no weighted loss parts"
+        return total
