@@ -1,0 +1,174 @@
+"""Inference on one image with everything the explorer shows: per-query predictions at every
+decoder layer, decoder cross-attention, decoder self-attention and encoder self-attention.
+
+    result = run_inference(model, image_rgb, class_names)
+    result.cross_attention          # [L, heads, Q, h, w] on the feature grid
+    result.encoder_attention_at(y, x)  # [L_enc, heads, h, w] for a point in image pixels
+
+Capturing attention does not change any prediction (a test compares with a plain forward pass).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .box_ops import normalized_cxcywh_to_pixel_xyxy
+from .detr import DETR
+from .images import prepare
+from .postprocess import class_probabilities, scores_and_labels
+from .transformer import attention_weights
+
+
+@dataclass
+class InferenceResult:
+    class_names: list[str]
+    image_size: tuple[int, int]  # (H, W) of the image as given
+    input_size: tuple[int, int]  # (H', W') after resizing for the model
+    feature_size: tuple[int, int]  # (h, w) of the feature grid
+    stride: int  # input pixels per feature cell
+    probs: Tensor  # [Q, K + 1] class probabilities, last = no object
+    scores: Tensor  # [Q] best real-class probability
+    labels: Tensor  # [Q] best real class
+    boxes_cxcywh: Tensor  # [Q, 4] normalized to the image
+    boxes_xyxy: Tensor  # [Q, 4] pixels of the image as given
+    layer_probs: Tensor  # [L, Q, K + 1] every decoder layer's prediction
+    layer_boxes_cxcywh: Tensor  # [L, Q, 4]
+    layer_boxes_xyxy: Tensor  # [L, Q, 4]
+    cross_attention: Tensor | None  # [L, heads, Q, h, w]; rows sum to 1 over (h, w)
+    decoder_self_attention: Tensor | None  # [L, heads, Q, Q] (None without decoder self-attention)
+    encoder_queries: Tensor | None  # [L_enc, heads, h*w, d_head] (for encoder attention on demand)
+    encoder_keys: Tensor | None  # [L_enc, heads, h*w, d_head]
+    seconds: float = 0.0  # wall time of the forward pass
+
+    @property
+    def num_queries(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.layer_probs.shape[0])
+
+    @property
+    def num_heads(self) -> int:
+        return 0 if self.cross_attention is None else int(self.cross_attention.shape[1])
+
+    def is_object(self) -> Tensor:
+        """[Q] bool: the query's best guess is a real class rather than "no object"."""
+        return self.probs[:, :-1].max(-1).values > self.probs[:, -1]
+
+    def kept(self, threshold: float) -> list[int]:
+        """Query indices with score >= threshold, best first."""
+        idx = torch.nonzero(self.scores >= threshold).flatten().tolist()
+        return sorted(idx, key=lambda i: -float(self.scores[i]))
+
+    def grid_extent(self) -> tuple[float, float]:
+        """(height, width) in image pixels covered by the feature grid (it may overhang the image
+        by less than one cell): draw a feature-grid map over this rectangle to align it."""
+        h, w = self.feature_size
+        sy = self.image_size[0] / self.input_size[0]
+        sx = self.image_size[1] / self.input_size[1]
+        return h * self.stride * sy, w * self.stride * sx
+
+    def cell_at(self, y: float, x: float) -> tuple[int, int]:
+        """The feature cell under image pixel (y, x)."""
+        eh, ew = self.grid_extent()
+        h, w = self.feature_size
+        i = min(max(int(y / eh * h), 0), h - 1)
+        j = min(max(int(x / ew * w), 0), w - 1)
+        return i, j
+
+    def encoder_attention_at(self, y: float, x: float) -> Tensor:
+        """Where the encoder token under image pixel (y, x) attends: [L_enc, heads, h, w]."""
+        if self.encoder_queries is None or self.encoder_keys is None:
+            raise ValueError("this result was computed without attention capture")
+        i, j = self.cell_at(y, x)
+        h, w = self.feature_size
+        p = i * w + j
+        q = self.encoder_queries[:, :, p : p + 1]  # [L, heads, 1, dh]
+        weights = attention_weights(q, self.encoder_keys, None)  # [L, heads, 1, S]
+        return weights[:, :, 0].reshape(weights.shape[0], weights.shape[1], h, w)
+
+    def encoder_attention(self) -> Tensor:
+        """All of it: [L_enc, heads, h*w (from), h, w (to)]. Large for big images."""
+        if self.encoder_queries is None or self.encoder_keys is None:
+            raise ValueError("this result was computed without attention capture")
+        h, w = self.feature_size
+        weights = attention_weights(self.encoder_queries, self.encoder_keys, None)
+        return weights.reshape(*weights.shape[:3], h, w)
+
+
+@torch.no_grad()
+def run_inference(
+    model: DETR,
+    image_rgb: np.ndarray,  # [H, W, 3] uint8
+    class_names: list[str],
+    capture: bool = True,
+    input_tensor: Tensor | None = None,  # already prepared [3, H', W'] (skips resizing)
+) -> InferenceResult:
+    import time
+
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        raise ValueError(f"expected an [H, W, 3] RGB image, got shape {tuple(image_rgb.shape)}")
+    cfg = model.config
+    device = next(model.parameters()).device
+    x = input_tensor if input_tensor is not None else prepare(image_rgb, cfg.image_min_size, cfg.image_max_size)
+    was_training = model.training
+    model.eval()
+    try:
+        t0 = time.perf_counter()
+        out = model(x[None].to(device), capture=capture)
+        seconds = time.perf_counter() - t0
+    finally:
+        model.train(was_training)
+
+    layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
+    logits = torch.stack([lay["pred_logits"][0] for lay in layers]).float().cpu()  # [L, Q, C]
+    boxes = torch.stack([lay["pred_boxes"][0] for lay in layers]).float().cpu()  # [L, Q, 4]
+    layer_probs = class_probabilities(logits, cfg.classifier)
+    h_img, w_img = image_rgb.shape[:2]
+    layer_xyxy = normalized_cxcywh_to_pixel_xyxy(boxes, h_img, w_img)
+    scores, labels = scores_and_labels(layer_probs[-1])
+
+    cross = dec_self = enc_q = enc_k = None
+    stride = model.stride
+    fh, fw = (int(v) for v in _feature_size(x.shape[-2:], out, stride))
+    if capture:
+        cap = out["attention"]
+        cross = torch.stack([c.weights[0] for c in cap.decoder_cross]).float().cpu()  # [L, heads, Q, S]
+        cross = cross.reshape(*cross.shape[:3], fh, fw)
+        if all(c is not None for c in cap.decoder_self):
+            dec_self = torch.stack([c.weights[0] for c in cap.decoder_self]).float().cpu()
+        if cap.encoder:
+            enc_q = torch.stack([c.q[0] for c in cap.encoder]).float().cpu()  # [L, heads, S, dh]
+            enc_k = torch.stack([c.k[0] for c in cap.encoder]).float().cpu()
+    return InferenceResult(
+        class_names=list(class_names),
+        image_size=(h_img, w_img),
+        input_size=(int(x.shape[-2]), int(x.shape[-1])),
+        feature_size=(fh, fw),
+        stride=stride,
+        probs=layer_probs[-1],
+        scores=scores,
+        labels=labels,
+        boxes_cxcywh=boxes[-1],
+        boxes_xyxy=layer_xyxy[-1],
+        layer_probs=layer_probs,
+        layer_boxes_cxcywh=boxes,
+        layer_boxes_xyxy=layer_xyxy,
+        cross_attention=cross,
+        decoder_self_attention=dec_self,
+        encoder_queries=enc_q,
+        encoder_keys=enc_k,
+        seconds=seconds,
+    )
+
+
+def _feature_size(input_hw: torch.Size, out: dict, stride: int) -> tuple[int, int]:
+    if "feature_mask" in out:
+        return tuple(out["feature_mask"].shape[-2:])  # type: ignore[return-value]
+    h, w = input_hw
+    return -(-h // stride), -(-w // stride)

@@ -1,0 +1,316 @@
+"""The training loop: Qt-free, a generator of small events.
+
+    trainer = Trainer(model_config, train_config)
+    for event in trainer.events():      # StepEvent, EvalEvent, ErrorEvent, FinishedEvent
+        ...
+
+Between steps it honours a :class:`TrainControl` (pause, resume, single step, stop), so a GUI
+thread can drive it without touching the model. Under a seed it is reproducible. A non-finite
+loss or gradient stops training with an ``ErrorEvent`` before the optimizer step, so the model
+keeps the last good weights.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import DETRConfig, TrainConfig
+from .data.toy import ToyShapes
+from .detr import DETR
+from .device import pick_device
+from .evaluate import evaluate_model, heldout_split
+from .losses import SetCriterion
+
+
+@dataclass
+class StepEvent:
+    step: int  # optimizer steps completed so far (1-based)
+    losses: dict[str, float]  # every named loss part, unweighted, plus "loss" (weighted total)
+    lr: float
+    images_per_sec: float  # smoothed over recent steps
+    elapsed: float  # seconds of training so far, excluding evaluation and pauses
+    progress: float  # fraction of the budget (steps or seconds) used, in [0, 1]
+
+
+@dataclass
+class EvalEvent:
+    step: int
+    elapsed: float
+    metrics: dict[str, float]  # AP, AP50, AP75, AP/<class>, images
+    seconds: float  # time the evaluation took (not counted in ``elapsed``)
+
+
+@dataclass
+class ErrorEvent:
+    step: int
+    message: str
+
+
+@dataclass
+class FinishedEvent:
+    step: int
+    elapsed: float
+    reason: str  # "completed", "stopped" or "error"
+
+
+Event = StepEvent | EvalEvent | ErrorEvent | FinishedEvent
+
+
+class TrainControl:
+    """Thread-safe pause / resume / single-step / stop flags, checked between steps."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stopped = False
+        self._step_tokens = 0
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def step_once(self) -> None:
+        """Allow exactly one more step, then stay paused."""
+        with self._cond:
+            self._paused = True
+            self._step_tokens += 1
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def wait_for_go(self) -> bool:
+        """Block while paused; True when the next step may run, False when stopped."""
+        with self._cond:
+            while True:
+                if self._stopped:
+                    return False
+                if not self._paused:
+                    return True
+                if self._step_tokens > 0:
+                    self._step_tokens -= 1
+                    return True
+                self._cond.wait(timeout=0.1)
+
+
+@dataclass
+class History:
+    """Per-step records (columns of equal length) and evaluation records."""
+
+    steps: dict[str, list[float]] = field(default_factory=dict)
+    evals: list[dict[str, float]] = field(default_factory=list)
+
+    def add_step(self, record: dict[str, float]) -> None:
+        n = len(self.steps.get("step", []))
+        for key, value in record.items():
+            column = self.steps.setdefault(key, [math.nan] * n)
+            column.append(value)
+        for key, column in self.steps.items():
+            if len(column) < n + 1:
+                column.append(math.nan)
+
+    def __len__(self) -> int:
+        return len(self.steps.get("step", []))
+
+    def to_dict(self, max_points: int = 4000) -> dict:
+        """Plain lists (for checkpoints), thinned evenly to at most ``max_points`` steps."""
+        n = len(self)
+        stride = max(1, math.ceil(n / max_points))
+        keep = list(range(0, n, stride))
+        if n and keep[-1] != n - 1:
+            keep.append(n - 1)
+        return {"steps": {k: [v[i] for i in keep] for k, v in self.steps.items()}, "evals": list(self.evals)}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "History":
+        if not d:
+            return cls()
+        return cls({k: list(map(float, v)) for k, v in d.get("steps", {}).items()}, list(d.get("evals", [])))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the reference's two groups: the backbone at ``lr_backbone``, the rest at ``lr``."""
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    groups = [{"params": rest, "lr": config.lr}]
+    if backbone and config.lr_backbone > 0:
+        groups.append({"params": backbone, "lr": config.lr_backbone})
+    elif backbone:
+        for p in backbone:
+            p.requires_grad_(False)
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    device_type = next(model.parameters()).device.type
+    fused = device_type in ("cpu", "cuda")  # one kernel per step instead of a loop over tensors
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
+    """Multiplier on each group's base lr: warm-up by steps, then the schedule over progress."""
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+    if config.schedule == "constant":
+        factor = 1.0
+    elif config.schedule == "step":
+        factor = 1.0 if progress < config.lr_drop else 0.1
+    elif config.schedule == "wsd":
+        start = 1.0 - config.decay_fraction
+        t = 0.0 if progress <= start else (min(progress, 1.0) - start) / max(config.decay_fraction, 1e-9)
+        factor = 1.0 - (1.0 - config.min_lr_ratio) * t
+    else:
+        floor = config.min_lr_ratio
+        factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return warm * factor
+
+
+class Trainer:
+    """Owns the model, criterion and optimizer of one training run (on one thread)."""
+
+    def __init__(
+        self,
+        model_config: DETRConfig,
+        train_config: TrainConfig,
+        model: DETR | None = None,
+        optimizer_state: dict | None = None,
+        history: History | None = None,
+        start_step: int = 0,
+        control: TrainControl | None = None,
+    ) -> None:
+        self.model_config = model_config
+        self.config = train_config
+        self.control = control or TrainControl()
+        if train_config.threads:
+            torch.set_num_threads(train_config.threads)
+        torch.manual_seed(train_config.seed)
+        self.device = pick_device(train_config.device)
+        if model_config.num_classes != len(train_config.data.classes):
+            raise ValueError(
+                f"the model has {model_config.num_classes} classes but the toy data has "
+                f"{len(train_config.data.classes)} ({', '.join(train_config.data.classes)})"
+            )
+        self.model = (model or DETR(model_config)).to(self.device)
+        self.criterion = SetCriterion(model_config, train_config.loss).to(self.device)
+        self.optimizer = build_optimizer(self.model, train_config)
+        if optimizer_state:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.dataset = ToyShapes(train_config.data, seed=train_config.seed, split="train")
+        self.heldout = heldout_split(train_config.data, max(train_config.eval_images, 1))
+        self.history = history or History()
+        self.step = start_step
+        self.elapsed = 0.0
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset.class_names
+
+    def progress(self, step: int | None = None, elapsed: float | None = None) -> float:
+        cfg = self.config
+        step = self.step if step is None else step
+        elapsed = self.elapsed if elapsed is None else elapsed
+        fractions = []
+        if cfg.steps:
+            fractions.append(step / cfg.steps)
+        if cfg.max_seconds:
+            fractions.append(elapsed / cfg.max_seconds)
+        return min(1.0, max(fractions)) if fractions else 0.0
+
+    def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimizer step. Raises FloatingPointError (weights untouched) on a non-finite loss."""
+        self.model.train()
+        images = images.to(self.device, non_blocking=True)
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        factor = lr_factor(self.config, self.step, self.progress())
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        # BatchNorm statistics change during the forward pass: keep them to undo a failed step
+        buffers = [(b, b.clone()) for b in self.model.buffers()]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            outputs = self.model(images, targets)
+        losses = self.criterion(outputs, targets)
+        total = losses["loss"]
+        if not torch.isfinite(total):
+            self._restore(buffers)
+            raise FloatingPointError(f"the loss is {total.item()} at step {self.step + 1}")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        max_norm = self.config.clip_max_norm if self.config.clip_max_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._restore(buffers)
+            raise FloatingPointError(f"the gradient is {grad_norm.item()} at step {self.step + 1}")
+        self.optimizer.step()
+        self.step += 1
+        record = {k: float(v.detach()) for k, v in losses.items()}
+        record["grad_norm"] = float(grad_norm)
+        return record
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore(buffers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for live, saved in buffers:
+            live.copy_(saved)
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device)
+
+    def events(self) -> Iterator[Event]:
+        cfg = self.config
+        rate = 0.0
+        last_eval_step = self.step
+        while self.progress() < 1.0:
+            if not self.control.wait_for_go():
+                yield FinishedEvent(self.step, self.elapsed, "stopped")
+                return
+            t0 = time.perf_counter()
+            images, targets = self.dataset.batch(range(self.step * cfg.batch_size, (self.step + 1) * cfg.batch_size))
+            try:
+                losses = self.train_step(images, targets)
+            except FloatingPointError as e:
+                yield ErrorEvent(
+                    self.step,
+                    f"Training stopped: {e}. The model keeps the weights of step {self.step}. "
+                    "A lower learning rate or a stronger gradient clip usually helps.",
+                )
+                yield FinishedEvent(self.step, self.elapsed, "error")
+                return
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            rate = cfg.batch_size / dt if rate == 0 else 0.9 * rate + 0.1 * cfg.batch_size / dt
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.history.add_step({"step": self.step, "elapsed": self.elapsed, "lr": lr, **losses})
+            yield StepEvent(self.step, losses, lr, rate, self.elapsed, self.progress())
+            if cfg.eval_every and self.step - last_eval_step >= cfg.eval_every:
+                last_eval_step = self.step
+                yield self._eval_event()
+        if cfg.eval_every and last_eval_step != self.step:
+            yield self._eval_event()
+        yield FinishedEvent(self.step, self.elapsed, "completed")
+
+    def _eval_event(self) -> EvalEvent:
+        t0 = time.perf_counter()
+        metrics = self.evaluate()
+        seconds = time.perf_counter() - t0
+        self.history.evals.append({"step": self.step, "elapsed": self.elapsed, **metrics})
+        return EvalEvent(self.step, self.elapsed, metrics, seconds)
