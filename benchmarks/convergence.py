@@ -1,0 +1,159 @@
+"""How fast does a preset learn toy shapes? AP / AP50 on a fixed held-out split against
+seconds of training.
+
+    uv run benchmarks/convergence.py --preset fast --seconds 120 [--seed K] [--plot out.png]
+
+Every ~10 s of training it evaluates with pycocotools on the 500-image held-out toy split
+(never trained on) and prints one JSON line (seconds, steps, AP, AP50). Evaluation time is not
+counted as training time. The last line is a summary object with the keys preset, seconds,
+steps, AP, AP50 and seconds_to_AP50_0.9 (null if never reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from detr_core.evaluate import evaluate_model, heldout_split
+from detr_core.presets import apply_overrides, preset
+from detr_core.train import ErrorEvent, StepEvent, Trainer
+
+
+def run(args: argparse.Namespace) -> dict:
+    model_cfg, train_cfg = preset(args.preset)
+    overrides = [f"seed={args.seed}", f"max_seconds={args.seconds}", "steps=0", f"threads={args.threads}",
+                 "eval_every=0"] + args.set
+    model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, overrides)
+    torch.set_num_threads(args.threads)
+    trainer = Trainer(model_cfg, train_cfg)
+    heldout = heldout_split(train_cfg.data, args.eval_images)
+    points = []
+    next_eval = args.every
+    reached = None
+    wall0 = time.perf_counter()
+
+    def evaluate(ev_step: int, elapsed: float) -> None:
+        nonlocal reached
+        m = evaluate_model(trainer.model, heldout, args.eval_images, device=trainer.device)
+        point = {"seconds": round(elapsed, 1), "steps": ev_step, "AP": round(m["AP"], 4), "AP50": round(m["AP50"], 4)}
+        points.append(point)
+        if reached is None and m["AP50"] >= 0.9:
+            reached = point["seconds"]
+        print(json.dumps(point), flush=True)
+
+    last = None
+    for event in trainer.events():
+        if isinstance(event, StepEvent):
+            last = event
+            if event.elapsed >= next_eval:
+                evaluate(event.step, event.elapsed)
+                next_eval += args.every
+        elif isinstance(event, ErrorEvent):
+            print(json.dumps({"error": event.message}), flush=True)
+    if last is not None and (not points or points[-1]["steps"] != last.step):
+        evaluate(last.step, last.elapsed)
+    final = points[-1] if points else {"seconds": 0, "steps": 0, "AP": 0.0, "AP50": 0.0}
+    summary = {
+        "preset": args.preset,
+        "seconds": final["seconds"],
+        "steps": final["steps"],
+        "AP": final["AP"],
+        "AP50": final["AP50"],
+        "seconds_to_AP50_0.9": reached,
+        "seed": args.seed,
+        "images_per_sec": round(last.images_per_sec, 1) if last else None,
+        "wall_seconds": round(time.perf_counter() - wall0, 1),
+        "overrides": args.set,
+        "curve": points,
+    }
+    return summary
+
+
+def plot(curves: dict[str, list[dict]], path: Path) -> None:
+    """AP50 against seconds, one line per run, drawn with PySide6's QPainter (no extra deps)."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QPointF, QRectF, Qt
+    from PySide6.QtGui import QColor, QFont, QGuiApplication, QImage, QPainter, QPen
+
+    app = QGuiApplication.instance() or QGuiApplication([])  # noqa: F841 - fonts need an app
+    w, h, margin = 900, 520, 70
+    img = QImage(w, h, QImage.Format.Format_ARGB32)
+    img.fill(QColor("white"))
+    p = QPainter(img)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    xmax = max((pt["seconds"] for c in curves.values() for pt in c), default=1.0) or 1.0
+    plot_rect = QRectF(margin, 30, w - margin - 30, h - margin - 30)
+
+    def to_px(sec: float, ap: float) -> QPointF:
+        return QPointF(plot_rect.left() + sec / xmax * plot_rect.width(), plot_rect.bottom() - ap * plot_rect.height())
+
+    p.setPen(QPen(QColor("#888"), 1))
+    p.drawRect(plot_rect)
+    p.setFont(QFont("Sans", 10))
+    for i in range(0, 11, 2):
+        y = i / 10
+        pt = to_px(0, y)
+        p.drawText(QPointF(10, pt.y() + 4), f"{y:.1f}")
+        p.setPen(QPen(QColor("#eee"), 1))
+        p.drawLine(to_px(0, y), to_px(xmax, y))
+        p.setPen(QPen(QColor("#888"), 1))
+    for k in range(6):
+        sec = xmax * k / 5
+        pt = to_px(sec, 0)
+        p.drawText(QPointF(pt.x() - 15, plot_rect.bottom() + 20), f"{sec:.0f}")
+    p.drawText(QPointF(w / 2 - 60, h - 15), "seconds of training")
+    p.save()
+    p.translate(25, h / 2 + 40)
+    p.rotate(-90)
+    p.drawText(QPointF(0, 0), "AP50 (held-out)")
+    p.restore()
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+    for n, (label, pts) in enumerate(curves.items()):
+        colour = QColor(palette[n % len(palette)])
+        p.setPen(QPen(colour, 2.5))
+        for a, b in zip(pts, pts[1:]):
+            p.drawLine(to_px(a["seconds"], a["AP50"]), to_px(b["seconds"], b["AP50"]))
+        p.drawText(QPointF(plot_rect.left() + 15, plot_rect.top() + 20 + 18 * n), label)
+    p.setPen(QPen(QColor("#444"), 1, Qt.PenStyle.DashLine))
+    p.drawLine(to_px(0, 0.9), to_px(xmax, 0.9))
+    p.end()
+    img.save(str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--every", type=float, default=10.0, help="seconds of training between evaluations")
+    ap.add_argument("--eval-images", type=int, default=500)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting")
+    ap.add_argument("--plot", type=Path, help="write a PNG of AP50 against seconds")
+    ap.add_argument("--compare", type=Path, nargs="*", default=[],
+                    help="summary JSON files of earlier runs to draw on the same plot")
+    ap.add_argument("--save-summary", type=Path, help="also write the summary object to this file")
+    args = ap.parse_args(argv)
+    summary = run(args)
+    curve = summary.pop("curve")
+    print(json.dumps(summary), flush=True)
+    if args.save_summary:
+        args.save_summary.write_text(json.dumps({**summary, "curve": curve}))
+    if args.plot:
+        curves = {f"{summary['preset']} (seed {args.seed})": curve}
+        for f in args.compare:
+            other = json.loads(f.read_text())
+            curves[f"{other['preset']} (seed {other.get('seed')})"] = other["curve"]
+        plot(curves, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""How responsive is the explorer? For the bundled toy model:
+
+    uv run benchmarks/gui_latency.py [--train-seconds 20]
+
+- time to first window (process start to the first predictions on screen);
+- inference plus attention capture per image (128x128 toy image);
+- redraw time when switching query, layer or head (from the cached result);
+- event-loop lateness (p99 and max) while training runs in the app, and training images/s
+  inside the app compared with the same training headless.
+
+Targets: inference + capture < 20 ms, redraw < 30 ms, lateness p99 < 20 ms and max < 100 ms,
+in-app training >= 80% of headless. Runs offscreen unless a DISPLAY is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def time_to_first_window() -> float:
+    code = (
+        "import time, sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from PySide6.QtCore import QSettings, QTimer\n"
+        "app = QApplication([])\n"
+        "from explorer.main_window import MainWindow\n"
+        "import tempfile\n"
+        "s = QSettings(tempfile.mktemp(suffix='.ini'), QSettings.Format.IniFormat)\n"
+        "w = MainWindow(settings=s)\n"
+        "w.show()\n"
+        "def done():\n"
+        "    print('FIRST_RESULT', flush=True)\n"
+        "    w.tasks.wait(); app.quit()\n"
+        "w.resultShown.connect(lambda: QTimer.singleShot(0, done))\n"
+        "app.exec()\n"
+    )
+    env = dict(os.environ)
+    if "DISPLAY" not in env:
+        env["QT_QPA_PLATFORM"] = "offscreen"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("FIRST_RESULT"):
+            elapsed = time.perf_counter() - t0
+            break
+    else:
+        raise RuntimeError("the app never showed a result")
+    proc.wait(timeout=60)
+    return elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train-seconds", type=float, default=20.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    if "DISPLAY" not in os.environ:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+    first = time_to_first_window()
+    print(json.dumps({"time_to_first_window_s": round(first, 2)}), flush=True)
+
+    import tempfile
+
+    import torch
+    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    torch.set_num_threads(args.threads)
+    app = QApplication.instance() or QApplication([])
+    from detr_core.checkpoint import load_model
+    from detr_core.data import ToyShapes
+    from detr_core.inspect import run_inference
+    from detr_core.train import StepEvent, Trainer
+    from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+    # inference + capture
+    model, ckpt = load_model(BUNDLED_CHECKPOINT)
+    images = [ToyShapes(seed=99).sample(i).image for i in range(10)]
+    for img in images[:3]:
+        run_inference(model, img, ckpt.class_names)
+    times = []
+    for k in range(60):
+        t0 = time.perf_counter()
+        run_inference(model, images[k % len(images)], ckpt.class_names, capture=True)
+        times.append(time.perf_counter() - t0)
+    print(json.dumps({"inference_with_capture_ms_median": round(statistics.median(times) * 1000, 2),
+                      "inference_with_capture_ms_p90": round(percentile(times, 90) * 1000, 2)}), flush=True)
+
+    # redraws
+    settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings)
+    window.resize(1400, 900)
+    window.show()
+    deadline = time.time() + 60
+    while window.result is None and time.time() < deadline:
+        app.processEvents()
+        time.sleep(0.005)
+    window.grid_dock.raise_()
+    app.processEvents()
+    r = window.result
+    assert r is not None
+    redraw = {"query": [], "layer": [], "head": []}
+    for k in range(30):
+        t0 = time.perf_counter()
+        window.select_query(k % r.num_queries)
+        app.processEvents()
+        redraw["query"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        window.attention.layer.setCurrentIndex(k % r.num_layers)
+        app.processEvents()
+        redraw["layer"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        window.attention.head.setCurrentIndex(k % (r.num_heads + 1))
+        app.processEvents()
+        redraw["head"].append(time.perf_counter() - t0)
+    print(json.dumps({f"redraw_{k}_ms_median": round(statistics.median(v) * 1000, 2) for k, v in redraw.items()}
+                     | {f"redraw_{k}_ms_max": round(max(v) * 1000, 2) for k, v in redraw.items()}), flush=True)
+
+    # event-loop lateness while training in the app
+    panel = window.training
+    panel.load_preset("fast")
+    panel.minutes.setValue(args.train_seconds / 60 + 1)
+    panel.eval_every.setValue(0)
+    lateness: list[float] = []
+    clock = QElapsedTimer()
+    interval = 10
+    timer = QTimer()
+    timer.setInterval(interval)
+    last = [0]
+
+    def tick() -> None:
+        now = clock.elapsed()
+        if last[0]:
+            lateness.append(max(0, now - last[0] - interval))
+        last[0] = now
+
+    timer.timeout.connect(tick)
+    rates_app: list[float] = []
+    panel.worker_progress_hook = None
+
+    def on_started(running: bool) -> None:
+        if running and panel.worker is not None:
+            panel.worker.progress.connect(lambda evs: rates_app.extend(e.images_per_sec for e in evs))
+
+    panel.running.connect(on_started)
+    panel.start()
+    clock.start()
+    timer.start()
+    t_end = time.perf_counter() + args.train_seconds
+    while time.perf_counter() < t_end:
+        app.processEvents()
+        time.sleep(0.001)
+    timer.stop()
+    panel.stop(wait_ms=60000)
+    app.processEvents()
+    late = lateness[20:]  # skip the start-up of the worker
+    print(json.dumps({"event_loop_lateness_ms_p99": round(percentile(late, 99), 1),
+                      "event_loop_lateness_ms_max": round(max(late), 1),
+                      "timer_ticks": len(late)}), flush=True)
+
+    # the same training headless, same duration
+    model_cfg, train_cfg = panel.configs()
+    trainer = Trainer(model_cfg, train_cfg)
+    rates_headless = []
+    t_end = time.perf_counter() + args.train_seconds
+    for event in trainer.events():
+        if isinstance(event, StepEvent):
+            rates_headless.append(event.images_per_sec)
+        if time.perf_counter() > t_end:
+            break
+    skip = max(1, len(rates_app) // 4)
+    app_ips = statistics.median(rates_app[skip:]) if len(rates_app) > skip else float("nan")
+    head_ips = statistics.median(rates_headless[skip:]) if len(rates_headless) > skip else float("nan")
+    print(json.dumps({"train_images_per_sec_in_app": round(app_ips, 1),
+                      "train_images_per_sec_headless": round(head_ips, 1),
+                      "in_app_fraction_of_headless": round(app_ips / head_ips, 3)}), flush=True)
+    window.loaded.unsaved = False
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
