@@ -1,0 +1,90 @@
+"""All kept queries' cross-attention side by side, each titled with query, class and score:
+the reference notebook's figure, live."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Signal
+from PySide6.QtGui import QPen
+from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
+
+from detr_core.inspect import InferenceResult
+
+from .colors import query_color
+from .heatmaps import cross_attention_map
+
+
+class AttentionGrid(QWidget):
+    querySelected = Signal(int)
+    MAX_CELLS = 24
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setBackground("#202124")
+        self.note = QLabel("")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.note)
+        layout.addWidget(self.graphics, 1)
+        self.cells: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.ImageItem]] = []
+        self._key: tuple | None = None
+
+    def update_grid(
+        self, result: InferenceResult | None, image: np.ndarray | None, queries: list[int],
+        layer: int, head: int | None, colormap: str, opacity: float,
+    ) -> None:
+        if result is None or image is None or result.cross_attention is None:
+            self.graphics.clear()
+            self.cells = []
+            self._key = None
+            self.note.setText("No attention to show yet.")
+            return
+        queries = queries[: self.MAX_CELLS]
+        key = (id(result), tuple(queries))
+        if key != self._key:
+            self._build(result, image, queries)
+            self._key = key
+        extent = result.grid_extent()
+        for q, _vb, _img, heat_item in self.cells:
+            heat = cross_attention_map(result, q, layer, head, smooth=False)
+            peak = float(heat.max()) or 1.0
+            heat_item.setImage((heat / peak).astype(np.float32), levels=(0.0, 1.0))
+            heat_item.setColorMap(pg.colormap.get(colormap))
+            heat_item.setRect(QRectF(0, 0, extent[1], extent[0]))
+            heat_item.setOpacity(opacity)
+        what = f"layer {layer + 1}, " + ("mean over heads" if head is None else f"head {head + 1}")
+        self.note.setText(f"{len(queries)} queries above the threshold — decoder cross-attention, {what}"
+                          + (f" (first {self.MAX_CELLS})" if len(queries) == self.MAX_CELLS else ""))
+
+    def _build(self, result: InferenceResult, image: np.ndarray, queries: list[int]) -> None:
+        self.graphics.clear()
+        self.cells = []
+        cols = max(1, min(6, int(np.ceil(np.sqrt(max(len(queries), 1)) * 1.3))))
+        small = image
+        step = max(1, int(max(image.shape[:2]) // 256))
+        if step > 1:
+            small = image[::step, ::step]
+        for n, q in enumerate(queries):
+            if n and n % cols == 0:
+                self.graphics.nextRow()
+            label = result.class_names[int(result.labels[q])]
+            vb = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False, enableMouse=False)
+            title = pg.TextItem(f"q{q} {label} {float(result.scores[q]):.2f}", color="w",
+                                fill=pg.mkBrush(query_color(q).darker(170)), anchor=(0, 0))
+            img = pg.ImageItem(small, levels=(0, 255))
+            img.setRect(QRectF(0, 0, image.shape[1], image.shape[0]))
+            heat = pg.ImageItem()
+            heat.setZValue(5)
+            x0, y0, x1, y1 = (float(v) for v in result.boxes_xyxy[q])
+            rect = QGraphicsRectItem(x0, y0, x1 - x0, y1 - y0)
+            pen = QPen(query_color(q), 2)
+            pen.setCosmetic(True)
+            rect.setPen(pen)
+            rect.setZValue(6)
+            for item in (img, heat, rect, title):
+                vb.addItem(item)
+            title.setZValue(7)
+            vb.setRange(QRectF(0, 0, image.shape[1], image.shape[0]), padding=0)
+            self.cells.append((q, vb, img, heat))

@@ -1,0 +1,203 @@
+"""The query table: every object query's prediction, a checkbox to show its box, a threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView, QCheckBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider, QTableView,
+    QVBoxLayout, QWidget,
+)
+
+from .colors import query_color
+
+COLUMNS = ("query", "class", "score", "box (x0, y0, x1, y1)")
+
+
+class QueryTableModel(QAbstractTableModel):
+    checksChanged = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[str] = []
+        self.scores = np.zeros(0)
+        self.boxes = np.zeros((0, 4))
+        self.checked = np.zeros(0, bool)
+        self.threshold = 0.5
+        self._swatches: dict[int, QPixmap] = {}
+
+    def set_predictions(self, labels: list[str], scores: np.ndarray, boxes: np.ndarray, keep_checks: bool) -> None:
+        self.beginResetModel()
+        n = len(labels)
+        if not keep_checks or len(self.checked) != n:
+            self.checked = np.ones(n, bool)
+        self.labels, self.scores, self.boxes = labels, scores, boxes
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: ANN001, B008, N802
+        return 0 if parent.isValid() else len(self.labels)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: ANN001, B008, N802
+        return len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: ANN001, N802
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section]
+        return None
+
+    def _swatch(self, row: int) -> QPixmap:
+        if row not in self._swatches:
+            pm = QPixmap(12, 12)
+            pm.fill(query_color(row))
+            self._swatches[row] = pm
+        return self._swatches[row]
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: ANN201
+        if not index.isValid():
+            return None
+        row, col = index.row(), index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 0:
+                return str(row)
+            if col == 1:
+                return self.labels[row]
+            if col == 2:
+                return f"{self.scores[row]:.3f}"
+            x0, y0, x1, y1 = self.boxes[row]
+            return f"{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}"
+        if role == Qt.ItemDataRole.CheckStateRole and col == 0:
+            return Qt.CheckState.Checked if self.checked[row] else Qt.CheckState.Unchecked
+        if role == Qt.ItemDataRole.DecorationRole and col == 0:
+            return self._swatch(row)
+        if role == Qt.ItemDataRole.ForegroundRole and self.scores[row] < self.threshold:
+            return QBrush(QColor("#8a8a8a"))
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == 2:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"query {row}: {self.labels[row]} ({self.scores[row]:.3f})"
+        return None
+
+    def flags(self, index: QModelIndex) -> Qt.ItemFlag:
+        base = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        return base | Qt.ItemFlag.ItemIsUserCheckable if index.column() == 0 else base
+
+    def setData(self, index: QModelIndex, value, role=Qt.ItemDataRole.EditRole) -> bool:  # noqa: ANN001, N802
+        if role == Qt.ItemDataRole.CheckStateRole and index.column() == 0:
+            state = value if isinstance(value, Qt.CheckState) else Qt.CheckState(value)
+            self.checked[index.row()] = state == Qt.CheckState.Checked
+            self.dataChanged.emit(index, index, [role])
+            self.checksChanged.emit()
+            return True
+        return False
+
+    def set_checked(self, mask: np.ndarray) -> None:
+        self.checked = mask.astype(bool).copy()
+        if len(self.checked):
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.checked) - 1, 0))
+        self.checksChanged.emit()
+
+    def set_threshold(self, threshold: float) -> None:
+        self.threshold = threshold
+        if len(self.labels):
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.labels) - 1, len(COLUMNS) - 1))
+
+
+class QueryPanel(QWidget):
+    """Emits ``changed`` when what is shown changes and ``querySelected`` on a row selection."""
+
+    changed = Signal()
+    querySelected = Signal(int)
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.model = QueryTableModel()
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setAlternatingRowColors(True)
+        self.table.selectionModel().currentRowChanged.connect(self._on_row)
+
+        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0, 100)
+        self.threshold_slider.setValue(50)
+        self.threshold_slider.setToolTip("Confidence threshold: boxes below it are hidden (or dimmed)")
+        self.threshold_label = QLabel("0.50")
+        self.threshold_label.setMinimumWidth(34)
+        self.threshold_slider.valueChanged.connect(self._on_threshold)
+
+        self.show_all_slots = QCheckBox('Show "no object" slots (dimmed)')
+        self.show_all_slots.setToolTip("Also draw the queries whose score is below the threshold")
+        self.show_all_slots.toggled.connect(lambda _: self.changed.emit())
+
+        self.btn_all = QPushButton("All")
+        self.btn_none = QPushButton("None")
+        self.btn_above = QPushButton("Above threshold")
+        self.btn_all.clicked.connect(lambda: self.model.set_checked(np.ones(len(self.model.labels), bool)))
+        self.btn_none.clicked.connect(lambda: self.model.set_checked(np.zeros(len(self.model.labels), bool)))
+        self.btn_above.clicked.connect(lambda: self.model.set_checked(self.model.scores >= self.threshold))
+        self.model.checksChanged.connect(self.changed.emit)
+
+        self.summary = QLabel("")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Threshold"))
+        row.addWidget(self.threshold_slider, 1)
+        row.addWidget(self.threshold_label)
+        buttons = QHBoxLayout()
+        for b in (self.btn_all, self.btn_none, self.btn_above):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.show_all_slots)
+        layout.addLayout(buttons)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.summary)
+
+    @property
+    def threshold(self) -> float:
+        return self.threshold_slider.value() / 100.0
+
+    def set_threshold(self, value: float) -> None:
+        self.threshold_slider.setValue(round(value * 100))
+
+    def _on_threshold(self, value: int) -> None:
+        self.threshold_label.setText(f"{value / 100:.2f}")
+        self.model.set_threshold(value / 100)
+        self._update_summary()
+        self.changed.emit()
+
+    def _on_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        if current.isValid():
+            self.querySelected.emit(current.row())
+
+    def set_predictions(self, labels: list[str], scores: np.ndarray, boxes: np.ndarray, keep_checks: bool) -> None:
+        self.model.set_predictions(labels, scores, boxes, keep_checks)
+        self._update_summary()
+
+    def _update_summary(self) -> None:
+        n = len(self.model.labels)
+        kept = int((self.model.scores >= self.threshold).sum()) if n else 0
+        self.summary.setText(f"{kept} of {n} queries at or above {self.threshold:.2f}")
+
+    def select(self, query: int | None) -> None:
+        sel = self.table.selectionModel()
+        if query is None or query >= self.model.rowCount():
+            sel.clearSelection()
+            return
+        index = self.model.index(query, 0)
+        if sel.currentIndex().row() != query:
+            sel.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect
+                                | QItemSelectionModel.SelectionFlag.Rows)
+        self.table.scrollTo(index)
+
+    def shown_and_dimmed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Which boxes to draw, and which of those faintly."""
+        above = self.model.scores >= self.threshold
+        checked = self.model.checked
+        if self.show_all_slots.isChecked():
+            return checked.copy(), checked & ~above
+        return checked & above, np.zeros_like(above)

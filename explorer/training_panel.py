@@ -1,0 +1,410 @@
+"""The training panel: a preset and its main settings, Start / Pause / Resume / Step / Stop,
+live loss and AP plots, a progress bar. Training runs in a ``TrainingWorker`` thread."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+    QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter, QVBoxLayout, QWidget,
+)
+
+from detr_core.config import DETRConfig, TrainConfig
+from detr_core.presets import PRESETS, apply_overrides, preset
+from detr_core.train import EvalEvent, StepEvent
+
+from .training_worker import TrainedModel, TrainingWorker
+
+PART_COLORS = {"loss": "#ffffff", "loss_ce": "#ff6b6b", "loss_bbox": "#51cf66", "loss_giou": "#4dabf7"}
+LAYER_SHADES = ["#ffd43b", "#cc5de8", "#20c997", "#ff922b", "#748ffc", "#f06595"]
+
+
+class LossPlots(pg.GraphicsLayoutWidget):
+    """Total loss, its parts (class, L1, GIoU) and AP, against the training step."""
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.setBackground("#202124")
+        self.per_layer = False
+        self.plots: dict[str, pg.PlotItem] = {}
+        titles = {"loss": "total loss (weighted)", "loss_ce": "class", "loss_bbox": "L1", "loss_giou": "GIoU"}
+        for i, (key, title) in enumerate(titles.items()):
+            if i == 2:
+                self.nextRow()
+            p = self.addPlot(title=title)
+            p.showGrid(x=True, y=True, alpha=0.2)
+            p.setClipToView(True)
+            p.setDownsampling(auto=True, mode="peak")
+            p.addLegend(offset=(-5, 5), labelTextSize="7pt")
+            self.plots[key] = p
+        self.nextRow()
+        self.ap_plot = self.addPlot(title="held-out AP", colspan=2)
+        self.ap_plot.setYRange(0, 1)
+        self.ap_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.ap_plot.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        self.ap50_curve = self.ap_plot.plot([], [], pen=pg.mkPen("#ffd43b", width=2), symbol="o", symbolSize=6,
+                                            symbolBrush="#ffd43b", name="AP50")
+        self.ap_curve = self.ap_plot.plot([], [], pen=pg.mkPen("#4dabf7", width=2), symbol="s", symbolSize=6,
+                                          symbolBrush="#4dabf7", name="AP")
+        self.ap_plot.setXLink(self.plots["loss"])
+        for key in ("loss_ce", "loss_bbox", "loss_giou"):
+            self.plots[key].setXLink(self.plots["loss"])
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        for p in self.plots.values():
+            for c in list(p.listDataItems()):
+                p.removeItem(c)
+            if p.legend is not None:
+                p.legend.clear()
+        self.curves = {}
+        self.data: dict[str, list[float]] = {}
+        self.steps: list[float] = []
+        self.ap_steps: list[float] = []
+        self.ap: list[float] = []
+        self.ap50: list[float] = []
+        self.ap_curve.setData([], [])
+        self.ap50_curve.setData([], [])
+
+    def add_steps(self, events: list[StepEvent]) -> None:
+        for e in events:
+            self.steps.append(e.step)
+            for k, v in e.losses.items():
+                self.data.setdefault(k, [math.nan] * (len(self.steps) - 1)).append(v)
+            for k, col in self.data.items():
+                if len(col) < len(self.steps):
+                    col.append(math.nan)
+        self.redraw()
+
+    def add_eval(self, event: EvalEvent) -> None:
+        self.ap_steps.append(event.step)
+        self.ap.append(event.metrics["AP"])
+        self.ap50.append(event.metrics["AP50"])
+        self.ap_curve.setData(self.ap_steps, self.ap)
+        self.ap50_curve.setData(self.ap_steps, self.ap50)
+
+    def set_per_layer(self, on: bool) -> None:
+        self.per_layer = on
+        self.redraw()
+
+    def _series(self) -> dict[str, tuple[str, str, str, Qt.PenStyle]]:
+        """curve key -> (plot, name, colour, style) for what should be visible now."""
+        out = {"loss": ("loss", "total", PART_COLORS["loss"], Qt.PenStyle.SolidLine)}
+        for part in ("loss_ce", "loss_bbox", "loss_giou"):
+            if part in self.data:
+                out[part] = (part, "last layer", PART_COLORS[part], Qt.PenStyle.SolidLine)
+            if f"dn_{part}" in self.data:
+                out[f"dn_{part}"] = (part, "denoising", "#adb5bd", Qt.PenStyle.DashLine)
+            if f"dense_{part}" in self.data:
+                out[f"dense_{part}"] = (part, "dense aux", "#868e96", Qt.PenStyle.DotLine)
+            if self.per_layer:
+                layer = 0
+                while f"{part}_{layer}" in self.data:
+                    out[f"{part}_{layer}"] = (part, f"layer {layer + 1}", LAYER_SHADES[layer % len(LAYER_SHADES)],
+                                              Qt.PenStyle.SolidLine)
+                    layer += 1
+        return out
+
+    def redraw(self) -> None:
+        wanted = self._series()
+        for key in list(self.curves):
+            if key not in wanted:
+                plot_key = key.removeprefix("dn_").removeprefix("dense_").rsplit("_", 1)[0] \
+                    if key[-1].isdigit() else key.removeprefix("dn_").removeprefix("dense_")
+                self.plots.get(plot_key, self.plots["loss"]).removeItem(self.curves.pop(key))
+        x = np.asarray(self.steps, dtype=float)
+        for key, (plot_key, name, color, style) in wanted.items():
+            if key not in self.data:
+                continue
+            if key not in self.curves:
+                self.curves[key] = self.plots[plot_key].plot(pen=pg.mkPen(color, width=1.5, style=style), name=name)
+            self.curves[key].setData(x, np.asarray(self.data[key], dtype=float))
+
+
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s
+
+
+def _dspin(lo: float, hi: float, value: float, decimals: int, step: float) -> QDoubleSpinBox:
+    s = QDoubleSpinBox()
+    s.setRange(lo, hi)
+    s.setDecimals(decimals)
+    s.setSingleStep(step)
+    s.setValue(value)
+    return s
+
+
+class TrainingPanel(QWidget):
+    """Emits ``trained`` when a run ends (with the model), ``preview`` with live results,
+    ``running`` when training starts or stops, ``failed`` with a readable message."""
+
+    trained = Signal(object)  # TrainedModel
+    preview = Signal(object)  # InferenceResult
+    running = Signal(bool)
+    failed = Signal(str)
+    status = Signal(str)
+
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.worker: TrainingWorker | None = None
+        self.preview_image: np.ndarray | None = None
+        self._last_step: StepEvent | None = None
+
+        self.preset = QComboBox()
+        self.preset.addItems(["fast", "vanilla"])
+        self.preset.setToolTip("fast: the levers that learn toy shapes in minutes; vanilla: the paper's recipe")
+        self.queries = _spin(1, 300, 20)
+        self.enc_layers = _spin(0, 12, 3)
+        self.dec_layers = _spin(1, 12, 3)
+        self.d_model = QComboBox()
+        self.d_model.addItems(["32", "64", "128", "256"])
+        self.lr = _dspin(1e-6, 1e-1, 1e-3, 6, 1e-4)
+        self.batch = _spin(1, 256, 32)
+        self.no_object = _dspin(0.0, 1.0, 0.1, 3, 0.05)
+        self.self_attention = QCheckBox("Decoder self-attention")
+        self.aux_loss = QCheckBox("Auxiliary losses (every decoder layer)")
+        self.seed = _spin(0, 2**31 - 1, 0)
+        self.minutes = _dspin(0.1, 600, 2.0, 1, 0.5)
+        self.anchor = QCheckBox("Anchor-box queries, refined per layer")
+        self.dn_groups = _spin(0, 20, 0)
+        self.query_groups = _spin(1, 20, 1)
+        self.focal = QCheckBox("Focal (sigmoid) classification")
+        self.dense = QCheckBox("Dense auxiliary head (training only)")
+        self.bf16 = QCheckBox("bfloat16 autocast")
+        self.eval_every = _spin(0, 100000, 200)
+        self.eval_every.setToolTip("Steps between held-out evaluations (0 = never)")
+
+        form = QFormLayout()
+        form.addRow("Preset", self.preset)
+        form.addRow("Object queries", self.queries)
+        form.addRow("Encoder layers", self.enc_layers)
+        form.addRow("Decoder layers", self.dec_layers)
+        form.addRow("d_model", self.d_model)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Batch size", self.batch)
+        form.addRow("No-object weight", self.no_object)
+        form.addRow("Seed", self.seed)
+        form.addRow("Minutes", self.minutes)
+        form.addRow("Evaluate every", self.eval_every)
+        form.addRow(self.self_attention)
+        form.addRow(self.aux_loss)
+        levers = QGroupBox("Fast-convergence levers")
+        lf = QFormLayout(levers)
+        lf.addRow(self.anchor)
+        lf.addRow("Denoising groups", self.dn_groups)
+        lf.addRow("Query groups", self.query_groups)
+        lf.addRow(self.focal)
+        lf.addRow(self.dense)
+        lf.addRow(self.bf16)
+
+        self.btn_start = QPushButton("Start")
+        self.btn_pause = QPushButton("Pause")
+        self.btn_step = QPushButton("Step")
+        self.btn_stop = QPushButton("Stop")
+        self.btn_start.setToolTip("Train a new model with these settings")
+        self.btn_step.setToolTip("One training step, then pause (for teaching)")
+        self.btn_start.clicked.connect(self.start)
+        self.btn_pause.clicked.connect(self.toggle_pause)
+        self.btn_step.clicked.connect(self.step_once)
+        self.btn_stop.clicked.connect(self.stop)
+        self.follow = QCheckBox("Show live predictions")
+        self.follow.setChecked(True)
+        self.per_layer = QCheckBox("Per decoder layer")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.progress_label = QLabel("Not training.")
+
+        buttons = QGridLayout()
+        buttons.addWidget(self.btn_start, 0, 0)
+        buttons.addWidget(self.btn_pause, 0, 1)
+        buttons.addWidget(self.btn_step, 1, 0)
+        buttons.addWidget(self.btn_stop, 1, 1)
+
+        settings = QWidget()
+        sl = QVBoxLayout(settings)
+        sl.addLayout(form)
+        sl.addWidget(levers)
+        sl.addLayout(buttons)
+        sl.addWidget(self.follow)
+        sl.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(settings)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(300)
+
+        self.plots = LossPlots()
+        self.per_layer.toggled.connect(self.plots.set_per_layer)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        top.addWidget(self.progress_bar, 1)
+        top.addWidget(self.per_layer)
+        rl.addLayout(top)
+        rl.addWidget(self.progress_label)
+        rl.addWidget(self.plots, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(split)
+
+        self.preset.currentTextChanged.connect(self.load_preset)
+        self.load_preset("fast")
+        self._update_buttons()
+
+    # --- settings --------------------------------------------------------------------------
+    def load_preset(self, name: str) -> None:
+        model, train = preset(name)
+        self.queries.setValue(model.num_queries)
+        self.enc_layers.setValue(model.num_encoder_layers)
+        self.dec_layers.setValue(model.num_decoder_layers)
+        self.d_model.setCurrentText(str(model.d_model))
+        self.lr.setValue(train.lr)
+        self.batch.setValue(train.batch_size)
+        self.no_object.setValue(train.loss.no_object_weight)
+        self.self_attention.setChecked(model.decoder_self_attention)
+        self.aux_loss.setChecked(model.aux_loss)
+        self.seed.setValue(train.seed)
+        self.minutes.setValue((train.max_seconds or 120) / 60)
+        self.anchor.setChecked(model.query_type == "anchor")
+        self.dn_groups.setValue(model.dn_groups)
+        self.query_groups.setValue(model.num_query_groups)
+        self.focal.setChecked(model.classifier == "focal")
+        self.dense.setChecked(model.dense_aux)
+        self.bf16.setChecked(train.bf16)
+
+    def configs(self) -> tuple[DETRConfig, TrainConfig]:
+        """The preset with this panel's settings applied (raises ValueError on a bad combination)."""
+        model, train = preset(self.preset.currentText())
+        d = int(self.d_model.currentText())
+        heads = model.nheads if d % model.nheads == 0 else 4
+        overrides = {
+            "num_queries": self.queries.value(), "num_encoder_layers": self.enc_layers.value(),
+            "num_decoder_layers": self.dec_layers.value(), "d_model": d, "nheads": heads,
+            "dim_feedforward": 4 * d, "lr": self.lr.value(), "lr_backbone": self.lr.value(),
+            "batch_size": self.batch.value(), "loss.no_object_weight": self.no_object.value(),
+            "decoder_self_attention": self.self_attention.isChecked(), "aux_loss": self.aux_loss.isChecked(),
+            "seed": self.seed.value(), "max_seconds": self.minutes.value() * 60, "steps": 0,
+            "query_type": "anchor" if self.anchor.isChecked() else "learned",
+            "dn_groups": self.dn_groups.value() if self.anchor.isChecked() else 0,
+            "num_query_groups": self.query_groups.value(),
+            "classifier": "focal" if self.focal.isChecked() else "softmax",
+            "dense_aux": self.dense.isChecked(), "bf16": self.bf16.isChecked(),
+            "eval_every": self.eval_every.value(), "eval_images": 100,
+        }
+        return apply_overrides(model, train, overrides)
+
+    # --- running ---------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def set_preview_image(self, image: np.ndarray | None) -> None:
+        self.preview_image = image
+        if self.worker is not None:
+            self.worker.set_preview_image(image)
+
+    def start(self, paused: bool = False) -> bool:
+        if self.is_running:
+            return False
+        try:
+            model_cfg, train_cfg = self.configs()
+        except ValueError as e:
+            self.failed.emit(f"Cannot start training: {e}")
+            return False
+        self.plots.reset()
+        self._last_step = None
+        worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self)
+        worker.progress.connect(self._on_progress)
+        worker.evaluated.connect(self.plots.add_eval)
+        worker.preview.connect(self._on_preview)
+        worker.failed.connect(self.failed.emit)
+        worker.trained.connect(self._on_trained)
+        worker.finished.connect(self._on_thread_finished)
+        self.worker = worker
+        worker.start()
+        self.progress_label.setText("Starting…")
+        self.running.emit(True)
+        self._update_buttons()
+        return True
+
+    def toggle_pause(self) -> None:
+        if not self.is_running:
+            return
+        assert self.worker is not None
+        if self.worker.control.paused:
+            self.worker.resume()
+        else:
+            self.worker.pause()
+        self._update_buttons()
+
+    def step_once(self) -> None:
+        if not self.is_running:
+            self.start(paused=True)
+        assert self.worker is not None
+        self.worker.step_once()
+        self._update_buttons()
+
+    def stop(self, wait_ms: int = 0) -> bool:
+        """Ask the run to stop; with ``wait_ms`` block until its thread has ended."""
+        if self.worker is None:
+            return True
+        self.worker.stop()
+        if wait_ms:
+            return self.worker.wait(wait_ms)
+        return True
+
+    def _on_progress(self, events: list[StepEvent]) -> None:
+        self.plots.add_steps(events)
+        e = events[-1]
+        self._last_step = e
+        self.progress_bar.setValue(int(e.progress * 1000))
+        left = ""
+        if 0 < e.progress < 1:
+            remaining = e.elapsed / e.progress * (1 - e.progress)
+            left = f" · {int(remaining // 60)}:{int(remaining % 60):02d} left"
+        paused = " · paused" if self.worker is not None and self.worker.control.paused else ""
+        text = f"step {e.step} · loss {e.losses['loss']:.3f} · {e.images_per_sec:.0f} img/s{left}{paused}"
+        self.progress_label.setText(text)
+        self.status.emit(f"Training: {text}")
+
+    def _on_preview(self, result) -> None:  # noqa: ANN001
+        if self.follow.isChecked():
+            self.preview.emit(result)
+
+    def _on_trained(self, trained: TrainedModel) -> None:
+        self.trained.emit(trained)
+
+    def _on_thread_finished(self) -> None:
+        self.running.emit(False)
+        e = self._last_step
+        self.progress_label.setText(
+            f"Finished at step {e.step} ({e.elapsed:.0f} s of training)." if e else "Not training.")
+        self.status.emit("Ready")
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        running = self.is_running
+        paused = running and self.worker is not None and self.worker.control.paused
+        self.btn_start.setEnabled(not running)
+        self.btn_pause.setEnabled(running)
+        self.btn_pause.setText("Resume" if paused else "Pause")
+        self.btn_stop.setEnabled(running)
+        for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.batch,
+                  self.no_object, self.self_attention, self.aux_loss, self.seed, self.minutes, self.anchor,
+                  self.dn_groups, self.query_groups, self.focal, self.dense, self.bf16, self.eval_every):
+            w.setEnabled(not running)
+
+
+__all__ = ["TrainingPanel", "LossPlots", "PRESETS"]

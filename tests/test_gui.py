@@ -1,0 +1,289 @@
+"""The explorer window, driven as a user would (pytest-qt, offscreen)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QMessageBox
+
+from detr_core.checkpoint import save_checkpoint
+from detr_core.config import DETRConfig
+from detr_core.detr import DETR
+from explorer.attention_panel import MODE_CROSS, MODE_ENCODER
+from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
+                   num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
+                   image_min_size=128, image_max_size=256)
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = DETR(SMALL)
+    with torch.no_grad():  # sharpen attention and the class head: untrained queries then differ
+        model.query_embed.weight.mul_(3)
+        for layer in model.transformer.decoder.layers:
+            layer.multihead_attn.in_proj_weight[: 2 * SMALL.d_model].mul_(4)
+        model.class_embed.weight.mul_(10)
+    return save_checkpoint(tmp_path / "small.pt", model, ["rectangle", "ellipse", "triangle"])
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+def _open(qtbot, settings, checkpoint):
+    window = MainWindow(settings=settings, checkpoint=checkpoint)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    qtbot.waitUntil(lambda: window.result is not None and window.loaded is not None, timeout=20000)
+    return window
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_questions(monkeypatch):
+    """Closing with unsaved trained weights asks a (modal) question; tests answer "discard"."""
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+
+
+@pytest.fixture
+def window(qtbot, settings, small_checkpoint):
+    w = _open(qtbot, settings, small_checkpoint)
+    w.queries.set_threshold(0.0)  # an untrained model: show every query
+    yield w
+    if w.training.is_running:
+        w.training.stop(wait_ms=30000)
+    w.tasks.wait(10000)
+
+
+def _visible_boxes(window):
+    return [i for i, r in enumerate(window.canvas.rects) if r.isVisible()]
+
+
+def test_opens_with_the_bundled_model(qtbot, settings):
+    if not BUNDLED_CHECKPOINT.exists():
+        pytest.fail("checkpoints/toy_shapes.pt is missing")
+    w = _open(qtbot, settings, BUNDLED_CHECKPOINT)
+    assert w.loaded.path == BUNDLED_CHECKPOINT
+    assert w.image is not None and w.image.shape == (128, 128, 3)
+    assert "tiny" in w.model_label.text() and "queries" in w.model_label.text()
+    assert len(_visible_boxes(w)) >= 1  # the trained model finds the toy sample's shapes
+    w.tasks.wait(10000)
+
+
+def test_loading_an_image_shows_boxes(qtbot, window, tmp_path):
+    path = tmp_path / "photo.jpg"
+    rgb = (np.random.default_rng(0).random((90, 160, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+    with qtbot.waitSignal(window.resultShown, timeout=20000):
+        window.open_image(path)
+    assert window.image.shape == (90, 160, 3)
+    assert window.image_name == "photo.jpg"
+    assert len(_visible_boxes(window)) == SMALL.num_queries
+    assert window.result.image_size == (90, 160)
+    assert str(path) in window.recent_files()
+
+
+def test_unchecking_a_query_hides_its_box(window):
+    assert 3 in _visible_boxes(window)
+    model = window.queries.model
+    model.setData(model.index(3, 0), Qt.CheckState.Unchecked, Qt.ItemDataRole.CheckStateRole)
+    assert 3 not in _visible_boxes(window)
+    window.queries.btn_none.click()
+    assert _visible_boxes(window) == []
+    window.queries.btn_all.click()
+    assert len(_visible_boxes(window)) == SMALL.num_queries
+
+
+def test_threshold_changes_which_boxes_are_shown(window):
+    scores = window.result.scores.numpy()
+    splits = [t / 100 for t in range(101) if 0 < (scores >= t / 100).sum() < len(scores)]
+    assert splits, scores  # an untrained softmax head spreads its scores enough to split them
+    t = splits[len(splits) // 2]
+    window.queries.set_threshold(t)
+    shown = set(_visible_boxes(window))
+    assert shown == {i for i, s in enumerate(scores) if s >= t}
+    assert 0 < len(shown) < SMALL.num_queries
+    window.queries.show_all_slots.setChecked(True)  # the others come back, dimmed
+    assert len(_visible_boxes(window)) == SMALL.num_queries
+    below = [i for i, s in enumerate(scores) if s < t][0]
+    assert window.canvas.rects[below].pen().style() == Qt.PenStyle.DashLine
+
+
+def _heat(window):
+    return window.canvas.heat_item.image.copy()
+
+
+def test_layer_and_head_change_the_heatmap(window):
+    assert window.attention.mode == MODE_CROSS and window.canvas.heat_item.isVisible()
+    runs = window.tasks.pool.activeThreadCount()
+    before = _heat(window)
+    window.attention.layer.setCurrentIndex(0)
+    after_layer = _heat(window)
+    assert not np.allclose(before, after_layer)
+    window.attention.head.setCurrentIndex(2)  # head 2 instead of the mean
+    after_head = _heat(window)
+    assert not np.allclose(after_layer, after_head)
+    # the drawn map is this query's attention in that layer and head
+    from explorer.heatmaps import cross_attention_map
+
+    expected = cross_attention_map(window.result, window.selected, 0, 1, smooth=True)
+    np.testing.assert_allclose(after_head, expected / expected.max(), rtol=1e-5, atol=1e-6)
+    assert window.tasks.pool.activeThreadCount() == runs  # redrawn from cache: no inference ran
+
+
+def test_selecting_a_box_or_row_selects_the_query_everywhere(window):
+    x0, y0, x1, y1 = window.result.boxes_xyxy[5].tolist()
+    window.queries.btn_none.click()
+    model = window.queries.model
+    model.setData(model.index(5, 0), Qt.CheckState.Checked, Qt.ItemDataRole.CheckStateRole)
+    window.canvas.click_image((y0 + y1) / 2, (x0 + x1) / 2)
+    assert window.selected == 5
+    assert window.queries.table.selectionModel().currentIndex().row() == 5
+    window.queries.btn_all.click()
+    window.queries.table.selectRow(2)
+    assert window.selected == 2
+    assert window.canvas.rects[2].pen().width() == 4
+
+
+def test_clicking_a_point_shows_encoder_self_attention(window):
+    window.canvas.click_image(40.0, 90.0, shift=True)
+    assert window.attention.mode == MODE_ENCODER
+    assert window.canvas.heat_item.isVisible()
+    assert window.encoder_point == (40.0, 90.0)
+    maps = window.result.encoder_attention_at(40.0, 90.0)
+    from explorer.heatmaps import encoder_attention_map
+
+    expected = encoder_attention_map(maps, window.result, window.attention.layer_index, None)
+    np.testing.assert_allclose(_heat(window), expected / expected.max(), rtol=1e-5, atol=1e-6)
+    assert window.canvas.marker.data["x"][0] == pytest.approx(90.0)
+
+
+def test_a_bad_image_gives_a_message_and_keeps_the_previous_one(qtbot, window, tmp_path):
+    before = window.image.copy()
+    name = window.image_name
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_image(bad)
+    assert "broken.png" in blocker.args[0]
+    assert np.array_equal(window.image, before) and window.image_name == name
+    with qtbot.waitSignal(window.errorShown, timeout=10000):
+        window.open_image(tmp_path / "missing.jpg")
+    assert np.array_equal(window.image, before)
+
+
+def test_a_bad_checkpoint_gives_a_message_and_keeps_the_model(qtbot, window, tmp_path):
+    model = window.loaded.model
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage" * 100)
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_checkpoint(bad)
+    assert "bad.pt" in blocker.args[0]
+    assert window.loaded.model is model
+
+
+def _small_training(window):
+    t = window.training
+    t.preset.setCurrentText("fast")
+    t.queries.setValue(8)
+    t.enc_layers.setValue(1)
+    t.dec_layers.setValue(2)
+    t.d_model.setCurrentText("32")
+    t.batch.setValue(2)
+    t.minutes.setValue(5)
+    t.eval_every.setValue(0)
+    t.dense.setChecked(False)
+    t.query_groups.setValue(1)
+    t.dn_groups.setValue(0)
+
+
+def test_start_then_stop_training(qtbot, window):
+    _small_training(window)
+    panel = window.training
+    with qtbot.waitSignal(panel.running, timeout=10000):
+        panel.btn_start.click()
+    assert panel.is_running
+    qtbot.waitUntil(lambda: len(panel.plots.steps) >= 2, timeout=60000)
+    assert "loss" in panel.plots.data
+    with qtbot.waitSignal(window.modelChanged, timeout=60000):
+        panel.btn_stop.click()
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=30000)
+    assert not panel.worker.isRunning()
+    assert window.loaded.unsaved and window.loaded.trained is not None
+    assert window.loaded.trained.step == len(panel.plots.steps)
+    assert "*" in window.windowTitle()
+
+
+def test_single_steps(qtbot, window):
+    _small_training(window)
+    panel = window.training
+    panel.btn_step.click()
+    qtbot.waitUntil(lambda: len(panel.plots.steps) == 1, timeout=60000)
+    panel.btn_step.click()
+    qtbot.waitUntil(lambda: len(panel.plots.steps) == 2, timeout=60000)
+    qtbot.wait(300)
+    assert len(panel.plots.steps) == 2 and panel.btn_pause.text() == "Resume"
+    panel.stop(wait_ms=30000)
+    qtbot.waitUntil(lambda: not panel.is_running, timeout=30000)
+
+
+def test_closing_while_training_stops_it_and_asks_to_save(qtbot, window, monkeypatch):
+    _small_training(window)
+    panel = window.training
+    panel.btn_start.click()
+    qtbot.waitUntil(lambda: len(panel.plots.steps) >= 1, timeout=60000)
+    asked = []
+
+    def answer(parent, title, text, *args, **kwargs):
+        asked.append(title)
+        return QMessageBox.StandardButton.Yes if title == "Training is running" else QMessageBox.StandardButton.Discard
+
+    monkeypatch.setattr(QMessageBox, "question", answer)
+    worker = panel.worker
+    assert window.close()
+    assert asked == ["Training is running", "Unsaved trained weights"]
+    assert not worker.isRunning()
+
+
+def test_save_export_and_settings_persist(qtbot, window, settings, tmp_path, small_checkpoint):
+    out = tmp_path / "saved.pt"
+    assert window.save_checkpoint(out)
+    assert out.exists() and window.loaded.path == out
+    png = tmp_path / "view.png"
+    assert window.export_png(png)
+    assert Image.open(png).size[0] > 100
+    window.queries.set_threshold(0.37)
+    window.attention.colormap.setCurrentText("viridis")
+    window.close()
+    again = _open(qtbot, settings, small_checkpoint)
+    assert again.queries.threshold == pytest.approx(0.37)
+    assert again.attention.colormap.currentText() == "viridis"
+    assert str(out) in again.recent_files()
+    again.tasks.wait(10000)
+
+
+def test_new_toy_sample_and_dropped_checkpoint(qtbot, window, small_checkpoint):
+    first = window.image.copy()
+    with qtbot.waitSignal(window.resultShown, timeout=20000):
+        window.act_sample.trigger()
+    assert not np.array_equal(first, window.image)
+    with qtbot.waitSignal(window.modelChanged, timeout=20000):
+        window.open_path(Path(small_checkpoint))
+    assert window.loaded.path == Path(small_checkpoint)
+
+
+def test_attention_grid_shows_kept_queries(window):
+    window.grid_dock.raise_()
+    window.grid_dock.show()
+    window.queries.set_threshold(0.0)
+    window.refresh()
+    assert len(window.grid.cells) == SMALL.num_queries
+    window.queries.set_threshold(1.0)
+    assert len(window.grid.cells) == 0
