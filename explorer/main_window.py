@@ -177,6 +177,7 @@ class MainWindow(QMainWindow):
         view = bar.addMenu("&View")
         for dock in self.findChildren(QDockWidget):
             view.addAction(dock.toggleViewAction())
+        self.view_menu = view
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self._action("&About DETR Explorer", self._about))
         toolbar = QToolBar("Main")
@@ -603,6 +604,14 @@ class MainWindow(QMainWindow):
         elif mime.hasImage():
             self.set_image(qimage_to_rgb(QImage(mime.imageData())), "dropped image")
             event.acceptProposedAction()
+
+    # --- analysis views ---------------------------------------------------------------------
+    def add_view(self, title: str, widget, area=Qt.DockWidgetArea.BottomDockWidgetArea) -> QDockWidget:  # noqa: ANN001
+        """Add an analysis view as a dock, tabbed with the attention grid and training panel."""
+        dock = self._dock(title, widget, area)
+        self.tabifyDockWidget(self.grid_dock, dock)
+        self.view_menu.addAction(dock.toggleViewAction())
+        return dock
 
     # --- closing -------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802

@@ -4,7 +4,9 @@ detached CPU copies (loss dicts, inference results, the finished model)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ class TrainingWorker(QThread):
     preview = Signal(object)  # InferenceResult of the preview image with the current weights
     failed = Signal(str)
     trained = Signal(object)  # TrainedModel, once, when the run ends for any reason
+    probed = Signal(str, object)  # (probe name, its result), see add_probe
 
     EMIT_INTERVAL = 0.1
 
@@ -59,6 +62,18 @@ class TrainingWorker(QThread):
         if start_paused:
             self.control.pause()
         self.trainer: Trainer | None = None
+        self._probes: list[tuple[str, Callable[[Trainer], Any], int]] = []
+
+    def add_probe(self, name: str, fn: Callable[[Trainer], Any], every_steps: int = 1) -> None:
+        """Call ``fn(trainer)`` on the training thread every ``every_steps`` steps (and after the
+        first and last step) and emit ``probed(name, result)``. ``fn`` may read the live model:
+        it runs between steps, on the thread that owns it. Return detached CPU data only."""
+        self._probes.append((name, fn, max(1, every_steps)))
+
+    def _run_probes(self, trainer: Trainer, force: bool = False) -> None:
+        for name, fn, every in self._probes:
+            if force or trainer.step % every == 0:
+                self.probed.emit(name, fn(trainer))
 
     def set_preview_image(self, image: np.ndarray | None) -> None:
         self.preview_image = image  # read by the worker thread between steps (a reference swap)
@@ -82,6 +97,7 @@ class TrainingWorker(QThread):
             now = time.perf_counter()
             if isinstance(event, StepEvent):
                 pending.append(event)
+                self._run_probes(trainer, force=event.step == 1 or self.control.paused)
                 if now - last_emit >= self.EMIT_INTERVAL or self.control.paused:
                     self.progress.emit(pending)
                     pending = []
@@ -97,6 +113,7 @@ class TrainingWorker(QThread):
                 reason = event.reason
         if pending:
             self.progress.emit(pending)
+        self._run_probes(trainer, force=True)
         self._preview(trainer)
         trainer.model.eval()
         self.trained.emit(TrainedModel(

@@ -1,0 +1,1 @@
+"""Analysis views (query specialization, matching, layer by layer, counting, ablations)."""
