@@ -3,6 +3,8 @@ the reference notebook's figure, live."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Signal
@@ -28,8 +30,16 @@ class AttentionGrid(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.note)
         layout.addWidget(self.graphics, 1)
-        self.cells: list[tuple[int, pg.ViewBox, pg.ImageItem, pg.ImageItem]] = []
+        self.cells: list[GridCell] = []
         self._key: tuple | None = None
+        self._image_id: int | None = None
+        self.graphics.scene().sigMouseClicked.connect(self._on_click)
+
+    def _on_click(self, event) -> None:  # noqa: ANN001
+        for cell in self.cells:
+            if cell.view.sceneBoundingRect().contains(event.scenePos()):
+                self.querySelected.emit(cell.query)
+                return
 
     def update_grid(
         self, result: InferenceResult | None, image: np.ndarray | None, queries: list[int],
@@ -42,43 +52,55 @@ class AttentionGrid(QWidget):
             self.note.setText("No attention to show yet.")
             return
         queries = queries[: self.MAX_CELLS]
-        key = (id(result), tuple(queries))
-        if key != self._key:
-            self._build(result, image, queries)
+        key = (tuple(queries), image.shape)
+        if key != self._key:  # new set of cells; otherwise update the existing ones in place
+            self._build(image, queries)
             self._key = key
+            self._image_id = id(image)
+        elif id(image) != self._image_id:
+            self._image_id = id(image)
+            small = self._small(image)
+            for cell in self.cells:
+                cell.image.setImage(small, levels=(0, 255))
         extent = result.grid_extent()
-        for q, _vb, _img, heat_item in self.cells:
+        cmap = pg.colormap.get(colormap)
+        for cell in self.cells:
+            q = cell.query
             heat = cross_attention_map(result, q, layer, head, smooth=False)
             peak = float(heat.max()) or 1.0
-            heat_item.setImage((heat / peak).astype(np.float32), levels=(0.0, 1.0))
-            heat_item.setColorMap(pg.colormap.get(colormap))
-            heat_item.setRect(QRectF(0, 0, extent[1], extent[0]))
-            heat_item.setOpacity(opacity)
+            cell.heat.setImage((heat / peak).astype(np.float32), levels=(0.0, 1.0))
+            cell.heat.setColorMap(cmap)
+            cell.heat.setRect(QRectF(0, 0, extent[1], extent[0]))
+            cell.heat.setOpacity(opacity)
+            x0, y0, x1, y1 = (float(v) for v in result.boxes_xyxy[q])
+            cell.box.setRect(x0, y0, x1 - x0, y1 - y0)
+            label = result.class_names[int(result.labels[q])]
+            cell.title.setText(f"q{q} {label} {float(result.scores[q]):.2f}")
         what = f"layer {layer + 1}, " + ("mean over heads" if head is None else f"head {head + 1}")
         self.note.setText(f"{len(queries)} queries above the threshold — decoder cross-attention, {what}"
                           + (f" (first {self.MAX_CELLS})" if len(queries) == self.MAX_CELLS else ""))
 
-    def _build(self, result: InferenceResult, image: np.ndarray, queries: list[int]) -> None:
+    @staticmethod
+    def _small(image: np.ndarray) -> np.ndarray:
+        step = max(1, int(max(image.shape[:2]) // 256))
+        return image[::step, ::step] if step > 1 else image
+
+    def _build(self, image: np.ndarray, queries: list[int]) -> None:
         self.graphics.clear()
         self.cells = []
         cols = max(1, min(6, int(np.ceil(np.sqrt(max(len(queries), 1)) * 1.3))))
-        small = image
-        step = max(1, int(max(image.shape[:2]) // 256))
-        if step > 1:
-            small = image[::step, ::step]
+        small = self._small(image)
+        frame = QRectF(0, 0, image.shape[1], image.shape[0])
         for n, q in enumerate(queries):
             if n and n % cols == 0:
                 self.graphics.nextRow()
-            label = result.class_names[int(result.labels[q])]
             vb = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False, enableMouse=False)
-            title = pg.TextItem(f"q{q} {label} {float(result.scores[q]):.2f}", color="w",
-                                fill=pg.mkBrush(query_color(q).darker(170)), anchor=(0, 0))
+            title = pg.TextItem("", color="w", fill=pg.mkBrush(query_color(q).darker(170)), anchor=(0, 0))
             img = pg.ImageItem(small, levels=(0, 255))
-            img.setRect(QRectF(0, 0, image.shape[1], image.shape[0]))
+            img.setRect(frame)
             heat = pg.ImageItem()
             heat.setZValue(5)
-            x0, y0, x1, y1 = (float(v) for v in result.boxes_xyxy[q])
-            rect = QGraphicsRectItem(x0, y0, x1 - x0, y1 - y0)
+            rect = QGraphicsRectItem()
             pen = QPen(query_color(q), 2)
             pen.setCosmetic(True)
             rect.setPen(pen)
@@ -86,5 +108,15 @@ class AttentionGrid(QWidget):
             for item in (img, heat, rect, title):
                 vb.addItem(item)
             title.setZValue(7)
-            vb.setRange(QRectF(0, 0, image.shape[1], image.shape[0]), padding=0)
-            self.cells.append((q, vb, img, heat))
+            vb.setRange(frame, padding=0)
+            self.cells.append(GridCell(q, vb, img, heat, rect, title))
+
+
+@dataclass
+class GridCell:
+    query: int
+    view: pg.ViewBox
+    image: pg.ImageItem
+    heat: pg.ImageItem
+    box: QGraphicsRectItem
+    title: pg.TextItem

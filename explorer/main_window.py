@@ -109,6 +109,7 @@ class MainWindow(QMainWindow):
         self.grid_dock.raise_()
 
         self.canvas.querySelected.connect(self.select_query)
+        self.grid.querySelected.connect(self.select_query)
         self.canvas.pointClicked.connect(self._on_point)
         self.queries.changed.connect(self.refresh)
         self.queries.querySelected.connect(self.select_query)
