@@ -1,0 +1,189 @@
+"""Counting beyond training (the paper's Figures 5 and 12).
+
+Draw toy images with a fixed number of objects, from one up to more than any training image
+held and up to more than the model has queries, run the detector, and compare the number of
+confident detections with the true count. A DETR can never detect more objects than it has
+query slots, so past ``num_queries`` the detected count must flatten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from .box_ops import cxcywh_to_xyxy
+from .config import ToyDataConfig
+from .data.toy import ToySample, ToyShapes
+from .images import to_tensor
+from .postprocess import class_probabilities, scores_and_labels
+
+# Objects per image area that a crowded image aims at: n objects of side s with n * s^2 <= 0.4
+# still leave the random placement room to put every one of them down.
+CROWD_DENSITY = 0.4
+PLACEMENT_ATTEMPTS = 20  # images drawn per wanted image until one holds every asked object
+MATCH_IOU = 0.5  # a detection is correct if matched one-to-one to a same-class object at this IoU
+
+
+def crowded_config(base: ToyDataConfig | None, max_count: int) -> ToyDataConfig:
+    """The toy config of the counting images: ``base`` (the training data) with object sides
+    shrunk just enough that ``max_count`` objects fit, and at most the training's largest side.
+    The same sizes serve every count, so the count is the only thing that changes."""
+    base = base or ToyDataConfig()
+    max_side = min(base.max_side, math.sqrt(CROWD_DENSITY / max(max_count, 1)))
+    max_side = max(max_side, 4 / base.image_size)  # at least a few pixels wide
+    return ToyDataConfig(
+        image_size=base.image_size,
+        min_objects=0,
+        max_objects=max(max_count, 0),
+        classes=base.classes,
+        min_side=min(base.min_side, max_side),
+        max_side=max_side,
+        max_overlap=base.max_overlap,
+        noise=base.noise,
+    )
+
+
+@dataclass
+class CountRow:
+    """One image."""
+
+    asked: int  # objects the image was drawn with
+    true_count: int  # objects actually placed (less than asked only if they did not fit)
+    detected: int  # predictions with score >= threshold (never more than the number of queries)
+    correct: int  # detections matched one-to-one to a same-class object with IoU >= MATCH_IOU
+    image: int  # index of the image among those of its count
+
+    def to_row(self) -> dict[str, int]:
+        return {"asked": self.asked, "true_count": self.true_count, "detected": self.detected,
+                "correct": self.correct, "image": self.image}
+
+
+@dataclass
+class CountMean:
+    """All images with the same true count."""
+
+    true_count: int
+    images: int
+    mean_detected: float
+    std_detected: float
+    mean_correct: float
+
+
+@dataclass
+class CountingResult:
+    rows: list[CountRow]
+    num_queries: int  # the model's query slots: the most it can ever detect
+    threshold: float  # score threshold of a detection
+    train_max_objects: int | None  # most objects in a training image, when known
+    data_config: ToyDataConfig  # the config the counting images were drawn with
+
+    def means(self) -> list[CountMean]:
+        """Per true count, ascending."""
+        by_count: dict[int, list[CountRow]] = {}
+        for row in self.rows:
+            by_count.setdefault(row.true_count, []).append(row)
+        out = []
+        for count in sorted(by_count):
+            group = by_count[count]
+            detected = np.array([r.detected for r in group], dtype=float)
+            out.append(CountMean(count, len(group), float(detected.mean()), float(detected.std()),
+                                 float(np.mean([r.correct for r in group]))))
+        return out
+
+
+def draw_count(dataset: ToyShapes, count: int, image: int) -> ToySample:
+    """Image number ``image`` with exactly ``count`` objects if the placement allows: draws up to
+    PLACEMENT_ATTEMPTS samples of ``dataset`` and keeps the first full one (else the fullest)."""
+    best: ToySample | None = None
+    for attempt in range(PLACEMENT_ATTEMPTS):
+        sample = dataset.sample(image * PLACEMENT_ATTEMPTS + attempt)
+        if best is None or len(sample.labels) > len(best.labels):
+            best = sample
+        if len(sample.labels) >= count:
+            break
+    assert best is not None
+    return best
+
+
+def correct_detections(
+    boxes_cxcywh: Tensor, labels: Tensor, true_boxes_xyxy: Tensor, true_labels: Tensor, iou: float = MATCH_IOU
+) -> int:
+    """Detections that a one-to-one matching pairs with a same-class true object at IoU >= iou.
+
+    boxes_cxcywh [D, 4] in [0, 1], labels [D]; true_boxes_xyxy [T, 4] in [0, 1], true_labels [T].
+    """
+    if len(boxes_cxcywh) == 0 or len(true_boxes_xyxy) == 0:
+        return 0
+    overlap = box_iou(cxcywh_to_xyxy(boxes_cxcywh), true_boxes_xyxy)  # [D, T]
+    overlap = overlap * (labels[:, None] == true_labels[None, :])
+    rows, cols = linear_sum_assignment(overlap.numpy(), maximize=True)
+    return int((overlap[rows, cols] >= iou).sum())
+
+
+@torch.no_grad()
+def count_objects(
+    model: nn.Module,
+    counts: Sequence[int],
+    images_per_count: int = 10,
+    threshold: float = 0.5,
+    data_config: ToyDataConfig | None = None,
+    train_max_objects: int | None = None,
+    batch_size: int = 50,
+    seed: int = 0,
+    progress: Callable[[int, int], object] | None = None,
+) -> CountingResult:
+    """Detected against true count on crowded toy images (see :func:`crowded_config`).
+
+    ``data_config`` is the training data's config (image size, classes, sizes); ``counts`` the
+    object counts to draw, ``images_per_count`` images each. The model is only read (no_grad, in
+    eval mode). ``progress(done, total)`` is called before the first batch and after each one,
+    and cancels by raising.
+    """
+    counts = [int(c) for c in counts]
+    if not counts or min(counts) < 0 or images_per_count < 1:
+        raise ValueError("count_objects needs non-negative counts and at least one image per count")
+    config = crowded_config(data_config, max(counts))
+    datasets = {
+        c: ToyShapes(dataclasses.replace(config, min_objects=c, max_objects=c), seed, split=f"counting-{c}")
+        for c in sorted(set(counts))
+    }
+    jobs = [(c, j) for c in counts for j in range(images_per_count)]
+    classifier = model.config.classifier  # type: ignore[attr-defined]
+    device = next(model.parameters()).device
+    size = config.image_size
+    rows: list[CountRow] = []
+    if progress is not None:
+        progress(0, len(jobs))
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        for start in range(0, len(jobs), batch_size):
+            chunk = jobs[start : start + batch_size]
+            samples = [draw_count(datasets[c], c, j) for c, j in chunk]
+            images = to_tensor(np.stack([s.image for s in samples]))  # [B, 3, S, S]
+            out = model(images.to(device))
+            probs = class_probabilities(out["pred_logits"].cpu(), classifier)  # [B, Q, K + 1]
+            scores, labels = scores_and_labels(probs)  # [B, Q]
+            boxes = out["pred_boxes"].float().cpu()  # [B, Q, 4] cxcywh in [0, 1]
+            for (c, j), sample, s, lab, bx in zip(chunk, samples, scores, labels, boxes):
+                keep = s >= threshold
+                true_xyxy = torch.from_numpy(sample.boxes_xyxy) / size  # [T, 4] in [0, 1]
+                true_labels = torch.from_numpy(sample.labels)
+                rows.append(CountRow(c, len(sample.labels), int(keep.sum()),
+                                     correct_detections(bx[keep], lab[keep], true_xyxy, true_labels), j))
+            if progress is not None:
+                progress(start + len(chunk), len(jobs))
+    finally:
+        if was_training:
+            model.train()
+    num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
+    return CountingResult(rows, num_queries, float(threshold), train_max_objects, config)
