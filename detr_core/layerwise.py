@@ -1,0 +1,127 @@
+"""AP of every decoder layer's predictions, with and without NMS (DETR paper, Figure 4).
+
+Each decoder layer has its own (shared) prediction heads, so every layer yields a full detection
+set. Early layers still predict the same object from several queries; NMS removes those
+duplicates and raises their AP. The last layer has learned, through the decoder's
+self-attention, to suppress duplicates itself, so NMS stops helping there (or slightly hurts).
+
+    rows = layerwise_ap(model, heldout_split(data_config), num_images=200)
+    rows[-1].ap, rows[-1].ap_nms
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from .box_ops import normalized_cxcywh_to_pixel_xyxy
+from .data.toy import ToyShapes
+from .evaluate import coco_evaluate
+from .postprocess import detections
+
+Predictions = list[dict[str, Tensor]]  # per image: scores [N], labels [N], boxes [N, 4] xyxy pixels
+
+
+@dataclass
+class LayerAP:
+    layer: int  # 1-based decoder layer (L1 is the first)
+    ap: float  # COCO AP (IoU 0.5:0.95) in [0, 1], every query's prediction submitted
+    ap50: float
+    ap_nms: float  # the same after class-wise NMS on each image
+    ap50_nms: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"layer": self.layer, "AP": self.ap, "AP50": self.ap50, "AP_nms": self.ap_nms,
+                "AP50_nms": self.ap50_nms}
+
+
+def nms_predictions(predictions: Predictions, iou_threshold: float = 0.7) -> Predictions:
+    """Class-wise NMS (``torchvision.ops.batched_nms``) on each image's predictions.
+
+    Keeps every prediction that no higher-scoring one of the same class overlaps by more than
+    ``iou_threshold`` (IoU), with its score unchanged; the survivors come best first.
+    """
+    out = []
+    for p in predictions:
+        keep = batched_nms(p["boxes"].float(), p["scores"].float(), p["labels"], iou_threshold)
+        out.append({k: v[keep] for k, v in p.items()})
+    return out
+
+
+@torch.no_grad()
+def collect_layer_predictions(
+    model: nn.Module,
+    dataset: ToyShapes,
+    num_images: int,
+    batch_size: int = 50,
+    progress: Callable[[int, int], bool | None] | None = None,
+) -> tuple[list[Predictions], Predictions]:
+    """One forward pass per batch, every decoder layer's detections at once.
+
+    Returns (per layer, per image {scores [Q], labels [Q], boxes [Q, 4] xyxy pixels}) and the
+    ground truth per image {labels [M], boxes [M, 4] xyxy pixels}. ``progress(done, total)``
+    may return False to stop early (or raise to cancel).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    classifier = model.config.classifier  # type: ignore[attr-defined]
+    per_layer: list[Predictions] = []
+    gts: Predictions = []
+    try:
+        for start in range(0, num_images, batch_size):
+            images, targets = dataset.batch(range(start, min(start + batch_size, num_images)))
+            out = model(images.to(device))
+            layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
+            if not per_layer:
+                per_layer = [[] for _ in layers]
+            sizes = torch.stack([t["orig_size"] for t in targets])  # [B, 2] (h, w)
+            for preds, lay in zip(per_layer, layers):
+                found = detections(lay["pred_logits"], lay["pred_boxes"], classifier, sizes)
+                preds += [{k: v.cpu() for k, v in d.items()} for d in found]
+            for t in targets:
+                h, w = t["orig_size"].tolist()
+                gts.append({"labels": t["labels"], "boxes": normalized_cxcywh_to_pixel_xyxy(t["boxes"], h, w)})
+            if progress is not None and progress(len(gts), num_images) is False:
+                break
+    finally:
+        model.train(was_training)
+    return per_layer, gts
+
+
+def layerwise_ap(
+    model: nn.Module,
+    dataset: ToyShapes,
+    num_images: int,
+    nms_iou: float = 0.7,
+    batch_size: int = 50,
+    progress: Callable[[int, int], Any] | None = None,
+) -> list[LayerAP]:
+    """AP and AP50 of every decoder layer on the first ``num_images`` images of ``dataset``,
+    with and without NMS at IoU ``nms_iou``. One row per layer, first layer first.
+
+    ``progress(done, total)`` counts work units: first the images run through the model, then
+    one unit per layer evaluated (total = num_images + layers). It may raise to cancel.
+    """
+    layers = int(model.config.num_decoder_layers)  # type: ignore[attr-defined]
+    total = num_images + layers
+
+    def images_done(done: int, _: int) -> Any:
+        return progress(done, total) if progress is not None else None
+
+    per_layer, gts = collect_layer_predictions(model, dataset, num_images, batch_size, images_done)
+    size = dataset.config.image_size
+    sizes = [(size, size)] * len(gts)
+    rows = []
+    for i, preds in enumerate(per_layer):
+        plain = coco_evaluate(preds, gts, dataset.class_names, sizes)
+        nms = coco_evaluate(nms_predictions(preds, nms_iou), gts, dataset.class_names, sizes)
+        rows.append(LayerAP(i + 1, plain["AP"], plain["AP50"], nms["AP"], nms["AP50"]))
+        if progress is not None:
+            progress(len(gts) + i + 1, len(gts) + len(per_layer))
+    return rows

@@ -1,0 +1,332 @@
+"""Layer by layer: the selected query's box at every decoder layer, drawn on the image to show
+the refinement, and the AP / AP50 of every layer's predictions with and without NMS (the DETR
+paper's Figure 4: NMS helps the early layers and stops helping at the last)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from torch import nn
+from torchvision.ops import box_iou
+
+from detr_core.config import ToyDataConfig
+from detr_core.evaluate import heldout_split
+from detr_core.inspect import InferenceResult, run_inference
+from detr_core.layerwise import LayerAP, layerwise_ap
+
+from ..canvas import ImageCanvas
+from .base import AnalysisView, JobContext
+
+LAYER_COLORMAP = "plasma"
+
+
+def layer_colors(num_layers: int) -> list[QColor]:
+    """One colour per decoder layer, dark violet (first) to yellow (last)."""
+    cmap = pg.colormap.get(LAYER_COLORMAP)
+    ts = np.linspace(0.3, 0.95, num_layers) if num_layers > 1 else np.array([0.95])
+    return [cmap.map(float(t), mode="qcolor") for t in ts]
+
+
+def _ap_job(ctx: JobContext, model: nn.Module, data_config: ToyDataConfig, num_images: int,
+            nms_iou: float) -> list[LayerAP]:
+    model_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
+    if model_classes != len(data_config.classes):
+        raise ValueError(f"AP by layer is measured on the toy held-out split ({len(data_config.classes)} "
+                         f"classes); this model has {model_classes} classes.")
+    dataset = heldout_split(data_config, num_images)
+
+    def progress(done: int, total: int) -> None:
+        if done <= num_images:
+            text = f"Running the model: {done} / {num_images} images"
+        else:
+            text = f"Evaluating layer {done - num_images} / {total - num_images}"
+        ctx.progress(done, total, text)
+
+    ctx.progress(0, num_images + int(model.config.num_decoder_layers), "Running the model…")  # type: ignore[attr-defined]
+    return layerwise_ap(model, dataset, num_images, nms_iou, batch_size=25, progress=progress)
+
+
+def _inference_job(ctx: JobContext, model: nn.Module, image: np.ndarray, class_names: list[str]) -> InferenceResult:
+    ctx.progress(0, 1, "Running the model…")
+    return run_inference(model, image, class_names, capture=False)
+
+
+class LayerView(AnalysisView):
+    querySelected = Signal(int)  # the query spin box changed
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Layer by layer", parent)
+        self.model: nn.Module | None = None
+        self.class_names: list[str] = []
+        self.data_config = ToyDataConfig()
+        self.result: InferenceResult | None = None
+        self.image: np.ndarray | None = None
+        self.selected_query = 0
+        self.ap_rows: list[LayerAP] = []
+        self._pending_image: np.ndarray | None = None
+
+        # --- controls
+        self.query_spin = QSpinBox()
+        self.query_spin.setRange(0, 0)
+        self.query_spin.setToolTip("The query whose box is followed through the decoder")
+        self.images_spin = QSpinBox()
+        self.images_spin.setRange(5, 5000)
+        self.images_spin.setValue(100)
+        self.images_spin.setSingleStep(50)
+        self.images_spin.setToolTip("Held-out toy images to evaluate")
+        self.iou_spin = QDoubleSpinBox()
+        self.iou_spin.setRange(0.05, 0.95)
+        self.iou_spin.setSingleStep(0.05)
+        self.iou_spin.setValue(0.7)
+        self.iou_spin.setToolTip("NMS IoU threshold (class-wise, torchvision.ops.batched_nms)")
+        self.run_button = QPushButton("Compute AP by layer")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Query"))
+        row.addWidget(self.query_spin)
+        row.addStretch(1)
+        row.addWidget(QLabel("Images"))
+        row.addWidget(self.images_spin)
+        row.addWidget(QLabel("NMS IoU"))
+        row.addWidget(self.iou_spin)
+        row.addWidget(self.run_button)
+        self.body.addLayout(row)
+
+        # --- the query's box at every layer
+        self.canvas = ImageCanvas()
+        self.canvas.setMinimumSize(220, 220)
+        self.legend = QLabel(" ")
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["layer", "class", "score", "box xyxy (px)", "IoU with last",
+                                              "moved (px)"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.canvas, 3)
+        left_layout.addWidget(self.legend)
+        left_layout.addWidget(self.table, 1)
+
+        # --- AP per layer, with and without NMS
+        self.ap_plot = pg.PlotWidget(background="#202124")
+        self.ap_plot.setMenuEnabled(False)
+        self.ap_plot.setTitle("AP of each decoder layer's predictions")
+        self.ap_plot.setLabel("bottom", "decoder layer")
+        self.ap_plot.setLabel("left", "AP")
+        self.ap_plot.getAxis("left").enableAutoSIPrefix(False)
+        self.ap_plot.setYRange(0, 1, padding=0.05)
+        self.ap_plot.addLegend(offset=(10, 10))
+        blue, orange = "#4f8fe6", "#f58231"
+        self.curves = {
+            "AP": self.ap_plot.plot([], [], name="AP", pen=pg.mkPen(blue, width=2), symbol="o",
+                                    symbolBrush=blue, symbolPen=None),
+            "AP_nms": self.ap_plot.plot([], [], name="AP with NMS",
+                                        pen=pg.mkPen(blue, width=2, style=Qt.PenStyle.DashLine),
+                                        symbol="s", symbolBrush=None, symbolPen=blue),
+            "AP50": self.ap_plot.plot([], [], name="AP50", pen=pg.mkPen(orange, width=2), symbol="o",
+                                      symbolBrush=orange, symbolPen=None),
+            "AP50_nms": self.ap_plot.plot([], [], name="AP50 with NMS",
+                                          pen=pg.mkPen(orange, width=2, style=Qt.PenStyle.DashLine),
+                                          symbol="s", symbolBrush=None, symbolPen=orange),
+        }
+        self.ap_summary = QLabel("Press “Compute AP by layer” to evaluate every decoder layer on the held-out split.")
+        self.ap_summary.setWordWrap(True)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.ap_plot, 1)
+        right_layout.addWidget(self.ap_summary)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(right)
+        self.splitter.setSizes([500, 500])
+        self.body.addWidget(self.splitter, 1)
+
+        self.query_spin.valueChanged.connect(self._on_query_spin)
+        self.run_button.clicked.connect(self.run_ap)
+        for signal in (self.jobFinished, self.jobFailed, self.jobCancelled):
+            signal.connect(self._after_job)
+
+    # --- inputs --------------------------------------------------------------------------------
+    def set_model(self, model: nn.Module, class_names: list[str], data_config: ToyDataConfig | None = None) -> None:
+        """The explorer's model (never the one being trained); ``data_config`` describes the toy
+        data whose held-out split the AP is measured on."""
+        self.model = model
+        self.class_names = list(class_names)
+        if data_config is not None:
+            self.data_config = data_config
+        self.ap_rows = []
+        for curve in self.curves.values():
+            curve.setData([], [])
+        self.ap_summary.setText("New model: press “Compute AP by layer”.")
+
+    def set_result(self, result: InferenceResult, image: np.ndarray) -> None:
+        """An inference result (with every layer's boxes) and the [H, W, 3] uint8 image it is of."""
+        self.result = result
+        self.image = image
+        self.query_spin.blockSignals(True)
+        self.query_spin.setRange(0, max(result.num_queries - 1, 0))
+        self.query_spin.blockSignals(False)
+        if self.selected_query >= result.num_queries:
+            self.selected_query = 0
+        self.query_spin.blockSignals(True)
+        self.query_spin.setValue(self.selected_query)
+        self.query_spin.blockSignals(False)
+        self.canvas.set_image(image)
+        self._draw_query()
+
+    def set_image(self, image: np.ndarray) -> bool:
+        """Run the model set with :meth:`set_model` on ``image`` (off the GUI thread), then show it."""
+        if self.model is None:
+            self.show_error("Load or train a model first.")
+            return False
+        if self.busy:
+            self._pending_image = image
+            return False
+        self._pending_image = None
+        return self.run_job(_inference_job, self.model, image, self.class_names,
+                            on_done=lambda result: self.set_result(result, image))
+
+    def set_selected_query(self, query: int) -> None:
+        self.selected_query = int(query)
+        self.query_spin.blockSignals(True)
+        self.query_spin.setValue(self.selected_query)
+        self.query_spin.blockSignals(False)
+        self._draw_query()
+
+    def _on_query_spin(self, query: int) -> None:
+        self.selected_query = query
+        self._draw_query()
+        self.querySelected.emit(query)
+
+    # --- the query through the layers ----------------------------------------------------------
+    def layer_boxes(self) -> np.ndarray | None:
+        """[L, 4] xyxy pixels: the selected query's box at every decoder layer, or None."""
+        r = self.result
+        if r is None or not 0 <= self.selected_query < r.num_queries:
+            return None
+        return r.layer_boxes_xyxy[:, self.selected_query].numpy()
+
+    def _draw_query(self) -> None:
+        r, q = self.result, self.selected_query
+        boxes = self.layer_boxes()
+        if r is None or boxes is None:
+            self.canvas.set_boxes(np.zeros((0, 4)), [], [])
+            self.canvas.set_links([])
+            self.table.setRowCount(0)
+            return
+        layers = r.num_layers
+        colors = layer_colors(layers)
+        texts = [f"L{i + 1}" for i in range(layers)]
+        self.canvas.set_boxes(boxes, texts, colors)
+        shown = np.ones(layers, dtype=bool)
+        self.canvas.style_boxes(shown, np.zeros(layers, dtype=bool), layers - 1)
+        # the labels in one row above all the boxes: readable even once the boxes converge
+        x0, y0 = float(boxes[:, 0].min()), float(boxes[:, 1].min())
+        for i, label in enumerate(self.canvas.labels[:layers]):
+            label.setPos(x0, y0)
+            label.setAnchor((-1.1 * i, 1))
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [L, 2] (x, y) pixels
+        self.canvas.set_links([((float(a[0]), float(a[1])), (float(b[0]), float(b[1])), colors[i + 1])
+                               for i, (a, b) in enumerate(itertools.pairwise(centres))])
+        self.legend.setText(f"Query {q}: " + " ".join(
+            f"<span style='color:{c.name()}'>■</span> L{i + 1}" for i, c in enumerate(colors))
+            + " &nbsp; (dotted: path of the box centre)")
+        probs = r.layer_probs[:, q]  # [L, K + 1]
+        scores, labels = probs[:, :-1].max(-1)
+        iou_last = box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes[-1:]))[:, 0].numpy()  # [L]
+        moved = np.r_[0.0, np.linalg.norm(np.diff(centres, axis=0), axis=1)]  # [L] centre shift
+        self.table.setRowCount(layers)
+        for i in range(layers):
+            cells = [f"L{i + 1}", r.class_names[int(labels[i])] if int(labels[i]) < len(r.class_names) else "?",
+                     f"{float(scores[i]):.3f}", ", ".join(f"{v:.1f}" for v in boxes[i]), f"{iou_last[i]:.3f}",
+                     "" if i == 0 else f"{moved[i]:.1f}"]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 0:  # a tint of the layer's colour (text stays readable)
+                    tint = QColor(colors[i])
+                    tint.setAlpha(120)
+                    item.setBackground(tint)
+                self.table.setItem(i, col, item)
+        self.table.resizeColumnsToContents()
+
+    def query_rows(self) -> list[dict[str, Any]]:
+        """The selected query's prediction at every layer, as flat rows."""
+        r, boxes = self.result, self.layer_boxes()
+        if r is None or boxes is None:
+            return []
+        probs = r.layer_probs[:, self.selected_query]
+        scores, labels = probs[:, :-1].max(-1)
+        rows = []
+        for i in range(r.num_layers):
+            x0, y0, x1, y1 = (float(v) for v in boxes[i])
+            rows.append({"query": self.selected_query, "layer": i + 1, "class": r.class_names[int(labels[i])]
+                         if int(labels[i]) < len(r.class_names) else str(int(labels[i])),
+                         "score": float(scores[i]), "x0": x0, "y0": y0, "x1": x1, "y1": y1})
+        return rows
+
+    # --- AP per layer ---------------------------------------------------------------------------
+    def run_ap(self) -> bool:
+        """Evaluate every decoder layer on ``images_spin`` held-out images, off the GUI thread."""
+        if self.model is None:
+            self.show_error("Load or train a model first.")
+            return False
+        started = self.run_job(_ap_job, self.model, self.data_config, self.images_spin.value(),
+                               self.iou_spin.value(), on_done=self.show_ap)
+        if started:
+            self.run_button.setEnabled(False)
+        return started
+
+    def show_ap(self, rows: list[LayerAP]) -> None:
+        self.ap_rows = list(rows)
+        xs = np.array([r.layer for r in rows], dtype=float)
+        for key, curve in self.curves.items():
+            curve.setData(xs, np.array([r.as_dict()[key] for r in rows], dtype=float))
+        self.ap_plot.getAxis("bottom").setTicks([[(r.layer, f"L{r.layer}") for r in rows]])
+        if len(rows):
+            self.ap_plot.setXRange(0.7, len(rows) + 0.3, padding=0)
+            peak = max(max(r.ap, r.ap50, r.ap_nms, r.ap50_nms) for r in rows)
+            self.ap_plot.setYRange(0, min(1.0, peak * 1.15) if peak > 0 else 1.0, padding=0.05)
+        gains = ", ".join(f"L{r.layer} {round(r.ap_nms - r.ap, 3) + 0.0:+.3f}" for r in rows)
+        self.ap_summary.setText(f"AP change from NMS (IoU {self.iou_spin.value():.2f}): {gains}. "
+                                "(In the paper, NMS helps the early layers and stops helping at the last.)")
+
+    def _after_job(self, *_: Any) -> None:
+        self.run_button.setEnabled(True)
+        if self._pending_image is not None:
+            self.set_image(self._pending_image)
+
+    # --- export ---------------------------------------------------------------------------------
+    def export_data(self) -> list[dict[str, Any]] | None:
+        """Rows: the selected query's box per layer ("section" = "query"), then AP per layer
+        ("section" = "ap")."""
+        rows = [{"section": "query", **r} for r in self.query_rows()]
+        rows += [{"section": "ap", **r.as_dict()} for r in self.ap_rows]
+        return rows or None
+
+    def shutdown(self) -> None:
+        """Cancel and wait for a running job (call before closing)."""
+        self.cancel_job()
+        self.wait_job(30000)

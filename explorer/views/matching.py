@@ -1,0 +1,545 @@
+"""Hungarian matching, visible: the cost matrix of one training sample as a heatmap (total or
+one part), the optimal assignment marked on it, each ground-truth box linked on the image to the
+box of its query, and a stability plot over training.
+
+Two sources of snapshots:
+  * a static model (:meth:`MatchingView.set_model`): matched off the GUI thread with ``run_job``;
+  * a training run (:meth:`MatchingView.attach`): probes on the ``TrainingWorker`` compute the
+    matching and the stability with the live model on the training thread, between steps, and
+    only their CPU results come back through ``probed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from torch import nn
+
+from detr_core.config import LossConfig, TrainConfig
+from detr_core.data.toy import ToyShapes
+from detr_core.matcher import HungarianMatcher
+from detr_core.matching_inspect import (
+    COST_PART_NAMES,
+    COST_PARTS,
+    MatchingSnapshot,
+    MatchingStability,
+    StabilityPoint,
+    match_toy_sample,
+)
+
+from ..canvas import ImageCanvas
+from ..colors import query_color
+from .base import AnalysisView, JobContext
+
+MATCHING_PROBE = "matching"
+STABILITY_PROBE = "matching_stability"
+GT_COLOR = QColor("#ffffff")
+REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
+
+
+def matcher_for(model: nn.Module, loss_config: LossConfig | None) -> HungarianMatcher:
+    """The matcher training uses for this model and loss configuration."""
+    lc = loss_config or LossConfig()
+    return HungarianMatcher(lc.cost_class, lc.cost_bbox, lc.cost_giou, model.config.classifier,  # type: ignore[attr-defined]
+                            lc.focal_alpha, lc.focal_gamma)
+
+
+def training_stream(train_config: TrainConfig) -> ToyShapes:
+    """The toy stream a run with ``train_config`` trains on: sample ``i`` here is the sample
+    ``i`` the trainer saw (and the index the probes use while following that run)."""
+    return ToyShapes(train_config.data, seed=train_config.seed, split="train")
+
+
+class _ProbeState:
+    """Shared by the GUI thread (writes) and the training-thread probes (read): plain values,
+    swapped whole, so no lock is needed."""
+
+    def __init__(self, sample_index: int) -> None:
+        self.sample_index = sample_index
+        self.active = True
+
+
+def _match_job(ctx: JobContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
+               index: int) -> MatchingSnapshot:
+    ctx.progress(0, 1, f"Matching sample {index}…")
+    snapshot = match_toy_sample(model, matcher, dataset, index)
+    ctx.progress(1, 1, "")
+    return snapshot
+
+
+class MatchingView(AnalysisView):
+    querySelected = Signal(int)  # a query clicked on the image or in the heatmap
+    snapshotShown = Signal(object)  # MatchingSnapshot, each time one arrives (static or training)
+    stabilityUpdated = Signal(object)  # StabilityPoint, each time the probe set was re-matched
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Hungarian matching", parent)
+        self.model: nn.Module | None = None
+        self.matcher: HungarianMatcher | None = None
+        self.dataset: ToyShapes | None = None
+        self.class_names: list[str] = []
+        self.snapshot: MatchingSnapshot | None = None
+        self.stability: list[StabilityPoint] = []
+        self.selected_query: int | None = None
+        self._worker: Any = None  # the TrainingWorker followed, if any
+        self._probe_state: _ProbeState | None = None
+        self._pending_compute = False
+        self._last_draw = 0.0
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.timeout.connect(self._draw)
+
+        # --- controls
+        self.sample_spin = QSpinBox()
+        self.sample_spin.setRange(0, 10_000_000)
+        self.sample_spin.setToolTip("Index of the sample in the training stream")
+        self.part_combo = QComboBox()
+        for part in COST_PARTS:
+            self.part_combo.addItem(COST_PART_NAMES[part], part)
+        self.part_combo.setToolTip("Total = w_class·class + w_L1·L1 + w_GIoU·(−GIoU); parts are unweighted")
+        self.all_queries = QCheckBox("Unmatched queries")
+        self.all_queries.setToolTip("Also draw the boxes of queries matched to nothing (dashed)")
+        self.compute_button = QPushButton("Match")
+        self.compute_button.setToolTip("Match this sample with the explorer's model")
+        self.status = QLabel("No model yet.")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Training sample"))
+        row.addWidget(self.sample_spin)
+        row.addWidget(QLabel("Cost"))
+        row.addWidget(self.part_combo)
+        row.addWidget(self.all_queries)
+        row.addWidget(self.compute_button)
+        row.addWidget(self.status, 1)
+        self.body.addLayout(row)
+
+        # --- the image with ground truth linked to matched queries
+        self.canvas = ImageCanvas()
+        self.canvas.setMinimumSize(220, 220)
+
+        # --- the cost heatmap: queries along x, objects along y (object 0 on top)
+        self.heat_widget = pg.GraphicsLayoutWidget()
+        self.heat_widget.setBackground("#202124")
+        self.heat_plot: pg.PlotItem = self.heat_widget.addPlot()
+        self.heat_plot.setMenuEnabled(False)
+        self.heat_plot.invertY(True)
+        self.heat_plot.setLabel("bottom", "query")
+        self.heat_plot.setLabel("left", "ground-truth object")
+        self.heat_image = pg.ImageItem()
+        self.heat_plot.addItem(self.heat_image)
+        self.colormap = pg.colormap.get("viridis")
+        self.heat_image.setColorMap(self.colormap)
+        self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=self.colormap, interactive=False, width=14,
+                                        label="cost (low = cheap)")
+        self.colorbar_axis = self.colorbar.getAxis("left")  # where ColorBarItem puts its label
+        self.colorbar.setImageItem(self.heat_image, insert_in=self.heat_plot)
+        self.assigned_marks = pg.ScatterPlotItem(pxMode=False, size=0.92, symbol="s", brush=None,
+                                                 pen=pg.mkPen("#ff4040", width=3))
+        self.assigned_marks.setZValue(10)
+        self.heat_plot.addItem(self.assigned_marks)
+        self.cheapest_marks = pg.ScatterPlotItem(size=7, symbol="o", brush=pg.mkBrush("w"), pen=pg.mkPen("k"))
+        self.cheapest_marks.setZValue(11)
+        self.heat_plot.addItem(self.cheapest_marks)
+        self.selected_column = pg.LinearRegionItem(orientation="vertical", movable=False,
+                                                   brush=pg.mkBrush(255, 255, 255, 40), pen=pg.mkPen(None))
+        self.selected_column.setZValue(9)
+        self.selected_column.setVisible(False)
+        self.heat_plot.addItem(self.selected_column)
+        self.heat_plot.scene().sigMouseMoved.connect(self._on_heat_hover)
+        self.heat_plot.scene().sigMouseClicked.connect(self._on_heat_click)
+        self.heat_legend = QLabel(
+            "<span style='color:#ff4040'>□</span> Hungarian assignment &nbsp; ● cheapest query per object")
+        self.cell_label = QLabel(" ")
+        self.cell_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        # --- one row per object: its query and the cost parts of that pair
+        self.table = QTableWidget(0, 7)
+        self.table.setHorizontalHeaderLabels(["object", "class", "query", "total", "class cost", "L1", "−GIoU"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+
+        # --- stability over training
+        self.stability_plot = pg.PlotWidget(background="#202124")
+        self.stability_plot.setMenuEnabled(False)
+        self.stability_plot.setLabel("bottom", "training step")
+        self.stability_plot.setLabel("left", "objects re-matched")
+        self.stability_plot.setYRange(0, 1, padding=0.05)
+        self.stability_plot.setTitle("Matching instability on a fixed probe set")
+        self.stability_curve = self.stability_plot.plot([], [], pen=pg.mkPen("#f58231", width=2),
+                                                        symbol="o", symbolSize=5, symbolBrush="#f58231")
+        self.stability_label = QLabel("Follows training: start a run to fill this plot.")
+
+        heat_box = QWidget()
+        heat_layout = QVBoxLayout(heat_box)
+        heat_layout.setContentsMargins(0, 0, 0, 0)
+        heat_layout.addWidget(self.heat_widget, 1)
+        heat_layout.addWidget(self.heat_legend)
+        heat_layout.addWidget(self.cell_label)
+        stab_box = QWidget()
+        stab_layout = QVBoxLayout(stab_box)
+        stab_layout.setContentsMargins(0, 0, 0, 0)
+        stab_layout.addWidget(self.stability_plot, 1)
+        stab_layout.addWidget(self.stability_label)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(heat_box)
+        right.addWidget(self.table)
+        right.addWidget(stab_box)
+        right.setSizes([300, 140, 200])
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.canvas)
+        self.splitter.addWidget(right)
+        self.splitter.setSizes([380, 620])
+        self.body.addWidget(self.splitter, 1)
+
+        self.sample_spin.valueChanged.connect(self._on_sample_changed)
+        self.part_combo.currentIndexChanged.connect(lambda _: self._draw())
+        self.all_queries.toggled.connect(lambda _: self._draw())
+        self.compute_button.clicked.connect(self.compute)
+        self.canvas.querySelected.connect(self._on_canvas_box)
+        self.table.cellClicked.connect(self._on_table_click)
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def part(self) -> str:
+        """The cost part shown: one of COST_PARTS."""
+        return str(self.part_combo.currentData())
+
+    def set_part(self, part: str) -> None:
+        self.part_combo.setCurrentIndex(COST_PARTS.index(part))
+
+    @property
+    def sample_index(self) -> int:
+        return self.sample_spin.value()
+
+    def set_sample_index(self, index: int) -> None:
+        self.sample_spin.setValue(index)
+
+    @property
+    def following(self) -> bool:
+        """True while a training run is followed (snapshots come from its probes)."""
+        return self._worker is not None and self._worker.isRunning()
+
+    # --- static model ------------------------------------------------------------------------
+    def set_model(self, model: nn.Module, class_names: list[str], loss_config: LossConfig | None = None,
+                  dataset: ToyShapes | None = None) -> None:
+        """The explorer's model (never the one being trained). ``dataset`` is the training stream
+        whose samples are matched, e.g. :func:`training_stream` of the run that trained the
+        model (default: the training stream of a default ``TrainConfig``)."""
+        self.model = model
+        self.class_names = list(class_names)
+        self.matcher = matcher_for(model, loss_config)
+        self.dataset = dataset if dataset is not None else training_stream(TrainConfig())
+        if not self.following:
+            self.compute()
+
+    def compute(self) -> bool:
+        """Match the chosen sample with the static model, off the GUI thread."""
+        if self.model is None or self.matcher is None or self.dataset is None:
+            self.show_error("Load or train a model first.")
+            return False
+        if self.busy:
+            self._pending_compute = True
+            return False
+        model_classes = int(self.model.config.num_classes)  # type: ignore[attr-defined]
+        if model_classes < len(self.dataset.class_names):
+            self.show_error(f"The model knows {model_classes} classes; the toy data has "
+                            f"{len(self.dataset.class_names)}: cannot match.")
+            return False
+        self._pending_compute = False
+        self.status.setText(f"Matching sample {self.sample_index}…")
+        return self.run_job(_match_job, self.model, self.matcher, self.dataset, self.sample_index,
+                            on_done=self._on_static_snapshot)
+
+    def _on_static_snapshot(self, snapshot: MatchingSnapshot) -> None:
+        self.show_snapshot(snapshot)
+        if self._pending_compute:
+            QTimer.singleShot(0, self.compute)
+
+    def _on_sample_changed(self, index: int) -> None:
+        if self._probe_state is not None:
+            self._probe_state.sample_index = index
+        if self.following:
+            self.status.setText(f"Sample {index} is shown after the next training step.")
+        elif self.model is not None:
+            self.compute()
+
+    # --- following training -----------------------------------------------------------------
+    def attach(self, worker: Any, matching_every: int = 5, stability_every: int = 25,
+               probe_images: int = 16) -> None:
+        """Follow a ``TrainingWorker`` (call before ``worker.start()``): every ``matching_every``
+        steps (and after each single Step) the chosen sample is matched with the live model;
+        every ``stability_every`` steps the probe set (the first ``probe_images`` images of the
+        training stream) is re-matched. Both run on the training thread."""
+        self.detach()
+        state = _ProbeState(self.sample_index)
+        holder: dict[str, MatchingStability] = {}
+
+        def matching_probe(trainer: Any) -> MatchingSnapshot | None:
+            if not state.active:
+                return None
+            return match_toy_sample(trainer.model, trainer.criterion.matcher, trainer.dataset,
+                                    state.sample_index, trainer.step)
+
+        def stability_probe(trainer: Any) -> StabilityPoint | None:
+            if not state.active:
+                return None
+            probe = holder.get("probe")
+            if probe is None:
+                probe = holder["probe"] = MatchingStability(trainer.dataset, probe_images)
+            elif probe.history and probe.history[-1].step == trainer.step:
+                return None  # the worker's final call repeats the last step: nothing changed
+            probe.check(trainer.model, trainer.criterion.matcher, trainer.step)
+            return probe.history[-1]
+
+        worker.add_probe(MATCHING_PROBE, matching_probe, matching_every)
+        worker.add_probe(STABILITY_PROBE, stability_probe, stability_every)
+        worker.probed.connect(self._on_probed)
+        self._worker = worker
+        self._probe_state = state
+        self.stability = []
+        self.stability_curve.setData([], [])
+        self.stability_label.setText("Waiting for the first steps…")
+        self.status.setText("Following training.")
+
+    def detach(self) -> None:
+        """Stop following the current run; its probes become no-ops."""
+        if self._worker is not None:
+            try:
+                self._worker.probed.disconnect(self._on_probed)
+            except (RuntimeError, TypeError):
+                pass
+        if self._probe_state is not None:
+            self._probe_state.active = False
+        self._worker = None
+        self._probe_state = None
+
+    def _on_probed(self, name: str, result: object) -> None:
+        if name == MATCHING_PROBE and isinstance(result, MatchingSnapshot):
+            self.show_snapshot(result)
+        elif name == STABILITY_PROBE and isinstance(result, StabilityPoint):
+            self.add_stability(result)
+
+    def add_stability(self, point: StabilityPoint) -> None:
+        self.stability.append(point)
+        pts = [(p.step, p.changed_fraction) for p in self.stability
+               if p.step is not None and not math.isnan(p.changed_fraction)]
+        xs = np.array([p[0] for p in pts], dtype=float)
+        ys = np.array([p[1] for p in pts], dtype=float)
+        self.stability_curve.setData(xs, ys)
+        if math.isnan(point.changed_fraction):
+            self.stability_label.setText(f"Step {point.step}: first check of {point.objects} objects "
+                                         "(the next check compares with it).")
+        else:
+            self.stability_label.setText(
+                f"Step {point.step}: {point.changed} of {point.objects} objects "
+                f"({100 * point.changed_fraction:.0f}%) changed query since the previous check.")
+        self.stabilityUpdated.emit(point)
+
+    # --- showing a snapshot --------------------------------------------------------------------
+    def show_snapshot(self, snapshot: MatchingSnapshot) -> None:
+        """Show a snapshot (redraws are throttled to about 10 per second)."""
+        self.snapshot = snapshot
+        step = f" at step {snapshot.step}" if snapshot.step is not None else ""
+        self.status.setText(f"Sample {snapshot.sample_index}{step}: {snapshot.num_targets} objects, "
+                            f"{snapshot.num_queries} queries, matched cost {snapshot.matched_cost():.3f}")
+        if time.perf_counter() - self._last_draw >= REDRAW_INTERVAL:
+            self._draw()
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(REDRAW_INTERVAL * 1000))
+        self.snapshotShown.emit(snapshot)
+
+    def _draw(self) -> None:
+        self._redraw_timer.stop()
+        self._last_draw = time.perf_counter()
+        s = self.snapshot
+        if s is None:
+            return
+        self._draw_heatmap(s)
+        self._draw_canvas(s)
+        self._fill_table(s)
+        self._draw_selection()
+
+    def _draw_heatmap(self, s: MatchingSnapshot) -> None:
+        q, m = s.num_queries, s.num_targets
+        heat = s.cost[self.part].T.astype(np.float32)  # [M, Q]
+        if m == 0:
+            self.heat_image.clear()
+            self.assigned_marks.setData([], [])
+            self.cheapest_marks.setData([], [])
+            self.cell_label.setText("This sample has no objects: nothing to match.")
+            return
+        lo, hi = float(heat.min()), float(heat.max())
+        if hi <= lo:
+            hi = lo + 1e-6
+        self.heat_image.setImage(heat, levels=(lo, hi))
+        self.heat_image.setRect(QRectF(-0.5, -0.5, q, m))
+        self.colorbar.setLevels((lo, hi))
+        self.colorbar_axis.setLabel(f"{COST_PART_NAMES[self.part]} cost (low = cheap)")
+        self.assigned_marks.setData(s.query_indices.astype(float), s.target_indices.astype(float))
+        cheapest = s.cost[self.part].argmin(axis=0)  # [M] the cheapest query of each object
+        self.cheapest_marks.setData(cheapest.astype(float), np.arange(m, dtype=float))
+        left = [(j, f"{j} {s.class_name(int(s.target_labels[j]))}") for j in range(m)]
+        self.heat_plot.getAxis("left").setTicks([left])
+        step = max(1, q // 20)
+        self.heat_plot.getAxis("bottom").setTicks([[(i, str(i)) for i in range(0, q, step)]])
+        self.heat_plot.setLimits(xMin=-0.5, xMax=q - 0.5, yMin=-0.5, yMax=m - 0.5)
+        self.heat_plot.setRange(xRange=(-0.5, q - 0.5), yRange=(-0.5, m - 0.5), padding=0)
+        self.heat_plot.setTitle(f"{COST_PART_NAMES[self.part]} cost, sample {s.sample_index}"
+                                + (f", step {s.step}" if s.step is not None else ""))
+
+    def _draw_canvas(self, s: MatchingSnapshot) -> None:
+        m, q = s.num_targets, s.num_queries
+        self.canvas.set_image(s.image)
+        gt_xyxy, pred_xyxy = s.target_boxes_xyxy(), s.pred_boxes_xyxy()
+        boxes = np.concatenate([gt_xyxy, pred_xyxy]) if m else pred_xyxy
+        texts = [f"GT{j} {s.class_name(int(s.target_labels[j]))}" for j in range(m)]
+        texts += [f"q{i} {s.class_name(int(s.pred_labels[i]))} {float(s.pred_scores[i]):.2f}" for i in range(q)]
+        colors = [GT_COLOR] * m + [query_color(i) for i in range(q)]
+        self.canvas.set_boxes(boxes, texts, colors)
+        matched = np.zeros(q, dtype=bool)
+        matched[s.query_indices] = True
+        shown = np.concatenate([np.ones(m, bool), matched | self.all_queries.isChecked()])
+        dimmed = np.concatenate([np.zeros(m, bool), ~matched])
+        selected = None if self.selected_query is None or self.selected_query >= q else m + self.selected_query
+        self.canvas.style_boxes(shown, dimmed, selected)
+        segments = []
+        for query, obj in zip(s.query_indices.tolist(), s.target_indices.tolist()):
+            gx, gy = (gt_xyxy[obj, :2] + gt_xyxy[obj, 2:]) / 2
+            px, py = (pred_xyxy[query, :2] + pred_xyxy[query, 2:]) / 2
+            segments.append(((float(gx), float(gy)), (float(px), float(py)), query_color(query)))
+        self.canvas.set_links(segments)
+
+    def _fill_table(self, s: MatchingSnapshot) -> None:
+        self.table.setRowCount(s.num_targets)
+        per_object = s.matched_queries()
+        for obj in range(s.num_targets):
+            query = int(per_object[obj])
+            cells: list[str] = [str(obj), s.class_name(int(s.target_labels[obj]))]
+            if query < 0:
+                cells += ["—", "", "", "", ""]
+            else:
+                cells += [str(query)] + [f"{float(s.cost[p][query, obj]):.3f}" for p in COST_PARTS]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 2 and query >= 0:  # a tint of the query's colour (text stays readable)
+                    tint = query_color(query)
+                    tint.setAlpha(120)
+                    item.setBackground(tint)
+                self.table.setItem(obj, col, item)
+        self.table.resizeColumnsToContents()
+
+    # --- selection ---------------------------------------------------------------------------
+    def set_selected_query(self, query: int | None) -> None:
+        """Highlight a query (its column in the heatmap, its box on the image)."""
+        self.selected_query = query
+        self._draw_selection()
+        if self.snapshot is not None:
+            self._draw_canvas(self.snapshot)
+
+    def _draw_selection(self) -> None:
+        s, q = self.snapshot, self.selected_query
+        if s is None or q is None or not 0 <= q < s.num_queries or s.num_targets == 0:
+            self.selected_column.setVisible(False)
+            return
+        self.selected_column.setRegion((q - 0.5, q + 0.5))
+        self.selected_column.setVisible(True)
+
+    def _select(self, query: int) -> None:
+        self.set_selected_query(query)
+        self.querySelected.emit(query)
+
+    def _on_canvas_box(self, index: int) -> None:
+        s = self.snapshot
+        if s is None:
+            return
+        if index >= s.num_targets:
+            self._select(index - s.num_targets)
+        else:
+            query = s.matched_query(index)
+            if query is not None:
+                self._select(query)
+
+    def _on_table_click(self, row: int, _column: int) -> None:
+        if self.snapshot is not None:
+            query = self.snapshot.matched_query(row)
+            if query is not None:
+                self._select(query)
+
+    def cell_at(self, scene_pos: QPointF) -> tuple[int, int] | None:
+        """(query, object) under a scene position of the heatmap, or None."""
+        s = self.snapshot
+        if s is None or s.num_targets == 0:
+            return None
+        vb = self.heat_plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            return None
+        p = vb.mapSceneToView(scene_pos)
+        q, m = round(p.x()), round(p.y())
+        if 0 <= q < s.num_queries and 0 <= m < s.num_targets:
+            return q, m
+        return None
+
+    def describe_cell(self, query: int, obj: int) -> str:
+        """The cost of pairing ``query`` with object ``obj``, its parts and weights spelled out."""
+        s = self.snapshot
+        if s is None:
+            return ""
+        c = {p: float(s.cost[p][query, obj]) for p in COST_PARTS}
+        w = s.weights
+        mark = " (assigned)" if s.matched_query(obj) == query else ""
+        return (f"query {query} × object {obj} ({s.class_name(int(s.target_labels[obj]))}){mark}: "
+                f"total {c['total']:.3f} = {w['class']:g}·class {c['class']:.3f} + {w['bbox']:g}·L1 "
+                f"{c['bbox']:.3f} + {w['giou']:g}·(−GIoU) {c['giou']:.3f}")
+
+    def _on_heat_hover(self, scene_pos: QPointF) -> None:
+        cell = self.cell_at(scene_pos)
+        if cell is not None:
+            self.cell_label.setText(self.describe_cell(*cell))
+
+    def _on_heat_click(self, event: Any) -> None:
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            self.cell_label.setText(self.describe_cell(*cell))
+            self._select(cell[0])
+
+    # --- export ------------------------------------------------------------------------------
+    def export_data(self) -> list[dict[str, Any]] | None:
+        """Rows: every (query, object) cell of the shown snapshot ("section" = "cost"), then the
+        stability history ("section" = "stability")."""
+        if self.snapshot is None and not self.stability:
+            return None
+        rows: list[dict[str, Any]] = []
+        if self.snapshot is not None:
+            rows += [{"section": "cost", **r} for r in self.snapshot.rows()]
+        for p in self.stability:
+            rows.append({"section": "stability", "step": p.step if p.step is not None else "",
+                         "changed_fraction": None if math.isnan(p.changed_fraction) else p.changed_fraction,
+                         "changed": p.changed, "objects": p.objects})
+        return rows
+
+    def shutdown(self) -> None:
+        """Detach from training and wait for a running job (call before closing)."""
+        self.detach()
+        self.cancel_job()
+        self.wait_job(30000)
