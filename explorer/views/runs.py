@@ -1,0 +1,610 @@
+"""The runs panel: the classic DETR ablations one click each, and a comparison of training runs.
+
+"Run ablations" queues the baseline and the checked ablations (same base preset, seed and time
+budget); they train one at a time on a background thread, with the current run's progress in the
+progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
+table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
+overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
+Runs live in a :class:`~detr_core.runs.RunStore` folder and are reloaded when the view is made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QItemSelectionModel, QObject, QStandardPaths, Qt, Signal
+from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView, QLabel,
+    QMessageBox, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
+    QWidget,
+)
+
+from detr_core.presets import PRESETS
+from detr_core.runs import ABLATIONS, RunRecord, RunSpec, RunStore, ablation_specs, execute_run
+from detr_core.train import EvalEvent, Event, StepEvent, TrainControl
+
+from .base import AnalysisView, Cancelled, JobContext
+
+COLUMNS = ("Run", "Status", "Steps", "Seconds", "AP", "AP50", "Dup. rate", "Seed", "Budget", "Checkpoint")
+PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#20c997", "#f06595",
+           "#748ffc", "#adb5bd")
+# Last-layer, unweighted parts compare across runs; the weighted total counts the auxiliary
+# layers too, so it drops when the auxiliary loss is off without the model being better.
+LOSS_KEYS = {"loss_giou": "GIoU loss (last layer)", "loss_bbox": "L1 box loss (last layer)",
+             "loss_ce": "class loss (last layer)", "loss": "total loss (weighted, all layers)"}
+METRIC_KEYS = {"AP50": "AP50", "AP": "AP (0.5:0.95)", "AP75": "AP75", "duplicate_rate": "duplicate rate"}
+X_KEYS = {"elapsed": "seconds of training", "step": "step"}
+LIVE_INTERVAL = 0.2  # seconds between live updates of the running run's curves
+CURRENT = "__current__"
+
+
+def default_store_folder() -> Path:
+    """``<AppDataLocation>/runs``, e.g. ~/.local/share/DETR Explorer/DETR Explorer/runs."""
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base or Path.home() / ".detr-explorer") / "runs"
+
+
+def smooth(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
+    """Debiased exponential moving average (TensorBoard's), skipping NaNs. [N] -> [N]."""
+    out = np.empty_like(values, dtype=float)
+    avg, weight = 0.0, 0.0
+    for i, v in enumerate(values):
+        if math.isfinite(v):
+            avg = beta * avg + (1 - beta) * v
+            weight = beta * weight + (1 - beta)
+        out[i] = avg / weight if weight > 0 else math.nan
+    return out
+
+
+class _LiveSignals(QObject):
+    """From the run thread to the view (queued): batches of steps and evaluation points."""
+
+    steps = Signal(list, float)  # [(step, elapsed, {loss key: value})], fraction of the budget used
+    evaluated = Signal(dict)  # {"step", "elapsed", "AP", "AP50", "AP75", "duplicate_rate"}
+
+
+class _LiveRun:
+    """The running run's curves, as far as they have come (GUI thread only)."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.curves: dict[str, list[float]] = {"step": [], "elapsed": [], **{k: [] for k in LOSS_KEYS}}
+        self.evals: list[dict[str, float]] = []
+        self.progress = 0.0
+        self.message = ""
+
+    def add(self, step: int, elapsed: float, losses: dict[str, float]) -> None:
+        self.curves["step"].append(float(step))
+        self.curves["elapsed"].append(elapsed)
+        for k in LOSS_KEYS:
+            self.curves[k].append(losses.get(k, math.nan))
+
+
+class RunsView(AnalysisView):
+    """Queue, run, compare and keep training runs. See the module docstring."""
+
+    openCheckpoint = Signal(str)  # path of a run's checkpoint the user wants to open
+    runFinished = Signal(object)  # RunRecord of a run that ended (completed, failed or stopped)
+    queueFinished = Signal()  # the queue ran dry: every run done, or cancelled
+
+    def __init__(
+        self,
+        store: RunStore | str | Path | None = None,
+        common_overrides: Sequence[str] = (),
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__("Runs", parent)
+        self.store = store if isinstance(store, RunStore) else RunStore(store or default_store_folder())
+        self.common_overrides = list(common_overrides)  # into every ablation run (e.g. threads=2)
+        self.records: list[RunRecord] = []
+        self.pending: list[RunSpec] = []
+        self.live: _LiveRun | None = None
+        self._control: TrainControl | None = None
+        self._rows: list[tuple[str, RunRecord | RunSpec]] = []  # (key, what) per table row
+        self._items: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
+        self._signals = _LiveSignals(self)
+        self._signals.steps.connect(self._on_live_steps)
+        self._signals.evaluated.connect(self._on_live_eval)
+        self.jobFailed.connect(self._on_run_failed)
+        self.jobCancelled.connect(self._on_cancelled)
+        self._build()
+        self.reload()
+
+    # --- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        setup = QHBoxLayout()
+        self.base_combo = QComboBox()
+        self.base_combo.addItems(list(PRESETS))
+        self.base_combo.setCurrentText("fast")
+        self.base_combo.setToolTip("The recipe every run starts from")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 999_999)
+        self.seed_spin.setToolTip("The same seed for every run of the batch")
+        self.seconds_spin = QDoubleSpinBox()
+        self.seconds_spin.setRange(1, 36_000)
+        self.seconds_spin.setDecimals(0)
+        self.seconds_spin.setValue(120)
+        self.seconds_spin.setSuffix(" s")
+        self.seconds_spin.setToolTip("Training time of each run (evaluation not counted)")
+        self.run_button = QPushButton("Run ablations")
+        self.run_button.setToolTip("Queue the checked runs; they train one at a time")
+        self.run_button.clicked.connect(self.run_checked)
+        labelled = (("Base", self.base_combo), ("Seed", self.seed_spin), ("Budget", self.seconds_spin))
+        for label, widget in labelled:
+            setup.addWidget(QLabel(label))
+            setup.addWidget(widget)
+        setup.addStretch(1)
+        setup.addWidget(self.run_button)
+        self.body.addLayout(setup)
+
+        checks = QHBoxLayout()
+        self.ablation_checks: dict[str, QCheckBox] = {}
+        for key, (description, overrides) in ABLATIONS.items():
+            box = QCheckBox(key)
+            box.setChecked(True)
+            box.setToolTip(description + (f"\n{' '.join(overrides)}" if overrides else ""))
+            self.ablation_checks[key] = box
+            checks.addWidget(box)
+        checks.addStretch(1)
+        self.body.addLayout(checks)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.table.cellDoubleClicked.connect(lambda row, _col: self.open_selected_checkpoint())
+
+        actions = QHBoxLayout()
+        self.open_button = QPushButton("Open checkpoint")
+        self.open_button.setToolTip("Open the selected run's checkpoint in the main window (or double-click)")
+        self.open_button.clicked.connect(self.open_selected_checkpoint)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setToolTip("Delete the selected runs (record and checkpoint), or drop queued ones")
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.loss_combo = QComboBox()
+        for key, label in LOSS_KEYS.items():
+            self.loss_combo.addItem(label, key)
+        self.metric_combo = QComboBox()
+        for key, label in METRIC_KEYS.items():
+            self.metric_combo.addItem(label, key)
+        self.x_combo = QComboBox()
+        for key, label in X_KEYS.items():
+            self.x_combo.addItem(label, key)
+        self.smooth_check = QCheckBox("Smooth")
+        self.smooth_check.setChecked(True)
+        self.smooth_check.setToolTip("Exponential moving average of the per-step loss")
+        for w in (self.loss_combo, self.metric_combo, self.x_combo):
+            w.currentIndexChanged.connect(self._replot)
+        self.smooth_check.toggled.connect(self._replot)
+        actions.addWidget(self.open_button)
+        actions.addWidget(self.delete_button)
+        actions.addStretch(1)
+        actions.addWidget(QLabel("Loss"))
+        actions.addWidget(self.loss_combo)
+        actions.addWidget(QLabel("Metric"))
+        actions.addWidget(self.metric_combo)
+        actions.addWidget(QLabel("x"))
+        actions.addWidget(self.x_combo)
+        actions.addWidget(self.smooth_check)
+
+        self.loss_plot = self._make_plot()
+        self.loss_plot.setLogMode(y=True)
+        self.metric_plot = self._make_plot()
+        self.metric_plot.setXLink(self.loss_plot)
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(self.loss_plot)
+        plots.addWidget(self.metric_plot)
+
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.table)
+        top_layout.addLayout(actions)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(plots)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 1)
+        self.body.addWidget(split, 1)
+        self._update_axes()
+
+    @staticmethod
+    def _make_plot() -> pg.PlotWidget:
+        plot = pg.PlotWidget()
+        plot.setBackground("#202124")
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        legend = plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        legend.setBrush(pg.mkBrush(32, 33, 36, 210))  # readable over the curves it covers
+        plot.setMinimumHeight(160)
+        for side in ("left", "bottom"):
+            plot.getAxis(side).enableAutoSIPrefix(False)  # no "(x0.001)" on AP or loss axes
+        return plot
+
+    # --- queue ---------------------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self.live is not None
+
+    def checked_ablations(self) -> list[str]:
+        return [k for k, box in self.ablation_checks.items() if box.isChecked()]
+
+    def run_checked(self) -> None:
+        """Queue the checked ablations with the chosen base preset, seed and budget."""
+        keys = self.checked_ablations()
+        if not keys:
+            self.show_error("Check at least one run.")
+            return
+        seconds = self.seconds_spin.value()
+        specs = ablation_specs(
+            base=self.base_combo.currentText(), seed=self.seed_spin.value(), seconds=seconds,
+            common=self.common_overrides, only=keys,
+            eval_every_seconds=max(2.0, seconds / 12),  # about a dozen points on each AP curve
+        )
+        self.queue(specs)
+
+    def queue(self, specs: Sequence[RunSpec]) -> None:
+        """Append runs to the queue; they start one at a time as soon as the view is free."""
+        for spec in specs:
+            try:
+                spec.configs()  # a bad override is named now, not when its turn comes
+            except ValueError as e:
+                self.show_error(f"{spec.name}: {e}")
+                return
+        self.pending.extend(specs)
+        self._refresh_table()
+        self._start_next()
+
+    def _start_next(self) -> None:
+        if self.live is not None or self.busy:
+            return
+        if not self.pending:
+            self.queueFinished.emit()
+            return
+        if self.job is not None:
+            self.job.deleteLater()  # the previous run's finished thread
+            self.job = None
+        spec = self.pending.pop(0)
+        self.live = _LiveRun(spec)
+        self._control = TrainControl()
+        self.run_job(self._execute, spec, self._control, on_done=self._on_run_done)
+        self._refresh_table()
+        self._replot()
+
+    def _execute(self, ctx: JobContext, spec: RunSpec, control: TrainControl) -> RunRecord:
+        """On the run thread: train, forwarding throttled events as signals."""
+        batch: list[tuple[int, float, dict[str, float]]] = []
+        last = 0.0
+        progress = 0.0
+
+        def flush() -> None:
+            nonlocal batch
+            if batch:
+                self._signals.steps.emit(batch, progress)
+                batch = []
+
+        def on_event(event: Event) -> None:
+            nonlocal last, progress
+            if ctx.cancelled:
+                control.stop()
+                return
+            if isinstance(event, StepEvent):
+                losses = {k: event.losses[k] for k in LOSS_KEYS if k in event.losses}
+                batch.append((event.step, event.elapsed, losses))
+                progress = event.progress
+                now = time.perf_counter()
+                if now - last >= LIVE_INTERVAL:
+                    last = now
+                    flush()
+                    text = (f"{spec.name}: step {event.step}, {event.elapsed:.0f} s "
+                            f"({event.progress:.0%} of {spec.budget_text})")
+                    if self.pending:  # read across threads: a list's length, never mutated here
+                        text += f", {len(self.pending)} queued"
+                    try:
+                        ctx.progress(round(event.progress * 1000), 1000, text)
+                    except Cancelled:
+                        control.stop()
+            elif isinstance(event, EvalEvent):
+                flush()
+                self._signals.evaluated.emit({"step": event.step, "elapsed": event.elapsed, **event.metrics})
+            else:  # an error or the end: show the last steps now
+                flush()
+
+        return execute_run(spec, self.store, on_event=on_event, control=control)
+
+    def cancel_job(self) -> None:
+        """Stop the current run (it is kept, as "stopped") and drop the queue."""
+        self.pending.clear()
+        if self._control is not None:
+            self._control.stop()
+        super().cancel_job()
+        self._refresh_table()
+
+    def shutdown(self, msecs: int = 30000) -> bool:
+        """Cancel everything and wait for the run thread; True when it has ended."""
+        self.cancel_job()
+        return self.wait_job(msecs)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def _job_done(self) -> None:
+        self.live = None
+        self._control = None
+        if self.job is not None:
+            self.job.wait(10000)  # its run() is returning; let the thread end before the next
+
+    def _on_run_done(self, record: RunRecord) -> None:
+        self._job_done()
+        if record.run_id:
+            self.records.append(record)
+        self.progress_label.setText(f"{record.name}: {record.status}")
+        if record.status == "failed" and record.message:
+            self.show_error(f"{record.name}: {record.message}")
+        self._refresh_table()
+        self._replot()
+        self.runFinished.emit(record)
+        self._start_next()
+
+    def _on_run_failed(self, message: str) -> None:
+        self._job_done()
+        self._refresh_table()
+        self._replot()
+        self._start_next()
+
+    def _on_cancelled(self) -> None:
+        self._job_done()
+        self.pending.clear()
+        self.reload()  # the stopped run was saved by its thread
+        self.queueFinished.emit()
+
+    # --- live ----------------------------------------------------------------------------------
+    def _on_live_steps(self, batch: list[tuple[int, float, dict[str, float]]], progress: float) -> None:
+        if self.live is None:
+            return
+        for step, elapsed, losses in batch:
+            self.live.add(step, elapsed, losses)
+        self.live.progress = progress
+        self._refresh_current_row()
+        self._plot_run(CURRENT, self.live.spec.name + " (running)", self.live.curves, self.live.evals,
+                       self._color(len(self.records)))
+
+    def _on_live_eval(self, point: dict[str, float]) -> None:
+        if self.live is None:
+            return
+        self.live.evals.append(point)
+        self._plot_run(CURRENT, self.live.spec.name + " (running)", self.live.curves, self.live.evals,
+                       self._color(len(self.records)))
+
+    # --- store ---------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read the runs from the store again."""
+        self.records = self.store.list()
+        if self.store.errors:
+            self.show_error("Some runs could not be read: " + "; ".join(self.store.errors))
+        self._refresh_table()
+        self._replot()
+
+    def selected(self) -> list[tuple[str, RunRecord | RunSpec]]:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return [self._rows[r] for r in rows if r < len(self._rows)]
+
+    def selected_records(self) -> list[RunRecord]:
+        return [what for _, what in self.selected() if isinstance(what, RunRecord)]
+
+    def open_selected_checkpoint(self) -> None:
+        records = [r for r in self.selected_records() if r.checkpoint]
+        if not records:
+            self.show_error("Select a finished run with a checkpoint.")
+            return
+        self.openCheckpoint.emit(records[0].checkpoint)
+
+    def delete_selected(self) -> None:
+        """Delete the selected stored runs (after a question) and drop selected queued runs."""
+        chosen = self.selected()
+        queued = [what for _, what in chosen if isinstance(what, RunSpec)]
+        records = [what for _, what in chosen if isinstance(what, RunRecord)]
+        for spec in queued:
+            if spec in self.pending:
+                self.pending.remove(spec)
+        if records:
+            names = ", ".join(r.name for r in records)
+            answer = QMessageBox.question(
+                self, "Delete runs", f"Delete {len(records)} run(s) and their checkpoints?\n{names}",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            )
+            if answer == QMessageBox.StandardButton.Yes:
+                for record in records:
+                    try:
+                        self.store.delete(record.run_id)
+                    except (OSError, ValueError) as e:
+                        self.show_error(f"Could not delete {record.name}: {e}")
+                self.reload()
+                return
+        self._refresh_table()
+
+    # --- table ---------------------------------------------------------------------------------
+    def _color(self, index: int) -> str:
+        return PALETTE[index % len(PALETTE)]
+
+    def _refresh_table(self) -> None:
+        keep = {key for key, _ in self.selected()}
+        rows: list[tuple[str, RunRecord | RunSpec]] = [(r.run_id, r) for r in self.records]
+        if self.live is not None:
+            rows.append((CURRENT, self.live.spec))
+        rows += [(f"queued-{id(s)}", s) for s in self.pending]
+        self._rows = rows
+        self.table.blockSignals(True)
+        self.table.setRowCount(len(rows))
+        for row, (key, what) in enumerate(rows):
+            if isinstance(what, RunRecord):
+                cells = self._record_cells(what)
+                lines = [what.spec.description, " ".join(what.spec.overrides), what.message, what.checkpoint]
+                tip = "\n".join(line for line in lines if line)
+            else:
+                cells = self._spec_cells(what, running=key == CURRENT)
+                tip = f"{what.description}\n{' '.join(what.overrides)}".strip()
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip)
+                if col >= 2 and col <= 7:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+            if isinstance(what, RunRecord) or key == CURRENT:
+                self.table.item(row, 0).setData(Qt.ItemDataRole.DecorationRole, QColor(self._color(row)))
+        self.table.clearSelection()
+        select = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+        for row, (key, _) in enumerate(rows):
+            if key in keep:
+                self.table.selectionModel().select(self.table.model().index(row, 0), select)
+        self.table.blockSignals(False)
+        self._update_buttons()
+
+    def _refresh_current_row(self) -> None:
+        for row, (key, what) in enumerate(self._rows):
+            if key == CURRENT and isinstance(what, RunSpec):
+                for col, text in enumerate(self._spec_cells(what, running=True)):
+                    item = self.table.item(row, col)
+                    if item is not None and item.text() != text:
+                        item.setText(text)
+
+    @staticmethod
+    def _fmt(value: float | None) -> str:
+        return "—" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+    @staticmethod
+    def _seconds(elapsed: float) -> str:
+        return f"{elapsed:.1f}" if elapsed < 10 else f"{elapsed:.0f}"
+
+    def _checkpoint_text(self, path: str | None) -> str:
+        if not path:
+            return "—"
+        try:
+            return str(Path(path).relative_to(self.store.root))  # the full path is in the tooltip
+        except ValueError:
+            return path
+
+    def _record_cells(self, r: RunRecord) -> list[str]:
+        return [
+            r.name, r.status, str(r.step), self._seconds(r.elapsed), self._fmt(r.ap), self._fmt(r.ap50),
+            self._fmt(r.duplicate_rate), str(r.spec.seed), r.spec.budget_text,
+            self._checkpoint_text(r.checkpoint),
+        ]
+
+    def _spec_cells(self, spec: RunSpec, running: bool) -> list[str]:
+        status, steps, seconds = "queued", "", ""
+        if running and self.live is not None:
+            status = f"running {self.live.progress:.0%}"
+            if self.live.curves["step"]:
+                steps = str(int(self.live.curves["step"][-1]))
+                seconds = self._seconds(self.live.curves["elapsed"][-1])
+        return [spec.name, status, steps, seconds, "", "", "", str(spec.seed), spec.budget_text, ""]
+
+    def _on_selection(self) -> None:
+        self._update_buttons()
+        self._replot()
+
+    def _update_buttons(self) -> None:
+        chosen = self.selected()
+        self.open_button.setEnabled(any(isinstance(w, RunRecord) and w.checkpoint for _, w in chosen))
+        self.delete_button.setEnabled(any(k != CURRENT for k, _ in chosen))
+
+    # --- plots ---------------------------------------------------------------------------------
+    def shown_keys(self) -> list[str]:
+        """Keys of the runs on the plots: the selected ones, or all when none is selected."""
+        chosen = [k for k, w in self.selected() if isinstance(w, RunRecord) or k == CURRENT]
+        if chosen:
+            return chosen
+        return [r.run_id for r in self.records] + ([CURRENT] if self.live is not None else [])
+
+    def _update_axes(self) -> None:
+        x_label = X_KEYS[self.x_combo.currentData()]
+        self.loss_plot.setLabel("bottom", x_label)
+        self.loss_plot.setLabel("left", LOSS_KEYS[self.loss_combo.currentData()])
+        self.metric_plot.setLabel("bottom", x_label)
+        self.metric_plot.setLabel("left", METRIC_KEYS[self.metric_combo.currentData()] + " (held-out)")
+
+    def _replot(self) -> None:
+        self._update_axes()
+        shown = self.shown_keys()
+        for key in list(self._items):
+            if key not in shown:
+                loss_item, metric_item = self._items.pop(key)
+                self.loss_plot.removeItem(loss_item)
+                self.metric_plot.removeItem(metric_item)
+        by_id = {r.run_id: (i, r) for i, r in enumerate(self.records)}
+        for key in shown:
+            if key == CURRENT and self.live is not None:
+                self._plot_run(CURRENT, self.live.spec.name + " (running)", self.live.curves, self.live.evals,
+                               self._color(len(self.records)))
+            elif key in by_id:
+                index, record = by_id[key]
+                self._plot_run(key, record.name, record.curves, record.evals, self._color(index))
+
+    def _plot_run(self, key: str, name: str, curves: dict[str, list[float]], evals: list[dict[str, float]],
+                  color: str) -> None:
+        """Draw (or update) one run's loss and metric curves."""
+        if key not in self.shown_keys():
+            return
+        x_key = self.x_combo.currentData()
+        loss_key = self.loss_combo.currentData()
+        metric_key = self.metric_combo.currentData()
+        x = np.asarray(curves.get(x_key, []), dtype=float)  # [N]
+        y = np.asarray(curves.get(loss_key, [math.nan] * len(x)), dtype=float)  # [N]
+        if self.smooth_check.isChecked() and len(y):
+            y = smooth(y)
+        ok = np.isfinite(y) & (y > 0)  # the loss axis is logarithmic
+        points = [(e[x_key], e[metric_key]) for e in evals if x_key in e and metric_key in e]
+        mx = np.asarray([p[0] for p in points], dtype=float)
+        my = np.asarray([p[1] for p in points], dtype=float)
+        if key not in self._items:
+            loss_item = self.loss_plot.plot(pen=pg.mkPen(color, width=2), name=name)
+            metric_item = self.metric_plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5,
+                                                symbolBrush=color, symbolPen=None, name=name)
+            self._items[key] = (loss_item, metric_item)
+        loss_item, metric_item = self._items[key]
+        for item in (loss_item, metric_item):
+            item.setPen(pg.mkPen(color, width=2))
+            item.opts["name"] = name
+        metric_item.setSymbolBrush(color)
+        loss_item.setData(x[ok], y[ok])
+        metric_item.setData(mx, my)
+        for plot, item in ((self.loss_plot, loss_item), (self.metric_plot, metric_item)):
+            legend = plot.getPlotItem().legend
+            if legend is not None:
+                label = legend.getLabel(item)
+                if label is not None and label.text != name:
+                    label.setText(name)
+
+    # --- export --------------------------------------------------------------------------------
+    def export_data(self) -> list[dict[str, Any]] | None:
+        """One flat row per stored run (RunRecord.summary); None when there are no runs."""
+        if not self.records:
+            return None
+        return [r.summary() for r in self.records]
+
+    def export_data_to(self, path: Path) -> bool:
+        """CSV: the table. JSON: every run's full record, curves included."""
+        path = Path(path)
+        if path.suffix.lower() != ".json":
+            return super().export_data_to(path)
+        if not self.records:
+            self.show_error("Nothing to export yet.")
+            return False
+        path.write_text(json.dumps({"runs": [r.to_dict() for r in self.records]}, indent=1))
+        return True
