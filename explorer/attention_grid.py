@@ -43,7 +43,7 @@ class AttentionGrid(QWidget):
 
     def update_grid(
         self, result: InferenceResult | None, image: np.ndarray | None, queries: list[int],
-        layer: int, head: int | None, colormap: str, opacity: float,
+        layer: int, head: int | None, colormap: str, opacity: float, smooth: bool = True,
     ) -> None:
         if result is None or image is None or result.cross_attention is None:
             self.graphics.clear()
@@ -66,7 +66,7 @@ class AttentionGrid(QWidget):
         cmap = pg.colormap.get(colormap)
         for cell in self.cells:
             q = cell.query
-            heat = cross_attention_map(result, q, layer, head, smooth=False)
+            heat = cross_attention_map(result, q, layer, head, smooth=smooth)
             peak = float(heat.max()) or 1.0
             cell.heat.setImage((heat / peak).astype(np.float32), levels=(0.0, 1.0))
             cell.heat.setColorMap(cmap)

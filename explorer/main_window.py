@@ -33,6 +33,11 @@ from .query_panel import QueryPanel
 from .tasks import TaskRunner
 from .training_panel import TrainingPanel
 from .training_worker import TrainedModel
+from .views.counting import CountingView
+from .views.layers import LayerView
+from .views.matching import MatchingView, training_stream
+from .views.runs import RunsView
+from .views.specialization import SpecializationView
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
@@ -74,7 +79,7 @@ class MainWindow(QMainWindow):
     errorShown = Signal(str)
 
     def __init__(self, settings: QSettings | None = None, checkpoint: Path | None = BUNDLED_CHECKPOINT,
-                 sample_seed: int = 0) -> None:
+                 sample_seed: int = 0, runs_folder: Path | None = None) -> None:
         super().__init__()
         self.settings = settings or QSettings("DETR Explorer", "DETR Explorer")
         self.setWindowTitle("DETR Explorer")
@@ -106,7 +111,25 @@ class MainWindow(QMainWindow):
         self.grid_dock = self._dock("Attention grid", self.grid, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.training_dock = self._dock("Training", self.training, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.grid_dock, self.training_dock)
+        # the analysis views of "Seeing inside"
+        self.specialization = SpecializationView()
+        self.matching = MatchingView()
+        self.layers = LayerView()
+        self.counting = CountingView()
+        self.runs = RunsView(runs_folder)
+        self.views = (self.specialization, self.matching, self.layers, self.counting, self.runs)
+        for title, view in (("Query specialization", self.specialization), ("Matching", self.matching),
+                            ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs)):
+            dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea)
+            self.tabifyDockWidget(self.grid_dock, dock)
+            view.errorShown.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        for view in (self.specialization, self.matching, self.layers):
+            view.querySelected.connect(self.select_query)
+        self.training.workerCreated.connect(self.matching.attach)
+        self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
         self.grid_dock.raise_()
+        # the right column (queries, attention controls) runs the full height of the window
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.canvas.querySelected.connect(self.select_query)
         self.grid.querySelected.connect(self.select_query)
@@ -211,14 +234,17 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray):
             self.restoreState(state)
         else:
-            self.resizeDocks([self.queries_dock, self.attention_dock], [520, 300], Qt.Orientation.Vertical)
-            self.resizeDocks([self.grid_dock], [300], Qt.Orientation.Vertical)
-            self.resizeDocks([self.queries_dock], [430], Qt.Orientation.Horizontal)
+            QTimer.singleShot(0, self._default_dock_sizes)  # once the window has its real size
         self.queries.set_threshold(float(self.settings.value("threshold", 0.5)))
         cmap = str(self.settings.value("colormap", "inferno"))
         if self.attention.colormap.findText(cmap) >= 0:
             self.attention.colormap.setCurrentText(cmap)
         self.attention.opacity.setValue(int(self.settings.value("opacity", 55)))
+
+    def _default_dock_sizes(self) -> None:
+        self.resizeDocks([self.queries_dock, self.attention_dock], [self.height() - 330, 300], Qt.Orientation.Vertical)
+        self.resizeDocks([self.grid_dock], [max(280, self.height() // 3)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.queries_dock], [430], Qt.Orientation.Horizontal)
 
     def _save_settings(self) -> None:
         self.settings.setValue("geometry", self.saveGeometry())
@@ -282,8 +308,20 @@ class MainWindow(QMainWindow):
         self._encoder_cache.clear()
         self._update_model_label()
         self._update_title()
+        self._update_views(loaded)
         self.modelChanged.emit()
         self.run_inference()
+
+    def _update_views(self, loaded: LoadedModel) -> None:
+        """Hand the new model to the analysis views (each runs it off the GUI thread)."""
+        tc = loaded.trained.train_config if loaded.trained else (
+            loaded.checkpoint.train_config if loaded.checkpoint else None)
+        data = tc.data if tc is not None and list(tc.data.classes) == loaded.class_names else None
+        self.specialization.set_model(loaded.model, loaded.class_names, data)
+        self.counting.set_model(loaded.model, loaded.class_names, data)
+        self.layers.set_model(loaded.model, loaded.class_names, data)
+        self.matching.set_model(loaded.model, loaded.class_names, tc.loss if tc is not None else None,
+                                training_stream(tc) if tc is not None and data is not None else None)
 
     def open_checkpoint(self, path: Path, remember: bool = True) -> None:
         path = Path(path)
@@ -437,6 +475,7 @@ class MainWindow(QMainWindow):
             kept = result.kept(self.queries.threshold)
             self.selected = kept[0] if kept else int(result.scores.argmax())
         self.queries.select(self.selected)
+        self.layers.set_result(result, self.image)
         self.refresh()
         self.resultShown.emit()
 
@@ -493,7 +532,7 @@ class MainWindow(QMainWindow):
         kept = [q for q in r.kept(self.queries.threshold) if self.queries.model.checked[q]]
         layer = min(panel.layer_index, r.num_layers - 1) if panel.mode != MODE_ENCODER else r.num_layers - 1
         self.grid.update_grid(r, self.image, kept, layer, panel.head_index, panel.colormap.currentText(),
-                              panel.opacity.value() / 100)
+                              panel.opacity.value() / 100, smooth=panel.smooth.isChecked())
 
     # --- interaction ---------------------------------------------------------------------------
     def select_query(self, query: int) -> None:
@@ -503,6 +542,9 @@ class MainWindow(QMainWindow):
             self.attention.set_mode(MODE_CROSS)
         self.selected = query
         self.queries.select(query)
+        self.specialization.select_query(query)  # these never re-emit querySelected: no loop
+        self.matching.set_selected_query(query)
+        self.layers.set_selected_query(query)
         self.refresh()
 
     def _on_point(self, y: float, x: float) -> None:
@@ -531,6 +573,8 @@ class MainWindow(QMainWindow):
         self.act_open_ckpt.setEnabled(not running)
         if running:
             self.training_dock.raise_()
+            if self.training_dock.height() < self.height() * 0.4:  # room for the live plots
+                self.resizeDocks([self.training_dock], [int(self.height() * 0.45)], Qt.Orientation.Vertical)
 
     # --- files -------------------------------------------------------------------------------
     def choose_image(self) -> None:
@@ -637,6 +681,12 @@ class MainWindow(QMainWindow):
             if answer == QMessageBox.StandardButton.Save and not self.choose_save_checkpoint():
                 event.ignore()
                 return
+        self.runs.shutdown()
+        self.matching.shutdown()
+        self.layers.shutdown()
+        for view in self.views:
+            view.cancel_job()
+            view.wait_job(10000)
         self.tasks.wait(30000)
         self._save_settings()
         event.accept()

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
     QProgressBar, QPushButton, QScrollArea, QSpinBox, QSplitter, QVBoxLayout, QWidget,
 )
 
@@ -33,7 +33,7 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.plots: dict[str, pg.PlotItem] = {}
         titles = {"loss": "total loss (weighted)", "loss_ce": "class", "loss_bbox": "L1", "loss_giou": "GIoU"}
         for i, (key, title) in enumerate(titles.items()):
-            if i == 2:
+            if i == 3:
                 self.nextRow()
             p = self.addPlot(title=title)
             p.showGrid(x=True, y=True, alpha=0.2)
@@ -41,7 +41,6 @@ class LossPlots(pg.GraphicsLayoutWidget):
             p.setDownsampling(auto=True, mode="peak")
             p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             self.plots[key] = p
-        self.nextRow()
         self.ap_plot = self.addPlot(title="held-out AP", colspan=2)
         self.ap_plot.setYRange(0, 1)
         self.ap_plot.showGrid(x=True, y=True, alpha=0.2)
@@ -54,6 +53,10 @@ class LossPlots(pg.GraphicsLayoutWidget):
         for key in ("loss_ce", "loss_bbox", "loss_giou"):
             self.plots[key].setXLink(self.plots["loss"])
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(250)  # the eye needs no more; the training thread needs the GIL
+        self._redraw_timer.timeout.connect(self.redraw)
         self.reset()
 
     def reset(self) -> None:
@@ -72,6 +75,7 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.ap50_curve.setData([], [])
 
     def add_steps(self, events: list[StepEvent]) -> None:
+        """Record steps; the curves are redrawn at most a few times a second (see redraw_later)."""
         for e in events:
             self.steps.append(e.step)
             for k, v in e.losses.items():
@@ -79,7 +83,11 @@ class LossPlots(pg.GraphicsLayoutWidget):
             for k, col in self.data.items():
                 if len(col) < len(self.steps):
                     col.append(math.nan)
-        self.redraw()
+        self.redraw_later()
+
+    def redraw_later(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
 
     def add_eval(self, event: EvalEvent) -> None:
         self.ap_steps.append(event.step)
@@ -148,6 +156,7 @@ class TrainingPanel(QWidget):
 
     trained = Signal(object)  # TrainedModel
     preview = Signal(object)  # InferenceResult
+    workerCreated = Signal(object)  # TrainingWorker, before it starts: views may add probes
     running = Signal(bool)
     failed = Signal(str)
     status = Signal(str)
@@ -222,18 +231,10 @@ class TrainingPanel(QWidget):
         self.progress_bar.setRange(0, 1000)
         self.progress_label = QLabel("Not training.")
 
-        buttons = QGridLayout()
-        buttons.addWidget(self.btn_start, 0, 0)
-        buttons.addWidget(self.btn_pause, 0, 1)
-        buttons.addWidget(self.btn_step, 1, 0)
-        buttons.addWidget(self.btn_stop, 1, 1)
-
         settings = QWidget()
         sl = QVBoxLayout(settings)
         sl.addLayout(form)
         sl.addWidget(levers)
-        sl.addLayout(buttons)
-        sl.addWidget(self.follow)
         sl.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(settings)
@@ -242,22 +243,21 @@ class TrainingPanel(QWidget):
 
         self.plots = LossPlots()
         self.per_layer.toggled.connect(self.plots.set_per_layer)
-        right = QWidget()
-        rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 0, 0)
-        top = QHBoxLayout()
-        top.addWidget(self.progress_bar, 1)
-        top.addWidget(self.per_layer)
-        rl.addLayout(top)
-        rl.addWidget(self.progress_label)
-        rl.addWidget(self.plots, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(scroll)
-        split.addWidget(right)
+        split.addWidget(self.plots)
         split.setStretchFactor(1, 1)
+        controls = QHBoxLayout()  # always visible, above the settings and plots
+        for b in (self.btn_start, self.btn_pause, self.btn_step, self.btn_stop):
+            controls.addWidget(b)
+        controls.addWidget(self.progress_bar, 1)
+        controls.addWidget(self.follow)
+        controls.addWidget(self.per_layer)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(split)
+        layout.addLayout(controls)
+        layout.addWidget(self.progress_label)
+        layout.addWidget(split, 1)
 
         self.preset.currentTextChanged.connect(self.load_preset)
         self.load_preset("fast")
@@ -333,6 +333,7 @@ class TrainingPanel(QWidget):
         worker.trained.connect(self._on_trained)
         worker.finished.connect(self._on_thread_finished)
         self.worker = worker
+        self.workerCreated.emit(worker)
         worker.start()
         self.progress_label.setText("Starting…")
         self.running.emit(True)

@@ -38,7 +38,8 @@ def settings(tmp_path):
 
 
 def _open(qtbot, settings, checkpoint):
-    window = MainWindow(settings=settings, checkpoint=checkpoint)
+    runs = Path(settings.fileName()).parent / "runs"
+    window = MainWindow(settings=settings, checkpoint=checkpoint, runs_folder=runs)
     qtbot.addWidget(window)
     window.resize(1200, 800)
     window.show()
