@@ -130,9 +130,11 @@ class SetCriterion(nn.Module):
         losses: dict[str, Tensor] = {}
         layers = [outputs] + (outputs["aux_outputs"] if self.aux_loss else [])
         suffixes = [""] + [f"_{i}" for i in range(len(layers) - 1)]
-        for layer, suffix in zip(layers, suffixes):
+        all_indices = self.matcher.match_layers(
+            [(layer["pred_logits"].detach(), layer["pred_boxes"].detach()) for layer in layers], targets, groups
+        )
+        for layer, suffix, indices in zip(layers, suffixes, all_indices):
             logits, boxes = layer["pred_logits"].float(), layer["pred_boxes"].float()
-            indices = self.matcher({"pred_logits": logits, "pred_boxes": boxes}, targets, groups)
             parts = self.loss_labels(logits, targets, indices, num_boxes, log=suffix == "", boxes=boxes)
             parts.update(self.loss_boxes(boxes, targets, indices, num_boxes))
             if suffix == "":

@@ -2,18 +2,20 @@
 
 cost = w_class * class cost + w_L1 * L1 + w_giou * (-GIoU). With softmax classification the class
 cost is -p(class), as in the paper; with focal classification it is the focal-loss difference
-used by Deformable DETR. One cost matrix is built for the whole batch, then split per image
-(and per query group).
+used by Deformable DETR. Each prediction is costed against its own image's targets only (padded
+to the largest count, all images and decoder layers in one go), then each image (and each query
+group) is assigned on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
-from torchvision.ops import generalized_box_iou
+from torchvision.ops import generalized_box_iou, generalized_box_iou_loss
 
 from .box_ops import cxcywh_to_xyxy
 
@@ -29,24 +31,27 @@ class HungarianMatcher:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
 
+    def class_cost_table(self, logits: Tensor) -> Tensor:
+        """[..., C] logits -> [..., C] the class cost of each prediction for each class."""
+        logits = logits.float()
+        if self.classifier == "softmax":
+            return -logits.softmax(-1)
+        p = logits.sigmoid()
+        a, g = self.focal_alpha, self.focal_gamma
+        neg = (1 - a) * p.pow(g) * -(1 - p + 1e-8).log()
+        pos = a * (1 - p).pow(g) * -(p + 1e-8).log()
+        return pos - neg
+
     @torch.no_grad()
     def cost_parts(self, logits: Tensor, boxes: Tensor, labels: Tensor, target_boxes: Tensor) -> dict[str, Tensor]:
-        """Unweighted cost parts between N predictions and M targets.
+        """Unweighted cost parts between N predictions and M targets (what the inspector shows).
 
         logits: [N, C], boxes: [N, 4] cxcywh, labels: [M], target_boxes: [M, 4] cxcywh.
         Returns {"class", "bbox", "giou", "total"}, each [N, M] ("total" is weighted).
         """
-        logits = logits.float()
         boxes = boxes.float()
         target_boxes = target_boxes.float()
-        if self.classifier == "softmax":
-            cost_class = -logits.softmax(-1)[:, labels]
-        else:
-            p = logits.sigmoid()
-            a, g = self.focal_alpha, self.focal_gamma
-            neg = (1 - a) * p.pow(g) * -(1 - p + 1e-8).log()
-            pos = a * (1 - p).pow(g) * -(p + 1e-8).log()
-            cost_class = pos[:, labels] - neg[:, labels]
+        cost_class = self.class_cost_table(logits)[:, labels]
         cost_bbox = torch.cdist(boxes, target_boxes, p=1)
         if len(target_boxes) and len(boxes):
             cost_giou = -generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(target_boxes))
@@ -56,25 +61,68 @@ class HungarianMatcher:
         return {"class": cost_class, "bbox": cost_bbox, "giou": cost_giou, "total": total}
 
     @torch.no_grad()
+    def batched_cost(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
+        """The weighted cost of every prediction against its own image's targets only.
+
+        logits: [B, N, C], boxes: [B, N, 4] cxcywh. Returns [B, N, M_max] (targets padded to the
+        largest count; columns past an image's own count are meaningless). Same numbers as
+        ``cost_parts`` on each image's block, without building the whole batch-by-batch matrix.
+        """
+        b, n = logits.shape[:2]
+        sizes = [len(t["labels"]) for t in targets]
+        m = max(sizes, default=0)
+        labels = torch.zeros(b, m, dtype=torch.int64, device=logits.device)
+        tboxes = boxes.new_tensor([0.5, 0.5, 1.0, 1.0]).float().repeat(b, m, 1)  # padding: a valid box
+        for i, t in enumerate(targets):
+            labels[i, : sizes[i]] = t["labels"]
+            tboxes[i, : sizes[i]] = t["boxes"].float()
+        boxes = boxes.float()
+        cost_class = self.class_cost_table(logits).gather(2, labels[:, None, :].expand(b, n, m))
+        pb = boxes[:, :, None, :].expand(b, n, m, 4)
+        tb = tboxes[:, None, :, :].expand(b, n, m, 4)
+        cost_bbox = (pb - tb).abs().sum(-1)
+        # elementwise GIoU from torchvision: generalized_box_iou_loss = 1 - GIoU
+        cost_giou = generalized_box_iou_loss(
+            cxcywh_to_xyxy(pb.reshape(-1, 4)), cxcywh_to_xyxy(tb.reshape(-1, 4)), reduction="none"
+        ).view(b, n, m) - 1.0
+        return self.cost_class * cost_class + self.cost_bbox * cost_bbox + self.cost_giou * cost_giou
+
+    @torch.no_grad()
     def __call__(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], groups: int = 1) -> Indices:
         """outputs: pred_logits [B, G*Q, C], pred_boxes [B, G*Q, 4]; each group is matched one-to-one
         on its own. Returns per image (query indices, target indices) over all groups."""
-        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
-        b, n = logits.shape[:2]
-        labels = torch.cat([t["labels"] for t in targets])
-        target_boxes = torch.cat([t["boxes"] for t in targets])
-        cost = self.cost_parts(logits.flatten(0, 1), boxes.flatten(0, 1), labels, target_boxes)["total"]
-        cost = cost.view(b, n, len(labels)).cpu()  # [B, G*Q, sum of M_i]
-        sizes = [len(t["boxes"]) for t in targets]
+        return self.match_layers([(outputs["pred_logits"], outputs["pred_boxes"])], targets, groups)[0]
+
+    @torch.no_grad()
+    def match_layers(
+        self, layers: list[tuple[Tensor, Tensor]], targets: list[dict[str, Tensor]], groups: int = 1
+    ) -> list[Indices]:
+        """Match several decoder layers at once: one cost computation for all of them.
+
+        layers: per layer (logits [B, G*Q, C], boxes [B, G*Q, 4]). Returns per layer what
+        ``__call__`` returns for it.
+        """
+        logits = torch.cat([lg for lg, _ in layers], 1)
+        boxes = torch.cat([bx for _, bx in layers], 1)
+        n = layers[0][0].shape[1]
         per_group = n // groups
-        indices: Indices = []
-        for i, c in enumerate(cost.split(sizes, -1)):
-            c = c[i]  # [G*Q, M_i]
-            rows_all, cols_all = [], []
-            for g in range(groups):
-                rows, cols = linear_sum_assignment(c[g * per_group : (g + 1) * per_group].numpy())
-                rows_all.append(torch.as_tensor(rows, dtype=torch.int64) + g * per_group)
-                cols_all.append(torch.as_tensor(cols, dtype=torch.int64))
-            indices.append((torch.cat(rows_all), torch.cat(cols_all)))
         device = logits.device
-        return [(r.to(device), c.to(device)) for r, c in indices]
+        sizes = [len(t["labels"]) for t in targets]
+        cost = self.batched_cost(logits, boxes, targets).cpu().numpy() if max(sizes, default=0) else None
+        result: list[Indices] = []
+        for layer in range(len(layers)):
+            indices: Indices = []
+            for i, m_i in enumerate(sizes):
+                rows_all, cols_all = [], []
+                for g in range(groups):
+                    if m_i == 0:
+                        continue
+                    start = layer * n + g * per_group
+                    rows, cols = linear_sum_assignment(cost[i, start : start + per_group, :m_i])
+                    rows_all.append(rows + g * per_group)
+                    cols_all.append(cols)
+                rows_t = torch.as_tensor(np.concatenate(rows_all) if rows_all else np.zeros(0), dtype=torch.int64)
+                cols_t = torch.as_tensor(np.concatenate(cols_all) if cols_all else np.zeros(0), dtype=torch.int64)
+                indices.append((rows_t.to(device), cols_t.to(device)))
+            result.append(indices)
+        return result

@@ -99,3 +99,36 @@ def test_groups_are_matched_independently():
     assert len(rows) == 4
     assert sorted(cols.tolist()) == [0, 0, 1, 1]
     assert sum(r < 3 for r in rows.tolist()) == 2  # each target matched once in each group
+
+
+@pytest.mark.parametrize("classifier", ["softmax", "focal"])
+def test_batched_cost_equals_each_images_pairwise_block(classifier):
+    """The training path costs each image against its own targets only; it must give the same
+    numbers as the pairwise cost matrix the inspector shows, image by image."""
+    g = torch.Generator().manual_seed(0)
+    counts = [3, 0, 6, 1]
+    logits = torch.randn(len(counts), 7, 4 if classifier == "focal" else 5, generator=g)
+    boxes = torch.rand(len(counts), 7, 4, generator=g) * 0.4 + 0.1
+    targets = [{"labels": torch.randint(3, (m,), generator=g), "boxes": torch.rand(m, 4, generator=g) * 0.4 + 0.1}
+               for m in counts]
+    matcher = HungarianMatcher(classifier=classifier)
+    cost = matcher.batched_cost(logits, boxes, targets)
+    assert cost.shape == (len(counts), 7, max(counts))
+    for i, t in enumerate(targets):
+        block = matcher.cost_parts(logits[i], boxes[i], t["labels"], t["boxes"])["total"]
+        torch.testing.assert_close(cost[i, :, : len(t["labels"])], block, atol=1e-5, rtol=1e-5)
+
+
+def test_matching_layers_at_once_equals_one_at_a_time():
+    g = torch.Generator().manual_seed(1)
+    layers = [(torch.randn(3, 8, 5, generator=g), torch.rand(3, 8, 4, generator=g) * 0.5 + 0.2) for _ in range(3)]
+    targets = [{"labels": torch.randint(4, (m,), generator=g), "boxes": torch.rand(m, 4, generator=g) * 0.4 + 0.1}
+               for m in (2, 0, 5)]
+    matcher = HungarianMatcher()
+    together = matcher.match_layers(layers, targets, groups=2)
+    for (logits, boxes), indices in zip(layers, together):
+        alone = matcher({"pred_logits": logits, "pred_boxes": boxes}, targets, groups=2)
+        for (r1, c1), (r2, c2) in zip(indices, alone):
+            assert r1.tolist() == r2.tolist() and c1.tolist() == c2.tolist()
+        # two groups of 4 queries: each group matches min(4, M) objects on its own
+        assert [len(r) for r, _ in indices] == [4, 0, 8]
