@@ -6,7 +6,7 @@
 - ``fast``: the same detector trained with the levers that make it learn toy shapes in about
   two minutes on a laptop CPU (see README): learned anchor-box queries refined layer by layer
   with look-forward-twice, an extra one-to-one query group, a dense one-to-many auxiliary head,
-  focal classification, a 50x higher learning rate with warm-up, a hold and a linear decay, and
+  focal classification, a 50x higher learning rate with warm-up, a hold and a linear decay over the second half, and
   bfloat16 autocast where the CPU has it. Denoising groups stay available as a lever.
 - ``r18``: the throughput benchmark's ResNet-18 configuration.
 
@@ -87,8 +87,8 @@ def fast() -> tuple[DETRConfig, TrainConfig]:
         clip_max_norm=0.5,
         steps=0,
         max_seconds=120.0,
-        schedule="wsd",  # warm up, hold, then decay linearly over the last 30%
-        decay_fraction=0.3,
+        schedule="wsd",  # warm up, hold, then decay linearly over the last half
+        decay_fraction=0.5,
         warmup_steps=100,
         bf16=cpu_has_fast_bf16(),
         loss=LossConfig(cost_class=2.0, weight_class=2.0),
