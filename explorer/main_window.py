@@ -243,7 +243,7 @@ class MainWindow(QMainWindow):
 
     def _default_dock_sizes(self) -> None:
         self.resizeDocks([self.queries_dock, self.attention_dock], [self.height() - 330, 300], Qt.Orientation.Vertical)
-        self.resizeDocks([self.grid_dock], [max(280, self.height() // 3)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.grid_dock], [max(320, int(self.height() * 0.42))], Qt.Orientation.Vertical)
         self.resizeDocks([self.queries_dock], [430], Qt.Orientation.Horizontal)
 
     def _save_settings(self) -> None:
