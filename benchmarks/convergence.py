@@ -100,7 +100,7 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     for i in range(0, 11, 2):
         y = i / 10
         pt = to_px(0, y)
-        p.drawText(QPointF(10, pt.y() + 4), f"{y:.1f}")
+        p.drawText(QPointF(margin - 30, pt.y() + 4), f"{y:.1f}")
         p.setPen(QPen(QColor("#eee"), 1))
         p.drawLine(to_px(0, y), to_px(xmax, y))
         p.setPen(QPen(QColor("#888"), 1))
@@ -110,7 +110,7 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
         p.drawText(QPointF(pt.x() - 15, plot_rect.bottom() + 20), f"{sec:.0f}")
     p.drawText(QPointF(w / 2 - 60, h - 15), "seconds of training")
     p.save()
-    p.translate(25, h / 2 + 40)
+    p.translate(22, h / 2 + 50)
     p.rotate(-90)
     p.drawText(QPointF(0, 0), "AP50 (held-out)")
     p.restore()
@@ -120,11 +120,20 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
         p.setPen(QPen(colour, 2.5))
         for a, b in zip(pts, pts[1:]):
             p.drawLine(to_px(a["seconds"], a["AP50"]), to_px(b["seconds"], b["AP50"]))
-        p.drawText(QPointF(plot_rect.left() + 15, plot_rect.top() + 20 + 18 * n), label)
+        # the legend sits right of centre, away from a fast curve's rise and a slow one's floor
+        p.drawText(QPointF(plot_rect.left() + plot_rect.width() * 0.45, plot_rect.top() + plot_rect.height() * 0.45
+                           + 20 * n), label)
     p.setPen(QPen(QColor("#444"), 1, Qt.PenStyle.DashLine))
     p.drawLine(to_px(0, 0.9), to_px(xmax, 0.9))
     p.end()
     img.save(str(path))
+
+
+def _label(summary: dict) -> str:
+    label = f"{summary['preset']} (seed {summary.get('seed')})"
+    if summary.get("overrides"):
+        label += " " + " ".join(summary["overrides"])
+    return label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,17 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, nargs="*", default=[],
                     help="summary JSON files of earlier runs to draw on the same plot")
     ap.add_argument("--save-summary", type=Path, help="also write the summary object to this file")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="train nothing: draw the --compare summaries into --plot")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        if not args.plot or not args.compare:
+            ap.error("--plot-only needs --plot and --compare")
+        plot({_label(json.loads(f.read_text())): json.loads(f.read_text())["curve"] for f in args.compare}, args.plot)
+        return 0
     summary = run(args)
     curve = summary.pop("curve")
     print(json.dumps(summary), flush=True)
     if args.save_summary:
         args.save_summary.write_text(json.dumps({**summary, "curve": curve}))
     if args.plot:
-        curves = {f"{summary['preset']} (seed {args.seed})": curve}
+        curves = {_label(summary): curve}
         for f in args.compare:
             other = json.loads(f.read_text())
-            curves[f"{other['preset']} (seed {other.get('seed')})"] = other["curve"]
+            curves[_label(other)] = other["curve"]
         plot(curves, args.plot)
     return 0
 

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from .backbone import build_backbone
 from .box_ops import inverse_sigmoid
 from .config import DETRConfig
-from .dense_head import DenseHead
 from .denoising import build_denoising_queries, query_visibility
+from .dense_head import DenseHead
 from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 from .transformer import MLP, Transformer
 

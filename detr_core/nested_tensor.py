@@ -17,7 +17,7 @@ class NestedTensor:
     tensors: Tensor  # [B, C, H, W] images, zero-padded at the bottom and right
     mask: Tensor  # [B, H, W] bool, True on padding
 
-    def to(self, device: torch.device | str) -> "NestedTensor":
+    def to(self, device: torch.device | str) -> NestedTensor:
         return NestedTensor(self.tensors.to(device), self.mask.to(device))
 
     def decompose(self) -> tuple[Tensor, Tensor]:

@@ -144,7 +144,7 @@ class History:
         return {"steps": {k: [v[i] for i in keep] for k, v in self.steps.items()}, "evals": list(self.evals)}
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "History":
+    def from_dict(cls, d: dict | None) -> History:
         if not d:
             return cls()
         return cls({k: list(map(float, v)) for k, v in d.get("steps", {}).items()}, list(d.get("evals", [])))

@@ -12,15 +12,27 @@ import torch
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QToolBar,
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QToolBar,
 )
 
-from detr_core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, model_summary, save_checkpoint
+from detr_core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    model_summary,
+    save_checkpoint,
+)
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data import ToyShapes
 from detr_core.detr import DETR
 from detr_core.device import device_summary
-from detr_core.images import ImageLoadError, load_image
+from detr_core.images import load_image
 from detr_core.inspect import InferenceResult, run_inference
 from detr_core.presets import preset
 

@@ -15,7 +15,15 @@ from PySide6.QtCore import QThread, Signal
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.detr import DETR
 from detr_core.inspect import run_inference
-from detr_core.train import ErrorEvent, EvalEvent, FinishedEvent, History, StepEvent, TrainControl, Trainer
+from detr_core.train import (
+    ErrorEvent,
+    EvalEvent,
+    FinishedEvent,
+    History,
+    StepEvent,
+    TrainControl,
+    Trainer,
+)
 
 
 @dataclass

@@ -10,7 +10,11 @@ from torch import nn
 from detr_core.config import DETRConfig
 from detr_core.detr import DETR
 from detr_core.nested_tensor import nested_tensor_from_tensor_list
-from detr_core.transformer import MultiheadAttention, TransformerDecoderLayer, TransformerEncoderLayer
+from detr_core.transformer import (
+    MultiheadAttention,
+    TransformerDecoderLayer,
+    TransformerEncoderLayer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"

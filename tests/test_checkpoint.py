@@ -1,10 +1,15 @@
 import argparse
-import zipfile
 
 import pytest
 import torch
 
-from detr_core.checkpoint import CheckpointError, load_checkpoint, load_model, official_config, save_checkpoint
+from detr_core.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    official_config,
+    save_checkpoint,
+)
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.detr import DETR
 

@@ -15,7 +15,14 @@ from PySide6.QtWidgets import QMessageBox
 from detr_core.checkpoint import load_model
 from detr_core.presets import preset
 from detr_core.runs import (
-    ABLATIONS, RunRecord, RunSpec, RunStore, ablation_specs, duplicate_rate, duplicate_stats, execute_run,
+    ABLATIONS,
+    RunRecord,
+    RunSpec,
+    RunStore,
+    ablation_specs,
+    duplicate_rate,
+    duplicate_stats,
+    execute_run,
 )
 from detr_core.train import EvalEvent, FinishedEvent, StepEvent, TrainControl
 from explorer.views.runs import RunsView

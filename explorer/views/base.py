@@ -17,7 +17,13 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 
@@ -28,7 +34,7 @@ class Cancelled(Exception):
 class JobContext:
     """Given to a job function: report progress, check for cancellation."""
 
-    def __init__(self, signals: "_JobSignals") -> None:
+    def __init__(self, signals: _JobSignals) -> None:
         self._signals = signals
         self._cancel = threading.Event()
 
