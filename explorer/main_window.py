@@ -36,6 +36,7 @@ from detr_core.images import load_image
 from detr_core.inspect import InferenceResult, run_inference
 from detr_core.presets import preset
 
+from .stable_label import StableLabel
 from .attention_grid import AttentionGrid
 from .attention_panel import MODE_CROSS, MODE_ENCODER, AttentionPanel
 from .canvas import ImageCanvas
@@ -224,7 +225,7 @@ class MainWindow(QMainWindow):
         self._rebuild_recent()
 
     def _build_status_bar(self) -> None:
-        self.activity = QLabel("Ready")
+        self.activity = StableLabel("Ready")
         self.busy = QProgressBar()
         self.busy.setMaximumWidth(120)
         self.busy.setRange(0, 0)

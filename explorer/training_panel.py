@@ -29,6 +29,7 @@ from detr_core.config import DETRConfig, TrainConfig
 from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train import EvalEvent, StepEvent
 
+from .stable_label import StableLabel
 from .training_worker import TrainedModel, TrainingWorker
 
 PART_COLORS = {"loss": "#ffffff", "loss_ce": "#ff6b6b", "loss_bbox": "#51cf66", "loss_giou": "#4dabf7"}
@@ -241,7 +242,7 @@ class TrainingPanel(QWidget):
         self.per_layer = QCheckBox("Per decoder layer")
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
-        self.progress_label = QLabel("Not training.")
+        self.progress_label = StableLabel("Not training.")
 
         settings = QWidget()
         sl = QVBoxLayout(settings)
