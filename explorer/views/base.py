@@ -95,6 +95,7 @@ class AnalysisView(QWidget):
         super().__init__(parent)
         self.title = title
         self.job: Job | None = None
+        self._job_button: QPushButton | None = None
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
         self.progress_label = QLabel("")
@@ -123,12 +124,18 @@ class AnalysisView(QWidget):
     def busy(self) -> bool:
         return self.job is not None and self.job.isRunning()
 
-    def run_job(self, fn: Callable[..., Any], *args: Any, on_done: Callable[[Any], None]) -> bool:
-        """Start ``fn(ctx, *args)`` off the GUI thread; ``on_done(result)`` runs on the GUI thread."""
+    def run_job(
+        self, fn: Callable[..., Any], *args: Any, on_done: Callable[[Any], None], button: QPushButton | None = None
+    ) -> bool:
+        """Start ``fn(ctx, *args)`` off the GUI thread; ``on_done(result)`` runs on the GUI thread.
+        ``button`` (the one that started the job) stays disabled until the job ends, however it ends."""
         if self.busy:
             return False
         job = Job(fn, args, self)
         self.job = job
+        self._job_button = button
+        if button is not None:
+            button.setEnabled(False)
         self.progress_bar.setRange(0, 0)
         self.progress_bar.setVisible(True)
         self.cancel_button.setVisible(True)
@@ -168,6 +175,9 @@ class AnalysisView(QWidget):
         return self.job.wait(msecs) if self.job is not None else True
 
     def _job_ended(self, text: str) -> None:
+        if self._job_button is not None:
+            self._job_button.setEnabled(True)
+            self._job_button = None
         self.progress_bar.setVisible(False)
         self.cancel_button.setVisible(False)
         self.progress_label.setText(text)

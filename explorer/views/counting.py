@@ -124,17 +124,10 @@ class CountingView(AnalysisView):
         counts = list(range(1, self.max_count.value() + 1))
         train_max = self.data_config.max_objects if self.data_config is not None else None
         generation = self._generation
-        started = self.run_job(
+        return self.run_job(
             _count, self.model, counts, self.images_per_count.value(), self.threshold.value(), self.data_config,
-            train_max, on_done=lambda r: self._on_counted(r, generation),
+            train_max, on_done=lambda r: self._on_counted(r, generation), button=self.run_button,
         )
-        if started:
-            self.run_button.setEnabled(False)
-        return started
-
-    def _job_ended(self, text: str) -> None:
-        super()._job_ended(text)
-        self.run_button.setEnabled(True)
 
     def _on_counted(self, result: CountingResult, generation: int) -> None:
         if generation == self._generation:

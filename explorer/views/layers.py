@@ -293,11 +293,8 @@ class LayerView(AnalysisView):
         if self.model is None:
             self.show_error("Load or train a model first.")
             return False
-        started = self.run_job(_ap_job, self.model, self.data_config, self.images_spin.value(),
-                               self.iou_spin.value(), on_done=self.show_ap)
-        if started:
-            self.run_button.setEnabled(False)
-        return started
+        return self.run_job(_ap_job, self.model, self.data_config, self.images_spin.value(),
+                            self.iou_spin.value(), on_done=self.show_ap, button=self.run_button)
 
     def show_ap(self, rows: list[LayerAP]) -> None:
         self.ap_rows = list(rows)
@@ -314,7 +311,6 @@ class LayerView(AnalysisView):
                                 "(In the paper, NMS helps the early layers and stops helping at the last.)")
 
     def _after_job(self, *_: Any) -> None:
-        self.run_button.setEnabled(True)
         if self._pending_image is not None:
             self.set_image(self._pending_image)
 

@@ -249,15 +249,8 @@ class SpecializationView(AnalysisView):
         dataset = self._chosen_dataset()
         count = min(self.num_images.value(), len(dataset))
         generation = self._generation
-        started = self.run_job(_collect, self.model, dataset, count,
-                               on_done=lambda p: self._on_collected(p, generation))
-        if started:
-            self.run_button.setEnabled(False)
-        return started
-
-    def _job_ended(self, text: str) -> None:
-        super()._job_ended(text)
-        self.run_button.setEnabled(True)
+        return self.run_job(_collect, self.model, dataset, count,
+                            on_done=lambda p: self._on_collected(p, generation), button=self.run_button)
 
     def _on_collected(self, predictions: SlotPredictions, generation: int) -> None:
         if generation != self._generation:
