@@ -76,7 +76,6 @@ def coco_evaluate(
     return metrics
 
 
-@torch.no_grad()
 def collect_predictions(
     model: nn.Module,
     dataset: ToyShapes,
@@ -88,29 +87,50 @@ def collect_predictions(
 ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
     """Predictions of decoder layer ``layer`` (-1 = last) and ground truth (both xyxy pixels) for
     the first ``num_images`` images. ``progress(done, total)`` may return False to cancel."""
+    per_layer, gts = collect_predictions_by_layer(model, dataset, num_images, batch_size, device, [layer], progress)
+    return per_layer[0], gts
+
+
+@torch.no_grad()
+def collect_predictions_by_layer(
+    model: nn.Module,
+    dataset: ToyShapes,
+    num_images: int,
+    batch_size: int = 50,
+    device: torch.device | None = None,
+    layers: list[int] | None = None,
+    progress: Callable[[int, int], bool | None] | None = None,
+) -> tuple[list[list[dict[str, Tensor]]], list[dict[str, Tensor]]]:
+    """One forward pass per batch; the detections of the decoder layers ``layers`` (indices, -1 =
+    last; None = every layer, first to last) as one list per chosen layer of per-image
+    {scores [Q], labels [Q], boxes [Q, 4] xyxy pixels}, and the ground truth per image
+    {labels [M], boxes [M, 4] xyxy pixels}. ``progress(done, total)`` may return False to stop."""
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
     classifier = model.config.classifier  # type: ignore[attr-defined]
-    preds, gts = [], []
+    per_layer: list[list[dict[str, Tensor]]] = []
+    gts: list[dict[str, Tensor]] = []
     try:
         for start in range(0, num_images, batch_size):
-            idx = range(start, min(start + batch_size, num_images))
-            images, targets = dataset.batch(idx)
+            images, targets = dataset.batch(range(start, min(start + batch_size, num_images)))
             out = model(images.to(device))
-            layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
-            chosen = layers[layer]
-            sizes = torch.stack([t["orig_size"] for t in targets])
-            preds += [{k: v.cpu() for k, v in d.items()} for d in detections(
-                chosen["pred_logits"], chosen["pred_boxes"], classifier, sizes)]
+            all_layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
+            chosen = all_layers if layers is None else [all_layers[i] for i in layers]
+            if not per_layer:
+                per_layer = [[] for _ in chosen]
+            sizes = torch.stack([t["orig_size"] for t in targets])  # [B, 2] (h, w)
+            for preds, lay in zip(per_layer, chosen):
+                found = detections(lay["pred_logits"], lay["pred_boxes"], classifier, sizes)
+                preds += [{k: v.cpu() for k, v in d.items()} for d in found]
             for t in targets:
                 h, w = t["orig_size"].tolist()
                 gts.append({"labels": t["labels"], "boxes": normalized_cxcywh_to_pixel_xyxy(t["boxes"], h, w)})
-            if progress is not None and progress(len(preds), num_images) is False:
+            if progress is not None and progress(len(gts), num_images) is False:
                 break
     finally:
         model.train(was_training)
-    return preds, gts
+    return per_layer, gts
 
 
 def heldout_split(dataset_config: ToyDataConfig | None = None, size: int = 500) -> ToyShapes:

@@ -15,14 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from .box_ops import normalized_cxcywh_to_pixel_xyxy
 from .data.toy import ToyShapes
-from .evaluate import coco_evaluate
-from .postprocess import detections
+from .evaluate import coco_evaluate, collect_predictions_by_layer
 
 Predictions = list[dict[str, Tensor]]  # per image: scores [N], labels [N], boxes [N, 4] xyxy pixels
 
@@ -53,7 +50,6 @@ def nms_predictions(predictions: Predictions, iou_threshold: float = 0.7) -> Pre
     return out
 
 
-@torch.no_grad()
 def collect_layer_predictions(
     model: nn.Module,
     dataset: ToyShapes,
@@ -67,31 +63,7 @@ def collect_layer_predictions(
     ground truth per image {labels [M], boxes [M, 4] xyxy pixels}. ``progress(done, total)``
     may return False to stop early (or raise to cancel).
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    classifier = model.config.classifier  # type: ignore[attr-defined]
-    per_layer: list[Predictions] = []
-    gts: Predictions = []
-    try:
-        for start in range(0, num_images, batch_size):
-            images, targets = dataset.batch(range(start, min(start + batch_size, num_images)))
-            out = model(images.to(device))
-            layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
-            if not per_layer:
-                per_layer = [[] for _ in layers]
-            sizes = torch.stack([t["orig_size"] for t in targets])  # [B, 2] (h, w)
-            for preds, lay in zip(per_layer, layers):
-                found = detections(lay["pred_logits"], lay["pred_boxes"], classifier, sizes)
-                preds += [{k: v.cpu() for k, v in d.items()} for d in found]
-            for t in targets:
-                h, w = t["orig_size"].tolist()
-                gts.append({"labels": t["labels"], "boxes": normalized_cxcywh_to_pixel_xyxy(t["boxes"], h, w)})
-            if progress is not None and progress(len(gts), num_images) is False:
-                break
-    finally:
-        model.train(was_training)
-    return per_layer, gts
+    return collect_predictions_by_layer(model, dataset, num_images, batch_size, progress=progress)
 
 
 def layerwise_ap(
