@@ -237,3 +237,38 @@ class MatchingStability:
     def reset(self) -> None:
         self.previous = None
         self.history = []
+
+
+class MatchingProbe:
+    """A training probe (see :mod:`detr_core.live`): match one sample of the training stream with
+    the live model. Picklable; ``sample_index`` and ``active`` can be changed while it runs."""
+
+    def __init__(self, sample_index: int = 0) -> None:
+        self.sample_index = sample_index
+        self.active = True
+
+    def __call__(self, trainer: Any) -> MatchingSnapshot | None:
+        if not self.active:
+            return None
+        return match_toy_sample(trainer.model, trainer.criterion.matcher, trainer.dataset,
+                                self.sample_index, trainer.step)
+
+
+class StabilityProbe:
+    """A training probe: re-match the first ``num_images`` images of the training stream and
+    report the :class:`StabilityPoint` (None when inactive or when the step has not moved)."""
+
+    def __init__(self, num_images: int = 16) -> None:
+        self.num_images = num_images
+        self.active = True
+        self.stability: MatchingStability | None = None  # made on first use, in the trainer's process
+
+    def __call__(self, trainer: Any) -> StabilityPoint | None:
+        if not self.active:
+            return None
+        if self.stability is None:
+            self.stability = MatchingStability(trainer.dataset, self.num_images)
+        elif self.stability.history and self.stability.history[-1].step == trainer.step:
+            return None  # the final call repeats the last step: nothing changed
+        self.stability.check(trainer.model, trainer.criterion.matcher, trainer.step)
+        return self.stability.history[-1]

@@ -494,3 +494,17 @@ def execute_run(
         store.save(record)
     emit(FinishedEvent(record.step, record.elapsed, reason))
     return record
+
+
+@dataclass
+class RunJob:
+    """:func:`execute_run` as a job for :class:`detr_core.live.LiveSession`, so a queued run
+    trains in its own process: it sends ``("event", Event)`` for every trainer event and returns
+    the saved :class:`RunRecord`."""
+
+    spec: RunSpec
+    store_root: str
+
+    def run(self, send: Callable[..., None], control: TrainControl, inbox: Any = None) -> RunRecord:
+        return execute_run(self.spec, RunStore(self.store_root), on_event=lambda e: send("event", e),
+                           control=control)

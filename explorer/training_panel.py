@@ -66,10 +66,16 @@ class LossPlots(pg.GraphicsLayoutWidget):
         for key in ("loss_ce", "loss_bbox", "loss_giou"):
             self.plots[key].setXLink(self.plots["loss"])
         self.curves: dict[str, pg.PlotDataItem] = {}
+        # The x axis (steps) is set by hand and grows in round steps (see _extend_x): with it
+        # auto-ranged, every new step would re-lay out all five plots' axes at every redraw.
+        self.plots["loss"].enableAutoRange(x=False)
+        # One plot is redrawn per tick, in turn, so no single repaint holds up the event loop;
+        # each plot is refreshed about four times a second.
         self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(250)  # the eye needs no more; the training thread needs the GIL
-        self._redraw_timer.timeout.connect(self.redraw)
+        self._redraw_timer.setInterval(60)
+        self._redraw_timer.timeout.connect(self._redraw_next)
+        self._dirty: set[str] = set()
+        self._turn = 0
         self.reset()
 
     def reset(self) -> None:
@@ -86,9 +92,22 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.ap50: list[float] = []
         self.ap_curve.setData([], [])
         self.ap50_curve.setData([], [])
+        self._dirty = set()
+        self._redraw_timer.stop()
+        self.x_max = 0.0
+        self._extend_x(0)
+
+    def _extend_x(self, step: float) -> None:
+        """Show steps 0 to the next round number above ``step`` with some room to grow."""
+        if step < self.x_max and self.x_max > 0:
+            return
+        target = max(10.0, step * 1.2)
+        magnitude = 10 ** math.floor(math.log10(target))
+        self.x_max = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= target)
+        self.plots["loss"].setXRange(0, self.x_max, padding=0.02)
 
     def add_steps(self, events: list[StepEvent]) -> None:
-        """Record steps; the curves are redrawn at most a few times a second (see redraw_later)."""
+        """Record steps; the curves follow a few times a second (see redraw_later)."""
         for e in events:
             self.steps.append(e.step)
             for k, v in e.losses.items():
@@ -99,8 +118,20 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.redraw_later()
 
     def redraw_later(self) -> None:
+        self._dirty.update(self.plots)
         if not self._redraw_timer.isActive():
             self._redraw_timer.start()
+
+    def _redraw_next(self) -> None:
+        keys = list(self.plots)
+        for _ in keys:
+            key = keys[self._turn % len(keys)]
+            self._turn += 1
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.redraw(only=key)
+                return
+        self._redraw_timer.stop()  # nothing new: idle until the next steps arrive
 
     def add_eval(self, event: EvalEvent) -> None:
         self.ap_steps.append(event.step)
@@ -131,20 +162,25 @@ class LossPlots(pg.GraphicsLayoutWidget):
                     layer += 1
         return out
 
-    def redraw(self) -> None:
+    def redraw(self, only: str | None = None) -> None:
+        """Bring the curves up to date: all plots, or only the plot ``only``."""
         wanted = self._series()
         for key in list(self.curves):
             if key not in wanted:
                 plot_key = key.removeprefix("dn_").removeprefix("dense_").rsplit("_", 1)[0] \
                     if key[-1].isdigit() else key.removeprefix("dn_").removeprefix("dense_")
                 self.plots.get(plot_key, self.plots["loss"]).removeItem(self.curves.pop(key))
+        if self.steps:
+            self._extend_x(self.steps[-1])
         x = np.asarray(self.steps, dtype=float)
         for key, (plot_key, name, color, style) in wanted.items():
-            if key not in self.data:
+            if key not in self.data or (only is not None and plot_key != only):
                 continue
             if key not in self.curves:
                 self.curves[key] = self.plots[plot_key].plot(pen=pg.mkPen(color, width=1.5, style=style), name=name)
             self.curves[key].setData(x, np.asarray(self.data[key], dtype=float))
+        if only is None:
+            self._dirty.clear()
 
 
 def _spin(lo: int, hi: int, value: int) -> QSpinBox:
@@ -339,6 +375,7 @@ class TrainingPanel(QWidget):
         self.plots.reset()
         self._last_step = None
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self)
+        worker.trainingStarted.connect(self._on_training_started)
         worker.progress.connect(self._on_progress)
         worker.evaluated.connect(self.plots.add_eval)
         worker.preview.connect(self._on_preview)
@@ -348,7 +385,7 @@ class TrainingPanel(QWidget):
         self.worker = worker
         self.workerCreated.emit(worker)
         worker.start()
-        self.progress_label.setText("Starting…")
+        self.progress_label.setText("Starting the training process…")
         self.running.emit(True)
         self._update_buttons()
         return True
@@ -357,7 +394,7 @@ class TrainingPanel(QWidget):
         if not self.is_running:
             return
         assert self.worker is not None
-        if self.worker.control.paused:
+        if self.worker.paused:
             self.worker.resume()
         else:
             self.worker.pause()
@@ -375,9 +412,15 @@ class TrainingPanel(QWidget):
         if self.worker is None:
             return True
         self.worker.stop()
-        if wait_ms:
-            return self.worker.wait(wait_ms)
+        if wait_ms and not self.worker.wait(wait_ms):
+            self.worker.kill()  # it did not stop in time: end the process, lose its last steps
+            return self.worker.wait(5000)
         return True
+
+    def _on_training_started(self, info: dict) -> None:
+        if self._last_step is None:
+            self.progress_label.setText(
+                f"Training a model of {info['parameters'] / 1e6:.2f} M parameters on {info['device']}…")
 
     def _on_progress(self, events: list[StepEvent]) -> None:
         self.plots.add_steps(events)
@@ -388,7 +431,7 @@ class TrainingPanel(QWidget):
         if 0 < e.progress < 1:
             remaining = e.elapsed / e.progress * (1 - e.progress)
             left = f" · {int(remaining // 60)}:{int(remaining % 60):02d} left"
-        paused = " · paused" if self.worker is not None and self.worker.control.paused else ""
+        paused = " · paused" if self.worker is not None and self.worker.paused else ""
         text = f"step {e.step} · loss {e.losses['loss']:.3f} · {e.images_per_sec:.0f} img/s{left}{paused}"
         self.progress_label.setText(text)
         self.status.emit(f"Training: {text}")
@@ -410,7 +453,7 @@ class TrainingPanel(QWidget):
 
     def _update_buttons(self) -> None:
         running = self.is_running
-        paused = running and self.worker is not None and self.worker.control.paused
+        paused = running and self.worker is not None and self.worker.paused
         self.btn_start.setEnabled(not running)
         self.btn_pause.setEnabled(running)
         self.btn_pause.setText("Resume" if paused else "Pause")

@@ -1,29 +1,26 @@
-"""Training on a background thread. The worker owns its model; only signals leave it, carrying
-detached CPU copies (loss dicts, inference results, the finished model)."""
+"""Training in a child process (:mod:`detr_core.live`), followed by a reader thread that turns
+the child's messages into signals. Only signals leave this object, carrying detached CPU data
+(step events, inference results, the finished model)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from PySide6.QtCore import QThread, Signal
 
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.detr import DETR
-from detr_core.inspect import run_inference
-from detr_core.train import (
-    ErrorEvent,
-    EvalEvent,
-    FinishedEvent,
-    History,
-    StepEvent,
-    TrainControl,
-    Trainer,
-)
+from detr_core.live import LiveJob, LiveSession, Probe, TrainedState
+from detr_core.train import History
+
+
+# The training process runs at a lower priority than the window. When the window needs the CPU
+# (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.
+# Measured with benchmarks/gui_latency.py on 2 cores: event-loop lateness p99 10 ms and max 27 ms
+# at niceness 10, against 23 ms and 83 ms at 0, for the same training speed.
+TRAINING_NICENESS = 10
 
 
 @dataclass
@@ -43,14 +40,16 @@ class TrainedModel:
 
 
 class TrainingWorker(QThread):
+    """One training run. ``start()`` starts the child process; the thread ends when it has ended
+    and ``trained`` has been emitted (or ``failed``, if the process died without a result)."""
+
+    trainingStarted = Signal(dict)  # {"parameters", "device"}: the child has built its trainer
     progress = Signal(list)  # [StepEvent], batched to about 10 updates per second
     evaluated = Signal(object)  # EvalEvent
     preview = Signal(object)  # InferenceResult of the preview image with the current weights
     failed = Signal(str)
     trained = Signal(object)  # TrainedModel, once, when the run ends for any reason
     probed = Signal(str, object)  # (probe name, its result), see add_probe
-
-    EMIT_INTERVAL = 0.1
 
     def __init__(
         self,
@@ -64,94 +63,95 @@ class TrainingWorker(QThread):
         super().__init__(parent)
         self.model_config = model_config
         self.train_config = train_config
-        self.preview_image = preview_image
-        self.preview_every = preview_every
-        self.control = TrainControl()
-        if start_paused:
-            self.control.pause()
-        self.trainer: Trainer | None = None
-        self._probes: list[tuple[str, Callable[[Trainer], Any], int]] = []
+        self.job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused)
+        self.session = LiveSession(self.job, nice=TRAINING_NICENESS)
+        self._paused = start_paused
+        self.info: dict | None = None  # set by trainingStarted
 
-    def add_probe(self, name: str, fn: Callable[[Trainer], Any], every_steps: int = 1) -> None:
-        """Call ``fn(trainer)`` on the training thread every ``every_steps`` steps (and after the
-        first and last step) and emit ``probed(name, result)``. ``fn`` may read the live model:
-        it runs between steps, on the thread that owns it. Return detached CPU data only."""
-        self._probes.append((name, fn, max(1, every_steps)))
+    @property
+    def paused(self) -> bool:
+        """Whether the run is (or is about to be) paused, as last asked from here."""
+        return self._paused
 
-    def _run_probes(self, trainer: Trainer, force: bool = False) -> None:
-        for name, fn, every in self._probes:
-            if force or trainer.step % every == 0:
-                self.probed.emit(name, fn(trainer))
+    @property
+    def started_training(self) -> bool:
+        return self.info is not None
+
+    def add_probe(self, name: str, probe: Probe, every_steps: int = 1) -> None:
+        """Before ``start()``: call the picklable ``probe(trainer)`` in the training process every
+        ``every_steps`` steps (and after the first, every paused and the last step) and emit
+        ``probed(name, result)``."""
+        self.job.probes.append((name, probe, max(1, every_steps)))
+
+    def update_probe(self, name: str, **attributes: Any) -> None:
+        """Set attributes of a probe, here and in the running process (between its steps)."""
+        for probe_name, probe, _ in self.job.probes:
+            if probe_name == name:
+                for key, value in attributes.items():
+                    setattr(probe, key, value)
+        self.session.update_probe(name, **attributes)
 
     def set_preview_image(self, image: np.ndarray | None) -> None:
-        self.preview_image = image  # read by the worker thread between steps (a reference swap)
+        self.job.preview_image = image
+        self.session.set_preview_image(image)
 
     def run(self) -> None:
         try:
-            self._run()
+            self.session.start()
         except Exception as e:  # noqa: BLE001 - reported, never fatal to the app
+            self.failed.emit(f"Could not start the training process: {type(e).__name__}: {e}")
+            return
+        try:
+            for kind, *payload in self.session.messages():
+                self._dispatch(kind, payload)
+        except Exception as e:  # noqa: BLE001
+            self.session.kill()
             self.failed.emit(f"Training failed: {type(e).__name__}: {e}")
 
-    def _run(self) -> None:
-        threads = self.train_config.threads
-        torch.set_num_threads(threads or max(1, torch.get_num_threads()))
-        trainer = Trainer(self.model_config, self.train_config, control=self.control)
-        self.trainer = trainer
-        pending: list[StepEvent] = []
-        last_emit = last_preview = time.perf_counter()
-        reason = "completed"
-        self._preview(trainer)
-        for event in trainer.events():
-            now = time.perf_counter()
-            if isinstance(event, StepEvent):
-                pending.append(event)
-                self._run_probes(trainer, force=event.step == 1 or self.control.paused)
-                if now - last_emit >= self.EMIT_INTERVAL or self.control.paused:
-                    self.progress.emit(pending)
-                    pending = []
-                    last_emit = now
-                if now - last_preview >= self.preview_every or self.control.paused:
-                    self._preview(trainer)
-                    last_preview = time.perf_counter()
-            elif isinstance(event, EvalEvent):
-                self.evaluated.emit(event)
-            elif isinstance(event, ErrorEvent):
-                self.failed.emit(event.message)
-            elif isinstance(event, FinishedEvent):
-                reason = event.reason
-        if pending:
-            self.progress.emit(pending)
-        self._run_probes(trainer, force=True)
-        self._preview(trainer)
-        trainer.model.eval()
-        self.trained.emit(TrainedModel(
-            model=trainer.model.cpu(),
-            class_names=trainer.class_names,
-            model_config=self.model_config,
-            train_config=self.train_config,
-            optimizer_state=trainer.optimizer.state_dict(),
-            history=trainer.history,
-            step=trainer.step,
-            reason=reason,
-            elapsed=trainer.elapsed,
-        ))
+    def _dispatch(self, kind: str, payload: list) -> None:
+        if kind == "progress":
+            self.progress.emit(payload[0])
+        elif kind == "preview":
+            self.preview.emit(payload[0])
+        elif kind == "probed":
+            self.probed.emit(payload[0], payload[1])
+        elif kind == "evaluated":
+            self.evaluated.emit(payload[0])
+        elif kind == "failed":
+            self.failed.emit(payload[0])
+        elif kind == "started":
+            self.info = payload[0]
+            self.trainingStarted.emit(payload[0])
+        elif kind == "done":
+            state: TrainedState = payload[0]
+            self.trained.emit(TrainedModel(
+                model=state.build_model(self.model_config),
+                class_names=state.class_names,
+                model_config=self.model_config,
+                train_config=self.train_config,
+                optimizer_state=state.optimizer_state,
+                history=state.history,
+                step=state.step,
+                reason=state.reason,
+                elapsed=state.elapsed,
+            ))
 
-    def _preview(self, trainer: Trainer) -> None:
-        image = self.preview_image
-        if image is None:
-            return
-        result = run_inference(trainer.model, image, trainer.class_names, capture=True)
-        self.preview.emit(result)
-
-    # --- control, from the GUI thread ------------------------------------------------------
+    # --- control, from the GUI thread (never blocks) ---------------------------------------
     def pause(self) -> None:
-        self.control.pause()
+        self._paused = True
+        self.session.pause()
 
     def resume(self) -> None:
-        self.control.resume()
+        self._paused = False
+        self.session.resume()
 
     def step_once(self) -> None:
-        self.control.step_once()
+        self._paused = True
+        self.session.step_once()
 
     def stop(self) -> None:
-        self.control.stop()
+        self.session.stop()
+
+    def kill(self) -> None:
+        """End the training process at once; its progress since the last message is lost."""
+        self.session.kill()

@@ -217,6 +217,7 @@ def test_start_then_stop_training(qtbot, window):
         panel.btn_stop.click()
     qtbot.waitUntil(lambda: not panel.is_running, timeout=30000)
     assert not panel.worker.isRunning()
+    assert not panel.worker.session.alive and panel.worker.session.exitcode == 0  # no process left
     assert window.loaded.unsaved and window.loaded.trained is not None
     assert window.loaded.trained.step == len(panel.plots.steps)
     assert "*" in window.windowTitle()
@@ -250,7 +251,26 @@ def test_closing_while_training_stops_it_and_asks_to_save(qtbot, window, monkeyp
     worker = panel.worker
     assert window.close()
     assert asked == ["Training is running", "Unsaved trained weights"]
-    assert not worker.isRunning()
+    assert not worker.isRunning() and not worker.session.alive
+
+
+def test_a_non_finite_loss_in_training_is_shown_and_the_app_stays_up(qtbot, window, monkeypatch):
+    from dataclasses import replace
+
+    from detr_core.config import LossConfig
+
+    _small_training(window)
+    panel = window.training
+    model_cfg, train_cfg = panel.configs()
+    broken = replace(train_cfg, loss=LossConfig(weight_bbox=float("inf")))
+    monkeypatch.setattr(panel, "configs", lambda: (model_cfg, broken))
+    with qtbot.waitSignal(window.errorShown, timeout=60000) as blocker:
+        panel.btn_start.click()
+    assert "loss is inf" in blocker.args[0]
+    qtbot.waitUntil(panel.btn_start.isEnabled, timeout=30000)  # ready for another try
+    assert not panel.is_running and not panel.worker.session.alive
+    window.new_toy_sample()  # and the rest of the window still works
+    qtbot.waitUntil(lambda: window.result is not None and window.image_name.startswith("toy"), timeout=20000)
 
 
 def test_save_export_and_settings_persist(qtbot, window, settings, tmp_path, small_checkpoint):

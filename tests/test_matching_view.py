@@ -276,7 +276,7 @@ def test_follows_a_paused_training_run_step_by_step(qtbot, view):
     view.attach(worker, matching_every=1000, stability_every=1000, probe_images=4)
     worker.start()
     try:
-        qtbot.waitUntil(lambda: worker.trainer is not None, timeout=20000)
+        qtbot.waitUntil(lambda: worker.started_training, timeout=30000)
         assert view.following
         for step in (1, 2):
             with qtbot.waitSignal(view.snapshotShown, timeout=20000):

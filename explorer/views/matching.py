@@ -5,7 +5,7 @@ box of its query, and a stability plot over training.
 Two sources of snapshots:
   * a static model (:meth:`MatchingView.set_model`): matched off the GUI thread with ``run_job``;
   * a training run (:meth:`MatchingView.attach`): probes on the ``TrainingWorker`` compute the
-    matching and the stability with the live model on the training thread, between steps, and
+    matching and the stability with the live model in the training process, between steps, and
     only their CPU results come back through ``probed``.
 """
 
@@ -41,9 +41,10 @@ from detr_core.matcher import HungarianMatcher
 from detr_core.matching_inspect import (
     COST_PART_NAMES,
     COST_PARTS,
+    MatchingProbe,
     MatchingSnapshot,
-    MatchingStability,
     StabilityPoint,
+    StabilityProbe,
     match_toy_sample,
 )
 
@@ -70,15 +71,6 @@ def training_stream(train_config: TrainConfig) -> ToyShapes:
     return ToyShapes(train_config.data, seed=train_config.seed, split="train")
 
 
-class _ProbeState:
-    """Shared by the GUI thread (writes) and the training-thread probes (read): plain values,
-    swapped whole, so no lock is needed."""
-
-    def __init__(self, sample_index: int) -> None:
-        self.sample_index = sample_index
-        self.active = True
-
-
 def _match_job(ctx: JobContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
                index: int) -> MatchingSnapshot:
     ctx.progress(0, 1, f"Matching sample {index}…")
@@ -102,7 +94,6 @@ class MatchingView(AnalysisView):
         self.stability: list[StabilityPoint] = []
         self.selected_query: int | None = None
         self._worker: Any = None  # the TrainingWorker followed, if any
-        self._probe_state: _ProbeState | None = None
         self._pending_compute = False
         self._last_draw = 0.0
         self._redraw_timer = QTimer(self)
@@ -281,8 +272,8 @@ class MatchingView(AnalysisView):
             QTimer.singleShot(0, self.compute)
 
     def _on_sample_changed(self, index: int) -> None:
-        if self._probe_state is not None:
-            self._probe_state.sample_index = index
+        if self._worker is not None:
+            self._worker.update_probe(MATCHING_PROBE, sample_index=index)
         if self.following:
             self.status.setText(f"Sample {index} is shown after the next training step.")
         elif self.model is not None:
@@ -294,33 +285,12 @@ class MatchingView(AnalysisView):
         """Follow a ``TrainingWorker`` (call before ``worker.start()``): every ``matching_every``
         steps (and after each single Step) the chosen sample is matched with the live model;
         every ``stability_every`` steps the probe set (the first ``probe_images`` images of the
-        training stream) is re-matched. Both run on the training thread."""
+        training stream) is re-matched. Both run in the training process."""
         self.detach()
-        state = _ProbeState(self.sample_index)
-        holder: dict[str, MatchingStability] = {}
-
-        def matching_probe(trainer: Any) -> MatchingSnapshot | None:
-            if not state.active:
-                return None
-            return match_toy_sample(trainer.model, trainer.criterion.matcher, trainer.dataset,
-                                    state.sample_index, trainer.step)
-
-        def stability_probe(trainer: Any) -> StabilityPoint | None:
-            if not state.active:
-                return None
-            probe = holder.get("probe")
-            if probe is None:
-                probe = holder["probe"] = MatchingStability(trainer.dataset, probe_images)
-            elif probe.history and probe.history[-1].step == trainer.step:
-                return None  # the worker's final call repeats the last step: nothing changed
-            probe.check(trainer.model, trainer.criterion.matcher, trainer.step)
-            return probe.history[-1]
-
-        worker.add_probe(MATCHING_PROBE, matching_probe, matching_every)
-        worker.add_probe(STABILITY_PROBE, stability_probe, stability_every)
+        worker.add_probe(MATCHING_PROBE, MatchingProbe(self.sample_index), matching_every)
+        worker.add_probe(STABILITY_PROBE, StabilityProbe(probe_images), stability_every)
         worker.probed.connect(self._on_probed)
         self._worker = worker
-        self._probe_state = state
         self.stability = []
         self.stability_curve.setData([], [])
         self.stability_label.setText("Waiting for the first steps…")
@@ -333,10 +303,9 @@ class MatchingView(AnalysisView):
                 self._worker.probed.disconnect(self._on_probed)
             except (RuntimeError, TypeError):
                 pass
-        if self._probe_state is not None:
-            self._probe_state.active = False
+            self._worker.update_probe(MATCHING_PROBE, active=False)
+            self._worker.update_probe(STABILITY_PROBE, active=False)
         self._worker = None
-        self._probe_state = None
 
     def _on_probed(self, name: str, result: object) -> None:
         if name == MATCHING_PROBE and isinstance(result, MatchingSnapshot):

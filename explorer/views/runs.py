@@ -40,9 +40,11 @@ from PySide6.QtWidgets import (
 )
 
 from detr_core.presets import PRESETS
-from detr_core.runs import ABLATIONS, RunRecord, RunSpec, RunStore, ablation_specs, execute_run
-from detr_core.train import EvalEvent, Event, StepEvent, TrainControl
+from detr_core.live import LiveSession
+from detr_core.runs import ABLATIONS, RunJob, RunRecord, RunSpec, RunStore, ablation_specs
+from detr_core.train import EvalEvent, Event, StepEvent
 
+from ..training_worker import TRAINING_NICENESS
 from .base import AnalysisView, Cancelled, JobContext
 
 COLUMNS = ("Run", "Status", "Steps", "Seconds", "AP", "AP50", "Dup. rate", "Seed", "Budget", "Checkpoint")
@@ -119,7 +121,7 @@ class RunsView(AnalysisView):
         self.records: list[RunRecord] = []
         self.pending: list[RunSpec] = []
         self.live: _LiveRun | None = None
-        self._control: TrainControl | None = None
+        self._session: LiveSession | None = None  # the current run's training process
         self._rows: list[tuple[str, RunRecord | RunSpec]] = []  # (key, what) per table row
         self._items: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self._signals = _LiveSignals(self)
@@ -292,13 +294,14 @@ class RunsView(AnalysisView):
             self.job = None
         spec = self.pending.pop(0)
         self.live = _LiveRun(spec)
-        self._control = TrainControl()
-        self.run_job(self._execute, spec, self._control, on_done=self._on_run_done)
+        self._session = LiveSession(RunJob(spec, str(self.store.root)), nice=TRAINING_NICENESS)
+        self.run_job(self._execute, spec, self._session, on_done=self._on_run_done)
         self._refresh_table()
         self._replot()
 
-    def _execute(self, ctx: JobContext, spec: RunSpec, control: TrainControl) -> RunRecord:
-        """On the run thread: train, forwarding throttled events as signals."""
+    def _execute(self, ctx: JobContext, spec: RunSpec, control: LiveSession) -> RunRecord:
+        """On the run thread: start the run's training process and forward its events, throttled,
+        as signals; return its record."""
         batch: list[tuple[int, float, dict[str, float]]] = []
         last = 0.0
         progress = 0.0
@@ -336,13 +339,24 @@ class RunsView(AnalysisView):
             else:  # an error or the end: show the last steps now
                 flush()
 
-        return execute_run(spec, self.store, on_event=on_event, control=control)
+        control.start()
+        record: RunRecord | None = None
+        for kind, *payload in control.messages():
+            if kind == "event":
+                on_event(payload[0])
+            elif kind == "done":
+                record = payload[0]
+            elif kind == "failed":
+                raise ValueError(payload[0])
+        if record is None:
+            raise ValueError(f"{spec.name}: the training process ended without a result")
+        return record
 
     def cancel_job(self) -> None:
         """Stop the current run (it is kept, as "stopped") and drop the queue."""
         self.pending.clear()
-        if self._control is not None:
-            self._control.stop()
+        if self._session is not None:
+            self._session.stop()
         super().cancel_job()
         self._refresh_table()
 
@@ -357,7 +371,7 @@ class RunsView(AnalysisView):
 
     def _job_done(self) -> None:
         self.live = None
-        self._control = None
+        self._session = None
         if self.job is not None:
             self.job.wait(10000)  # its run() is returning; let the thread end before the next
 

@@ -1,0 +1,350 @@
+"""Live training in its own process, for a GUI that must stay smooth while it watches.
+
+    session = LiveSession(LiveJob(model_config, train_config, preview_image=rgb))
+    session.start()                      # the child process begins training
+    for kind, *payload in session.messages():   # blocks; ends when the child has ended
+        ...                              # "started", "progress", "evaluated", "preview",
+                                         # "probed", "failed", and last "done"
+    session.pause() / resume() / step_once() / stop()    # from any thread, never blocks
+
+Why a process and not a thread: a training thread and a GUI thread in one interpreter share the
+GIL. Every Python call the GUI makes (painting, Qt's virtual calls) waits for the trainer to hand
+it over, the hand-offs cost both sides, and on two cores training in a thread of the window ran
+at about half of its headless speed with an event loop late by up to 100 ms. In a child process
+each side has its own interpreter; only small pickled messages cross.
+
+The child is forked from a forkserver that has already imported torch and this module (call
+:func:`warm_up` early, for example once the window is shown), so a run starts in well under a
+second instead of the ~8 s a fresh interpreter needs to import torch and torchvision. Where there
+is no forkserver (Windows) it is spawned.
+
+A session runs a *job*: any picklable object with ``run(send, control, inbox) -> result``.
+Its messages are ``(kind, *payload)`` tuples of plain, picklable CPU data, and the last one is
+``("done", result)``. :class:`LiveJob` (the training panel's run) sends:
+
+- ``("started", info)``: the trainer exists; ``info`` has ``parameters`` and ``device``.
+- ``("progress", [StepEvent, ...])``: the steps since the last message, about 10 per second.
+- ``("evaluated", EvalEvent)``, ``("preview", InferenceResult)``, ``("probed", name, result)``.
+- ``("failed", message)``: a readable message (a non-finite loss, an exception).
+- ``("done", TrainedState)``: once, last, when the run ends for any reason.
+
+``detr_core.runs.RunJob`` (a queued comparison run) sends ``("event", Event)`` per trainer
+event and ends with ``("done", RunRecord)``.
+
+Commands to the child: pause, resume, step, stop, a new preview image, and attribute updates
+for a probe (``update_probe``). A probe is any picklable callable ``probe(trainer) -> result``;
+it runs in the child between steps, so it may read the live model.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import DETRConfig, TrainConfig
+from .detr import DETR
+from .inspect import run_inference
+from .train import ErrorEvent, EvalEvent, FinishedEvent, History, StepEvent, TrainControl, Trainer
+
+Probe = Callable[[Trainer], Any]
+
+EMIT_INTERVAL = 0.1  # seconds between progress messages: what the eye sees
+
+
+@dataclass
+class LiveJob:
+    """Everything the child needs; pickled once when the process starts."""
+
+    model_config: DETRConfig
+    train_config: TrainConfig
+    preview_image: np.ndarray | None = None  # [H, W, 3] uint8, predicted every ``preview_every`` s
+    preview_every: float = 3.0
+    start_paused: bool = False
+    probes: list[tuple[str, Probe, int]] = field(default_factory=list)  # (name, probe, every_steps)
+
+    def run(self, send: Callable[..., None], control: TrainControl,
+            inbox: queue.SimpleQueue | None = None) -> TrainedState:
+        return run_job(self, send, control, inbox)
+
+
+@dataclass
+class TrainedState:
+    """What a finished (or stopped) run sends back: weights as a CPU state dict, not a module."""
+
+    state_dict: dict[str, torch.Tensor]
+    class_names: list[str]
+    optimizer_state: dict
+    history: History
+    step: int
+    reason: str  # "completed", "stopped" or "error"
+    elapsed: float
+
+    def build_model(self, model_config: DETRConfig) -> DETR:
+        model = DETR(model_config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+# --- the child ----------------------------------------------------------------------------------
+
+
+def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
+            inbox: queue.SimpleQueue | None = None) -> TrainedState:
+    """Train ``job``, reporting through ``send(kind, *payload)``; return the final state. Runs in
+    the child process (and can run in a plain thread). Commands other than pause, resume, step
+    and stop arrive in ``inbox`` and are applied between steps."""
+    threads = job.train_config.threads
+    torch.set_num_threads(threads or max(1, torch.get_num_threads()))
+    probes = {name: probe for name, probe, _ in job.probes}
+    trainer = Trainer(job.model_config, job.train_config, control=control)
+    send("started", {"parameters": sum(p.numel() for p in trainer.model.parameters()),
+                     "device": str(trainer.device)})
+
+    def apply_commands() -> None:
+        while inbox is not None and not inbox.empty():
+            command, *args = inbox.get_nowait()
+            if command == "preview_image":
+                job.preview_image = args[0]
+            elif command == "probe" and args[0] in probes:
+                for key, value in args[1].items():
+                    setattr(probes[args[0]], key, value)
+
+    def run_probes(force: bool) -> None:
+        for name, probe, every in job.probes:
+            if force or trainer.step % max(1, every) == 0:
+                send("probed", name, probe(trainer))
+
+    def preview() -> None:
+        if job.preview_image is not None:
+            send("preview", run_inference(trainer.model, job.preview_image, trainer.class_names, capture=True))
+
+    pending: list[StepEvent] = []
+    last_emit = last_preview = time.perf_counter()
+    reason = "completed"
+    preview()
+    for event in trainer.events():
+        apply_commands()
+        now = time.perf_counter()
+        if isinstance(event, StepEvent):
+            pending.append(event)
+            run_probes(force=event.step == 1 or control.paused)
+            if now - last_emit >= EMIT_INTERVAL or control.paused:
+                send("progress", pending)
+                pending = []
+                last_emit = now
+            if now - last_preview >= job.preview_every or control.paused:
+                preview()
+                last_preview = time.perf_counter()
+        elif isinstance(event, EvalEvent):
+            send("evaluated", event)
+        elif isinstance(event, ErrorEvent):
+            send("failed", event.message)
+        elif isinstance(event, FinishedEvent):
+            reason = event.reason
+    apply_commands()
+    if pending:
+        send("progress", pending)
+    run_probes(force=True)
+    preview()
+    trainer.model.eval()
+    return TrainedState(
+        state_dict={k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
+        class_names=list(trainer.class_names),
+        optimizer_state=trainer.optimizer.state_dict(),
+        history=trainer.history,
+        step=trainer.step,
+        reason=reason,
+        elapsed=trainer.elapsed,
+    )
+
+
+def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> None:
+    """Child side: apply commands as they arrive. The parent going away stops training."""
+    while True:
+        try:
+            command = pickle.loads(commands.recv_bytes())
+        except (EOFError, OSError):
+            control.stop()
+            return
+        name = command[0]
+        if name == "pause":
+            control.pause()
+        elif name == "resume":
+            control.resume()
+        elif name == "step":
+            control.step_once()
+        elif name == "stop":
+            control.stop()
+        else:
+            inbox.put(command)
+
+
+def _child_main(events: Any, commands: Any, job: Any, nice: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in the terminal is the parent's to handle
+    if nice and hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    control = TrainControl()
+    if getattr(job, "start_paused", False):
+        control.pause()
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_listen, args=(commands, control, inbox), daemon=True).start()
+    lock = threading.Lock()
+
+    def send(kind: str, *payload: Any) -> None:
+        data = pickle.dumps((kind, *payload), protocol=pickle.HIGHEST_PROTOCOL)
+        with lock:
+            events.send_bytes(data)
+
+    try:
+        result = job.run(send, control, inbox)
+        send("done", result)
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass  # the parent has gone: nobody to report to
+    except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
+        traceback.print_exc()
+        try:
+            send("failed", f"Training failed: {type(e).__name__}: {e}")
+        except OSError:
+            pass
+    finally:
+        events.close()
+
+
+# --- the parent ---------------------------------------------------------------------------------
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _ready() -> None:
+    pass
+
+
+def warm_up(wait: bool = False) -> None:
+    """Start the forkserver now (it imports torch and this module in the background), so the
+    first run starts at once. Cheap to call again; does nothing where there is no forkserver.
+    With ``wait``, return only once it is ready to fork (after its imports)."""
+    ctx = _context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    forkserver.set_forkserver_preload([__name__])
+    forkserver.ensure_running()
+    if wait:
+        probe = ctx.Process(target=_ready, daemon=True)
+        probe.start()
+        probe.join()
+
+
+class LiveSession:
+    """The parent's handle on one training process. ``messages()`` is read by one thread (a
+    GUI's reader thread); the control methods may be called from any thread and never block."""
+
+    def __init__(self, job: Any, nice: int = 0) -> None:
+        self.job = job
+        self.nice = nice
+        self._ctx = _context()
+        self._events_recv, self._events_send = self._ctx.Pipe(duplex=False)
+        self._commands_recv, self._commands_send = self._ctx.Pipe(duplex=False)
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.finished = False  # the child sent "done"
+        self.exitcode: int | None = None
+
+    def start(self) -> None:
+        """Start the child (may wait for the forkserver's imports: call it off the GUI thread)."""
+        warm_up()
+        process = self._ctx.Process(
+            target=_child_main, args=(self._events_send, self._commands_recv, self.job, self.nice),
+            name="detr-training", daemon=True)
+        process.start()
+        self.process = process
+        self._events_send.close()  # the child holds its own copies; EOF when the child ends
+        self._commands_recv.close()
+        threading.Thread(target=self._forward_commands, name="detr-training-commands", daemon=True).start()
+
+    def _forward_commands(self) -> None:
+        while True:
+            command = self._outbox.get()
+            if command is None:
+                break
+            try:
+                self._commands_send.send_bytes(pickle.dumps(command, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                break  # the child has ended
+        try:
+            self._commands_send.close()
+        except OSError:
+            pass
+
+    def messages(self) -> Iterator[tuple]:
+        """The child's messages until it ends; if it dies without a word, a last ``failed``."""
+        reported = False
+        while True:
+            try:
+                message = pickle.loads(self._events_recv.recv_bytes())
+            except (EOFError, OSError):
+                break
+            if message[0] == "done":
+                self.finished = True
+            elif message[0] == "failed":
+                reported = True
+            yield message
+        self._events_recv.close()
+        self._outbox.put(None)
+        if self.process is not None:
+            self.process.join(10)
+            self.exitcode = self.process.exitcode
+            if not self.finished and not (reported and self.exitcode == 0):
+                code = self.exitcode
+                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+                yield ("failed", f"The training process {how} before it finished.")
+
+    def send(self, *command: Any) -> None:
+        self._outbox.put(command)
+
+    def pause(self) -> None:
+        self.send("pause")
+
+    def resume(self) -> None:
+        self.send("resume")
+
+    def step_once(self) -> None:
+        self.send("step")
+
+    def stop(self) -> None:
+        self.send("stop")
+
+    def set_preview_image(self, image: np.ndarray | None) -> None:
+        self.send("preview_image", image)  # for a LiveJob
+
+    def update_probe(self, name: str, **attributes: Any) -> None:
+        self.send("probe", name, attributes)
+
+    def kill(self) -> None:
+        """End the child at once (its unsaved progress is lost); for a stop that timed out."""
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
