@@ -135,6 +135,7 @@ class MainWindow(QMainWindow):
                             ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs)):
             dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea)
             self.tabifyDockWidget(self.grid_dock, dock)
+            dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
             view.errorShown.connect(lambda m: self.statusBar().showMessage(m, 8000))
         for view in (self.specialization, self.matching, self.layers):
             view.querySelected.connect(self.select_query)

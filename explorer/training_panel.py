@@ -49,7 +49,8 @@ class LossPlots(pg.GraphicsLayoutWidget):
             if i == 3:
                 self.nextRow()
             p = self.addPlot(title=title)
-            p.showGrid(x=True, y=True, alpha=0.2)
+            # No grid here: pyqtgraph draws it with the axes, so every new point would repaint
+            # both axes' text too; without it the window spends half the time on these plots.
             p.setClipToView(True)
             p.setDownsampling(auto=True, mode="peak")
             p.addLegend(offset=(-5, 5), labelTextSize="7pt")

@@ -153,6 +153,22 @@ def test_selecting_a_box_or_row_selects_the_query_everywhere(window):
     assert window.canvas.rects[2].pen().width() == 4
 
 
+def test_a_view_behind_a_tab_draws_the_selected_query_when_its_tab_comes_forward(qtbot, window):
+    layers_dock = window.layers.parentWidget()
+    layers_dock.raise_()
+    qtbot.waitUntil(lambda: window.layers.result is not None and window.layers.on_screen, timeout=20000)
+    window.select_query(1)
+    assert window.layers.legend.text().startswith("Query 1:")
+    window.grid_dock.raise_()
+    qtbot.waitUntil(lambda: not window.layers.on_screen, timeout=5000)
+    window.select_query(4)
+    assert window.layers.selected_query == 4
+    assert window.layers.legend.text().startswith("Query 1:")  # not redrawn while unseen
+    layers_dock.raise_()
+    qtbot.waitUntil(lambda: window.layers.legend.text().startswith("Query 4:"), timeout=5000)
+    assert window.layers.table.item(0, 0).text() == "L1"
+
+
 def test_clicking_a_point_shows_encoder_self_attention(window):
     window.canvas.click_image(40.0, 90.0, shift=True)
     assert window.attention.mode == MODE_ENCODER

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -118,6 +119,32 @@ class AnalysisView(QWidget):
         outer.addLayout(top)
         self.body = QVBoxLayout()
         outer.addLayout(self.body, 1)
+        self._deferred: dict[str, Callable[[], None]] = {}
+
+    # --- drawing only what is seen ---------------------------------------------------------
+    def when_visible(self, key: str, draw: Callable[[], None]) -> None:
+        """Run ``draw`` now if the view is on screen, else at :meth:`flush_deferred` (only the
+        latest ``draw`` per ``key``), which runs when the view is shown and, in the window, when
+        its dock's tab comes to the front. A view in a tab behind another then costs nothing
+        when the selected query changes, which keeps switching queries fast."""
+        if self.on_screen:
+            self._deferred.pop(key, None)
+            draw()
+        else:
+            self._deferred[key] = draw
+
+    @property
+    def on_screen(self) -> bool:
+        """Shown and not hidden behind another tab (a tabified dock stays "visible" in Qt)."""
+        return self.isVisible() and not self.visibleRegion().isEmpty()
+
+    def flush_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(next(iter(self._deferred)))()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.flush_deferred()
 
     # --- jobs ------------------------------------------------------------------------------
     @property
@@ -192,6 +219,7 @@ class AnalysisView(QWidget):
         return None
 
     def export_png(self, path: Path) -> bool:
+        self.flush_deferred()
         return self.grab().save(str(path), "PNG")
 
     def export_data_to(self, path: Path) -> bool:

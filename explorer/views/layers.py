@@ -214,7 +214,7 @@ class LayerView(AnalysisView):
         self.query_spin.blockSignals(True)
         self.query_spin.setValue(self.selected_query)
         self.query_spin.blockSignals(False)
-        self._draw_query()
+        self.when_visible("query", self._draw_query)
 
     def _on_query_spin(self, query: int) -> None:
         self.selected_query = query

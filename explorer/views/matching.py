@@ -336,7 +336,9 @@ class MatchingView(AnalysisView):
         step = f" at step {snapshot.step}" if snapshot.step is not None else ""
         self.status.setText(f"Sample {snapshot.sample_index}{step}: {snapshot.num_targets} objects, "
                             f"{snapshot.num_queries} queries, matched cost {snapshot.matched_cost():.3f}")
-        if time.perf_counter() - self._last_draw >= REDRAW_INTERVAL:
+        if not self.on_screen:
+            self.when_visible("snapshot", self._draw)  # behind another tab: draw when seen
+        elif time.perf_counter() - self._last_draw >= REDRAW_INTERVAL:
             self._draw()
         elif not self._redraw_timer.isActive():
             self._redraw_timer.start(int(REDRAW_INTERVAL * 1000))
@@ -426,9 +428,13 @@ class MatchingView(AnalysisView):
     def set_selected_query(self, query: int | None) -> None:
         """Highlight a query (its column in the heatmap, its box on the image)."""
         self.selected_query = query
-        self._draw_selection()
-        if self.snapshot is not None:
-            self._draw_canvas(self.snapshot)
+
+        def draw() -> None:
+            self._draw_selection()
+            if self.snapshot is not None:
+                self._draw_canvas(self.snapshot)
+
+        self.when_visible("selection", draw)
 
     def _draw_selection(self) -> None:
         s, q = self.snapshot, self.selected_query
