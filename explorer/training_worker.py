@@ -15,7 +15,6 @@ from detr_core.detr import DETR
 from detr_core.live import LiveJob, LiveSession, Probe, TrainedState
 from detr_core.train import History
 
-
 # The training process runs at a lower priority than the window. When the window needs the CPU
 # (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.
 # Measured with benchmarks/gui_latency.py on 2 cores: event-loop lateness p99 10 ms and max 27 ms

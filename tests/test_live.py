@@ -10,7 +10,12 @@ import torch
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
 from detr_core.detr import DETR
 from detr_core.live import LiveJob, LiveSession, TrainedState
-from detr_core.matching_inspect import MatchingProbe, MatchingSnapshot, StabilityPoint, StabilityProbe
+from detr_core.matching_inspect import (
+    MatchingProbe,
+    MatchingSnapshot,
+    StabilityPoint,
+    StabilityProbe,
+)
 from detr_core.train import StepEvent, TrainControl
 
 SMALL = DETRConfig(

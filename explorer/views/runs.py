@@ -39,8 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_core.presets import PRESETS
 from detr_core.live import LiveSession
+from detr_core.presets import PRESETS
 from detr_core.runs import ABLATIONS, RunJob, RunRecord, RunSpec, RunStore, ablation_specs
 from detr_core.train import EvalEvent, Event, StepEvent
 
