@@ -2,7 +2,8 @@
 
     uv run benchmarks/gui_latency.py [--train-seconds 20]
 
-- time to first window (process start to the first predictions on screen);
+- time to the splash screen, and to the first window (process start to the first predictions
+  on screen);
 - inference plus attention capture per image (128x128 toy image);
 - redraw time when switching query, layer or head (from the cached result);
 - event-loop lateness (p99 and max) while training runs in the app, and training images/s
@@ -26,6 +27,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _time_to_marker(code: str, marker: str) -> float:
+    env = dict(os.environ)
+    if "DISPLAY" not in env:
+        env["QT_QPA_PLATFORM"] = "offscreen"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(marker):
+            elapsed = time.perf_counter() - t0
+            break
+    else:
+        raise RuntimeError(f"the app never printed {marker}")
+    proc.wait(timeout=60)
+    return elapsed
+
+
+def time_to_splash() -> float:
+    """Process start to the splash screen on screen (what ``run_app`` shows before importing torch)."""
+    code = (
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from explorer.app import make_splash\n"
+        "s = make_splash(); s.show(); app.processEvents()\n"
+        "print('SPLASH', flush=True)\n"
+    )
+    return _time_to_marker(code, "SPLASH")
+
+
 def time_to_first_window() -> float:
     code = (
         "import time, sys\n"
@@ -43,20 +73,7 @@ def time_to_first_window() -> float:
         "w.resultShown.connect(lambda: QTimer.singleShot(0, done))\n"
         "app.exec()\n"
     )
-    env = dict(os.environ)
-    if "DISPLAY" not in env:
-        env["QT_QPA_PLATFORM"] = "offscreen"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("FIRST_RESULT"):
-            elapsed = time.perf_counter() - t0
-            break
-    else:
-        raise RuntimeError("the app never showed a result")
-    proc.wait(timeout=60)
-    return elapsed
+    return _time_to_marker(code, "FIRST_RESULT")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -72,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     if "DISPLAY" not in os.environ:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
+    splash = time_to_splash()
     first = time_to_first_window()
-    print(json.dumps({"time_to_first_window_s": round(first, 2)}), flush=True)
+    print(json.dumps({"time_to_splash_s": round(splash, 2), "time_to_first_window_s": round(first, 2)}), flush=True)
 
     import tempfile
 

@@ -1,24 +1,62 @@
-"""Application entry point: ``uv run main.py``."""
+"""Application entry point: ``uv run main.py``.
+
+Importing torch and torchvision takes several seconds, so a splash screen goes up first (Qt
+alone loads in a fraction of a second) and says what is loading; the window replaces it once
+it exists.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QRect, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
+from PySide6.QtWidgets import QApplication, QSplashScreen
 
-from detr_core.live import warm_up
 
-from .main_window import MainWindow
+def make_splash() -> QSplashScreen:
+    """A plain splash (drawn, no image file) with room for a status line at the bottom."""
+    pixmap = QPixmap(460, 200)
+    pixmap.fill(QColor("#202124"))
+    painter = QPainter(pixmap)
+    painter.setPen(QColor("#f1f3f4"))
+    font = QFont()
+    font.setPointSize(20)
+    font.setBold(True)
+    painter.setFont(font)
+    painter.drawText(QRect(0, 40, 460, 50), Qt.AlignmentFlag.AlignCenter, "DETR Explorer")
+    font.setPointSize(10)
+    font.setBold(False)
+    painter.setFont(font)
+    painter.setPen(QColor("#9aa0a6"))
+    painter.drawText(QRect(0, 90, 460, 30), Qt.AlignmentFlag.AlignCenter,
+                     "End-to-End Object Detection with Transformers, to see and touch")
+    painter.end()
+    splash = QSplashScreen(pixmap)
+    splash.showMessage("Loading PyTorch…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
+                       QColor("#f1f3f4"))
+    return splash
 
 
 def run_app(paths: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("DETR Explorer")
     app.setOrganizationName("DETR Explorer")
+    splash = make_splash()
+    splash.show()
+    app.processEvents()
+
+    from detr_core.live import warm_up  # the slow imports: torch, torchvision
+
+    from .main_window import MainWindow
+
+    splash.showMessage("Opening the model…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
+                       QColor("#f1f3f4"))
+    app.processEvents()
     window = MainWindow()
     window.show()
+    splash.finish(window)
     # start the training processes' forkserver (it imports torch) once the first result is on
     # screen, so pressing Start later begins training at once
     window.resultShown.connect(lambda: QTimer.singleShot(500, warm_up), type=Qt.ConnectionType.SingleShotConnection)

@@ -324,3 +324,18 @@ def test_attention_grid_shows_kept_queries(window):
     assert len(window.grid.cells) == SMALL.num_queries
     window.queries.set_threshold(1.0)
     assert len(window.grid.cells) == 0
+
+
+def test_the_splash_shows_before_torch_is_imported():
+    """``run_app`` puts up its splash before the slow imports: the module it lives in must not
+    pull in torch (checked in a fresh interpreter)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
+            "from explorer.app import make_splash; s = make_splash(); s.show(); app.processEvents(); "
+            "print('torch' in sys.modules, s.message())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, check=True)
+    assert out.stdout.strip() == "False Loading PyTorch…"
