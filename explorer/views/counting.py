@@ -79,7 +79,7 @@ class CountingView(AnalysisView):
         self.query_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ff8a80", width=2),
                                           label="", labelOpts={"position": 0.85, "color": "#ff8a80"})
         self.ceiling = pg.InfiniteLine(angle=0, pen=pg.mkPen("#ff8a80", width=1, style=dash),
-                                       label="", labelOpts={"position": 0.08, "color": "#ff8a80"})
+                                       label="", labelOpts={"position": 0.55, "color": "#ff8a80"})  # clear of the legend
         for line in (self.diagonal, self.train_line, self.query_line, self.ceiling):
             plot.addItem(line)
         self.points = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(138, 180, 248, 110),

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
+    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
@@ -184,10 +185,11 @@ class SpecializationView(AnalysisView):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.currentCellChanged.connect(self._on_table_row)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.overview_widget)
-        right.addWidget(self.table)
-        right.setSizes([300, 300])
+        # the square and the table as tabs: each gets the full height of a short dock
+        right = QTabWidget()
+        right.addTab(self.overview_widget, "Mean centres")
+        right.addTab(self.table, "Per-slot summary")
+        self.side_tabs = right
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.grid)
         split.addWidget(right)
