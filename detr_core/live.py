@@ -31,8 +31,12 @@ Its messages are ``(kind, *payload)`` tuples of plain, picklable CPU data, and t
 ``detr_core.runs.RunJob`` (a queued comparison run) sends ``("event", Event)`` per trainer
 event and ends with ``("done", RunRecord)``.
 
-Commands to the child: pause, resume, step, stop, a new preview image, and attribute updates
-for a probe (``update_probe``). A probe is any picklable callable ``probe(trainer) -> result``;
+Commands to the child: pause, resume, step, stop, a new preview image, attribute updates for a
+probe (``update_probe``), and a thread count. Sessions that run at the same time share the CPU:
+each gets an equal part of :attr:`LiveSession.cpu_budget` threads, and a run that is left alone
+gets its threads back. (Two runs with two threads each on two cores ran 26 times slower than
+one, as their OpenMP threads spun against each other; with one thread each, both ran at 80%
+of the lone run's speed.) The child reports each change as ``("threads", n)``. A probe is any picklable callable ``probe(trainer) -> result``;
 it runs in the child between steps, so it may read the live model.
 """
 
@@ -73,6 +77,10 @@ class LiveJob:
     preview_every: float = 3.0
     start_paused: bool = False
     probes: list[tuple[str, Probe, int]] = field(default_factory=list)  # (name, probe, every_steps)
+
+    @property
+    def threads(self) -> int | None:
+        return self.train_config.threads
 
     def run(self, send: Callable[..., None], control: TrainControl,
             inbox: queue.SimpleQueue | None = None) -> TrainedState:
@@ -115,7 +123,9 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     def apply_commands() -> None:
         while inbox is not None and not inbox.empty():
             command, *args = inbox.get_nowait()
-            if command == "preview_image":
+            if command == "threads":
+                set_threads(args[0], send)
+            elif command == "preview_image":
                 job.preview_image = args[0]
             elif command == "probe" and args[0] in probes:
                 for key, value in args[1].items():
@@ -133,6 +143,7 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     pending: list[StepEvent] = []
     last_emit = last_preview = time.perf_counter()
     reason = "completed"
+    apply_commands()  # a thread count sent at start applies from the first step
     preview()
     for event in trainer.events():
         apply_commands()
@@ -168,6 +179,24 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
         reason=reason,
         elapsed=trainer.elapsed,
     )
+
+
+def set_threads(threads: int, send: Callable[..., None] | None = None) -> None:
+    """Set torch's intra-op threads; call it on the training thread (OpenMP's count is per
+    thread). Reports ``("threads", n)`` through ``send`` when it changes."""
+    threads = max(1, int(threads))
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        if send is not None:
+            send("threads", threads)
+
+
+def apply_thread_commands(inbox: queue.SimpleQueue | None, send: Callable[..., None]) -> None:
+    """For jobs that take no other commands: apply the latest thread counts in ``inbox``."""
+    while inbox is not None and not inbox.empty():
+        command, *args = inbox.get_nowait()
+        if command == "threads":
+            set_threads(args[0], send)
 
 
 def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> None:
@@ -258,6 +287,10 @@ class LiveSession:
     """The parent's handle on one training process. ``messages()`` is read by one thread (a
     GUI's reader thread); the control methods may be called from any thread and never block."""
 
+    cpu_budget: int = torch.get_num_threads()  # threads shared by the sessions that run at once
+    _running: list[LiveSession] = []
+    _running_lock = threading.Lock()
+
     def __init__(self, job: Any, nice: int = 0) -> None:
         self.job = job
         self.nice = nice
@@ -280,6 +313,18 @@ class LiveSession:
         self._events_send.close()  # the child holds its own copies; EOF when the child ends
         self._commands_recv.close()
         threading.Thread(target=self._forward_commands, name="detr-training-commands", daemon=True).start()
+        with LiveSession._running_lock:
+            LiveSession._running.append(self)
+        LiveSession.share_threads()
+
+    @classmethod
+    def share_threads(cls) -> None:
+        """Give each running session its part of :attr:`cpu_budget` (at most what it asked for)."""
+        with cls._running_lock:
+            running = list(cls._running)
+        for session in running:
+            wanted = getattr(session.job, "threads", None) or cls.cpu_budget
+            session.send("threads", max(1, min(wanted, cls.cpu_budget // len(running))))
 
     def _forward_commands(self) -> None:
         while True:
@@ -309,6 +354,10 @@ class LiveSession:
                 reported = True
             yield message
         self._events_recv.close()
+        with LiveSession._running_lock:
+            if self in LiveSession._running:
+                LiveSession._running.remove(self)
+        LiveSession.share_threads()
         self._outbox.put(None)
         if self.process is not None:
             self.process.join(10)

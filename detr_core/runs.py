@@ -34,6 +34,7 @@ from torchvision.ops import box_iou
 from .checkpoint import save_checkpoint
 from .config import DETRConfig, TrainConfig, to_dict
 from .evaluate import coco_evaluate, collect_predictions
+from .live import apply_thread_commands
 from .presets import apply_overrides, preset
 from .train import ErrorEvent, EvalEvent, Event, FinishedEvent, StepEvent, TrainControl, Trainer
 
@@ -505,6 +506,14 @@ class RunJob:
     spec: RunSpec
     store_root: str
 
+    @property
+    def threads(self) -> int | None:
+        return self.spec.configs()[1].threads
+
     def run(self, send: Callable[..., None], control: TrainControl, inbox: Any = None) -> RunRecord:
-        return execute_run(self.spec, RunStore(self.store_root), on_event=lambda e: send("event", e),
-                           control=control)
+        def on_event(event: Event) -> None:
+            apply_thread_commands(inbox, send)  # on the training thread, between steps
+            send("event", event)
+
+        apply_thread_commands(inbox, send)
+        return execute_run(self.spec, RunStore(self.store_root), on_event=on_event, control=control)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from detr_core.config import DETRConfig, TrainConfig
+from detr_core.live import LiveSession
 from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train import EvalEvent, StepEvent
 
@@ -215,6 +216,7 @@ class TrainingPanel(QWidget):
         self.worker: TrainingWorker | None = None
         self.preview_image: np.ndarray | None = None
         self._last_step: StepEvent | None = None
+        self._shared = ""  # how the CPU is shared with another run, for the progress text
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla"])
@@ -374,8 +376,10 @@ class TrainingPanel(QWidget):
             return False
         self.plots.reset()
         self._last_step = None
+        self._shared = ""
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self)
         worker.trainingStarted.connect(self._on_training_started)
+        worker.threadsChanged.connect(self._on_threads)
         worker.progress.connect(self._on_progress)
         worker.evaluated.connect(self.plots.add_eval)
         worker.preview.connect(self._on_preview)
@@ -417,6 +421,10 @@ class TrainingPanel(QWidget):
             return self.worker.wait(5000)
         return True
 
+    def _on_threads(self, threads: int) -> None:
+        shared = threads < LiveSession.cpu_budget
+        self._shared = f" · sharing the CPU ({threads} thread{'s' if threads > 1 else ''})" if shared else ""
+
     def _on_training_started(self, info: dict) -> None:
         if self._last_step is None:
             self.progress_label.setText(
@@ -432,7 +440,8 @@ class TrainingPanel(QWidget):
             remaining = e.elapsed / e.progress * (1 - e.progress)
             left = f" · {int(remaining // 60)}:{int(remaining % 60):02d} left"
         paused = " · paused" if self.worker is not None and self.worker.paused else ""
-        text = f"step {e.step} · loss {e.losses['loss']:.3f} · {e.images_per_sec:.0f} img/s{left}{paused}"
+        text = (f"step {e.step} · loss {e.losses['loss']:.3f} · {e.images_per_sec:.0f} img/s{left}"
+                f"{self._shared}{paused}")
         self.progress_label.setText(text)
         self.status.emit(f"Training: {text}")
 

@@ -49,6 +49,7 @@ class TrainingWorker(QThread):
     failed = Signal(str)
     trained = Signal(object)  # TrainedModel, once, when the run ends for any reason
     probed = Signal(str, object)  # (probe name, its result), see add_probe
+    threadsChanged = Signal(int)  # the run's CPU threads (fewer while another run trains too)
 
     def __init__(
         self,
@@ -118,6 +119,8 @@ class TrainingWorker(QThread):
             self.evaluated.emit(payload[0])
         elif kind == "failed":
             self.failed.emit(payload[0])
+        elif kind == "threads":
+            self.threadsChanged.emit(payload[0])
         elif kind == "started":
             self.info = payload[0]
             self.trainingStarted.emit(payload[0])

@@ -160,3 +160,36 @@ def test_unknown_commands_are_ignored():
     sent: list[tuple] = []
     LiveJob(SMALL, replace(TRAIN, steps=1)).run(lambda *m: sent.append(m), TrainControl(), inbox)
     assert [e.step for e in _steps(sent)] == [1]
+
+
+def test_runs_at_the_same_time_share_the_threads(monkeypatch):
+    """A second session halves the first one's threads before either oversubscribes the CPU,
+    starts with its share from its first step, and hands the threads back when it ends."""
+    import threading
+    import time
+
+    monkeypatch.setattr(LiveSession, "cpu_budget", 2)
+    first = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=None)))
+    first.start()
+    seen: list[tuple] = []
+    reader = threading.Thread(target=lambda: seen.extend(first.messages()))
+    reader.start()
+    try:
+        deadline = time.time() + 60
+        while not _steps(list(seen)) and time.time() < deadline:
+            time.sleep(0.05)
+        mark = len(seen)
+        second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=3, threads=None)))
+        second.start()
+        messages = _collect(second)
+        assert ("threads", 1) in messages
+        assert messages.index(("threads", 1)) < next(i for i, m in enumerate(messages) if m[0] == "progress")
+        deadline = time.time() + 30
+        while ("threads", 2) not in seen[mark:] and time.time() < deadline:
+            time.sleep(0.05)
+        later = [m for m in seen[mark:] if m[0] == "threads"]
+        assert later == [("threads", 1), ("threads", 2)]  # shared, then given back
+    finally:
+        first.stop()
+        reader.join(30)
+    assert seen[-1][0] == "done" and not LiveSession._running
