@@ -17,9 +17,10 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -91,12 +92,19 @@ def save_checkpoint(
         "step": int(step),
         "extra": extra or {},
     }
+    return write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """``write(f)`` into a temporary file next to ``path``, then rename it over ``path``: a
+    reader never sees a half-written file, and a failed write leaves the old one in place."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

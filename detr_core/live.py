@@ -113,8 +113,6 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     """Train ``job``, reporting through ``send(kind, *payload)``; return the final state. Runs in
     the child process (and can run in a plain thread). Commands other than pause, resume, step
     and stop arrive in ``inbox`` and are applied between steps."""
-    threads = job.train_config.threads
-    torch.set_num_threads(threads or max(1, torch.get_num_threads()))
     probes = {name: probe for name, probe, _ in job.probes}
     trainer = Trainer(job.model_config, job.train_config, control=control)
     send("started", {"parameters": sum(p.numel() for p in trainer.model.parameters()),

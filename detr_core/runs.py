@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,7 +29,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-from .checkpoint import save_checkpoint
+from .checkpoint import save_checkpoint, write_atomically
 from .config import DETRConfig, TrainConfig, to_dict
 from .evaluate import coco_evaluate, collect_predictions
 from .live import apply_thread_commands
@@ -329,18 +327,8 @@ class RunStore:
         """Write the record (atomically); gives it an id first if it has none."""
         if not record.run_id:
             record.run_id = self.new_id(record.name)
-        folder = self.folder(record.run_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / self.RECORD
-        fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(record.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(self.folder(record.run_id) / self.RECORD,
+                                lambda f: f.write(record.to_json().encode("utf-8")))
 
     def load(self, run_id: str) -> RunRecord:
         """Read one run; ValueError if it is missing or unreadable."""

@@ -10,6 +10,15 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture
+def one_thread():
+    """For modules that mark themselves with it: one torch thread (the machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_config():
     from detr_core.config import DETRConfig
 

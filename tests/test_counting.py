@@ -24,12 +24,7 @@ from detr_core.detr import DETR
 NAMES = ["rectangle", "ellipse", "triangle"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: stay modest
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: the machine is shared, stay modest
 
 
 @pytest.fixture(scope="module")

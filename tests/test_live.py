@@ -106,11 +106,7 @@ def test_a_non_finite_loss_is_reported_and_the_run_still_hands_back_its_weights(
 def test_a_killed_child_becomes_a_failure_message():
     session = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000)))
     session.start()
-    messages = []
-    for message in session.messages():
-        messages.append(message)
-        if message[0] == "progress":
-            session.kill()
+    messages = _collect(session, lambda m: m[0] == "progress" and session.kill())
     assert messages[-1][0] == "failed" and "killed by signal" in messages[-1][1]
     assert not session.finished and not session.alive
 
@@ -120,11 +116,8 @@ def test_the_child_stops_when_the_parent_stops_listening():
     cleanly with its weights."""
     session = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000)))
     session.start()
-    messages = []
-    for message in session.messages():
-        messages.append(message)
-        if message[0] == "progress":
-            session._outbox.put(None)  # the command forwarder closes its end of the pipe
+    # on the first progress the command forwarder closes its end of the pipe
+    messages = _collect(session, lambda m: m[0] == "progress" and session._outbox.put(None))
     assert messages[-1][0] == "done" and messages[-1][1].reason == "stopped"
     assert session.exitcode == 0
 

@@ -299,7 +299,7 @@ class RunsView(AnalysisView):
         self._refresh_table()
         self._replot()
 
-    def _execute(self, ctx: JobContext, spec: RunSpec, control: LiveSession) -> RunRecord:
+    def _execute(self, ctx: JobContext, spec: RunSpec, session: LiveSession) -> RunRecord:
         """On the run thread: start the run's training process and forward its events, throttled,
         as signals; return its record."""
         batch: list[tuple[int, float, dict[str, float]]] = []
@@ -315,7 +315,7 @@ class RunsView(AnalysisView):
         def on_event(event: Event) -> None:
             nonlocal last, progress
             if ctx.cancelled:
-                control.stop()
+                session.stop()
                 return
             if isinstance(event, StepEvent):
                 losses = {k: event.losses[k] for k in LOSS_KEYS if k in event.losses}
@@ -332,16 +332,16 @@ class RunsView(AnalysisView):
                     try:
                         ctx.progress(round(event.progress * 1000), 1000, text)
                     except Cancelled:
-                        control.stop()
+                        session.stop()
             elif isinstance(event, EvalEvent):
                 flush()
                 self._signals.evaluated.emit({"step": event.step, "elapsed": event.elapsed, **event.metrics})
             else:  # an error or the end: show the last steps now
                 flush()
 
-        control.start()
+        session.start()
         record: RunRecord | None = None
-        for kind, *payload in control.messages():
+        for kind, *payload in session.messages():
             if kind == "event":
                 on_event(payload[0])
             elif kind == "done":
