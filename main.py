@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from detr_core.checkpoint import save_checkpoint
     from detr_core.presets import apply_overrides, preset
-    from detr_core.train import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, Trainer
+    from detr_core.train.trainer import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, Trainer
 
     try:
         model_cfg, train_cfg = preset(args.preset)
@@ -162,8 +162,8 @@ def _load(path: Path):  # noqa: ANN202
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from detr_core.analysis.evaluate import evaluate_model, heldout_split
     from detr_core.config import ToyDataConfig
-    from detr_core.evaluate import evaluate_model, heldout_split
 
     model, ckpt = _load(args.checkpoint)
     data = ckpt.train_config.data if ckpt.train_config is not None else ToyDataConfig()
@@ -185,8 +185,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from detr_core.images import ImageLoadError, load_image
-    from detr_core.inspect import run_inference
+    from detr_core.analysis.capture import run_inference
+    from detr_core.data.images import ImageLoadError, load_image
 
     try:
         image = load_image(args.image)

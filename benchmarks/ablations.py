@@ -7,7 +7,7 @@ Runs, one after another: ``baseline`` (the base preset), ``one-query`` (num_quer
 self-attention removed) and ``no-aux-loss`` (auxiliary decoding losses off). Each trains for
 ``--seconds`` of training time (evaluation not counted), is evaluated on the held-out toy split
 every ``--every`` seconds, and ends with AP, AP50 and the duplicate rate (duplicate pairs per
-kept prediction: same class, IoU > 0.7, score >= 0.5; see ``detr_core.runs.duplicate_rate``).
+kept prediction: same class, IoU > 0.7, score >= 0.5; see ``detr_core.analysis.duplicates.duplicate_rate``).
 
 Prints one JSON line per run (name, AP, AP50, AP75, duplicate_rate, steps, seconds,
 seconds_to_AP50_<level>, the AP50 curve as [seconds, AP50] pairs, ...), then a summary line with
@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 
-from detr_core.runs import ABLATIONS, RunRecord, RunStore, ablation_specs, execute_run
-from detr_core.train import ErrorEvent, EvalEvent, Event
+from detr_core.train.ablations import ABLATIONS, ablation_specs
+from detr_core.train.run_store import RunRecord, RunStore
+from detr_core.train.runs import execute_run
+from detr_core.train.trainer import ErrorEvent, EvalEvent, Event
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

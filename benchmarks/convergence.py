@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from detr_core.evaluate import evaluate_model, heldout_split
+from detr_core.analysis.evaluate import evaluate_model, heldout_split
 from detr_core.presets import apply_overrides, preset
-from detr_core.train import ErrorEvent, StepEvent, Trainer
+from detr_core.train.trainer import ErrorEvent, StepEvent, Trainer
 
 
 def run(args: argparse.Namespace) -> dict:

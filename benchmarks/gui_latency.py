@@ -101,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     app = QApplication.instance() or QApplication([])
+    from detr_core.analysis.capture import run_inference
     from detr_core.checkpoint import load_model
     from detr_core.data import ToyShapes
-    from detr_core.inspect import run_inference
     from detr_core.presets import preset
     from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
 
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         if running and panel.worker is not None:
             panel.worker.progress.connect(on_progress)
 
-    from detr_core.live import warm_up
+    from detr_core.train.live import warm_up
 
     warm_up(wait=True)  # the app starts the training forkserver once the first result is shown
     panel.running.connect(on_started)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "import json, sys, time, torch\n"
         f"torch.set_num_threads({args.threads})\n"
         "from detr_core.presets import apply_overrides, preset\n"
-        "from detr_core.train import StepEvent, Trainer\n"
+        "from detr_core.train.trainer import StepEvent, Trainer\n"
         f"m, t = apply_overrides(*preset('fast'), ['seed={train_cfg.seed}', 'eval_every=0', 'max_seconds=none', "
         f"'steps=1000000', 'bf16={'on' if train_cfg.bf16 else 'off'}'])\n"
         "trainer = Trainer(m, t); rates = []\n"

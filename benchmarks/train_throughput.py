@@ -23,7 +23,7 @@ import torch
 
 from detr_core.data import ToyShapes
 from detr_core.presets import apply_overrides, cpu_has_fast_bf16, preset
-from detr_core.train import Trainer
+from detr_core.train.trainer import Trainer
 
 
 def measure(preset_name: str, overrides: list[str], seconds: float, threads: int) -> dict:

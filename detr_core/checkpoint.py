@@ -25,9 +25,9 @@ from typing import Any, BinaryIO
 import torch
 from torch import nn
 
-from .coco_names import COCO_CLASS_NAMES
-from .config import DETRConfig, TrainConfig, config_from_dict, to_dict
-from .detr import DETR
+from detr_core.config import DETRConfig, TrainConfig, config_from_dict, to_dict
+from detr_core.data.coco_names import COCO_CLASS_NAMES
+from detr_core.model.detr import DETR
 
 FORMAT = "detr-explorer-checkpoint"
 FORMAT_VERSION = 1

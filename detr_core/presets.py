@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
+from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
 
 # The scaled-down detector both toy presets train: a small conv net at stride 16 (an 8x8 grid on
 # 128 px images), one encoder layer, four decoder layers, d_model 64, 20 queries.

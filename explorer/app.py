@@ -47,7 +47,7 @@ def run_app(paths: list[str] | None = None) -> int:
     splash.show()
     app.processEvents()
 
-    from detr_core.live import warm_up  # the slow imports: torch, torchvision
+    from detr_core.train.live import warm_up  # the slow imports: torch, torchvision
 
     from .main_window import MainWindow
 

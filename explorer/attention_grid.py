@@ -11,10 +11,10 @@ from PySide6.QtCore import QRectF, Signal
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
-from detr_core.inspect import InferenceResult
+from detr_core.analysis.capture import InferenceResult
+from detr_core.analysis.heatmaps import cross_attention_map
 
 from .colors import query_color
-from .heatmaps import cross_attention_map
 
 
 class AttentionGrid(QWidget):

@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
+from detr_core.analysis.capture import InferenceResult, run_inference
+from detr_core.analysis.heatmaps import cross_attention_map, encoder_attention_map
 from detr_core.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -30,19 +32,17 @@ from detr_core.checkpoint import (
 )
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data import ToyShapes
-from detr_core.detr import DETR
+from detr_core.data.images import load_image
 from detr_core.device import device_summary
-from detr_core.images import load_image
-from detr_core.inspect import InferenceResult, run_inference
+from detr_core.model.detr import DETR
 from detr_core.presets import preset
 
-from .stable_label import StableLabel
 from .attention_grid import AttentionGrid
 from .attention_panel import MODE_CROSS, MODE_ENCODER, AttentionPanel
 from .canvas import ImageCanvas
 from .colors import query_color
-from .heatmaps import cross_attention_map, encoder_attention_map
 from .query_panel import QueryPanel
+from .stable_label import StableLabel
 from .tasks import TaskRunner
 from .training_panel import TrainingPanel
 from .training_worker import TrainedModel

@@ -25,9 +25,9 @@ from PySide6.QtWidgets import (
 )
 
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.live import LiveSession
 from detr_core.presets import PRESETS, apply_overrides, preset
-from detr_core.train import EvalEvent, StepEvent
+from detr_core.train.live import LiveSession
+from detr_core.train.trainer import EvalEvent, StepEvent
 
 from .stable_label import StableLabel
 from .training_worker import TrainedModel, TrainingWorker

@@ -1,4 +1,4 @@
-"""Training in a child process (:mod:`detr_core.live`), followed by a reader thread that turns
+"""Training in a child process (:mod:`detr_core.train.live`), followed by a reader thread that turns
 the child's messages into signals. Only signals leave this object, carrying detached CPU data
 (step events, inference results, the finished model)."""
 
@@ -11,9 +11,9 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.detr import DETR
-from detr_core.live import LiveJob, LiveSession, Probe, TrainedState
-from detr_core.train import History
+from detr_core.model.detr import DETR
+from detr_core.train.live import LiveJob, LiveSession, Probe, TrainedState
+from detr_core.train.trainer import History
 
 # The training process runs at a lower priority than the window. When the window needs the CPU
 # (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.

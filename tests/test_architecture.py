@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from detr_core.config import DETRConfig
-from detr_core.detr import DETR
-from detr_core.nested_tensor import nested_tensor_from_tensor_list
-from detr_core.transformer import (
+from detr_core.model.detr import DETR
+from detr_core.model.nested_tensor import nested_tensor_from_tensor_list
+from detr_core.model.transformer import (
     MultiheadAttention,
     TransformerDecoderLayer,
     TransformerEncoderLayer,
@@ -81,7 +81,7 @@ def test_padded_batch_matches_single_images(tiny_config):
 
 
 def test_transformer_ignores_padded_tokens_exactly(tiny_config):
-    from detr_core.position_encoding import PositionEmbeddingSine
+    from detr_core.model.position_encoding import PositionEmbeddingSine
 
     model = DETR(tiny_config).eval()
     d = tiny_config.d_model
@@ -219,7 +219,7 @@ def test_no_decoder_self_attention_ablation(tiny_config):
 
 def test_frozen_batchnorm_folding_is_exact():
     """ResNet convs fold their frozen BatchNorm; the result equals conv then BN."""
-    from detr_core.backbone import FoldedConv2d, FrozenBatchNorm2d
+    from detr_core.model.backbone import FoldedConv2d, FrozenBatchNorm2d
 
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)

@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 from torchvision.ops import box_iou
 
+from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import load_model
 from detr_core.data import ToyShapes
-from detr_core.inspect import run_inference
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_shapes.pt"
 

@@ -11,7 +11,7 @@ from detr_core.checkpoint import (
     save_checkpoint,
 )
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.detr import DETR
+from detr_core.model.detr import DETR
 
 
 def _model(tiny_config):

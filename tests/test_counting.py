@@ -9,8 +9,7 @@ import json
 import pytest
 import torch
 
-from detr_core.config import DETRConfig, ToyDataConfig
-from detr_core.counting import (
+from detr_core.analysis.counting import (
     CountingResult,
     CountRow,
     correct_detections,
@@ -18,8 +17,9 @@ from detr_core.counting import (
     crowded_config,
     draw_count,
 )
+from detr_core.config import DETRConfig, ToyDataConfig
 from detr_core.data.toy import ToyShapes
-from detr_core.detr import DETR
+from detr_core.model.detr import DETR
 
 NAMES = ["rectangle", "ellipse", "triangle"]
 

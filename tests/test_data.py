@@ -4,7 +4,7 @@ import torch
 
 from detr_core.config import ToyDataConfig
 from detr_core.data import ToyShapes
-from detr_core.images import to_uint8
+from detr_core.data.images import to_uint8
 
 
 def test_deterministic_under_a_seed():

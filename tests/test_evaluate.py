@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from detr_core.evaluate import coco_evaluate
+from detr_core.analysis.evaluate import coco_evaluate
 
 NAMES = ["rectangle", "ellipse", "triangle"]
 

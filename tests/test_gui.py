@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from detr_core.checkpoint import save_checkpoint
 from detr_core.config import DETRConfig
-from detr_core.detr import DETR
+from detr_core.model.detr import DETR
 from explorer.attention_panel import MODE_CROSS, MODE_ENCODER
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
 
@@ -132,7 +132,7 @@ def test_layer_and_head_change_the_heatmap(window):
     after_head = _heat(window)
     assert not np.allclose(after_layer, after_head)
     # the drawn map is this query's attention in that layer and head
-    from explorer.heatmaps import cross_attention_map
+    from detr_core.analysis.heatmaps import cross_attention_map
 
     expected = cross_attention_map(window.result, window.selected, 0, 1, smooth=True)
     np.testing.assert_allclose(after_head, expected / expected.max(), rtol=1e-5, atol=1e-6)
@@ -175,7 +175,7 @@ def test_clicking_a_point_shows_encoder_self_attention(window):
     assert window.canvas.heat_item.isVisible()
     assert window.encoder_point == (40.0, 90.0)
     maps = window.result.encoder_attention_at(40.0, 90.0)
-    from explorer.heatmaps import encoder_attention_map
+    from detr_core.analysis.heatmaps import encoder_attention_map
 
     expected = encoder_attention_map(maps, window.result, window.attention.layer_index, None)
     np.testing.assert_allclose(_heat(window), expected / expected.max(), rtol=1e-5, atol=1e-6)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from detr_core.analysis.capture import run_inference
 from detr_core.data import ToyShapes
-from detr_core.detr import DETR
-from detr_core.inspect import run_inference
+from detr_core.model.detr import DETR
 
 
 @pytest.fixture(params=["learned", "anchor"])

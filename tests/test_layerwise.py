@@ -9,12 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from detr_core.analysis.capture import run_inference
+from detr_core.analysis.evaluate import coco_evaluate, collect_predictions, heldout_split
+from detr_core.analysis.layerwise import (
+    LayerAP,
+    collect_layer_predictions,
+    layerwise_ap,
+    nms_predictions,
+)
 from detr_core.config import DETRConfig, ToyDataConfig
 from detr_core.data.toy import ToyShapes
-from detr_core.detr import DETR
-from detr_core.evaluate import coco_evaluate, collect_predictions, heldout_split
-from detr_core.inspect import run_inference
-from detr_core.layerwise import LayerAP, collect_layer_predictions, layerwise_ap, nms_predictions
+from detr_core.model.detr import DETR
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=3, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,

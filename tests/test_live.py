@@ -1,4 +1,4 @@
-"""Training in a child process (detr_core.live): the same weights as in-process training, the
+"""Training in a child process (detr_core.train.live): the same weights as in-process training, the
 controls work across the process boundary, and a dead or orphaned child is handled."""
 
 import queue
@@ -7,16 +7,16 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
-from detr_core.detr import DETR
-from detr_core.live import LiveJob, LiveSession, TrainedState
-from detr_core.matching_inspect import (
+from detr_core.analysis.matching import (
     MatchingProbe,
     MatchingSnapshot,
     StabilityPoint,
     StabilityProbe,
 )
-from detr_core.train import StepEvent, TrainControl
+from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
+from detr_core.model.detr import DETR
+from detr_core.train.live import LiveJob, LiveSession, TrainedState
+from detr_core.train.trainer import StepEvent, TrainControl
 
 SMALL = DETRConfig(
     backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
 from detr_core.config import LossConfig
-from detr_core.losses import SetCriterion
+from detr_core.model.losses import SetCriterion
 
 
 def _outputs(b, q, c, layers=1, seed=0):
@@ -98,7 +98,7 @@ def test_perfect_predictions_have_zero_box_loss(tiny_config):
 
 
 def test_focal_and_denoising_parts(tiny_config):
-    from detr_core.detr import DETR
+    from detr_core.model.detr import DETR
 
     cfg = replace(tiny_config, query_type="anchor", dn_groups=3, num_query_groups=2, classifier="focal")
     model = DETR(cfg).train()

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detr_core.matcher import HungarianMatcher
+from detr_core.model.matcher import HungarianMatcher
 
 
 def _random_case(seed, n_queries, n_targets, num_classes=4):

@@ -11,11 +11,16 @@ import pytest
 import torch
 from PySide6.QtCore import QPointF
 
+from detr_core.analysis.matching import (
+    COST_PARTS,
+    MatchingStability,
+    match_sample,
+    match_toy_sample,
+)
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
 from detr_core.data.toy import ToyShapes
-from detr_core.detr import DETR
-from detr_core.matcher import HungarianMatcher
-from detr_core.matching_inspect import COST_PARTS, MatchingStability, match_sample, match_toy_sample
+from detr_core.model.detr import DETR
+from detr_core.model.matcher import HungarianMatcher
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
@@ -306,7 +311,7 @@ def test_follows_a_paused_training_run_step_by_step(qtbot, view):
 def test_export_png_and_data(qtbot, view, model, tmp_path):
     assert view.export_data() is None
     snap = _show_static(qtbot, view, model)
-    from detr_core.matching_inspect import StabilityPoint
+    from detr_core.analysis.matching import StabilityPoint
 
     view.add_stability(StabilityPoint(1, math.nan, 0, 10))
     view.add_stability(StabilityPoint(5, 0.3, 3, 10))

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from detr_core.position_encoding import PositionEmbeddingSine
+from detr_core.model.position_encoding import PositionEmbeddingSine
 
 
 def test_shape_and_range():

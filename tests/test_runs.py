@@ -12,19 +12,13 @@ import torch
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
 
+from detr_core.analysis.duplicates import duplicate_rate, duplicate_stats
 from detr_core.checkpoint import load_model
 from detr_core.presets import preset
-from detr_core.runs import (
-    ABLATIONS,
-    RunRecord,
-    RunSpec,
-    RunStore,
-    ablation_specs,
-    duplicate_rate,
-    duplicate_stats,
-    execute_run,
-)
-from detr_core.train import EvalEvent, FinishedEvent, StepEvent, TrainControl
+from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
+from detr_core.train.run_store import RunRecord, RunStore
+from detr_core.train.runs import execute_run
+from detr_core.train.trainer import EvalEvent, FinishedEvent, StepEvent, TrainControl
 from explorer.views.runs import RunsView
 
 TINY = ["d_model=32", "dim_feedforward=64", "num_encoder_layers=1", "num_decoder_layers=2", "tiny_width=8",

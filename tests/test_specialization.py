@@ -10,11 +10,8 @@ import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
 
-from detr_core.config import DETRConfig, ToyDataConfig
-from detr_core.detr import DETR
-from detr_core.evaluate import heldout_split
-from detr_core.postprocess import class_probabilities
-from detr_core.specialization import (
+from detr_core.analysis.evaluate import heldout_split
+from detr_core.analysis.specialization import (
     LARGE_SIDE,
     BoxSize,
     SlotPredictions,
@@ -23,6 +20,9 @@ from detr_core.specialization import (
     size_category,
     slot_summaries,
 )
+from detr_core.config import DETRConfig, ToyDataConfig
+from detr_core.model.detr import DETR
+from detr_core.model.postprocess import class_probabilities
 
 NAMES = ["rectangle", "ellipse", "triangle"]
 

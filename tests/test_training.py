@@ -8,7 +8,14 @@ import torch
 from torchvision.ops import box_convert, box_iou
 
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
-from detr_core.train import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, TrainControl, Trainer
+from detr_core.train.trainer import (
+    ErrorEvent,
+    EvalEvent,
+    FinishedEvent,
+    StepEvent,
+    TrainControl,
+    Trainer,
+)
 
 SMALL = DETRConfig(
     backbone="tiny", tiny_width=16, tiny_stride=16, d_model=64, nheads=4, num_encoder_layers=1,

@@ -1,5 +1,5 @@
 """Datasets: the seeded toy-shapes generator and batching helpers."""
 
-from .toy import HELDOUT_SEED, ToySample, ToyShapes, collate
+from detr_core.data.toy import HELDOUT_SEED, ToySample, ToyShapes, collate
 
 __all__ = ["HELDOUT_SEED", "ToySample", "ToyShapes", "collate"]

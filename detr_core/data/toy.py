@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ToyDataConfig
-from ..images import to_tensor
+from detr_core.config import ToyDataConfig
+from detr_core.data.images import to_tensor
 
 HELDOUT_SEED = 20201  # the fixed held-out split every evaluation uses
 

@@ -11,8 +11,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
 from torch import nn
 
+from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_objects
 from detr_core.config import ToyDataConfig
-from detr_core.counting import MATCH_IOU, CountingResult, count_objects
 
 from .base import AnalysisView, JobContext
 

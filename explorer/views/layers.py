@@ -28,10 +28,10 @@ from PySide6.QtWidgets import (
 from torch import nn
 from torchvision.ops import box_iou
 
+from detr_core.analysis.capture import InferenceResult, run_inference
+from detr_core.analysis.evaluate import heldout_split
+from detr_core.analysis.layerwise import LayerAP, layerwise_ap
 from detr_core.config import ToyDataConfig
-from detr_core.evaluate import heldout_split
-from detr_core.inspect import InferenceResult, run_inference
-from detr_core.layerwise import LayerAP, layerwise_ap
 
 from ..canvas import ImageCanvas
 from .base import AnalysisView, JobContext

@@ -35,10 +35,7 @@ from PySide6.QtWidgets import (
 )
 from torch import nn
 
-from detr_core.config import LossConfig, TrainConfig
-from detr_core.data.toy import ToyShapes
-from detr_core.matcher import HungarianMatcher
-from detr_core.matching_inspect import (
+from detr_core.analysis.matching import (
     COST_PART_NAMES,
     COST_PARTS,
     MatchingProbe,
@@ -46,7 +43,12 @@ from detr_core.matching_inspect import (
     StabilityPoint,
     StabilityProbe,
     match_toy_sample,
+    matcher_for,
+    training_stream,
 )
+from detr_core.config import LossConfig, TrainConfig
+from detr_core.data.toy import ToyShapes
+from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
@@ -56,19 +58,6 @@ MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
 GT_COLOR = QColor("#ffffff")
 REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
-
-
-def matcher_for(model: nn.Module, loss_config: LossConfig | None) -> HungarianMatcher:
-    """The matcher training uses for this model and loss configuration."""
-    lc = loss_config or LossConfig()
-    return HungarianMatcher(lc.cost_class, lc.cost_bbox, lc.cost_giou, model.config.classifier,  # type: ignore[attr-defined]
-                            lc.focal_alpha, lc.focal_gamma)
-
-
-def training_stream(train_config: TrainConfig) -> ToyShapes:
-    """The toy stream a run with ``train_config`` trains on: sample ``i`` here is the sample
-    ``i`` the trainer saw (and the index the probes use while following that run)."""
-    return ToyShapes(train_config.data, seed=train_config.seed, split="train")
 
 
 def _match_job(ctx: JobContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,

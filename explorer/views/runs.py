@@ -5,7 +5,7 @@ budget); they train one at a time on a background thread, with the current run's
 progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
 table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
 overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
-Runs live in a :class:`~detr_core.runs.RunStore` folder and are reloaded when the view is made.
+Runs live in a :class:`~detr_core.train.run_store.RunStore` folder and are reloaded when the view is made.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_core.live import LiveSession
 from detr_core.presets import PRESETS
-from detr_core.runs import ABLATIONS, RunJob, RunRecord, RunSpec, RunStore, ablation_specs
-from detr_core.train import EvalEvent, Event, StepEvent
+from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
+from detr_core.train.live import LiveSession
+from detr_core.train.run_store import RunRecord, RunStore
+from detr_core.train.runs import RunJob
+from detr_core.train.trainer import EvalEvent, Event, StepEvent
 
 from ..training_worker import TRAINING_NICENESS
 from .base import AnalysisView, Cancelled, JobContext

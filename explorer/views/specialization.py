@@ -24,16 +24,15 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSpinBox,
     QSplitter,
-    QTabWidget,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QWidget,
 )
 from torch import nn
 
-from detr_core.config import ToyDataConfig
-from detr_core.evaluate import heldout_split
-from detr_core.specialization import (
+from detr_core.analysis.evaluate import heldout_split
+from detr_core.analysis.specialization import (
     LARGE_SIDE,
     BoxSize,
     ImageBatches,
@@ -42,6 +41,7 @@ from detr_core.specialization import (
     collect_slot_predictions,
     slot_summaries,
 )
+from detr_core.config import ToyDataConfig
 
 from ..colors import query_color
 from .base import AnalysisView, JobContext

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import DETRConfig, TrainConfig
-from .data.toy import ToyShapes
-from .detr import DETR
-from .device import pick_device
-from .evaluate import evaluate_model, heldout_split
-from .losses import SetCriterion
+from detr_core.analysis.evaluate import evaluate_model, heldout_split
+from detr_core.config import DETRConfig, TrainConfig
+from detr_core.data.toy import ToyShapes
+from detr_core.device import pick_device
+from detr_core.model.detr import DETR
+from detr_core.model.losses import SetCriterion
 
 
 @dataclass

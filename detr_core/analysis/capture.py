@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .box_ops import normalized_cxcywh_to_pixel_xyxy
-from .detr import DETR
-from .images import prepare
-from .postprocess import class_probabilities, scores_and_labels
-from .transformer import attention_weights
+from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.data.images import prepare
+from detr_core.model.detr import DETR
+from detr_core.model.postprocess import class_probabilities, scores_and_labels
+from detr_core.model.transformer import attention_weights
 
 
 @dataclass

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .box_ops import normalized_cxcywh_to_pixel_xyxy
-from .data.toy import ToyShapes
-from .images import to_uint8
-from .matcher import HungarianMatcher
-from .postprocess import class_probabilities, scores_and_labels
+from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.config import LossConfig, TrainConfig
+from detr_core.data.images import to_uint8
+from detr_core.data.toy import ToyShapes
+from detr_core.model.matcher import HungarianMatcher
+from detr_core.model.postprocess import class_probabilities, scores_and_labels
 
 # Keys of HungarianMatcher.cost_parts, and the names people know them by.
 COST_PARTS: tuple[str, ...] = ("total", "class", "bbox", "giou")
@@ -240,7 +241,7 @@ class MatchingStability:
 
 
 class MatchingProbe:
-    """A training probe (see :mod:`detr_core.live`): match one sample of the training stream with
+    """A training probe (see :mod:`detr_core.train.live`): match one sample of the training stream with
     the live model. Picklable; ``sample_index`` and ``active`` can be changed while it runs."""
 
     def __init__(self, sample_index: int = 0) -> None:
@@ -272,3 +273,16 @@ class StabilityProbe:
             return None  # the final call repeats the last step: nothing changed
         self.stability.check(trainer.model, trainer.criterion.matcher, trainer.step)
         return self.stability.history[-1]
+
+
+def matcher_for(model: nn.Module, loss_config: LossConfig | None) -> HungarianMatcher:
+    """The matcher training uses for this model and loss configuration."""
+    lc = loss_config or LossConfig()
+    return HungarianMatcher(lc.cost_class, lc.cost_bbox, lc.cost_giou, model.config.classifier,  # type: ignore[attr-defined]
+                            lc.focal_alpha, lc.focal_gamma)
+
+
+def training_stream(train_config: TrainConfig) -> ToyShapes:
+    """The toy stream a run with ``train_config`` trains on: sample ``i`` here is the sample
+    ``i`` the trainer saw (and the index the probes use while following that run)."""
+    return ToyShapes(train_config.data, seed=train_config.seed, split="train")

@@ -16,10 +16,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
-from .box_ops import normalized_cxcywh_to_pixel_xyxy
-from .config import ToyDataConfig
-from .data.toy import HELDOUT_SEED, ToyShapes
-from .postprocess import detections
+from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.config import ToyDataConfig
+from detr_core.data.toy import HELDOUT_SEED, ToyShapes
+from detr_core.model.postprocess import detections
 
 
 def coco_evaluate(

@@ -19,11 +19,11 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from .box_ops import cxcywh_to_xyxy
-from .config import ToyDataConfig
-from .data.toy import ToySample, ToyShapes
-from .images import to_tensor
-from .postprocess import class_probabilities, scores_and_labels
+from detr_core.box_ops import cxcywh_to_xyxy
+from detr_core.config import ToyDataConfig
+from detr_core.data.images import to_tensor
+from detr_core.data.toy import ToySample, ToyShapes
+from detr_core.model.postprocess import class_probabilities, scores_and_labels
 
 # Objects per image area that a crowded image aims at: n objects of side s with n * s^2 <= 0.4
 # still leave the random placement room to put every one of them down.

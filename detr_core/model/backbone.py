@@ -15,9 +15,9 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 
-from .config import DETRConfig
-from .nested_tensor import NestedTensor
-from .position_encoding import PositionEmbeddingSine
+from detr_core.config import DETRConfig
+from detr_core.model.nested_tensor import NestedTensor
+from detr_core.model.position_encoding import PositionEmbeddingSine
 
 log = logging.getLogger(__name__)
 

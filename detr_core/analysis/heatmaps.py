@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detr_core.inspect import InferenceResult
+from detr_core.analysis.capture import InferenceResult
 
 MAX_SIDE = 512  # upsampled heatmaps never need more pixels than this on screen
 

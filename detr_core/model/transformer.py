@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .box_ops import inverse_sigmoid
-from .position_encoding import sine_box_embedding
+from detr_core.box_ops import inverse_sigmoid
+from detr_core.model.position_encoding import sine_box_embedding
 
 
 def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:

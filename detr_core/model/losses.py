@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
-from .box_ops import cxcywh_to_xyxy
-from .config import DETRConfig, LossConfig
-from .dense_head import dense_assignment
-from .matcher import HungarianMatcher, Indices
+from detr_core.box_ops import cxcywh_to_xyxy
+from detr_core.config import DETRConfig, LossConfig
+from detr_core.model.dense_head import dense_assignment
+from detr_core.model.matcher import HungarianMatcher, Indices
 
 
 def _src_permutation(indices: Indices) -> tuple[Tensor, Tensor]:

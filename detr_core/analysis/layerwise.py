@@ -18,8 +18,8 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from .data.toy import ToyShapes
-from .evaluate import coco_evaluate, collect_predictions_by_layer
+from detr_core.analysis.evaluate import coco_evaluate, collect_predictions_by_layer
+from detr_core.data.toy import ToyShapes
 
 Predictions = list[dict[str, Tensor]]  # per image: scores [N], labels [N], boxes [N, 4] xyxy pixels
 

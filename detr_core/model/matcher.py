@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchvision.ops import generalized_box_iou, generalized_box_iou_loss
 
-from .box_ops import cxcywh_to_xyxy
+from detr_core.box_ops import cxcywh_to_xyxy
 
 Indices = list[tuple[Tensor, Tensor]]  # per image: (query indices, target indices), both int64
 

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .backbone import build_backbone
-from .box_ops import inverse_sigmoid
-from .config import DETRConfig
-from .denoising import build_denoising_queries, query_visibility
-from .dense_head import DenseHead
-from .nested_tensor import NestedTensor, nested_tensor_from_tensor_list
-from .transformer import MLP, Transformer
+from detr_core.box_ops import inverse_sigmoid
+from detr_core.config import DETRConfig
+from detr_core.model.backbone import build_backbone
+from detr_core.model.denoising import build_denoising_queries, query_visibility
+from detr_core.model.dense_head import DenseHead
+from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
+from detr_core.model.transformer import MLP, Transformer
 
 
 class DETR(nn.Module):

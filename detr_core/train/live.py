@@ -28,7 +28,7 @@ Its messages are ``(kind, *payload)`` tuples of plain, picklable CPU data, and t
 - ``("failed", message)``: a readable message (a non-finite loss, an exception).
 - ``("done", TrainedState)``: once, last, when the run ends for any reason.
 
-``detr_core.runs.RunJob`` (a queued comparison run) sends ``("event", Event)`` per trainer
+``detr_core.train.runs.RunJob`` (a queued comparison run) sends ``("event", Event)`` per trainer
 event and ends with ``("done", RunRecord)``.
 
 Commands to the child: pause, resume, step, stop, a new preview image, attribute updates for a
@@ -57,10 +57,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DETRConfig, TrainConfig
-from .detr import DETR
-from .inspect import run_inference
-from .train import ErrorEvent, EvalEvent, FinishedEvent, History, StepEvent, TrainControl, Trainer
+from detr_core.analysis.capture import run_inference
+from detr_core.config import DETRConfig, TrainConfig
+from detr_core.model.detr import DETR
+from detr_core.train.trainer import (
+    ErrorEvent,
+    EvalEvent,
+    FinishedEvent,
+    History,
+    StepEvent,
+    TrainControl,
+    Trainer,
+)
 
 Probe = Callable[[Trainer], Any]
 

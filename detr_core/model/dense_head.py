@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .box_ops import inverse_sigmoid
-from .transformer import MLP
+from detr_core.box_ops import inverse_sigmoid
+from detr_core.model.transformer import MLP
 
 
 class DenseHead(nn.Module):

@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from .postprocess import class_probabilities, scores_and_labels
+from detr_core.model.postprocess import class_probabilities, scores_and_labels
 
 # A box is "large" when the geometric mean of its sides, sqrt(w * h), is at least this fraction
 # of the image side (area >= 1/16 of the image). On the toy shapes (sides 0.12 to 0.42) this

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 
 
 def class_probabilities(logits: Tensor, classifier: str) -> Tensor:

@@ -1,0 +1,201 @@
+"""Run records (one run's curves, metrics and checkpoint) and the folder that keeps them."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detr_core.checkpoint import write_atomically
+from detr_core.train.ablations import RunSpec
+
+RECORD_FORMAT = "detr-explorer-run"
+RECORD_VERSION = 1
+STATUSES = ("queued", "running", "completed", "stopped", "failed")
+
+
+@dataclass
+class RunRecord:
+    """One run's results: curves, final metrics, where its checkpoint is, how it ended.
+
+    ``curves`` holds per-step columns of equal length: ``step``, ``elapsed`` (seconds of
+    training), ``lr``, ``loss`` (weighted total) and the last decoder layer's unweighted parts
+    (``loss_ce``, ``loss_bbox``, ``loss_giou``, ...), thinned to at most ``MAX_POINTS``.
+    ``evals`` holds one dict per held-out evaluation: ``step``, ``elapsed``, ``AP``, ``AP50``,
+    ``AP75``, ``duplicate_rate``. Metrics are fractions in [0, 1]; None when not measured.
+    """
+
+    spec: RunSpec
+    run_id: str = ""
+    status: str = "queued"
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training, evaluation excluded
+    wall_seconds: float = 0.0  # the whole run, evaluation and saving included
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    ap: float | None = None
+    ap50: float | None = None
+    ap75: float | None = None
+    duplicate_rate: float | None = None
+    checkpoint: str | None = None  # absolute path of the .pt file
+    message: str = ""
+    created: float = 0.0  # unix time
+    config: dict[str, Any] = field(default_factory=dict)  # {"model": ..., "train": ...} as saved
+
+    MAX_POINTS = 2000
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        if not isinstance(d, dict) or d.get("format") != RECORD_FORMAT:
+            raise ValueError("not a DETR Explorer run record")
+        version = d.get("format_version")
+        if not isinstance(version, int) or version > RECORD_VERSION:
+            raise ValueError(f"a run record of format {version}; this version reads {RECORD_VERSION}")
+        values = {k: v for k, v in d.items() if k not in ("format", "format_version")}
+        try:
+            values["spec"] = RunSpec(**values["spec"])
+            record = cls(**values)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"incompatible run record ({e})") from None
+        if record.status not in STATUSES:
+            raise ValueError(f"unknown run status {record.status!r}")
+        record.curves = {k: [float(x) for x in v] for k, v in record.curves.items()}
+        return record
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON ({e})") from None
+
+    def metric_curve(self, metric: str = "AP50", x: str = "elapsed") -> tuple[list[float], list[float]]:
+        """(x, y) of one evaluation metric; x is ``elapsed`` (seconds) or ``step``."""
+        points = [(e[x], e[metric]) for e in self.evals if x in e and metric in e]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    def seconds_to(self, metric: str = "AP50", level: float = 0.5) -> float | None:
+        """Training seconds until ``metric`` first reached ``level`` (None: never)."""
+        for e in self.evals:
+            if e.get(metric, -math.inf) >= level:
+                return float(e["elapsed"])
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """A flat dict of the run's headline numbers (one row of a table or a JSON line)."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "AP": self.ap,
+            "AP50": self.ap50,
+            "AP75": self.ap75,
+            "duplicate_rate": self.duplicate_rate,
+            "steps": self.step,
+            "seconds": round(self.elapsed, 2),
+            "seconds_to_AP50_0.5": self.seconds_to("AP50", 0.5),
+            "seed": self.spec.seed,
+            "base": self.spec.base,
+            "overrides": " ".join(self.spec.overrides),
+            "checkpoint": self.checkpoint,
+        }
+
+
+def _curves(steps: dict[str, list[float]], max_points: int) -> dict[str, list[float]]:
+    """Keep the per-step columns of the last layer (drop ``<part>_<layer>``), thinned evenly."""
+    keep = {k: v for k, v in steps.items() if not re.search(r"_\d+$", k)}
+    n = len(keep.get("step", []))
+    stride = max(1, math.ceil(n / max_points))
+    index = list(range(0, n, stride))
+    if n and index[-1] != n - 1:
+        index.append(n - 1)
+    return {k: [float(v[i]) for i in index] for k, v in keep.items()}
+
+
+# --- the store -------------------------------------------------------------------------------
+class RunStore:
+    """A folder of runs, one sub-folder each: ``run.json`` (the record) and ``checkpoint.pt``."""
+
+    RECORD = "run.json"
+    CHECKPOINT = "checkpoint.pt"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.errors: list[str] = []  # unreadable runs met by the last list()
+
+    def folder(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", ".."):
+            raise ValueError(f"bad run id {run_id!r}")
+        return self.root / run_id
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        return self.folder(run_id) / self.CHECKPOINT
+
+    def new_id(self, name: str) -> str:
+        """A fresh folder name: ``<yyyymmdd-hhmmss>-<name>`` (+ ``-2``, ``-3``... if taken)."""
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "run"
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+        run_id, n = stem, 1
+        while (self.root / run_id).exists():
+            n += 1
+            run_id = f"{stem}-{n}"
+        (self.root / run_id).mkdir(parents=True)  # claim it
+        return run_id
+
+    def save(self, record: RunRecord) -> Path:
+        """Write the record (atomically); gives it an id first if it has none."""
+        if not record.run_id:
+            record.run_id = self.new_id(record.name)
+        return write_atomically(self.folder(record.run_id) / self.RECORD,
+                                lambda f: f.write(record.to_json().encode("utf-8")))
+
+    def load(self, run_id: str) -> RunRecord:
+        """Read one run; ValueError if it is missing or unreadable."""
+        path = self.folder(run_id) / self.RECORD
+        try:
+            record = RunRecord.from_json(path.read_text())
+        except OSError as e:
+            raise ValueError(f"{run_id}: cannot read {self.RECORD} ({e.strerror or e})") from None
+        except ValueError as e:
+            raise ValueError(f"{run_id}: {e}") from None
+        record.run_id = run_id
+        ckpt = self.checkpoint_path(run_id)
+        record.checkpoint = str(ckpt) if ckpt.exists() else None  # follows the folder if moved
+        return record
+
+    def list(self) -> list[RunRecord]:
+        """Every readable run, oldest first; unreadable ones are skipped and named in ``errors``."""
+        self.errors = []
+        records = []
+        if not self.root.is_dir():
+            return records
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and (p / self.RECORD).exists()):
+            try:
+                records.append(self.load(folder.name))
+            except ValueError as e:
+                self.errors.append(str(e))
+        records.sort(key=lambda r: (r.created, r.run_id))
+        return records
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run's folder (record and checkpoint)."""
+        folder = self.folder(run_id)
+        if folder.resolve().parent != self.root.resolve():
+            raise ValueError(f"{run_id}: not a run of this store")
+        if folder.exists():
+            shutil.rmtree(folder)

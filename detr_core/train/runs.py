@@ -1,0 +1,178 @@
+"""Running comparable training runs: train a :class:`RunSpec`, evaluate it, save it in a store.
+
+    specs = ablation_specs(base="fast", seed=0, seconds=120)   # baseline + four ablations
+    store = RunStore(folder)
+    for spec in specs:
+        record = execute_run(spec, store)                      # trains, evaluates, saves
+        print(record.name, record.ap, record.ap50, record.duplicate_rate)
+
+:func:`execute_run` trains a spec with :class:`~detr_core.train.trainer.Trainer`, evaluates on
+the held-out toy split every ``eval_every_seconds`` of training time (evaluation time is not
+counted), measures the final AP, AP50 and the duplicate rate, and saves a checkpoint and a
+:class:`~detr_core.train.run_store.RunRecord` (JSON) in a folder of the
+:class:`~detr_core.train.run_store.RunStore`. :class:`RunJob` runs the same in a child process.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from detr_core.analysis.duplicates import duplicate_rate
+from detr_core.analysis.evaluate import coco_evaluate, collect_predictions
+from detr_core.checkpoint import save_checkpoint
+from detr_core.config import to_dict
+from detr_core.train.ablations import RunSpec
+from detr_core.train.live import apply_thread_commands
+from detr_core.train.run_store import RunRecord, RunStore, _curves
+from detr_core.train.trainer import (
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    StepEvent,
+    TrainControl,
+    Trainer,
+)
+
+
+def _evaluate(trainer: Trainer, control: TrainControl) -> tuple[dict[str, float], float] | None:
+    """AP, AP50, AP75 and the duplicate rate of the current weights on the held-out split.
+    None when stopped midway."""
+    n = trainer.config.eval_images
+    preds, gts = collect_predictions(
+        trainer.model, trainer.heldout, n, device=trainer.device,
+        progress=lambda done, total: not control.stopped,
+    )
+    if control.stopped and len(preds) < n:
+        return None
+    size = trainer.heldout.config.image_size
+    metrics = coco_evaluate(preds, gts, trainer.class_names, [(size, size)] * len(preds))
+    return {k: metrics[k] for k in ("AP", "AP50", "AP75")}, duplicate_rate(preds)
+
+
+def execute_run(
+    spec: RunSpec,
+    store: RunStore,
+    on_event: Callable[[Event], None] | None = None,
+    control: TrainControl | None = None,
+) -> RunRecord:
+    """Train ``spec``, evaluate it, save its checkpoint and record in ``store``; return the record.
+
+    ``on_event`` receives the trainer's StepEvents and ErrorEvents, an EvalEvent per held-out
+    evaluation (metrics AP, AP50, AP75, duplicate_rate), and last a FinishedEvent once the
+    record is saved. ``control.stop()`` ends the run early: it is saved with status "stopped"
+    and no final metrics (not saved at all if it had not made a step). A bad spec raises
+    ValueError before anything is written; a failure during training gives a record with status
+    "failed" and the message (and a checkpoint of the last good weights).
+    """
+    model_cfg, train_cfg = spec.configs()
+    control = control or TrainControl()
+    emit = on_event or (lambda event: None)
+    wall0 = time.perf_counter()
+    record = RunRecord(
+        spec, run_id=store.new_id(spec.name), status="running", created=time.time(),
+        config={"model": to_dict(model_cfg), "train": to_dict(train_cfg)},
+    )
+    trainer: Trainer | None = None
+    reason = "completed"
+    try:
+        trainer = Trainer(model_cfg, train_cfg, control=control)
+        next_eval_seconds = spec.eval_every_seconds or math.inf
+        last_eval_step = 0
+
+        def evaluate_now() -> bool:
+            nonlocal last_eval_step
+            t0 = time.perf_counter()
+            result = _evaluate(trainer, control)
+            if result is None:
+                return False
+            metrics, dup = result
+            point = {"step": trainer.step, "elapsed": trainer.elapsed, **metrics, "duplicate_rate": dup}
+            if trainer.history.evals and trainer.history.evals[-1]["step"] == trainer.step:
+                trainer.history.evals[-1] = point
+            else:
+                trainer.history.evals.append(point)
+            last_eval_step = trainer.step
+            seconds = time.perf_counter() - t0
+            emit(EvalEvent(trainer.step, trainer.elapsed, {**metrics, "duplicate_rate": dup}, seconds))
+            return True
+
+        for event in trainer.events():
+            if isinstance(event, FinishedEvent):
+                reason = event.reason
+                continue
+            if isinstance(event, ErrorEvent):
+                record.message = event.message
+            emit(event)
+            if isinstance(event, StepEvent) and event.progress < 1.0:
+                if spec.eval_every_steps:
+                    due = event.step - last_eval_step >= spec.eval_every_steps
+                else:
+                    due = event.elapsed >= next_eval_seconds
+                if due:
+                    evaluate_now()
+                    while next_eval_seconds <= event.elapsed:
+                        next_eval_seconds += spec.eval_every_seconds or math.inf
+        if reason != "stopped" and trainer.step > 0:
+            # the final weights: AP, AP50 and duplicates from the same predictions
+            if evaluate_now():
+                final = trainer.history.evals[-1]
+                record.ap, record.ap50, record.ap75 = final["AP"], final["AP50"], final["AP75"]
+                record.duplicate_rate = final["duplicate_rate"]
+            else:
+                reason = "stopped"
+        record.status = {"completed": "completed", "stopped": "stopped"}.get(reason, "failed")
+    except Exception as e:  # noqa: BLE001 - the run fails, the caller (and the next run) go on
+        record.status = "failed"
+        record.message = f"{type(e).__name__}: {e}"
+        reason = "error"
+    if trainer is not None:
+        record.step = trainer.step
+        record.elapsed = trainer.elapsed
+        record.curves = _curves(trainer.history.steps, RunRecord.MAX_POINTS)
+        record.evals = [dict(e) for e in trainer.history.evals]
+        if trainer.step > 0:
+            try:
+                path = save_checkpoint(
+                    store.checkpoint_path(record.run_id), trainer.model, trainer.class_names, None,
+                    trainer.history.to_dict(), train_cfg, trainer.step,
+                    extra={"run": spec.name, "run_id": record.run_id, "AP": record.ap, "AP50": record.ap50,
+                           "duplicate_rate": record.duplicate_rate},
+                )
+                record.checkpoint = str(path)
+            except (OSError, RuntimeError, ValueError) as e:
+                record.message = " ".join(filter(None, [record.message, f"Checkpoint not saved: {e}"]))
+    record.wall_seconds = time.perf_counter() - wall0
+    if record.status == "stopped" and record.step == 0:
+        store.delete(record.run_id)  # stopped before its first step: nothing worth keeping
+        record.run_id = ""
+    else:
+        store.save(record)
+    emit(FinishedEvent(record.step, record.elapsed, reason))
+    return record
+
+
+@dataclass
+class RunJob:
+    """:func:`execute_run` as a job for :class:`detr_core.train.live.LiveSession`, so a queued run
+    trains in its own process: it sends ``("event", Event)`` for every trainer event and returns
+    the saved :class:`RunRecord`."""
+
+    spec: RunSpec
+    store_root: str
+
+    @property
+    def threads(self) -> int | None:
+        return self.spec.configs()[1].threads
+
+    def run(self, send: Callable[..., None], control: TrainControl, inbox: Any = None) -> RunRecord:
+        def on_event(event: Event) -> None:
+            apply_thread_commands(inbox, send)  # on the training thread, between steps
+            send("event", event)
+
+        apply_thread_commands(inbox, send)
+        return execute_run(self.spec, RunStore(self.store_root), on_event=on_event, control=control)

@@ -1,0 +1,209 @@
+"""The one way the window runs long work off the GUI thread.
+
+    worker = Worker(fn, *args)            # fn(ctx, *args); ctx is a WorkContext
+    worker.result.connect(on_result)      # on the GUI thread
+    worker.start()
+
+``fn`` runs on its own thread and may report progress and check for cancellation through its
+:class:`WorkContext`; core functions get ``ctx.core_progress`` as their ``progress`` callback, so
+Cancel raises :class:`detr_core.cancel.Cancelled` between their batches (the core's one rule).
+If ``fn`` is a generator function, every value it yields is emitted as ``yielded`` (a training
+session's reader is one) and cancelling closes the generator between two values.
+
+Signals, all delivered on the GUI thread, in this order: ``started``; any number of
+``progress`` and ``yielded``; then exactly one of ``result`` (the return value), ``error`` (a
+readable message) or ``cancelled``; and last ``finished``, however it ended. Only signals cross
+threads. :class:`WorkQueue` runs workers one after another (model loading and inference).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from detr_core.cancel import Cancelled
+
+_running: set[Worker] = set()  # started and not yet finished; keeps each alive while it runs
+_running_lock = threading.Lock()
+
+
+def running_workers() -> list[Worker]:
+    """Workers started and not yet finished (the tests check none is left behind)."""
+    with _running_lock:
+        return list(_running)
+
+
+def readable_error(e: BaseException) -> str:
+    """A one-line message for a failure: the text alone for errors about the input (ValueError,
+    OSError), the exception's type too for anything else (with its traceback on stderr)."""
+    message = str(e) or type(e).__name__
+    if isinstance(e, (ValueError, OSError)):
+        return message
+    traceback.print_exception(e)
+    return f"{type(e).__name__}: {message}"
+
+
+class WorkContext:
+    """Given to a worker's function: report progress, check for cancellation."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._cancel = threading.Event()
+
+    def progress(self, done: int, total: int, text: str = "") -> None:
+        """Report progress; raises Cancelled once the work was cancelled."""
+        self.check()
+        self._worker.progress.emit(int(done), int(total), text)
+
+    def core_progress(self, done: int, total: int) -> None:
+        """The ``progress`` callback for ``detr_core`` functions."""
+        self.progress(done, total)
+
+    def check(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+
+class _Thread(QThread):
+    def __init__(self, body: Callable[[], None]) -> None:
+        super().__init__()
+        self._body = body
+
+    def run(self) -> None:
+        self._body()
+
+
+class Worker(QObject):
+    """``fn(ctx, *args)`` on its own thread (``fn(*args)`` with ``context=False``)."""
+
+    started = Signal()
+    progress = Signal(int, int, str)  # done, total, text
+    yielded = Signal(object)
+    result = Signal(object)
+    error = Signal(str)
+    cancelled = Signal()
+    finished = Signal()
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, context: bool = True,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.fn = fn
+        self.args = args
+        self.context = context
+        self.ctx = WorkContext(self)
+        self._thread: _Thread | None = None
+        self._done = threading.Event()
+
+    # --- control, from the GUI thread ------------------------------------------------------
+    def start(self) -> Worker:
+        if self._thread is not None:
+            raise RuntimeError("a worker runs once")
+        with _running_lock:
+            _running.add(self)
+        self._thread = _Thread(self._run)
+        self._thread.finished.connect(self._forget)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self.ctx.cancel()
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and not self._done.is_set()
+
+    def wait(self, msecs: int = 30000) -> bool:
+        """Block until the function has returned (True) or ``msecs`` passed (False)."""
+        if self._thread is None:
+            return True
+        return self._thread.wait(msecs)
+
+    # --- on the worker's thread ------------------------------------------------------------
+    def _run(self) -> None:
+        self.started.emit()
+        try:
+            value = self.fn(self.ctx, *self.args) if self.context else self.fn(*self.args)
+            if inspect.isgenerator(value):
+                value = self._drain(value)
+            self.ctx.check()
+        except Cancelled:
+            self.cancelled.emit()
+        except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
+            self.error.emit(readable_error(e))
+        else:
+            self.result.emit(value)
+        finally:
+            self._done.set()
+            self.finished.emit()
+
+    def _drain(self, generator: Any) -> Any:
+        try:
+            while True:
+                self.ctx.check()
+                self.yielded.emit(next(generator))
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            generator.close()
+
+    def _forget(self) -> None:
+        with _running_lock:
+            _running.discard(self)
+
+
+class WorkQueue(QObject):
+    """Runs workers one at a time, in the order they were submitted."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._waiting: deque[Worker] = deque()
+        self._current: Worker | None = None
+
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        context: bool = False,
+    ) -> Worker:
+        worker = Worker(fn, *args, context=context, parent=self)
+        if on_result is not None:
+            worker.result.connect(on_result)
+        if on_error is not None:
+            worker.error.connect(on_error)
+        worker.finished.connect(self._next)
+        self._waiting.append(worker)
+        if self._current is None:
+            self._next()
+        return worker
+
+    def _next(self) -> None:
+        self._current = self._waiting.popleft().start() if self._waiting else None
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def cancel_all(self) -> None:
+        """Drop the waiting work and cancel the running one."""
+        self._waiting.clear()
+        if self._current is not None:
+            self._current.cancel()
+
+    def wait(self, msecs: int = 30000) -> bool:
+        """Block until the running worker has returned (True) or ``msecs`` passed."""
+        return self._current.wait(msecs) if self._current is not None else True
