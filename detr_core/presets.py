@@ -19,9 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import torch
-
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
+from detr_core.precision import cpu_precision
 
 # The scaled-down detector both toy presets train: a small conv net at stride 16 (an 8x8 grid on
 # 128 px images), one encoder layer, four decoder layers, d_model 64, 20 queries.
@@ -42,11 +41,8 @@ TOY_MODEL = dict(
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True where bfloat16 matrix maths is fast on the CPU (AMX / AVX512-BF16)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001 - an old torch or an unusual build: just don't use it
-        return False
+    """True where the CPU multiplies bfloat16 natively (see :mod:`detr_core.precision`)."""
+    return cpu_precision().bf16
 
 
 def vanilla() -> tuple[DETRConfig, TrainConfig]:
