@@ -100,7 +100,7 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
         # the training panel runs its own worker; the state gets its session, model and previews
-        self.training.workerCreated.connect(lambda worker: self.state.set_training(TrainingSession(worker, self)))
+        self.training.workerCreated.connect(lambda worker: self.state.set_training(TrainingSession(worker)))
         self.training.trained.connect(self._on_trained)
         self.training.preview.connect(self.controller.accept_preview)
         self.training.failed.connect(lambda msg: self.show_error("Training", msg))

@@ -425,13 +425,12 @@ class AppState(QObject):
         ``trainingChanged``; its probe results are re-emitted as ``probed``."""
         if session is self._training:
             return
-        if self._training is not None:
-            try:
-                self._training.probed.disconnect(self.probed)
-            except (RuntimeError, TypeError):
-                pass
-        self._training = session
+        old, self._training = self._training, session
+        if old is not None:
+            old.probed.disconnect(self.probed)
+            old.deleteLater()  # the state owns its sessions
         if session is not None:
+            session.setParent(self)
             session.probed.connect(self.probed)
         self.trainingChanged.emit(session)
 
