@@ -146,4 +146,10 @@ class Controller(QObject):
             self.state.set_result(result, preview=True)
 
     def wait(self, msecs: int = 30000) -> bool:
+        """Block until the running load or inference has returned (True) or ``msecs`` passed."""
+        return self.queue.wait(msecs)
+
+    def shutdown(self, msecs: int = 30000) -> bool:
+        """Drop the waiting work, cancel the running one and wait for it (before closing)."""
+        self.queue.cancel_all()
         return self.queue.wait(msecs)

@@ -449,7 +449,7 @@ class MainWindow(QMainWindow):
         for view in self.views:
             view.cancel_job()
             view.wait_job(10000)
-        self.controller.wait(30000)
+        self.controller.shutdown(30000)
         self._save_settings()
         event.accept()
 
