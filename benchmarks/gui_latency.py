@@ -126,17 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     window.resize(1400, 900)
     window.show()
     deadline = time.time() + 60
-    while window.result is None and time.time() < deadline:
+    while window.state.result is None and time.time() < deadline:
         app.processEvents()
         time.sleep(0.005)
     window.grid_dock.raise_()
     app.processEvents()
-    r = window.result
+    r = window.state.result
     assert r is not None
     redraw = {"query": [], "layer": [], "head": []}
     for k in range(30):
         t0 = time.perf_counter()
-        window.select_query(k % r.num_queries)
+        window.state.set_selected_query(k % r.num_queries)
         app.processEvents()
         redraw["query"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"train_images_per_sec_in_app": round(app_ips, 1),
                       "train_images_per_sec_headless": round(head_ips, 1),
                       "in_app_fraction_of_headless": round(app_ips / head_ips, 3)}), flush=True)
-    window.loaded.unsaved = False
+    window.state.model.unsaved = False
     window.close()
     return 0
 

@@ -59,7 +59,7 @@ def run_app(paths: list[str] | None = None) -> int:
     splash.finish(window)
     # start the training processes' forkserver (it imports torch) once the first result is on
     # screen, so pressing Start later begins training at once
-    window.resultShown.connect(lambda: QTimer.singleShot(500, warm_up), type=Qt.ConnectionType.SingleShotConnection)
+    window.state.resultChanged.connect(lambda: QTimer.singleShot(500, warm_up), type=Qt.ConnectionType.SingleShotConnection)
     for p in paths or []:
         window.open_path(Path(p))
     return app.exec()

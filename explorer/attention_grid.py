@@ -1,5 +1,6 @@
 """All kept queries' cross-attention side by side, each titled with query, class and score:
-the reference notebook's figure, live."""
+the reference notebook's figure, live. It follows the application state: the kept queries, the
+layer and head, the heatmap style; clicking a cell selects its query."""
 
 from __future__ import annotations
 
@@ -7,22 +8,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Signal
-from PySide6.QtGui import QPen
+from PySide6.QtCore import QRectF
+from PySide6.QtGui import QPen, QShowEvent
 from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
 
 from detr_core.analysis.capture import InferenceResult
 from detr_core.analysis.heatmaps import cross_attention_map
 
 from .colors import query_color
+from .state import MODE_ENCODER, AppState
 
 
 class AttentionGrid(QWidget):
-    querySelected = Signal(int)
     MAX_CELLS = 24
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, state: AppState, parent=None) -> None:  # noqa: ANN001
         super().__init__(parent)
+        self.state = state
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#202124")
         self.note = QLabel("")
@@ -34,12 +36,31 @@ class AttentionGrid(QWidget):
         self._key: tuple | None = None
         self._image_id: int | None = None
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
+        for signal in (state.resultChanged, state.visibleQueriesChanged, state.thresholdChanged,
+                       state.attentionModeChanged, state.layerChanged, state.headChanged,
+                       state.heatmapStyleChanged):
+            signal.connect(self.redraw)
 
     def _on_click(self, event) -> None:  # noqa: ANN001
         for cell in self.cells:
             if cell.view.sceneBoundingRect().contains(event.scenePos()):
-                self.querySelected.emit(cell.query)
+                self.state.set_selected_query(cell.query)
                 return
+
+    def redraw(self, *_: object) -> None:
+        """Draw the state's kept queries (only while on screen; again when shown)."""
+        s, r = self.state, self.state.result
+        if not self.isVisible() or r is None:
+            return
+        # in encoder mode the layer choice is an encoder layer: show the last decoder layer
+        layer = min(max(s.layer, 0), r.num_layers - 1) if s.attention_mode != MODE_ENCODER else r.num_layers - 1
+        style = s.heatmap_style
+        self.update_grid(r, s.image, s.kept_queries(), layer, s.head, style.colormap, style.opacity,
+                         smooth=style.smooth)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.redraw()
 
     def update_grid(
         self, result: InferenceResult | None, image: np.ndarray | None, queries: list[int],

@@ -1,8 +1,9 @@
-"""Controls for the attention heatmap: what to show, which decoder layer and head, how."""
+"""Controls for the attention heatmap: what to show, which layer and head, how. They read and
+change the application state; the info line says what the heatmap shows."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -16,40 +17,42 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .state import MODE_CROSS, MODE_ENCODER, MODE_NONE, AppState, HeatmapStyle
+
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "CET-L3")
-MODE_NONE, MODE_CROSS, MODE_ENCODER = "none", "cross", "encoder"
 
 
 class AttentionPanel(QWidget):
-    changed = Signal()  # anything that needs a redraw (mode, layer, head)
-    opacityChanged = Signal(float)
-
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, state: AppState, parent=None) -> None:  # noqa: ANN001
         super().__init__(parent)
+        self.state = state
         self.mode_cross = QRadioButton("Decoder cross-attention of the selected query")
         self.mode_encoder = QRadioButton("Encoder self-attention of a clicked point")
         self.mode_none = QRadioButton("No heatmap")
-        self.mode_cross.setChecked(True)
+        self._mode_buttons = {MODE_CROSS: self.mode_cross, MODE_ENCODER: self.mode_encoder, MODE_NONE: self.mode_none}
+        self._mode_buttons[state.attention_mode].setChecked(True)
         self.modes = QButtonGroup(self)
-        for b in (self.mode_cross, self.mode_encoder, self.mode_none):
+        for mode, b in self._mode_buttons.items():
             self.modes.addButton(b)
-            b.toggled.connect(self._emit_if_checked)
+            b.toggled.connect(lambda checked, m=mode: checked and state.set_attention_mode(m))
         self.layer = QComboBox()
         self.layer.setToolTip("Which layer's attention to show")
         self.head = QComboBox()
         self.head.setToolTip("One attention head, or the mean over all heads")
-        self.layer.currentIndexChanged.connect(lambda _: self.changed.emit())
-        self.head.currentIndexChanged.connect(lambda _: self.changed.emit())
+        self.layer.currentIndexChanged.connect(lambda i: i >= 0 and state.set_layer(i))
+        self.head.currentIndexChanged.connect(lambda i: i >= 0 and state.set_head(None if i == 0 else i - 1))
+        style = state.heatmap_style
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(55)
-        self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100))
+        self.opacity.setValue(round(style.opacity * 100))
+        self.opacity.valueChanged.connect(lambda v: state.set_heatmap_style(opacity=v / 100))
         self.colormap = QComboBox()
         self.colormap.addItems(COLORMAPS)
-        self.colormap.currentIndexChanged.connect(lambda _: self.changed.emit())
+        self.colormap.setCurrentText(style.colormap)
+        self.colormap.currentTextChanged.connect(lambda name: state.set_heatmap_style(colormap=name))
         self.smooth = QCheckBox("Smooth (bilinear upsampling)")
-        self.smooth.setChecked(True)
-        self.smooth.toggled.connect(lambda _: self.changed.emit())
+        self.smooth.setChecked(style.smooth)
+        self.smooth.toggled.connect(lambda on: state.set_heatmap_style(smooth=on))
         self.info = QLabel("")
         self.info.setWordWrap(True)
 
@@ -69,48 +72,81 @@ class AttentionPanel(QWidget):
         layout.addWidget(self.info)
         layout.addStretch(1)
 
-    def _emit_if_checked(self, checked: bool) -> None:
-        if checked:
-            self.changed.emit()
+        state.attentionModeChanged.connect(self._on_mode)
+        state.resultChanged.connect(self._on_structure)
+        state.layerChanged.connect(self._on_structure)
+        state.headChanged.connect(self._on_structure)
+        state.heatmapStyleChanged.connect(self._on_style)
+        state.selectedQueryChanged.connect(self._update_info)
+        state.encoderPointChanged.connect(self._update_info)
 
+    # --- following the state ---------------------------------------------------------------
+    def _on_mode(self, mode: str) -> None:
+        button = self._mode_buttons[mode]
+        if not button.isChecked():
+            button.blockSignals(True)  # the group unchecks the others silently too
+            button.setChecked(True)
+            button.blockSignals(False)
+        self._on_structure()
+
+    def _on_structure(self, *_: object) -> None:
+        """Fill the layer and head choices for the result and mode; show the state's choice."""
+        s, r = self.state, self.state.result
+        if r is not None:
+            kind = "encoder" if s.attention_mode == MODE_ENCODER else "decoder"
+            self._fill(self.layer, [f"{kind} layer {i + 1}" for i in range(s.layer_count)], s.layer)
+            self._fill(self.head, ["mean over heads"] + [f"head {i + 1}" for i in range(r.num_heads)],
+                       0 if s.head is None else s.head + 1)
+        self._update_info()
+
+    @staticmethod
+    def _fill(combo: QComboBox, items: list[str], current: int) -> None:
+        combo.blockSignals(True)
+        if [combo.itemText(i) for i in range(combo.count())] != items:
+            combo.clear()
+            combo.addItems(items)
+        if 0 <= current < combo.count():
+            combo.setCurrentIndex(current)
+        combo.blockSignals(False)
+
+    def _on_style(self, style: HeatmapStyle) -> None:
+        for widget, set_value in ((self.opacity, lambda: self.opacity.setValue(round(style.opacity * 100))),
+                                  (self.colormap, lambda: self.colormap.setCurrentText(style.colormap)),
+                                  (self.smooth, lambda: self.smooth.setChecked(style.smooth))):
+            widget.blockSignals(True)
+            set_value()
+            widget.blockSignals(False)
+
+    def _update_info(self, *_: object) -> None:
+        s, r = self.state, self.state.result
+        if r is None or r.cross_attention is None:
+            return
+        layer = max(s.layer, 0)
+        if s.attention_mode == MODE_CROSS and s.selected_query is not None:
+            q = s.selected_query
+            label = r.class_names[int(r.labels[q])]
+            self.info.setText(f"Query {q} ({label}, {float(r.scores[q]):.2f}): where it "
+                              f"reads the image in decoder layer {layer + 1}.")
+        elif s.attention_mode == MODE_ENCODER and s.encoder_point is not None:
+            y, x = s.encoder_point
+            self.info.setText(f"Where the encoder token at ({x:.0f}, {y:.0f}) attends in encoder layer "
+                              f"{layer + 1}. Click elsewhere to move it.")
+        elif s.attention_mode == MODE_ENCODER:
+            self.info.setText("Click a point on the image (Shift+click on a box).")
+
+    # --- reading the choices ---------------------------------------------------------------
     @property
     def mode(self) -> str:
-        if self.mode_cross.isChecked():
-            return MODE_CROSS
-        if self.mode_encoder.isChecked():
-            return MODE_ENCODER
-        return MODE_NONE
+        return self.state.attention_mode
 
     def set_mode(self, mode: str) -> None:
-        {MODE_CROSS: self.mode_cross, MODE_ENCODER: self.mode_encoder, MODE_NONE: self.mode_none}[mode].setChecked(True)
-
-    def set_structure(self, decoder_layers: int, encoder_layers: int, heads: int) -> None:
-        """Fill the layer and head choices (keeps the current choice when it still exists)."""
-        n_layers = encoder_layers if self.mode == MODE_ENCODER else decoder_layers
-        kind = "encoder" if self.mode == MODE_ENCODER else "decoder"
-        self._fill(self.layer, [f"{kind} layer {i + 1}" for i in range(n_layers)], default_last=True)
-        self._fill(self.head, ["mean over heads"] + [f"head {i + 1}" for i in range(heads)], default_last=False)
-        self._counts = (decoder_layers, encoder_layers, heads)
-
-    def _fill(self, combo: QComboBox, items: list[str], default_last: bool) -> None:
-        current = combo.currentIndex()
-        if [combo.itemText(i) for i in range(combo.count())] == items:
-            return
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems(items)
-        if 0 <= current < len(items) and combo.count():
-            combo.setCurrentIndex(current if not default_last or current < len(items) else len(items) - 1)
-        if default_last and (current < 0 or current >= len(items)):
-            combo.setCurrentIndex(len(items) - 1)
-        combo.blockSignals(False)
+        self.state.set_attention_mode(mode)
 
     @property
     def layer_index(self) -> int:
-        return max(self.layer.currentIndex(), 0)
+        return max(self.state.layer, 0)
 
     @property
     def head_index(self) -> int | None:
         """None = mean over heads."""
-        i = self.head.currentIndex()
-        return None if i <= 0 else i - 1
+        return self.state.head

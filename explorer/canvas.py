@@ -1,12 +1,20 @@
-"""The image with every query's box and an attention heatmap laid over it (pyqtgraph)."""
+"""The image with every query's box and an attention heatmap laid over it (pyqtgraph):
+:class:`ImageCanvas` draws what it is given; :class:`ImageView` is the explorer's main image,
+drawn from the application state."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+import torch
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsRectItem
+
+from detr_core.analysis.heatmaps import cross_attention_map, encoder_attention_map
+
+from .colors import query_color
+from .state import MODE_CROSS, MODE_ENCODER, AppState, HeatmapStyle
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)  # antialiased curves cost the GUI thread
 
@@ -168,3 +176,84 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
             self.querySelected.emit(query)
         else:
             self.pointClicked.emit(y, x)
+
+
+class ImageView(ImageCanvas):
+    """The state's image with every query's box (ticked, above the threshold or dimmed), the
+    selected query drawn thick, and the heatmap the state asks for: the selected query's decoder
+    cross-attention or the encoder self-attention at the clicked point, in the chosen layer and
+    head. Clicking a box selects its query; clicking elsewhere (or Shift+click) picks the point."""
+
+    def __init__(self, state: AppState, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.state = state
+        self._encoder_cache: dict[tuple[float, float], torch.Tensor] = {}
+        self._style = state.heatmap_style
+        self.querySelected.connect(state.set_selected_query)
+        self.pointClicked.connect(lambda y, x: state.set_encoder_point((y, x)))
+        state.imageChanged.connect(self._on_image)
+        state.resultChanged.connect(self._on_result)
+        for signal in (state.selectedQueryChanged, state.visibleQueriesChanged, state.thresholdChanged,
+                       state.showDimmedChanged, state.layerChanged, state.headChanged):
+            signal.connect(self.redraw)
+        state.attentionModeChanged.connect(self._on_point_or_mode)
+        state.encoderPointChanged.connect(self._on_point_or_mode)
+        state.heatmapStyleChanged.connect(self._on_style)
+
+    def _on_image(self, rgb: np.ndarray | None) -> None:
+        self._encoder_cache.clear()
+        if rgb is not None:
+            self.set_image(rgb)
+
+    def _on_result(self, result) -> None:  # noqa: ANN001
+        self._encoder_cache.clear()
+        if result is not None:
+            labels = [result.class_names[int(i)] for i in result.labels]
+            texts = [f"{q}: {labels[q]} {float(result.scores[q]):.2f}" for q in range(result.num_queries)]
+            self.set_boxes(result.boxes_xyxy.numpy(), texts, [query_color(q) for q in range(result.num_queries)])
+        self.redraw()
+
+    def _on_point_or_mode(self, *_: object) -> None:
+        s = self.state
+        self.set_marker(s.encoder_point if s.attention_mode == MODE_ENCODER else None)
+        self.redraw()
+
+    def _on_style(self, style: HeatmapStyle) -> None:
+        only_opacity = (style.colormap, style.smooth) == (self._style.colormap, self._style.smooth)
+        self._style = style
+        if only_opacity:
+            self.set_opacity(style.opacity)  # no need to recompute the map
+        else:
+            self.redraw()
+
+    def redraw(self, *_: object) -> None:
+        """Boxes and heatmap from the state's cached result (never runs the model)."""
+        s = self.state
+        if s.result is None:
+            return
+        shown, dimmed = s.shown_and_dimmed()
+        self.style_boxes(shown, dimmed, s.selected_query)
+        self._draw_heatmap()
+
+    def _draw_heatmap(self) -> None:
+        s, r = self.state, self.state.result
+        if r is None or r.cross_attention is None:
+            self.set_heatmap(None)
+            return
+        style = s.heatmap_style
+        layer = max(s.layer, 0)
+        if s.attention_mode == MODE_CROSS and s.selected_query is not None:
+            heat = cross_attention_map(r, s.selected_query, layer, s.head, style.smooth)
+            self.set_heatmap(heat, r.grid_extent(), style.colormap, style.opacity)
+        elif s.attention_mode == MODE_ENCODER and s.encoder_point is not None:
+            heat = encoder_attention_map(self._encoder_maps(s.encoder_point), r, layer, s.head, style.smooth)
+            self.set_heatmap(heat, r.grid_extent(), style.colormap, style.opacity)
+        else:
+            self.set_heatmap(None)
+
+    def _encoder_maps(self, point: tuple[float, float]) -> torch.Tensor:
+        r = self.state.result
+        assert r is not None
+        if point not in self._encoder_cache:
+            self._encoder_cache[point] = r.encoder_attention_at(*point)
+        return self._encoder_cache[point]

@@ -1,4 +1,5 @@
-"""The query table: every object query's prediction, a checkbox to show its box, a threshold."""
+"""The query table: every object query's prediction, a checkbox to show its box, a threshold.
+It shows the application state's result, ticks, threshold and selection, and changes them."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_core.analysis.capture import InferenceResult
+
 from .colors import query_color
+from .state import AppState
 
 COLUMNS = ("query", "class", "score", "box (x0, y0, x1, y1)")
 
 
 class QueryTableModel(QAbstractTableModel):
-    checksChanged = Signal()
+    checkToggled = Signal(int, bool)  # a row's box ticked or unticked by the user
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,12 +39,10 @@ class QueryTableModel(QAbstractTableModel):
         self.threshold = 0.5
         self._swatches: dict[int, QPixmap] = {}
 
-    def set_predictions(self, labels: list[str], scores: np.ndarray, boxes: np.ndarray, keep_checks: bool) -> None:
+    def set_predictions(self, labels: list[str], scores: np.ndarray, boxes: np.ndarray, checked: np.ndarray) -> None:
         self.beginResetModel()
-        n = len(labels)
-        if not keep_checks or len(self.checked) != n:
-            self.checked = np.ones(n, bool)
         self.labels, self.scores, self.boxes = labels, scores, boxes
+        self.checked = checked.astype(bool).copy() if len(checked) == len(labels) else np.ones(len(labels), bool)
         self.endResetModel()
 
     def rowCount(self, parent=QModelIndex()) -> int:  # noqa: ANN001, B008, N802
@@ -93,17 +95,16 @@ class QueryTableModel(QAbstractTableModel):
     def setData(self, index: QModelIndex, value, role=Qt.ItemDataRole.EditRole) -> bool:  # noqa: ANN001, N802
         if role == Qt.ItemDataRole.CheckStateRole and index.column() == 0:
             state = value if isinstance(value, Qt.CheckState) else Qt.CheckState(value)
-            self.checked[index.row()] = state == Qt.CheckState.Checked
-            self.dataChanged.emit(index, index, [role])
-            self.checksChanged.emit()
+            self.checkToggled.emit(index.row(), state == Qt.CheckState.Checked)
             return True
         return False
 
     def set_checked(self, mask: np.ndarray) -> None:
+        if len(mask) != len(self.labels):
+            return  # ticks for another result: its predictions follow
         self.checked = mask.astype(bool).copy()
         if len(self.checked):
             self.dataChanged.emit(self.index(0, 0), self.index(len(self.checked) - 1, 0))
-        self.checksChanged.emit()
 
     def set_threshold(self, threshold: float) -> None:
         self.threshold = threshold
@@ -112,14 +113,14 @@ class QueryTableModel(QAbstractTableModel):
 
 
 class QueryPanel(QWidget):
-    """Emits ``changed`` when what is shown changes and ``querySelected`` on a row selection."""
+    """The state's predictions, one row per query: tick a row to draw its box, select a row to
+    select the query."""
 
-    changed = Signal()
-    querySelected = Signal(int)
-
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, state: AppState, parent=None) -> None:  # noqa: ANN001
         super().__init__(parent)
+        self.state = state
         self.model = QueryTableModel()
+        self.model.threshold = state.threshold
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -132,23 +133,24 @@ class QueryPanel(QWidget):
 
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, 100)
-        self.threshold_slider.setValue(50)
+        self.threshold_slider.setValue(round(state.threshold * 100))
         self.threshold_slider.setToolTip("Confidence threshold: boxes below it are hidden (or dimmed)")
-        self.threshold_label = QLabel("0.50")
+        self.threshold_label = QLabel(f"{state.threshold:.2f}")
         self.threshold_label.setMinimumWidth(34)
-        self.threshold_slider.valueChanged.connect(self._on_threshold)
+        self.threshold_slider.valueChanged.connect(lambda v: state.set_threshold(v / 100))
 
         self.show_all_slots = QCheckBox('Show "no object" slots (dimmed)')
         self.show_all_slots.setToolTip("Also draw the queries whose score is below the threshold")
-        self.show_all_slots.toggled.connect(lambda _: self.changed.emit())
+        self.show_all_slots.setChecked(state.show_dimmed)
+        self.show_all_slots.toggled.connect(state.set_show_dimmed)
 
         self.btn_all = QPushButton("All")
         self.btn_none = QPushButton("None")
         self.btn_above = QPushButton("Above threshold")
-        self.btn_all.clicked.connect(lambda: self.model.set_checked(np.ones(len(self.model.labels), bool)))
-        self.btn_none.clicked.connect(lambda: self.model.set_checked(np.zeros(len(self.model.labels), bool)))
-        self.btn_above.clicked.connect(lambda: self.model.set_checked(self.model.scores >= self.threshold))
-        self.model.checksChanged.connect(self.changed.emit)
+        self.btn_all.clicked.connect(lambda: state.set_visible_queries(np.ones(len(self.model.labels), bool)))
+        self.btn_none.clicked.connect(lambda: state.set_visible_queries(np.zeros(len(self.model.labels), bool)))
+        self.btn_above.clicked.connect(lambda: state.set_visible_queries(self.model.scores >= state.threshold))
+        self.model.checkToggled.connect(state.set_query_visible)
 
         self.summary = QLabel("")
         row = QHBoxLayout()
@@ -165,26 +167,45 @@ class QueryPanel(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
 
+        state.resultChanged.connect(self._on_result)
+        state.visibleQueriesChanged.connect(self.model.set_checked)
+        state.thresholdChanged.connect(self._on_threshold)
+        state.showDimmedChanged.connect(self._on_show_dimmed)
+        state.selectedQueryChanged.connect(self.select)
+
     @property
     def threshold(self) -> float:
-        return self.threshold_slider.value() / 100.0
+        return self.state.threshold
 
     def set_threshold(self, value: float) -> None:
         self.threshold_slider.setValue(round(value * 100))
 
-    def _on_threshold(self, value: int) -> None:
-        self.threshold_label.setText(f"{value / 100:.2f}")
-        self.model.set_threshold(value / 100)
+    # --- following the state ---------------------------------------------------------------
+    def _on_threshold(self, value: float) -> None:
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setValue(round(value * 100))
+        self.threshold_slider.blockSignals(False)
+        self.threshold_label.setText(f"{value:.2f}")
+        self.model.set_threshold(value)
         self._update_summary()
-        self.changed.emit()
+
+    def _on_show_dimmed(self, on: bool) -> None:
+        self.show_all_slots.blockSignals(True)
+        self.show_all_slots.setChecked(on)
+        self.show_all_slots.blockSignals(False)
+
+    def _on_result(self, result: InferenceResult | None) -> None:
+        if result is None:
+            return
+        labels = [result.class_names[int(i)] for i in result.labels]
+        self.model.set_predictions(labels, result.scores.numpy(), result.boxes_xyxy.numpy(),
+                                   self.state.visible_queries)
+        self._update_summary()
+        self.select(self.state.selected_query)  # a reset table has lost its selection
 
     def _on_row(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
-            self.querySelected.emit(current.row())
-
-    def set_predictions(self, labels: list[str], scores: np.ndarray, boxes: np.ndarray, keep_checks: bool) -> None:
-        self.model.set_predictions(labels, scores, boxes, keep_checks)
-        self._update_summary()
+            self.state.set_selected_query(current.row())
 
     def _update_summary(self) -> None:
         n = len(self.model.labels)
@@ -201,11 +222,3 @@ class QueryPanel(QWidget):
             sel.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect
                                 | QItemSelectionModel.SelectionFlag.Rows)
         self.table.scrollTo(index)
-
-    def shown_and_dimmed(self) -> tuple[np.ndarray, np.ndarray]:
-        """Which boxes to draw, and which of those faintly."""
-        above = self.model.scores >= self.threshold
-        checked = self.model.checked
-        if self.show_all_slots.isChecked():
-            return checked.copy(), checked & ~above
-        return checked & above, np.zeros_like(above)

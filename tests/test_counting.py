@@ -113,9 +113,10 @@ def test_bad_arguments_are_refused(tiny_model):
 # --- view -------------------------------------------------------------------------------------
 @pytest.fixture
 def view(qtbot):
+    from explorer.state import AppState
     from explorer.views.counting import CountingView
 
-    v = CountingView()
+    v = CountingView(AppState())
     qtbot.addWidget(v)
     v.resize(1000, 600)
     yield v
@@ -123,8 +124,15 @@ def view(qtbot):
     assert v.wait_job(20000), "the counting thread is still running"
 
 
+def set_model(view, model, data_config=None):
+    """The state's model (and its training data), as the window sets it."""
+    from explorer.state import DataSource, LoadedModel
+
+    view.state.set_model(LoadedModel(model, NAMES, "test"), DataSource(data_config))
+
+
 def test_view_runs_and_plots(qtbot, view, tiny_model, tmp_path):
-    view.set_model(tiny_model, NAMES, ToyDataConfig(max_objects=6))
+    set_model(view, tiny_model, ToyDataConfig(max_objects=6))
     assert view.max_count.value() == 13  # past the 8 queries
     view.max_count.setValue(10)
     view.images_per_count.setValue(1)
@@ -161,7 +169,7 @@ def test_view_without_training_data_hides_the_training_marker(view):
 
 
 def test_cancel_a_long_count(qtbot, view, tiny_model):
-    view.set_model(tiny_model, NAMES)
+    set_model(view, tiny_model)
     view.max_count.setValue(20)
     view.images_per_count.setValue(500)  # 10 000 images: far longer than the test waits
     with qtbot.waitSignal(view.jobCancelled, timeout=20000):

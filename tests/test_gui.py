@@ -14,6 +14,7 @@ from detr_core.config import DETRConfig
 from detr_core.model.detr import DETR
 from explorer.attention_panel import MODE_CROSS, MODE_ENCODER
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+from explorer.workers import running_workers
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
@@ -43,7 +44,7 @@ def _open(qtbot, settings, checkpoint):
     qtbot.addWidget(window)
     window.resize(1200, 800)
     window.show()
-    qtbot.waitUntil(lambda: window.result is not None and window.loaded is not None, timeout=20000)
+    qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=20000)
     return window
 
 
@@ -60,7 +61,7 @@ def window(qtbot, settings, small_checkpoint):
     yield w
     if w.training.is_running:
         w.training.stop(wait_ms=30000)
-    w.tasks.wait(10000)
+    w.controller.wait(10000)
 
 
 def _visible_boxes(window):
@@ -71,23 +72,23 @@ def test_opens_with_the_bundled_model(qtbot, settings):
     if not BUNDLED_CHECKPOINT.exists():
         pytest.fail("checkpoints/toy_shapes.pt is missing")
     w = _open(qtbot, settings, BUNDLED_CHECKPOINT)
-    assert w.loaded.path == BUNDLED_CHECKPOINT
-    assert w.image is not None and w.image.shape == (128, 128, 3)
+    assert w.state.model.path == BUNDLED_CHECKPOINT
+    assert w.state.image is not None and w.state.image.shape == (128, 128, 3)
     assert "tiny" in w.model_label.text() and "queries" in w.model_label.text()
     assert len(_visible_boxes(w)) >= 1  # the trained model finds the toy sample's shapes
-    w.tasks.wait(10000)
+    w.controller.wait(10000)
 
 
 def test_loading_an_image_shows_boxes(qtbot, window, tmp_path):
     path = tmp_path / "photo.jpg"
     rgb = (np.random.default_rng(0).random((90, 160, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(path)
-    with qtbot.waitSignal(window.resultShown, timeout=20000):
+    with qtbot.waitSignal(window.state.resultChanged, timeout=20000):
         window.open_image(path)
-    assert window.image.shape == (90, 160, 3)
-    assert window.image_name == "photo.jpg"
+    assert window.state.image.shape == (90, 160, 3)
+    assert window.state.image_name == "photo.jpg"
     assert len(_visible_boxes(window)) == SMALL.num_queries
-    assert window.result.image_size == (90, 160)
+    assert window.state.result.image_size == (90, 160)
     assert str(path) in window.recent_files()
 
 
@@ -103,7 +104,7 @@ def test_unchecking_a_query_hides_its_box(window):
 
 
 def test_threshold_changes_which_boxes_are_shown(window):
-    scores = window.result.scores.numpy()
+    scores = window.state.result.scores.numpy()
     splits = [t / 100 for t in range(101) if 0 < (scores >= t / 100).sum() < len(scores)]
     assert splits, scores  # an untrained softmax head spreads its scores enough to split them
     t = splits[len(splits) // 2]
@@ -123,7 +124,7 @@ def _heat(window):
 
 def test_layer_and_head_change_the_heatmap(window):
     assert window.attention.mode == MODE_CROSS and window.canvas.heat_item.isVisible()
-    runs = window.tasks.pool.activeThreadCount()
+    runs = len(running_workers())
     before = _heat(window)
     window.attention.layer.setCurrentIndex(0)
     after_layer = _heat(window)
@@ -134,22 +135,22 @@ def test_layer_and_head_change_the_heatmap(window):
     # the drawn map is this query's attention in that layer and head
     from detr_core.analysis.heatmaps import cross_attention_map
 
-    expected = cross_attention_map(window.result, window.selected, 0, 1, smooth=True)
+    expected = cross_attention_map(window.state.result, window.state.selected_query, 0, 1, smooth=True)
     np.testing.assert_allclose(after_head, expected / expected.max(), rtol=1e-5, atol=1e-6)
-    assert window.tasks.pool.activeThreadCount() == runs  # redrawn from cache: no inference ran
+    assert len(running_workers()) == runs  # redrawn from cache: no inference ran
 
 
 def test_selecting_a_box_or_row_selects_the_query_everywhere(window):
-    x0, y0, x1, y1 = window.result.boxes_xyxy[5].tolist()
+    x0, y0, x1, y1 = window.state.result.boxes_xyxy[5].tolist()
     window.queries.btn_none.click()
     model = window.queries.model
     model.setData(model.index(5, 0), Qt.CheckState.Checked, Qt.ItemDataRole.CheckStateRole)
     window.canvas.click_image((y0 + y1) / 2, (x0 + x1) / 2)
-    assert window.selected == 5
+    assert window.state.selected_query == 5
     assert window.queries.table.selectionModel().currentIndex().row() == 5
     window.queries.btn_all.click()
     window.queries.table.selectRow(2)
-    assert window.selected == 2
+    assert window.state.selected_query == 2
     assert window.canvas.rects[2].pen().width() == 4
 
 
@@ -157,11 +158,11 @@ def test_a_view_behind_a_tab_draws_the_selected_query_when_its_tab_comes_forward
     layers_dock = window.layers.parentWidget()
     layers_dock.raise_()
     qtbot.waitUntil(lambda: window.layers.result is not None and window.layers.on_screen, timeout=20000)
-    window.select_query(1)
+    window.state.set_selected_query(1)
     assert window.layers.legend.text().startswith("Query 1:")
     window.grid_dock.raise_()
     qtbot.waitUntil(lambda: not window.layers.on_screen, timeout=5000)
-    window.select_query(4)
+    window.state.set_selected_query(4)
     assert window.layers.selected_query == 4
     assert window.layers.legend.text().startswith("Query 1:")  # not redrawn while unseen
     layers_dock.raise_()
@@ -173,37 +174,37 @@ def test_clicking_a_point_shows_encoder_self_attention(window):
     window.canvas.click_image(40.0, 90.0, shift=True)
     assert window.attention.mode == MODE_ENCODER
     assert window.canvas.heat_item.isVisible()
-    assert window.encoder_point == (40.0, 90.0)
-    maps = window.result.encoder_attention_at(40.0, 90.0)
+    assert window.state.encoder_point == (40.0, 90.0)
+    maps = window.state.result.encoder_attention_at(40.0, 90.0)
     from detr_core.analysis.heatmaps import encoder_attention_map
 
-    expected = encoder_attention_map(maps, window.result, window.attention.layer_index, None)
+    expected = encoder_attention_map(maps, window.state.result, window.attention.layer_index, None)
     np.testing.assert_allclose(_heat(window), expected / expected.max(), rtol=1e-5, atol=1e-6)
     assert window.canvas.marker.data["x"][0] == pytest.approx(90.0)
 
 
 def test_a_bad_image_gives_a_message_and_keeps_the_previous_one(qtbot, window, tmp_path):
-    before = window.image.copy()
-    name = window.image_name
+    before = window.state.image.copy()
+    name = window.state.image_name
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)
     with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
         window.open_image(bad)
     assert "broken.png" in blocker.args[0]
-    assert np.array_equal(window.image, before) and window.image_name == name
+    assert np.array_equal(window.state.image, before) and window.state.image_name == name
     with qtbot.waitSignal(window.errorShown, timeout=10000):
         window.open_image(tmp_path / "missing.jpg")
-    assert np.array_equal(window.image, before)
+    assert np.array_equal(window.state.image, before)
 
 
 def test_a_bad_checkpoint_gives_a_message_and_keeps_the_model(qtbot, window, tmp_path):
-    model = window.loaded.model
+    model = window.state.model.model
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage" * 100)
     with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
         window.open_checkpoint(bad)
     assert "bad.pt" in blocker.args[0]
-    assert window.loaded.model is model
+    assert window.state.model.model is model
 
 
 def _small_training(window):
@@ -229,13 +230,13 @@ def test_start_then_stop_training(qtbot, window):
     assert panel.is_running
     qtbot.waitUntil(lambda: len(panel.plots.steps) >= 2, timeout=60000)
     assert "loss" in panel.plots.data
-    with qtbot.waitSignal(window.modelChanged, timeout=60000):
+    with qtbot.waitSignal(window.state.modelChanged, timeout=60000):
         panel.btn_stop.click()
     qtbot.waitUntil(lambda: not panel.is_running, timeout=30000)
     assert not panel.worker.isRunning()
     assert not panel.worker.session.alive and panel.worker.session.exitcode == 0  # no process left
-    assert window.loaded.unsaved and window.loaded.trained is not None
-    assert window.loaded.trained.step == len(panel.plots.steps)
+    assert window.state.model.unsaved and window.state.model.trained is not None
+    assert window.state.model.trained.step == len(panel.plots.steps)
     assert "*" in window.windowTitle()
 
 
@@ -286,13 +287,13 @@ def test_a_non_finite_loss_in_training_is_shown_and_the_app_stays_up(qtbot, wind
     qtbot.waitUntil(panel.btn_start.isEnabled, timeout=30000)  # ready for another try
     assert not panel.is_running and not panel.worker.session.alive
     window.new_toy_sample()  # and the rest of the window still works
-    qtbot.waitUntil(lambda: window.result is not None and window.image_name.startswith("toy"), timeout=20000)
+    qtbot.waitUntil(lambda: window.state.result is not None and window.state.image_name.startswith("toy"), timeout=20000)
 
 
 def test_save_export_and_settings_persist(qtbot, window, settings, tmp_path, small_checkpoint):
     out = tmp_path / "saved.pt"
     assert window.save_checkpoint(out)
-    assert out.exists() and window.loaded.path == out
+    assert out.exists() and window.state.model.path == out
     png = tmp_path / "view.png"
     assert window.export_png(png)
     assert Image.open(png).size[0] > 100
@@ -303,24 +304,24 @@ def test_save_export_and_settings_persist(qtbot, window, settings, tmp_path, sma
     assert again.queries.threshold == pytest.approx(0.37)
     assert again.attention.colormap.currentText() == "viridis"
     assert str(out) in again.recent_files()
-    again.tasks.wait(10000)
+    again.controller.wait(10000)
 
 
 def test_new_toy_sample_and_dropped_checkpoint(qtbot, window, small_checkpoint):
-    first = window.image.copy()
-    with qtbot.waitSignal(window.resultShown, timeout=20000):
+    first = window.state.image.copy()
+    with qtbot.waitSignal(window.state.resultChanged, timeout=20000):
         window.act_sample.trigger()
-    assert not np.array_equal(first, window.image)
-    with qtbot.waitSignal(window.modelChanged, timeout=20000):
+    assert not np.array_equal(first, window.state.image)
+    with qtbot.waitSignal(window.state.modelChanged, timeout=20000):
         window.open_path(Path(small_checkpoint))
-    assert window.loaded.path == Path(small_checkpoint)
+    assert window.state.model.path == Path(small_checkpoint)
 
 
 def test_attention_grid_shows_kept_queries(window):
     window.grid_dock.raise_()
     window.grid_dock.show()
     window.queries.set_threshold(0.0)
-    window.refresh()
+    window.grid.redraw()
     assert len(window.grid.cells) == SMALL.num_queries
     window.queries.set_threshold(1.0)
     assert len(window.grid.cells) == 0

@@ -176,13 +176,14 @@ def test_progress_can_cancel(model):
 # --- the view ---------------------------------------------------------------------------------
 @pytest.fixture
 def view(qtbot, model):
+    from explorer.state import AppState, LoadedModel
     from explorer.views.layers import LayerView
 
-    v = LayerView()
+    v = LayerView(AppState())
     qtbot.addWidget(v)
     v.resize(1000, 600)
     v.show()
-    v.set_model(model, NAMES)
+    v.state.set_model(LoadedModel(model, NAMES, "test"))
     yield v
     v.shutdown()
 
@@ -193,16 +194,22 @@ def result(model):
     return run_inference(model, image, NAMES, capture=False), image
 
 
+def _show(view, res, image):
+    """The state's image and its result, as the window's inference sets them."""
+    view.state.set_image(image)
+    view.state.set_result(res)
+
+
 def _visible(view):
     return [i for i, r in enumerate(view.canvas.rects) if r.isVisible()]
 
 
 def test_the_selected_query_is_drawn_at_every_layer(view, result):
     res, image = result
-    view.set_result(res, image)
+    _show(view, res, image)
     assert view.query_spin.maximum() == SMALL.num_queries - 1
     for query in (0, 5):
-        view.set_selected_query(query)
+        view.state.set_selected_query(query)
         assert view.query_spin.value() == query
         assert _visible(view) == [0, 1, 2]
         for layer in range(3):
@@ -221,8 +228,8 @@ def test_the_selected_query_is_drawn_at_every_layer(view, result):
 
 
 def test_query_spin_emits_selection(qtbot, view, result):
-    view.set_result(*result)
-    with qtbot.waitSignal(view.querySelected) as blocker:
+    _show(view, *result)
+    with qtbot.waitSignal(view.state.selectedQueryChanged) as blocker:
         view.query_spin.setValue(3)
     assert blocker.args == [3]
     x0 = result[0].layer_boxes_xyxy[0, 3, 0].item()
@@ -239,7 +246,7 @@ def test_set_image_runs_the_model_off_the_gui_thread(qtbot, view, result):
 
 
 def test_run_ap_fills_the_chart_and_exports(qtbot, view, result, tmp_path):
-    view.set_result(*result)
+    _show(view, *result)
     view.images_spin.setValue(10)
     with qtbot.waitSignal(view.jobFinished, timeout=30000):
         assert view.run_ap()
@@ -278,7 +285,9 @@ def test_cancelling_ap_leaves_the_chart_empty(qtbot, view):
 
 def test_a_model_with_other_classes_fails_readably(qtbot, view):
     other = DETR(DETRConfig(**{**SMALL.__dict__, "num_classes": 5})).eval()
-    view.set_model(other, [f"c{i}" for i in range(5)])
+    from explorer.state import LoadedModel
+
+    view.state.set_model(LoadedModel(other, [f"c{i}" for i in range(5)], "test"))
     with qtbot.waitSignal(view.jobFailed, timeout=20000) as blocker:
         view.run_ap()
     assert "5 classes" in blocker.args[0]

@@ -21,6 +21,7 @@ from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
 from detr_core.data.toy import ToyShapes
 from detr_core.model.detr import DETR
 from detr_core.model.matcher import HungarianMatcher
+from explorer.state import DataSource, LoadedModel
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
@@ -180,9 +181,10 @@ def test_stability_counts_a_partial_change(matcher, dataset):
 # --- the view ---------------------------------------------------------------------------------
 @pytest.fixture
 def view(qtbot):
+    from explorer.state import AppState
     from explorer.views.matching import MatchingView
 
-    v = MatchingView()
+    v = MatchingView(AppState())
     qtbot.addWidget(v)
     v.resize(1000, 650)
     v.show()
@@ -193,7 +195,8 @@ def view(qtbot):
 def _show_static(qtbot, view, model, index=0):
     with qtbot.waitSignal(view.snapshotShown, timeout=20000) as blocker:
         view.set_sample_index(index)
-        view.set_model(model, NAMES, LossConfig(), dataset=ToyShapes(ToyDataConfig(), seed=42))
+        view.state.set_model(LoadedModel(model, NAMES, "test"),
+                             DataSource(loss_config=LossConfig(), training_stream=ToyShapes(ToyDataConfig(), seed=42)))
     qtbot.waitUntil(lambda: not view.busy, timeout=10000)
     return blocker.args[0]
 
@@ -261,7 +264,7 @@ def test_heatmap_cells_map_to_query_and_object_and_select(qtbot, view, model):
     assert "(assigned)" in view.describe_cell(query, obj)
     other = (query + 1) % snap.num_queries
     assert "(assigned)" not in view.describe_cell(other, obj)
-    with qtbot.waitSignal(view.querySelected) as blocker:
+    with qtbot.waitSignal(view.state.selectedQueryChanged) as blocker:
         view._on_canvas_box(obj)  # clicking a ground-truth box selects its query
     assert blocker.args == [query]
     assert view.selected_column.isVisible()
@@ -269,6 +272,7 @@ def test_heatmap_cells_map_to_query_and_object_and_select(qtbot, view, model):
 
 
 def test_follows_a_paused_training_run_step_by_step(qtbot, view):
+    from explorer.state import TrainingSession
     from explorer.training_worker import TrainingWorker
     from explorer.views.matching import training_stream
 
@@ -278,7 +282,8 @@ def test_follows_a_paused_training_run_step_by_step(qtbot, view):
     view.snapshotShown.connect(snapshots.append)
     view.stabilityUpdated.connect(points.append)
     view.set_sample_index(6)
-    view.attach(worker, matching_every=1000, stability_every=1000, probe_images=4)
+    view.matching_every, view.stability_every, view.probe_images = 1000, 1000, 4
+    view.state.set_training(TrainingSession(worker))  # as the window does when the panel makes a worker
     worker.start()
     try:
         qtbot.waitUntil(lambda: worker.started_training, timeout=30000)
@@ -304,7 +309,7 @@ def test_follows_a_paused_training_run_step_by_step(qtbot, view):
     qtbot.wait(50)
     # the final probe after the run repeats step 2: no duplicate stability point
     assert [p.step for p in view.stability] == [1, 2]
-    view.detach()
+    view.state.set_training(None)
     assert not view.following
 
 

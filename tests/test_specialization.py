@@ -169,14 +169,22 @@ def test_confident_only_filters_centres_but_not_the_frequency():
 # --- view -------------------------------------------------------------------------------------
 @pytest.fixture
 def view(qtbot):
+    from explorer.state import AppState
     from explorer.views.specialization import SpecializationView
 
-    v = SpecializationView()
+    v = SpecializationView(AppState())
     qtbot.addWidget(v)
     v.resize(1200, 760)
     yield v
     v.cancel_job()
     assert v.wait_job(20000), "the collection thread is still running"
+
+
+def set_model(view, model, data_config=None):
+    """The state's model (and its training data), as the window sets it."""
+    from explorer.state import DataSource, LoadedModel
+
+    view.state.set_model(LoadedModel(model, NAMES, "test"), DataSource(data_config))
 
 
 def many_slots(num_images: int = 30, num_queries: int = 45) -> SlotPredictions:
@@ -192,7 +200,7 @@ def shown_points(cell) -> int:
 
 
 def test_view_runs_the_model_off_the_gui_thread(qtbot, view, tiny_model):
-    view.set_model(tiny_model, NAMES, ToyDataConfig())
+    set_model(view, tiny_model, ToyDataConfig())
     view.num_images.setValue(12)
     with qtbot.waitSignal(view.jobFinished, timeout=20000):
         assert view.run()
@@ -253,12 +261,12 @@ def test_clicking_a_slot_selects_that_query(qtbot, view):
     view.next_button.click()
     cell = view.cells[7]  # slot 27
     centre = view.grid.mapFromScene(cell.plot.sceneBoundingRect().center())
-    with qtbot.waitSignal(view.querySelected, timeout=2000) as blocker:
+    with qtbot.waitSignal(view.state.selectedQueryChanged, timeout=2000) as blocker:
         qtbot.mouseClick(view.grid.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(centre.x(), centre.y()))
     assert blocker.args == [27]
     assert view.selected == 27
     # a table row selects too, and jumps to the slot's page
-    with qtbot.waitSignal(view.querySelected, timeout=2000) as blocker:
+    with qtbot.waitSignal(view.state.selectedQueryChanged, timeout=2000) as blocker:
         rect = view.table.visualItemRect(view.table.item(2, 1))
         qtbot.mouseClick(view.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert blocker.args == [2]
@@ -267,14 +275,16 @@ def test_clicking_a_slot_selects_that_query(qtbot, view):
 
 def test_selecting_from_outside_does_not_echo(qtbot, view):
     view.set_predictions(many_slots())
-    with qtbot.assertNotEmitted(view.querySelected):
-        view.select_query(33)
+    seen = []
+    view.state.selectedQueryChanged.connect(seen.append)
+    view.state.set_selected_query(33)  # from outside: the view shows it and does not set it back
+    assert seen == [33]
     assert view.page == 1 and view.selected == 33
     assert view.table.currentRow() == 33
 
 
 def test_cancel_a_long_collection(qtbot, view, tiny_model):
-    view.set_model(tiny_model, NAMES)
+    set_model(view, tiny_model)
     view.num_images.setValue(view.num_images.maximum())
     with qtbot.waitSignal(view.jobCancelled, timeout=20000):
         assert view.run()
@@ -285,12 +295,12 @@ def test_cancel_a_long_collection(qtbot, view, tiny_model):
 
 
 def test_a_new_model_drops_stale_results(qtbot, view, tiny_model):
-    view.set_model(tiny_model, NAMES)
+    set_model(view, tiny_model)
     view.num_images.setValue(4)
     with qtbot.waitSignal(view.jobFinished, timeout=20000):
         view.run()
     assert view.predictions is not None
-    view.set_model(tiny_model, NAMES)
+    set_model(view, tiny_model)
     assert view.predictions is None and view.table.rowCount() == 0 and view.cells == []
 
 

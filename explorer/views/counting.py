@@ -14,6 +14,7 @@ from torch import nn
 from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_objects
 from detr_core.config import ToyDataConfig
 
+from ..state import AppState, DataSource, LoadedModel
 from .base import AnalysisView, JobContext
 
 BACKGROUND = "#202124"
@@ -23,15 +24,13 @@ JITTER = 0.18  # horizontal spread of the per-image points, in counts
 class CountingView(AnalysisView):
     """Run the model on images with 1..N objects and plot how many it detects.
 
-    ``set_model(model, class_names, data_config)`` gives it the model (and the training data,
-    whose largest object count is marked on the plot).
+    It counts with the state's model; the data source's training data (when known) draws the
+    images and its largest object count is marked on the plot.
     """
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Counting beyond training", parent)
-        self.model: nn.Module | None = None
-        self.class_names: list[str] = []
-        self.data_config: ToyDataConfig | None = None
+        self.state = state
         self.result: CountingResult | None = None
         self._generation = 0
 
@@ -95,16 +94,30 @@ class CountingView(AnalysisView):
         self.summary.setWordWrap(True)
         self.body.addWidget(self.summary)
         self._show_markers(None, None)
+        state.modelChanged.connect(self._on_model)
+        state.dataSourceChanged.connect(self._on_data_source)
 
     # --- inputs ----------------------------------------------------------------------------
-    def set_model(self, model: nn.Module | None, class_names: list[str],
-                  data_config: ToyDataConfig | None = None) -> None:
-        """The model (read only, in eval mode) and, when known, its training data config."""
+    @property
+    def model(self) -> nn.Module | None:
+        """The model (read only, in eval mode)."""
+        return self.state.model.model if self.state.model is not None else None
+
+    @property
+    def data_config(self) -> ToyDataConfig | None:
+        """The model's training data config, when known."""
+        return self.state.data_source.data_config
+
+    def _on_data_source(self, source: DataSource) -> None:
+        if self.result is None:  # a plot shows the markers of its own run
+            self._show_markers(None, source.data_config.max_objects if source.data_config else None)
+
+    def _on_model(self, loaded: LoadedModel | None) -> None:
+        """A new model: old results are cleared."""
         self.cancel_job()
         self._generation += 1
-        self.model = model
-        self.class_names = list(class_names)
-        self.data_config = data_config
+        model = loaded.model if loaded is not None else None
+        data_config = self.data_config
         self.result = None
         if model is not None:
             q = int(model.config.num_queries)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -34,6 +34,7 @@ from detr_core.analysis.layerwise import LayerAP, layerwise_ap
 from detr_core.config import ToyDataConfig
 
 from ..canvas import ImageCanvas
+from ..state import AppState, LoadedModel
 from .base import AnalysisView, JobContext
 
 LAYER_COLORMAP = "plasma"
@@ -71,16 +72,14 @@ def _inference_job(ctx: JobContext, model: nn.Module, image: np.ndarray, class_n
 
 
 class LayerView(AnalysisView):
-    querySelected = Signal(int)  # the query spin box changed
+    """Follows the state's model, result and selected query; its query spin box selects."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Layer by layer", parent)
-        self.model: nn.Module | None = None
-        self.class_names: list[str] = []
-        self.data_config = ToyDataConfig()
+        self.state = state
         self.result: InferenceResult | None = None
         self.image: np.ndarray | None = None
-        self.selected_query = 0
+        self.selected_query = state.selected_query or 0
         self.ap_rows: list[LayerAP] = []
         self._pending_image: np.ndarray | None = None
 
@@ -168,19 +167,40 @@ class LayerView(AnalysisView):
         self.run_button.clicked.connect(self.run_ap)
         for signal in (self.jobFinished, self.jobFailed, self.jobCancelled):
             signal.connect(self._after_job)
+        state.modelChanged.connect(self._on_model)
+        state.resultChanged.connect(self._on_result)
+        state.selectedQueryChanged.connect(self._on_selected_query)
 
     # --- inputs --------------------------------------------------------------------------------
-    def set_model(self, model: nn.Module, class_names: list[str], data_config: ToyDataConfig | None = None) -> None:
-        """The explorer's model (never the one being trained); ``data_config`` describes the toy
-        data whose held-out split the AP is measured on."""
-        self.model = model
-        self.class_names = list(class_names)
-        if data_config is not None:
-            self.data_config = data_config
+    @property
+    def model(self) -> nn.Module | None:
+        """The explorer's model (never the one being trained)."""
+        return self.state.model.model if self.state.model is not None else None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state.class_names
+
+    @property
+    def data_config(self) -> ToyDataConfig:
+        """The toy data whose held-out split the AP is measured on: the model's training data."""
+        return self.state.data_source.data_config or ToyDataConfig()
+
+    def _on_model(self, _loaded: LoadedModel | None) -> None:
         self.ap_rows = []
         for curve in self.curves.values():
             curve.setData([], [])
         self.ap_summary.setText("New model: press “Compute AP by layer”.")
+
+    def _on_result(self, result: InferenceResult | None) -> None:
+        if result is not None and self.state.image is not None:
+            if self.state.selected_query is not None:
+                self.selected_query = self.state.selected_query
+            self.set_result(result, self.state.image)
+
+    def _on_selected_query(self, query: int | None) -> None:
+        if query is not None:
+            self.set_selected_query(query)
 
     def set_result(self, result: InferenceResult, image: np.ndarray) -> None:
         """An inference result (with every layer's boxes) and the [H, W, 3] uint8 image it is of."""
@@ -219,7 +239,7 @@ class LayerView(AnalysisView):
     def _on_query_spin(self, query: int) -> None:
         self.selected_query = query
         self._draw_query()
-        self.querySelected.emit(query)
+        self.state.set_selected_query(query)
 
     # --- the query through the layers ----------------------------------------------------------
     def layer_boxes(self) -> np.ndarray | None:

@@ -2,11 +2,12 @@
 one part), the optimal assignment marked on it, each ground-truth box linked on the image to the
 box of its query, and a stability plot over training.
 
-Two sources of snapshots:
-  * a static model (:meth:`MatchingView.set_model`): matched off the GUI thread with ``run_job``;
-  * a training run (:meth:`MatchingView.attach`): probes on the ``TrainingWorker`` compute the
-    matching and the stability with the live model in the training process, between steps, and
-    only their CPU results come back through ``probed``.
+Two sources of snapshots, both from the application state:
+  * the explorer's model (``state.model``, matched on samples of ``state.data_source``'s training
+    stream): matched off the GUI thread with ``run_job``;
+  * the training session (``state.training``): when one starts, the view adds probes to it that
+    compute the matching and the stability with the live model in the training process, between
+    steps; only their CPU results come back, through ``state.probed``.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ from detr_core.analysis.matching import (
     matcher_for,
     training_stream,
 )
-from detr_core.config import LossConfig, TrainConfig
+from detr_core.config import TrainConfig
 from detr_core.data.toy import ToyShapes
 from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
+from ..state import AppState, TrainingSession
 from .base import AnalysisView, JobContext
 
 MATCHING_PROBE = "matching"
@@ -69,21 +71,28 @@ def _match_job(ctx: JobContext, model: nn.Module, matcher: HungarianMatcher, dat
 
 
 class MatchingView(AnalysisView):
-    querySelected = Signal(int)  # a query clicked on the image or in the heatmap
+    """Follows the state's model, data source, training session and selected query; a query
+    clicked on the image, in the heatmap or in the table becomes the state's selection."""
+
     snapshotShown = Signal(object)  # MatchingSnapshot, each time one arrives (static or training)
     stabilityUpdated = Signal(object)  # StabilityPoint, each time the probe set was re-matched
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Hungarian matching", parent)
-        self.model: nn.Module | None = None
+        self.state = state
         self.matcher: HungarianMatcher | None = None
         self.dataset: ToyShapes | None = None
-        self.class_names: list[str] = []
         self.snapshot: MatchingSnapshot | None = None
         self.stability: list[StabilityPoint] = []
-        self.selected_query: int | None = None
-        self._worker: Any = None  # the TrainingWorker followed, if any
+        self.selected_query: int | None = state.selected_query
+        # how often the probes of a training session run (steps) and the probe set's size
+        self.matching_every = 5
+        self.stability_every = 25
+        self.probe_images = 16
         self._pending_compute = False
+        self._compute_timer = QTimer(self)  # a new model and its data source: one compute
+        self._compute_timer.setSingleShot(True)
+        self._compute_timer.timeout.connect(self._compute_for_new_inputs)
         self._last_draw = 0.0
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
@@ -202,6 +211,11 @@ class MatchingView(AnalysisView):
         self.compute_button.clicked.connect(self.compute)
         self.canvas.querySelected.connect(self._on_canvas_box)
         self.table.cellClicked.connect(self._on_table_click)
+        state.modelChanged.connect(self._on_inputs)
+        state.dataSourceChanged.connect(self._on_inputs)
+        state.trainingChanged.connect(self._on_training)
+        state.probed.connect(self._on_probed)
+        state.selectedQueryChanged.connect(self.set_selected_query)
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -222,19 +236,30 @@ class MatchingView(AnalysisView):
     @property
     def following(self) -> bool:
         """True while a training run is followed (snapshots come from its probes)."""
-        return self._worker is not None and self._worker.isRunning()
+        return self.state.training_running
 
     # --- static model ------------------------------------------------------------------------
-    def set_model(self, model: nn.Module, class_names: list[str], loss_config: LossConfig | None = None,
-                  dataset: ToyShapes | None = None) -> None:
-        """The explorer's model (never the one being trained). ``dataset`` is the training stream
-        whose samples are matched, e.g. :func:`training_stream` of the run that trained the
-        model (default: the training stream of a default ``TrainConfig``)."""
-        self.model = model
-        self.class_names = list(class_names)
-        self.matcher = matcher_for(model, loss_config)
-        self.dataset = dataset if dataset is not None else training_stream(TrainConfig())
-        if not self.following:
+    @property
+    def model(self) -> nn.Module | None:
+        """The explorer's model (never the one being trained)."""
+        return self.state.model.model if self.state.model is not None else None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state.class_names
+
+    def _on_inputs(self, *_: object) -> None:
+        """A new model or data source: the matcher with its costs, the training stream whose
+        samples are matched (default: the stream of a default ``TrainConfig``)."""
+        source = self.state.data_source
+        model = self.model
+        self.matcher = matcher_for(model, source.loss_config) if model is not None else None
+        self.dataset = source.training_stream if source.training_stream is not None \
+            else training_stream(TrainConfig())
+        self._compute_timer.start(0)
+
+    def _compute_for_new_inputs(self) -> None:
+        if self.model is not None and not self.following:
             self.compute()
 
     def compute(self) -> bool:
@@ -261,40 +286,26 @@ class MatchingView(AnalysisView):
             QTimer.singleShot(0, self.compute)
 
     def _on_sample_changed(self, index: int) -> None:
-        if self._worker is not None:
-            self._worker.update_probe(MATCHING_PROBE, sample_index=index)
+        self.state.update_probe(MATCHING_PROBE, sample_index=index)
         if self.following:
             self.status.setText(f"Sample {index} is shown after the next training step.")
         elif self.model is not None:
             self.compute()
 
     # --- following training -----------------------------------------------------------------
-    def attach(self, worker: Any, matching_every: int = 5, stability_every: int = 25,
-               probe_images: int = 16) -> None:
-        """Follow a ``TrainingWorker`` (call before ``worker.start()``): every ``matching_every``
-        steps (and after each single Step) the chosen sample is matched with the live model;
-        every ``stability_every`` steps the probe set (the first ``probe_images`` images of the
+    def _on_training(self, session: TrainingSession | None) -> None:
+        """A training session, before its run starts: every ``matching_every`` steps (and after
+        each single Step) the chosen sample is matched with the live model; every
+        ``stability_every`` steps the probe set (the first ``probe_images`` images of the
         training stream) is re-matched. Both run in the training process."""
-        self.detach()
-        worker.add_probe(MATCHING_PROBE, MatchingProbe(self.sample_index), matching_every)
-        worker.add_probe(STABILITY_PROBE, StabilityProbe(probe_images), stability_every)
-        worker.probed.connect(self._on_probed)
-        self._worker = worker
+        if session is None:
+            return
+        session.add_probe(MATCHING_PROBE, MatchingProbe(self.sample_index), self.matching_every)
+        session.add_probe(STABILITY_PROBE, StabilityProbe(self.probe_images), self.stability_every)
         self.stability = []
         self.stability_curve.setData([], [])
         self.stability_label.setText("Waiting for the first steps…")
         self.status.setText("Following training.")
-
-    def detach(self) -> None:
-        """Stop following the current run; its probes become no-ops."""
-        if self._worker is not None:
-            try:
-                self._worker.probed.disconnect(self._on_probed)
-            except (RuntimeError, TypeError):
-                pass
-            self._worker.update_probe(MATCHING_PROBE, active=False)
-            self._worker.update_probe(STABILITY_PROBE, active=False)
-        self._worker = None
 
     def _on_probed(self, name: str, result: object) -> None:
         if name == MATCHING_PROBE and isinstance(result, MatchingSnapshot):
@@ -415,7 +426,8 @@ class MatchingView(AnalysisView):
 
     # --- selection ---------------------------------------------------------------------------
     def set_selected_query(self, query: int | None) -> None:
-        """Highlight a query (its column in the heatmap, its box on the image)."""
+        """Highlight a query (its column in the heatmap, its box on the image): the state's
+        selection, which this view follows."""
         self.selected_query = query
 
         def draw() -> None:
@@ -435,7 +447,7 @@ class MatchingView(AnalysisView):
 
     def _select(self, query: int) -> None:
         self.set_selected_query(query)
-        self.querySelected.emit(query)
+        self.state.set_selected_query(query)
 
     def _on_canvas_box(self, index: int) -> None:
         s = self.snapshot
@@ -507,7 +519,9 @@ class MatchingView(AnalysisView):
         return rows
 
     def shutdown(self) -> None:
-        """Detach from training and wait for a running job (call before closing)."""
-        self.detach()
+        """Turn this view's training probes off and wait for a running job (call before closing)."""
+        self._compute_timer.stop()
+        self.state.update_probe(MATCHING_PROBE, active=False)
+        self.state.update_probe(STABILITY_PROBE, active=False)
         self.cancel_job()
         self.wait_job(30000)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -44,6 +44,7 @@ from detr_core.analysis.specialization import (
 from detr_core.config import ToyDataConfig
 
 from ..colors import query_color
+from ..state import AppState, LoadedModel
 from .base import AnalysisView, JobContext
 
 # Figure 7's colours
@@ -96,20 +97,17 @@ class SlotCell:
 class SpecializationView(AnalysisView):
     """Where each query slot puts its boxes.
 
-    ``set_model(model, class_names, data_config)`` gives it the model; Run collects predictions
-    off the GUI thread. Clicking a slot's square, its table row or its overview point emits
-    ``querySelected(query)``.
+    It analyses the state's model (on the toy data of its data source); Run collects predictions
+    off the GUI thread. Clicking a slot's square, its table row or its overview point selects
+    that query in the state; the state's selection is shown.
     """
 
-    querySelected = Signal(int)
     PAGE_SIZE = 20
     COLUMNS = 5
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Query specialization", parent)
-        self.model: nn.Module | None = None
-        self.class_names: list[str] = []
-        self.data_config: ToyDataConfig | None = None
+        self.state = state
         self.dataset: ImageBatches | None = None  # a loaded dataset, offered next to the toy split
         self.dataset_name = ""
         self.predictions: SlotPredictions | None = None
@@ -209,17 +207,28 @@ class SpecializationView(AnalysisView):
         self.body.addLayout(legend)
         self._update_sources()
         self._update_page_controls()
+        state.modelChanged.connect(self._on_model)
+        state.selectedQueryChanged.connect(lambda q: q is not None and self.select_query(q))
 
     # --- inputs ----------------------------------------------------------------------------
-    def set_model(self, model: nn.Module | None, class_names: list[str],
-                  data_config: ToyDataConfig | None = None) -> None:
-        """The model to analyse (read only, in eval mode) and, when known, its training data
-        config (the toy split is then drawn like the training images). Clears old results."""
+    @property
+    def model(self) -> nn.Module | None:
+        """The model to analyse (read only, in eval mode)."""
+        return self.state.model.model if self.state.model is not None else None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state.class_names
+
+    @property
+    def data_config(self) -> ToyDataConfig | None:
+        """The model's training data, when known: the toy split is then drawn like it."""
+        return self.state.data_source.data_config
+
+    def _on_model(self, loaded: LoadedModel | None) -> None:
+        """A new model: old results are cleared."""
         self.cancel_job()
-        self.model = model
-        self.class_names = list(class_names)
-        self.data_config = data_config
-        self._clear("Press Run to collect every slot's predictions." if model is not None else "No model.")
+        self._clear("Press Run to collect every slot's predictions." if loaded is not None else "No model.")
 
     def set_dataset(self, dataset: ImageBatches | None, name: str = "") -> None:
         """Offer a loaded dataset (anything with ``len`` and ``batch(indices)``) next to the toy split."""
@@ -263,8 +272,8 @@ class SpecializationView(AnalysisView):
         """Show already collected predictions (what a finished Run calls)."""
         self.predictions = predictions
         self.page = min(self.page, self.num_pages - 1)
-        if self.selected is not None and self.selected >= predictions.num_queries:
-            self.selected = None
+        selected = self.state.selected_query
+        self.selected = selected if selected is not None and selected < predictions.num_queries else None
         self._build_cells()
         self._refilter()
 
@@ -449,7 +458,7 @@ class SpecializationView(AnalysisView):
 
     def _choose(self, query: int) -> None:
         self.select_query(query)
-        self.querySelected.emit(query)
+        self.state.set_selected_query(query)
 
     def cell_of(self, query: int) -> SlotCell | None:
         """The grid square showing ``query`` on the current page, if any."""

@@ -1,0 +1,155 @@
+"""Loads models and images into the :class:`~explorer.state.AppState` and keeps its inference
+result up to date: the model runs off the GUI thread (one :class:`~explorer.workers.WorkQueue`,
+in order) whenever the model or the image changes. It knows nothing of menus or dialogs; it says
+what it is doing through ``busy`` and what went wrong through ``failed``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PySide6.QtCore import QObject, Signal
+
+from detr_core.analysis.capture import InferenceResult, run_inference
+from detr_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from detr_core.data import ToyShapes
+from detr_core.data.images import load_image
+from detr_core.model.detr import DETR
+from detr_core.presets import preset
+
+from .state import AppState, LoadedModel
+from .training_worker import TrainedModel
+from .workers import WorkQueue
+
+
+class Controller(QObject):
+    busy = Signal(object)  # what is running ("Running the model…"), or None once idle
+    failed = Signal(str, str)  # title, readable message
+
+    def __init__(self, state: AppState, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.queue = WorkQueue(self)  # model loading and inference, one at a time, in order
+        self.toy = ToyShapes(seed=12345, split="explorer")
+        self.toy_index = 0
+        self._request = 0
+        state.modelChanged.connect(self.run_inference)
+        state.imageChanged.connect(self.run_inference)
+
+    # --- models ----------------------------------------------------------------------------
+    def use_untrained_model(self) -> None:
+        model_cfg, _ = preset("fast")
+        torch.manual_seed(0)
+        model = DETR(model_cfg).eval()
+        self.state.set_model(LoadedModel(model, list(ToyShapes().class_names), "untrained model"))
+
+    def open_checkpoint(self, path: Path, on_opened: Callable[[Path, Checkpoint], None] | None = None) -> None:
+        """Load a checkpoint off the GUI thread; its model becomes the state's, then
+        ``on_opened(path, checkpoint)`` runs."""
+        path = Path(path)
+        self.busy.emit(f"Loading {path.name}…")
+
+        def load() -> tuple[Checkpoint, DETR]:
+            ckpt = load_checkpoint(path)
+            return ckpt, ckpt.build_model()
+
+        def done(payload: tuple[Checkpoint, DETR]) -> None:
+            ckpt, model = payload
+            self.busy.emit(None)
+            self.state.set_model(LoadedModel(model, ckpt.class_names, ckpt.source, path, ckpt))
+            if on_opened is not None:
+                on_opened(path, ckpt)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            if self.state.model is None:
+                self.use_untrained_model()
+            self.failed.emit("Cannot open checkpoint", message)
+
+        self.queue.submit(load, on_result=done, on_error=failed)
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Write the current model (raises OSError, ValueError or RuntimeError)."""
+        loaded = self.state.model
+        if loaded is None:
+            raise ValueError("no model to save")
+        t = loaded.trained
+        if t is not None:
+            save_checkpoint(path, loaded.model, loaded.class_names, None, t.history.to_dict(), t.train_config,
+                            t.step, extra={"optimizer_state_saved": False})
+        else:
+            ckpt = loaded.checkpoint
+            save_checkpoint(path, loaded.model, loaded.class_names, None,
+                            ckpt.history if ckpt else None, ckpt.train_config if ckpt else None,
+                            ckpt.step if ckpt else 0)
+        self.state.mark_saved(Path(path))
+
+    def use_trained(self, trained: TrainedModel) -> None:
+        """The model a training run of this session handed back."""
+        self.state.set_model(LoadedModel(trained.model, trained.class_names, "trained in this session", None,
+                                         trained=trained))
+
+    # --- images ----------------------------------------------------------------------------
+    def new_toy_sample(self) -> None:
+        sample = self.toy.sample(self.toy_index)
+        self.state.set_image(sample.image, f"toy sample #{self.toy_index}")
+        self.toy_index += 1
+
+    def open_image(self, path: Path, on_opened: Callable[[Path], None] | None = None) -> None:
+        """Read an image off the GUI thread; it becomes the state's, after ``on_opened(path)``."""
+        path = Path(path)
+
+        def done(rgb: np.ndarray) -> None:
+            self.busy.emit(None)
+            if on_opened is not None:
+                on_opened(path)
+            self.state.set_image(rgb, path.name)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            self.failed.emit("Cannot open image", message)
+
+        self.busy.emit(f"Reading {path.name}…")
+        self.queue.submit(load_image, path, on_result=done, on_error=failed)
+
+    # --- inference ---------------------------------------------------------------------------
+    def run_inference(self) -> None:
+        """Run the model on the image off the GUI thread; the newest request wins."""
+        loaded, image = self.state.model, self.state.image
+        if loaded is None or image is None:
+            return
+        self._request += 1
+        request = self._request
+
+        def infer() -> InferenceResult:
+            return run_inference(loaded.model, image, loaded.class_names, capture=True)
+
+        def done(result: InferenceResult) -> None:
+            if request != self._request:
+                return  # a newer image or model superseded this one
+            self.busy.emit(None)
+            self.state.set_result(result)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            self.failed.emit("Inference failed", message)
+
+        self.busy.emit("Running the model…")
+        self.queue.submit(infer, on_result=done, on_error=failed)
+
+    def accept_preview(self, result: InferenceResult) -> None:
+        """A live result from a training run: shown if it is of the current image."""
+        image = self.state.image
+        if image is not None and result.image_size == image.shape[:2]:
+            self.state.set_result(result, preview=True)
+
+    def wait(self, msecs: int = 30000) -> bool:
+        """Block until the running load or inference has returned (True) or ``msecs`` passed."""
+        return self.queue.wait(msecs)
+
+    def shutdown(self, msecs: int = 30000) -> bool:
+        """Drop the waiting work, cancel the running one and wait for it (before closing)."""
+        self.queue.cancel_all()
+        return self.queue.wait(msecs)
