@@ -9,7 +9,7 @@ in the paper: small boxes, large wide boxes and large tall boxes (:class:`BoxSiz
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -17,6 +17,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from detr_core.analysis.predict import batches, evaluating, forward
+from detr_core.cancel import Progress
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 
 # A box is "large" when the geometric mean of its sides, sqrt(w * h), is at least this fraction
@@ -96,48 +98,34 @@ class SlotPredictions:
         return size_categories(self.boxes_cxcywh, large_side)
 
 
-@torch.no_grad()
 def collect_slot_predictions(
     model: nn.Module,
     dataset: ImageBatches,
     num_images: int,
     batch_size: int = 50,
-    progress: Callable[[int, int], object] | None = None,
+    progress: Progress | None = None,
 ) -> SlotPredictions:
     """Run ``model`` over the first ``num_images`` images of ``dataset``, keeping every slot.
 
-    The model is only read: it runs under ``no_grad`` in eval mode (switched to eval and back only
-    if it was training). ``progress(done, total)`` is called before the first batch and after
-    each one; it cancels the collection by raising.
+    The model is only read (see :func:`~detr_core.analysis.predict.evaluating`).
+    ``progress(done, total)`` is called before the first batch and after each one; it cancels
+    the collection by raising :class:`~detr_core.cancel.Cancelled`.
     """
     num_images = min(int(num_images), len(dataset))
     if num_images < 1:
         raise ValueError("collect_slot_predictions needs at least one image")
     classifier = model.config.classifier  # type: ignore[attr-defined]
-    device = next(model.parameters()).device
     boxes, scores, labels, objects = [], [], [], []
-    if progress is not None:
-        progress(0, num_images)
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        for start in range(0, num_images, batch_size):
-            idx = range(start, min(start + batch_size, num_images))
+    with evaluating(model):
+        for idx in batches(num_images, batch_size, progress):
             images, _ = dataset.batch(idx)
-            images = images.to(device) if isinstance(images, Tensor) else [im.to(device) for im in images]
-            out = model(images)
+            out = forward(model, images)
             probs = class_probabilities(out["pred_logits"].cpu(), classifier)  # [B, Q, K + 1]
             s, lab = scores_and_labels(probs)  # [B, Q], [B, Q]
             boxes.append(out["pred_boxes"].float().cpu())  # [B, Q, 4] cxcywh in [0, 1]
             scores.append(s)
             labels.append(lab)
             objects.append(s > probs[..., -1])
-            if progress is not None:
-                progress(idx.stop, num_images)
-    finally:
-        if was_training:
-            model.train()
     return SlotPredictions(torch.cat(boxes), torch.cat(scores), torch.cat(labels), torch.cat(objects))
 
 

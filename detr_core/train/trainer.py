@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from detr_core.analysis.evaluate import evaluate_model, heldout_split
+from detr_core.cancel import Cancelled, Progress, check_stop
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.toy import ToyShapes
 from detr_core.device import pick_device
@@ -272,8 +273,10 @@ class Trainer:
         for live, saved in buffers:
             live.copy_(saved)
 
-    def evaluate(self) -> dict[str, float]:
-        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device)
+    def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
+        """COCO metrics on the held-out split; ``progress`` may cancel (see :mod:`detr_core.cancel`)."""
+        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device,
+                              progress=progress)
 
     def events(self) -> Iterator[Event]:
         cfg = self.config
@@ -303,14 +306,26 @@ class Trainer:
             yield StepEvent(self.step, losses, lr, rate, self.elapsed, self.progress())
             if cfg.eval_every and self.step - last_eval_step >= cfg.eval_every:
                 last_eval_step = self.step
-                yield self._eval_event()
-        if cfg.eval_every and last_eval_step != self.step:
-            yield self._eval_event()
+                if (yield from self._evaluate_or_stop()):
+                    return
+        if cfg.eval_every and last_eval_step != self.step and (yield from self._evaluate_or_stop()):
+            return
         yield FinishedEvent(self.step, self.elapsed, "completed")
 
-    def _eval_event(self) -> EvalEvent:
+    def _evaluate_or_stop(self) -> Generator[Event, None, bool]:
+        """Yield the EvalEvent, or FinishedEvent "stopped" (and return True) when
+        ``control.stop()`` cancelled the evaluation."""
+        evaluated = self._eval_event()
+        yield evaluated if evaluated is not None else FinishedEvent(self.step, self.elapsed, "stopped")
+        return evaluated is None
+
+    def _eval_event(self) -> EvalEvent | None:
+        """Evaluate and record it; None when ``control.stop()`` cancelled the evaluation."""
         t0 = time.perf_counter()
-        metrics = self.evaluate()
+        try:
+            metrics = self.evaluate(check_stop(lambda: self.control.stopped))
+        except Cancelled:
+            return None
         seconds = time.perf_counter() - t0
         self.history.evals.append({"step": self.step, "elapsed": self.elapsed, **metrics})
         return EvalEvent(self.step, self.elapsed, metrics, seconds)
