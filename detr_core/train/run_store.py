@@ -116,17 +116,6 @@ class RunRecord:
         }
 
 
-def _curves(steps: dict[str, list[float]], max_points: int) -> dict[str, list[float]]:
-    """Keep the per-step columns of the last layer (drop ``<part>_<layer>``), thinned evenly."""
-    keep = {k: v for k, v in steps.items() if not re.search(r"_\d+$", k)}
-    n = len(keep.get("step", []))
-    stride = max(1, math.ceil(n / max_points))
-    index = list(range(0, n, stride))
-    if n and index[-1] != n - 1:
-        index.append(n - 1)
-    return {k: [float(v[i]) for i in index] for k, v in keep.items()}
-
-
 # --- the store -------------------------------------------------------------------------------
 class RunStore:
     """A folder of runs, one sub-folder each: ``run.json`` (the record) and ``checkpoint.pt``."""

@@ -28,7 +28,7 @@ from detr_core.checkpoint import save_checkpoint
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
 from detr_core.train.live import apply_thread_commands
-from detr_core.train.run_store import RunRecord, RunStore, _curves
+from detr_core.train.run_store import RunRecord, RunStore
 from detr_core.train.trainer import (
     ErrorEvent,
     EvalEvent,
@@ -134,7 +134,9 @@ def execute_run(
     if trainer is not None:
         record.step = trainer.step
         record.elapsed = trainer.elapsed
-        record.curves = _curves(trainer.history.steps, RunRecord.MAX_POINTS)
+        earlier_layers = {name for name, term in trainer.criterion.terms.items() if term.layer is not None}
+        curves = trainer.history.thinned(RunRecord.MAX_POINTS, drop=earlier_layers)
+        record.curves = {k: [float(x) for x in v] for k, v in curves.items()}
         record.evals = [dict(e) for e in trainer.history.evals]
         if trainer.step > 0:
             try:

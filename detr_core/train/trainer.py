@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Container, Generator, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -118,7 +118,9 @@ class TrainControl:
 
 @dataclass
 class History:
-    """Per-step records (columns of equal length) and evaluation records."""
+    """Per-step records (columns of equal length) and evaluation records: the one place where step
+    columns are kept (:meth:`add_step` pads a column that is new or missing with NaN) and thinned
+    (:meth:`thinned`), for checkpoints, run records and the live plots alike."""
 
     steps: dict[str, list[float]] = field(default_factory=dict)
     evals: list[dict[str, float]] = field(default_factory=list)
@@ -135,14 +137,19 @@ class History:
     def __len__(self) -> int:
         return len(self.steps.get("step", []))
 
-    def to_dict(self, max_points: int = 4000) -> dict:
-        """Plain lists (for checkpoints), thinned evenly to at most ``max_points`` steps."""
+    def thinned(self, max_points: int, drop: Container[str] = ()) -> dict[str, list[float]]:
+        """The step columns except ``drop``, thinned evenly to at most about ``max_points`` steps
+        (every ``ceil(n / max_points)``-th, and always the last)."""
         n = len(self)
         stride = max(1, math.ceil(n / max_points))
         keep = list(range(0, n, stride))
         if n and keep[-1] != n - 1:
             keep.append(n - 1)
-        return {"steps": {k: [v[i] for i in keep] for k, v in self.steps.items()}, "evals": list(self.evals)}
+        return {k: [v[i] for i in keep] for k, v in self.steps.items() if k not in drop}
+
+    def to_dict(self, max_points: int = 4000) -> dict:
+        """Plain lists (for checkpoints), thinned evenly to at most ``max_points`` steps."""
+        return {"steps": self.thinned(max_points), "evals": list(self.evals)}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> History:
