@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+
 import numpy as np
 import torch
 from pycocotools.coco import COCO

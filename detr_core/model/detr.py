@@ -152,10 +152,3 @@ class DETR(nn.Module):
             out["memory"] = memory
         return out
 
-
-def build_model(config: DETRConfig) -> DETR:
-    return DETR(config)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

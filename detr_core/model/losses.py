@@ -26,7 +26,6 @@ from detr_core.config import DETRConfig, LossConfig
 from detr_core.model.dense_head import dense_assignment
 from detr_core.model.matcher import HungarianMatcher, Indices
 
-
 LOSS_PARTS: tuple[str, ...] = ("loss_ce", "loss_bbox", "loss_giou")  # the weighted parts of one prediction set
 
 

@@ -85,11 +85,6 @@ class RunRecord:
         except json.JSONDecodeError as e:
             raise ValueError(f"not valid JSON ({e})") from None
 
-    def metric_curve(self, metric: str = "AP50", x: str = "elapsed") -> tuple[list[float], list[float]]:
-        """(x, y) of one evaluation metric; x is ``elapsed`` (seconds) or ``step``."""
-        points = [(e[x], e[metric]) for e in self.evals if x in e and metric in e]
-        return [p[0] for p in points], [p[1] for p in points]
-
     def seconds_to(self, metric: str = "AP50", level: float = 0.5) -> float | None:
         """Training seconds until ``metric`` first reached ``level`` (None: never)."""
         for e in self.evals:

@@ -199,10 +199,6 @@ class Trainer:
         self,
         model_config: DETRConfig,
         train_config: TrainConfig,
-        model: DETR | None = None,
-        optimizer_state: dict | None = None,
-        history: History | None = None,
-        start_step: int = 0,
         control: TrainControl | None = None,
     ) -> None:
         self.model_config = model_config
@@ -217,15 +213,13 @@ class Trainer:
                 f"the model has {model_config.num_classes} classes but the toy data has "
                 f"{len(train_config.data.classes)} ({', '.join(train_config.data.classes)})"
             )
-        self.model = (model or DETR(model_config)).to(self.device)
+        self.model = DETR(model_config).to(self.device)
         self.criterion = SetCriterion(model_config, train_config.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, train_config)
-        if optimizer_state:
-            self.optimizer.load_state_dict(optimizer_state)
         self.dataset = ToyShapes(train_config.data, seed=train_config.seed, split="train")
         self.heldout = heldout_split(train_config.data, max(train_config.eval_images, 1))
-        self.history = history or History()
-        self.step = start_step
+        self.history = History()
+        self.step = 0
         self.elapsed = 0.0
 
     @property
