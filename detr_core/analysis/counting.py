@@ -120,11 +120,11 @@ def correct_detections(
 ) -> int:
     """Detections that a one-to-one matching pairs with a same-class true object at IoU >= iou.
 
-    boxes_cxcywh [D, 4] in [0, 1], labels [D]; true_boxes_xyxy [T, 4] in [0, 1], true_labels [T].
+    boxes_cxcywh [N, 4] in [0, 1], labels [N]; true_boxes_xyxy [M, 4] in [0, 1], true_labels [M].
     """
     if len(boxes_cxcywh) == 0 or len(true_boxes_xyxy) == 0:
         return 0
-    overlap = box_iou(cxcywh_to_xyxy(boxes_cxcywh), true_boxes_xyxy)  # [D, T]
+    overlap = box_iou(cxcywh_to_xyxy(boxes_cxcywh), true_boxes_xyxy)  # [N, M]
     overlap = overlap * (labels[:, None] == true_labels[None, :])
     rows, cols = linear_sum_assignment(overlap.numpy(), maximize=True)
     return int((overlap[rows, cols] >= iou).sum())

@@ -29,7 +29,8 @@ def coco_evaluate(
     class_names: list[str],
     image_sizes: list[tuple[int, int]],
 ) -> dict[str, float]:
-    """predictions / ground_truth: per image {labels [N], boxes [N, 4] xyxy pixels} (+ scores).
+    """predictions / ground_truth: per image {labels [N], boxes [N, 4] xyxy pixels} (+ scores [N])
+    for N detections, {labels [M], boxes [M, 4]} for M true objects.
 
     Returns {"AP", "AP50", "AP75", "AP/<class>"..., "images"}; values in [0, 1].
     """
@@ -69,7 +70,7 @@ def coco_evaluate(
         ev.accumulate()
         ev.summarize()
     metrics.update({"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2])})
-    precision = ev.eval["precision"]  # [T, R, K, A, M]: IoU thresholds, recall, class, area, max dets
+    precision = ev.eval["precision"]  # pycocotools: [IoU thresholds, recall, class, area, max dets]
     for k, name in enumerate(class_names):
         p = precision[:, :, k, 0, -1]
         valid = p[p > -1]

@@ -20,7 +20,7 @@ from detr_core.analysis.evaluate import coco_evaluate, collect_predictions_by_la
 from detr_core.cancel import Progress, report
 from detr_core.data.toy import ToyShapes
 
-Predictions = list[dict[str, Tensor]]  # per image: scores [D], labels [D], boxes [D, 4] xyxy pixels
+Predictions = list[dict[str, Tensor]]  # per image: scores [N], labels [N], boxes [N, 4] xyxy pixels
 
 
 @dataclass

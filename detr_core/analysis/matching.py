@@ -194,7 +194,7 @@ class MatchingStability:
     def __init__(self, dataset: ToyShapes, num_images: int = 16, indices: Sequence[int] | None = None) -> None:
         chosen = list(indices) if indices is not None else list(range(num_images))
         self.indices = chosen
-        self.images, self.targets = dataset.batch(chosen)  # [N, 3, S, S], targets cxcywh in [0, 1]
+        self.images, self.targets = dataset.batch(chosen)  # [B, 3, H, W], targets cxcywh in [0, 1]
         self.previous: list[np.ndarray] | None = None  # per image [M_i] query per object, -1 = none
         self.history: list[StabilityPoint] = []
 

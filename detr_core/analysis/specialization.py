@@ -67,17 +67,17 @@ class ImageBatches(Protocol):
 
 @dataclass
 class SlotPredictions:
-    """Every query slot's last-layer prediction on every image."""
+    """Every query slot's last-layer prediction on every image (B images, Q slots)."""
 
-    boxes_cxcywh: Tensor  # [N, Q, 4] cxcywh in [0, 1], relative to each image
-    scores: Tensor  # [N, Q] probability of the best real class
-    labels: Tensor  # [N, Q] int64 best real class
-    is_object: Tensor  # [N, Q] bool: the best real class beats "no object" (focal: score > 0.5)
+    boxes_cxcywh: Tensor  # [B, Q, 4] cxcywh in [0, 1], relative to each image
+    scores: Tensor  # [B, Q] probability of the best real class
+    labels: Tensor  # [B, Q] int64 best real class
+    is_object: Tensor  # [B, Q] bool: the best real class beats "no object" (focal: score > 0.5)
 
     def __post_init__(self) -> None:
         n, q = self.scores.shape
         if self.boxes_cxcywh.shape != (n, q, 4) or self.labels.shape != (n, q) or self.is_object.shape != (n, q):
-            raise ValueError("SlotPredictions: need boxes [N, Q, 4] and scores, labels, is_object [N, Q]")
+            raise ValueError("SlotPredictions: need boxes [B, Q, 4] and scores, labels, is_object [B, Q]")
 
     @property
     def num_images(self) -> int:
@@ -88,13 +88,13 @@ class SlotPredictions:
         return int(self.scores.shape[1])
 
     def shown(self, confident_only: bool, threshold: float) -> Tensor:
-        """[N, Q] bool: the predictions a plot shows (all of them, or only score >= threshold)."""
+        """[B, Q] bool: the predictions a plot shows (all of them, or only score >= threshold)."""
         if confident_only:
             return self.scores >= threshold
         return torch.ones_like(self.is_object)
 
     def size_categories(self, large_side: float = LARGE_SIDE) -> Tensor:
-        """[N, Q] int64 :class:`BoxSize` of every prediction."""
+        """[B, Q] int64 :class:`BoxSize` of every prediction."""
         return size_categories(self.boxes_cxcywh, large_side)
 
 
@@ -179,9 +179,9 @@ def slot_summaries(
     dominant class uses those among them that are objects; the object frequency always counts
     every image, whatever the filter.
     """
-    shown = preds.shown(confident_only, threshold)  # [N, Q]
-    sizes = preds.size_categories(large_side)  # [N, Q]
-    centres = preds.boxes_cxcywh[..., :2]  # [N, Q, 2]
+    shown = preds.shown(confident_only, threshold)  # [B, Q]
+    sizes = preds.size_categories(large_side)  # [B, Q]
+    centres = preds.boxes_cxcywh[..., :2]  # [B, Q, 2]
     n = max(preds.num_images, 1)
     out = []
     for q in range(preds.num_queries):

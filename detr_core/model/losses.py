@@ -92,8 +92,8 @@ class SetCriterion(nn.Module):
         self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float,
         log: bool = True, boxes: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """logits: [B, N, C]. Unmatched queries are trained towards "no object". ``boxes``
-        ([B, N, 4] cxcywh) is needed for IoU-aware focal classification."""
+        """logits: [B, Q, C]. Unmatched queries are trained towards "no object". ``boxes``
+        ([B, Q, 4] cxcywh) is needed for IoU-aware focal classification."""
         idx = _src_permutation(indices)
         target_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         if self.classifier == "softmax":
@@ -142,7 +142,7 @@ class SetCriterion(nn.Module):
     def loss_boxes(
         self, boxes: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
     ) -> dict[str, Tensor]:
-        """boxes: [B, N, 4] cxcywh. L1 and GIoU over matched pairs, normalized by num_boxes."""
+        """boxes: [B, Q, 4] cxcywh. L1 and GIoU over matched pairs, normalized by num_boxes."""
         idx = _src_permutation(indices)
         src = boxes[idx]
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
