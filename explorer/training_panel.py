@@ -25,9 +25,10 @@ from PySide6.QtWidgets import (
 )
 
 from detr_core.config import DETRConfig, TrainConfig
+from detr_core.model.losses import LOSS_PARTS, LossTerm, loss_terms
 from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train.live import LiveSession
-from detr_core.train.trainer import EvalEvent, StepEvent
+from detr_core.train.trainer import EvalEvent, History, StepEvent
 
 from .stable_label import StableLabel
 from .training_worker import TrainedModel, TrainingWorker
@@ -79,15 +80,16 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self._turn = 0
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, terms: dict[str, LossTerm] | None = None) -> None:
+        """Clear the plots for a run whose criterion has these :func:`loss_terms`."""
+        self.terms = terms or {}
         for p in self.plots.values():
             for c in list(p.listDataItems()):
                 p.removeItem(c)
             if p.legend is not None:
                 p.legend.clear()
         self.curves = {}
-        self.data: dict[str, list[float]] = {}
-        self.steps: list[float] = []
+        self.history = History()  # "step" and every loss part, padded with NaN where missing
         self.ap_steps: list[float] = []
         self.ap: list[float] = []
         self.ap50: list[float] = []
@@ -107,15 +109,18 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.x_max = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= target)
         self.plots["loss"].setXRange(0, self.x_max, padding=0.02)
 
+    @property
+    def data(self) -> dict[str, list[float]]:
+        return self.history.steps
+
+    @property
+    def steps(self) -> list[float]:
+        return self.history.steps.get("step", [])
+
     def add_steps(self, events: list[StepEvent]) -> None:
         """Record steps; the curves follow a few times a second (see redraw_later)."""
         for e in events:
-            self.steps.append(e.step)
-            for k, v in e.losses.items():
-                self.data.setdefault(k, [math.nan] * (len(self.steps) - 1)).append(v)
-            for k, col in self.data.items():
-                if len(col) < len(self.steps):
-                    col.append(math.nan)
+            self.history.add_step({"step": e.step, **e.losses})
         self.redraw_later()
 
     def redraw_later(self) -> None:
@@ -148,19 +153,19 @@ class LossPlots(pg.GraphicsLayoutWidget):
     def _series(self) -> dict[str, tuple[str, str, str, Qt.PenStyle]]:
         """curve key -> (plot, name, colour, style) for what should be visible now."""
         out = {"loss": ("loss", "total", PART_COLORS["loss"], Qt.PenStyle.SolidLine)}
-        for part in ("loss_ce", "loss_bbox", "loss_giou"):
-            if part in self.data:
-                out[part] = (part, "last layer", PART_COLORS[part], Qt.PenStyle.SolidLine)
-            if f"dn_{part}" in self.data:
-                out[f"dn_{part}"] = (part, "denoising", "#adb5bd", Qt.PenStyle.DashLine)
-            if f"dense_{part}" in self.data:
-                out[f"dense_{part}"] = (part, "dense aux", "#868e96", Qt.PenStyle.DotLine)
-            if self.per_layer:
-                layer = 0
-                while f"{part}_{layer}" in self.data:
-                    out[f"{part}_{layer}"] = (part, f"layer {layer + 1}", LAYER_SHADES[layer % len(LAYER_SHADES)],
-                                              Qt.PenStyle.SolidLine)
-                    layer += 1
+        for part in LOSS_PARTS:
+            for key, t in self.terms.items():
+                if t.part != part or key not in self.data:
+                    continue
+                if t.source == "decoder" and t.layer is None:
+                    out[key] = (part, "last layer", PART_COLORS[part], Qt.PenStyle.SolidLine)
+                elif t.source == "denoising" and t.layer is None:
+                    out[key] = (part, "denoising", "#adb5bd", Qt.PenStyle.DashLine)
+                elif t.source == "dense":
+                    out[key] = (part, "dense aux", "#868e96", Qt.PenStyle.DotLine)
+                elif t.source == "decoder" and self.per_layer:
+                    out[key] = (part, f"layer {t.layer + 1}", LAYER_SHADES[t.layer % len(LAYER_SHADES)],
+                                Qt.PenStyle.SolidLine)
         return out
 
     def redraw(self, only: str | None = None) -> None:
@@ -168,9 +173,8 @@ class LossPlots(pg.GraphicsLayoutWidget):
         wanted = self._series()
         for key in list(self.curves):
             if key not in wanted:
-                plot_key = key.removeprefix("dn_").removeprefix("dense_").rsplit("_", 1)[0] \
-                    if key[-1].isdigit() else key.removeprefix("dn_").removeprefix("dense_")
-                self.plots.get(plot_key, self.plots["loss"]).removeItem(self.curves.pop(key))
+                plot_key = self.terms[key].part if key in self.terms else "loss"
+                self.plots[plot_key].removeItem(self.curves.pop(key))
         if self.steps:
             self._extend_x(self.steps[-1])
         x = np.asarray(self.steps, dtype=float)
@@ -374,7 +378,7 @@ class TrainingPanel(QWidget):
         except ValueError as e:
             self.failed.emit(f"Cannot start training: {e}")
             return False
-        self.plots.reset()
+        self.plots.reset(loss_terms(model_cfg, train_cfg.loss))
         self._last_step = None
         self._shared = ""
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self)

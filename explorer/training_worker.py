@@ -30,7 +30,6 @@ class TrainedModel:
     class_names: list[str]
     model_config: DETRConfig
     train_config: TrainConfig
-    optimizer_state: dict
     history: History
     step: int
     reason: str
@@ -131,7 +130,6 @@ class TrainingWorker(QThread):
                 class_names=state.class_names,
                 model_config=self.model_config,
                 train_config=self.train_config,
-                optimizer_state=state.optimizer_state,
                 history=state.history,
                 step=state.step,
                 reason=state.reason,

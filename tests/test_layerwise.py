@@ -90,7 +90,7 @@ def test_one_row_per_layer_and_the_last_agrees_with_the_evaluator(model):
     first, _ = collect_predictions(model, data, 12, batch_size=5, layer=0)
     assert rows[0].ap50_nms == pytest.approx(_evaluate(nms_predictions(first, 0.7), gts)["AP50"])
     # progress: images in batches, then one unit per layer, up to the total
-    assert calls == [(5, 15), (10, 15), (12, 15), (13, 15), (14, 15), (15, 15)]
+    assert calls == [(0, 15), (5, 15), (10, 15), (12, 15), (13, 15), (14, 15), (15, 15)]
     assert not model.training
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
 from detr_core.config import LossConfig
-from detr_core.model.losses import SetCriterion
+from detr_core.model.losses import LossTerm, SetCriterion, loss_terms
 
 
 def _outputs(b, q, c, layers=1, seed=0):
@@ -51,6 +51,7 @@ def test_parts_match_the_paper_definitions(tiny_config):
 
 
 def test_total_is_the_weighted_sum_over_layers(tiny_config):
+    tiny_config = replace(tiny_config, num_decoder_layers=3)  # the three layers of the outputs below
     crit = SetCriterion(tiny_config, LossConfig(weight_class=1, weight_bbox=5, weight_giou=2))
     out = _outputs(2, tiny_config.num_queries, tiny_config.num_classes + 1, layers=3)
     losses = crit(out, TARGETS)
@@ -107,8 +108,13 @@ def test_focal_and_denoising_parts(tiny_config):
     for name in ("dn_loss_ce", "dn_loss_bbox", "dn_loss_giou", "dn_loss_bbox_0"):
         assert name in losses and torch.isfinite(losses[name])
     crit = SetCriterion(cfg, LossConfig(weight_dn=0.5))
-    assert crit.weight_of("dn_loss_bbox_0") == 2.5
-    assert crit.weight_of("loss_bbox_1") == 5.0
-    assert crit.weight_of("class_error") == 0.0
+    assert crit.weight_dict["dn_loss_bbox_0"] == 2.5
+    assert crit.weight_dict["loss_bbox_0"] == 5.0  # the earlier (of two) decoder layers
+    assert crit.weight_dict.get("class_error", 0.0) == 0.0
+    # every part the criterion returns has its weight in the one dict; the rest is logging only
+    assert set(losses) - set(crit.weight_dict) == {"loss", "class_error", "cardinality_error"}
+    terms = loss_terms(cfg, LossConfig(weight_dn=0.5))
+    assert terms["dn_loss_bbox_0"] == LossTerm("loss_bbox", "denoising", 0, 2.5)
+    assert terms["loss_giou"] == LossTerm("loss_giou", "decoder", None, 2.0)
     losses["loss"].backward()
     assert model.label_enc.weight.grad is not None  # the denoising queries are trained

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detr_core.analysis.predict import evaluating
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.images import prepare
 from detr_core.model.detr import DETR
@@ -116,14 +117,10 @@ def run_inference(
     cfg = model.config
     device = next(model.parameters()).device
     x = input_tensor if input_tensor is not None else prepare(image_rgb, cfg.image_min_size, cfg.image_max_size)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         t0 = time.perf_counter()
         out = model(x[None].to(device), capture=capture)
         seconds = time.perf_counter() - t0
-    finally:
-        model.train(was_training)
 
     layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
     logits = torch.stack([lay["pred_logits"][0] for lay in layers]).float().cpu()  # [L, Q, C]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from detr_core.analysis.predict import batches, evaluating, forward
 from detr_core.box_ops import cxcywh_to_xyxy
+from detr_core.cancel import Progress
 from detr_core.config import ToyDataConfig
 from detr_core.data.images import to_tensor
 from detr_core.data.toy import ToySample, ToyShapes
@@ -118,17 +120,16 @@ def correct_detections(
 ) -> int:
     """Detections that a one-to-one matching pairs with a same-class true object at IoU >= iou.
 
-    boxes_cxcywh [D, 4] in [0, 1], labels [D]; true_boxes_xyxy [T, 4] in [0, 1], true_labels [T].
+    boxes_cxcywh [N, 4] in [0, 1], labels [N]; true_boxes_xyxy [M, 4] in [0, 1], true_labels [M].
     """
     if len(boxes_cxcywh) == 0 or len(true_boxes_xyxy) == 0:
         return 0
-    overlap = box_iou(cxcywh_to_xyxy(boxes_cxcywh), true_boxes_xyxy)  # [D, T]
+    overlap = box_iou(cxcywh_to_xyxy(boxes_cxcywh), true_boxes_xyxy)  # [N, M]
     overlap = overlap * (labels[:, None] == true_labels[None, :])
     rows, cols = linear_sum_assignment(overlap.numpy(), maximize=True)
     return int((overlap[rows, cols] >= iou).sum())
 
 
-@torch.no_grad()
 def count_objects(
     model: nn.Module,
     counts: Sequence[int],
@@ -138,14 +139,14 @@ def count_objects(
     train_max_objects: int | None = None,
     batch_size: int = 50,
     seed: int = 0,
-    progress: Callable[[int, int], object] | None = None,
+    progress: Progress | None = None,
 ) -> CountingResult:
     """Detected against true count on crowded toy images (see :func:`crowded_config`).
 
     ``data_config`` is the training data's config (image size, classes, sizes); ``counts`` the
-    object counts to draw, ``images_per_count`` images each. The model is only read (no_grad, in
-    eval mode). ``progress(done, total)`` is called before the first batch and after each one,
-    and cancels by raising.
+    object counts to draw, ``images_per_count`` images each. The model is only read (see
+    :func:`~detr_core.analysis.predict.evaluating`). ``progress(done, total)`` is called before
+    the first batch and after each one, and cancels by raising :class:`~detr_core.cancel.Cancelled`.
     """
     counts = [int(c) for c in counts]
     if not counts or min(counts) < 0 or images_per_count < 1:
@@ -157,33 +158,22 @@ def count_objects(
     }
     jobs = [(c, j) for c in counts for j in range(images_per_count)]
     classifier = model.config.classifier  # type: ignore[attr-defined]
-    device = next(model.parameters()).device
     size = config.image_size
     rows: list[CountRow] = []
-    if progress is not None:
-        progress(0, len(jobs))
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start : start + batch_size]
+    with evaluating(model):
+        for idx in batches(len(jobs), batch_size, progress):
+            chunk = jobs[idx.start : idx.stop]
             samples = [draw_count(datasets[c], c, j) for c, j in chunk]
-            images = to_tensor(np.stack([s.image for s in samples]))  # [B, 3, S, S]
-            out = model(images.to(device))
+            images = to_tensor(np.stack([s.image for s in samples]))  # [B, 3, H, W]
+            out = forward(model, images)
             probs = class_probabilities(out["pred_logits"].cpu(), classifier)  # [B, Q, K + 1]
             scores, labels = scores_and_labels(probs)  # [B, Q]
             boxes = out["pred_boxes"].float().cpu()  # [B, Q, 4] cxcywh in [0, 1]
             for (c, j), sample, s, lab, bx in zip(chunk, samples, scores, labels, boxes):
                 keep = s >= threshold
-                true_xyxy = torch.from_numpy(sample.boxes_xyxy) / size  # [T, 4] in [0, 1]
+                true_xyxy = torch.from_numpy(sample.boxes_xyxy) / size  # [M, 4] in [0, 1]
                 true_labels = torch.from_numpy(sample.labels)
                 rows.append(CountRow(c, len(sample.labels), int(keep.sum()),
                                      correct_detections(bx[keep], lab[keep], true_xyxy, true_labels), j))
-            if progress is not None:
-                progress(start + len(chunk), len(jobs))
-    finally:
-        if was_training:
-            model.train()
     num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
     return CountingResult(rows, num_queries, float(threshold), train_max_objects, config)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,7 +15,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
+from detr_core.analysis.predict import batches, evaluating, forward
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.cancel import Progress
 from detr_core.config import ToyDataConfig
 from detr_core.data.toy import HELDOUT_SEED, ToyShapes
 from detr_core.model.postprocess import detections
@@ -28,7 +29,8 @@ def coco_evaluate(
     class_names: list[str],
     image_sizes: list[tuple[int, int]],
 ) -> dict[str, float]:
-    """predictions / ground_truth: per image {labels [N], boxes [N, 4] xyxy pixels} (+ scores).
+    """predictions / ground_truth: per image {labels [N], boxes [N, 4] xyxy pixels} (+ scores [N])
+    for N detections, {labels [M], boxes [M, 4]} for M true objects.
 
     Returns {"AP", "AP50", "AP75", "AP/<class>"..., "images"}; values in [0, 1].
     """
@@ -68,7 +70,7 @@ def coco_evaluate(
         ev.accumulate()
         ev.summarize()
     metrics.update({"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2])})
-    precision = ev.eval["precision"]  # [T, R, K, A, M]: IoU thresholds, recall, class, area, max dets
+    precision = ev.eval["precision"]  # pycocotools: [IoU thresholds, recall, class, area, max dets]
     for k, name in enumerate(class_names):
         p = precision[:, :, k, 0, -1]
         valid = p[p > -1]
@@ -83,15 +85,14 @@ def collect_predictions(
     batch_size: int = 50,
     device: torch.device | None = None,
     layer: int = -1,
-    progress: Callable[[int, int], bool | None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
     """Predictions of decoder layer ``layer`` (-1 = last) and ground truth (both xyxy pixels) for
-    the first ``num_images`` images. ``progress(done, total)`` may return False to cancel."""
+    the first ``num_images`` images. ``progress`` as in :func:`collect_predictions_by_layer`."""
     per_layer, gts = collect_predictions_by_layer(model, dataset, num_images, batch_size, device, [layer], progress)
     return per_layer[0], gts
 
 
-@torch.no_grad()
 def collect_predictions_by_layer(
     model: nn.Module,
     dataset: ToyShapes,
@@ -99,37 +100,34 @@ def collect_predictions_by_layer(
     batch_size: int = 50,
     device: torch.device | None = None,
     layers: list[int] | None = None,
-    progress: Callable[[int, int], bool | None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[list[dict[str, Tensor]]], list[dict[str, Tensor]]]:
     """One forward pass per batch; the detections of the decoder layers ``layers`` (indices, -1 =
     last; None = every layer, first to last) as one list per chosen layer of per-image
     {scores [Q], labels [Q], boxes [Q, 4] xyxy pixels}, and the ground truth per image
-    {labels [M], boxes [M, 4] xyxy pixels}. ``progress(done, total)`` may return False to stop."""
-    was_training = model.training
-    model.eval()
-    device = device or next(model.parameters()).device
+    {labels [M], boxes [M, 4] xyxy pixels}.
+
+    ``progress(done, total)`` is called before the first batch and after each one (done and
+    total in images); it cancels by raising :class:`~detr_core.cancel.Cancelled`.
+    """
     classifier = model.config.classifier  # type: ignore[attr-defined]
     per_layer: list[list[dict[str, Tensor]]] = []
     gts: list[dict[str, Tensor]] = []
-    try:
-        for start in range(0, num_images, batch_size):
-            images, targets = dataset.batch(range(start, min(start + batch_size, num_images)))
-            out = model(images.to(device))
+    with evaluating(model):
+        for idx in batches(num_images, batch_size, progress):
+            images, targets = dataset.batch(idx)
+            out = forward(model, images, device)
             all_layers = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_boxes": out["pred_boxes"]}]
             chosen = all_layers if layers is None else [all_layers[i] for i in layers]
             if not per_layer:
                 per_layer = [[] for _ in chosen]
-            sizes = torch.stack([t["orig_size"] for t in targets])  # [B, 2] (h, w)
+            sizes = torch.stack([t["orig_size"] for t in targets])  # [B, 2] (H, W)
             for preds, lay in zip(per_layer, chosen):
                 found = detections(lay["pred_logits"], lay["pred_boxes"], classifier, sizes)
                 preds += [{k: v.cpu() for k, v in d.items()} for d in found]
             for t in targets:
                 h, w = t["orig_size"].tolist()
                 gts.append({"labels": t["labels"], "boxes": normalized_cxcywh_to_pixel_xyxy(t["boxes"], h, w)})
-            if progress is not None and progress(len(gts), num_images) is False:
-                break
-    finally:
-        model.train(was_training)
     return per_layer, gts
 
 
@@ -144,7 +142,10 @@ def evaluate_model(
     num_images: int,
     batch_size: int = 50,
     device: torch.device | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
-    preds, gts = collect_predictions(model, dataset, num_images, batch_size, device)
+    """COCO metrics of the last decoder layer on the first ``num_images`` images of ``dataset``
+    (see :func:`coco_evaluate`); ``progress`` as in :func:`collect_predictions_by_layer`."""
+    preds, gts = collect_predictions(model, dataset, num_images, batch_size, device, progress=progress)
     size = dataset.config.image_size
     return coco_evaluate(preds, gts, dataset.class_names, [(size, size)] * len(preds))

@@ -11,14 +11,13 @@ self-attention, to suppress duplicates itself, so NMS stops helping there (or sl
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detr_core.analysis.evaluate import coco_evaluate, collect_predictions_by_layer
+from detr_core.cancel import Progress, report
 from detr_core.data.toy import ToyShapes
 
 Predictions = list[dict[str, Tensor]]  # per image: scores [N], labels [N], boxes [N, 4] xyxy pixels
@@ -55,13 +54,14 @@ def collect_layer_predictions(
     dataset: ToyShapes,
     num_images: int,
     batch_size: int = 50,
-    progress: Callable[[int, int], bool | None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[Predictions], Predictions]:
     """One forward pass per batch, every decoder layer's detections at once.
 
     Returns (per layer, per image {scores [Q], labels [Q], boxes [Q, 4] xyxy pixels}) and the
-    ground truth per image {labels [M], boxes [M, 4] xyxy pixels}. ``progress(done, total)``
-    may return False to stop early (or raise to cancel).
+    ground truth per image {labels [M], boxes [M, 4] xyxy pixels}. ``progress(done, total)`` is
+    called before the first batch and after each one; it cancels by raising
+    :class:`~detr_core.cancel.Cancelled`.
     """
     return collect_predictions_by_layer(model, dataset, num_images, batch_size, progress=progress)
 
@@ -72,19 +72,20 @@ def layerwise_ap(
     num_images: int,
     nms_iou: float = 0.7,
     batch_size: int = 50,
-    progress: Callable[[int, int], Any] | None = None,
+    progress: Progress | None = None,
 ) -> list[LayerAP]:
     """AP and AP50 of every decoder layer on the first ``num_images`` images of ``dataset``,
     with and without NMS at IoU ``nms_iou``. One row per layer, first layer first.
 
     ``progress(done, total)`` counts work units: first the images run through the model, then
-    one unit per layer evaluated (total = num_images + layers). It may raise to cancel.
+    one unit per layer evaluated (total = num_images + layers), from ``progress(0, total)`` on.
+    It cancels by raising :class:`~detr_core.cancel.Cancelled`.
     """
     layers = int(model.config.num_decoder_layers)  # type: ignore[attr-defined]
     total = num_images + layers
 
-    def images_done(done: int, _: int) -> Any:
-        return progress(done, total) if progress is not None else None
+    def images_done(done: int, _: int) -> None:
+        report(progress, done, total)
 
     per_layer, gts = collect_layer_predictions(model, dataset, num_images, batch_size, images_done)
     size = dataset.config.image_size
@@ -94,6 +95,5 @@ def layerwise_ap(
         plain = coco_evaluate(preds, gts, dataset.class_names, sizes)
         nms = coco_evaluate(nms_predictions(preds, nms_iou), gts, dataset.class_names, sizes)
         rows.append(LayerAP(i + 1, plain["AP"], plain["AP50"], nms["AP"], nms["AP50"]))
-        if progress is not None:
-            progress(len(gts) + i + 1, len(gts) + len(per_layer))
+        report(progress, len(gts) + i + 1, len(gts) + len(per_layer))
     return rows

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from detr_core.analysis.predict import evaluating, forward
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.config import LossConfig, TrainConfig
 from detr_core.data.images import to_uint8
@@ -122,14 +123,8 @@ class MatchingSnapshot:
 
 def _eval_outputs(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
     """Last-layer outputs of ``model`` on ``images`` [B, 3, H, W] in eval mode, on CPU, float32."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            device = next(model.parameters()).device
-            out = model(images.to(device))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        out = forward(model, images)
     return {"pred_logits": out["pred_logits"].detach().float().cpu(),  # [B, Q, C]
             "pred_boxes": out["pred_boxes"].detach().float().cpu()}  # [B, Q, 4] cxcywh in [0, 1]
 
@@ -199,7 +194,7 @@ class MatchingStability:
     def __init__(self, dataset: ToyShapes, num_images: int = 16, indices: Sequence[int] | None = None) -> None:
         chosen = list(indices) if indices is not None else list(range(num_images))
         self.indices = chosen
-        self.images, self.targets = dataset.batch(chosen)  # [N, 3, S, S], targets cxcywh in [0, 1]
+        self.images, self.targets = dataset.batch(chosen)  # [B, 3, H, W], targets cxcywh in [0, 1]
         self.previous: list[np.ndarray] | None = None  # per image [M_i] query per object, -1 = none
         self.history: list[StabilityPoint] = []
 

@@ -9,7 +9,7 @@ in the paper: small boxes, large wide boxes and large tall boxes (:class:`BoxSiz
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
@@ -17,6 +17,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from detr_core.analysis.predict import batches, evaluating, forward
+from detr_core.cancel import Progress
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 
 # A box is "large" when the geometric mean of its sides, sqrt(w * h), is at least this fraction
@@ -65,17 +67,17 @@ class ImageBatches(Protocol):
 
 @dataclass
 class SlotPredictions:
-    """Every query slot's last-layer prediction on every image."""
+    """Every query slot's last-layer prediction on every image (B images, Q slots)."""
 
-    boxes_cxcywh: Tensor  # [N, Q, 4] cxcywh in [0, 1], relative to each image
-    scores: Tensor  # [N, Q] probability of the best real class
-    labels: Tensor  # [N, Q] int64 best real class
-    is_object: Tensor  # [N, Q] bool: the best real class beats "no object" (focal: score > 0.5)
+    boxes_cxcywh: Tensor  # [B, Q, 4] cxcywh in [0, 1], relative to each image
+    scores: Tensor  # [B, Q] probability of the best real class
+    labels: Tensor  # [B, Q] int64 best real class
+    is_object: Tensor  # [B, Q] bool: the best real class beats "no object" (focal: score > 0.5)
 
     def __post_init__(self) -> None:
         n, q = self.scores.shape
         if self.boxes_cxcywh.shape != (n, q, 4) or self.labels.shape != (n, q) or self.is_object.shape != (n, q):
-            raise ValueError("SlotPredictions: need boxes [N, Q, 4] and scores, labels, is_object [N, Q]")
+            raise ValueError("SlotPredictions: need boxes [B, Q, 4] and scores, labels, is_object [B, Q]")
 
     @property
     def num_images(self) -> int:
@@ -86,58 +88,44 @@ class SlotPredictions:
         return int(self.scores.shape[1])
 
     def shown(self, confident_only: bool, threshold: float) -> Tensor:
-        """[N, Q] bool: the predictions a plot shows (all of them, or only score >= threshold)."""
+        """[B, Q] bool: the predictions a plot shows (all of them, or only score >= threshold)."""
         if confident_only:
             return self.scores >= threshold
         return torch.ones_like(self.is_object)
 
     def size_categories(self, large_side: float = LARGE_SIDE) -> Tensor:
-        """[N, Q] int64 :class:`BoxSize` of every prediction."""
+        """[B, Q] int64 :class:`BoxSize` of every prediction."""
         return size_categories(self.boxes_cxcywh, large_side)
 
 
-@torch.no_grad()
 def collect_slot_predictions(
     model: nn.Module,
     dataset: ImageBatches,
     num_images: int,
     batch_size: int = 50,
-    progress: Callable[[int, int], object] | None = None,
+    progress: Progress | None = None,
 ) -> SlotPredictions:
     """Run ``model`` over the first ``num_images`` images of ``dataset``, keeping every slot.
 
-    The model is only read: it runs under ``no_grad`` in eval mode (switched to eval and back only
-    if it was training). ``progress(done, total)`` is called before the first batch and after
-    each one; it cancels the collection by raising.
+    The model is only read (see :func:`~detr_core.analysis.predict.evaluating`).
+    ``progress(done, total)`` is called before the first batch and after each one; it cancels
+    the collection by raising :class:`~detr_core.cancel.Cancelled`.
     """
     num_images = min(int(num_images), len(dataset))
     if num_images < 1:
         raise ValueError("collect_slot_predictions needs at least one image")
     classifier = model.config.classifier  # type: ignore[attr-defined]
-    device = next(model.parameters()).device
     boxes, scores, labels, objects = [], [], [], []
-    if progress is not None:
-        progress(0, num_images)
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        for start in range(0, num_images, batch_size):
-            idx = range(start, min(start + batch_size, num_images))
+    with evaluating(model):
+        for idx in batches(num_images, batch_size, progress):
             images, _ = dataset.batch(idx)
-            images = images.to(device) if isinstance(images, Tensor) else [im.to(device) for im in images]
-            out = model(images)
+            out = forward(model, images)
             probs = class_probabilities(out["pred_logits"].cpu(), classifier)  # [B, Q, K + 1]
             s, lab = scores_and_labels(probs)  # [B, Q], [B, Q]
             boxes.append(out["pred_boxes"].float().cpu())  # [B, Q, 4] cxcywh in [0, 1]
             scores.append(s)
             labels.append(lab)
             objects.append(s > probs[..., -1])
-            if progress is not None:
-                progress(idx.stop, num_images)
-    finally:
-        if was_training:
-            model.train()
     return SlotPredictions(torch.cat(boxes), torch.cat(scores), torch.cat(labels), torch.cat(objects))
 
 
@@ -191,9 +179,9 @@ def slot_summaries(
     dominant class uses those among them that are objects; the object frequency always counts
     every image, whatever the filter.
     """
-    shown = preds.shown(confident_only, threshold)  # [N, Q]
-    sizes = preds.size_categories(large_side)  # [N, Q]
-    centres = preds.boxes_cxcywh[..., :2]  # [N, Q, 2]
+    shown = preds.shown(confident_only, threshold)  # [B, Q]
+    sizes = preds.size_categories(large_side)  # [B, Q]
+    centres = preds.boxes_cxcywh[..., :2]  # [B, Q, 2]
     n = max(preds.num_images, 1)
     out = []
     for q in range(preds.num_queries):

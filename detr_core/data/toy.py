@@ -23,8 +23,8 @@ HELDOUT_SEED = 20201  # the fixed held-out split every evaluation uses
 @dataclass
 class ToySample:
     image: np.ndarray  # [H, W, 3] uint8 RGB
-    labels: np.ndarray  # [N] int64 class indices into ToyShapes.class_names
-    boxes_xyxy: np.ndarray  # [N, 4] float32, pixels, (x0, y0, x1, y1) tight around the shape
+    labels: np.ndarray  # [M] int64 class indices into ToyShapes.class_names
+    boxes_xyxy: np.ndarray  # [M, 4] float32, pixels, (x0, y0, x1, y1) tight around the shape
 
 
 def _split_code(split: str) -> int:
@@ -64,7 +64,7 @@ class ToyShapes:
         return to_tensor(sample.image), self.target(sample, index)
 
     def target(self, sample: ToySample, index: int) -> dict[str, Tensor]:
-        """labels [N], boxes [N, 4] cxcywh normalized, orig_size [2] (h, w), image_id []."""
+        """labels [M], boxes [M, 4] cxcywh normalized, orig_size [2] (H, W), image_id []."""
         s = self.config.image_size
         xyxy = torch.from_numpy(sample.boxes_xyxy) / s
         cxcywh = torch.stack(

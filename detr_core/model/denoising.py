@@ -79,7 +79,8 @@ def build_denoising_queries(
 def query_visibility(
     num_matching: int, query_groups: int, dn: DenoisingMeta | None, device: torch.device
 ) -> Tensor | None:
-    """Which decoder queries may attend to which: [B or 1, 1, T, T] bool (True = visible).
+    """Which decoder queries may attend to which: [B or 1, 1, Q, Q] bool (True = visible),
+    Q = every decoder query.
 
     Query order: the denoising queries first (group by group), then the matching queries (group
     by group). Every group sees only itself; padded denoising slots are hidden from everyone.
@@ -93,11 +94,11 @@ def query_visibility(
     group_of[pad:] = torch.arange(num_matching, device=device) // per_group
     if dn is not None:
         group_of[:pad] = query_groups + torch.arange(pad, device=device) // dn.group_size
-    allowed = group_of[:, None] == group_of[None, :]  # [T, T]
+    allowed = group_of[:, None] == group_of[None, :]  # [Q, Q]
     if dn is None:
         return allowed[None, None]
     key_ok = torch.ones(dn.valid.shape[0], total, dtype=torch.bool, device=device)
     key_ok[:, :pad] = dn.valid.repeat(1, dn.groups)
-    allowed = allowed[None] & key_ok[:, None, :]  # [B, T, T]
+    allowed = allowed[None] & key_ok[:, None, :]  # [B, Q, Q]
     allowed |= torch.eye(total, dtype=torch.bool, device=device)  # a row is never empty
     return allowed[:, None]

@@ -101,11 +101,11 @@ class DETR(nn.Module):
 
         query_pos = refpoints = None
         if cfg.query_type == "learned":
-            query_pos = self.query_embed.weight[:n_match][None]  # [1, T, D]
+            query_pos = self.query_embed.weight[:n_match][None]  # [1, Q, D]
             tgt = torch.zeros_like(query_pos)
         else:
-            tgt = self.query_content.weight[:n_match][None]  # [1, T, D]
-            refpoints = self.refpoint_embed.weight[:n_match].sigmoid()[None]  # [1, T, 4]
+            tgt = self.query_content.weight[:n_match][None]  # [1, Q, D]
+            refpoints = self.refpoint_embed.weight[:n_match].sigmoid()[None]  # [1, Q, 4]
 
         dn = None
         if self.training and cfg.dn_groups > 0 and targets is not None:
@@ -129,8 +129,8 @@ class DETR(nn.Module):
             self_allowed=self_allowed,
             capture=capture,
         )
-        logits = self.class_embed(dec.hs)  # [L, B, T, C]
-        boxes = dec.boxes if dec.boxes is not None else self.bbox_embed(dec.hs).sigmoid()  # [L, B, T, 4]
+        logits = self.class_embed(dec.hs)  # [L, B, P + Q, C], the P denoising queries first
+        boxes = dec.boxes if dec.boxes is not None else self.bbox_embed(dec.hs).sigmoid()  # [L, B, P + Q, 4]
         pad = dn.num_queries if dn is not None else 0
         out: dict[str, Any] = {
             "pred_logits": logits[-1, :, pad:],
@@ -152,10 +152,3 @@ class DETR(nn.Module):
             out["memory"] = memory
         return out
 
-
-def build_model(config: DETRConfig) -> DETR:
-    return DETR(config)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -5,9 +5,16 @@
 earlier layers, ``dn_loss_*`` for denoising), the logging-only ``class_error`` and
 ``cardinality_error``, and ``loss``: the weighted total, computed in one place
 (:meth:`SetCriterion.weighted_total`).
+
+The weights are an explicit dict built in one place, :func:`loss_terms` (as the reference
+implementation builds its ``weight_dict``; :attr:`SetCriterion.weight_dict` is name -> weight): every weighted entry by name, with its part, where
+it comes from (decoder, denoising, dense head), its decoder layer and its weight. Whatever needs
+to know what a loss name means (the run records, the plots) looks it up there.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +25,43 @@ from detr_core.box_ops import cxcywh_to_xyxy
 from detr_core.config import DETRConfig, LossConfig
 from detr_core.model.dense_head import dense_assignment
 from detr_core.model.matcher import HungarianMatcher, Indices
+
+LOSS_PARTS: tuple[str, ...] = ("loss_ce", "loss_bbox", "loss_giou")  # the weighted parts of one prediction set
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One weighted entry of the criterion's output."""
+
+    part: str  # one of LOSS_PARTS
+    source: str  # "decoder" (the matching queries), "denoising" or "dense"
+    layer: int | None  # an earlier decoder layer (0 = the first); None for the last layer and the dense head
+    weight: float
+
+
+def loss_terms(model_config: DETRConfig, loss_config: LossConfig | None = None) -> dict[str, LossTerm]:
+    """Every weighted entry :class:`SetCriterion` can return, by name (the only place the names
+    and weights are made): ``<part>`` for the last decoder layer and ``<part>_<i>`` for the earlier
+    layers (with ``aux_loss``); ``dn_<part>`` and ``dn_<part>_<i>`` for the denoising queries
+    (with ``dn_groups``), scaled by ``weight_dn``; ``dense_<part>`` for the dense head (with
+    ``dense_aux``), scaled by ``weight_dense``. Anything else the criterion returns (``loss``,
+    ``class_error``, ``cardinality_error``) is for logging only, with weight 0."""
+    lc = loss_config or LossConfig()
+    base = {"loss_ce": lc.weight_class, "loss_bbox": lc.weight_bbox, "loss_giou": lc.weight_giou}
+    earlier = range(model_config.num_decoder_layers - 1) if model_config.aux_loss else range(0)
+    denoising = model_config.dn_groups > 0
+    terms: dict[str, LossTerm] = {}
+    for part, w in base.items():
+        terms[part] = LossTerm(part, "decoder", None, w)
+        if denoising:
+            terms[f"dn_{part}"] = LossTerm(part, "denoising", None, w * lc.weight_dn)
+        if model_config.dense_aux:
+            terms[f"dense_{part}"] = LossTerm(part, "dense", None, w * lc.weight_dense)
+        for i in earlier:
+            terms[f"{part}_{i}"] = LossTerm(part, "decoder", i, w)
+        for i in earlier if denoising else ():
+            terms[f"dn_{part}_{i}"] = LossTerm(part, "denoising", i, w * lc.weight_dn)
+    return terms
 
 
 def _src_permutation(indices: Indices) -> tuple[Tensor, Tensor]:
@@ -40,15 +84,16 @@ class SetCriterion(nn.Module):
         empty_weight = torch.ones(self.num_classes + 1)
         empty_weight[-1] = lc.no_object_weight
         self.register_buffer("empty_weight", empty_weight)
-        self.weights = {"loss_ce": lc.weight_class, "loss_bbox": lc.weight_bbox, "loss_giou": lc.weight_giou}
+        self.terms = loss_terms(model_config, lc)  # every weighted part by name
+        self.weight_dict = {name: term.weight for name, term in self.terms.items()}
 
     # --- the parts -----------------------------------------------------------------------
     def loss_labels(
         self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float,
         log: bool = True, boxes: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """logits: [B, N, C]. Unmatched queries are trained towards "no object". ``boxes``
-        ([B, N, 4] cxcywh) is needed for IoU-aware focal classification."""
+        """logits: [B, Q, C]. Unmatched queries are trained towards "no object". ``boxes``
+        ([B, Q, 4] cxcywh) is needed for IoU-aware focal classification."""
         idx = _src_permutation(indices)
         target_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
         if self.classifier == "softmax":
@@ -97,7 +142,7 @@ class SetCriterion(nn.Module):
     def loss_boxes(
         self, boxes: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
     ) -> dict[str, Tensor]:
-        """boxes: [B, N, 4] cxcywh. L1 and GIoU over matched pairs, normalized by num_boxes."""
+        """boxes: [B, Q, 4] cxcywh. L1 and GIoU over matched pairs, normalized by num_boxes."""
         idx = _src_permutation(indices)
         src = boxes[idx]
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
@@ -191,23 +236,11 @@ class SetCriterion(nn.Module):
         )
         return {"dense_loss_ce": loss_ce, "dense_loss_bbox": loss_bbox, "dense_loss_giou": loss_giou}
 
-    def weight_of(self, name: str) -> float:
-        """The weight of a loss part by name (0 for logging-only entries)."""
-        scale = 1.0
-        base = name
-        if name.startswith("dn_"):
-            base, scale = name[3:], self.loss_config.weight_dn
-        elif name.startswith("dense_"):
-            base, scale = name[6:], self.loss_config.weight_dense
-        for key, w in self.weights.items():
-            if base == key or (base.startswith(key + "_") and base[len(key) + 1 :].isdigit()):
-                return w * scale
-        return 0.0
-
     def weighted_total(self, losses: dict[str, Tensor]) -> Tensor:
+        """The sum of every part times its weight in :attr:`weight_dict` (in the order of ``losses``)."""
         total: Tensor | None = None
         for name, value in losses.items():
-            w = self.weight_of(name)
+            w = self.weight_dict.get(name, 0.0)
             if w:
                 total = value * w if total is None else total + value * w
         assert total is not None, "no weighted loss parts"

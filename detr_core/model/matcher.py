@@ -46,8 +46,8 @@ class HungarianMatcher:
     def cost_parts(self, logits: Tensor, boxes: Tensor, labels: Tensor, target_boxes: Tensor) -> dict[str, Tensor]:
         """Unweighted cost parts between N predictions and M targets (what the inspector shows).
 
-        logits: [N, C], boxes: [N, 4] cxcywh, labels: [M], target_boxes: [M, 4] cxcywh.
-        Returns {"class", "bbox", "giou", "total"}, each [N, M] ("total" is weighted).
+        logits: [Q, C], boxes: [Q, 4] cxcywh, labels: [M], target_boxes: [M, 4] cxcywh.
+        Returns {"class", "bbox", "giou", "total"}, each [Q, M] ("total" is weighted).
         """
         boxes = boxes.float()
         target_boxes = target_boxes.float()
@@ -64,7 +64,7 @@ class HungarianMatcher:
     def batched_cost(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
         """The weighted cost of every prediction against its own image's targets only.
 
-        logits: [B, N, C], boxes: [B, N, 4] cxcywh. Returns [B, N, M_max] (targets padded to the
+        logits: [B, Q, C], boxes: [B, Q, 4] cxcywh. Returns [B, Q, M_max] (targets padded to the
         largest count; columns past an image's own count are meaningless). Same numbers as
         ``cost_parts`` on each image's block, without building the whole batch-by-batch matrix.
         """

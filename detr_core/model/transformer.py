@@ -2,7 +2,9 @@
 
 Parameter names and shapes match the reference implementation (``self_attn.in_proj_weight``,
 ``multihead_attn``, ``linear1``, ``norm1``...), so official checkpoints load one to one. Tensors are
-batch-first inside this module: ``[B, S, D]`` for image tokens, ``[B, T, D]`` for queries.
+batch-first inside this module: ``[B, S, D]`` for the S = h * w image tokens of the feature grid,
+``[B, Q, D]`` for the queries (Q counts the denoising queries too, when there are any), and
+``[B, heads, ..., dh]`` inside attention; decoder outputs stack the L layers first.
 
 Attention runs through ``F.scaled_dot_product_attention`` (fused) unless attention weights are
 asked for (``capture=True``); then it is computed explicitly with the same projections, and the
@@ -27,8 +29,8 @@ from detr_core.model.position_encoding import sine_box_embedding
 def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:
     """softmax(q k^T / sqrt(d)) with masked keys removed.
 
-    q: [B, h, Lq, dh], k: [B, h, Lk, dh], allowed: bool broadcastable to [B, h, Lq, Lk]
-    (True = may attend). Returns [B, h, Lq, Lk]; every row sums to 1.
+    q: [B, heads, Sq, dh], k: [B, heads, Sk, dh], allowed: bool broadcastable to
+    [B, heads, Sq, Sk] (True = may attend). Returns [B, heads, Sq, Sk]; every row sums to 1.
     """
     scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))
     if allowed is not None:
@@ -40,9 +42,9 @@ def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:
 class AttentionCapture:
     """What one attention call exposes when asked: weights and the per-head queries and keys."""
 
-    weights: Tensor  # [B, h, Lq, Lk]
-    q: Tensor  # [B, h, Lq, dh]
-    k: Tensor  # [B, h, Lk, dh]
+    weights: Tensor  # [B, heads, Sq, Sk]
+    q: Tensor  # [B, heads, Sq, dh]
+    k: Tensor  # [B, heads, Sk, dh]
 
 
 class MultiheadAttention(nn.Module):
@@ -60,15 +62,15 @@ class MultiheadAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape  # [B, L, D] -> [B, h, L, dh]
+        b, n, _ = x.shape  # [B, S, D] -> [B, heads, S, dh]
         return x.view(b, n, self.nheads, self.d_model // self.nheads).transpose(1, 2)
 
     def forward(
         self,
-        query: Tensor,  # [B, Lq, D]
-        key: Tensor,  # [B, Lk, D]
-        value: Tensor,  # [B, Lk, D]
-        allowed: Tensor | None = None,  # bool, broadcastable to [B, h, Lq, Lk]
+        query: Tensor,  # [B, Sq, D]
+        key: Tensor,  # [B, Sk, D]
+        value: Tensor,  # [B, Sk, D]
+        allowed: Tensor | None = None,  # bool, broadcastable to [B, heads, Sq, Sk]
         capture: bool = False,
         same_qk: bool = False,  # query is key (self-attention): project both in one matmul
     ) -> tuple[Tensor, AttentionCapture | None]:
@@ -95,7 +97,7 @@ class MultiheadAttention(nn.Module):
                 captured = AttentionCapture(weights, q, k)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
-        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], d)  # [B, Lq, D]
+        out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], d)  # [B, Sq, D]
         return self.out_proj(out), captured
 
 
@@ -165,12 +167,12 @@ class TransformerDecoderLayer(nn.Module):
 
     def forward(
         self,
-        tgt: Tensor,  # [B, T, D] query content
-        query_pos: Tensor,  # [B or 1, T, D] query positions
+        tgt: Tensor,  # [B, Q, D] query content
+        query_pos: Tensor,  # [B or 1, Q, D] query positions
         memory: Tensor,  # [B, S, D] encoder output (values)
         memory_keys: Tensor,  # [B, S, D] memory + positional encoding (keys)
         memory_allowed: Tensor | None,  # bool [B, 1, 1, S]
-        self_allowed: Tensor | None,  # bool [T, T]: which queries may see which
+        self_allowed: Tensor | None,  # bool [B or 1, 1, Q, Q]: which queries may see which
         capture: bool = False,
     ) -> tuple[Tensor, AttentionCapture | None, AttentionCapture | None]:
         self_cap = None
@@ -223,8 +225,8 @@ class TransformerCapture:
 
 @dataclass
 class DecoderOutput:
-    hs: Tensor  # [L, B, T, D], every layer's output after the decoder's final LayerNorm
-    boxes: Tensor | None  # [L, B, T, 4] cxcywh in [0, 1], anchor queries only (refined per layer)
+    hs: Tensor  # [L, B, Q, D], every layer's output after the decoder's final LayerNorm
+    boxes: Tensor | None  # [L, B, Q, 4] cxcywh in [0, 1], anchor queries only (refined per layer)
 
 
 class Transformer(nn.Module):
@@ -263,11 +265,11 @@ class Transformer(nn.Module):
         src: Tensor,  # [B, D, H, W] projected features
         mask: Tensor,  # [B, H, W] bool, True on padding
         pos: Tensor,  # [B, D, H, W] positional encoding
-        tgt: Tensor,  # [B or 1, T, D] query content (zeros for DETR's learned queries)
-        query_pos: Tensor | None = None,  # [1, T, D] DETR's learned query embeddings
-        refpoints: Tensor | None = None,  # [B or 1, T, 4] initial anchor boxes, cxcywh in [0, 1]
+        tgt: Tensor,  # [B or 1, Q, D] query content (zeros for DETR's learned queries)
+        query_pos: Tensor | None = None,  # [1, Q, D] DETR's learned query embeddings
+        refpoints: Tensor | None = None,  # [B or 1, Q, 4] initial anchor boxes, cxcywh in [0, 1]
         box_head: Callable[[Tensor], Tensor] | None = None,  # anchor queries: hs -> box delta (logit)
-        self_allowed: Tensor | None = None,  # [T, T] bool, query visibility (groups, denoising)
+        self_allowed: Tensor | None = None,  # [B or 1, 1, Q, Q] bool, query visibility (groups, denoising)
         capture: bool = False,
     ) -> tuple[DecoderOutput, Tensor, TransformerCapture | None]:
         b = src.shape[0]
@@ -314,7 +316,7 @@ class TransformerDecoder(nn.Module):
 
     def forward(
         self,
-        tgt: Tensor,  # [B, T, D]
+        tgt: Tensor,  # [B, Q, D]
         memory: Tensor,  # [B, S, D]
         memory_keys: Tensor,  # [B, S, D]
         memory_allowed: Tensor | None,
@@ -328,25 +330,25 @@ class TransformerDecoder(nn.Module):
         capture = cap is not None
         hs, boxes = [], []
         out = tgt
-        ref = refpoints  # anchor queries: [B, T, 4], the box the next layer starts from
+        ref = refpoints  # anchor queries: [B, Q, 4], the box the next layer starts from
         ref_for_pred = refpoints
         for layer in self.layers:
             if ref is not None:
                 d = tgt.shape[-1]
-                query_pos = self.ref_point_head(sine_box_embedding(ref, d // 2))  # [B, T, D]
+                query_pos = self.ref_point_head(sine_box_embedding(ref, d // 2))  # [B, Q, D]
             assert query_pos is not None
             out, self_cap, cross_cap = layer(
                 out, query_pos, memory, memory_keys, memory_allowed, self_allowed, capture
             )
-            h = self.norm(out)
-            hs.append(h)
+            hidden = self.norm(out)
+            hs.append(hidden)
             if capture:
                 assert cap is not None
                 cap.decoder_self.append(self_cap)
                 cap.decoder_cross.append(cross_cap)
             if ref is not None:
                 assert box_head is not None and ref_for_pred is not None
-                box = (box_head(h + query_pos) + inverse_sigmoid(ref_for_pred)).sigmoid()  # [B, T, 4]
+                box = (box_head(hidden + query_pos) + inverse_sigmoid(ref_for_pred)).sigmoid()  # [B, Q, 4]
                 boxes.append(box)
                 ref = box.detach()
                 # look forward twice (DINO): the next layer's box loss also reaches this layer

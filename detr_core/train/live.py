@@ -101,7 +101,6 @@ class TrainedState:
 
     state_dict: dict[str, torch.Tensor]
     class_names: list[str]
-    optimizer_state: dict
     history: History
     step: int
     reason: str  # "completed", "stopped" or "error"
@@ -179,7 +178,6 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     return TrainedState(
         state_dict={k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
         class_names=list(trainer.class_names),
-        optimizer_state=trainer.optimizer.state_dict(),
         history=trainer.history,
         step=trainer.step,
         reason=reason,

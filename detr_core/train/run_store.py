@@ -85,11 +85,6 @@ class RunRecord:
         except json.JSONDecodeError as e:
             raise ValueError(f"not valid JSON ({e})") from None
 
-    def metric_curve(self, metric: str = "AP50", x: str = "elapsed") -> tuple[list[float], list[float]]:
-        """(x, y) of one evaluation metric; x is ``elapsed`` (seconds) or ``step``."""
-        points = [(e[x], e[metric]) for e in self.evals if x in e and metric in e]
-        return [p[0] for p in points], [p[1] for p in points]
-
     def seconds_to(self, metric: str = "AP50", level: float = 0.5) -> float | None:
         """Training seconds until ``metric`` first reached ``level`` (None: never)."""
         for e in self.evals:
@@ -114,17 +109,6 @@ class RunRecord:
             "overrides": " ".join(self.spec.overrides),
             "checkpoint": self.checkpoint,
         }
-
-
-def _curves(steps: dict[str, list[float]], max_points: int) -> dict[str, list[float]]:
-    """Keep the per-step columns of the last layer (drop ``<part>_<layer>``), thinned evenly."""
-    keep = {k: v for k, v in steps.items() if not re.search(r"_\d+$", k)}
-    n = len(keep.get("step", []))
-    stride = max(1, math.ceil(n / max_points))
-    index = list(range(0, n, stride))
-    if n and index[-1] != n - 1:
-        index.append(n - 1)
-    return {k: [float(v[i]) for i in index] for k, v in keep.items()}
 
 
 # --- the store -------------------------------------------------------------------------------

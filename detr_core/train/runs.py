@@ -23,11 +23,12 @@ from typing import Any
 
 from detr_core.analysis.duplicates import duplicate_rate
 from detr_core.analysis.evaluate import coco_evaluate, collect_predictions
+from detr_core.cancel import Cancelled, check_stop
 from detr_core.checkpoint import save_checkpoint
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
 from detr_core.train.live import apply_thread_commands
-from detr_core.train.run_store import RunRecord, RunStore, _curves
+from detr_core.train.run_store import RunRecord, RunStore
 from detr_core.train.trainer import (
     ErrorEvent,
     EvalEvent,
@@ -42,12 +43,12 @@ from detr_core.train.trainer import (
 def _evaluate(trainer: Trainer, control: TrainControl) -> tuple[dict[str, float], float] | None:
     """AP, AP50, AP75 and the duplicate rate of the current weights on the held-out split.
     None when stopped midway."""
-    n = trainer.config.eval_images
-    preds, gts = collect_predictions(
-        trainer.model, trainer.heldout, n, device=trainer.device,
-        progress=lambda done, total: not control.stopped,
-    )
-    if control.stopped and len(preds) < n:
+    try:
+        preds, gts = collect_predictions(
+            trainer.model, trainer.heldout, trainer.config.eval_images, device=trainer.device,
+            progress=check_stop(lambda: control.stopped),
+        )
+    except Cancelled:
         return None
     size = trainer.heldout.config.image_size
     metrics = coco_evaluate(preds, gts, trainer.class_names, [(size, size)] * len(preds))
@@ -133,7 +134,9 @@ def execute_run(
     if trainer is not None:
         record.step = trainer.step
         record.elapsed = trainer.elapsed
-        record.curves = _curves(trainer.history.steps, RunRecord.MAX_POINTS)
+        earlier_layers = {name for name, term in trainer.criterion.terms.items() if term.layer is not None}
+        curves = trainer.history.thinned(RunRecord.MAX_POINTS, drop=earlier_layers)
+        record.curves = {k: [float(x) for x in v] for k, v in curves.items()}
         record.evals = [dict(e) for e in trainer.history.evals]
         if trainer.step > 0:
             try:

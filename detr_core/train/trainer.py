@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Generator, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from detr_core.analysis.evaluate import evaluate_model, heldout_split
+from detr_core.cancel import Cancelled, Progress, check_stop
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.toy import ToyShapes
 from detr_core.device import pick_device
@@ -117,7 +118,9 @@ class TrainControl:
 
 @dataclass
 class History:
-    """Per-step records (columns of equal length) and evaluation records."""
+    """Per-step records (columns of equal length) and evaluation records: the one place where step
+    columns are kept (:meth:`add_step` pads a column that is new or missing with NaN) and thinned
+    (:meth:`thinned`), for checkpoints, run records and the live plots alike."""
 
     steps: dict[str, list[float]] = field(default_factory=dict)
     evals: list[dict[str, float]] = field(default_factory=list)
@@ -134,14 +137,19 @@ class History:
     def __len__(self) -> int:
         return len(self.steps.get("step", []))
 
-    def to_dict(self, max_points: int = 4000) -> dict:
-        """Plain lists (for checkpoints), thinned evenly to at most ``max_points`` steps."""
+    def thinned(self, max_points: int, drop: Container[str] = ()) -> dict[str, list[float]]:
+        """The step columns except ``drop``, thinned evenly to at most about ``max_points`` steps
+        (every ``ceil(n / max_points)``-th, and always the last)."""
         n = len(self)
         stride = max(1, math.ceil(n / max_points))
         keep = list(range(0, n, stride))
         if n and keep[-1] != n - 1:
             keep.append(n - 1)
-        return {"steps": {k: [v[i] for i in keep] for k, v in self.steps.items()}, "evals": list(self.evals)}
+        return {k: [v[i] for i in keep] for k, v in self.steps.items() if k not in drop}
+
+    def to_dict(self, max_points: int = 4000) -> dict:
+        """Plain lists (for checkpoints), thinned evenly to at most ``max_points`` steps."""
+        return {"steps": self.thinned(max_points), "evals": list(self.evals)}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> History:
@@ -191,10 +199,6 @@ class Trainer:
         self,
         model_config: DETRConfig,
         train_config: TrainConfig,
-        model: DETR | None = None,
-        optimizer_state: dict | None = None,
-        history: History | None = None,
-        start_step: int = 0,
         control: TrainControl | None = None,
     ) -> None:
         self.model_config = model_config
@@ -209,15 +213,13 @@ class Trainer:
                 f"the model has {model_config.num_classes} classes but the toy data has "
                 f"{len(train_config.data.classes)} ({', '.join(train_config.data.classes)})"
             )
-        self.model = (model or DETR(model_config)).to(self.device)
+        self.model = DETR(model_config).to(self.device)
         self.criterion = SetCriterion(model_config, train_config.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, train_config)
-        if optimizer_state:
-            self.optimizer.load_state_dict(optimizer_state)
         self.dataset = ToyShapes(train_config.data, seed=train_config.seed, split="train")
         self.heldout = heldout_split(train_config.data, max(train_config.eval_images, 1))
-        self.history = history or History()
-        self.step = start_step
+        self.history = History()
+        self.step = 0
         self.elapsed = 0.0
 
     @property
@@ -272,8 +274,10 @@ class Trainer:
         for live, saved in buffers:
             live.copy_(saved)
 
-    def evaluate(self) -> dict[str, float]:
-        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device)
+    def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
+        """COCO metrics on the held-out split; ``progress`` may cancel (see :mod:`detr_core.cancel`)."""
+        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device,
+                              progress=progress)
 
     def events(self) -> Iterator[Event]:
         cfg = self.config
@@ -303,14 +307,26 @@ class Trainer:
             yield StepEvent(self.step, losses, lr, rate, self.elapsed, self.progress())
             if cfg.eval_every and self.step - last_eval_step >= cfg.eval_every:
                 last_eval_step = self.step
-                yield self._eval_event()
-        if cfg.eval_every and last_eval_step != self.step:
-            yield self._eval_event()
+                if (yield from self._evaluate_or_stop()):
+                    return
+        if cfg.eval_every and last_eval_step != self.step and (yield from self._evaluate_or_stop()):
+            return
         yield FinishedEvent(self.step, self.elapsed, "completed")
 
-    def _eval_event(self) -> EvalEvent:
+    def _evaluate_or_stop(self) -> Generator[Event, None, bool]:
+        """Yield the EvalEvent, or FinishedEvent "stopped" (and return True) when
+        ``control.stop()`` cancelled the evaluation."""
+        evaluated = self._eval_event()
+        yield evaluated if evaluated is not None else FinishedEvent(self.step, self.elapsed, "stopped")
+        return evaluated is None
+
+    def _eval_event(self) -> EvalEvent | None:
+        """Evaluate and record it; None when ``control.stop()`` cancelled the evaluation."""
         t0 = time.perf_counter()
-        metrics = self.evaluate()
+        try:
+            metrics = self.evaluate(check_stop(lambda: self.control.stopped))
+        except Cancelled:
+            return None
         seconds = time.perf_counter() - t0
         self.history.evals.append({"step": self.step, "elapsed": self.elapsed, **metrics})
         return EvalEvent(self.step, self.elapsed, metrics, seconds)
