@@ -232,7 +232,7 @@ def test_start_then_stop_training(qtbot, window):
     with qtbot.waitSignal(window.modelChanged, timeout=60000):
         panel.btn_stop.click()
     qtbot.waitUntil(lambda: not panel.is_running, timeout=30000)
-    assert not panel.worker.isRunning()
+    assert not panel.worker.is_running
     assert not panel.worker.session.alive and panel.worker.session.exitcode == 0  # no process left
     assert window.loaded.unsaved and window.loaded.trained is not None
     assert window.loaded.trained.step == len(panel.plots.steps)
@@ -267,7 +267,7 @@ def test_closing_while_training_stops_it_and_asks_to_save(qtbot, window, monkeyp
     worker = panel.worker
     assert window.close()
     assert asked == ["Training is running", "Unsaved trained weights"]
-    assert not worker.isRunning() and not worker.session.alive
+    assert not worker.is_running and not worker.session.alive
 
 
 def test_a_non_finite_loss_in_training_is_shown_and_the_app_stays_up(qtbot, window, monkeypatch):

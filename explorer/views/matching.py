@@ -52,7 +52,8 @@ from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
-from .base import AnalysisView, JobContext
+from ..workers import WorkContext
+from .base import AnalysisView
 
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
@@ -60,7 +61,7 @@ GT_COLOR = QColor("#ffffff")
 REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
 
 
-def _match_job(ctx: JobContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
+def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
                index: int) -> MatchingSnapshot:
     ctx.progress(0, 1, f"Matching sample {index}…")
     snapshot = match_toy_sample(model, matcher, dataset, index)
@@ -222,7 +223,7 @@ class MatchingView(AnalysisView):
     @property
     def following(self) -> bool:
         """True while a training run is followed (snapshots come from its probes)."""
-        return self._worker is not None and self._worker.isRunning()
+        return self._worker is not None and self._worker.is_running
 
     # --- static model ------------------------------------------------------------------------
     def set_model(self, model: nn.Module, class_names: list[str], loss_config: LossConfig | None = None,
