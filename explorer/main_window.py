@@ -43,7 +43,6 @@ from .canvas import ImageCanvas
 from .colors import query_color
 from .query_panel import QueryPanel
 from .stable_label import StableLabel
-from .tasks import TaskRunner
 from .training_panel import TrainingPanel
 from .training_worker import TrainedModel
 from .views.counting import CountingView
@@ -51,6 +50,7 @@ from .views.layers import LayerView
 from .views.matching import MatchingView, training_stream
 from .views.runs import RunsView
 from .views.specialization import SpecializationView
+from .workers import WorkQueue
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
@@ -110,7 +110,7 @@ class MainWindow(QMainWindow):
         self._error_box: QMessageBox | None = None
         self.toy = ToyShapes(seed=12345, split="explorer")
         self.toy_index = sample_seed
-        self.tasks = TaskRunner(self)  # model loading and inference, one at a time, in order
+        self.tasks = WorkQueue(self)  # model loading and inference, one at a time, in order
         self.redraw_seconds: list[float] = []
 
         self.canvas = ImageCanvas()
@@ -360,7 +360,7 @@ class MainWindow(QMainWindow):
                 self._use_untrained_model()
             self.show_error("Cannot open checkpoint", message)
 
-        self.tasks.submit(load, on_done=done, on_error=failed)
+        self.tasks.submit(load, on_result=done, on_error=failed)
 
     def save_checkpoint(self, path: Path) -> bool:
         if self.loaded is None:
@@ -425,7 +425,7 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open image", message)
 
         self._set_busy(f"Reading {path.name}…")
-        self.tasks.submit(load_image, path, on_done=done, on_error=failed)
+        self.tasks.submit(load_image, path, on_result=done, on_error=failed)
 
     def paste_image(self) -> None:
         clipboard = QApplication.clipboard()
@@ -468,7 +468,7 @@ class MainWindow(QMainWindow):
             self.show_error("Inference failed", message)
 
         self._set_busy("Running the model…")
-        self.tasks.submit(infer, on_done=done, on_error=failed)
+        self.tasks.submit(infer, on_result=done, on_error=failed)
 
     def _on_preview(self, result: InferenceResult) -> None:
         if result.image_size == (self.image.shape[:2] if self.image is not None else None):
