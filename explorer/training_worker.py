@@ -93,6 +93,7 @@ class TrainingWorker(QObject):
         self.result: Any = None  # what ``trained`` carried, once it has
         self.reader = Worker(self._read, context=False, parent=self)
         self.reader.yielded.connect(self._dispatch)
+        self.reader.error.connect(self.failed)  # a bug in the reader itself, still reported
         self.reader.finished.connect(self.finished)
 
     @property
