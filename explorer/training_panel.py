@@ -1,5 +1,6 @@
 """The training panel: a preset and its main settings, Start / Pause / Resume / Step / Stop,
-live loss and AP plots, a progress bar. Training runs in a ``TrainingWorker`` thread."""
+live loss and AP plots, a progress bar. Training runs in a child process, read by a
+``TrainingWorker``."""
 
 from __future__ import annotations
 
@@ -363,7 +364,7 @@ class TrainingPanel(QWidget):
     # --- running ---------------------------------------------------------------------------
     @property
     def is_running(self) -> bool:
-        return self.worker is not None and self.worker.isRunning()
+        return self.worker is not None and self.worker.is_running
 
     def set_preview_image(self, image: np.ndarray | None) -> None:
         self.preview_image = image

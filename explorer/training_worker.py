@@ -1,19 +1,28 @@
-"""Training in a child process (:mod:`detr_core.train.live`), followed by a reader thread that turns
-the child's messages into signals. Only signals leave this object, carrying detached CPU data
-(step events, inference results, the finished model)."""
+"""The one reader of a training child process (:mod:`detr_core.train.live`): a
+:class:`TrainingWorker` starts the child and reads its messages on an
+:class:`explorer.workers.Worker` thread, and turns them into typed signals on the GUI thread.
+Only signals leave this object, carrying detached CPU data (step events, trainer events,
+inference results, the finished model or run record). The training panel runs a
+:class:`~detr_core.train.live.LiveJob` through it and the runs panel a
+:class:`~detr_core.train.runs.RunJob`; both see a ``failed`` message the same way: ``failed`` is
+emitted and reading goes on until the child has ended (``finished``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, Signal
 
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.detr import DETR
 from detr_core.train.live import LiveJob, LiveSession, Probe, TrainedState
 from detr_core.train.trainer import History
+
+from .workers import Worker
 
 # The training process runs at a lower priority than the window. When the window needs the CPU
 # (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.
@@ -37,35 +46,54 @@ class TrainedModel:
     extra: dict = field(default_factory=dict)
 
 
-class TrainingWorker(QThread):
-    """One training run. ``start()`` starts the child process; the thread ends when it has ended
-    and ``trained`` has been emitted (or ``failed``, if the process died without a result)."""
+class TrainingWorker(QObject):
+    """One training run in a child process. ``start()`` starts the child and its reader; the run
+    is over when ``finished`` is emitted: the child has ended, been joined, and every message
+    was delivered as a signal (last ``trained``, or ``failed`` if the child died without a result).
+
+    Built from configs it runs a :class:`LiveJob` (the training panel's run); with ``job=`` any
+    other session job, e.g. a :class:`~detr_core.train.runs.RunJob` whose trainer events arrive as
+    ``event`` and whose :class:`~detr_core.train.run_store.RunRecord` arrives as ``trained``."""
 
     trainingStarted = Signal(dict)  # {"parameters", "device"}: the child has built its trainer
     progress = Signal(list)  # [StepEvent], batched to about 10 updates per second
     evaluated = Signal(object)  # EvalEvent
     preview = Signal(object)  # InferenceResult of the preview image with the current weights
-    failed = Signal(str)
-    trained = Signal(object)  # TrainedModel, once, when the run ends for any reason
+    failed = Signal(str)  # a readable message; the run may still end with a result
+    trained = Signal(object)  # once, when the run ends for any reason: a TrainedModel (LiveJob)
+    # or the job's own result (a RunRecord for a RunJob)
     probed = Signal(str, object)  # (probe name, its result), see add_probe
     threadsChanged = Signal(int)  # the run's CPU threads (fewer while another run trains too)
+    event = Signal(object)  # a trainer Event, from a job that forwards them (RunJob)
+    finished = Signal()  # the reader has ended (last, however the run ended)
 
     def __init__(
         self,
-        model_config: DETRConfig,
-        train_config: TrainConfig,
+        model_config: DETRConfig | None = None,
+        train_config: TrainConfig | None = None,
         preview_image: np.ndarray | None = None,
         preview_every: float = 3.0,
         start_paused: bool = False,
-        parent=None,  # noqa: ANN001
+        parent: QObject | None = None,
+        *,
+        job: Any = None,
     ) -> None:
         super().__init__(parent)
+        if job is None:
+            if model_config is None or train_config is None:
+                raise TypeError("TrainingWorker needs a model and a train config, or a job")
+            job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused)
         self.model_config = model_config
         self.train_config = train_config
-        self.job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused)
-        self.session = LiveSession(self.job, nice=TRAINING_NICENESS)
+        self.job = job
+        self.session = LiveSession(job, nice=TRAINING_NICENESS)
         self._paused = start_paused
         self.info: dict | None = None  # set by trainingStarted
+        self.result: Any = None  # what ``trained`` carried, once it has
+        self.reader = Worker(self._read, context=False, parent=self)
+        self.reader.yielded.connect(self._dispatch)
+        self.reader.error.connect(self.failed)  # a bug in the reader itself, still reported
+        self.reader.finished.connect(self.finished)
 
     @property
     def paused(self) -> bool:
@@ -76,15 +104,24 @@ class TrainingWorker(QThread):
     def started_training(self) -> bool:
         return self.info is not None
 
+    @property
+    def is_running(self) -> bool:
+        """Started and its reader not yet ended (the child may still be running)."""
+        return self.reader.is_running
+
+    def wait(self, msecs: int = 30000) -> bool:
+        """Block until the reader has ended (True; the child has been joined) or ``msecs``."""
+        return self.reader.wait(msecs)
+
     def add_probe(self, name: str, probe: Probe, every_steps: int = 1) -> None:
         """Before ``start()``: call the picklable ``probe(trainer)`` in the training process every
         ``every_steps`` steps (and after the first, every paused and the last step) and emit
-        ``probed(name, result)``."""
+        ``probed(name, result)``. For a LiveJob."""
         self.job.probes.append((name, probe, max(1, every_steps)))
 
     def update_probe(self, name: str, **attributes: Any) -> None:
         """Set attributes of a probe, here and in the running process (between its steps)."""
-        for probe_name, probe, _ in self.job.probes:
+        for probe_name, probe, _ in getattr(self.job, "probes", ()):
             if probe_name == name:
                 for key, value in attributes.items():
                     setattr(probe, key, value)
@@ -94,22 +131,50 @@ class TrainingWorker(QThread):
         self.job.preview_image = image
         self.session.set_preview_image(image)
 
-    def run(self) -> None:
+    def start(self) -> None:
+        self.reader.start()
+
+    # --- on the reader's thread ------------------------------------------------------------
+    def _read(self) -> Iterator[tuple]:
+        """Start the child and yield its messages, the final result already converted (a
+        model is built here, off the GUI thread)."""
         try:
             self.session.start()
         except Exception as e:  # noqa: BLE001 - reported, never fatal to the app
-            self.failed.emit(f"Could not start the training process: {type(e).__name__}: {e}")
+            yield ("failed", f"Could not start the training process: {type(e).__name__}: {e}")
             return
         try:
-            for kind, *payload in self.session.messages():
-                self._dispatch(kind, payload)
+            with closing(self.session.messages()) as messages:
+                for kind, *payload in messages:
+                    if kind == "done":
+                        payload = [self._result(payload[0])]
+                    yield (kind, *payload)
         except Exception as e:  # noqa: BLE001
             self.session.kill()
-            self.failed.emit(f"Training failed: {type(e).__name__}: {e}")
+            yield ("failed", f"Training failed: {type(e).__name__}: {e}")
 
-    def _dispatch(self, kind: str, payload: list) -> None:
+    def _result(self, result: Any) -> Any:
+        if not isinstance(result, TrainedState):
+            return result
+        assert self.model_config is not None and self.train_config is not None
+        return TrainedModel(
+            model=result.build_model(self.model_config),
+            class_names=result.class_names,
+            model_config=self.model_config,
+            train_config=self.train_config,
+            history=result.history,
+            step=result.step,
+            reason=result.reason,
+            elapsed=result.elapsed,
+        )
+
+    # --- on the GUI thread -----------------------------------------------------------------
+    def _dispatch(self, message: tuple) -> None:
+        kind, *payload = message
         if kind == "progress":
             self.progress.emit(payload[0])
+        elif kind == "event":
+            self.event.emit(payload[0])
         elif kind == "preview":
             self.preview.emit(payload[0])
         elif kind == "probed":
@@ -124,17 +189,8 @@ class TrainingWorker(QThread):
             self.info = payload[0]
             self.trainingStarted.emit(payload[0])
         elif kind == "done":
-            state: TrainedState = payload[0]
-            self.trained.emit(TrainedModel(
-                model=state.build_model(self.model_config),
-                class_names=state.class_names,
-                model_config=self.model_config,
-                train_config=self.train_config,
-                history=state.history,
-                step=state.step,
-                reason=state.reason,
-                elapsed=state.elapsed,
-            ))
+            self.result = payload[0]
+            self.trained.emit(payload[0])
 
     # --- control, from the GUI thread (never blocks) ---------------------------------------
     def pause(self) -> None:

@@ -1,4 +1,9 @@
+import glob
+import multiprocessing
 import os
+import sys
+import threading
+import time
 
 # GUI tests run without a screen; set before any Qt import.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -26,3 +31,103 @@ def tiny_config():
         backbone="tiny", tiny_width=8, d_model=32, nheads=4, num_encoder_layers=1, num_decoder_layers=2,
         dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0, image_min_size=64, image_max_size=128,
     )
+
+
+# --- nothing left running ----------------------------------------------------------------------
+LEFTOVER_GRACE = 5.0  # seconds a test's threads and processes get to end after it
+
+
+def _child_pids(pid: int) -> set[int]:
+    """Live (not zombie) children of ``pid``, from /proc (empty where there is no /proc)."""
+    pids: set[int] = set()
+    for children in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(children) as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    live = set()
+    for child in pids:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            live.add(child)
+    return live
+
+
+def _infrastructure_pids() -> set[int]:
+    """Processes there by design: multiprocessing's forkserver (started by
+    ``detr_core.train.live.warm_up``) and its resource tracker."""
+    pids = set()
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is not None and getattr(forkserver._forkserver, "_forkserver_pid", None):
+        pids.add(forkserver._forkserver._forkserver_pid)
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is not None and getattr(tracker._resource_tracker, "_pid", None):
+        pids.add(tracker._resource_tracker._pid)
+    return pids
+
+
+def _processes() -> dict[int, str]:
+    """Child processes that are running, by pid: multiprocessing's, and any child (or child of
+    the forkserver: the training processes) seen in /proc."""
+    infrastructure = _infrastructure_pids()
+    pids = _child_pids(os.getpid())
+    for server in infrastructure:
+        pids |= _child_pids(server)
+    found = {pid: f"pid {pid}" for pid in pids - infrastructure}
+    found.update({p.pid: f"{p.name} (pid {p.pid})" for p in multiprocessing.active_children()})
+    return found
+
+
+def _running_objects() -> set[object]:
+    """Workers (explorer.workers) and training sessions (detr_core.train.live) still running."""
+    found: set[object] = set()
+    workers = sys.modules.get("explorer.workers")
+    if workers is not None:
+        found.update(workers.running_workers())
+    live = sys.modules.get("detr_core.train.live")
+    if live is not None:
+        found.update(live.LiveSession._running)
+    return found
+
+
+def _describe(thing: object) -> str:
+    if hasattr(thing, "fn"):  # a Worker
+        return f"worker running {getattr(thing.fn, '__qualname__', thing.fn)!r}"
+    process = getattr(thing, "process", None)
+    return f"training session of a {type(thing.job).__name__} (pid {getattr(process, 'pid', None)})"
+
+
+def _leftovers(before: tuple[set[threading.Thread], set[object], dict[int, str]]) -> list[str]:
+    threads_before, objects_before, processes_before = before
+    threads = [t for t in threading.enumerate()
+               if t not in threads_before and t.is_alive() and not isinstance(t, threading._DummyThread)]
+    found = [f"thread {t.name!r}" for t in threads]
+    found += [_describe(o) for o in _running_objects() - objects_before]
+    found += [f"process {name}" for pid, name in _processes().items() if pid not in processes_before]
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running():
+    """Fails a test that leaves a thread, an ``explorer.workers`` Worker, a training session or a
+    child process running after it ends (napari's suite has the same). Each gets
+    LEFTOVER_GRACE seconds to end, with Qt events processed meanwhile so finished signals are
+    delivered. The forkserver and its resource tracker are long-lived by design."""
+    before = (set(threading.enumerate()), _running_objects(), _processes())
+    yield
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    while True:
+        qt_core = sys.modules.get("PySide6.QtCore")
+        if qt_core is not None and qt_core.QCoreApplication.instance() is not None:
+            qt_core.QCoreApplication.processEvents()
+        leftovers = _leftovers(before)
+        if not leftovers or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if leftovers:
+        pytest.fail("left running after the test: " + "; ".join(leftovers), pytrace=False)

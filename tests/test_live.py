@@ -186,3 +186,28 @@ def test_runs_at_the_same_time_share_the_threads(monkeypatch):
         first.stop()
         reader.join(30)
     assert seen[-1][0] == "done" and not LiveSession._running
+
+
+def test_a_reader_that_stops_early_leaves_no_session_behind(monkeypatch):
+    """Breaking out of messages() (which closes the generator) still cleans up: the session leaves
+    the running ones, the other run gets its threads back, the command thread ends and the child
+    is stopped and joined."""
+    monkeypatch.setattr(LiveSession, "cpu_budget", 2)
+    first = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=None)))
+    first.start()
+    second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=None)))
+    second.start()
+    try:
+        assert LiveSession._running == [first, second]
+        for message in second.messages():
+            if message[0] == "progress":
+                break
+        assert LiveSession._running == [first]
+        assert not second.alive and second.exitcode is not None
+        assert second._commands_thread is not None and not second._commands_thread.is_alive()
+    finally:
+        first.stop()
+        seen = _collect(first)
+    threads = [m for m in seen if m[0] == "threads"]
+    assert threads[-2:] == [("threads", 1), ("threads", 2)]  # shared, then given back
+    assert seen[-1][0] == "done" and not LiveSession._running

@@ -262,7 +262,7 @@ def make_view(qtbot, tmp_path):
     yield make
     for view in views:
         assert view.shutdown(20000)
-        assert view.job is None or not view.job.isRunning()
+        assert view.worker is None or not view.worker.is_running
 
 
 def _statuses(view: RunsView) -> list[str]:
@@ -299,7 +299,7 @@ def test_view_cancel_stops_the_run_and_drops_the_queue(qtbot, make_view):
     assert _statuses(view)[1] == "queued"
     with qtbot.waitSignal(view.queueFinished, timeout=20000):
         view.cancel_button.click()
-    assert view.job is not None and view.job.wait(5000)
+    assert view.worker is not None and view.worker.wait(5000)
     assert view.pending == [] and not view.is_running
     assert [(r.name, r.status) for r in view.records] == [("long", "stopped")]
     assert 0 < view.records[0].step < 100_000 and view.records[0].checkpoint

@@ -5,6 +5,7 @@
     for kind, *payload in session.messages():   # blocks; ends when the child has ended
         ...                              # "started", "progress", "evaluated", "preview",
                                          # "probed", "failed", and last "done"
+                                         # (a reader may break early: the session still ends)
     session.pause() / resume() / step_once() / stop()    # from any thread, never blocks
 
 Why a process and not a thread: a training thread and a GUI thread in one interpreter share the
@@ -305,6 +306,7 @@ class LiveSession:
         self.process: multiprocessing.process.BaseProcess | None = None
         self.finished = False  # the child sent "done"
         self.exitcode: int | None = None
+        self._commands_thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the child (may wait for the forkserver's imports: call it off the GUI thread)."""
@@ -316,7 +318,9 @@ class LiveSession:
         self.process = process
         self._events_send.close()  # the child holds its own copies; EOF when the child ends
         self._commands_recv.close()
-        threading.Thread(target=self._forward_commands, name="detr-training-commands", daemon=True).start()
+        self._commands_thread = threading.Thread(
+            target=self._forward_commands, name="detr-training-commands", daemon=True)
+        self._commands_thread.start()
         with LiveSession._running_lock:
             LiveSession._running.append(self)
         LiveSession.share_threads()
@@ -345,31 +349,51 @@ class LiveSession:
             pass
 
     def messages(self) -> Iterator[tuple]:
-        """The child's messages until it ends; if it dies without a word, a last ``failed``."""
+        """The child's messages until it ends; if it dies without a word, a last ``failed``.
+
+        However reading ends (the child's end, an error, or a reader that stops early and closes
+        this generator), the session is cleaned up: it leaves the running sessions (the others get
+        their threads back), its command thread ends, and the child is joined (stopped and, if it
+        does not end in time, killed)."""
         reported = False
-        while True:
-            try:
-                message = pickle.loads(self._events_recv.recv_bytes())
-            except (EOFError, OSError):
-                break
-            if message[0] == "done":
-                self.finished = True
-            elif message[0] == "failed":
-                reported = True
-            yield message
-        self._events_recv.close()
+        try:
+            while True:
+                try:
+                    message = pickle.loads(self._events_recv.recv_bytes())
+                except (EOFError, OSError):
+                    break
+                if message[0] == "done":
+                    self.finished = True
+                elif message[0] == "failed":
+                    reported = True
+                yield message
+        finally:
+            self._end()
+        if self.process is not None and not self.finished and not (reported and self.exitcode == 0):
+            code = self.exitcode
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            yield ("failed", f"The training process {how} before it finished.")
+
+    def _end(self, timeout: float = 10.0) -> None:
+        """After the last message was read: leave the running sessions, end the command thread
+        and join the child. A child still running (its reader stopped early) is asked to stop;
+        its next message then fails on the closed pipe, which ends it too."""
         with LiveSession._running_lock:
             if self in LiveSession._running:
                 LiveSession._running.remove(self)
         LiveSession.share_threads()
-        self._outbox.put(None)
+        if self.alive:
+            self.stop()
+        self._outbox.put(None)  # the command thread closes the pipe and ends
+        self._events_recv.close()
+        if self._commands_thread is not None:
+            self._commands_thread.join(timeout)
         if self.process is not None:
-            self.process.join(10)
+            self.process.join(timeout)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout)
             self.exitcode = self.process.exitcode
-            if not self.finished and not (reported and self.exitcode == 0):
-                code = self.exitcode
-                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-                yield ("failed", f"The training process {how} before it finished.")
 
     def send(self, *command: Any) -> None:
         self._outbox.put(command)

@@ -3,19 +3,21 @@ Cancel button, and export of the view as PNG and of its data as CSV or JSON.
 
 A view subclasses :class:`AnalysisView`, puts its controls and plots in ``self.body`` (a
 QVBoxLayout), runs heavy collection with :meth:`run_job`, and implements :meth:`export_data`
-(rows for CSV, or any JSON-able object).
+(rows for CSV, or any JSON-able object). A job runs on an :class:`explorer.workers.Worker`: its
+function gets a :class:`~explorer.workers.WorkContext` and passes ``ctx.core_progress`` (or a
+callback calling ``ctx.progress``) to the core, so Cancel raises
+:class:`detr_core.cancel.Cancelled` between batches.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -27,61 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-
-class Cancelled(Exception):
-    """Raised inside a job when the user pressed Cancel."""
-
-
-class JobContext:
-    """Given to a job function: report progress, check for cancellation."""
-
-    def __init__(self, signals: _JobSignals) -> None:
-        self._signals = signals
-        self._cancel = threading.Event()
-
-    def progress(self, done: int, total: int, text: str = "") -> None:
-        """Report progress; raises Cancelled if the user cancelled."""
-        if self._cancel.is_set():
-            raise Cancelled()
-        self._signals.progress.emit(int(done), int(total), text)
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-
-class _JobSignals(QObject):
-    progress = Signal(int, int, str)
-    done = Signal(object)
-    failed = Signal(str)
-    cancelled = Signal()
-
-
-class Job(QThread):
-    """Runs ``fn(ctx, *args)`` on its own thread; only signals come back."""
-
-    def __init__(self, fn: Callable[..., Any], args: tuple, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.signals = _JobSignals()
-        self.ctx = JobContext(self.signals)
-        self.fn = fn
-        self.args = args
-
-    def run(self) -> None:
-        try:
-            result = self.fn(self.ctx, *self.args)
-        except Cancelled:
-            self.signals.cancelled.emit()
-        except Exception as e:  # noqa: BLE001 - shown as a message, never fatal
-            self.signals.failed.emit(f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e))
-        else:
-            if self.ctx.cancelled:
-                self.signals.cancelled.emit()
-            else:
-                self.signals.done.emit(result)
+from ..workers import Worker
 
 
 class AnalysisView(QWidget):
@@ -95,7 +43,7 @@ class AnalysisView(QWidget):
     def __init__(self, title: str, parent=None) -> None:  # noqa: ANN001
         super().__init__(parent)
         self.title = title
-        self.job: Job | None = None
+        self.job: Worker | None = None  # the latest job
         self._job_button: QPushButton | None = None
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
@@ -149,17 +97,35 @@ class AnalysisView(QWidget):
     # --- jobs ------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self.job is not None and self.job.isRunning()
+        return self.job is not None and self.job.is_running
 
     def run_job(
         self, fn: Callable[..., Any], *args: Any, on_done: Callable[[Any], None], button: QPushButton | None = None
     ) -> bool:
         """Start ``fn(ctx, *args)`` off the GUI thread; ``on_done(result)`` runs on the GUI thread.
-        ``button`` (the one that started the job) stays disabled until the job ends, however it ends."""
+        ``ctx`` is a :class:`~explorer.workers.WorkContext`. ``button`` (the one that started the
+        job) stays disabled until the job ends, however it ends."""
         if self.busy:
             return False
-        job = Job(fn, args, self)
+        job = Worker(fn, *args, parent=self)
         self.job = job
+        self._job_started(button)
+        job.progress.connect(self._job_progress)
+        job.result.connect(lambda result: self._job_succeeded(result, on_done))
+        job.error.connect(self._job_failed)
+        job.cancelled.connect(self._job_cancelled)
+        job.start()
+        return True
+
+    def cancel_job(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def wait_job(self, msecs: int = 60000) -> bool:
+        return self.job.wait(msecs) if self.job is not None else True
+
+    # The progress row, for run_job and for views that follow other work (the runs view).
+    def _job_started(self, button: QPushButton | None = None) -> None:
         self._job_button = button
         if button is not None:
             button.setEnabled(False)
@@ -168,38 +134,24 @@ class AnalysisView(QWidget):
         self.cancel_button.setVisible(True)
         self.progress_label.setText("Working…")
 
-        def progress(done: int, total: int, text: str) -> None:
-            self.progress_bar.setRange(0, max(total, 1))
-            self.progress_bar.setValue(done)
-            self.progress_label.setText(text or f"{done} / {total}")
+    def _job_progress(self, done: int, total: int, text: str = "") -> None:
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(done)
+        self.progress_label.setText(text or f"{done} / {total}")
 
-        def finished_ok(result: Any) -> None:
-            self._job_ended("Done.")
-            on_done(result)
-            self.jobFinished.emit(result)
+    def _job_succeeded(self, result: Any, on_done: Callable[[Any], None]) -> None:
+        self._job_ended("Done.")
+        on_done(result)
+        self.jobFinished.emit(result)
 
-        def failed(message: str) -> None:
-            self._job_ended("Failed.")
-            self.show_error(message)
-            self.jobFailed.emit(message)
+    def _job_failed(self, message: str) -> None:
+        self._job_ended("Failed.")
+        self.show_error(message)
+        self.jobFailed.emit(message)
 
-        def cancelled() -> None:
-            self._job_ended("Cancelled.")
-            self.jobCancelled.emit()
-
-        job.signals.progress.connect(progress)
-        job.signals.done.connect(finished_ok)
-        job.signals.failed.connect(failed)
-        job.signals.cancelled.connect(cancelled)
-        job.start()
-        return True
-
-    def cancel_job(self) -> None:
-        if self.job is not None:
-            self.job.ctx.cancel()
-
-    def wait_job(self, msecs: int = 60000) -> bool:
-        return self.job.wait(msecs) if self.job is not None else True
+    def _job_cancelled(self) -> None:
+        self._job_ended("Cancelled.")
+        self.jobCancelled.emit()
 
     def _job_ended(self, text: str) -> None:
         if self._job_button is not None:

@@ -15,7 +15,8 @@ from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_objects
 from detr_core.config import ToyDataConfig
 
 from ..state import AppState, DataSource, LoadedModel
-from .base import AnalysisView, JobContext
+from ..workers import WorkContext
+from .base import AnalysisView
 
 BACKGROUND = "#202124"
 JITTER = 0.18  # horizontal spread of the per-image points, in counts
@@ -211,7 +212,7 @@ class CountingView(AnalysisView):
         return [{**row.to_row(), "num_queries": r.num_queries, "threshold": r.threshold} for row in r.rows]
 
 
-def _count(ctx: JobContext, model: nn.Module, counts: list[int], images_per_count: int, threshold: float,
+def _count(ctx: WorkContext, model: nn.Module, counts: list[int], images_per_count: int, threshold: float,
            data_config: ToyDataConfig | None, train_max: int | None) -> CountingResult:
     """Worker-thread job."""
     return count_objects(

@@ -35,7 +35,8 @@ from detr_core.config import ToyDataConfig
 
 from ..canvas import ImageCanvas
 from ..state import AppState, LoadedModel
-from .base import AnalysisView, JobContext
+from ..workers import WorkContext
+from .base import AnalysisView
 
 LAYER_COLORMAP = "plasma"
 
@@ -47,7 +48,7 @@ def layer_colors(num_layers: int) -> list[QColor]:
     return [cmap.map(float(t), mode="qcolor") for t in ts]
 
 
-def _ap_job(ctx: JobContext, model: nn.Module, data_config: ToyDataConfig, num_images: int,
+def _ap_job(ctx: WorkContext, model: nn.Module, data_config: ToyDataConfig, num_images: int,
             nms_iou: float) -> list[LayerAP]:
     model_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
     if model_classes != len(data_config.classes):
@@ -66,7 +67,7 @@ def _ap_job(ctx: JobContext, model: nn.Module, data_config: ToyDataConfig, num_i
     return layerwise_ap(model, dataset, num_images, nms_iou, batch_size=25, progress=progress)
 
 
-def _inference_job(ctx: JobContext, model: nn.Module, image: np.ndarray, class_names: list[str]) -> InferenceResult:
+def _inference_job(ctx: WorkContext, model: nn.Module, image: np.ndarray, class_names: list[str]) -> InferenceResult:
     ctx.progress(0, 1, "Running the model…")
     return run_inference(model, image, class_names, capture=False)
 

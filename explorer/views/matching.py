@@ -54,7 +54,8 @@ from detr_core.model.matcher import HungarianMatcher
 from ..canvas import ImageCanvas
 from ..colors import query_color
 from ..state import AppState, TrainingSession
-from .base import AnalysisView, JobContext
+from ..workers import WorkContext
+from .base import AnalysisView
 
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
@@ -62,7 +63,7 @@ GT_COLOR = QColor("#ffffff")
 REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
 
 
-def _match_job(ctx: JobContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
+def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
                index: int) -> MatchingSnapshot:
     ctx.progress(0, 1, f"Matching sample {index}…")
     snapshot = match_toy_sample(model, matcher, dataset, index)

@@ -1,8 +1,9 @@
 """The runs panel: the classic DETR ablations one click each, and a comparison of training runs.
 
 "Run ablations" queues the baseline and the checked ablations (same base preset, seed and time
-budget); they train one at a time on a background thread, with the current run's progress in the
-progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
+budget); they train one at a time, each in its own process read by a
+:class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
+current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
 table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
 overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
 Runs live in a :class:`~detr_core.train.run_store.RunStore` folder and are reloaded when the view is made.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QItemSelectionModel, QObject, QStandardPaths, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QStandardPaths, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -41,13 +42,12 @@ from PySide6.QtWidgets import (
 
 from detr_core.presets import PRESETS
 from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
-from detr_core.train.live import LiveSession
 from detr_core.train.run_store import RunRecord, RunStore
 from detr_core.train.runs import RunJob
 from detr_core.train.trainer import EvalEvent, Event, StepEvent
 
-from ..training_worker import TRAINING_NICENESS
-from .base import AnalysisView, Cancelled, JobContext
+from ..training_worker import TrainingWorker
+from .base import AnalysisView
 
 COLUMNS = ("Run", "Status", "Steps", "Seconds", "AP", "AP50", "Dup. rate", "Seed", "Budget", "Checkpoint")
 PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#20c997", "#f06595",
@@ -78,13 +78,6 @@ def smooth(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
             weight = beta * weight + (1 - beta)
         out[i] = avg / weight if weight > 0 else math.nan
     return out
-
-
-class _LiveSignals(QObject):
-    """From the run thread to the view (queued): batches of steps and evaluation points."""
-
-    steps = Signal(list, float)  # [(step, elapsed, {loss key: value})], fraction of the budget used
-    evaluated = Signal(dict)  # {"step", "elapsed", "AP", "AP50", "AP75", "duplicate_rate"}
 
 
 class _LiveRun:
@@ -123,12 +116,14 @@ class RunsView(AnalysisView):
         self.records: list[RunRecord] = []
         self.pending: list[RunSpec] = []
         self.live: _LiveRun | None = None
-        self._session: LiveSession | None = None  # the current run's training process
+        self.worker: TrainingWorker | None = None  # the current (or last) run's training process
+        self._batch: list[tuple[int, float, dict[str, float]]] = []  # steps not yet drawn
+        self._batch_progress = 0.0  # fraction of the budget used at the batch's last step
+        self._last_drawn = 0.0
+        self._cancelled = False
+        self._failure = ""  # the current run's last "failed" message
         self._rows: list[tuple[str, RunRecord | RunSpec]] = []  # (key, what) per table row
         self._items: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
-        self._signals = _LiveSignals(self)
-        self._signals.steps.connect(self._on_live_steps)
-        self._signals.evaluated.connect(self._on_live_eval)
         self.jobFailed.connect(self._on_run_failed)
         self.jobCancelled.connect(self._on_cancelled)
         self._build()
@@ -285,85 +280,94 @@ class RunsView(AnalysisView):
         self._refresh_table()
         self._start_next()
 
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.is_running
+
     def _start_next(self) -> None:
         if self.live is not None or self.busy:
             return
         if not self.pending:
             self.queueFinished.emit()
             return
-        if self.job is not None:
-            self.job.deleteLater()  # the previous run's finished thread
-            self.job = None
         spec = self.pending.pop(0)
         self.live = _LiveRun(spec)
-        self._session = LiveSession(RunJob(spec, str(self.store.root)), nice=TRAINING_NICENESS)
-        self.run_job(self._execute, spec, self._session, on_done=self._on_run_done)
+        self._batch, self._last_drawn, self._cancelled, self._failure = [], 0.0, False, ""
+        worker = TrainingWorker(job=RunJob(spec, str(self.store.root)), parent=self)
+        worker.event.connect(self._on_event)
+        worker.failed.connect(self._on_failed_message)
+        worker.finished.connect(self._on_session_ended)
+        self.worker = worker
+        self._job_started()
+        worker.start()
         self._refresh_table()
         self._replot()
 
-    def _execute(self, ctx: JobContext, spec: RunSpec, session: LiveSession) -> RunRecord:
-        """On the run thread: start the run's training process and forward its events, throttled,
-        as signals; return its record."""
-        batch: list[tuple[int, float, dict[str, float]]] = []
-        last = 0.0
-        progress = 0.0
+    def _on_event(self, event: Event) -> None:
+        """A trainer event of the current run: its curves and the progress row, redrawn at most
+        every LIVE_INTERVAL seconds."""
+        live = self.live
+        if live is None:
+            return
+        if isinstance(event, StepEvent):
+            losses = {k: event.losses[k] for k in LOSS_KEYS if k in event.losses}
+            self._batch.append((event.step, event.elapsed, losses))
+            self._batch_progress = event.progress
+            now = time.perf_counter()
+            if now - self._last_drawn >= LIVE_INTERVAL:
+                self._last_drawn = now
+                self._flush_steps()
+                spec = live.spec
+                text = (f"{spec.name}: step {event.step}, {event.elapsed:.0f} s "
+                        f"({event.progress:.0%} of {spec.budget_text})")
+                if self.pending:
+                    text += f", {len(self.pending)} queued"
+                if not self._cancelled:
+                    self._job_progress(round(event.progress * 1000), 1000, text)
+        elif isinstance(event, EvalEvent):
+            self._flush_steps()
+            self._on_live_eval({"step": event.step, "elapsed": event.elapsed, **event.metrics})
+        else:  # an error or the end: show the last steps now
+            self._flush_steps()
 
-        def flush() -> None:
-            nonlocal batch
-            if batch:
-                self._signals.steps.emit(batch, progress)
-                batch = []
+    def _flush_steps(self) -> None:
+        if self._batch and self.live is not None:
+            batch, self._batch = self._batch, []
+            self._on_live_steps(batch, self._batch_progress)
 
-        def on_event(event: Event) -> None:
-            nonlocal last, progress
-            if ctx.cancelled:
-                session.stop()
-                return
-            if isinstance(event, StepEvent):
-                losses = {k: event.losses[k] for k in LOSS_KEYS if k in event.losses}
-                batch.append((event.step, event.elapsed, losses))
-                progress = event.progress
-                now = time.perf_counter()
-                if now - last >= LIVE_INTERVAL:
-                    last = now
-                    flush()
-                    text = (f"{spec.name}: step {event.step}, {event.elapsed:.0f} s "
-                            f"({event.progress:.0%} of {spec.budget_text})")
-                    if self.pending:  # read across threads: a list's length, never mutated here
-                        text += f", {len(self.pending)} queued"
-                    try:
-                        ctx.progress(round(event.progress * 1000), 1000, text)
-                    except Cancelled:
-                        session.stop()
-            elif isinstance(event, EvalEvent):
-                flush()
-                self._signals.evaluated.emit({"step": event.step, "elapsed": event.elapsed, **event.metrics})
-            else:  # an error or the end: show the last steps now
-                flush()
+    def _on_failed_message(self, message: str) -> None:
+        self._failure = message  # shown when the run ends without a record
 
-        session.start()
-        record: RunRecord | None = None
-        for kind, *payload in session.messages():
-            if kind == "event":
-                on_event(payload[0])
-            elif kind == "done":
-                record = payload[0]
-            elif kind == "failed":
-                raise ValueError(payload[0])
-        if record is None:
-            raise ValueError(f"{spec.name}: the training process ended without a result")
-        return record
+    def _on_session_ended(self) -> None:
+        """The run's process has ended: a record (done), a cancelled run, or a failure (the
+        last ``failed`` message: the session says why a process ended without a record)."""
+        worker = self.worker
+        if worker is None:
+            return
+        self._flush_steps()
+        record: RunRecord | None = worker.result
+        if self._cancelled:
+            self._job_cancelled()  # the stopped run was saved by its process
+        elif record is not None:
+            self._job_succeeded(record, self._on_run_done)
+        else:
+            name = self.live.spec.name if self.live is not None else "run"
+            self._job_failed(self._failure or f"{name}: the training process ended without a result")
 
     def cancel_job(self) -> None:
         """Stop the current run (it is kept, as "stopped") and drop the queue."""
         self.pending.clear()
-        if self._session is not None:
-            self._session.stop()
-        super().cancel_job()
+        if self.busy and self.worker is not None:
+            self._cancelled = True
+            self.worker.stop()
         self._refresh_table()
 
+    def wait_job(self, msecs: int = 60000) -> bool:
+        return self.worker.wait(msecs) if self.worker is not None else True
+
     def shutdown(self, msecs: int = 30000) -> bool:
-        """Cancel everything and wait for the run thread; True when it has ended."""
+        """Cancel everything and wait for the run's process and reader; True when they have
+        ended."""
         self.cancel_job()
         return self.wait_job(msecs)
 
@@ -373,9 +377,6 @@ class RunsView(AnalysisView):
 
     def _job_done(self) -> None:
         self.live = None
-        self._session = None
-        if self.job is not None:
-            self.job.wait(10000)  # its run() is returning; let the thread end before the next
 
     def _on_run_done(self, record: RunRecord) -> None:
         self._job_done()
@@ -398,7 +399,7 @@ class RunsView(AnalysisView):
     def _on_cancelled(self) -> None:
         self._job_done()
         self.pending.clear()
-        self.reload()  # the stopped run was saved by its thread
+        self.reload()  # the stopped run was saved by its process
         self.queueFinished.emit()
 
     # --- live ----------------------------------------------------------------------------------

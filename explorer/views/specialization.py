@@ -45,7 +45,8 @@ from detr_core.config import ToyDataConfig
 
 from ..colors import query_color
 from ..state import AppState, LoadedModel
-from .base import AnalysisView, JobContext
+from ..workers import WorkContext
+from .base import AnalysisView
 
 # Figure 7's colours
 SIZE_COLORS = {
@@ -507,7 +508,7 @@ class SpecializationView(AnalysisView):
         return True
 
 
-def _collect(ctx: JobContext, model: nn.Module, dataset: ImageBatches, count: int) -> SlotPredictions:
+def _collect(ctx: WorkContext, model: nn.Module, dataset: ImageBatches, count: int) -> SlotPredictions:
     """Worker-thread job: every slot's predictions on ``count`` images."""
     def progress(done: int, total: int) -> None:
         ctx.progress(done, total, f"{done} / {total} images")
