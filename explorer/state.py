@@ -102,10 +102,7 @@ class TrainingSession(QObject):
 
     @property
     def is_running(self) -> bool:
-        running = getattr(self._worker, "is_running", None)
-        if running is None:  # a QThread worker
-            return self._worker.isRunning()
-        return bool(running() if callable(running) else running)
+        return self._worker.is_running
 
     @property
     def started_training(self) -> bool:

@@ -14,7 +14,6 @@ from detr_core.config import DETRConfig
 from detr_core.model.detr import DETR
 from explorer.attention_panel import MODE_CROSS, MODE_ENCODER
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
-from explorer.workers import running_workers
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
