@@ -93,15 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return _train(args)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-
-
-def _train(args: argparse.Namespace) -> int:
+    """Train and save. Once training has started, SIGINT and SIGTERM stop it and it is saved;
+    from then on until the process exits they are held (a late second signal must not turn into
+    a traceback while the interpreter shuts down)."""
     import dataclasses
 
     import torch
