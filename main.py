@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -208,7 +209,7 @@ def _hold_signals_until_exit(received: list[int]) -> None:
     signal.signal(signal.SIGTERM, hold)
 
 
-def _save_somewhere(out: Path, save) -> tuple[Path | None, str | None]:  # noqa: ANN001
+def _save_somewhere(out: Path, save: Callable[[Path], Path]) -> tuple[Path | None, str | None]:
     """Save to ``out``; if that fails, to the current folder, then the temporary folder.
     Returns (where it was saved or None, the one-line reason ``out`` failed or None)."""
     from detr_core.checkpoint import SaveError

@@ -15,10 +15,16 @@ import pytest
 import torch
 from PIL import Image, JpegImagePlugin
 
-from detr_core import checkpoint as ckpt_module
 from detr_core.checkpoint import (
-    CheckpointError, SaveError, check_writable, hold_signals, load_checkpoint, load_model, remove_stale_temporaries,
-    save_checkpoint, write_atomically,
+    CheckpointError,
+    SaveError,
+    check_writable,
+    hold_signals,
+    load_checkpoint,
+    load_model,
+    remove_stale_temporaries,
+    save_checkpoint,
+    write_atomically,
 )
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data import images as images_module
