@@ -166,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif isinstance(event, FinishedEvent):
                 finished = event
     except KeyboardInterrupt:
-        how = "terminated (SIGTERM)" if stop_signal == [signal.SIGTERM] else "interrupted"
+        how = "terminated (SIGTERM)" if stop_signal[:1] == [signal.SIGTERM] else "interrupted"
         bar.write(f"{how}: saving what has been trained so far")
     finally:
         _hold_signals_until_exit(stop_signal)  # from here on nothing interrupts the save
