@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -90,10 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train and save. Once training has started, SIGINT and SIGTERM stop it and it is saved;
+    from then on until the process exits they are held (a late second signal must not turn into
+    a traceback while the interpreter shuts down)."""
+    import dataclasses
+
     import torch
     from tqdm import tqdm
 
-    from detr_core.checkpoint import save_checkpoint
+    from detr_core.checkpoint import SaveError, check_writable, save_checkpoint
+    from detr_core.device import usable_cores
     from detr_core.presets import apply_overrides, preset
     from detr_core.train.trainer import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, Trainer
 
@@ -113,8 +123,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, overrides)
     except ValueError as e:
         raise CLIError(str(e)) from None
+    cores = usable_cores()
+    if train_cfg.threads and train_cfg.threads > cores:
+        print(f"note: {train_cfg.threads} threads asked for, this machine has {cores} cores; using {cores}",
+              file=sys.stderr)
+        train_cfg = dataclasses.replace(train_cfg, threads=cores)
     out = args.out or Path("runs") / f"{args.preset}-seed{train_cfg.seed}.pt"
-    trainer = Trainer(model_cfg, train_cfg)
+    try:
+        check_writable(out)  # before the first step, not after the whole run
+    except SaveError as e:
+        raise CLIError(str(e)) from None
+    try:
+        trainer = Trainer(model_cfg, train_cfg)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    stop_signal: list[int] = []
+    _stop_on_signals(stop_signal)  # Ctrl-C, and SIGTERM from schedulers and `timeout`, save the run
     by_steps = bool(train_cfg.steps) and not train_cfg.max_seconds
     total = train_cfg.steps if by_steps else int(train_cfg.max_seconds or 0)
     bar = tqdm(total=total, unit="step" if by_steps else "s", disable=args.quiet, dynamic_ncols=True,
@@ -142,14 +166,67 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif isinstance(event, FinishedEvent):
                 finished = event
     except KeyboardInterrupt:
-        bar.write("interrupted: saving what has been trained so far")
+        how = "terminated (SIGTERM)" if stop_signal[:1] == [signal.SIGTERM] else "interrupted"
+        bar.write(f"{how}: saving what has been trained so far")
     finally:
+        _hold_signals_until_exit(stop_signal)  # from here on nothing interrupts the save
         bar.close()
-    save_checkpoint(out, trainer.model, trainer.class_names, trainer.optimizer, trainer.history.to_dict(),
-                    train_cfg, trainer.step)
-    print(f"saved {out} ({trainer.step} steps, {trainer.elapsed:.0f} s of training, "
-          f"{torch.get_num_threads()} threads)")
+
+    def save(path: Path) -> Path:
+        return save_checkpoint(path, trainer.model, trainer.class_names, trainer.optimizer,
+                               trainer.history.to_dict(), train_cfg, trainer.step)
+
+    saved, failure = _save_somewhere(out, save)
+    if saved is None:
+        raise CLIError(f"{failure}; nothing could be saved")
+    what = f"{trainer.step} steps, {trainer.elapsed:.0f} s of training, {torch.get_num_threads()} threads"
+    if failure:
+        print(f"error: {failure}; saved to {saved} instead ({what})", file=sys.stderr)
+        return 1
+    print(f"saved {out} ({what})")
     return 1 if finished is not None and finished.reason == "error" else 0
+
+
+def _stop_on_signals(received: list[int]) -> None:
+    """SIGINT and SIGTERM stop training (as KeyboardInterrupt) so that it is saved; the first
+    one switches both to being held, so a second one (a signal sent to the whole process group
+    arrives twice, through uv and directly) cannot interrupt the save."""
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        _hold_signals_until_exit(received)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _hold_signals_until_exit(received: list[int]) -> None:
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    signal.signal(signal.SIGTERM, hold)
+
+
+def _save_somewhere(out: Path, save: Callable[[Path], Path]) -> tuple[Path | None, str | None]:
+    """Save to ``out``; if that fails, to the current folder, then the temporary folder.
+    Returns (where it was saved or None, the one-line reason ``out`` failed or None)."""
+    from detr_core.checkpoint import SaveError
+
+    try:
+        return save(out), None
+    except SaveError as e:
+        failure = str(e)
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        alternative = folder / out.name
+        if alternative.exists() or alternative.resolve() == out.resolve():
+            alternative = folder / f"{out.stem}-{time.strftime('%Y%m%d-%H%M%S')}{out.suffix}"
+        try:
+            return save(alternative), failure
+        except SaveError:
+            continue
+    return None, failure
 
 
 def _load(path: Path):  # noqa: ANN202
@@ -186,29 +263,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from detr_core.analysis.capture import run_inference
-    from detr_core.data.images import ImageLoadError, load_image
+    from detr_core.data.images import ImageLoadError, read_image
 
     try:
-        image = load_image(args.image)
+        loaded = read_image(args.image)  # a large image is downscaled while decoding
     except ImageLoadError as e:
         raise CLIError(str(e)) from None
     model, ckpt = _load(args.checkpoint)
-    result = run_inference(model, image, ckpt.class_names, capture=False)
+    result = run_inference(model, loaded.array, ckpt.class_names, capture=False)
     kept = result.kept(args.threshold)
+    scale = loaded.scale  # boxes in the file's own pixels
     rows = [
         {
             "query": i,
             "class": ckpt.class_names[int(result.labels[i])],
             "score": round(float(result.scores[i]), 4),
-            "box_xyxy": [round(float(v), 1) for v in result.boxes_xyxy[i]],
+            "box_xyxy": [round(float(v) * scale, 1) for v in result.boxes_xyxy[i]],
         }
         for i in kept
     ]
+    width, height = loaded.original_size
     if args.json:
-        print(json.dumps({"image": str(args.image), "width": image.shape[1], "height": image.shape[0],
+        print(json.dumps({"image": str(args.image), "width": width, "height": height,
                           "threshold": args.threshold, "detections": rows}))
     else:
-        print(f"{args.image.name} ({image.shape[1]}x{image.shape[0]}): {len(rows)} detections "
+        print(f"{args.image.name} ({width}x{height}): {len(rows)} detections "
               f"with score >= {args.threshold}")
         for r in rows:
             x0, y0, x1, y1 = r["box_xyxy"]
@@ -225,6 +304,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint)
     except CheckpointError as e:
         raise CLIError(str(e)) from None
+    problem = ckpt.problem()
+    if problem:
+        raise CLIError(f"{args.checkpoint.name}: {problem}")
     n = sum(v.numel() for v in ckpt.state_dict.values())
     print(json.dumps({"source": ckpt.source, "step": ckpt.step, "classes": ckpt.class_names,
                       "parameters_and_buffers": n, "model_config": to_dict(ckpt.model_config)}, indent=2))
@@ -235,8 +317,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from explorer.app import run_app
     except ImportError as e:
-        print(f"the explorer window is not available yet ({e})")
-        return 0
+        raise CLIError(f"the explorer window cannot start: {e} (the command line still works: main.py --help)") from None
     return run_app([str(p) for p in args.paths])
 
 

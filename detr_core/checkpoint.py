@@ -4,7 +4,9 @@ Format (a dict, saved with ``torch.save``): ``format``, ``format_version``, ``mo
 ``class_names``, ``model`` (state dict), ``optimizer``, ``history``, ``train_config``,
 ``step``. Only tensors and plain containers: loading uses ``torch.load(weights_only=True)`` and
 never unpickles arbitrary objects. Saving is atomic (a temporary file renamed into place), so an
-interrupted save never destroys the previous file.
+interrupted save never destroys the previous file; the temporary files of saves that were killed
+are removed by the next save to the same place; SIGINT and SIGTERM wait until a save (on the main
+thread) has finished; a full disk is named as such, with the space the file needed.
 
 The official facebookresearch/detr files (``{"model": state_dict, "args": Namespace}``) load too:
 their config is read off the weight shapes.
@@ -13,11 +15,16 @@ their config is read off the weight shapes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import math
 import os
 import pickle
-import tempfile
-import zipfile
-from collections.abc import Callable
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +44,14 @@ class CheckpointError(ValueError):
     """A file that cannot be used as a checkpoint; the message says why."""
 
 
+class SaveError(OSError):
+    """A file that could not be written; the message (``str(e)``) says where and why in one line."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = code
+
+
 @dataclass
 class Checkpoint:
     model_config: DETRConfig
@@ -49,22 +64,52 @@ class Checkpoint:
     source: str = "detr-explorer"  # or "facebookresearch/detr"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def build_model(self, device: torch.device | str = "cpu") -> DETR:
-        """A model with these weights, in eval mode. Raises CheckpointError on a mismatch."""
+    def _buildable_config(self) -> DETRConfig:
         config = self.model_config
         if config.backbone != "tiny":
             # the file brings its own weights; never look for ImageNet ones
             config = DETRConfig(**{**to_dict(config), "pretrained_backbone": False})
-        model = DETR(config)
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        return config
+
+    def problem(self) -> str | None:
+        """Why these weights cannot make a working model (None when they can), in one line:
+        names missing, unexpected or wrongly shaped weights (the first of them, with both shapes)
+        and weights that are NaN or infinite. Cheap: the model is laid out on the meta device."""
+        with torch.device("meta"):
+            expected = DETR(self._buildable_config()).state_dict()
+        missing = [k for k in expected if k not in self.state_dict]
+        unexpected = [k for k in self.state_dict if k not in expected]
         if missing or unexpected:
             parts = []
             if missing:
                 parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
             if unexpected:
                 parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-            raise CheckpointError("the weights do not fit the model described in the file: " + "; ".join(parts))
+            return "the weights do not fit the model described in the file: " + "; ".join(parts)
+        for k, v in expected.items():
+            if tuple(self.state_dict[k].shape) != tuple(v.shape):
+                return (f"the weights do not fit the model described in the file: {k} has shape "
+                        f"{_shape(self.state_dict[k])} in the file but the model needs {_shape(v)}")
+        for k, v in self.state_dict.items():
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                what = "NaN" if bool(torch.isnan(v).any()) else "infinite"
+                return (f"the weights are not usable: {k} holds {what} values (the training that "
+                        "made this file diverged)")
+        return None
+
+    def build_model(self, device: torch.device | str = "cpu") -> DETR:
+        """A model with these weights, in eval mode. Raises CheckpointError on a mismatch or on
+        non-finite weights."""
+        problem = self.problem()
+        if problem:
+            raise CheckpointError(problem)
+        model = DETR(self._buildable_config())
+        model.load_state_dict(self.state_dict)
         return model.to(device).eval()
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(d) for d in t.shape) + "]"
 
 
 def save_checkpoint(
@@ -92,32 +137,181 @@ def save_checkpoint(
         "step": int(step),
         "extra": extra or {},
     }
-    return write_atomically(path, lambda f: torch.save(payload, f))
+    return write_atomically(path, lambda f: torch.save(payload, f), size_hint=_tensor_bytes(payload))
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+def _tensor_bytes(obj: Any) -> int:
+    """Roughly how many bytes ``torch.save`` writes for ``obj`` (its tensors dominate)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values()) + 64 * len(obj)
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj) + 16 * len(obj)
+    return 16
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], Any], size_hint: int = 0) -> Path:
     """``write(f)`` into a temporary file next to ``path``, then rename it over ``path``: a
-    reader never sees a half-written file, and a failed write leaves the old one in place."""
+    reader never sees a half-written file, and a failed write leaves the old one in place.
+
+    Temporary files of earlier saves to the same ``path`` whose process is gone (a killed save)
+    are removed first. On the main thread SIGINT and SIGTERM are held until the file is in place
+    (then delivered). A failure raises :class:`SaveError` with a one-line message (a full disk
+    says so, with about how much space was needed: ``size_hint`` bytes, if given)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with hold_signals():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SaveError(f"cannot save {path}: {_reason(e)}", e.errno) from None
+        if path.is_dir():
+            raise SaveError(f"cannot save {path}: it is a folder", errno.EISDIR)
+        remove_stale_temporaries(path)
+        tmp = _temporary_name(path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+        except OSError as e:
+            raise SaveError(f"cannot save {path}: {_reason(e)}", e.errno) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, SaveError):
+                raise _save_error(path, e, size_hint) from None
+            raise
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _temporary_name(path: Path) -> Path:
+    """``.NAME.<pid>.<random>.tmp`` next to ``path``: the pid tells a later save whether the
+    process that wrote it is gone."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
+STALE_SECONDS = 600  # a temporary file without a pid this old is stale (older versions wrote those)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files that killed saves to ``path`` left behind; returns them."""
+    path = Path(path)
+    removed = []
+    prefix, now = f".{path.name}.", time.time()
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for p in candidates:
+        middle = p.name[len(prefix) : -len(".tmp")].split(".")
+        try:
+            if len(middle) == 2 and middle[0].isdigit():
+                if _process_alive(int(middle[0])):
+                    continue
+            elif now - p.stat().st_mtime < STALE_SECONDS:
+                continue
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return _first_line(e)
+
+
+def _disk_full(e: BaseException, folder: Path, size_hint: int) -> bool:
+    chain: BaseException | None = e
+    while chain is not None:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        chain = chain.__context__ or chain.__cause__
+    # torch's zip writer reports a short write as "[enforce fail ...] unexpected pos": the disk
+    # is full when less space is left than the file needs
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return False
+    return free < max(size_hint, 1) * 1.05 + 1024 * 1024
+
+
+def _save_error(path: Path, e: BaseException, size_hint: int) -> SaveError:
+    if _disk_full(e, path.parent, size_hint):
+        needed = f" (needed about {max(1, math.ceil(size_hint / 1e6))} MB)" if size_hint else ""
+        return SaveError(f"cannot save {path}: no space left on the device{needed}", errno.ENOSPC)
+    return SaveError(f"cannot save {path}: {_reason(e)}", getattr(e, "errno", None))
+
+
+def check_writable(path: str | Path) -> Path:
+    """Raise :class:`SaveError` now (one line) if a file cannot be saved at ``path`` later:
+    ``path`` is a folder, lies under a file, or its folder is read-only. Creates the folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise SaveError(f"cannot save {path}: it is a folder", errno.EISDIR)
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise SaveError(f"cannot save {path}: {ancestor} is a file, not a folder", errno.ENOTDIR)
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_name(path)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        tmp.unlink()
+    except OSError as e:
+        raise SaveError(f"cannot save {path}: {_reason(e)}", e.errno) from None
+    if path.exists() and not os.access(path, os.W_OK) and not os.access(path.parent, os.W_OK):
+        raise SaveError(f"cannot save {path}: permission denied", errno.EACCES)
+    return path
+
+
+@contextlib.contextmanager
+def hold_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
+    """Hold SIGINT and SIGTERM until the block ends, then hand each that arrived to the handler
+    that was in place (so Ctrl-C still stops the program, after the file is safe). Yields the
+    list of held signals. A no-op off the main thread (signals are only delivered there)."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = {}
+    try:
+        for s in signums:
+            previous[s] = signal.signal(s, lambda signum, frame: held.append(signum))
+    except (ValueError, OSError):  # an embedded interpreter: leave signals alone
+        for s, h in previous.items():
+            signal.signal(s, h)
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(held):
+            handler = previous.get(s)
+            if callable(handler):
+                handler(s, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(s)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -138,14 +332,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
                 f"({_unsupported(e)})"
             ) from None
         raise CheckpointError(f"{name}: not a readable PyTorch checkpoint; is it corrupt or truncated?") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
+    except MemoryError:
+        raise CheckpointError(f"{name}: not a readable PyTorch checkpoint (too large for the memory left)") from None
+    except Exception as e:  # noqa: BLE001 - torch.load fails on damaged files in many ways
+        # (RuntimeError, EOFError, BadZipFile, IndexError, KeyError...): all mean the same thing
         raise CheckpointError(f"{name}: not a readable PyTorch checkpoint; is it corrupt or truncated? ({_first_line(e)})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{name}: not a DETR checkpoint (it holds a {type(raw).__name__}, not a dict)")
-    if raw.get("format") == FORMAT:
-        return _from_explorer(raw, name)
-    if isinstance(raw.get("model"), dict) and "class_embed.weight" in raw["model"]:
-        return _from_official(raw, name)
+    try:
+        if raw.get("format") == FORMAT:
+            return _from_explorer(raw, name)
+        if isinstance(raw.get("model"), dict) and "class_embed.weight" in raw["model"]:
+            return _from_official(raw, name)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - plain data in an unexpected layout
+        raise CheckpointError(f"{name}: incompatible checkpoint contents ({_first_line(e)})") from None
     raise CheckpointError(f"{name}: not a DETR checkpoint (no DETR weights inside)")
 
 

@@ -8,8 +8,33 @@ such instead of silently misread.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def check_number(
+    name: str, value: Any, low: float | None = None, high: float | None = None, *,
+    above: bool = False, whole: bool = False, none_ok: bool = False,
+) -> None:
+    """Raise a one-line ValueError unless ``value`` is a finite number in range: at least ``low``
+    (more than it with ``above``), at most ``high``; a whole number with ``whole``."""
+    if value is None and none_ok:
+        return
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if low is not None and (value <= low if above else value < low):
+        if above and low == 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+        raise ValueError(f"{name} must be {'more than' if above else 'at least'} {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}, got {value}")
+
 
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101")
 QUERY_TYPES = ("learned", "anchor")
@@ -70,6 +95,12 @@ class DETRConfig:
             raise ValueError("layer and group counts cannot be negative")
         if self.dn_groups > 0 and self.query_type != "anchor":
             raise ValueError("denoising queries (dn_groups > 0) need query_type='anchor'")
+        for name in ("d_model", "dim_feedforward", "tiny_width", "image_min_size"):
+            check_number(name, getattr(self, name), 1, whole=True)
+        check_number("image_max_size", self.image_max_size, self.image_min_size, whole=True)
+        check_number("dropout", self.dropout, 0, 0.99)
+        check_number("dn_label_noise", self.dn_label_noise, 0, 1)
+        check_number("dn_box_noise", self.dn_box_noise, 0)
 
     @property
     def num_logits(self) -> int:
@@ -94,6 +125,12 @@ class LossConfig:
     weight_dn: float = 1.0  # multiplies every denoising loss part
     weight_dense: float = 1.0  # multiplies every dense auxiliary loss part
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "iou_aware":
+                check_number(f.name, getattr(self, f.name), 0)
+        check_number("focal_alpha", self.focal_alpha, 0, 1)
+
 
 @dataclass
 class ToyDataConfig:
@@ -114,12 +151,17 @@ class ToyDataConfig:
         bad = [c for c in self.classes if c not in known]
         if bad or not self.classes:
             raise ValueError(f"toy classes must be a non-empty subset of {sorted(known)}, got {bad}")
+        for name in ("min_side", "max_side"):
+            check_number(name, getattr(self, name), 0, 1)
+        check_number("image_size", self.image_size, 16, 4096, whole=True)
+        check_number("min_objects", self.min_objects, 0, whole=True)
+        check_number("max_objects", self.max_objects, 0, 100, whole=True)
+        check_number("noise", self.noise, 0, 1)
+        check_number("max_overlap", self.max_overlap, 0, 1)
         if not 0 <= self.min_objects <= self.max_objects:
             raise ValueError("need 0 <= min_objects <= max_objects")
         if not 0 < self.min_side <= self.max_side <= 1:
             raise ValueError("need 0 < min_side <= max_side <= 1")
-        if self.image_size < 16:
-            raise ValueError("image_size must be at least 16 pixels")
 
 
 @dataclass
@@ -150,13 +192,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
-        if self.batch_size < 1 or self.steps < 0:
-            raise ValueError("batch_size must be >= 1 and steps >= 0")
-        if self.lr <= 0:
-            raise ValueError("lr must be positive")
-
-
-T = TypeVar("T")
+        check_number("lr", self.lr, 0, above=True)
+        for name in ("lr_backbone", "weight_decay", "clip_max_norm"):
+            check_number(name, getattr(self, name), 0)
+        for name in ("lr_drop", "decay_fraction", "min_lr_ratio"):
+            check_number(name, getattr(self, name), 0, 1)
+        check_number("batch_size", self.batch_size, 1, whole=True)
+        for name in ("steps", "warmup_steps", "eval_every"):
+            check_number(name, getattr(self, name), 0, whole=True)
+        check_number("eval_images", self.eval_images, 1, whole=True)
+        check_number("seed", self.seed, 0, 2**63 - 1, whole=True)
+        check_number("threads", self.threads, 1, whole=True, none_ok=True)
+        check_number("max_seconds", self.max_seconds, 0, above=True, none_ok=True)
+        if not self.steps and self.max_seconds is None:
+            raise ValueError("the run has no end: give it steps (more than 0) or max_seconds")
 
 
 def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:

@@ -17,6 +17,7 @@ training panel switch individual levers on and off.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
@@ -123,19 +124,40 @@ def _parse_value(text: str, current: Any, optional: bool = False) -> Any:
             return False
         raise ValueError(f"expected on/off, got {text!r}")
     if isinstance(current, int) and not isinstance(current, bool):
-        return int(text)
+        return _parse_int(text)
     if isinstance(current, float):
-        return float(text)
+        return _parse_float(text)
     if current is None:
         if text.lower() in ("none", ""):
             return None
         try:
-            return float(text) if "." in text or "e" in text.lower() else int(text)
+            return _parse_float(text) if "." in text or "e" in text.lower() else _parse_int(text)
         except ValueError:
             return text
     if isinstance(current, tuple):
         return tuple(x.strip() for x in text.split(",") if x.strip())
     return text
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not value.is_integer():
+        raise ValueError(f"expected a whole number, got {text!r}")
+    return int(value)  # "1e3"
+
+
+def _parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
 
 
 def apply_overrides(

@@ -279,7 +279,9 @@ def test_a_non_finite_loss_in_training_is_shown_and_the_app_stays_up(qtbot, wind
     _small_training(window)
     panel = window.training
     model_cfg, train_cfg = panel.configs()
-    broken = replace(train_cfg, loss=LossConfig(weight_bbox=float("inf")))
+    loss = LossConfig()
+    loss.weight_bbox = float("inf")  # set past validation (which refuses it): the loss is inf at step 1
+    broken = replace(train_cfg, loss=loss)
     monkeypatch.setattr(panel, "configs", lambda: (model_cfg, broken))
     with qtbot.waitSignal(window.errorShown, timeout=60000) as blocker:
         panel.btn_start.click()

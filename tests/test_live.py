@@ -94,7 +94,9 @@ def test_pause_single_steps_probes_and_stop_across_the_process_boundary():
 
 
 def test_a_non_finite_loss_is_reported_and_the_run_still_hands_back_its_weights():
-    bad = replace(TRAIN, loss=LossConfig(weight_bbox=float("inf")))
+    loss = LossConfig()
+    loss.weight_bbox = float("inf")  # set past validation (which refuses it): the loss is inf at step 1
+    bad = replace(TRAIN, loss=loss)
     session = LiveSession(LiveJob(SMALL, bad))
     session.start()
     messages = _collect(session)

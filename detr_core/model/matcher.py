@@ -4,7 +4,7 @@ cost = w_class * class cost + w_L1 * L1 + w_giou * (-GIoU). With softmax classif
 cost is -p(class), as in the paper; with focal classification it is the focal-loss difference
 used by Deformable DETR. Each prediction is costed against its own image's targets only (padded
 to the largest count, all images and decoder layers in one go), then each image (and each query
-group) is assigned on its own.
+group) is assigned on its own. Non-finite predictions raise ``FloatingPointError`` before matching.
 """
 
 from __future__ import annotations
@@ -104,11 +104,16 @@ class HungarianMatcher:
         """
         logits = torch.cat([lg for lg, _ in layers], 1)
         boxes = torch.cat([bx for _, bx in layers], 1)
+        if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(boxes).all())):
+            # a diverged model: say so, instead of the assignment solver's "invalid numeric entries"
+            raise FloatingPointError("the predictions are not finite (NaN or infinite)")
         n = layers[0][0].shape[1]
         per_group = n // groups
         device = logits.device
         sizes = [len(t["labels"]) for t in targets]
         cost = self.batched_cost(logits, boxes, targets).cpu().numpy() if max(sizes, default=0) else None
+        if cost is not None and not np.isfinite(cost).all():
+            raise FloatingPointError("the matching cost is not finite (NaN or infinite)")
         result: list[Indices] = []
         for layer in range(len(layers)):
             indices: Indices = []

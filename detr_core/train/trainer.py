@@ -5,9 +5,9 @@
         ...
 
 Between steps it honours a :class:`TrainControl` (pause, resume, single step, stop), so a GUI
-thread can drive it without touching the model. Under a seed it is reproducible. A non-finite
-loss or gradient stops training with an ``ErrorEvent`` before the optimizer step, so the model
-keeps the last good weights.
+thread can drive it without touching the model. Under a seed it is reproducible. Non-finite
+predictions (caught before matching), a non-finite loss or gradient stop training with an
+``ErrorEvent`` before the optimizer step, so the model keeps the last good weights.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from detr_core.analysis.evaluate import evaluate_model, heldout_split
 from detr_core.cancel import Cancelled, Progress, check_stop
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.toy import ToyShapes
-from detr_core.device import pick_device
+from detr_core.device import clamp_threads, pick_device
 from detr_core.model.detr import DETR
 from detr_core.model.losses import SetCriterion
 
@@ -205,7 +205,7 @@ class Trainer:
         self.config = train_config
         self.control = control or TrainControl()
         if train_config.threads:
-            torch.set_num_threads(train_config.threads)
+            torch.set_num_threads(clamp_threads(train_config.threads))
         torch.manual_seed(train_config.seed)
         self.device = pick_device(train_config.device)
         if model_config.num_classes != len(train_config.data.classes):
@@ -249,7 +249,11 @@ class Trainer:
         buffers = [(b, b.clone()) for b in self.model.buffers()]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             outputs = self.model(images, targets)
-        losses = self.criterion(outputs, targets)
+        try:  # the matcher refuses non-finite predictions (a diverged model) before matching
+            losses = self.criterion(outputs, targets)
+        except FloatingPointError as e:
+            self._restore(buffers)
+            raise FloatingPointError(f"{e} at step {self.step + 1}") from None
         total = losses["loss"]
         if not torch.isfinite(total):
             self._restore(buffers)
