@@ -36,18 +36,43 @@ def evaluate_on(
     batch_size: int = 8,
     device: torch.device | None = None,
     progress: Callable[[int, int], bool | None] | None = None,
+    label_map: list[int] | None = None,
 ) -> dict[str, float]:
     """{"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AP/<class>"..., "images"},
-    plus "mAP50_voc" for VOC folders; values in [0, 1]. ``num_images`` None: the whole set."""
+    plus "mAP50_voc" for VOC folders; values in [0, 1]. ``num_images`` None: the whole set.
+    ``label_map``: the dataset label of each model label (-1: not in the dataset; None: the
+    same labels), see :func:`label_map_for`."""
     if isinstance(dataset, ToyShapes):
         n = num_images or len(dataset)
         return evaluate_model(model, dataset, n, device=device)
     n = len(dataset) if num_images is None else min(num_images, len(dataset))
     image_ids, predictions = predict_dataset(model, dataset, n, batch_size, device, progress)
+    if label_map is not None:
+        predictions = [_relabel(p, label_map) for p in predictions]
     metrics = coco_metrics(dataset, image_ids, predictions)
     if isinstance(dataset, FileDataset) and dataset.format == "voc":
         metrics["mAP50_voc"] = voc_map50(dataset, image_ids, predictions)
     return metrics
+
+
+def label_map_for(model_classes: list[str], dataset_classes: list[str]) -> list[int] | None:
+    """None when the model's classes are the dataset's; else each model label's dataset label by
+    name (-1 where the dataset has no such class). Raises ValueError when a dataset class is
+    missing from the model (it could never be detected)."""
+    if list(model_classes) == list(dataset_classes):
+        return None
+    missing = [c for c in dataset_classes if c not in model_classes]
+    if missing:
+        raise ValueError(f"the model does not know the dataset's class(es) {', '.join(missing[:5])}"
+                         f"{'...' if len(missing) > 5 else ''}")
+    index = {c: i for i, c in enumerate(dataset_classes)}
+    return [index.get(c, -1) for c in model_classes]
+
+
+def _relabel(pred: dict[str, Tensor], label_map: list[int]) -> dict[str, Tensor]:
+    labels = torch.as_tensor(label_map)[pred["labels"]]
+    keep = labels >= 0
+    return {"scores": pred["scores"][keep], "labels": labels[keep], "boxes": pred["boxes"][keep]}
 
 
 @torch.no_grad()
@@ -164,3 +189,14 @@ def voc_map50(dataset: FileDataset, image_ids: list[int], predictions: list[dict
         steps = np.flatnonzero(mrec[1:] != mrec[:-1])
         aps.append(float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1])))
     return float(np.mean(aps)) if aps else 0.0
+
+
+def checkpoint_category_ids(class_names: list[str], source: str, extra: dict) -> list[int]:
+    """The category id of each model label: as saved with the checkpoint (trained on a COCO
+    folder); the label itself for official DETR files (their labels are COCO ids); else 1..K."""
+    saved = extra.get("category_ids")
+    if isinstance(saved, list) and len(saved) == len(class_names):
+        return [int(c) for c in saved]
+    if source == "facebookresearch/detr":
+        return list(range(len(class_names)))
+    return list(range(1, len(class_names) + 1))

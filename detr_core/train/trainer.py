@@ -23,6 +23,7 @@ from torch import nn
 
 from detr_core.analysis.dataset_eval import evaluate_on
 from detr_core.config import DETRConfig, TrainConfig
+from detr_core.data.dataset import DetectionDataset
 from detr_core.data.sources import training_datasets
 from detr_core.data.stream import batches
 from detr_core.device import pick_device
@@ -197,6 +198,7 @@ class Trainer:
         history: History | None = None,
         start_step: int = 0,
         control: TrainControl | None = None,
+        datasets: tuple[DetectionDataset, DetectionDataset] | None = None,
     ) -> None:
         self.model_config = model_config
         self.config = train_config
@@ -206,7 +208,7 @@ class Trainer:
         torch.manual_seed(train_config.seed)
         self.device = pick_device(train_config.device)
         # the toy generator by default; a COCO or VOC folder when train_config.dataset names one
-        self.dataset, self.heldout = training_datasets(train_config, model_config)
+        self.dataset, self.heldout = datasets or training_datasets(train_config, model_config)
         names = self.dataset.class_names
         if model_config.num_classes != len(names):
             raise ValueError(
