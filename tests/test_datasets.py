@@ -249,7 +249,7 @@ def test_finetuning_reinitializes_the_class_head_only(tiny_config):
 
 
 # --- bad input ----------------------------------------------------------------------------------
-def coco_with(tmp_path: Path, folders: Path, change) -> Path:  # noqa: ANN001
+def coco_with(tmp_path: Path, folders: Path, change) -> Path:
     root = copy_of(folders, "coco", tmp_path)
     path = root / "annotations" / "instances_train2017.json"
     data = json.loads(path.read_text())
@@ -270,7 +270,7 @@ def test_malformed_json_says_where(folders, tmp_path):
 
 
 def _bad_annotations(data: dict, root: Path) -> None:
-    def add(**fields) -> None:  # noqa: ANN003
+    def add(**fields) -> None:
         data["annotations"].append({"id": 100 + len(data["annotations"]), "image_id": 2, "category_id": 1,
                                     "bbox": [10, 10, 20, 20], "iscrowd": 0, **fields})
 
@@ -305,7 +305,7 @@ def test_an_image_that_breaks_after_opening_is_skipped_in_batches(folders, tmp_p
     root = copy_of(folders, "coco", tmp_path)
     data = open_dataset(f"coco:{root}")
     data.records[1].path.write_bytes(data.records[1].path.read_bytes()[:200])  # truncated after the header
-    images, targets = data.batch(range(3))
+    _, targets = data.batch(range(3))
     assert len(targets) == 2 and "unreadable image" in data.skipped[-1]
 
 
