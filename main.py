@@ -216,22 +216,17 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
 def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init):
     """Open the datasets once, fit the model config to their classes (and the augmentation's
     sizes), and with --init build the model from the checkpoint."""
-    import dataclasses
-
     import torch
 
     from detr_core.data.dataset import DatasetError
-    from detr_core.data.sources import model_sizes, training_datasets
+    from detr_core.data.sources import fit_to_data
     from detr_core.train.finetune import freeze, init_from_checkpoint
 
     if train_cfg.dataset.is_toy and init is None:
         return model_cfg, None, None
+    sizes_set = any(o.split("=")[0].endswith(("image_min_size", "image_max_size")) for o in args.set)
     try:
-        if not train_cfg.dataset.is_toy and not any(
-                o.split("=")[0].endswith(("image_min_size", "image_max_size")) for o in args.set):
-            model_cfg = dataclasses.replace(model_cfg, **model_sizes(train_cfg.dataset))
-        datasets = training_datasets(train_cfg, model_cfg)  # held-out images resized as the model infers
-        model_cfg = dataclasses.replace(model_cfg, num_classes=len(datasets[0].class_names))
+        model_cfg, datasets = fit_to_data(model_cfg, train_cfg, keep_sizes=sizes_set)
     except (DatasetError, ValueError) as e:
         raise CLIError(str(e)) from None
     for d in (getattr(datasets[0], "dataset", datasets[0]), datasets[1]):

@@ -92,3 +92,17 @@ def training_datasets(train_config: TrainConfig, model_config: DETRConfig) -> tu
 def model_sizes(config: DatasetConfig) -> dict[str, int]:
     """The model's inference sizes that match training on ``config``'s augmentation."""
     return {"image_min_size": max(config.scales), "image_max_size": config.max_size}
+
+
+def fit_to_data(
+    model_config: DETRConfig, train_config: TrainConfig, keep_sizes: bool = False,
+) -> tuple[DETRConfig, tuple[DetectionDataset, DetectionDataset]]:
+    """Open a run's datasets once and fit the model to them: their class count and (for folders,
+    unless ``keep_sizes``) the inference sizes of the augmentation. Returns the model config and
+    (training stream, held-out set) for ``Trainer(..., datasets=...)``."""
+    import dataclasses
+
+    if not train_config.dataset.is_toy and not keep_sizes:
+        model_config = dataclasses.replace(model_config, **model_sizes(train_config.dataset))
+    datasets = training_datasets(train_config, model_config)  # held-out images resized as the model infers
+    return dataclasses.replace(model_config, num_classes=len(datasets[0].class_names)), datasets
