@@ -165,17 +165,7 @@ class FileDataset(DetectionDataset):
         return image, target_dict(smp, size, (h, w), boxes, labels)
 
     def batch(self, indices: Sequence[int]) -> tuple[Tensor | NestedTensor, list[dict[str, Tensor]]]:
-        """Padded images and targets; an image that fails to load is left out of the batch
-        (its problem added to ``problems``) rather than stopping the run."""
-        items = []
-        for i in indices:
-            try:
-                items.append(self.item(i))
-            except DatasetError as e:
-                self.problems.append(Problem("unreadable image", str(e)))
-        if not items:
-            raise DatasetError(f"{self.name}: no image of the batch could be read ({self.problems[-1].message})")
-        return nested_tensor_from_tensor_list([img for img, _ in items]), [t for _, t in items]
+        return padded_batch(self, indices, self.problems)
 
     def coco_ground_truth(self) -> COCO:
         """The kept annotations as a pycocotools object in the dataset's own ids; ignored objects
@@ -183,6 +173,22 @@ class FileDataset(DetectionDataset):
         if self._ground_truth is None:
             self._ground_truth = build_coco(self.records, self.class_names, self.category_ids)
         return self._ground_truth
+
+
+def padded_batch(
+    dataset: DetectionDataset, indices: Sequence[int], problems: list[Problem],
+) -> tuple[NestedTensor, list[dict[str, Tensor]]]:
+    """Images padded to the largest (with a mask) and targets. An image that fails to load is
+    left out of the batch, its problem added to ``problems``, rather than stopping the run."""
+    items = []
+    for i in indices:
+        try:
+            items.append(dataset.item(i))
+        except DatasetError as e:
+            problems.append(Problem("unreadable image", str(e)))
+    if not items:
+        raise DatasetError(f"{dataset.name}: no image of the batch could be read ({problems[-1].message})")
+    return nested_tensor_from_tensor_list([img for img, _ in items]), [t for _, t in items]
 
 
 def build_coco(records: list[ImageRecord], class_names: list[str], category_ids: list[int]) -> COCO:

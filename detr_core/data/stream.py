@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from detr_core.data.dataset import DetectionDataset, Sample
-from detr_core.data.files import FileDataset
+from detr_core.data.files import FileDataset, padded_batch
 from detr_core.model.nested_tensor import NestedTensor
 
 
@@ -65,11 +65,7 @@ class AugmentedStream(DetectionDataset):
             return self.dataset.item(self.index_of(index))
 
     def batch(self, indices: Sequence[int]) -> tuple[Tensor | NestedTensor, list[dict[str, Tensor]]]:
-        return FileDataset.batch(self, indices)  # type: ignore[arg-type]
-
-    @property
-    def problems(self):
-        return self.dataset.problems
+        return padded_batch(self, indices, self.dataset.problems)
 
 
 class _StepBatches(Dataset):

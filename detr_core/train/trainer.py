@@ -23,7 +23,7 @@ from torch import nn
 
 from detr_core.analysis.dataset_eval import evaluate_on
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.data.dataset import DetectionDataset
+from detr_core.data.dataset import DatasetError, DetectionDataset
 from detr_core.data.sources import training_datasets
 from detr_core.data.stream import batches
 from detr_core.device import pick_device
@@ -291,7 +291,12 @@ class Trainer:
                 yield FinishedEvent(self.step, self.elapsed, "stopped")
                 return
             t0 = time.perf_counter()
-            images, targets = next(stream)
+            try:
+                images, targets = next(stream)
+            except DatasetError as e:  # every image of a batch unreadable: say which, keep the weights
+                yield ErrorEvent(self.step, f"Training stopped: {str(e).strip().splitlines()[-1]}")
+                yield FinishedEvent(self.step, self.elapsed, "error")
+                return
             try:
                 losses = self.train_step(images, targets)
             except FloatingPointError as e:
