@@ -20,6 +20,20 @@ def run(*args, timeout=240):
                           timeout=timeout, cwd=ROOT)
 
 
+def run_here(capsys, *args):
+    """main.py's main() in this process (torch is already imported: seconds saved per call)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import main
+    finally:
+        sys.path.remove(str(ROOT))
+    code = main.main([str(a) for a in args])
+    if capsys is None:
+        return code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def one_line_error(r, needle):
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
@@ -30,20 +44,20 @@ def one_line_error(r, needle):
 def toy_folders(tmp_path_factory):
     from detr_core.data.export import write_toy_dataset
 
-    root = tmp_path_factory.mktemp("cli-data")
-    r = run("make-dataset", root / "coco", "--train", 6, "--val", 4)
-    assert r.returncode == 0 and "train on it: uv run main.py train --data coco:" in r.stdout, r.stderr
+    root = tmp_path_factory.mktemp("cli-data")  # make-dataset in this process (the same code, no torch import)
+    code = run_here(None, "make-dataset", root / "coco", "--train", 6, "--val", 4)
+    assert code == 0 and (root / "coco" / "annotations" / "instances_val2017.json").is_file()
     write_toy_dataset(root / "voc", 6, 4, "voc")
     return root
 
 
-def test_train_eval_predict_on_folders(toy_folders, tmp_path):
+def test_train_eval_predict_on_folders(toy_folders, tmp_path, capsys):
     from pycocotools.coco import COCO
 
     ckpt = tmp_path / "coco.pt"
     r = run("train", "--data", f"coco:{toy_folders / 'coco'}", "--steps", 2, "--out", ckpt, *SMALL)
     assert r.returncode == 0 and "saved" in r.stdout, r.stderr
-    r = run("eval", ckpt, "--data", f"voc:{toy_folders / 'voc'}", "--json")
+    r = run_here(capsys, "eval", ckpt, "--data", f"voc:{toy_folders / 'voc'}", "--json")
     assert r.returncode == 0, r.stderr
     metrics = json.loads(r.stdout.strip().splitlines()[-1])
     assert metrics["images"] == 4 and {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "mAP50_voc",
@@ -84,12 +98,16 @@ def test_finetune_onto_another_class_count(toy_folders, tmp_path):
     assert ckpt.extra["category_ids"] == [1, 2] and ckpt.train_config.lr_backbone == 1e-5
 
 
-def test_bad_datasets_give_one_clear_line(toy_folders, tmp_path):
+def test_make_dataset_refuses_to_overwrite(toy_folders, capsys):
+    one_line_error(run_here(capsys, "make-dataset", toy_folders / "coco"), "already exists")
+
+
+def test_bad_datasets_give_one_clear_line(tmp_path, capsys):
     (tmp_path / "pictures").mkdir()
     broken = tmp_path / "broken"
     (broken / "annotations").mkdir(parents=True)
     (broken / "annotations" / "instances_train2017.json").write_text('{"images": [}')
-    r = run("train", "--data", str(tmp_path / "pictures"), "--steps", 1, "--quiet")
+    r = run_here(capsys, "train", "--data", tmp_path / "pictures", "--steps", 1, "--quiet")
     one_line_error(r, "neither a COCO folder")
-    r = run("train", "--data", f"coco:{broken}", "--steps", 1, "--quiet")
+    r = run_here(capsys, "train", "--data", f"coco:{broken}", "--steps", 1, "--quiet")
     one_line_error(r, "instances_train2017.json: not valid JSON (line 1, column 13")
