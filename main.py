@@ -1,10 +1,11 @@
 """DETR Explorer.
 
     uv run main.py                      open the explorer window
-    uv run main.py train [options]      train on toy shapes (headless), save a checkpoint
-    uv run main.py eval CKPT [--json]   COCO AP on the held-out toy split
-    uv run main.py predict CKPT IMAGE   print the detections in an image
+    uv run main.py train [options]      train on toy shapes (or --data coco:PATH | voc:PATH), save a checkpoint
+    uv run main.py eval CKPT [--json]   COCO AP on the held-out toy split (or --data's validation split)
+    uv run main.py predict CKPT IMAGE   print the detections in an image (or a folder; --coco-results)
     uv run main.py info CKPT            describe a checkpoint
+    uv run main.py make-dataset OUT     write toy shapes as a COCO or VOC folder
 """
 
 from __future__ import annotations
@@ -76,20 +77,41 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override any setting, e.g. --set dn_groups=0 --set lr=2e-4 (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH",
+                       help="train on a COCO or VOC folder instead of the toy generator")
+    train.add_argument("--train-split", default="", metavar="NAME", help="e.g. train2017 (COCO), trainval (VOC)")
+    train.add_argument("--val-split", default="", metavar="NAME", help="e.g. val2017 (COCO), val or test (VOC)")
+    train.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (0: none)")
+    train.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                       help="fine-tune from an official DETR .pth or an explorer checkpoint")
+    train.add_argument("--freeze", choices=("none", "backbone", "transformer"), default="none",
+                       help="with --init: keep the backbone or the whole transformer fixed")
 
     ev = sub.add_parser("eval", help="COCO AP of a checkpoint on the held-out toy split")
     ev.add_argument("checkpoint", type=Path)
-    ev.add_argument("--images", type=_positive_int, default=500)
+    ev.add_argument("--images", type=_positive_int, default=None, help="first N images (toy default 500)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH", help="evaluate on this dataset")
+    ev.add_argument("--split", default="", metavar="NAME", help="the dataset's split (default: validation)")
 
-    pr = sub.add_parser("predict", help="detect objects in an image")
+    pr = sub.add_parser("predict", help="detect objects in an image or a folder of images")
     pr.add_argument("checkpoint", type=Path)
-    pr.add_argument("image", type=Path)
-    pr.add_argument("--threshold", type=_threshold, default=0.5)
+    pr.add_argument("image", type=Path, help="an image or a folder of images")
+    pr.add_argument("--threshold", type=_threshold, default=None,
+                    help="lowest score shown (default 0.5; 0 for --coco-results, as COCO evaluation wants)")
+    pr.add_argument("--coco-results", type=Path, default=None, metavar="OUT.json",
+                    help="also write the detections in the COCO results format")
     pr.add_argument("--json", action="store_true", help="print one JSON object")
 
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint", type=Path)
+
+    make = sub.add_parser("make-dataset", help="write toy shapes as a COCO or VOC dataset folder")
+    make.add_argument("out", type=Path)
+    make.add_argument("--train", type=_positive_int, default=1000, help="training images")
+    make.add_argument("--val", type=_positive_int, default=200, help="validation images")
+    make.add_argument("--format", choices=("coco", "voc"), default="coco")
+    make.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -104,12 +126,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from detr_core.checkpoint import SaveError, check_writable, save_checkpoint
     from detr_core.device import usable_cores
-    from detr_core.presets import apply_overrides, preset
+    from detr_core.presets import apply_overrides
     from detr_core.train.trainer import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, Trainer
 
     try:
-        model_cfg, train_cfg = preset(args.preset)
-        overrides = list(args.set)
+        model_cfg, train_cfg, init = _base_configs(args)
+        overrides = _data_overrides(args) + list(args.set)
         if args.steps:
             overrides += [f"steps={args.steps}", "max_seconds=none"]
         if args.minutes:
@@ -128,13 +150,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"note: {train_cfg.threads} threads asked for, this machine has {cores} cores; using {cores}",
               file=sys.stderr)
         train_cfg = dataclasses.replace(train_cfg, threads=cores)
-    out = args.out or Path("runs") / f"{args.preset}-seed{train_cfg.seed}.pt"
+    name = "finetune" if init is not None else args.preset
+    out = args.out or Path("runs") / f"{name}-seed{train_cfg.seed}.pt"
     try:
         check_writable(out)  # before the first step, not after the whole run
     except SaveError as e:
         raise CLIError(str(e)) from None
+    model_cfg, model, datasets = _training_data(args, model_cfg, train_cfg, init)
     try:
-        trainer = Trainer(model_cfg, train_cfg)
+        trainer = Trainer(model_cfg, train_cfg, model=model, datasets=datasets)
     except ValueError as e:
         raise CLIError(str(e)) from None
     stop_signal: list[int] = []
@@ -174,7 +198,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def save(path: Path) -> Path:
         return save_checkpoint(path, trainer.model, trainer.class_names, trainer.optimizer,
-                               trainer.history.to_dict(), train_cfg, trainer.step)
+                               trainer.history.to_dict(), train_cfg, trainer.step,
+                               extra={"category_ids": trainer.dataset.category_ids,
+                                      "dataset": train_cfg.dataset.source})
 
     saved, failure = _save_somewhere(out, save)
     if saved is None:
@@ -229,6 +255,70 @@ def _save_somewhere(out: Path, save: Callable[[Path], Path]) -> tuple[Path | Non
     return None, failure
 
 
+def _base_configs(args: argparse.Namespace):
+    """The preset's configs, or with --init the checkpoint's model and the fine-tuning recipe."""
+    from detr_core.presets import preset
+    from detr_core.train.finetune import finetune_train_config
+
+    if args.init is None:
+        if args.freeze != "none":
+            raise ValueError("--freeze needs --init (a model to start from)")
+        return (*preset(args.preset), None)
+    from detr_core.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        init = load_checkpoint(args.init)
+    except CheckpointError as e:
+        raise CLIError(str(e)) from None
+    return init.model_config, finetune_train_config(), init
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = []
+    if args.data:
+        overrides.append(f"dataset.source={args.data}")
+    if args.train_split:
+        overrides.append(f"train_split={args.train_split}")
+    if args.val_split:
+        overrides.append(f"val_split={args.val_split}")
+    if args.workers is not None:
+        overrides.append(f"num_workers={args.workers}")
+    if (args.train_split or args.val_split) and not args.data:
+        raise ValueError("--train-split and --val-split need --data")
+    return overrides
+
+
+def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init):
+    """Open the datasets once, fit the model config to their classes (and the augmentation's
+    sizes), and with --init build the model from the checkpoint."""
+    import torch
+
+    from detr_core.data.dataset import DatasetError
+    from detr_core.data.sources import fit_to_data
+    from detr_core.train.finetune import freeze, init_from_checkpoint
+
+    if train_cfg.dataset.is_toy and init is None:
+        return model_cfg, None, None
+    sizes_set = any(o.split("=")[0].endswith(("image_min_size", "image_max_size")) for o in args.set)
+    try:
+        model_cfg, datasets = fit_to_data(model_cfg, train_cfg, keep_sizes=sizes_set)
+    except (DatasetError, ValueError) as e:
+        raise CLIError(str(e)) from None
+    for d in (getattr(datasets[0], "dataset", datasets[0]), datasets[1]):
+        if getattr(d, "problems", None):
+            print(d.summary(), file=sys.stderr)
+    model = None
+    if init is not None:
+        torch.manual_seed(train_cfg.seed)  # the re-initialized parts, reproducibly
+        model, notes = init_from_checkpoint(init, model_cfg)
+        frozen = freeze(model, args.freeze)
+        for note in notes:
+            print(f"{args.init.name}: {note}")
+        if frozen:
+            print(f"{args.freeze} frozen ({frozen:,} parameters)")
+    return model_cfg, model, datasets
+
+
 def _load(path: Path):  # noqa: ANN202
     from detr_core.checkpoint import CheckpointError, load_model
 
@@ -242,6 +332,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from detr_core.analysis.evaluate import evaluate_model, heldout_split
     from detr_core.config import ToyDataConfig
 
+    if args.data:
+        return _eval_dataset(args)
+    args.images = args.images or 500
     model, ckpt = _load(args.checkpoint)
     data = ckpt.train_config.data if ckpt.train_config is not None else ToyDataConfig()
     if list(data.classes) != ckpt.class_names:
@@ -261,10 +354,98 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_dataset(args: argparse.Namespace) -> int:
+    """COCO AP (and VOC mAP@0.5) of a checkpoint on a dataset's validation split."""
+    from detr_core.analysis.dataset_eval import COCO_STATS, evaluate_on, label_map_for
+    from detr_core.data.dataset import DatasetError
+    from detr_core.data.sources import open_dataset
+    from detr_core.data.transforms import eval_transform
+
+    model, ckpt = _load(args.checkpoint)
+    try:
+        dataset = open_dataset(args.data, args.split, "val")
+        label_map = label_map_for(ckpt.class_names, dataset.class_names)
+    except (DatasetError, ValueError) as e:
+        raise CLIError(f"{args.checkpoint.name} on {args.data}: {e}" if not isinstance(e, DatasetError) else str(e)) \
+            from None
+    if dataset.problems:
+        print(dataset.summary(), file=sys.stderr)
+    cfg = model.config
+    dataset = dataset.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size))
+    try:
+        metrics = evaluate_on(model, dataset, args.images, label_map=label_map)
+    except DatasetError as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps({k: (round(v, 4) if k != "images" else int(v)) for k, v in metrics.items()}))
+        return 0
+    print(f"{args.checkpoint.name} on {int(metrics['images'])} images of {dataset.name}:")
+    print("  " + "   ".join(f"{k} {metrics[k]:.3f}" for k in COCO_STATS))
+    if "mAP50_voc" in metrics:
+        print(f"  VOC mAP@0.5 {metrics['mAP50_voc']:.3f}")
+    for name in dataset.class_names:
+        print(f"  AP {name:<16s} {metrics['AP/' + name]:.3f}")
+    return 0
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def _predict_many(args: argparse.Namespace) -> int:
+    """Every image of a folder (or one image): detections printed, and with --coco-results
+    written in the COCO results format (image_id: the file name's number, else its position)."""
+    from detr_core.analysis.capture import run_inference
+    from detr_core.analysis.dataset_eval import checkpoint_category_ids
+    from detr_core.checkpoint import write_atomically
+    from detr_core.data.images import ImageLoadError, load_image
+
+    if args.image.is_dir():
+        files = sorted(p for p in args.image.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise CLIError(f"{args.image}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+    elif args.image.exists():
+        files = [args.image]
+    else:
+        raise CLIError(f"{args.image}: no such file or folder")
+    model, ckpt = _load(args.checkpoint)
+    category_ids = checkpoint_category_ids(ckpt.class_names, ckpt.source, ckpt.extra)
+    threshold = args.threshold if args.threshold is not None else (0.0 if args.coco_results else 0.5)
+    results, failed = [], 0
+    for position, path in enumerate(files, start=1):
+        try:
+            image = load_image(path)
+        except ImageLoadError as e:
+            print(f"skipped {e}", file=sys.stderr)
+            failed += 1
+            continue
+        r = run_inference(model, image, ckpt.class_names, capture=False)
+        image_id = int(path.stem) if path.stem.isdigit() else position
+        kept = r.kept(threshold)
+        for i in kept:
+            x0, y0, x1, y1 = (float(v) for v in r.boxes_xyxy[i])
+            results.append({"image_id": image_id, "category_id": category_ids[int(r.labels[i])],
+                            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                            "score": round(float(r.scores[i]), 5)})
+        if not args.json:
+            print(f"{path.name} ({image.shape[1]}x{image.shape[0]}): {len(kept)} detections with score >= {threshold}")
+    if args.json:
+        print(json.dumps({"threshold": threshold, "images": len(files) - failed, "detections": results}))
+    if args.coco_results:
+        write_atomically(args.coco_results, lambda f: f.write(json.dumps(results).encode()))
+        print(f"wrote {len(results)} detections of {len(files) - failed} images to {args.coco_results}",
+              file=sys.stderr if args.json else sys.stdout)
+    if failed:
+        print(f"{failed} of {len(files)} images could not be read", file=sys.stderr)
+    return 1 if failed == len(files) else 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from detr_core.analysis.capture import run_inference
     from detr_core.data.images import ImageLoadError, read_image
 
+    if args.image.is_dir() or args.coco_results:
+        return _predict_many(args)
+    args.threshold = 0.5 if args.threshold is None else args.threshold
     try:
         loaded = read_image(args.image)  # a large image is downscaled while decoding
     except ImageLoadError as e:
@@ -313,6 +494,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_dataset(args: argparse.Namespace) -> int:
+    from detr_core.data.export import write_toy_dataset
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise CLIError(f"{args.out}: already exists and is not an empty folder; choose a new one")
+    try:
+        root = write_toy_dataset(args.out, args.train, args.val, args.format, seed=args.seed)
+    except OSError as e:
+        raise CLIError(f"{args.out}: cannot write ({e.strerror or e})") from None
+    print(f"wrote {args.train} training and {args.val} validation toy images as {args.format.upper()} to {root}")
+    print(f"train on it: uv run main.py train --data {args.format}:{args.out}")
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from explorer.app import run_app
@@ -321,7 +516,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return run_app([str(p) for p in args.paths])
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "gui": cmd_gui}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "gui": cmd_gui,
+            "make-dataset": cmd_make_dataset}
 
 
 def main(argv: list[str] | None = None) -> int:

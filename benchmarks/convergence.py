@@ -2,6 +2,7 @@
 seconds of training.
 
     uv run benchmarks/convergence.py --preset fast --seconds 120 [--seed K] [--plot out.png]
+    uv run benchmarks/convergence.py --data coco:PATH ...   (the same on a COCO or VOC folder)
 
 Every ~10 s of training it evaluates with pycocotools on the 500-image held-out toy split
 (never trained on) and prints one JSON line (seconds, steps, AP, AP50). Evaluation time is not
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from detr_core.analysis.evaluate import evaluate_model, heldout_split
+from detr_core.analysis.dataset_eval import evaluate_on
+from detr_core.data.sources import fit_to_data
 from detr_core.presets import apply_overrides, preset
 from detr_core.train.trainer import ErrorEvent, StepEvent, Trainer
 
@@ -27,11 +29,14 @@ from detr_core.train.trainer import ErrorEvent, StepEvent, Trainer
 def run(args: argparse.Namespace) -> dict:
     model_cfg, train_cfg = preset(args.preset)
     overrides = [f"seed={args.seed}", f"max_seconds={args.seconds}", "steps=0", f"threads={args.threads}",
-                 "eval_every=0"] + args.set
+                 "eval_every=0", f"eval_images={args.eval_images}"] + args.set
+    if args.data:
+        overrides.append(f"dataset.source={args.data}")
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, overrides)
     torch.set_num_threads(args.threads)
-    trainer = Trainer(model_cfg, train_cfg)
-    heldout = heldout_split(train_cfg.data, args.eval_images)
+    model_cfg, datasets = fit_to_data(model_cfg, train_cfg)  # the toy generator unless --data
+    trainer = Trainer(model_cfg, train_cfg, datasets=datasets)
+    heldout = trainer.heldout  # the toy held-out split, or the folder's validation split
     points = []
     next_eval = args.every
     reached = None
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def evaluate(ev_step: int, elapsed: float) -> None:
         nonlocal reached
-        m = evaluate_model(trainer.model, heldout, args.eval_images, device=trainer.device)
+        m = evaluate_on(trainer.model, heldout, args.eval_images, device=trainer.device)
         point = {"seconds": round(elapsed, 1), "steps": ev_step, "AP": round(m["AP"], 4), "AP50": round(m["AP50"], 4)}
         points.append(point)
         if reached is None and m["AP50"] >= 0.9:
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> dict:
     final = points[-1] if points else {"seconds": 0, "steps": 0, "AP": 0.0, "AP50": 0.0}
     summary = {
         "preset": args.preset,
+        "data": args.data or "toy",
         "seconds": final["seconds"],
         "steps": final["steps"],
         "AP": final["AP"],
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", type=float, default=10.0, help="seconds of training between evaluations")
     ap.add_argument("--eval-images", type=int, default=500)
+    ap.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH", help="train on a dataset folder")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting")
     ap.add_argument("--plot", type=Path, help="write a PNG of AP50 against seconds")
     ap.add_argument("--compare", type=Path, nargs="*", default=[],

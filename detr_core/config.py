@@ -1,4 +1,4 @@
-"""Typed configuration: the model, the loss, the toy data and training.
+"""Typed configuration: the model, the loss, the toy data, the dataset and training.
 
 Every dataclass here is saved inside each checkpoint as a plain dict (``asdict``) and rebuilt
 with :func:`config_from_dict`, which refuses unknown keys so an incompatible file is named as
@@ -165,6 +165,47 @@ class ToyDataConfig:
 
 
 @dataclass
+class DatasetConfig:
+    """Where training data comes from and how file-backed images are augmented.
+
+    ``source`` is ``"toy"`` (the generator, configured by :class:`ToyDataConfig`), ``"coco:PATH"``
+    or ``"voc:PATH"`` (see :func:`detr_core.data.sources.open_dataset`). Augmentation follows the
+    reference recipe with sizes scaled down for CPUs (the reference: scales 480..800, max 1333,
+    crop resize 400/500/600, crop 384..600). Evaluation resizes the shorter side to
+    ``max(scales)``, the longer at most ``max_size``.
+    """
+
+    source: str = "toy"
+    train_split: str = ""  # "" = the layout's default (COCO train2017, VOC train)
+    val_split: str = ""  # "" = COCO val2017, VOC val
+    scales: tuple[int, ...] = (96, 112, 128)  # random shorter side, pixels
+    max_size: int = 256  # longer side at most, pixels
+    crop_resize: tuple[int, ...] = (100, 125, 150)  # shorter side before the random crop
+    crop_min: int = 96  # random crop side, pixels
+    crop_max: int = 150
+    hflip: float = 0.5  # probability of a horizontal flip
+    num_workers: int = 0  # DataLoader worker processes for file datasets (0: in the training process)
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(int(s) for s in self.scales)
+        self.crop_resize = tuple(int(s) for s in self.crop_resize)
+        if not self.scales or min(self.scales) < 16 or not self.crop_resize or min(self.crop_resize) < 16:
+            raise ValueError("scales and crop_resize need at least one size, each at least 16 pixels")
+        if self.max_size < max(self.scales):
+            raise ValueError(f"max_size ({self.max_size}) must be at least the largest scale ({max(self.scales)})")
+        if not 1 <= self.crop_min <= self.crop_max:
+            raise ValueError("need 1 <= crop_min <= crop_max")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError("hflip is a probability, between 0 and 1")
+        if self.num_workers < 0:
+            raise ValueError("num_workers cannot be negative")
+
+    @property
+    def is_toy(self) -> bool:
+        return self.source == "toy"
+
+
+@dataclass
 class TrainConfig:
     """Optimisation. Defaults follow the reference (AdamW, lr 1e-4, backbone 1e-5, clip 0.1)."""
 
@@ -187,6 +228,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations on the held-out toy split (0 = never)
     eval_images: int = 100
     data: ToyDataConfig = field(default_factory=ToyDataConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ import dataclasses
 import math
 from typing import Any
 
-from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
+from detr_core.config import DatasetConfig, DETRConfig, LossConfig, ToyDataConfig, TrainConfig
 from detr_core.precision import cpu_precision
 
 # The scaled-down detector both toy presets train: a small conv net at stride 16 (an 8x8 grid on
@@ -164,18 +164,20 @@ def apply_overrides(
     model: DETRConfig, train: TrainConfig, overrides: list[str] | dict[str, Any]
 ) -> tuple[DETRConfig, TrainConfig]:
     """Apply ``name=value`` settings. A name is a field of DETRConfig, TrainConfig,
-    LossConfig (``loss.``) or ToyDataConfig (``data.``); the prefix may be left out when the
+    LossConfig (``loss.``), ToyDataConfig (``data.``) or DatasetConfig (``dataset.``); the prefix may be left out when the
     name is unique. Returns new configs (validated); unknown names raise ValueError."""
     items = list(overrides.items()) if isinstance(overrides, dict) else [_split(o) for o in overrides]
     optional = {
         section: {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}
-        for section, cls in (("model", DETRConfig), ("train", TrainConfig), ("loss", LossConfig), ("data", ToyDataConfig))
+        for section, cls in (("model", DETRConfig), ("train", TrainConfig), ("loss", LossConfig),
+                             ("data", ToyDataConfig), ("dataset", DatasetConfig))
     }
     sections: dict[str, dict[str, Any]] = {
         "model": dataclasses.asdict(model),
-        "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in ("loss", "data")},
+        "train": {k: v for k, v in dataclasses.asdict(train).items() if k not in ("loss", "data", "dataset")},
         "loss": dataclasses.asdict(train.loss),
         "data": dataclasses.asdict(train.data),
+        "dataset": dataclasses.asdict(train.dataset),
     }
     for name, value in items:
         if "." in name:
@@ -197,7 +199,8 @@ def apply_overrides(
         sections[section][key] = parsed
     new_model = DETRConfig(**sections["model"])
     new_train = TrainConfig(
-        **sections["train"], loss=LossConfig(**sections["loss"]), data=ToyDataConfig(**sections["data"])
+        **sections["train"], loss=LossConfig(**sections["loss"]), data=ToyDataConfig(**sections["data"]),
+        dataset=DatasetConfig(**sections["dataset"]),
     )
     return new_model, new_train
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.cancel import Progress, report
+from detr_core.model.nested_tensor import NestedTensor
 
 
 @contextmanager
@@ -48,9 +49,9 @@ def batches(total: int, batch_size: int, progress: Progress | None = None) -> It
         report(progress, idx.stop, total)
 
 
-def forward(model: nn.Module, images: Tensor | list[Tensor], device: torch.device | None = None) -> dict:
-    """``model`` on ``images`` ([B, 3, H, W], or a list of [3, H_i, W_i]) moved to ``device``
-    (default: the model's). Run it inside :func:`evaluating`."""
+def forward(model: nn.Module, images: Tensor | NestedTensor | list[Tensor], device: torch.device | None = None) -> dict:
+    """``model`` on ``images`` ([B, 3, H, W], a padded NestedTensor, or a list of [3, H_i, W_i])
+    moved to ``device`` (default: the model's). Run it inside :func:`evaluating`."""
     device = device or next(model.parameters()).device
-    images = images.to(device) if isinstance(images, Tensor) else [im.to(device) for im in images]
+    images = [im.to(device) for im in images] if isinstance(images, list) else images.to(device)
     return model(images)

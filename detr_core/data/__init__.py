@@ -1,6 +1,9 @@
-"""Data: the seeded toy-shapes generator and its batching (``toy``), loading and preparing images
-for the model (``images``), and the COCO class names of the official checkpoints (``coco_names``)."""
+"""Datasets behind one interface (:class:`DetectionDataset`): the seeded toy-shapes generator
+(``toy``), COCO and VOC folders (:func:`detr_core.data.sources.open_dataset`), augmentation and
+batching, reading and preparing images for the model (``images``), and the COCO class names of the
+official checkpoints (``coco_names``)."""
 
+from detr_core.data.dataset import DatasetError, DetectionDataset, Sample
 from detr_core.data.toy import HELDOUT_SEED, ToySample, ToyShapes, collate
 
-__all__ = ["HELDOUT_SEED", "ToySample", "ToyShapes", "collate"]
+__all__ = ["HELDOUT_SEED", "DatasetError", "DetectionDataset", "Sample", "ToySample", "ToyShapes", "collate"]

@@ -8,31 +8,29 @@ shares an image with any training stream.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from detr_core.config import ToyDataConfig
+from detr_core.data.dataset import DetectionDataset, Sample
 from detr_core.data.images import to_tensor
 
 HELDOUT_SEED = 20201  # the fixed held-out split every evaluation uses
 
 
-@dataclass
-class ToySample:
-    image: np.ndarray  # [H, W, 3] uint8 RGB
-    labels: np.ndarray  # [M] int64 class indices into ToyShapes.class_names
-    boxes_xyxy: np.ndarray  # [M, 4] float32, pixels, (x0, y0, x1, y1) tight around the shape
+ToySample = Sample  # [S, S, 3] uint8 image, [N] labels, [N, 4] pixel boxes tight around each shape
 
 
 def _split_code(split: str) -> int:
     return zlib.crc32(split.encode())
 
 
-class ToyShapes:
+class ToyShapes(DetectionDataset):
     """A map-style dataset of toy images; ``length=None`` means an endless stream."""
+
+    name = "toy shapes"
 
     def __init__(
         self, config: ToyDataConfig | None = None, seed: int = 0, split: str = "train", length: int | None = None
@@ -123,6 +121,7 @@ class ToyShapes:
             out,
             np.array(labels, dtype=np.int64),
             np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
+            index,
         )
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:

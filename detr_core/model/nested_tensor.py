@@ -17,8 +17,9 @@ class NestedTensor:
     tensors: Tensor  # [B, C, H, W] images, zero-padded at the bottom and right
     mask: Tensor  # [B, H, W] bool, True on padding
 
-    def to(self, device: torch.device | str) -> NestedTensor:
-        return NestedTensor(self.tensors.to(device), self.mask.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> NestedTensor:
+        return NestedTensor(self.tensors.to(device, non_blocking=non_blocking),
+                            self.mask.to(device, non_blocking=non_blocking))
 
     def decompose(self) -> tuple[Tensor, Tensor]:
         return self.tensors, self.mask

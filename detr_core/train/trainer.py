@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from detr_core.analysis.evaluate import evaluate_model, heldout_split
+from detr_core.analysis.dataset_eval import evaluate_on
 from detr_core.cancel import Cancelled, Progress, check_stop
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.data.toy import ToyShapes
+from detr_core.data.dataset import DatasetError, DetectionDataset
+from detr_core.data.sources import training_datasets
+from detr_core.data.stream import batches
 from detr_core.device import clamp_threads, pick_device
 from detr_core.model.detr import DETR
 from detr_core.model.losses import SetCriterion
@@ -200,6 +202,8 @@ class Trainer:
         model_config: DETRConfig,
         train_config: TrainConfig,
         control: TrainControl | None = None,
+        datasets: tuple[DetectionDataset, DetectionDataset] | None = None,
+        model: DETR | None = None,
     ) -> None:
         self.model_config = model_config
         self.config = train_config
@@ -208,16 +212,17 @@ class Trainer:
             torch.set_num_threads(clamp_threads(train_config.threads))
         torch.manual_seed(train_config.seed)
         self.device = pick_device(train_config.device)
-        if model_config.num_classes != len(train_config.data.classes):
+        # the toy generator by default; a COCO or VOC folder when train_config.dataset names one
+        self.dataset, self.heldout = datasets or training_datasets(train_config, model_config)
+        names = self.dataset.class_names
+        if model_config.num_classes != len(names):
             raise ValueError(
-                f"the model has {model_config.num_classes} classes but the toy data has "
-                f"{len(train_config.data.classes)} ({', '.join(train_config.data.classes)})"
+                f"the model has {model_config.num_classes} classes but {self.dataset.name} has "
+                f"{len(names)} ({', '.join(names[:10])}{'...' if len(names) > 10 else ''})"
             )
-        self.model = DETR(model_config).to(self.device)
+        self.model = (model or DETR(model_config)).to(self.device)  # a model to fine-tune, or a new one
         self.criterion = SetCriterion(model_config, train_config.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, train_config)
-        self.dataset = ToyShapes(train_config.data, seed=train_config.seed, split="train")
-        self.heldout = heldout_split(train_config.data, max(train_config.eval_images, 1))
         self.history = History()
         self.step = 0
         self.elapsed = 0.0
@@ -280,19 +285,27 @@ class Trainer:
 
     def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
         """COCO metrics on the held-out split; ``progress`` may cancel (see :mod:`detr_core.cancel`)."""
-        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device,
-                              progress=progress)
+        return evaluate_on(self.model, self.heldout, self.config.eval_images, device=self.device,
+                           progress=progress)
 
     def events(self) -> Iterator[Event]:
         cfg = self.config
         rate = 0.0
         last_eval_step = self.step
+        # batch k is a pure function of (seed, k), the same here or from DataLoader workers (which
+        # stop when this generator ends and drops ``stream``)
+        stream = batches(self.dataset, cfg.batch_size, self.step, cfg.dataset.num_workers)
         while self.progress() < 1.0:
             if not self.control.wait_for_go():
                 yield FinishedEvent(self.step, self.elapsed, "stopped")
                 return
             t0 = time.perf_counter()
-            images, targets = self.dataset.batch(range(self.step * cfg.batch_size, (self.step + 1) * cfg.batch_size))
+            try:
+                images, targets = next(stream)
+            except DatasetError as e:  # every image of a batch unreadable: say which, keep the weights
+                yield ErrorEvent(self.step, f"Training stopped: {str(e).strip().splitlines()[-1]}")
+                yield FinishedEvent(self.step, self.elapsed, "error")
+                return
             try:
                 losses = self.train_step(images, targets)
             except FloatingPointError as e:
