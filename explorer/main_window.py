@@ -331,14 +331,18 @@ class MainWindow(QMainWindow):
 
     def _restore_settings(self) -> None:
         self.setMinimumSize(MIN_SIZE)
-        geometry = self.settings.value("geometry")
-        if not (isinstance(geometry, QByteArray) and self.restoreGeometry(geometry)
-                and self.available_geometry().intersects(self.geometry())):
-            self.fit_to_screen()
-        elif not self.isMaximized():  # restored on a smaller screen: fit it again
-            available = self.available_geometry()
-            if self.width() > available.width() or self.height() > available.height():
-                self.fit_to_screen(available)
+        # the last size and place, if they still fit this screen; else the size that fits it
+        available = self.available_geometry()
+        saved = self.settings.value("windowRect")
+        if isinstance(saved, QRect) and saved.width() <= available.width() and saved.height() <= available.height() \
+                and available.intersects(saved):
+            x = min(max(saved.x(), available.x()), available.right() + 1 - saved.width())
+            y = min(max(saved.y(), available.y()), available.bottom() + 1 - saved.height())
+            self.setGeometry(QRect(x, y, saved.width(), saved.height()))
+        else:
+            self.fit_to_screen(available)
+        if self._settings_bool("maximized"):
+            self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
         state = self.settings.value("windowState")
         if not (isinstance(state, QByteArray) and self.restoreState(state, SETTINGS_VERSION)):
             QTimer.singleShot(0, self._default_dock_sizes)  # once the window has its real size
@@ -370,7 +374,10 @@ class MainWindow(QMainWindow):
         self.notify("Layout reset: every panel is back in its place.")
 
     def _save_settings(self) -> None:
-        self.settings.setValue("geometry", self.saveGeometry())
+        maximized = self.isMaximized() or self.isFullScreen()
+        self.settings.setValue("maximized", maximized)
+        if not maximized:
+            self.settings.setValue("windowRect", self.geometry())
         self.settings.setValue("windowState", self.saveState(SETTINGS_VERSION))
         style = self.state.heatmap_style
         self.settings.setValue("threshold", self.state.threshold)
