@@ -24,6 +24,7 @@ def attention_colorbar(label: str = "attention weight") -> pg.ColorBarItem:
     bar = pg.ColorBarItem(values=(0.0, 1.0), width=12, colorMap=pg.colormap.get("inferno"), label=label,
                           interactive=False, rounding=1e-6, colorMapMenu=False)
     bar.axis.enableAutoSIPrefix(False)
+    bar.axis.setWidth(72)  # room for the tick values and the label (it is not widened as they change)
     return bar
 
 
@@ -49,8 +50,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.view.addItem(self.heat_item)
         # the heatmap's colour scale, in attention weight (shown with the heatmap)
         self.colorbar = attention_colorbar()
-        self.addItem(self.colorbar, row=0, col=1)
-        self.colorbar.setVisible(False)
+        self.addItem(self.colorbar, row=0, col=1)  # hidden by set_heatmap(None), after its first layout
         self.marker = pg.ScatterPlotItem(size=14, symbol="+", pen=pg.mkPen("w", width=2), brush=None)
         self.marker.setZValue(20)
         self.view.addItem(self.marker)
@@ -61,6 +61,8 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self._boxes = np.zeros((0, 4))
         self._shown = np.zeros(0, bool)
         self.scene().sigMouseClicked.connect(self._on_click)
+        self._fitted = False  # the image is fitted and the user has not zoomed or panned since
+        self.view.sigRangeChangedManually.connect(self._on_manual_range)
 
     # --- content -------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
@@ -75,10 +77,20 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.fit()
 
     def fit(self) -> None:
-        """Show the whole image (double-click or Ctrl+0)."""
+        """Show the whole image (double-click or Ctrl+0); it stays fitted as the view resizes,
+        until the user zooms or pans."""
         h, w = self.image_shape
         if h and w:
             self.view.setRange(QRectF(0, 0, w, h), padding=0.02)
+            self._fitted = True
+
+    def _on_manual_range(self, *_: object) -> None:
+        self._fitted = False
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        if getattr(self, "_fitted", False):  # (also called while the base class is built)
+            self.fit()
 
     def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor]) -> None:
         """One rectangle and label per query; call :meth:`style_boxes` to show them."""
@@ -144,7 +156,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.heat_item.setColorMap(cmap)
         self.colorbar.setColorMap(cmap)
         self.colorbar.setLevels((0.0, peak), update_items=False)
-        self.colorbar.setVisible(True)
+        if not self.colorbar.isVisible():
+            self.colorbar.setVisible(True)
+            self.colorbar.axis.resizeEvent(None)  # place its label again, now that it is laid out
         self.heat_item.setRect(QRectF(0, 0, extent_hw[1], extent_hw[0]))
         self.heat_item.setOpacity(opacity)
         self.heat_item.setVisible(True)

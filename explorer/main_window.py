@@ -116,7 +116,8 @@ class MainWindow(QMainWindow):
         self.training = TrainingPanel()
         self.queries_dock = self._dock("Queries", self.queries, Qt.DockWidgetArea.RightDockWidgetArea)
         self.attention_dock = self._dock("Attention", self.attention, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.grid_dock = self._dock("Attention grid", self.grid, Qt.DockWidgetArea.BottomDockWidgetArea)
+        # (the grid lays its cells out to the dock's size: it does not scroll)
+        self.grid_dock = self._dock("Attention grid", self.grid, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=False)
         self.training_dock = self._dock("Training", self.training, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.grid_dock, self.training_dock)
         # the analysis views of "Seeing inside"
@@ -171,16 +172,19 @@ class MainWindow(QMainWindow):
         self.new_toy_sample()
 
     # --- construction --------------------------------------------------------------------
-    def _dock(self, title: str, widget, area) -> QDockWidget:  # noqa: ANN001
+    def _dock(self, title: str, widget, area, scroll: bool = True) -> QDockWidget:  # noqa: ANN001
         """A dock holding ``widget`` in a scroll area: a dock narrower or shorter than the widget's
         minimum size scrolls instead of pushing the window off the screen."""
         dock = QDockWidget(title, self)
         dock.setObjectName(title.replace(" ", "_"))
-        scroll = QScrollArea()
-        scroll.setWidget(widget)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        dock.setWidget(scroll)
+        if scroll:
+            area_widget = QScrollArea()
+            area_widget.setWidget(widget)
+            area_widget.setWidgetResizable(True)
+            area_widget.setFrameShape(QFrame.Shape.NoFrame)
+            dock.setWidget(area_widget)
+        else:
+            dock.setWidget(widget)
         if title in VIEW_HELP:
             widget.setWhatsThis(VIEW_HELP[title])
         self.addDockWidget(area, dock)
@@ -356,9 +360,9 @@ class MainWindow(QMainWindow):
         """The right column a third of the width at most; the tabs under the image about a third
         of the height, so the image keeps the larger share."""
         h, w = self.height(), self.width()
-        self.resizeDocks([self.queries_dock, self.attention_dock], [max(h - 330, 200), 300], Qt.Orientation.Vertical)
+        self.resizeDocks([self.queries_dock, self.attention_dock], [max(h - 360, 200), 330], Qt.Orientation.Vertical)
         self.resizeDocks([self.grid_dock], [max(190, int(h * 0.36))], Qt.Orientation.Vertical)
-        self.resizeDocks([self.queries_dock], [min(430, max(300, w // 3))], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.queries_dock], [min(430, max(340, w // 3))], Qt.Orientation.Horizontal)
 
     def reset_layout(self) -> None:
         """Every dock back in its place and shown, default sizes, the window fitted to the screen."""

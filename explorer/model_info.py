@@ -58,14 +58,14 @@ def far_from_toy_shapes(rgb: np.ndarray) -> str:
     with flat shapes (few edges) and light pixel noise; photos have many edges, drawings none."""
     h, w = rgb.shape[:2]
     if max(h, w) > 1.15 * min(h, w):
-        return "it is not square"
+        return "toy-shapes images are square, this one is not"
     edges, noise = image_texture(rgb)
     if edges > 0.09:
-        return "it has far more texture and edges"
+        return "it has far more texture and edges than the toy shapes"
     if noise < 0.004:
-        return "it has no pixel noise (a drawing or screenshot?)"
+        return "it has none of the toy shapes' pixel noise (a drawing or a screenshot?)"
     if noise > 0.03:
-        return "it is much noisier"
+        return "it is much noisier than the toy shapes"
     return ""
 
 
@@ -78,5 +78,5 @@ def distribution_warning(loaded: LoadedModel | None, rgb: np.ndarray | None) -> 
         return ""
     assert loaded is not None
     names = ", ".join(loaded.class_names)
-    return (f"This image is far from what the model was trained on ({reason} than the toy shapes). "
+    return (f"This image is far from what the model was trained on: {reason}. "
             f"The model only knows {names}: any box it draws here is a guess, whatever its score.")

@@ -66,8 +66,8 @@ class Notice(QFrame):
 
     def _place(self) -> None:
         width = min(self.host.width() - 24, 640)
-        self.setFixedWidth(max(width, 200))
-        self.adjustSize()
+        width = max(width, 200)
+        self.setFixedSize(width, self.layout().totalHeightForWidth(width))
         x = (self.host.width() - self.width()) // 2
         self.move(max(x, 0), max(self.host.height() - self.height() - 12, 0))
 

@@ -26,7 +26,7 @@ from .help import help_button
 from .model_info import knowledge_text
 from .state import AppState
 
-COLUMNS = ("query", "class", "score", "box (x0, y0, x1, y1)")
+COLUMNS = ("query", "class", "score", "box x0,y0,x1,y1 px")
 
 
 class QueryTableModel(QAbstractTableModel):
@@ -131,6 +131,8 @@ class QueryPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)  # one line per query; a narrow column elides
+        self.table.setMinimumHeight(90)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
         # a Ctrl+click that deselects the row: the selected query's row stays highlighted
         self.table.selectionModel().selectionChanged.connect(lambda *_: self.select(self.state.selected_query))
@@ -172,10 +174,10 @@ class QueryPanel(QWidget):
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
         self.knowledge = QLabel("")
+        layout.insertWidget(0, self.knowledge)  # above the results, always in sight
         self.knowledge.setWordWrap(True)
         self.knowledge.setToolTip("From the checkpoint: the classes this model can name and the data it learnt from")
         self.knowledge.setStyleSheet("QLabel { color: #9aa0a6; }")
-        layout.addWidget(self.knowledge)
         state.modelChanged.connect(lambda loaded: self.knowledge.setText("What the model knows: "
                                                                          + knowledge_text(loaded)))
 

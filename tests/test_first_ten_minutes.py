@@ -10,9 +10,9 @@ from PIL import Image
 from PySide6.QtCore import QPoint, QPointF, QRect, QSettings, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMessageBox, QWidget
+from test_gui import _small_training, small_checkpoint  # noqa: F401 - a fixture
 
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow, window_geometry
-from test_gui import _small_training, small_checkpoint  # noqa: F401 - a fixture
 
 # screens' available geometries in logical pixels; 2560x1440 at a device pixel ratio of 2 is
 # 1280x720 logical pixels (Qt lays windows out in logical pixels)
