@@ -10,12 +10,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QPen, QShowEvent
-from PySide6.QtWidgets import QGraphicsRectItem, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from detr_core.analysis.capture import InferenceResult
 from detr_core.analysis.heatmaps import cross_attention_map
 
+from .canvas import attention_colorbar
 from .colors import query_color
+from .help import help_button
 from .state import MODE_ENCODER, AppState
 
 
@@ -28,9 +30,14 @@ class AttentionGrid(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#202124")
         self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.colorbar: pg.ColorBarItem | None = None  # one scale for every cell
+        top = QHBoxLayout()
+        top.addWidget(self.note, 1)
+        top.addWidget(help_button("Attention grid"))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addWidget(self.note)
+        layout.addLayout(top)
         layout.addWidget(self.graphics, 1)
         self.cells: list[GridCell] = []
         self._key: tuple | None = None
@@ -69,6 +76,7 @@ class AttentionGrid(QWidget):
         if result is None or image is None or result.cross_attention is None:
             self.graphics.clear()
             self.cells = []
+            self.colorbar = None
             self._key = None
             self.note.setText("No attention to show yet.")
             return
@@ -85,11 +93,14 @@ class AttentionGrid(QWidget):
                 cell.image.setImage(small, levels=(0, 255))
         extent = result.grid_extent()
         cmap = pg.colormap.get(colormap)
-        for cell in self.cells:
+        heats = [cross_attention_map(result, cell.query, layer, head, smooth=smooth) for cell in self.cells]
+        peak = max((float(h.max()) for h in heats), default=0.0) or 1.0  # one scale: cells compare
+        if self.colorbar is not None:
+            self.colorbar.setColorMap(cmap)
+            self.colorbar.setLevels((0.0, peak), update_items=False)
+        for cell, heat in zip(self.cells, heats):
             q = cell.query
-            heat = cross_attention_map(result, q, layer, head, smooth=smooth)
-            peak = float(heat.max()) or 1.0
-            cell.heat.setImage((heat / peak).astype(np.float32), levels=(0.0, 1.0))
+            cell.heat.setImage(heat.astype(np.float32), levels=(0.0, peak))
             cell.heat.setColorMap(cmap)
             cell.heat.setRect(QRectF(0, 0, extent[1], extent[0]))
             cell.heat.setOpacity(opacity)
@@ -131,6 +142,9 @@ class AttentionGrid(QWidget):
             title.setZValue(7)
             vb.setRange(frame, padding=0)
             self.cells.append(GridCell(q, vb, img, heat, rect, title))
+        rows = max(1, -(-len(queries) // cols))
+        self.colorbar = attention_colorbar()
+        self.graphics.addItem(self.colorbar, row=0, col=cols, rowspan=rows)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .help import help_button
 from .state import MODE_CROSS, MODE_ENCODER, MODE_NONE, AppState, HeatmapStyle
 
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "CET-L3")
@@ -64,6 +65,10 @@ class AttentionPanel(QWidget):
         form.addRow("Opacity", row)
         form.addRow("Colour map", self.colormap)
         layout = QVBoxLayout(self)
+        heading = QHBoxLayout()
+        heading.addWidget(QLabel("Heatmap on the image:"), 1)
+        heading.addWidget(help_button("Attention"))
+        layout.addLayout(heading)
         layout.addWidget(self.mode_cross)
         layout.addWidget(self.mode_encoder)
         layout.addWidget(self.mode_none)

@@ -19,6 +19,15 @@ from .state import MODE_CROSS, MODE_ENCODER, AppState, HeatmapStyle
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)  # antialiased curves cost the GUI thread
 
 
+def attention_colorbar(label: str = "attention weight") -> pg.ColorBarItem:
+    """A read-only colour bar for attention maps (values from 0 to the map's peak)."""
+    bar = pg.ColorBarItem(values=(0.0, 1.0), width=12, colorMap=pg.colormap.get("inferno"), label=label,
+                          interactive=False, rounding=1e-6, colorMapMenu=False)
+    bar.axis.enableAutoSIPrefix(False)
+    bar.axis.setWidth(72)  # room for the tick values and the label (it is not widened as they change)
+    return bar
+
+
 class ImageCanvas(pg.GraphicsLayoutWidget):
     """Shows an RGB image in pixel coordinates (y down), boxes, a heatmap and a point marker.
 
@@ -39,6 +48,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.heat_item.setZValue(5)
         self.heat_item.setOpacity(0.5)
         self.view.addItem(self.heat_item)
+        # the heatmap's colour scale, in attention weight (shown with the heatmap)
+        self.colorbar = attention_colorbar()
+        self.addItem(self.colorbar, row=0, col=1)  # hidden by set_heatmap(None), after its first layout
         self.marker = pg.ScatterPlotItem(size=14, symbol="+", pen=pg.mkPen("w", width=2), brush=None)
         self.marker.setZValue(20)
         self.view.addItem(self.marker)
@@ -49,16 +61,36 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self._boxes = np.zeros((0, 4))
         self._shown = np.zeros(0, bool)
         self.scene().sigMouseClicked.connect(self._on_click)
+        self._fitted = False  # the image is fitted and the user has not zoomed or panned since
+        self.view.sigRangeChangedManually.connect(self._on_manual_range)
 
     # --- content -------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
-        """rgb: [H, W, 3] uint8."""
-        changed = rgb.shape[:2] != self.image_shape
+        """rgb: [H, W, 3] uint8. A new image always fits the view."""
+        h, w = rgb.shape[:2]
         self.image_item.setImage(rgb, levels=(0, 255))
-        self.image_item.setRect(QRectF(0, 0, rgb.shape[1], rgb.shape[0]))
-        self.image_shape = rgb.shape[:2]
-        if changed:
-            self.view.autoRange(padding=0.02)
+        self.image_item.setRect(QRectF(0, 0, w, h))
+        self.image_shape = (h, w)
+        # zoom out to a few times the image at most, in to a few pixels: never lost or tiny
+        self.view.setLimits(xMin=-2 * w, xMax=3 * w, yMin=-2 * h, yMax=3 * h,
+                            minXRange=4, minYRange=4, maxXRange=5 * w, maxYRange=5 * h)
+        self.fit()
+
+    def fit(self) -> None:
+        """Show the whole image (double-click or Ctrl+0); it stays fitted as the view resizes,
+        until the user zooms or pans."""
+        h, w = self.image_shape
+        if h and w:
+            self.view.setRange(QRectF(0, 0, w, h), padding=0.02)
+            self._fitted = True
+
+    def _on_manual_range(self, *_: object) -> None:
+        self._fitted = False
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        if getattr(self, "_fitted", False):  # (also called while the base class is built)
+            self.fit()
 
     def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor]) -> None:
         """One rectangle and label per query; call :meth:`style_boxes` to show them."""
@@ -111,15 +143,22 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self, heat: np.ndarray | None, extent_hw: tuple[float, float] = (0, 0), colormap: str = "inferno",
         opacity: float = 0.5,
     ) -> None:
-        """heat: [h, w] non-negative map drawn over ``extent_hw`` (height, width) image pixels
-        from the top-left corner; normalized to its maximum."""
+        """heat: [h, w] non-negative attention weights drawn over ``extent_hw`` (height, width)
+        image pixels from the top-left corner, from 0 to their peak, with the colour bar."""
         if heat is None:
             self.heat_item.setVisible(False)
+            self.colorbar.setVisible(False)
             return
         peak = float(heat.max()) if heat.size else 0.0
-        norm = heat / peak if peak > 0 else heat
-        self.heat_item.setImage(norm.astype(np.float32), levels=(0.0, 1.0))
-        self.heat_item.setColorMap(pg.colormap.get(colormap))
+        peak = peak if peak > 0 else 1.0
+        cmap = pg.colormap.get(colormap)
+        self.heat_item.setImage(heat.astype(np.float32), levels=(0.0, peak))
+        self.heat_item.setColorMap(cmap)
+        self.colorbar.setColorMap(cmap)
+        self.colorbar.setLevels((0.0, peak), update_items=False)
+        if not self.colorbar.isVisible():
+            self.colorbar.setVisible(True)
+            self.colorbar.axis.resizeEvent(None)  # place its label again, now that it is laid out
         self.heat_item.setRect(QRectF(0, 0, extent_hw[1], extent_hw[0]))
         self.heat_item.setOpacity(opacity)
         self.heat_item.setVisible(True)
@@ -157,6 +196,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
 
     def _on_click(self, event) -> None:  # noqa: ANN001
         if event.button() != Qt.MouseButton.LeftButton or self.image_shape == (0, 0):
+            return
+        if event.double():
+            self.fit()
             return
         pos: QPointF = self.view.mapSceneToView(event.scenePos())
         x, y = pos.x(), pos.y()

@@ -8,17 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QRect, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
     QFileDialog,
+    QFrame,
+    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QScrollArea,
     QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWhatsThis,
+    QWidget,
 )
 
 from detr_core.checkpoint import Checkpoint, model_summary
@@ -28,6 +35,9 @@ from .attention_grid import AttentionGrid
 from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
+from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
+from .model_info import distribution_warning
+from .notice import Notice
 from .query_panel import QueryPanel
 from .stable_label import StableLabel
 from .state import AppState, LoadedModel, TrainingSession
@@ -38,6 +48,7 @@ from .views.layers import LayerView
 from .views.matching import MatchingView
 from .views.runs import RunsView
 from .views.specialization import SpecializationView
+from .wheel_guard import guard_wheel
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
@@ -45,6 +56,28 @@ CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.gif *.tif *.tiff);;All files (*)"
 CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
 MAX_RECENT = 10
+DEFAULT_SIZE = QSize(1400, 900)  # on screens with room for it
+MIN_SIZE = QSize(800, 560)  # every dock stays usable down to a 1024x700 screen
+SETTINGS_VERSION = 2  # a saved dock layout from another version of the window is not restored
+
+
+def window_geometry(available: QRect, preferred: QSize = DEFAULT_SIZE) -> QRect:
+    """The window's first geometry (client area, logical pixels) on a screen whose available
+    geometry (without task bars) is ``available``: the preferred size where it fits, else the
+    available size less room for the window frame, centred."""
+    frame_w, frame_h = 16, 40  # the window manager's border and title bar
+    w = max(min(preferred.width(), available.width() - frame_w), min(MIN_SIZE.width(), available.width()))
+    h = max(min(preferred.height(), available.height() - frame_h), min(MIN_SIZE.height(), available.height()))
+    title = frame_h - 8  # the title bar sits above the client area
+    x = available.x() + (available.width() - w) // 2
+    y = available.y() + title + max((available.height() - title - h) // 2, 0)
+    if y + h > available.y() + available.height():
+        y = available.y()
+    return QRect(x, y, w, h)
+
+
+def fits_inside(geometry: QRect, available: QRect) -> bool:
+    return available.contains(geometry)
 
 
 def qimage_to_rgb(image: QImage) -> np.ndarray:
@@ -70,16 +103,21 @@ class MainWindow(QMainWindow):
         self.controller = Controller(self.state, self)
         self.controller.toy_index = sample_seed
 
-        # the image, the query table, the attention controls and grid, training
+        # the image (with the first-launch hint and the training-data warning above it), the query
+        # table, the attention controls and grid, training
         self.canvas = ImageView(self.state)
-        self.setCentralWidget(self.canvas)
+        self.canvas.setMinimumHeight(180)
+        self.canvas.setWhatsThis(VIEW_HELP["Image"])
+        self.setCentralWidget(self._build_centre())
+        self.notice = Notice(self.centralWidget())
         self.queries = QueryPanel(self.state)
         self.attention = AttentionPanel(self.state)
         self.grid = AttentionGrid(self.state)
         self.training = TrainingPanel()
         self.queries_dock = self._dock("Queries", self.queries, Qt.DockWidgetArea.RightDockWidgetArea)
         self.attention_dock = self._dock("Attention", self.attention, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.grid_dock = self._dock("Attention grid", self.grid, Qt.DockWidgetArea.BottomDockWidgetArea)
+        # (the grid lays its cells out to the dock's size: it does not scroll)
+        self.grid_dock = self._dock("Attention grid", self.grid, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=False)
         self.training_dock = self._dock("Training", self.training, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.grid_dock, self.training_dock)
         # the analysis views of "Seeing inside"
@@ -94,10 +132,12 @@ class MainWindow(QMainWindow):
             dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea)
             self.tabifyDockWidget(self.grid_dock, dock)
             dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
-            view.errorShown.connect(lambda m: self.statusBar().showMessage(m, 8000))
+            view.errorShown.connect(self.notify)
+            view.add_help(title)
         self.grid_dock.raise_()
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._previous_model: LoadedModel | None = None  # what Stop replaced, to go back to
 
         # the training panel runs its own worker; the state gets its session, model and previews
         self.training.workerCreated.connect(lambda worker: self.state.set_training(TrainingSession(worker)))
@@ -110,6 +150,8 @@ class MainWindow(QMainWindow):
         self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
 
         self.state.modelChanged.connect(self._update_model_label)
+        self.state.modelChanged.connect(self._update_warning)
+        self.state.imageChanged.connect(self._update_warning)
         for signal in (self.state.modelChanged, self.state.modelSaved, self.state.imageChanged):
             signal.connect(self._update_title)
         self.controller.busy.connect(self._set_busy)
@@ -117,23 +159,83 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self._build_status_bar()
+        self._default_layout = self.saveState(SETTINGS_VERSION)
         self._restore_settings()
+        guard_wheel(self)
 
         if checkpoint is not None and Path(checkpoint).exists():
             self.open_checkpoint(Path(checkpoint), remember=False)
         else:
             self.controller.use_untrained_model()
-            self.statusBar().showMessage(
-                "No bundled checkpoint found: this model is untrained. Train one in the Training panel.", 15000)
+            self.notify("No bundled checkpoint found: this model is untrained. Train one in the Training tab.",
+                        msecs=15000)
         self.new_toy_sample()
 
     # --- construction --------------------------------------------------------------------
-    def _dock(self, title: str, widget, area) -> QDockWidget:  # noqa: ANN001
+    def _dock(self, title: str, widget, area, scroll: bool = True) -> QDockWidget:  # noqa: ANN001
+        """A dock holding ``widget`` in a scroll area: a dock narrower or shorter than the widget's
+        minimum size scrolls instead of pushing the window off the screen."""
         dock = QDockWidget(title, self)
         dock.setObjectName(title.replace(" ", "_"))
-        dock.setWidget(widget)
+        if scroll:
+            area_widget = QScrollArea()
+            area_widget.setWidget(widget)
+            area_widget.setWidgetResizable(True)
+            area_widget.setFrameShape(QFrame.Shape.NoFrame)
+            dock.setWidget(area_widget)
+        else:
+            dock.setWidget(widget)
+        if title in VIEW_HELP:
+            widget.setWhatsThis(VIEW_HELP[title])
         self.addDockWidget(area, dock)
         return dock
+
+    def dock_of(self, widget: QWidget) -> QDockWidget:
+        """The dock that holds ``widget``."""
+        parent = widget.parentWidget()
+        while not isinstance(parent, QDockWidget):
+            parent = parent.parentWidget()
+        return parent
+
+    def _build_centre(self) -> QWidget:
+        """The image view under two banners: the first-launch hint (until dismissed) and the
+        warning that the image is far from the model's training data."""
+        self.hint = QFrame()
+        self.hint.setObjectName("first_launch_hint")
+        self.hint.setStyleSheet("#first_launch_hint { background: #1e3a5f; } #first_launch_hint QLabel { color: #e8f0fe; }")
+        self.hint_label = QLabel(FIRST_LAUNCH_HINT)
+        self.hint_label.setWordWrap(True)
+        self.hint_close = QToolButton()
+        self.hint_close.setText("Got it ✕")
+        self.hint_close.setToolTip("Hide this hint for good (Help ▸ Quick Start has it all)")
+        self.hint_close.clicked.connect(self.dismiss_hint)
+        row = QHBoxLayout(self.hint)
+        row.setContentsMargins(8, 4, 4, 4)
+        row.addWidget(self.hint_label, 1)
+        row.addWidget(self.hint_close)
+        self.hint.setVisible(not self._settings_bool("hintDismissed"))
+        self.warning = QLabel("")
+        self.warning.setObjectName("distribution_warning")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("#distribution_warning { background: #5c3b00; color: #ffe8b3; padding: 4px 8px; }")
+        self.warning.setVisible(False)
+        centre = QWidget()
+        layout = QVBoxLayout(centre)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.warning)
+        layout.addWidget(self.canvas, 1)
+        return centre
+
+    def _settings_bool(self, key: str) -> bool:
+        return str(self.settings.value(key, "false")).lower() in ("true", "1")
+
+    def dismiss_hint(self) -> None:
+        """Hide the first-launch hint; it does not come back."""
+        self.hint.setVisible(False)
+        self.settings.setValue("hintDismissed", True)
+        self.settings.sync()
 
     def _action(self, text: str, slot, shortcut=None, tip: str = "") -> QAction:  # noqa: ANN001
         action = QAction(text, self)
@@ -171,11 +273,37 @@ class MainWindow(QMainWindow):
         file.addAction(self.act_export)
         file.addSeparator()
         file.addAction(self.act_quit)
+        train = bar.addMenu("&Train")
+        self.act_train_start = self._action("&Start Training", lambda: self.training.start(), "Ctrl+Return",
+                                            "Train a new model with the Training tab's settings")
+        self.act_train_pause = self._action("&Pause / Resume", lambda: self.training.toggle_pause(), "Ctrl+P")
+        self.act_train_step = self._action("One S&tep", lambda: self.training.step_once(), "Ctrl+Shift+Return",
+                                           "One training step, then pause")
+        self.act_train_stop = self._action("St&op Training", lambda: self.training.stop(), "Ctrl+.",
+                                           "Stop; the trained model replaces the one shown (you can go back)")
+        for a in (self.act_train_start, self.act_train_pause, self.act_train_step, self.act_train_stop):
+            train.addAction(a)
         view = bar.addMenu("&View")
+        self.act_fit = self._action("&Fit Image", lambda: self.canvas.fit(), "Ctrl+0",
+                                    "Show the whole image (also: double-click it)")
+        self.act_reset_layout = self._action("&Reset Layout", lambda: self.reset_layout(), None,
+                                             "Put every panel back where it was at first launch")
+        view.addAction(self.act_fit)
+        view.addAction(self.act_reset_layout)
+        view.addSeparator()
         for dock in self.findChildren(QDockWidget):
             view.addAction(dock.toggleViewAction())
         self.view_menu = view
         help_menu = bar.addMenu("&Help")
+        self.act_quick_start = self._action("&Quick Start", lambda: self.show_quick_start(), QKeySequence.StandardKey.HelpContents)
+        self.act_shortcuts = self._action("&Keyboard Shortcuts", lambda: self.show_shortcuts(), "Ctrl+/")
+        self.act_whats_this = QWhatsThis.createAction(self)
+        self.act_whats_this.setText("&What Am I Looking At?")
+        self.act_whats_this.setShortcut(QKeySequence("Shift+F1"))
+        self.act_show_hint = self._action("Show the &Start Hint", lambda: self.show_hint())
+        for a in (self.act_quick_start, self.act_shortcuts, self.act_whats_this, self.act_show_hint):
+            help_menu.addAction(a)
+        help_menu.addSeparator()
         help_menu.addAction(self._action("&About DETR Explorer", self._about))
         toolbar = QToolBar("Main")
         toolbar.setObjectName("main_toolbar")
@@ -197,16 +325,30 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.busy)
         sb.addPermanentWidget(self.model_label)
 
+    def available_geometry(self) -> QRect:
+        screen = self.screen() or QApplication.primaryScreen()
+        return screen.availableGeometry() if screen is not None else QRect(0, 0, 1400, 900)
+
+    def fit_to_screen(self, available: QRect | None = None) -> None:
+        """Open at a size that fits the screen's available geometry (see :func:`window_geometry`)."""
+        self.setGeometry(window_geometry(available or self.available_geometry()))
+
     def _restore_settings(self) -> None:
-        geometry = self.settings.value("geometry")
-        if isinstance(geometry, QByteArray):
-            self.restoreGeometry(geometry)
+        self.setMinimumSize(MIN_SIZE)
+        # the last size and place, if they still fit this screen; else the size that fits it
+        available = self.available_geometry()
+        saved = self.settings.value("windowRect")
+        if isinstance(saved, QRect) and saved.width() <= available.width() and saved.height() <= available.height() \
+                and available.intersects(saved):
+            x = min(max(saved.x(), available.x()), available.right() + 1 - saved.width())
+            y = min(max(saved.y(), available.y()), available.bottom() + 1 - saved.height())
+            self.setGeometry(QRect(x, y, saved.width(), saved.height()))
         else:
-            self.resize(1400, 900)
+            self.fit_to_screen(available)
+        if self._settings_bool("maximized"):
+            self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
         state = self.settings.value("windowState")
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
-        else:
+        if not (isinstance(state, QByteArray) and self.restoreState(state, SETTINGS_VERSION)):
             QTimer.singleShot(0, self._default_dock_sizes)  # once the window has its real size
         self.state.set_threshold(round(float(self.settings.value("threshold", 0.5)), 2))
         cmap = str(self.settings.value("colormap", "inferno"))
@@ -215,18 +357,73 @@ class MainWindow(QMainWindow):
         self.state.set_heatmap_style(colormap=cmap, opacity=int(self.settings.value("opacity", 55)) / 100)
 
     def _default_dock_sizes(self) -> None:
-        self.resizeDocks([self.queries_dock, self.attention_dock], [self.height() - 330, 300], Qt.Orientation.Vertical)
-        self.resizeDocks([self.grid_dock], [max(320, int(self.height() * 0.42))], Qt.Orientation.Vertical)
-        self.resizeDocks([self.queries_dock], [430], Qt.Orientation.Horizontal)
+        """The right column a third of the width at most; the tabs under the image about a third
+        of the height, so the image keeps the larger share."""
+        h, w = self.height(), self.width()
+        self.resizeDocks([self.queries_dock, self.attention_dock], [max(h - 360, 200), 330], Qt.Orientation.Vertical)
+        self.resizeDocks([self.grid_dock], [max(190, int(h * 0.36))], Qt.Orientation.Vertical)
+        self.resizeDocks([self.queries_dock], [min(430, max(340, w // 3))], Qt.Orientation.Horizontal)
+
+    def reset_layout(self) -> None:
+        """Every dock back in its place and shown, default sizes, the window fitted to the screen."""
+        self.restoreState(self._default_layout, SETTINGS_VERSION)
+        for dock in self.findChildren(QDockWidget):
+            dock.setFloating(False)
+            dock.show()
+        self.grid_dock.raise_()
+        if self.isMaximized() or self.isFullScreen():
+            self.showNormal()
+        self.fit_to_screen()
+        QTimer.singleShot(0, self._default_dock_sizes)
+        self.notify("Layout reset: every panel is back in its place.")
 
     def _save_settings(self) -> None:
-        self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("windowState", self.saveState())
+        maximized = self.isMaximized() or self.isFullScreen()
+        self.settings.setValue("maximized", maximized)
+        if not maximized:
+            self.settings.setValue("windowRect", self.geometry())
+        self.settings.setValue("windowState", self.saveState(SETTINGS_VERSION))
         style = self.state.heatmap_style
         self.settings.setValue("threshold", self.state.threshold)
         self.settings.setValue("colormap", style.colormap)
         self.settings.setValue("opacity", round(style.opacity * 100))
         self.settings.sync()
+
+    # --- help --------------------------------------------------------------------------------
+    def show_quick_start(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Quick start", QUICK_START, QMessageBox.StandardButton.Close, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        return box
+
+    def shortcuts(self) -> list[tuple[str, str]]:
+        """(action, keys) for every menu action with a shortcut."""
+        rows = []
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            for a in menu.actions() if menu is not None else []:
+                if not a.shortcut().isEmpty():
+                    rows.append((a.text().replace("&", ""),
+                                 a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)))
+        rows += [("Zoom the image around the cursor", "mouse wheel"), ("Fit the image", "double-click"),
+                 ("Encoder attention of a point inside a box", "Shift+click")]
+        return rows
+
+    def show_shortcuts(self) -> QMessageBox:
+        rows = "".join(f"<tr><td>{name}</td><td>&nbsp;&nbsp;<b>{keys}</b></td></tr>" for name, keys in self.shortcuts())
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", f"<table>{rows}</table>",
+                          QMessageBox.StandardButton.Close, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        return box
+
+    def show_hint(self) -> None:
+        self.hint.setVisible(True)
+        self.settings.setValue("hintDismissed", False)
 
     # --- messages and status ---------------------------------------------------------------
     def show_error(self, title: str, message: str) -> None:
@@ -238,6 +435,15 @@ class MainWindow(QMainWindow):
         box.open()
         self._error_box = box
         self.errorShown.emit(message)
+
+    def notify(self, text: str, action_text: str = "", action=None, msecs: int | None = None) -> None:  # noqa: ANN001
+        """Say what happened where the eye is: a notice over the image for a few seconds."""
+        self.notice.show_message(text, action_text, action, msecs)
+
+    def _update_warning(self, *_: object) -> None:
+        text = distribution_warning(self.state.model, self.state.image)
+        self.warning.setText(text)
+        self.warning.setVisible(bool(text))
 
     def _set_activity(self, text: str) -> None:
         self.activity.setText(text)
@@ -280,7 +486,7 @@ class MainWindow(QMainWindow):
         self.controller.open_checkpoint(Path(path), on_opened=opened)
 
     def _on_checkpoint_opened(self, path: Path, ckpt: Checkpoint) -> None:
-        self.statusBar().showMessage(f"Opened {path.name} ({ckpt.source}, {len(ckpt.class_names)} classes)", 6000)
+        self.notify(f"Opened {path.name}: {len(ckpt.class_names)} classes ({ckpt.source}).")
 
     def save_checkpoint(self, path: Path) -> bool:
         if self.state.model is None:
@@ -292,14 +498,28 @@ class MainWindow(QMainWindow):
             return False
         self._remember(Path(path), "checkpoint")
         self.settings.setValue("lastCheckpointDir", str(Path(path).parent))
-        self.statusBar().showMessage(f"Saved {path}", 6000)
+        self.notify(f"Saved the model to {path}.")
         return True
 
     def _on_trained(self, trained: TrainedModel) -> None:
+        """A run ended: its model replaces the one shown, and a notice offers to go back."""
+        previous = self.state.model
         self.controller.use_trained(trained)
-        self.statusBar().showMessage(
-            f"Training {trained.reason} at step {trained.step}: the trained model is now in the explorer "
-            "(File ▸ Save Checkpoint to keep it).", 10000)
+        self._previous_model = previous
+        back = None if previous is None else self.back_to_previous_model
+        name = "" if previous is None else (previous.path.name if previous.path else previous.source)
+        self.notify(f"Training {trained.reason} at step {trained.step}: the explorer now shows the trained "
+                    "model (not saved yet: File ▸ Save Checkpoint).",
+                    f"Back to {name}" if back else "", back)
+
+    def back_to_previous_model(self) -> None:
+        """Show the model the last training run replaced (the trained one can come back)."""
+        previous, self._previous_model = self._previous_model, self.state.model
+        if previous is None:
+            return
+        self.state.set_model(previous)
+        self.notify(f"Back to {previous.path.name if previous.path else previous.source}.",
+                    "Use the trained model again", self.back_to_previous_model)
 
     def new_toy_sample(self) -> None:
         self.controller.new_toy_sample()
@@ -370,7 +590,7 @@ class MainWindow(QMainWindow):
         if not ok:
             self.show_error("Export", f"Could not write {path}")
         else:
-            self.statusBar().showMessage(f"Exported {path}", 5000)
+            self.notify(f"Exported the image view to {path}.")
         return ok
 
     def _remember(self, path: Path, kind: str) -> None:

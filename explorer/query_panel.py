@@ -22,9 +22,11 @@ from PySide6.QtWidgets import (
 from detr_core.analysis.capture import InferenceResult
 
 from .colors import query_color
+from .help import help_button
+from .model_info import knowledge_text
 from .state import AppState
 
-COLUMNS = ("query", "class", "score", "box (x0, y0, x1, y1)")
+COLUMNS = ("query", "class", "score", "box x0,y0,x1,y1 px")
 
 
 class QueryTableModel(QAbstractTableModel):
@@ -129,7 +131,11 @@ class QueryPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)  # one line per query; a narrow column elides
+        self.table.setMinimumHeight(90)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
+        # a Ctrl+click that deselects the row: the selected query's row stays highlighted
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self.select(self.state.selected_query))
 
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
         self.threshold_slider.setRange(0, 100)
@@ -157,6 +163,7 @@ class QueryPanel(QWidget):
         row.addWidget(QLabel("Threshold"))
         row.addWidget(self.threshold_slider, 1)
         row.addWidget(self.threshold_label)
+        row.addWidget(help_button("Queries"))
         buttons = QHBoxLayout()
         for b in (self.btn_all, self.btn_none, self.btn_above):
             buttons.addWidget(b)
@@ -166,6 +173,13 @@ class QueryPanel(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
+        self.knowledge = QLabel("")
+        layout.insertWidget(0, self.knowledge)  # above the results, always in sight
+        self.knowledge.setWordWrap(True)
+        self.knowledge.setToolTip("From the checkpoint: the classes this model can name and the data it learnt from")
+        self.knowledge.setStyleSheet("QLabel { color: #9aa0a6; }")
+        state.modelChanged.connect(lambda loaded: self.knowledge.setText("What the model knows: "
+                                                                         + knowledge_text(loaded)))
 
         state.resultChanged.connect(self._on_result)
         state.visibleQueriesChanged.connect(self.model.set_checked)
@@ -215,10 +229,12 @@ class QueryPanel(QWidget):
     def select(self, query: int | None) -> None:
         sel = self.table.selectionModel()
         if query is None or query >= self.model.rowCount():
-            sel.clearSelection()
+            sel.clear()  # the current row too, so no row looks selected
             return
         index = self.model.index(query, 0)
-        if sel.currentIndex().row() != query:
+        # the highlighted row is the selected query's, whatever was current or selected before
+        # (a cleared selection keeps its current row; a reset table has neither)
+        if sel.currentIndex().row() != query or sel.selectedRows() != [index]:
             sel.setCurrentIndex(index, QItemSelectionModel.SelectionFlag.ClearAndSelect
                                 | QItemSelectionModel.SelectionFlag.Rows)
         self.table.scrollTo(index)

@@ -31,6 +31,7 @@ from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train.live import LiveSession
 from detr_core.train.trainer import EvalEvent, History, StepEvent
 
+from .help import help_button
 from .stable_label import StableLabel
 from .training_worker import TrainedModel, TrainingWorker
 
@@ -225,7 +226,8 @@ class TrainingPanel(QWidget):
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla"])
-        self.preset.setToolTip("fast: the levers that learn toy shapes in minutes; vanilla: the paper's recipe")
+        self.preset.setToolTip("The recipe the settings start from (--preset). fast: the levers that learn toy "
+                               "shapes in minutes; vanilla: the paper's recipe")
         self.queries = _spin(1, 300, 20)
         self.enc_layers = _spin(0, 12, 3)
         self.dec_layers = _spin(1, 12, 3)
@@ -236,8 +238,10 @@ class TrainingPanel(QWidget):
         self.no_object = _dspin(0.0, 1.0, 0.1, 3, 0.05)
         self.self_attention = QCheckBox("Decoder self-attention")
         self.aux_loss = QCheckBox("Auxiliary losses (every decoder layer)")
-        self.seed = _spin(0, 2**31 - 1, 0)
+        self.seed = _spin(0, 2**31 - 1, TrainConfig().seed)
+        self.seed.setToolTip("Random seed of the model's initial weights and the data order (--seed)")
         self.minutes = _dspin(0.1, 600, 2.0, 1, 0.5)
+        self.minutes.setToolTip("Training time (--minutes)")
         self.anchor = QCheckBox("Anchor-box queries, refined per layer")
         self.dn_groups = _spin(0, 20, 0)
         self.query_groups = _spin(1, 20, 1)
@@ -309,6 +313,7 @@ class TrainingPanel(QWidget):
         controls.addWidget(self.progress_bar, 1)
         controls.addWidget(self.follow)
         controls.addWidget(self.per_layer)
+        controls.addWidget(help_button("Training"))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(controls)

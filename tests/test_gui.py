@@ -136,7 +136,9 @@ def test_layer_and_head_change_the_heatmap(window, monkeypatch):
     from detr_core.analysis.heatmaps import cross_attention_map
 
     expected = cross_attention_map(window.state.result, window.state.selected_query, 0, 1, smooth=True)
-    np.testing.assert_allclose(after_head, expected / expected.max(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after_head, expected, rtol=1e-5, atol=1e-9)  # attention weights, unscaled
+    assert window.canvas.colorbar.isVisible()
+    assert window.canvas.colorbar.levels() == pytest.approx((0.0, float(expected.max())))
     assert submitted == []  # redrawn from cache: no inference ran
 
 
@@ -155,7 +157,7 @@ def test_selecting_a_box_or_row_selects_the_query_everywhere(window):
 
 
 def test_a_view_behind_a_tab_draws_the_selected_query_when_its_tab_comes_forward(qtbot, window):
-    layers_dock = window.layers.parentWidget()
+    layers_dock = window.dock_of(window.layers)
     layers_dock.raise_()
     qtbot.waitUntil(lambda: window.layers.result is not None and window.layers.on_screen, timeout=20000)
     window.state.set_selected_query(1)
@@ -179,7 +181,7 @@ def test_clicking_a_point_shows_encoder_self_attention(window):
     from detr_core.analysis.heatmaps import encoder_attention_map
 
     expected = encoder_attention_map(maps, window.state.result, window.attention.layer_index, None)
-    np.testing.assert_allclose(_heat(window), expected / expected.max(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_heat(window), expected, rtol=1e-5, atol=1e-9)
     assert window.canvas.marker.data["x"][0] == pytest.approx(90.0)
 
 

@@ -311,7 +311,7 @@ def test_view_buttons_queue_the_checked_ablations(qtbot, make_view):
     for key, box in view.ablation_checks.items():
         box.setChecked(key in ("baseline", "no-self-attention"))
     view.seed_spin.setValue(5)
-    view.seconds_spin.setValue(30)
+    view.minutes_spin.setValue(0.5)
     view.run_button.click()
     queued = [view.live.spec] + view.pending
     assert [s.name for s in queued] == ["baseline", "no-self-attention"]

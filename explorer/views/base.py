@@ -62,12 +62,20 @@ class AnalysisView(QWidget):
         top.addStretch(0)
         top.addWidget(self.export_png_button)
         top.addWidget(self.export_data_button)
+        self._top = top
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
         outer.addLayout(top)
         self.body = QVBoxLayout()
         outer.addLayout(self.body, 1)
         self._deferred: dict[str, Callable[[], None]] = {}
+
+    def add_help(self, title: str) -> None:
+        """A "?" button at the end of the top row that says what the view ``title`` shows."""
+        from ..help import help_button
+
+        self.help_button = help_button(title)
+        self._top.addWidget(self.help_button)
 
     # --- drawing only what is seen ---------------------------------------------------------
     def when_visible(self, key: str, draw: Callable[[], None]) -> None:

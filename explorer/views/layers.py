@@ -133,7 +133,7 @@ class LayerView(AnalysisView):
         self.ap_plot.setMenuEnabled(False)
         self.ap_plot.setTitle("AP of each decoder layer's predictions")
         self.ap_plot.setLabel("bottom", "decoder layer")
-        self.ap_plot.setLabel("left", "AP")
+        self.ap_plot.setLabel("left", "AP (0 to 1)")
         self.ap_plot.getAxis("left").enableAutoSIPrefix(False)
         self.ap_plot.setYRange(0, 1, padding=0.05)
         self.ap_plot.addLegend(offset=(10, 10))
@@ -325,8 +325,7 @@ class LayerView(AnalysisView):
         self.ap_plot.getAxis("bottom").setTicks([[(r.layer, f"L{r.layer}") for r in rows]])
         if len(rows):
             self.ap_plot.setXRange(0.7, len(rows) + 0.3, padding=0)
-            peak = max(max(r.ap, r.ap50, r.ap_nms, r.ap50_nms) for r in rows)
-            self.ap_plot.setYRange(0, min(1.0, peak * 1.15) if peak > 0 else 1.0, padding=0.05)
+            self.ap_plot.setYRange(0, 1, padding=0.05)  # AP spans 0 to 1: small differences stay small
         gains = ", ".join(f"L{r.layer} {round(r.ap_nms - r.ap, 3) + 0.0:+.3f}" for r in rows)
         self.ap_summary.setText(f"AP change from NMS (IoU {self.iou_spin.value():.2f}): {gains}. "
                                 "(In the paper, NMS helps the early layers and stops helping at the last.)")

@@ -129,6 +129,7 @@ class MatchingView(AnalysisView):
         # --- the cost heatmap: queries along x, objects along y (object 0 on top)
         self.heat_widget = pg.GraphicsLayoutWidget()
         self.heat_widget.setBackground("#202124")
+        self.heat_widget.setMinimumHeight(170)  # below that the axis texts overlap
         self.heat_plot: pg.PlotItem = self.heat_widget.addPlot()
         self.heat_plot.setMenuEnabled(False)
         self.heat_plot.invertY(True)
@@ -376,13 +377,18 @@ class MatchingView(AnalysisView):
         cheapest = s.cost[self.part].argmin(axis=0)  # [M] the cheapest query of each object
         self.cheapest_marks.setData(cheapest.astype(float), np.arange(m, dtype=float))
         left = [(j, f"{j} {s.class_name(int(s.target_labels[j]))}") for j in range(m)]
-        self.heat_plot.getAxis("left").setTicks([left])
+        axis = self.heat_plot.getAxis("left")
+        axis.setTicks([left])
+        # room for the longest tick text and the axis label: pyqtgraph does not widen it itself
+        widest = max((axis.fontMetrics().horizontalAdvance(t) if hasattr(axis, "fontMetrics") else 7 * len(t)
+                      for _, t in left), default=20)
+        axis.setWidth(int(widest + 34))
         step = max(1, q // 20)
         self.heat_plot.getAxis("bottom").setTicks([[(i, str(i)) for i in range(0, q, step)]])
         self.heat_plot.setLimits(xMin=-0.5, xMax=q - 0.5, yMin=-0.5, yMax=m - 0.5)
         self.heat_plot.setRange(xRange=(-0.5, q - 0.5), yRange=(-0.5, m - 0.5), padding=0)
         self.heat_plot.setTitle(f"{COST_PART_NAMES[self.part]} cost, sample {s.sample_index}"
-                                + (f", step {s.step}" if s.step is not None else ""))
+                                + (f", step {s.step}" if s.step is not None else ""), size="9pt")
 
     def _draw_canvas(self, s: MatchingSnapshot) -> None:
         m, q = s.num_targets, s.num_queries

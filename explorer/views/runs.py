@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_core.config import TrainConfig
 from detr_core.presets import PRESETS
 from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
 from detr_core.train.run_store import RunRecord, RunStore
@@ -49,7 +50,7 @@ from detr_core.train.trainer import EvalEvent, Event, StepEvent
 from ..training_worker import TrainingWorker
 from .base import AnalysisView
 
-COLUMNS = ("Run", "Status", "Steps", "Seconds", "AP", "AP50", "Dup. rate", "Seed", "Budget", "Checkpoint")
+COLUMNS = ("Run", "Status", "Steps", "Seconds", "AP", "AP50", "Dup. rate", "Seed", "Trained for", "Checkpoint")
 PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#20c997", "#f06595",
            "#748ffc", "#adb5bd")
 # Last-layer, unweighted parts compare across runs; the weighted total counts the auxiliary
@@ -57,7 +58,7 @@ PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#2
 LOSS_KEYS = {"loss_giou": "GIoU loss (last layer)", "loss_bbox": "L1 box loss (last layer)",
              "loss_ce": "class loss (last layer)", "loss": "total loss (weighted, all layers)"}
 METRIC_KEYS = {"AP50": "AP50", "AP": "AP (0.5:0.95)", "AP75": "AP75", "duplicate_rate": "duplicate rate"}
-X_KEYS = {"elapsed": "seconds of training", "step": "step"}
+X_KEYS = {"elapsed": "training time (s)", "step": "training step"}
 LIVE_INTERVAL = 0.2  # seconds between live updates of the running run's curves
 CURRENT = "__current__"
 
@@ -135,20 +136,21 @@ class RunsView(AnalysisView):
         self.base_combo = QComboBox()
         self.base_combo.addItems(list(PRESETS))
         self.base_combo.setCurrentText("fast")
-        self.base_combo.setToolTip("The recipe every run starts from")
+        self.base_combo.setToolTip("The recipe every run starts from (--preset)")
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 999_999)
-        self.seed_spin.setToolTip("The same seed for every run of the batch")
-        self.seconds_spin = QDoubleSpinBox()
-        self.seconds_spin.setRange(1, 36_000)
-        self.seconds_spin.setDecimals(0)
-        self.seconds_spin.setValue(120)
-        self.seconds_spin.setSuffix(" s")
-        self.seconds_spin.setToolTip("Training time of each run (evaluation not counted)")
+        self.seed_spin.setValue(TrainConfig().seed)  # the presets' seed, as in the Training tab and the CLI
+        self.seed_spin.setToolTip("The same seed for every run of the batch (--seed)")
+        self.minutes_spin = QDoubleSpinBox()
+        self.minutes_spin.setRange(0.1, 600)
+        self.minutes_spin.setDecimals(1)
+        self.minutes_spin.setSingleStep(0.5)
+        self.minutes_spin.setValue(2.0)
+        self.minutes_spin.setToolTip("Training time of each run, evaluation not counted (--minutes)")
         self.run_button = QPushButton("Run ablations")
         self.run_button.setToolTip("Queue the checked runs; they train one at a time")
         self.run_button.clicked.connect(self.run_checked)
-        labelled = (("Base", self.base_combo), ("Seed", self.seed_spin), ("Budget", self.seconds_spin))
+        labelled = (("Preset", self.base_combo), ("Seed", self.seed_spin), ("Minutes", self.minutes_spin))
         for label, widget in labelled:
             setup.addWidget(QLabel(label))
             setup.addWidget(widget)
@@ -217,6 +219,11 @@ class RunsView(AnalysisView):
         self.loss_plot.setLogMode(y=True)
         self.metric_plot = self._make_plot()
         self.metric_plot.setXLink(self.loss_plot)
+        # AP, AP50, AP75 and the duplicate rate are fractions: the axis always spans 0 to 1, so
+        # noise between two runs never looks like a trend
+        self.metric_plot.setYRange(0, 1, padding=0.02)
+        self.metric_plot.setMouseEnabled(x=True, y=False)
+        self.metric_plot.enableAutoRange(y=False)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.loss_plot)
         plots.addWidget(self.metric_plot)
@@ -260,7 +267,7 @@ class RunsView(AnalysisView):
         if not keys:
             self.show_error("Check at least one run.")
             return
-        seconds = self.seconds_spin.value()
+        seconds = round(self.minutes_spin.value() * 60, 3)
         specs = ablation_specs(
             base=self.base_combo.currentText(), seed=self.seed_spin.value(), seconds=seconds,
             common=self.common_overrides, only=keys,
@@ -566,7 +573,7 @@ class RunsView(AnalysisView):
         self.loss_plot.setLabel("bottom", x_label)
         self.loss_plot.setLabel("left", LOSS_KEYS[self.loss_combo.currentData()])
         self.metric_plot.setLabel("bottom", x_label)
-        self.metric_plot.setLabel("left", METRIC_KEYS[self.metric_combo.currentData()] + " (held-out)")
+        self.metric_plot.setLabel("left", METRIC_KEYS[self.metric_combo.currentData()] + " (held-out, 0 to 1)")
 
     def _replot(self) -> None:
         self._update_axes()

@@ -1,0 +1,107 @@
+"""The explorer's offline help: the quick start, the keyboard shortcuts, the first-launch hint,
+and a short "what am I looking at" text per view, reachable from the view itself through a "?"
+button (:func:`help_button`) and from Help ▸ What Am I Looking At? (Shift+F1, Qt's What's This)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox, QToolButton, QWidget
+
+QUICK_START = """\
+<h3>Quick start</h3>
+<ol>
+<li><b>Look at the boxes.</b> The window opens with a small DETR trained on toy shapes and a toy
+image. Every coloured box is one <i>object query</i>'s prediction; the table on the right lists
+all of them, including the ones that predict "no object".</li>
+<li><b>Click a query</b> (a box on the image or a row of the table). The heatmap shows where that
+query's decoder cross-attention reads the image.</li>
+<li><b>Change the layer or head</b> in the Attention panel: early decoder layers look around,
+the last one looks at the object's edges.</li>
+<li><b>Train your own.</b> Open the Training tab and press Start (Ctrl+Enter). Loss curves move,
+and every few seconds the current weights predict on your image. Stop (Ctrl+.) keeps the
+trained model in the explorer; a notice lets you go back to the one you had.</li>
+<li><b>See inside.</b> The tabs under the image (Query specialization, Matching, Layer by layer,
+Counting, Runs) reproduce the paper's figures on the current model. Each has a <b>?</b> button
+that says what it shows.</li>
+<li><b>Your own images:</b> File ▸ Open Image (Ctrl+O), drag and drop, or paste (Ctrl+V).
+The bundled model only knows three toy shapes: on a photo its boxes are guesses, and the
+window says so.</li>
+</ol>
+<p>Zoom the image with the mouse wheel (around the cursor); double-click it or press Ctrl+0 to
+fit it again. View ▸ Reset Layout puts every panel back.</p>
+"""
+
+FIRST_LAUNCH_HINT = ("Start here: click a box or a row of the query table to see where that query looks; "
+                     "change the layer in the Attention panel; press Start in the Training tab to train "
+                     "your own. Help ▸ Quick Start (F1) says more.")
+
+# what each view shows, in a few sentences (keys: the dock titles)
+VIEW_HELP: dict[str, str] = {
+    "Image": (
+        "The image with every object query's predicted box. Boxes below the confidence threshold are "
+        "hidden (or drawn dashed with 'Show \"no object\" slots'). The selected query is drawn thick, and "
+        "the heatmap over the image is its decoder cross-attention: where it reads the image features "
+        "(the colour bar gives the attention weight of one feature-grid cell). In encoder mode, click a "
+        "point to see where that cell's encoder self-attention goes. Wheel: zoom around the cursor; "
+        "double-click or Ctrl+0: fit the image."),
+    "Queries": (
+        "One row per object query: its most likely class, its score and its box in image pixels. DETR "
+        "always predicts one box per query; most queries predict 'no object' with a low score. Tick a "
+        "row to draw its box; select a row to select the query. The threshold hides the boxes below it. "
+        "'What the model knows' lists the classes and the data the model was trained on."),
+    "Attention": (
+        "What the heatmap on the image shows: the selected query's decoder cross-attention, or the "
+        "encoder self-attention of a clicked point, in one layer and one head (or the mean over heads). "
+        "Opacity and colour map change only the drawing."),
+    "Attention grid": (
+        "The cross-attention of every query above the threshold side by side, in the chosen decoder "
+        "layer and head, on one colour scale (the bar on the right, attention weight per feature-grid "
+        "cell). Click a cell to select its query."),
+    "Training": (
+        "Train a new model on toy shapes in a background process. Pick a preset (the same names as "
+        "the command line's --preset), change its settings, and press Start. The plots show the total "
+        "loss and its parts (class, L1, GIoU) against the training step, and the held-out AP (0 to 1). "
+        "Stop keeps the trained model in the explorer; save it with File ▸ Save Checkpoint."),
+    "Query specialization": (
+        "The paper's Figure 7 on this model: for each query slot, every box centre it predicted over the "
+        "held-out images (green small, red large and wide, blue large and tall). Slots specialize in "
+        "regions and sizes. Click a slot to select that query."),
+    "Matching": (
+        "The Hungarian matching of one training sample: the cost of assigning each ground-truth object "
+        "(rows) to each query (columns), lower is cheaper (the colour bar gives the cost), and the "
+        "optimal one-to-one assignment marked. While training it follows each step and counts how many "
+        "objects change query between checks."),
+    "Layer by layer": (
+        "The selected query's box after every decoder layer (each layer refines it), and the AP "
+        "(0 to 1) of every layer's predictions on the held-out images, with and without NMS: the "
+        "paper's Figure 4 (later layers need no NMS)."),
+    "Counting": (
+        "Detected against true number of objects on toy images with more objects than training ever "
+        "showed, up to more objects than the model has queries: a DETR cannot find more objects than "
+        "its queries (the paper's Figures 5 and 12)."),
+    "Runs": (
+        "Ablations, each a short training run with the same preset, seed and minutes: the baseline, one "
+        "query, ten queries, no decoder self-attention, no auxiliary loss. Runs train one at a time; "
+        "the plots overlay their loss and held-out AP (0 to 1) against the training step or seconds."),
+}
+
+
+def show_view_help(parent: QWidget, title: str) -> QMessageBox:
+    """A non-modal box with the view's text."""
+    box = QMessageBox(QMessageBox.Icon.Information, f"What am I looking at? — {title}",
+                      VIEW_HELP.get(title, ""), QMessageBox.StandardButton.Close, parent)
+    box.setWindowModality(Qt.WindowModality.NonModal)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()
+    return box
+
+
+def help_button(title: str, parent: QWidget | None = None) -> QToolButton:
+    """A small "?" button that says what the view ``title`` shows."""
+    button = QToolButton(parent)
+    button.setText("?")
+    button.setToolTip(f"What am I looking at? ({title})")
+    button.setAutoRaise(True)
+    button.setObjectName("help_button")
+    button.clicked.connect(lambda: show_view_help(button.window(), title))
+    return button
