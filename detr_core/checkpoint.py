@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -63,6 +64,23 @@ class Checkpoint:
     step: int = 0
     source: str = "detr-explorer"  # or "facebookresearch/detr"
     extra: dict[str, Any] = field(default_factory=dict)
+    # settings the file does not hold and that were guessed, e.g. {"nheads": 8} for a weights-only
+    # file (the head count cannot be read off the shapes); the window and ``main.py info`` say so
+    assumptions: dict[str, Any] = field(default_factory=dict)
+
+    def with_settings(self, **settings: Any) -> Checkpoint:
+        """The same weights with some architecture settings replaced (e.g. ``nheads=4``): for what
+        a file could not say. Raises CheckpointError on a setting the model does not have."""
+        known = set(to_dict(self.model_config))
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise CheckpointError(f"unknown model setting(s): {', '.join(unknown)}")
+        try:
+            config = DETRConfig(**{**to_dict(self.model_config), **settings})
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(str(e)) from None
+        assumptions = {k: v for k, v in self.assumptions.items() if k not in settings}
+        return dataclasses.replace(self, model_config=config, assumptions=assumptions)
 
     def _buildable_config(self) -> DETRConfig:
         config = self.model_config
@@ -320,8 +338,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     name = path.name
     if not path.exists():
         raise CheckpointError(f"{name}: no such file")
+    from detr_core.formats import hf
+
+    if hf.is_hf_checkpoint(path):
+        return hf.load_hf_checkpoint(path)
     if path.is_dir():
-        raise CheckpointError(f"{name}: is a folder, not a checkpoint file")
+        raise CheckpointError(f"{name}: is a folder, not a checkpoint file (nor a Hugging Face model folder "
+                              "with config.json)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -342,8 +365,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         if raw.get("format") == FORMAT:
             return _from_explorer(raw, name)
-        if isinstance(raw.get("model"), dict) and "class_embed.weight" in raw["model"]:
+        if isinstance(raw.get("model"), dict) and _detection_part(raw["model"]) is not None:
             return _from_official(raw, name)
+        if _detection_part(raw) is not None:  # a bare state dict: weights only
+            return _from_official({"model": raw}, name)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - plain data in an unexpected layout
@@ -386,29 +411,64 @@ def _from_explorer(raw: dict, name: str) -> Checkpoint:
     )
 
 
-def official_config(state: dict[str, torch.Tensor], args: Any = None) -> DETRConfig:
-    """The DETRConfig of an official DETR state dict, read off its shapes."""
+STANDARD_RESNETS = {  # name: (block, depths, widths: stem then each stage's output)
+    "resnet18": ("basic", (2, 2, 2, 2), (64, 64, 128, 256, 512)),
+    "resnet34": ("basic", (3, 4, 6, 3), (64, 64, 128, 256, 512)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), (64, 256, 512, 1024, 2048)),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), (64, 256, 512, 1024, 2048)),
+}
+
+
+def _detection_part(state: dict) -> dict[str, torch.Tensor] | None:
+    """The detector's weights of an official file: the state itself, or for a panoptic model
+    (``detr.`` + the detector, plus ``bbox_attention`` and ``mask_head``) its ``detr.`` part."""
+    if not isinstance(state, dict):
+        return None
+    if "class_embed.weight" in state:
+        return state
+    if "detr.class_embed.weight" in state:
+        return {k[len("detr."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("detr.")}
+    return None
+
+
+def resnet_layout(state: dict[str, torch.Tensor], prefix: str = "backbone.0.body.") -> dict[str, Any]:
+    """Backbone settings read off a torchvision-style ResNet's weights: a named ResNet when the
+    shapes are a standard one's, else ``backbone="resnet"`` with its depths and widths."""
+
+    def count(p: str) -> int:
+        idx = {int(k[len(p):].split(".")[0]) for k in state if k.startswith(p)}
+        return max(idx) + 1 if idx else 0
+
+    depths = tuple(count(f"{prefix}layer{i}.") for i in range(1, 5))
+    if 0 in depths or f"{prefix}conv1.weight" not in state:
+        raise CheckpointError(f"unrecognised backbone (blocks per stage: {depths})")
+    block = "bottleneck" if f"{prefix}layer1.0.conv3.weight" in state else "basic"
+    last = "conv3" if block == "bottleneck" else "conv2"
+    widths = (int(state[f"{prefix}conv1.weight"].shape[0]),) + tuple(
+        int(state[f"{prefix}layer{i}.0.{last}.weight"].shape[0]) for i in range(1, 5)
+    )
+    for name, layout in STANDARD_RESNETS.items():
+        if layout == (block, depths, widths):
+            return {"backbone": name}
+    return {"backbone": "resnet", "resnet_block": block, "resnet_depths": depths, "resnet_widths": widths}
+
+
+def official_config(state: dict[str, torch.Tensor], args: Any = None, nheads: int | None = None) -> DETRConfig:
+    """The DETRConfig of an official DETR state dict, read off its shapes; the head count and
+    DC5 dilation come from ``args`` (the shapes cannot tell), else ``nheads`` and no dilation."""
 
     def count(prefix: str) -> int:
         idx = {int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)}
         return max(idx) + 1 if idx else 0
 
-    layer3_blocks = count("backbone.0.body.layer3.")
-    bottleneck = "backbone.0.body.layer1.0.conv3.weight" in state
-    if bottleneck:
-        backbone = {6: "resnet50", 23: "resnet101"}.get(layer3_blocks)
-    else:
-        backbone = {2: "resnet18", 6: "resnet34"}.get(layer3_blocks)
-    if backbone is None:
-        raise CheckpointError(f"unrecognised backbone ({layer3_blocks} blocks in layer3)")
-    if "backbone.0.body.layer4.0.conv2.weight" in state and getattr(args, "dilation", False):
-        raise CheckpointError("dilated (DC5) backbones are not supported yet")
     num_queries, d_model = state["query_embed.weight"].shape
+    heads = getattr(args, "nheads", None) or nheads or 8
     return DETRConfig(
-        backbone=backbone,
+        **resnet_layout(state),
+        dilation=bool(getattr(args, "dilation", False)),
         pretrained_backbone=False,
         d_model=int(d_model),
-        nheads=int(getattr(args, "nheads", 8)),
+        nheads=int(heads),
         num_encoder_layers=count("transformer.encoder.layers."),
         num_decoder_layers=count("transformer.decoder.layers."),
         dim_feedforward=int(state["transformer.encoder.layers.0.linear1.weight"].shape[0])
@@ -421,10 +481,21 @@ def official_config(state: dict[str, torch.Tensor], args: Any = None) -> DETRCon
     )
 
 
+DEFAULT_NHEADS = 8  # the reference's default: assumed for weights-only files
+
+
 def _from_official(raw: dict, name: str) -> Checkpoint:
-    state = {k: v for k, v in raw["model"].items() if isinstance(v, torch.Tensor)}
+    full = raw["model"]
+    state = {k: v for k, v in (_detection_part(full) or {}).items() if isinstance(v, torch.Tensor)}
+    args = raw.get("args")
+    assumptions: dict[str, Any] = {}
+    if getattr(args, "nheads", None) is None:
+        assumptions["nheads"] = DEFAULT_NHEADS
+    if args is None and "dc5" in name.lower():
+        args = argparse.Namespace(dilation=True, nheads=None)  # the official files' names say DC5
+        assumptions["dilation"] = True
     try:
-        config = official_config(state, raw.get("args"))
+        config = official_config(state, args, DEFAULT_NHEADS)
     except CheckpointError as e:
         raise CheckpointError(f"{name}: {e}") from None
     except (KeyError, ValueError) as e:
@@ -433,7 +504,8 @@ def _from_official(raw: dict, name: str) -> Checkpoint:
         names = list(COCO_CLASS_NAMES)
     else:
         names = [f"class {i}" for i in range(config.num_classes)]
-    return Checkpoint(config, names, state, source="facebookresearch/detr")
+    extra = {"panoptic": True} if "detr.class_embed.weight" in full else {}
+    return Checkpoint(config, names, state, source="facebookresearch/detr", extra=extra, assumptions=assumptions)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DETR, Checkpoint]:

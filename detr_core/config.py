@@ -36,7 +36,8 @@ def check_number(
         raise ValueError(f"{name} must be at most {high}, got {value}")
 
 
-BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet")
+RESNET_BLOCKS = ("bottleneck", "basic")
 QUERY_TYPES = ("learned", "anchor")
 CLASSIFIERS = ("softmax", "focal")
 SCHEDULES = ("step", "cosine", "constant", "wsd")
@@ -60,6 +61,12 @@ class DETRConfig:
     num_queries: int = 100
     num_classes: int = 91  # K real classes; the softmax head has K + 1 outputs, the last is "no object"
     pre_norm: bool = False
+    dilation: bool = False  # ResNets: the last stage dilated instead of strided (DC5, output stride 16)
+    # backbone "resnet": a ResNet of any size (files from other libraries), torchvision's module
+    # names with these stage depths, widths (stem, then each stage's output channels) and blocks
+    resnet_depths: tuple[int, ...] = ()
+    resnet_widths: tuple[int, ...] = ()
+    resnet_block: str = "bottleneck"
     decoder_self_attention: bool = True
     aux_loss: bool = True
     # Levers for fast convergence (all off in the paper's recipe).
@@ -82,6 +89,15 @@ class DETRConfig:
             raise ValueError(f"unknown query_type {self.query_type!r}; choose one of {QUERY_TYPES}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}")
+        self.resnet_depths = tuple(self.resnet_depths)
+        self.resnet_widths = tuple(self.resnet_widths)
+        if self.backbone == "resnet":
+            if len(self.resnet_depths) != 4 or len(self.resnet_widths) != 5:
+                raise ValueError("backbone 'resnet' needs 4 resnet_depths and 5 resnet_widths (stem + 4 stages)")
+            for v in self.resnet_depths + self.resnet_widths:
+                check_number("resnet_depths and resnet_widths", v, 1, whole=True)
+        if self.resnet_block not in RESNET_BLOCKS:
+            raise ValueError(f"unknown resnet_block {self.resnet_block!r}; choose one of {RESNET_BLOCKS}")
         if self.tiny_stride not in (8, 16, 32):
             raise ValueError("tiny_stride must be 8, 16 or 32")
         if self.d_model % self.nheads != 0:

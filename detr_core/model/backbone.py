@@ -136,6 +136,43 @@ def _cached_imagenet_weights(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def custom_resnet(depths: tuple[int, ...], widths: tuple[int, ...], block: str, dilation: bool = False) -> nn.Module:
+    """A torchvision-style ResNet of any size (keys ``conv1``, ``bn1``, ``layer1.0.conv1`` ...,
+    ``downsample.0/1``), for files from libraries whose ResNets are configurable (Hugging Face).
+
+    depths: blocks per stage (4); widths: stem channels, then each stage's output channels (5).
+    A bottleneck's inner width is a quarter of its output (ResNet's reduction of 4)."""
+    stem, *outs = widths
+    resnet = nn.Module()
+    resnet.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
+    resnet.bn1 = FrozenBatchNorm2d(stem)
+    resnet.relu = nn.ReLU(inplace=True)
+    resnet.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+    c_in = stem
+    for i, (depth, c_out) in enumerate(zip(depths, outs)):
+        stride = 1 if i == 0 else 2
+        dil = 1
+        if dilation and i == 3:
+            stride, dil = 1, 2
+        blocks = []
+        for j in range(depth):
+            s = stride if j == 0 else 1
+            downsample = None
+            if j == 0 and (s != 1 or c_in != c_out):
+                downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=s, bias=False), FrozenBatchNorm2d(c_out))
+            if block == "bottleneck":
+                # torchvision's first block of a dilated stage keeps the previous dilation (1)
+                b: nn.Module = torchvision.models.resnet.Bottleneck(
+                    c_in, c_out // 4, s, downsample, dilation=1 if j == 0 else dil, norm_layer=FrozenBatchNorm2d
+                )
+            else:
+                b = torchvision.models.resnet.BasicBlock(c_in, c_out, s, downsample, norm_layer=FrozenBatchNorm2d)
+            blocks.append(b)
+            c_in = c_out
+        setattr(resnet, f"layer{i + 1}", nn.Sequential(*blocks))
+    return resnet
+
+
 class Backbone(nn.Module):
     """Image -> feature map with its padding mask. ``body`` holds the conv net."""
 
@@ -150,8 +187,15 @@ class Backbone(nn.Module):
             if not config.train_backbone:
                 self.body.requires_grad_(False)
             return
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
-        if config.pretrained_backbone:
+        # DC5: the last stage keeps stride 16 and dilates its 3x3 convs instead (as the reference)
+        dilate = [False, False, config.dilation]
+        if name == "resnet":
+            resnet = custom_resnet(config.resnet_depths, config.resnet_widths, config.resnet_block, config.dilation)
+        else:
+            resnet = getattr(torchvision.models, name)(
+                weights=None, norm_layer=FrozenBatchNorm2d, replace_stride_with_dilation=dilate
+            )
+        if config.pretrained_backbone and name != "resnet":
             path = _cached_imagenet_weights(name)
             if path is not None:
                 state = torch.load(path, map_location="cpu", weights_only=True)
@@ -163,8 +207,11 @@ class Backbone(nn.Module):
             p.requires_grad_(trainable)
         fold_frozen_batchnorm(resnet)
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
-        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
-        self.stride = 32
+        if name == "resnet":
+            self.num_channels = config.resnet_widths[-1]
+        else:
+            self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.stride = 16 if config.dilation else 32
 
     def forward(self, samples: NestedTensor) -> NestedTensor:
         x = self.body(samples.tensors)["0"]  # [B, C, H/s, W/s]

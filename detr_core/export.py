@@ -1,0 +1,81 @@
+"""Export a model to another library's format: the official reference file or a Hugging Face
+``save_pretrained`` folder, for the models those formats can express (plain learned-query DETRs
+with a ResNet backbone). :func:`export_problems` names the options a target cannot hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from detr_core.checkpoint import Checkpoint, SaveError, write_atomically
+from detr_core.config import DETRConfig, to_dict
+
+FORMATS = ("reference", "hf")
+FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face format"}
+
+
+def export_problems(config: DETRConfig, fmt: str) -> list[str]:
+    """The model options ``fmt`` cannot hold (empty when the export is exact)."""
+    problems = []
+    if config.backbone == "tiny":
+        problems.append("the toy 'tiny' backbone (both formats hold ResNets only)")
+    if config.query_type != "learned":
+        problems.append("anchor-box queries (query_type='anchor')")
+    if config.classifier != "softmax":
+        problems.append("the focal (sigmoid) classifier")
+    if config.dn_groups > 0:
+        problems.append("denoising queries (dn_groups)")
+    if config.dense_aux:
+        problems.append("the dense auxiliary head (dense_aux)")
+    if not config.decoder_self_attention:
+        problems.append("a decoder without self-attention")
+    if fmt == "reference" and config.backbone == "resnet":
+        problems.append("a ResNet of non-standard size (the reference builds resnet18/34/50/101 only)")
+    if fmt == "hf":
+        if config.pre_norm:
+            problems.append("pre-norm layers (Hugging Face DETR is post-norm only)")
+        if config.dilation:
+            problems.append("a dilated (DC5) backbone (Hugging Face's ResNet backbone has no dilation)")
+    return problems
+
+
+def _exportable_state(ckpt: Checkpoint, fmt: str) -> dict[str, torch.Tensor]:
+    config = ckpt.model_config
+    problems = export_problems(config, fmt)
+    if problems:
+        raise ValueError(f"{FORMAT_NAMES[fmt]} cannot hold this model's " + "; ".join(problems))
+    problem = ckpt.problem()
+    if problem:
+        raise ValueError(problem)
+    state = dict(ckpt.state_dict)
+    # Group DETR's extra query groups are training-only: inference uses the first group alone
+    state["query_embed.weight"] = state["query_embed.weight"][: config.num_queries]
+    return state
+
+
+def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
+    """Write ``ckpt`` as ``fmt`` ("reference": one ``.pth`` file; "hf": a folder with
+    ``config.json`` and ``model.safetensors``). Raises ValueError naming what the format cannot
+    hold, SaveError when the files cannot be written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    state = _exportable_state(ckpt, fmt)
+    out = Path(out)
+    if fmt == "reference":
+        from detr_core.formats.reference import reference_payload
+
+        payload = reference_payload(ckpt.model_config, state)
+        return write_atomically(out, lambda f: torch.save(payload, f))
+    from safetensors.torch import save
+
+    from detr_core.formats.hf import detr_to_hf_state, hf_config
+
+    if out.exists() and not out.is_dir():
+        raise SaveError(f"cannot save {out}: a file is in the way (a Hugging Face model is a folder)")
+    data = save(detr_to_hf_state(state), metadata={"format": "pt"})
+    config = hf_config(ckpt.model_config, ckpt.class_names)
+    write_atomically(out / "model.safetensors", lambda f: f.write(data))
+    write_atomically(out / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    return out

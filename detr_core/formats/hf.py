@@ -1,0 +1,318 @@
+"""Hugging Face DETR files: a ``save_pretrained`` folder (``config.json`` plus ``model.safetensors``
+or ``pytorch_model.bin``) opened as a :class:`~detr_core.checkpoint.Checkpoint`, and written back.
+
+The architecture comes from ``config.json`` (queries, d_model, heads, layers, FFN width, dilation,
+``id2label``); parameter names are mapped onto this project's modules, which follow the
+reference implementation one to one. Both backbone layouts Hugging Face writes are read: the
+timm ResNet (``conv1``, ``layer1.0.conv1`` ..., torchvision's own names) and the transformers
+``ResNetBackbone`` (``embedder``, ``encoder.stages.N.layers.M.layer.K`` ...). Attention weights
+are split into ``q_proj``/``k_proj``/``v_proj`` there and packed into ``in_proj_weight`` here.
+
+Safetensors files are read with the ``safetensors`` package (it runs no code); ``.bin`` files
+with ``torch.load(weights_only=True)``. Nothing here imports ``transformers``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detr_core.config import DETRConfig
+
+CONFIG_NAME = "config.json"
+WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _error(message: str) -> Exception:
+    from detr_core.checkpoint import CheckpointError
+
+    return CheckpointError(message)
+
+
+def _is_detr_config(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and str(data.get("model_type", "")) == "detr"
+
+
+def is_hf_checkpoint(path: str | Path) -> bool:
+    """A Hugging Face DETR folder, or one of its files (``config.json``, the weights)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / CONFIG_NAME).is_file()
+    if path.suffix == ".safetensors" or path.suffix == ".json":
+        return True
+    return path.suffix == ".bin" and _is_detr_config(path.with_name(CONFIG_NAME))
+
+
+def _files(path: Path) -> tuple[Path, Path]:
+    """(config.json, weights) for a folder or for one of its files picked on its own."""
+    folder = path if path.is_dir() else path.parent
+    config = path if path.suffix == ".json" else folder / CONFIG_NAME
+    if path.is_file() and path.suffix in (".safetensors", ".bin"):
+        weights = path
+    else:
+        found = [folder / n for n in WEIGHT_NAMES if (folder / n).is_file()]
+        if not found:
+            raise _error(f"{path.name}: no {' or '.join(WEIGHT_NAMES)} next to {CONFIG_NAME}")
+        weights = found[0]
+    if not config.is_file():
+        raise _error(f"{weights.name}: no {CONFIG_NAME} next to it (Hugging Face files need both; the "
+                     "architecture is read from the config)")
+    return config, weights
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` (no code runs) or ``.bin`` (``weights_only=True``)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - damaged files fail in many ways
+        raise _error(f"{path.name}: not a readable weights file; is it corrupt or truncated? ({e})") from None
+    if not isinstance(state, dict):
+        raise _error(f"{path.name}: not a state dict")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+_BACKBONE_PREFIXES = ("model.backbone.conv_encoder.model.", "model.backbone.model.")
+_HF_RESNET = [  # transformers ResNetBackbone -> torchvision names
+    (r"^embedder\.embedder\.convolution\.", "conv1."),
+    (r"^embedder\.embedder\.normalization\.", "bn1."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.convolution\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.0."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.shortcut\.normalization\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.1."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.convolution\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.conv{int(m[3]) + 1}."),
+    (r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.layer\.(\d+)\.normalization\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.bn{int(m[3]) + 1}."),
+]
+_ENCODER_LAYER = {"self_attn_layer_norm": "norm1", "final_layer_norm": "norm2", "fc1": "linear1",
+                  "fc2": "linear2", "mlp.fc1": "linear1", "mlp.fc2": "linear2"}
+_DECODER_LAYER = {"self_attn_layer_norm": "norm1", "encoder_attn_layer_norm": "norm2", "final_layer_norm": "norm3",
+                  "fc1": "linear1", "fc2": "linear2", "mlp.fc1": "linear1", "mlp.fc2": "linear2",
+                  "encoder_attn": "multihead_attn", "self_attn": "self_attn"}
+
+
+def hf_to_detr_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Hugging Face DETR parameter names -> this project's (the reference's). Unknown names
+    (a segmentation head, ``num_batches_tracked``) are dropped."""
+    if any(k.startswith("detr.") for k in hf):  # DetrForSegmentation: its detection part
+        hf = {k[len("detr."):]: v for k, v in hf.items() if k.startswith("detr.")}
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in hf.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        new = None
+        for prefix in _BACKBONE_PREFIXES:
+            if key.startswith(prefix):
+                rest = key[len(prefix):]
+                if rest.startswith("_backbone."):
+                    rest = rest[len("_backbone."):]
+                for pattern, repl in _HF_RESNET:
+                    rest = re.sub(pattern, repl, rest)
+                new = "backbone.0.body." + rest
+        if new is None:
+            m = re.match(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(.+)$", key)
+            if m:
+                part, i, rest = m[1], m[2], m[3]
+                table = _ENCODER_LAYER if part == "encoder" else _DECODER_LAYER
+                a = re.match(r"^(self_attn|encoder_attn)\.(q|k|v|o|out)_proj\.(weight|bias)$", rest)
+                if a:
+                    attn = f"transformer.{part}.layers.{i}.{table.get(a[1], a[1])}"
+                    if a[2] in ("o", "out"):
+                        new = f"{attn}.out_proj.{a[3]}"
+                    else:
+                        qkv.setdefault(f"{attn}.in_proj_{a[3]}", {})[a[2]] = value
+                        continue
+                else:
+                    module, param = rest.rsplit(".", 1)
+                    if module in table:
+                        new = f"transformer.{part}.layers.{i}.{table[module]}.{param}"
+            elif key.startswith("model.decoder.layernorm."):
+                new = "transformer.decoder.norm." + key.rsplit(".", 1)[1]
+            elif key.startswith("model.input_projection."):
+                new = "input_proj." + key.rsplit(".", 1)[1]
+            elif key == "model.query_position_embeddings.weight":
+                new = "query_embed.weight"
+            elif key.startswith("class_labels_classifier."):
+                new = "class_embed." + key.rsplit(".", 1)[1]
+            elif key.startswith("bbox_predictor.layers."):
+                new = "bbox_embed." + key[len("bbox_predictor."):]
+        if new is not None:
+            out[new] = value
+    for name, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise _error(f"incomplete attention weights for {name} (found {sorted(parts)})")
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
+
+
+def detr_to_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This project's names -> the names ``save_pretrained`` writes (a transformers
+    ``ResNetBackbone``, as ``backbone_config`` in :func:`hf_config` describes)."""
+    out: dict[str, torch.Tensor] = {}
+    enc = {v: k for k, v in _ENCODER_LAYER.items() if "." not in k}
+    dec = {v: k for k, v in _DECODER_LAYER.items() if "." not in k}
+    for key, value in state.items():
+        value = value.detach().cpu().contiguous()
+        if key.startswith("backbone.0.body."):
+            rest = key[len("backbone.0.body."):]
+            if key.startswith("backbone.0.body.conv1."):
+                rest = "embedder.embedder.convolution." + rest.split(".", 1)[1]
+            elif key.startswith("backbone.0.body.bn1."):
+                rest = "embedder.embedder.normalization." + rest.split(".", 1)[1]
+            else:
+                m = re.match(r"^layer(\d)\.(\d+)\.(conv|bn|downsample\.)(\d)\.(.+)$", rest)
+                if m is None:
+                    raise _error(f"no Hugging Face name for {key}")
+                stage, block = int(m[1]) - 1, m[2]
+                base = f"encoder.stages.{stage}.layers.{block}"
+                if m[3] == "downsample.":
+                    kind = "convolution" if m[4] == "0" else "normalization"
+                    rest = f"{base}.shortcut.{kind}.{m[5]}"
+                else:
+                    kind = "convolution" if m[3] == "conv" else "normalization"
+                    rest = f"{base}.layer.{int(m[4]) - 1}.{kind}.{m[5]}"
+            out["model.backbone.conv_encoder.model." + rest] = value
+            continue
+        m = re.match(r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.(.+)\.(\w+)$", key)
+        if m:
+            part, i, module, param = m[1], m[2], m[3], m[4]
+            table = enc if part == "encoder" else dec
+            prefix = f"model.{part}.layers.{i}"
+            if module in ("self_attn", "multihead_attn"):
+                name = "self_attn" if module == "self_attn" else "encoder_attn"
+                for j, p in enumerate("qkv"):
+                    out[f"{prefix}.{name}.{p}_proj.{param[len('in_proj_'):]}"] = value.chunk(3, dim=0)[j].clone()
+                continue
+            if module.endswith("out_proj"):
+                name = "self_attn" if module.startswith("self_attn") else "encoder_attn"
+                out[f"{prefix}.{name}.out_proj.{param}"] = value
+                continue
+            out[f"{prefix}.{table[module]}.{param}"] = value
+            continue
+        simple = {"transformer.decoder.norm.": "model.decoder.layernorm.", "input_proj.": "model.input_projection.",
+                  "query_embed.": "model.query_position_embeddings.", "class_embed.": "class_labels_classifier.",
+                  "bbox_embed.": "bbox_predictor."}
+        for ours, theirs in simple.items():
+            if key.startswith(ours):
+                out[theirs + key[len(ours):]] = value
+                break
+        else:
+            raise _error(f"no Hugging Face name for {key}")
+    return out
+
+
+# --- configs -------------------------------------------------------------------------------------
+
+def detr_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
+    """The DETRConfig a Hugging Face ``config.json`` describes (backbone read off the weights)."""
+    from detr_core.checkpoint import resnet_layout
+
+    if hf.get("position_embedding_type", "sine") != "sine":
+        raise _error(f"position_embedding_type {hf['position_embedding_type']!r} (only sine is supported)")
+    if hf.get("activation_function", "relu") != "relu":
+        raise _error(f"activation_function {hf['activation_function']!r} (DETR uses relu)")
+    heads = {hf.get("encoder_attention_heads", 8), hf.get("decoder_attention_heads", 8)}
+    ffn = {hf.get("encoder_ffn_dim", 2048), hf.get("decoder_ffn_dim", 2048)}
+    if len(heads) > 1 or len(ffn) > 1:
+        raise _error("different encoder and decoder head counts or FFN widths are not supported")
+    backbone = hf.get("backbone_config") or {}
+    dilation = bool(hf.get("dilation") or backbone.get("output_stride") == 16)
+    return DETRConfig(
+        **resnet_layout(state),
+        dilation=dilation,
+        pretrained_backbone=False,
+        d_model=int(hf.get("d_model", 256)),
+        nheads=int(heads.pop()),
+        num_encoder_layers=int(hf.get("encoder_layers", 6)),
+        num_decoder_layers=int(hf.get("decoder_layers", 6)),
+        dim_feedforward=int(ffn.pop()),
+        dropout=0.0,
+        num_queries=int(hf.get("num_queries", 100)),
+        num_classes=int(state["class_embed.weight"].shape[0]) - 1,
+        pre_norm=False,  # Hugging Face DETR is post-norm only (no encoder norm to hold pre-norm)
+    )
+
+
+def class_names_from_hf(hf: dict[str, Any], num_classes: int) -> list[str]:
+    id2label = {int(k): str(v) for k, v in (hf.get("id2label") or {}).items()}
+    return [id2label.get(i, f"class {i}") for i in range(num_classes)]
+
+
+def load_hf_checkpoint(path: str | Path):  # noqa: ANN201 - a Checkpoint (import cycle)
+    """A Hugging Face DETR folder (or its config.json or weights file) as a Checkpoint."""
+    from detr_core.checkpoint import Checkpoint
+
+    path = Path(path)
+    config_path, weights_path = _files(path)
+    try:
+        hf = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise _error(f"{config_path.name}: not readable JSON ({e})") from None
+    if not isinstance(hf, dict) or hf.get("model_type") != "detr":
+        kind = hf.get("model_type") if isinstance(hf, dict) else None
+        raise _error(f"{config_path.name}: not a DETR config (model_type {kind!r}; this app opens 'detr')")
+    raw = read_weights(weights_path)
+    state = hf_to_detr_state(raw)
+    if "class_embed.weight" not in state:
+        raise _error(f"{weights_path.name}: no DETR detection head inside")
+    try:
+        config = detr_config_from_hf(hf, state)
+    except ValueError as e:
+        raise _error(f"{config_path.name}: {e}") from None
+    names = class_names_from_hf(hf, config.num_classes)
+    extra = {"panoptic": True} if any(k.startswith("detr.") for k in raw) else {}
+    return Checkpoint(config, names, state, source="huggingface/transformers", extra=extra)
+
+
+def hf_config(config: DETRConfig, class_names: list[str]) -> dict[str, Any]:
+    """The ``config.json`` of a DETRConfig, for transformers' ``DetrForObjectDetection``."""
+    from detr_core.checkpoint import STANDARD_RESNETS
+
+    if config.backbone == "resnet":
+        block, depths, widths = config.resnet_block, config.resnet_depths, config.resnet_widths
+    else:
+        block, depths, widths = STANDARD_RESNETS[config.backbone]
+    return {
+        "model_type": "detr",
+        "architectures": ["DetrForObjectDetection"],
+        "use_timm_backbone": False,
+        "use_pretrained_backbone": False,
+        "backbone_config": {
+            "model_type": "resnet",
+            "embedding_size": widths[0],
+            "hidden_sizes": list(widths[1:]),
+            "depths": list(depths),
+            "layer_type": block,
+            "hidden_act": "relu",
+            "downsample_in_first_stage": False,
+            "downsample_in_bottleneck": False,
+            "out_features": ["stage4"],
+        },
+        "num_channels": 3,
+        "d_model": config.d_model,
+        "encoder_layers": config.num_encoder_layers,
+        "decoder_layers": config.num_decoder_layers,
+        "encoder_attention_heads": config.nheads,
+        "decoder_attention_heads": config.nheads,
+        "encoder_ffn_dim": config.dim_feedforward,
+        "decoder_ffn_dim": config.dim_feedforward,
+        "num_queries": config.num_queries,
+        "dropout": config.dropout,
+        "activation_function": "relu",
+        "position_embedding_type": "sine",
+        "dilation": False,
+        "auxiliary_loss": config.aux_loss,
+        "id2label": {str(i): n for i, n in enumerate(class_names)},
+        "label2id": {n: i for i, n in enumerate(class_names)},
+    }

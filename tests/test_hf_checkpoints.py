@@ -1,0 +1,179 @@
+"""Other libraries' files open to the same predictions and attention as their own forward pass:
+Hugging Face ``save_pretrained`` folders (checked against ``transformers``), official-format
+files (DC5, panoptic, weights-only), and exports to both formats round-trip. Tiny random models;
+nothing is downloaded (HF_HUB_OFFLINE)."""
+
+import argparse
+import os
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+import tqdm  # noqa: E402
+
+tqdm.tqdm.monitor_interval = 0  # no monitor thread left running after a test
+
+from detr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
+from detr_core.config import DETRConfig  # noqa: E402
+from detr_core.export import export, export_problems  # noqa: E402
+from detr_core.model.detr import DETR  # noqa: E402
+from detr_core.model.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
+
+transformers = pytest.importorskip("transformers")
+
+TOL = dict(rtol=1e-4, atol=1e-4)
+
+
+def _hf_model(layer_type="bottleneck", heads=4):
+    from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+
+    torch.manual_seed(0)
+    hidden = [16, 32, 48, 64] if layer_type == "bottleneck" else [8, 16, 24, 32]
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=hidden, depths=[1, 2, 1, 1], layer_type=layer_type,
+                            out_features=["stage4"])
+    config = DetrConfig(
+        backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False, d_model=32,
+        encoder_layers=1, decoder_layers=2, encoder_attention_heads=heads, decoder_attention_heads=heads,
+        encoder_ffn_dim=48, decoder_ffn_dim=48, num_queries=6, num_labels=3, dropout=0.0,
+        id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2},
+        attn_implementation="eager",
+    )
+    model = DetrForObjectDetection(config).eval()
+    with torch.no_grad():  # random, non-trivial frozen batch norms
+        for name, buf in model.named_buffers():
+            if "running_var" in name:
+                buf.uniform_(0.5, 1.5)
+            elif "running_mean" in name or name.endswith("normalization.bias"):
+                buf.normal_(0, 0.1)
+    return model
+
+
+def _images():
+    torch.manual_seed(1)
+    return [torch.randn(3, 64, 80), torch.randn(3, 48, 64)]
+
+
+def _hf_forward(model, images):
+    batch = nested_tensor_from_tensor_list(images)
+    with torch.no_grad():
+        out = model(pixel_values=batch.tensors, pixel_mask=(~batch.mask).long(), output_attentions=True)
+    return out.logits, out.pred_boxes, out.cross_attentions[-1]
+
+
+def _our_forward(model, images):
+    with torch.no_grad():
+        out = model(images, capture=True)
+    cross = out["attention"].decoder_cross[-1].weights  # [B, heads, Q, S]
+    return out["pred_logits"], out["pred_boxes"], cross
+
+
+def _compare(a, b):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, **TOL)
+
+
+@pytest.mark.parametrize("layer_type,weights_name", [("bottleneck", "safetensors"), ("basic", "bin")])
+def test_hf_folder_opens_to_the_same_outputs(tmp_path, layer_type, weights_name):
+    hf = _hf_model(layer_type)
+    hf.save_pretrained(tmp_path / "m", safe_serialization=weights_name == "safetensors")
+    ckpt = load_checkpoint(tmp_path / "m")
+    assert ckpt.class_names == ["cat", "dog", "bird"] and ckpt.source == "huggingface/transformers"
+    cfg = ckpt.model_config
+    assert (cfg.nheads, cfg.d_model, cfg.num_queries, cfg.dim_feedforward) == (4, 32, 6, 48)
+    assert (cfg.num_encoder_layers, cfg.num_decoder_layers, cfg.backbone) == (1, 2, "resnet")
+    ours = ckpt.build_model()
+    images = _images()
+    _compare(_our_forward(ours, images[:1]), _hf_forward(hf, images[:1]))  # one image
+    _compare(_our_forward(ours, images), _hf_forward(hf, images))  # a padded batch of two sizes
+    # the files picked one by one open the same model
+    weights = next(p for p in (tmp_path / "m").iterdir() if p.suffix in (".safetensors", ".bin"))
+    for picked in (tmp_path / "m" / "config.json", weights):
+        assert load_checkpoint(picked).state_dict.keys() == ckpt.state_dict.keys()
+
+
+def test_hf_export_round_trips_through_transformers(tmp_path):
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "m")
+    ckpt = load_checkpoint(tmp_path / "m")
+    export(ckpt, "hf", tmp_path / "out")
+    from transformers import DetrForObjectDetection
+
+    again = DetrForObjectDetection.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
+    images = _images()
+    _compare(_hf_forward(again, images), _hf_forward(hf, images))
+    assert again.config.id2label[1] == "dog"
+
+
+def _reference_model(**kw):
+    torch.manual_seed(0)
+    config = DETRConfig(backbone="resnet", resnet_depths=(1, 1, 2, 1), resnet_widths=(8, 16, 32, 48, 64),
+                        pretrained_backbone=False, d_model=32, nheads=4,
+                        num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=48, num_queries=6,
+                        num_classes=3, dropout=0.0, **kw)
+    return DETR(config).eval()
+
+
+def test_reference_export_round_trip_and_hf_export(tmp_path):
+    model = _reference_model()
+    save_checkpoint(tmp_path / "m.pt", model, ["a", "b", "c"])
+    ckpt = load_checkpoint(tmp_path / "m.pt")
+    # the reference builds standard ResNets only; its file format holds any (as written here)
+    assert "non-standard" in " ".join(export_problems(ckpt.model_config, "reference"))
+    from detr_core.formats.reference import reference_payload
+
+    torch.save(reference_payload(ckpt.model_config, ckpt.state_dict), tmp_path / "ref.pth")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        raw = torch.load(tmp_path / "ref.pth", weights_only=True)
+    assert raw["args"].hidden_dim == 32 and raw["args"].nheads == 4 and raw["args"].enc_layers == 1
+    again = load_checkpoint(tmp_path / "ref.pth")
+    assert not again.assumptions and again.model_config.nheads == 4
+    images = _images()
+    _compare(_our_forward(again.build_model(), images), _our_forward(model, images))
+    # the same model through transformers
+    export(ckpt, "hf", tmp_path / "hf")
+    from transformers import DetrForObjectDetection
+
+    hf = DetrForObjectDetection.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    _compare(_hf_forward(hf, images), _our_forward(model, images))
+
+
+def test_dc5_panoptic_and_weights_only_files(tmp_path):
+    model = _reference_model(dilation=True)
+    assert model.stride == 16
+    state = model.state_dict()
+    args = argparse.Namespace(dilation=True, nheads=4)
+    torch.save({"model": state, "args": args}, tmp_path / "dc5.pth")
+    ckpt = load_checkpoint(tmp_path / "dc5.pth")
+    assert ckpt.model_config.dilation and not ckpt.assumptions
+    images = _images()
+    _compare(_our_forward(ckpt.build_model(), images), _our_forward(model, images))
+    # panoptic: the detection part opens
+    panoptic = {f"detr.{k}": v for k, v in state.items()} | {"bbox_attention.q_linear.weight": torch.zeros(4, 32)}
+    torch.save({"model": panoptic, "args": args}, tmp_path / "panoptic.pth")
+    ckpt = load_checkpoint(tmp_path / "panoptic.pth")
+    assert ckpt.extra.get("panoptic")
+    _compare(_our_forward(ckpt.build_model(), images), _our_forward(model, images))
+    # weights only: the head count is assumed (8), said so, and can be set
+    torch.save(state, tmp_path / "weights-dc5.pth")
+    ckpt = load_checkpoint(tmp_path / "weights-dc5.pth")
+    assert ckpt.assumptions == {"nheads": 8, "dilation": True}
+    fixed = ckpt.with_settings(nheads=4)
+    assert fixed.assumptions == {"dilation": True}
+    _compare(_our_forward(fixed.build_model(), images), _our_forward(model, images))
+    with pytest.raises(CheckpointError, match="unknown model setting"):
+        ckpt.with_settings(heads=4)
+
+
+def test_export_names_what_the_target_cannot_hold(tmp_path, tiny_config):
+    save_checkpoint(tmp_path / "t.pt", DETR(tiny_config), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="tiny"):
+        export(load_checkpoint(tmp_path / "t.pt"), "hf", tmp_path / "x")
+    fast = DETRConfig(backbone="resnet18", query_type="anchor", classifier="focal", dn_groups=2, dense_aux=True)
+    problems = " ".join(export_problems(fast, "reference"))
+    for word in ("anchor", "focal", "denoising", "dense"):
+        assert word in problems
+    assert "pre-norm" in " ".join(export_problems(DETRConfig(pre_norm=True), "hf"))
+    assert export_problems(DETRConfig(pre_norm=True), "reference") == []
