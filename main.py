@@ -4,7 +4,8 @@
     uv run main.py train [options]      train on toy shapes (or --data coco:PATH | voc:PATH), save a checkpoint
     uv run main.py eval CKPT [--json]   COCO AP on the held-out toy split (or --data's validation split)
     uv run main.py predict CKPT IMAGE   print the detections in an image (or a folder; --coco-results)
-    uv run main.py info CKPT            describe a checkpoint
+    uv run main.py info CKPT            describe a checkpoint (a file, or a Hugging Face model folder)
+    uv run main.py export CKPT --format reference|hf OUT   write it for the reference or transformers
     uv run main.py make-dataset OUT     write toy shapes as a COCO or VOC folder
 """
 
@@ -105,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("checkpoint", type=Path)
+    exp = sub.add_parser("export", help="write a checkpoint in the official DETR or the Hugging Face format")
+    exp.add_argument("checkpoint", type=Path)
+    exp.add_argument("--format", choices=("reference", "hf"), required=True,
+                     help="reference: one .pth file for facebookresearch/detr; hf: a save_pretrained folder")
+    exp.add_argument("out", type=Path)
+    for p in (info, exp, ev, pr):
+        p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="model_set",
+                       help="a model setting the file cannot say, e.g. --set nheads=4 (repeatable)")
 
     make = sub.add_parser("make-dataset", help="write toy shapes as a COCO or VOC dataset folder")
     make.add_argument("out", type=Path)
@@ -319,13 +328,45 @@ def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init):
     return model_cfg, model, datasets
 
 
-def _load(path: Path):  # noqa: ANN202
-    from detr_core.checkpoint import CheckpointError, load_model
+def _model_settings(pairs: list[str]) -> dict:
+    """``["nheads=4", "dilation=true"]`` -> ``{"nheads": 4, "dilation": True}``."""
+    settings = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise CLIError(f"--set {pair}: expected NAME=VALUE")
+        try:
+            value = json.loads(text.lower() if text.lower() in ("true", "false") else text)
+        except ValueError:
+            value = text
+        settings[name.strip()] = value
+    return settings
+
+
+def _open(path: Path, pairs: list[str] | None = None):
+    """The checkpoint at ``path`` with the --set settings applied; assumptions are printed."""
+    from detr_core.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        return load_model(path)
+        ckpt = load_checkpoint(path)
+        if pairs:
+            ckpt = ckpt.with_settings(**_model_settings(pairs))
     except CheckpointError as e:
-        raise CLIError(str(e)) from None
+        raise CLIError(f"{path.name}: {e}" if not str(e).startswith(path.name) else str(e)) from None
+    for name, value in ckpt.assumptions.items():
+        print(f"note: {path.name} does not say its {name}; assumed {value} (change it with --set {name}=...)",
+              file=sys.stderr)
+    return ckpt
+
+
+def _load(path: Path, pairs: list[str] | None = None):
+    from detr_core.checkpoint import CheckpointError
+
+    ckpt = _open(path, pairs)
+    try:
+        return ckpt.build_model(), ckpt
+    except CheckpointError as e:
+        raise CLIError(f"{path.name}: {e}") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -335,7 +376,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.data:
         return _eval_dataset(args)
     args.images = args.images or 500
-    model, ckpt = _load(args.checkpoint)
+    model, ckpt = _load(args.checkpoint, args.model_set)
     data = ckpt.train_config.data if ckpt.train_config is not None else ToyDataConfig()
     if list(data.classes) != ckpt.class_names:
         raise CLIError(
@@ -361,7 +402,7 @@ def _eval_dataset(args: argparse.Namespace) -> int:
     from detr_core.data.sources import open_dataset
     from detr_core.data.transforms import eval_transform
 
-    model, ckpt = _load(args.checkpoint)
+    model, ckpt = _load(args.checkpoint, args.model_set)
     try:
         dataset = open_dataset(args.data, args.split, "val")
         label_map = label_map_for(ckpt.class_names, dataset.class_names)
@@ -407,7 +448,7 @@ def _predict_many(args: argparse.Namespace) -> int:
         files = [args.image]
     else:
         raise CLIError(f"{args.image}: no such file or folder")
-    model, ckpt = _load(args.checkpoint)
+    model, ckpt = _load(args.checkpoint, args.model_set)
     category_ids = checkpoint_category_ids(ckpt.class_names, ckpt.source, ckpt.extra)
     threshold = args.threshold if args.threshold is not None else (0.0 if args.coco_results else 0.5)
     results, failed = [], 0
@@ -450,7 +491,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         loaded = read_image(args.image)  # a large image is downscaled while decoding
     except ImageLoadError as e:
         raise CLIError(str(e)) from None
-    model, ckpt = _load(args.checkpoint)
+    model, ckpt = _load(args.checkpoint, args.model_set)
     result = run_inference(model, loaded.array, ckpt.class_names, capture=False)
     kept = result.kept(args.threshold)
     scale = loaded.scale  # boxes in the file's own pixels
@@ -478,19 +519,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from detr_core.checkpoint import CheckpointError, load_checkpoint
     from detr_core.config import to_dict
 
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-    except CheckpointError as e:
-        raise CLIError(str(e)) from None
+    ckpt = _open(args.checkpoint, args.model_set)
     problem = ckpt.problem()
     if problem:
         raise CLIError(f"{args.checkpoint.name}: {problem}")
     n = sum(v.numel() for v in ckpt.state_dict.values())
     print(json.dumps({"source": ckpt.source, "step": ckpt.step, "classes": ckpt.class_names,
+                      "assumed": ckpt.assumptions,
                       "parameters_and_buffers": n, "model_config": to_dict(ckpt.model_config)}, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from detr_core.checkpoint import SaveError
+    from detr_core.export import export
+
+    ckpt = _open(args.checkpoint, args.model_set)
+    try:
+        out = export(ckpt, args.format, args.out)
+    except (ValueError, SaveError) as e:
+        raise CLIError(f"{args.checkpoint.name}: {e}") from None
+    print(f"wrote {out}")
     return 0
 
 
@@ -517,7 +568,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "gui": cmd_gui,
-            "make-dataset": cmd_make_dataset}
+            "make-dataset": cmd_make_dataset, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from detr_core.checkpoint import Checkpoint, SaveError, write_atomically
-from detr_core.config import DETRConfig, to_dict
+from detr_core.config import DETRConfig
 
 FORMATS = ("reference", "hf")
 FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face format"}

@@ -12,19 +12,19 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
-import tqdm  # noqa: E402
+import tqdm
 
 tqdm.tqdm.monitor_interval = 0  # no monitor thread left running after a test
 
-from detr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from detr_core.config import DETRConfig  # noqa: E402
-from detr_core.export import export, export_problems  # noqa: E402
-from detr_core.model.detr import DETR  # noqa: E402
-from detr_core.model.nested_tensor import nested_tensor_from_tensor_list  # noqa: E402
+from detr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from detr_core.config import DETRConfig
+from detr_core.export import export, export_problems
+from detr_core.model.detr import DETR
+from detr_core.model.nested_tensor import nested_tensor_from_tensor_list
 
 transformers = pytest.importorskip("transformers")
 
-TOL = dict(rtol=1e-4, atol=1e-4)
+TOL = {"rtol": 1e-4, "atol": 1e-4}
 
 
 def _hf_model(layer_type="bottleneck", heads=4):
@@ -177,3 +177,22 @@ def test_export_names_what_the_target_cannot_hold(tmp_path, tiny_config):
         assert word in problems
     assert "pre-norm" in " ".join(export_problems(DETRConfig(pre_norm=True), "hf"))
     assert export_problems(DETRConfig(pre_norm=True), "reference") == []
+
+
+def test_cli_info_says_the_assumed_head_count_and_export_writes_both_formats(tmp_path, capsys):
+    import json
+
+    from main import main
+
+    model = _reference_model()
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    assert main(["info", str(tmp_path / "weights.pth")]) == 0
+    captured = capsys.readouterr()
+    assert "assumed 8" in captured.err and json.loads(captured.out)["assumed"] == {"nheads": 8}
+    assert main(["info", str(tmp_path / "weights.pth"), "--set", "nheads=4"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_config"]["nheads"] == 4
+    assert main(["export", str(tmp_path / "weights.pth"), "--set", "nheads=4", "--format", "hf",
+                 str(tmp_path / "hf")]) == 0
+    assert load_checkpoint(tmp_path / "hf").model_config.nheads == 4
+    assert main(["export", str(tmp_path / "weights.pth"), "--format", "reference", str(tmp_path / "r.pth")]) == 1
+    assert "non-standard" in capsys.readouterr().err

@@ -115,8 +115,7 @@ def hf_to_detr_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for prefix in _BACKBONE_PREFIXES:
             if key.startswith(prefix):
                 rest = key[len(prefix):]
-                if rest.startswith("_backbone."):
-                    rest = rest[len("_backbone."):]
+                rest = rest.removeprefix("_backbone.")
                 for pattern, repl in _HF_RESNET:
                     rest = re.sub(pattern, repl, rest)
                 new = "backbone.0.body." + rest
@@ -249,7 +248,7 @@ def class_names_from_hf(hf: dict[str, Any], num_classes: int) -> list[str]:
     return [id2label.get(i, f"class {i}") for i in range(num_classes)]
 
 
-def load_hf_checkpoint(path: str | Path):  # noqa: ANN201 - a Checkpoint (import cycle)
+def load_hf_checkpoint(path: str | Path):
     """A Hugging Face DETR folder (or its config.json or weights file) as a Checkpoint."""
     from detr_core.checkpoint import Checkpoint
 
