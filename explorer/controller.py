@@ -86,6 +86,18 @@ class Controller(QObject):
                             ckpt.step if ckpt else 0)
         self.state.mark_saved(Path(path))
 
+    def export_model(self, fmt: str, path: Path) -> Path:
+        """Write the current model as ``fmt`` ("reference" file or "hf" folder). Raises ValueError
+        naming the options the format cannot hold, OSError when it cannot be written."""
+        from detr_core.export import export
+
+        loaded = self.state.model
+        if loaded is None:
+            raise ValueError("no model to export")
+        state = {k: v.detach().cpu() for k, v in loaded.model.state_dict().items()}
+        ckpt = Checkpoint(loaded.model.config, loaded.class_names, state)
+        return export(ckpt, fmt, path)
+
     def use_trained(self, trained: TrainedModel) -> None:
         """The model a training run of this session handed back."""
         self.state.set_model(LoadedModel(trained.model, trained.class_names, "trained in this session", None,

@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.gif *.tif *.tiff);;All files (*)"
-CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+CHECKPOINT_FILTER = ("Checkpoints (*.pt *.pth *.ckpt *.safetensors *.bin config.json);;"
+                     "Hugging Face DETR (config.json *.safetensors *.bin);;All files (*)")
 MAX_RECENT = 10
 DEFAULT_SIZE = QSize(1400, 900)  # on screens with room for it
 MIN_SIZE = QSize(800, 560)  # every dock stays usable down to a 1024x700 screen
@@ -261,6 +262,8 @@ class MainWindow(QMainWindow):
                                           QKeySequence.StandardKey.Save, "Save the current model")
         self.act_export = self._action("&Export View as PNG…", self.choose_export, "Ctrl+E",
                                        "Save what the image view shows")
+        self.act_export_model = self._action("Export &Model…", self.choose_export_model, None,
+                                             "Write the model for facebookresearch/detr or Hugging Face transformers")
         self.recent_menu = file.addMenu("Open &Recent")
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         for a in (self.act_open_image, self.act_paste, self.act_sample):
@@ -268,6 +271,7 @@ class MainWindow(QMainWindow):
         file.addSeparator()
         file.addAction(self.act_open_ckpt)
         file.addAction(self.act_save_ckpt)
+        file.addAction(self.act_export_model)
         file.addMenu(self.recent_menu)
         file.addSeparator()
         file.addAction(self.act_export)
@@ -486,7 +490,38 @@ class MainWindow(QMainWindow):
         self.controller.open_checkpoint(Path(path), on_opened=opened)
 
     def _on_checkpoint_opened(self, path: Path, ckpt: Checkpoint) -> None:
-        self.notify(f"Opened {path.name}: {len(ckpt.class_names)} classes ({ckpt.source}).")
+        assumed = "".join(f" The file does not say its {k}: assumed {v} (main.py --set {k}=… changes it)."
+                          for k, v in ckpt.assumptions.items())
+        self.notify(f"Opened {path.name}: {len(ckpt.class_names)} classes ({ckpt.source}).{assumed}")
+
+    EXPORT_FORMATS = {"Official DETR (.pth, facebookresearch/detr)": "reference",
+                      "Hugging Face folder (save_pretrained)": "hf"}
+
+    def choose_export_model(self) -> None:
+        from PySide6.QtWidgets import QInputDialog
+
+        if self.state.model is None:
+            return
+        label, ok = QInputDialog.getItem(self, "Export model", "Format:", list(self.EXPORT_FORMATS), 0, False)
+        if not ok:
+            return
+        fmt = self.EXPORT_FORMATS[label]
+        start = str(self.settings.value("lastCheckpointDir", str(ROOT / "checkpoints")))
+        if fmt == "hf":
+            path = QFileDialog.getExistingDirectory(self, "Export to folder", start)
+        else:
+            path, _ = QFileDialog.getSaveFileName(self, "Export model", start, "DETR (*.pth)")
+        if path:
+            self.export_model(fmt, Path(path))
+
+    def export_model(self, fmt: str, path: Path) -> bool:
+        try:
+            out = self.controller.export_model(fmt, path)
+        except (OSError, ValueError, RuntimeError) as e:
+            self.show_error("Cannot export model", str(e))
+            return False
+        self.notify(f"Exported the model to {out}.")
+        return True
 
     def save_checkpoint(self, path: Path) -> bool:
         if self.state.model is None:
@@ -545,7 +580,9 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: Path) -> None:
         """Open a dropped or recent file: a checkpoint by its suffix, anything else as an image."""
-        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        from detr_core.formats.hf import is_hf_checkpoint
+
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES or is_hf_checkpoint(path):
             self.open_checkpoint(path)
         else:
             self.open_image(path)

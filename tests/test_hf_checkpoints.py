@@ -196,3 +196,23 @@ def test_cli_info_says_the_assumed_head_count_and_export_writes_both_formats(tmp
     assert load_checkpoint(tmp_path / "hf").model_config.nheads == 4
     assert main(["export", str(tmp_path / "weights.pth"), "--format", "reference", str(tmp_path / "r.pth")]) == 1
     assert "non-standard" in capsys.readouterr().err
+
+
+def test_window_exports_the_model(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from explorer.main_window import MainWindow
+    from explorer.state import LoadedModel
+
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, checkpoint=None, runs_folder=tmp_path / "runs")
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.state.model is not None, timeout=20000)
+    window.state.set_model(LoadedModel(_reference_model(), ["a", "b", "c"], "test"))
+    assert window.export_model("hf", tmp_path / "hf")
+    assert load_checkpoint(tmp_path / "hf").class_names == ["a", "b", "c"]
+    errors = []
+    window.show_error = lambda title, message: errors.append(message)
+    assert not window.export_model("reference", tmp_path / "r.pth")  # a non-standard ResNet
+    assert "non-standard" in errors[0]
+    qtbot.waitUntil(lambda: window.state.result is not None, timeout=20000)
