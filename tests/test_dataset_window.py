@@ -168,22 +168,36 @@ def test_partly_broken_dataset_opens_with_a_summary(qtbot, window, coco_root, tm
     window.dataset_box.close()
 
 
-def test_training_panel_trains_on_the_open_dataset(qtbot, window, coco_root):
+@pytest.mark.parametrize("fine_tune", [False, True])
+def test_training_panel_trains_on_the_open_dataset(qtbot, window, coco_root, fine_tune):
+    """The panel's run on the open dataset, two steps in this process (the child process adds only
+    its start-up, which the live tests cover): the train split, held-out AP on the val split."""
+    import dataclasses
+
+    from detr_core.train.live import LiveJob, run_job
+    from detr_core.train.trainer import TrainControl
+
     with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
         window.open_dataset(coco_root)
     panel = window.training
-    assert "toy" in panel.data_label.text().lower() or coco_root.name in panel.data_label.text()
     assert coco_root.name in panel.data_label.text()
-    model_cfg, train_cfg = panel.run_configs()
+    panel.start_from.setCurrentIndex(1 if fine_tune else 0)
+    for widget, value in ((panel.batch, 2), (panel.queries, 8), (panel.enc_layers, 1), (panel.dec_layers, 1),
+                          (panel.eval_every, 2)):
+        widget.setValue(value)
+    panel.d_model.setCurrentText("32")
+    model_cfg, train_cfg, weights = panel._run_configs()
     assert train_cfg.dataset.source == f"coco:{coco_root}"
     assert model_cfg.num_classes == len(window.state.dataset.class_names)
-    panel.batch.setValue(2)
-    panel.eval_every.setValue(2)
-    with qtbot.waitSignal(window.training.trained, timeout=90000) as blocker:
-        panel.step_once()
-        qtbot.waitUntil(lambda: panel.worker is not None and panel.worker.started_training, timeout=60000)
-        panel.step_once()
-        qtbot.waitUntil(lambda: bool(panel.plots.ap), timeout=60000)  # held-out AP on the val split
-        panel.stop()
-    trained = blocker.args[0]
-    assert trained.step >= 2 and trained.class_names == window.state.dataset.class_names
+    assert (weights is not None) == fine_tune
+    if fine_tune:
+        assert model_cfg.d_model == window.state.model.config.d_model  # the open model's architecture
+    sent = []
+    job = LiveJob(model_cfg, dataclasses.replace(train_cfg, steps=2, max_seconds=None), initial_weights=weights)
+    state = run_job(job, lambda kind, *payload: sent.append((kind, payload)), TrainControl())
+    assert state.step == 2 and state.class_names == window.state.dataset.class_names
+    evaluated = [p[0] for k, p in sent if k == "evaluated"]
+    assert evaluated and "AP" in evaluated[-1].metrics
+    if fine_tune:  # the run starts from the open model's weights
+        start = window.state.model.model.state_dict()
+        assert weights.keys() == start.keys() and all(torch.equal(weights[k], start[k]) for k in start)
