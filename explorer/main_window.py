@@ -133,7 +133,8 @@ class MainWindow(QMainWindow):
         for title, view in (("Query specialization", self.specialization), ("Matching", self.matching),
                             ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs),
                             ("Dataset", self.datasets)):
-            dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea)
+            # the dataset browser lays its list and pictures out to the dock (no scrolling)
+            dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=view is not self.datasets)
             self.tabifyDockWidget(self.grid_dock, dock)
             dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
             view.errorShown.connect(self.notify)
@@ -578,6 +579,8 @@ class MainWindow(QMainWindow):
         self._remember(opened.path, "dataset")
         self.settings.setValue("lastDatasetDir", str(opened.path.parent))
         self.datasets_dock.raise_()
+        if self.datasets_dock.height() < self.height() * 0.45:  # room for the two pictures
+            self.resizeDocks([self.datasets_dock], [int(self.height() * 0.5)], Qt.Orientation.Vertical)
         self.notify(f"Opened the dataset {opened.short()}.")
         if opened.problems or opened.failed:
             box = QMessageBox(QMessageBox.Icon.Information, "Dataset opened; some of it was skipped",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -73,9 +73,11 @@ class BoxPanel(pg.GraphicsLayoutWidget):
             self.view.removeItem(item)
         self.texts = []
         by_color: dict[str, list[np.ndarray]] = {}
+        top = 0.08 * (image.shape[0] if image is not None else 0)
         for xyxy, color, text in boxes:
             by_color.setdefault(color, []).append(xyxy)
-            label = pg.TextItem(text, color=color, anchor=(0, 1))
+            # above the box, or inside it when it touches the top of the image
+            label = pg.TextItem(text, color=color, anchor=(0, 0) if xyxy[1] < top else (0, 1))
             label.setPos(float(xyxy[0]), float(xyxy[1]))
             self.view.addItem(label)
             self.texts.append(label)
@@ -86,8 +88,9 @@ class BoxPanel(pg.GraphicsLayoutWidget):
                 self.view.addItem(self.boxes[color])
             x, y = _outline(by_color.get(color, []))
             self.boxes[color].setData(x, y)
-        if image is not None:
-            self.view.autoRange(padding=0.01)
+        if image is not None:  # the image, not its labels, sets the range: both panels show it alike
+            h, w = image.shape[:2]
+            self.view.setRange(QRectF(0, 0, w, h), padding=0.02)
 
 
 def _outline(boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +144,14 @@ class DatasetBrowser(AnalysisView):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for c in range(1, len(COLUMNS)):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setMinimumWidth(300)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # file names differ at their end
+        self.table.setMinimumWidth(240)
         self.ground_truth = BoxPanel("Ground truth")
         self.prediction = BoxPanel("Predictions")
+        self.prediction.view.setXLink(self.ground_truth.view)  # zoom and pan the two together
+        self.prediction.view.setYLink(self.ground_truth.view)
+        for panel in (self.ground_truth, self.prediction):
+            panel.setMinimumSize(160, 120)
         self.gt_title = QLabel("Ground truth")
         self.pred_title = QLabel("Predictions")
         self.legend = QLabel(
@@ -310,7 +318,7 @@ class DatasetBrowser(AnalysisView):
         for k, (label, box) in enumerate(zip(rec.labels.tolist(), rec.boxes_xyxy)):
             color = (FOUND if e.gt_found[k] else MISSED) if e is not None and self.comparable else "#ffffff"
             gt.append((box, color, names[label]))
-        self.gt_title.setText(f"Ground truth of {rec.path.name}: {len(gt)} objects"
+        self.gt_title.setText(f"Ground truth: {len(gt)} objects"
                               + (f", {e.missed} missed" if e is not None and self.comparable else ""))
         preds = []
         if e is not None:
@@ -321,12 +329,14 @@ class DatasetBrowser(AnalysisView):
                 else:
                     name = model_names[label] if label < len(model_names) else str(label)
                     preds.append((box, UNSCORED, f"{name} {score:.2f}"))
-            self.pred_title.setText(f"Predictions (score ≥ {self.state.threshold:.2f}): "
-                                    + (f"{e.tp} true, {e.fp} false positives" if self.comparable
+            self.pred_title.setText(f"Predictions ≥ {self.state.threshold:.2f}: "
+                                    + (f"{e.tp} TP, {e.fp} FP" if self.comparable
                                        else f"{len(preds)} (not scored: other classes)"))
         else:
-            self.pred_title.setText("Predictions: the model has not run on this image yet"
-                                    if self.busy else "Predictions: none (no model, or the image is unreadable)")
+            self.pred_title.setText("Predictions: the model is running…"
+                                    if self.busy else "Predictions: none (no model, or unreadable)")
+        self.pred_title.setToolTip(rec.path.name)
+        self.gt_title.setToolTip(str(rec.path))
         self.ground_truth.show_boxes(image, gt)
         self.prediction.show_boxes(image, preds)
 
