@@ -36,6 +36,7 @@ from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
 from .dataset_session import OpenedDataset, looks_like_dataset
+from .dataset_views import DatasetViews
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
 from .model_info import distribution_warning
 from .notice import Notice
@@ -157,6 +158,9 @@ class MainWindow(QMainWindow):
         self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
         self.datasets.showImage.connect(lambda rgb, name: self.state.set_image(rgb, name))
         self.datasets_dock = self.dock_of(self.datasets)
+        self.dataset_views = DatasetViews(self.state, {
+            "Query specialization": self.specialization, "Matching": self.matching,
+            "Layer by layer": self.layers, "Counting": self.counting})
 
         self.state.modelChanged.connect(self._update_model_label)
         self.state.modelChanged.connect(self._update_warning)

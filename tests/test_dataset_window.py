@@ -201,3 +201,17 @@ def test_training_panel_trains_on_the_open_dataset(qtbot, window, coco_root, fin
     if fine_tune:  # the run starts from the open model's weights
         start = window.state.model.model.state_dict()
         assert weights.keys() == start.keys() and all(torch.equal(weights[k], start[k]) for k in start)
+
+
+def test_views_say_which_data_they_use(qtbot, window, coco_root):
+    assert window.counting.data_note.text() == "Data: toy shapes."
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_dataset(coco_root)
+    for view in (window.counting, window.matching, window.layers):
+        assert f"not the open dataset {coco_root.name}" in view.data_note.text()
+    spec = window.specialization
+    assert coco_root.name in spec.data_note.text() and spec.source.currentIndex() == 1
+    spec.num_images.setValue(4)
+    with qtbot.waitSignal(spec.jobFinished, timeout=30000):
+        assert spec.run()
+    assert spec.predictions is not None and spec.predictions.scores.shape[0] == 4
