@@ -129,8 +129,11 @@ def test_open_browse_sort_filter(qtbot, window, coco_root):
     assert window.state.image_name == data.records[shown[0]].path.name
 
 
-def test_voc_and_a_broken_dataset_keep_the_previous_state(qtbot, window, voc_root, tmp_path):
-    _open(qtbot, window, voc_root)
+def test_voc_and_broken_datasets(qtbot, window, voc_root, coco_root, tmp_path):
+    """A broken dataset shows a message and keeps the open one; a partly broken one opens."""
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_path(voc_root)  # what dropping the folder and Open Recent do
+    qtbot.waitUntil(lambda: bool(window.datasets.errors), timeout=20000)
     before = window.state.dataset
     assert window.datasets.table.rowCount() == 3
     broken = tmp_path / "broken"
@@ -146,8 +149,7 @@ def test_voc_and_a_broken_dataset_keep_the_previous_state(qtbot, window, voc_roo
     assert "neither a COCO folder" in blocker.args[0]
     assert window.state.dataset is before
 
-
-def test_partly_broken_dataset_opens_with_a_summary(qtbot, window, coco_root, tmp_path):
+    # a partly broken dataset opens with what is usable and says what was skipped
     import shutil
 
     root = tmp_path / "partly"
@@ -168,42 +170,15 @@ def test_partly_broken_dataset_opens_with_a_summary(qtbot, window, coco_root, tm
     window.dataset_box.close()
 
 
-@pytest.mark.parametrize("fine_tune", [False, True])
-def test_training_panel_trains_on_the_open_dataset(qtbot, window, coco_root, fine_tune):
+def test_training_panel_and_views_on_the_open_dataset(qtbot, window, coco_root):
     """The panel's run on the open dataset, two steps in this process (the child process adds only
-    its start-up, which the live tests cover): the train split, held-out AP on the val split."""
+    its start-up, which the live tests cover): the train split, held-out AP on the val split,
+    fine-tuning from the open model. The analysis views say which data they use."""
     import dataclasses
 
     from detr_core.train.live import LiveJob, run_job
     from detr_core.train.trainer import TrainControl
 
-    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
-        window.open_dataset(coco_root)
-    panel = window.training
-    assert coco_root.name in panel.data_label.text()
-    panel.start_from.setCurrentIndex(1 if fine_tune else 0)
-    for widget, value in ((panel.batch, 2), (panel.queries, 8), (panel.enc_layers, 1), (panel.dec_layers, 1),
-                          (panel.eval_every, 2)):
-        widget.setValue(value)
-    panel.d_model.setCurrentText("32")
-    model_cfg, train_cfg, weights = panel._run_configs()
-    assert train_cfg.dataset.source == f"coco:{coco_root}"
-    assert model_cfg.num_classes == len(window.state.dataset.class_names)
-    assert (weights is not None) == fine_tune
-    if fine_tune:
-        assert model_cfg.d_model == window.state.model.config.d_model  # the open model's architecture
-    sent = []
-    job = LiveJob(model_cfg, dataclasses.replace(train_cfg, steps=2, max_seconds=None), initial_weights=weights)
-    state = run_job(job, lambda kind, *payload: sent.append((kind, payload)), TrainControl())
-    assert state.step == 2 and state.class_names == window.state.dataset.class_names
-    evaluated = [p[0] for k, p in sent if k == "evaluated"]
-    assert evaluated and "AP" in evaluated[-1].metrics
-    if fine_tune:  # the run starts from the open model's weights
-        start = window.state.model.model.state_dict()
-        assert weights.keys() == start.keys() and all(torch.equal(weights[k], start[k]) for k in start)
-
-
-def test_views_say_which_data_they_use(qtbot, window, coco_root):
     assert window.counting.data_note.text() == "Data: toy shapes."
     with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
         window.open_dataset(coco_root)
@@ -215,3 +190,26 @@ def test_views_say_which_data_they_use(qtbot, window, coco_root):
     with qtbot.waitSignal(spec.jobFinished, timeout=30000):
         assert spec.run()
     assert spec.predictions is not None and spec.predictions.scores.shape[0] == 4
+
+    panel = window.training
+    assert coco_root.name in panel.data_label.text()
+    for widget, value in ((panel.batch, 2), (panel.queries, 8), (panel.enc_layers, 1), (panel.dec_layers, 1),
+                          (panel.eval_every, 2)):
+        widget.setValue(value)
+    panel.d_model.setCurrentText("32")
+    model_cfg, train_cfg, weights = panel._run_configs()  # from scratch: the panel's model
+    assert (model_cfg.d_model, model_cfg.num_queries, weights) == (32, 8, None)
+    assert train_cfg.dataset.source == f"coco:{coco_root}"
+    assert model_cfg.num_classes == len(window.state.dataset.class_names)
+    panel.start_from.setCurrentIndex(1)
+    assert "Fine-tuning from toy_shapes.pt" in panel.data_label.text()
+    model_cfg, train_cfg, weights = panel._run_configs()
+    assert model_cfg.d_model == window.state.model.config.d_model  # the open model's architecture
+    start = window.state.model.model.state_dict()
+    assert weights.keys() == start.keys() and all(torch.equal(weights[k], start[k]) for k in start)
+    sent = []
+    job = LiveJob(model_cfg, dataclasses.replace(train_cfg, steps=2, max_seconds=None), initial_weights=weights)
+    state = run_job(job, lambda kind, *payload: sent.append((kind, payload)), TrainControl())
+    assert state.step == 2 and state.class_names == window.state.dataset.class_names
+    evaluated = [p[0] for k, p in sent if k == "evaluated"]
+    assert evaluated and "AP" in evaluated[-1].metrics
