@@ -11,12 +11,12 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
-    QLabel,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -32,9 +32,11 @@ from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train.live import LiveSession
 from detr_core.train.trainer import EvalEvent, History, StepEvent
 
+from .dataset_session import OpenedDataset
 from .dataset_training import dataset_configs, describe
 from .help import help_button
 from .stable_label import StableLabel
+from .state import LoadedModel
 from .training_worker import TrainedModel, TrainingWorker
 
 PART_COLORS = {"loss": "#ffffff", "loss_ce": "#ff6b6b", "loss_bbox": "#51cf66", "loss_giou": "#4dabf7"}
@@ -379,12 +381,12 @@ class TrainingPanel(QWidget):
         }
         return apply_overrides(model, train, overrides)
 
-    def set_dataset(self, opened) -> None:  # noqa: ANN001 - OpenedDataset | None
+    def set_dataset(self, opened: OpenedDataset | None) -> None:
         """The next run trains on ``opened`` (None: toy shapes)."""
         self.dataset = opened
         self._update_data_label()
 
-    def set_open_model(self, loaded) -> None:  # noqa: ANN001 - LoadedModel | None
+    def set_open_model(self, loaded: LoadedModel | None) -> None:
         self.open_model = loaded
         self._update_data_label()
 
@@ -399,7 +401,7 @@ class TrainingPanel(QWidget):
         """:meth:`configs` on the open dataset (and from the open model when fine-tuning)."""
         return self._run_configs()[:2]
 
-    def _run_configs(self):  # noqa: ANN202
+    def _run_configs(self) -> tuple[DETRConfig, TrainConfig, dict | None]:
         model_cfg, train_cfg = self.configs()
         start_from = self.open_model if self.fine_tuning else None
         if self.dataset is not None:

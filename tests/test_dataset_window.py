@@ -3,7 +3,6 @@ TP / FP / missed at IoU 0.5, sort by errors, filter by class), bad input that le
 it was, and training on the open dataset."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

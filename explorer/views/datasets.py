@@ -32,7 +32,14 @@ from PySide6.QtWidgets import (
 )
 
 from detr_core.analysis.dataset_eval import label_map_for
-from detr_core.analysis.image_errors import FP, IGNORED, TP, ImageErrors, match_predictions, predict_images
+from detr_core.analysis.image_errors import (
+    FP,
+    IGNORED,
+    TP,
+    ImageErrors,
+    match_predictions,
+    predict_images,
+)
 from detr_core.data.dataset import DatasetError, Sample
 from detr_core.data.files import FileDataset
 from detr_core.data.transforms import eval_transform
