@@ -127,6 +127,14 @@ def test_open_browse_sort_filter(qtbot, window, coco_root):
         browser.show_button.click()
     assert window.state.image_name == data.records[shown[0]].path.name
 
+    # a model of other classes: its predictions are drawn but not scored, and the view says why
+    from explorer.state import LoadedModel
+
+    loaded = window.state.model
+    window.state.set_model(LoadedModel(loaded.model, ["cat", "dog", "bird"], "other classes"))
+    qtbot.waitUntil(lambda: not browser.comparable and bool(browser.errors), timeout=20000)
+    assert "not scored" in browser.header.text() and browser.table.item(0, 2).text() == ""
+
 
 def test_voc_and_broken_datasets(qtbot, window, voc_root, coco_root, tmp_path):
     """A broken dataset shows a message and keeps the open one; a partly broken one opens."""
