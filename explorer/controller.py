@@ -19,9 +19,10 @@ from detr_core.data.images import load_image
 from detr_core.model.detr import DETR
 from detr_core.presets import preset
 
+from .dataset_session import OpenedDataset, open_path
 from .state import AppState, LoadedModel
 from .training_worker import TrainedModel
-from .workers import WorkQueue
+from .workers import Worker, WorkQueue
 
 
 class Controller(QObject):
@@ -35,6 +36,7 @@ class Controller(QObject):
         self.toy = ToyShapes(seed=12345, split="explorer")
         self.toy_index = 0
         self._request = 0
+        self.dataset_job: Worker | None = None  # opening a dataset (its own thread: may take a while)
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
 
@@ -126,6 +128,33 @@ class Controller(QObject):
         self.busy.emit(f"Reading {path.name}…")
         self.queue.submit(load_image, path, on_result=done, on_error=failed)
 
+    # --- datasets --------------------------------------------------------------------------
+    def open_dataset(self, path: Path, on_opened: Callable[[OpenedDataset], None] | None = None) -> bool:
+        """Open a COCO or VOC dataset off the GUI thread; it becomes the state's, then
+        ``on_opened(dataset)`` runs. On failure the state keeps what it had and ``failed`` says
+        why. False (nothing started) while another dataset is still opening."""
+        if self.dataset_job is not None and self.dataset_job.is_running:
+            return False
+        path = Path(path)
+        job = Worker(open_path, path, context=False, parent=self)
+
+        def done(opened: OpenedDataset) -> None:
+            self.busy.emit(None)
+            self.state.set_dataset(opened)
+            if on_opened is not None:
+                on_opened(opened)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            self.failed.emit("Cannot open dataset", message)
+
+        job.result.connect(done)
+        job.error.connect(failed)
+        self.dataset_job = job
+        self.busy.emit(f"Opening the dataset {path.name}…")
+        job.start()
+        return True
+
     # --- inference ---------------------------------------------------------------------------
     def run_inference(self) -> None:
         """Run the model on the image off the GUI thread; the newest request wins."""
@@ -164,4 +193,6 @@ class Controller(QObject):
     def shutdown(self, msecs: int = 30000) -> bool:
         """Drop the waiting work, cancel the running one and wait for it (before closing)."""
         self.queue.cancel_all()
+        if self.dataset_job is not None:
+            self.dataset_job.wait(msecs)
         return self.queue.wait(msecs)

@@ -83,6 +83,12 @@ VIEW_HELP: dict[str, str] = {
         "Ablations, each a short training run with the same preset, seed and minutes: the baseline, one "
         "query, ten queries, no decoder self-attention, no auxiliary loss. Runs train one at a time; "
         "the plots overlay their loss and held-out AP (0 to 1) against the training step or seconds."),
+    "Dataset": (
+        "The open dataset (File ▸ Open Dataset): each image with its object count and what the model gets "
+        "right and wrong at IoU 0.5 and the threshold: TP (a kept prediction on a free object of its "
+        "class), FP (a kept prediction on nothing, or a duplicate) and missed objects; AP50 is the "
+        "image's own. Sort by errors (FP + missed) or AP50, filter by class. The selected image shows "
+        "its ground truth (green found, orange missed) beside the predictions (green TP, red FP)."),
 }
 
 

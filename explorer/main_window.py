@@ -35,6 +35,8 @@ from .attention_grid import AttentionGrid
 from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
+from .dataset_session import OpenedDataset, looks_like_dataset
+from .dataset_views import DatasetViews
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
 from .model_info import distribution_warning
 from .notice import Notice
@@ -44,6 +46,7 @@ from .state import AppState, LoadedModel, TrainingSession
 from .training_panel import TrainingPanel
 from .training_worker import TrainedModel
 from .views.counting import CountingView
+from .views.datasets import DatasetBrowser
 from .views.layers import LayerView
 from .views.matching import MatchingView
 from .views.runs import RunsView
@@ -127,10 +130,13 @@ class MainWindow(QMainWindow):
         self.layers = LayerView(self.state)
         self.counting = CountingView(self.state)
         self.runs = RunsView(runs_folder)
-        self.views = (self.specialization, self.matching, self.layers, self.counting, self.runs)
+        self.datasets = DatasetBrowser(self.state)
+        self.views = (self.specialization, self.matching, self.layers, self.counting, self.runs, self.datasets)
         for title, view in (("Query specialization", self.specialization), ("Matching", self.matching),
-                            ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs)):
-            dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea)
+                            ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs),
+                            ("Dataset", self.datasets)):
+            # the dataset browser lays its list and pictures out to the dock (no scrolling)
+            dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=view is not self.datasets)
             self.tabifyDockWidget(self.grid_dock, dock)
             dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
             view.errorShown.connect(self.notify)
@@ -148,7 +154,14 @@ class MainWindow(QMainWindow):
         self.training.running.connect(self._on_training_running)
         self.training.status.connect(self._set_activity)
         self.state.imageChanged.connect(self.training.set_preview_image)
+        self.state.datasetChanged.connect(self.training.set_dataset)
+        self.state.modelChanged.connect(self.training.set_open_model)
         self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
+        self.datasets.showImage.connect(lambda rgb, name: self.state.set_image(rgb, name))
+        self.datasets_dock = self.dock_of(self.datasets)
+        self.dataset_views = DatasetViews(self.state, {
+            "Query specialization": self.specialization, "Matching": self.matching,
+            "Layer by layer": self.layers, "Counting": self.counting})
 
         self.state.modelChanged.connect(self._update_model_label)
         self.state.modelChanged.connect(self._update_warning)
@@ -258,6 +271,10 @@ class MainWindow(QMainWindow):
                                        "Generate a new toy-shapes image")
         self.act_open_ckpt = self._action("Open &Checkpoint…", self.choose_checkpoint, "Ctrl+Shift+O",
                                           "Open a DETR Explorer or official DETR checkpoint")
+        self.act_open_dataset = self._action("Open &Dataset…", self.choose_dataset, "Ctrl+D",
+                                             "Open a COCO folder or a VOC devkit")
+        self.act_open_coco_json = self._action("Open COCO &Annotations…", self.choose_coco_annotations, None,
+                                               "Open a COCO annotation .json (images in the folder it names)")
         self.act_save_ckpt = self._action("&Save Checkpoint…", self.choose_save_checkpoint,
                                           QKeySequence.StandardKey.Save, "Save the current model")
         self.act_export = self._action("&Export View as PNG…", self.choose_export, "Ctrl+E",
@@ -266,7 +283,8 @@ class MainWindow(QMainWindow):
                                              "Write the model for facebookresearch/detr or Hugging Face transformers")
         self.recent_menu = file.addMenu("Open &Recent")
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        for a in (self.act_open_image, self.act_paste, self.act_sample):
+        for a in (self.act_open_image, self.act_paste, self.act_sample, self.act_open_dataset,
+                  self.act_open_coco_json):
             file.addAction(a)
         file.addSeparator()
         file.addAction(self.act_open_ckpt)
@@ -579,13 +597,40 @@ class MainWindow(QMainWindow):
         self.state.set_image(qimage_to_rgb(image), "pasted image")
 
     def open_path(self, path: Path) -> None:
-        """Open a dropped or recent file: a checkpoint by its suffix, anything else as an image."""
+        """Open a dropped or recent file: a checkpoint by its suffix (or a Hugging Face folder or
+        file), a folder or .json as a dataset, anything else as an image."""
         from detr_core.formats.hf import is_hf_checkpoint
 
         if path.suffix.lower() in CHECKPOINT_SUFFIXES or is_hf_checkpoint(path):
             self.open_checkpoint(path)
+        elif looks_like_dataset(path):
+            self.open_dataset(path)
         else:
             self.open_image(path)
+
+    def open_dataset(self, path: Path) -> bool:
+        """Open a dataset off the GUI thread; the browser shows it. A dataset that fails to open
+        leaves the open one (and everything else) as it was."""
+        if not self.controller.open_dataset(Path(path), on_opened=self._on_dataset_opened):
+            self.notify("Another dataset is still opening.")
+            return False
+        return True
+
+    def _on_dataset_opened(self, opened: OpenedDataset) -> None:
+        self._remember(opened.path, "dataset")
+        self.settings.setValue("lastDatasetDir", str(opened.path.parent))
+        self.datasets_dock.raise_()
+        if self.datasets_dock.height() < self.height() * 0.45:  # room for the two pictures
+            self.resizeDocks([self.datasets_dock], [int(self.height() * 0.5)], Qt.Orientation.Vertical)
+        self.notify(f"Opened the dataset {opened.short()}.")
+        if opened.problems or opened.failed:
+            box = QMessageBox(QMessageBox.Icon.Information, "Dataset opened; some of it was skipped",
+                              f"{opened.name} opened with what could be used. Left out, and why:",
+                              QMessageBox.StandardButton.Ok, self)
+            box.setInformativeText(opened.summary)
+            box.setWindowModality(Qt.WindowModality.WindowModal)
+            box.open()
+            self.dataset_box = box
 
     def _on_training_running(self, running: bool) -> None:
         self.act_open_ckpt.setEnabled(not running)
@@ -600,6 +645,19 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Open image", start, IMAGE_FILTER)
         if path:
             self.open_image(Path(path))
+
+    def choose_dataset(self) -> None:
+        start = str(self.settings.value("lastDatasetDir", str(Path.home())))
+        path = QFileDialog.getExistingDirectory(self, "Open dataset: a COCO folder or a VOC devkit", start)
+        if path:
+            self.open_dataset(Path(path))
+
+    def choose_coco_annotations(self) -> None:
+        start = str(self.settings.value("lastDatasetDir", str(Path.home())))
+        path, _ = QFileDialog.getOpenFileName(self, "Open COCO annotations", start,
+                                              "COCO annotations (*.json);;All files (*)")
+        if path:
+            self.open_dataset(Path(path))
 
     def choose_checkpoint(self) -> None:
         start = str(self.settings.value("lastCheckpointDir", str(ROOT / "checkpoints")))

@@ -30,6 +30,7 @@ from detr_core.model.detr import DETR
 if TYPE_CHECKING:
     from detr_core.train.live import Probe
 
+    from .dataset_session import OpenedDataset
     from .training_worker import TrainedModel
 
 MODE_NONE, MODE_CROSS, MODE_ENCODER = "none", "cross", "encoder"  # what the heatmap shows
@@ -133,6 +134,7 @@ class AppState(QObject):
     modelChanged = Signal(object)  # LoadedModel | None (the data source is already set)
     modelSaved = Signal(object)  # LoadedModel: its path or its unsaved mark changed
     dataSourceChanged = Signal(object)  # DataSource
+    datasetChanged = Signal(object)  # OpenedDataset | None: the dataset opened with File > Open Dataset
     imageChanged = Signal(object)  # [H, W, 3] uint8 | None; image_name is set with it
     resultChanged = Signal(object)  # InferenceResult | None, of the current image
     selectedQueryChanged = Signal(object)  # int | None
@@ -151,6 +153,7 @@ class AppState(QObject):
         super().__init__(parent)
         self._model: LoadedModel | None = None
         self._data_source = DataSource()
+        self._dataset: OpenedDataset | None = None
         self._image: np.ndarray | None = None
         self._image_name = ""
         self._result: InferenceResult | None = None
@@ -208,6 +211,16 @@ class AppState(QObject):
 
     def set_data_source(self, data_source: DataSource) -> None:
         self._set("_data_source", data_source, self.dataSourceChanged)
+
+    @property
+    def dataset(self) -> OpenedDataset | None:
+        """The open COCO or VOC dataset (None: the views use toy shapes)."""
+        return self._dataset
+
+    def set_dataset(self, dataset: OpenedDataset | None) -> None:
+        if dataset is not self._dataset:
+            self._dataset = dataset
+            self.datasetChanged.emit(dataset)
 
     def mark_saved(self, path: Path) -> None:
         """The model was written to ``path``."""

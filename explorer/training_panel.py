@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -31,8 +32,11 @@ from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train.live import LiveSession
 from detr_core.train.trainer import EvalEvent, History, StepEvent
 
+from .dataset_session import OpenedDataset
+from .dataset_training import dataset_configs, describe
 from .help import help_button
 from .stable_label import StableLabel
+from .state import LoadedModel
 from .training_worker import TrainedModel, TrainingWorker
 
 PART_COLORS = {"loss": "#ffffff", "loss_ce": "#ff6b6b", "loss_bbox": "#51cf66", "loss_giou": "#4dabf7"}
@@ -223,6 +227,8 @@ class TrainingPanel(QWidget):
         self.preview_image: np.ndarray | None = None
         self._last_step: StepEvent | None = None
         self._shared = ""  # how the CPU is shared with another run, for the progress text
+        self.dataset = None  # the open OpenedDataset (None: toy shapes)
+        self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla"])
@@ -250,8 +256,17 @@ class TrainingPanel(QWidget):
         self.bf16 = QCheckBox("bfloat16 autocast")
         self.eval_every = _spin(0, 100000, 200)
         self.eval_every.setToolTip("Steps between held-out evaluations (0 = never)")
+        self.start_from = QComboBox()
+        self.start_from.addItems(["a new model", "the open model (fine-tune)"])
+        self.start_from.setToolTip("Fine-tuning keeps the open model's architecture and every weight that fits "
+                                   "(the class head starts fresh if the dataset has other classes)")
+        self.data_label = QLabel(describe(None, None))
+        self.data_label.setWordWrap(True)
+        self.start_from.currentIndexChanged.connect(lambda _: self._update_data_label())
 
         form = QFormLayout()
+        form.addRow(self.data_label)
+        form.addRow("Start from", self.start_from)
         form.addRow("Preset", self.preset)
         form.addRow("Object queries", self.queries)
         form.addRow("Encoder layers", self.enc_layers)
@@ -366,6 +381,38 @@ class TrainingPanel(QWidget):
         }
         return apply_overrides(model, train, overrides)
 
+    def set_dataset(self, opened: OpenedDataset | None) -> None:
+        """The next run trains on ``opened`` (None: toy shapes)."""
+        self.dataset = opened
+        self._update_data_label()
+
+    def set_open_model(self, loaded: LoadedModel | None) -> None:
+        self.open_model = loaded
+        self._update_data_label()
+
+    @property
+    def fine_tuning(self) -> bool:
+        return self.start_from.currentIndex() == 1 and self.open_model is not None
+
+    def _update_data_label(self) -> None:
+        self.data_label.setText(describe(self.dataset, self.open_model if self.fine_tuning else None))
+
+    def run_configs(self) -> tuple[DETRConfig, TrainConfig]:
+        """:meth:`configs` on the open dataset (and from the open model when fine-tuning)."""
+        return self._run_configs()[:2]
+
+    def _run_configs(self) -> tuple[DETRConfig, TrainConfig, dict | None]:
+        model_cfg, train_cfg = self.configs()
+        start_from = self.open_model if self.fine_tuning else None
+        if self.dataset is not None:
+            return dataset_configs(model_cfg, train_cfg, self.dataset, start_from)
+        if start_from is not None:
+            if start_from.class_names != list(train_cfg.data.classes):
+                raise ValueError("the open model's classes are not the toy shapes': open its dataset to fine-tune")
+            weights = {k: v.detach().cpu().clone() for k, v in start_from.model.state_dict().items()}
+            return start_from.config, train_cfg, weights
+        return model_cfg, train_cfg, None
+
     # --- running ---------------------------------------------------------------------------
     @property
     def is_running(self) -> bool:
@@ -380,14 +427,15 @@ class TrainingPanel(QWidget):
         if self.is_running:
             return False
         try:
-            model_cfg, train_cfg = self.configs()
+            model_cfg, train_cfg, weights = self._run_configs()
         except ValueError as e:
             self.failed.emit(f"Cannot start training: {e}")
             return False
         self.plots.reset(loss_terms(model_cfg, train_cfg.loss))
         self._last_step = None
         self._shared = ""
-        worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self)
+        worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self,
+                                initial_weights=weights)
         worker.trainingStarted.connect(self._on_training_started)
         worker.threadsChanged.connect(self._on_threads)
         worker.progress.connect(self._on_progress)
@@ -479,7 +527,8 @@ class TrainingPanel(QWidget):
         self.btn_stop.setEnabled(running)
         for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.batch,
                   self.no_object, self.self_attention, self.aux_loss, self.seed, self.minutes, self.anchor,
-                  self.dn_groups, self.query_groups, self.focal, self.dense, self.bf16, self.eval_every):
+                  self.dn_groups, self.query_groups, self.focal, self.dense, self.bf16, self.eval_every,
+                  self.start_from):
             w.setEnabled(not running)
 
 

@@ -77,12 +77,14 @@ class TrainingWorker(QObject):
         parent: QObject | None = None,
         *,
         job: Any = None,
+        initial_weights: dict | None = None,
     ) -> None:
         super().__init__(parent)
         if job is None:
             if model_config is None or train_config is None:
                 raise TypeError("TrainingWorker needs a model and a train config, or a job")
-            job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused)
+            job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused,
+                          initial_weights=initial_weights)
         self.model_config = model_config
         self.train_config = train_config
         self.job = job

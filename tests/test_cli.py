@@ -1,34 +1,31 @@
-"""The headless command line: one clear line and a non-zero exit for bad input."""
+"""The headless command line: one clear line and a non-zero exit for bad input. The commands run
+through ``main.main`` in this process (the ``run_cli`` fixture); tests/test_cli_robustness.py runs
+main.py as real processes (signals, exit codes)."""
 
+import contextlib
+import io
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args, timeout=240):
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+from conftest import call_main
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "small.pt"
-    r = run("train", "--preset", "fast", "--steps", "3", "--seed", "1", "--threads", "2", "--out", str(out),
-            "--quiet", "--set", "d_model=32", "--set", "dim_feedforward=64", "--set", "num_encoder_layers=1",
-            "--set", "num_decoder_layers=2", "--set", "tiny_width=8", "--set", "batch_size=2",
-            "--set", "max_seconds=none")
-    assert r.returncode == 0, r.stderr
-    assert out.exists() and "saved" in r.stdout
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = call_main("train", "--preset", "fast", "--steps", "3", "--seed", "1", "--threads", "2",
+                         "--out", out, "--quiet", "--set", "d_model=32", "--set", "dim_feedforward=64",
+                         "--set", "num_encoder_layers=1", "--set", "num_decoder_layers=2", "--set", "tiny_width=8",
+                         "--set", "batch_size=2", "--set", "max_seconds=none")
+    assert code == 0
+    assert out.exists() and "saved" in stdout.getvalue()
     return out
 
 
-def test_train_eval_predict(trained, tmp_path):
-    r = run("eval", str(trained), "--json", "--images", "20")
+def test_train_eval_predict(trained, tmp_path, run_cli):
+    r = run_cli("eval", str(trained), "--json", "--images", "20")
     assert r.returncode == 0, r.stderr
     metrics = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(metrics) == {"AP", "AP50", "AP75", "images"} and metrics["images"] == 20
@@ -37,7 +34,7 @@ def test_train_eval_predict(trained, tmp_path):
     from detr_core.data import ToyShapes
 
     Image.fromarray(ToyShapes().sample(0).image).save(tmp_path / "toy.png")
-    r = run("predict", str(trained), str(tmp_path / "toy.png"), "--threshold", "0", "--json")
+    r = run_cli("predict", str(trained), str(tmp_path / "toy.png"), "--threshold", "0", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert len(result["detections"]) == 20  # threshold 0: every query of the fast preset
@@ -52,27 +49,27 @@ def test_train_eval_predict(trained, tmp_path):
     (["predict", "--threshold", "7", "x.pt", "y.png"], "between 0 and 1"),
     (["eval"], "required"),
 ])
-def test_bad_arguments_give_one_clear_line(args, needle):
-    r = run(*args)
+def test_bad_arguments_give_one_clear_line(args, needle, run_cli):
+    r = run_cli(*args)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], r.stderr
 
 
-def test_unreadable_files(trained, tmp_path):
+def test_unreadable_files(trained, tmp_path, run_cli):
     bad_image = tmp_path / "bad.png"
     bad_image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 10)
-    r = run("predict", str(trained), str(bad_image))
+    r = run_cli("predict", str(trained), str(bad_image))
     assert r.returncode == 1 and "Traceback" not in r.stderr and "bad.png" in r.stderr
     bad_ckpt = tmp_path / "bad.pt"
     bad_ckpt.write_bytes(trained.read_bytes()[:1000])
-    r = run("eval", str(bad_ckpt))
+    r = run_cli("eval", str(bad_ckpt))
     assert r.returncode == 1 and "corrupt or truncated" in r.stderr and "Traceback" not in r.stderr
     coco_like = tmp_path / "coco.pt"
     from detr_core.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(trained)
     save_checkpoint(coco_like, ckpt.build_model(), ["cat", "dog", "cow"])
-    r = run("eval", str(coco_like))
+    r = run_cli("eval", str(coco_like))
     assert r.returncode == 1 and "not the toy shapes" in r.stderr

@@ -1,37 +1,17 @@
 """The dataset path through main.py: make-dataset, train --data, eval --data, predict --coco-results,
-fine-tuning with --init, and bad datasets (one clear line, no traceback). Grouped: each command
-imports torch in a fresh process."""
+fine-tuning with --init, and bad datasets (one clear line, no traceback). The commands run
+through ``main.main`` in this process (the ``run_cli`` fixture)."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import call_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "d_model=32", "--set", "dim_feedforward=64", "--set", "num_encoder_layers=1",
          "--set", "num_decoder_layers=2", "--set", "tiny_width=8", "--set", "batch_size=2",
          "--set", "scales=64,80", "--set", "max_size=128", "--set", "bf16=off", "--threads", "2", "--quiet"]
-
-
-def run(*args, timeout=240):
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], capture_output=True, text=True, check=False,
-                          timeout=timeout, cwd=ROOT)
-
-
-def run_here(capsys, *args):
-    """main.py's main() in this process (torch is already imported: seconds saved per call)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        import main
-    finally:
-        sys.path.remove(str(ROOT))
-    code = main.main([str(a) for a in args])
-    if capsys is None:
-        return code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def one_line_error(r, needle):
@@ -45,32 +25,32 @@ def toy_folders(tmp_path_factory):
     from detr_core.data.export import write_toy_dataset
 
     root = tmp_path_factory.mktemp("cli-data")  # make-dataset in this process (the same code, no torch import)
-    code = run_here(None, "make-dataset", root / "coco", "--train", 6, "--val", 4)
+    code = call_main("make-dataset", root / "coco", "--train", 6, "--val", 4)
     assert code == 0 and (root / "coco" / "annotations" / "instances_val2017.json").is_file()
     write_toy_dataset(root / "voc", 6, 4, "voc")
     return root
 
 
-def test_train_eval_predict_on_folders(toy_folders, tmp_path, capsys):
+def test_train_eval_predict_on_folders(toy_folders, tmp_path, run_cli):
     from pycocotools.coco import COCO
 
     ckpt = tmp_path / "coco.pt"
-    r = run("train", "--data", f"coco:{toy_folders / 'coco'}", "--steps", 2, "--out", ckpt, *SMALL)
+    r = run_cli("train", "--data", f"coco:{toy_folders / 'coco'}", "--steps", 2, "--out", ckpt, *SMALL)
     assert r.returncode == 0 and "saved" in r.stdout, r.stderr
-    r = run_here(capsys, "eval", ckpt, "--data", f"voc:{toy_folders / 'voc'}", "--json")
+    r = run_cli("eval", ckpt, "--data", f"voc:{toy_folders / 'voc'}", "--json")
     assert r.returncode == 0, r.stderr
     metrics = json.loads(r.stdout.strip().splitlines()[-1])
     assert metrics["images"] == 4 and {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "mAP50_voc",
                                        "AP/triangle"} <= metrics.keys()
     results = tmp_path / "results.json"
-    r = run("predict", ckpt, toy_folders / "coco" / "val2017", "--coco-results", results)
+    r = run_cli("predict", ckpt, toy_folders / "coco" / "val2017", "--coco-results", results)
     assert r.returncode == 0 and "wrote 80 detections of 4 images" in r.stdout, r.stderr  # 20 queries each
     gt = COCO(str(toy_folders / "coco" / "annotations" / "instances_val2017.json"))
     dt = gt.loadRes(str(results))
     assert set(dt.getImgIds()) == set(gt.getImgIds()) and set(dt.getCatIds()) <= set(gt.getCatIds())
 
 
-def test_finetune_onto_another_class_count(toy_folders, tmp_path):
+def test_finetune_onto_another_class_count(toy_folders, tmp_path, run_cli):
     # a COCO folder with two of the three classes, made from the toy one
     two = tmp_path / "two"
     (two / "annotations").mkdir(parents=True)
@@ -89,7 +69,7 @@ def test_finetune_onto_another_class_count(toy_folders, tmp_path):
                                                   "num_decoder_layers": 2, "tiny_width": 8})
     base = save_checkpoint(tmp_path / "base.pt", DETR(config), ["rectangle", "ellipse", "triangle"])
     tuned = tmp_path / "tuned.pt"
-    r = run("train", "--data", f"coco:{two}", "--init", base, "--freeze", "backbone", "--steps", 2, "--out", tuned,
+    r = run_cli("train", "--data", f"coco:{two}", "--init", base, "--freeze", "backbone", "--steps", 2, "--out", tuned,
             *SMALL[-3:], "--set", "batch_size=2")
     assert r.returncode == 0, r.stderr
     assert "class head re-initialized (3 -> 2 classes)" in r.stdout and "backbone frozen" in r.stdout
@@ -98,16 +78,16 @@ def test_finetune_onto_another_class_count(toy_folders, tmp_path):
     assert ckpt.extra["category_ids"] == [1, 2] and ckpt.train_config.lr_backbone == 1e-5
 
 
-def test_make_dataset_refuses_to_overwrite(toy_folders, capsys):
-    one_line_error(run_here(capsys, "make-dataset", toy_folders / "coco"), "already exists")
+def test_make_dataset_refuses_to_overwrite(toy_folders, run_cli):
+    one_line_error(run_cli("make-dataset", toy_folders / "coco"), "already exists")
 
 
-def test_bad_datasets_give_one_clear_line(tmp_path, capsys):
+def test_bad_datasets_give_one_clear_line(tmp_path, run_cli):
     (tmp_path / "pictures").mkdir()
     broken = tmp_path / "broken"
     (broken / "annotations").mkdir(parents=True)
     (broken / "annotations" / "instances_train2017.json").write_text('{"images": [}')
-    r = run_here(capsys, "train", "--data", tmp_path / "pictures", "--steps", 1, "--quiet")
+    r = run_cli("train", "--data", tmp_path / "pictures", "--steps", 1, "--quiet")
     one_line_error(r, "neither a COCO folder")
-    r = run_here(capsys, "train", "--data", f"coco:{broken}", "--steps", 1, "--quiet")
+    r = run_cli("train", "--data", f"coco:{broken}", "--steps", 1, "--quiet")
     one_line_error(r, "instances_train2017.json: not valid JSON (line 1, column 13")

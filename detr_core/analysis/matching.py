@@ -30,6 +30,7 @@ from detr_core.config import LossConfig, TrainConfig
 from detr_core.data.images import to_uint8
 from detr_core.data.toy import ToyShapes
 from detr_core.model.matcher import HungarianMatcher
+from detr_core.model.nested_tensor import NestedTensor
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 
 # Keys of HungarianMatcher.cost_parts, and the names people know them by.
@@ -172,7 +173,9 @@ def match_toy_sample(
 ) -> MatchingSnapshot:
     """:func:`match_sample` on sample ``index`` of a toy dataset (the training stream, say)."""
     images, targets = dataset.batch([index])
-    return match_sample(model, matcher, images[0], targets[0], index, step, dataset.class_names)
+    # a file dataset's batch is a NestedTensor; a batch of one has no padding
+    image = images.tensors[0] if isinstance(images, NestedTensor) else images[0]
+    return match_sample(model, matcher, image, targets[0], index, step, dataset.class_names)
 
 
 @dataclass
@@ -206,7 +209,8 @@ class MatchingStability:
         """Per probe image, [M_i] int64: the query each object is matched to (-1 = unmatched)."""
         result: list[np.ndarray] = []
         for start in range(0, len(self.indices), batch_size):
-            images = self.images[start : start + batch_size]
+            images = self.images[start : start + batch_size] if isinstance(self.images, Tensor) else NestedTensor(
+                self.images.tensors[start : start + batch_size], self.images.mask[start : start + batch_size])
             targets = [{"labels": t["labels"], "boxes": t["boxes"]} for t in self.targets[start : start + batch_size]]
             out = _eval_outputs(model, images)
             for (rows, cols), t in zip(matcher(out, targets), targets):

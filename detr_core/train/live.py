@@ -86,6 +86,8 @@ class LiveJob:
     preview_every: float = 3.0
     start_paused: bool = False
     probes: list[tuple[str, Probe, int]] = field(default_factory=list)  # (name, probe, every_steps)
+    # fine-tuning: start from these weights (every tensor whose name and shape fit; the rest fresh)
+    initial_weights: dict[str, torch.Tensor] | None = None
 
     @property
     def threads(self) -> int | None:
@@ -122,7 +124,14 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     the child process (and can run in a plain thread). Commands other than pause, resume, step
     and stop arrive in ``inbox`` and are applied between steps."""
     probes = {name: probe for name, probe, _ in job.probes}
-    trainer = Trainer(job.model_config, job.train_config, control=control)
+    model = None
+    if job.initial_weights is not None:
+        torch.manual_seed(job.train_config.seed)  # the re-initialized parts, reproducibly
+        model = DETR(job.model_config)
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in job.initial_weights.items()
+                               if k in own and own[k].shape == v.shape}, strict=False)
+    trainer = Trainer(job.model_config, job.train_config, control=control, model=model)
     send("started", {"parameters": sum(p.numel() for p in trainer.model.parameters()),
                      "device": str(trainer.device)})
 

@@ -1,0 +1,222 @@
+"""Datasets in the window: File > Open Dataset (off the GUI thread), the dataset browser (counts,
+TP / FP / missed at IoU 0.5, sort by errors, filter by class), bad input that leaves the window as
+it was, and training on the open dataset."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QMessageBox
+
+from detr_core.analysis.image_errors import FP, IGNORED, TP, match_image
+from detr_core.data.export import write_toy_dataset
+from explorer.dataset_session import open_path, source_for_path
+from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+from explorer.views.datasets import COLORS, FOUND, MISSED
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("coco") / "toy", train=6, val=6, fmt="coco")
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("voc") / "toy", train=3, val=3, fmt="voc")
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_questions(monkeypatch):
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, checkpoint=BUNDLED_CHECKPOINT, runs_folder=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.resize(1366, 768)
+    w.show()
+    qtbot.waitUntil(lambda: w.state.result is not None, timeout=20000)
+    yield w
+    if w.training.is_running:
+        w.training.stop(wait_ms=30000)
+    w.datasets.cancel_job()
+    w.datasets.wait_job(10000)
+    w.controller.wait(10000)
+
+
+def _open(qtbot, window, path):
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        assert window.open_dataset(path)
+    qtbot.waitUntil(lambda: bool(window.datasets.errors), timeout=20000)  # the model ran over the split
+
+
+# --- the core's per-image matching --------------------------------------------------------------
+def test_match_image_against_brute_force():
+    gt_labels = np.array([0, 0, 1])
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.1, 0.95])
+    labels = torch.tensor([0, 0, 1, 0, 1, 2])
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 9], [50, 50, 60, 60], [41, 41, 50, 50],
+                          [0, 0, 10, 10], [40, 40, 50, 50]], dtype=torch.float32)
+    e = match_image(gt_labels, gt, scores, labels, boxes, threshold=0.5,
+                    ignored_labels=np.array([0]), ignored_xyxy=np.array([[40, 40, 50, 50]], np.float32))
+    # by score: class 2 (no such object: FP), the first class-0 box (TP), its near copy (duplicate:
+    # FP), class 1 far away (FP), the box on the ignored region (neither); the 0.1 box is not kept
+    assert e.status.tolist() == [FP, TP, FP, FP, IGNORED]
+    assert e.gt_found.tolist() == [True, False, False]
+    assert (e.tp, e.fp, e.missed, e.errors) == (1, 3, 2, 5)
+    # AP50 over all queries: class 0 finds 1 of 2 at precision 1 (0.5); class 1 finds its object
+    # at rank 2 (precision 1/2, recall 1): 0.5
+    assert e.ap50 == pytest.approx(0.5)
+
+
+def test_source_for_path(coco_root, voc_root, tmp_path):
+    assert source_for_path(coco_root) == f"coco:{coco_root}"
+    assert source_for_path(voc_root) == f"voc:{voc_root}"
+    ann = coco_root / "annotations" / "instances_val2017.json"
+    assert source_for_path(ann) == f"coco:{coco_root / 'val2017'},{ann}"
+    assert len(open_path(ann).splits["val"]) == 6
+
+
+# --- the window ----------------------------------------------------------------------------------
+def test_open_browse_sort_filter(qtbot, window, coco_root):
+    _open(qtbot, window, coco_root)
+    browser = window.datasets
+    opened = window.state.dataset
+    assert set(opened.splits) == {"train", "val"} and browser.split.currentText() == "val"
+    assert str(coco_root) in window.recent_files()
+    assert browser.table.rowCount() == 6
+    data = browser.dataset
+    counts = {browser.table.item(r, 0).text(): int(browser.table.item(r, 1).text()) for r in range(6)}
+    assert counts == {r.path.name: len(r.labels) for r in data.records}
+    assert browser.class_filter.count() == 1 + len(opened.class_names)  # names from the dataset
+
+    # each image: the boxes drawn are the matcher's TP / FP / missed, and the bundled model finds shapes
+    total_tp = 0
+    for index in range(6):
+        browser.select_index(index)
+        e = browser.errors[index]
+        assert e.tp + e.missed == len(data.records[index].labels)
+        assert browser.prediction.counts.get(COLORS[TP], 0) == e.tp
+        assert browser.prediction.counts.get(COLORS[FP], 0) == e.fp
+        assert browser.ground_truth.counts.get(MISSED, 0) == e.missed
+        assert browser.ground_truth.counts.get(FOUND, 0) == e.tp
+        total_tp += e.tp
+    assert total_tp >= 6  # a trained model: most shapes found
+
+    browser.sort.setCurrentText("most errors first")
+    errors = [browser.errors[browser.table.item(r, 0).data(256)].errors for r in range(6)]
+    assert errors == sorted(errors, reverse=True)
+    assert int(browser.table.item(0, 3).text()) + int(browser.table.item(0, 4).text()) == errors[0]
+
+    name = opened.class_names[0]
+    browser.class_filter.setCurrentText(name)
+    shown = [browser.table.item(r, 0).data(256) for r in range(browser.table.rowCount())]
+    assert shown == [i for i in browser.rows()]
+    assert all((data.records[i].labels == 0).any() or (browser.errors[i].labels == 0).any() for i in shown)
+
+    # the threshold re-matches without running the model again
+    window.state.set_threshold(0.99)
+    assert sum(e.fp for e in browser.errors.values()) <= sum(1 for _ in browser.errors)
+    browser.select_index(shown[0])
+    with qtbot.waitSignal(window.state.imageChanged, timeout=5000):
+        browser.show_button.click()
+    assert window.state.image_name == data.records[shown[0]].path.name
+
+    # a model of other classes: its predictions are drawn but not scored, and the view says why
+    from explorer.state import LoadedModel
+
+    loaded = window.state.model
+    window.state.set_model(LoadedModel(loaded.model, ["cat", "dog", "bird"], "other classes"))
+    qtbot.waitUntil(lambda: not browser.comparable and bool(browser.errors), timeout=20000)
+    assert "not scored" in browser.header.text() and browser.table.item(0, 2).text() == ""
+
+
+def test_voc_and_broken_datasets(qtbot, window, voc_root, coco_root, tmp_path):
+    """A broken dataset shows a message and keeps the open one; a partly broken one opens."""
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_path(voc_root)  # what dropping the folder and Open Recent do
+    qtbot.waitUntil(lambda: bool(window.datasets.errors), timeout=20000)
+    before = window.state.dataset
+    assert window.datasets.table.rowCount() == 3
+    broken = tmp_path / "broken"
+    (broken / "annotations").mkdir(parents=True)
+    (broken / "train2017").mkdir()
+    (broken / "annotations" / "instances_train2017.json").write_text('{"images": [}')
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_dataset(broken)
+    assert "instances_train2017.json" in blocker.args[0]
+    assert window.state.dataset is before and window.datasets.table.rowCount() == 3
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_dataset(tmp_path)  # neither layout
+    assert "neither a COCO folder" in blocker.args[0]
+    assert window.state.dataset is before
+
+    # a partly broken dataset opens with what is usable and says what was skipped
+    import shutil
+
+    root = tmp_path / "partly"
+    shutil.copytree(coco_root, root)
+    ann = root / "annotations" / "instances_val2017.json"
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["bbox"][2] = -3  # negative width
+    data["annotations"].append({**data["annotations"][1], "id": 999, "category_id": 77})  # unknown class
+    ann.write_text(json.dumps(data))
+    (root / "val2017" / data["images"][-1]["file_name"]).unlink()  # a missing image
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_dataset(root)
+    qtbot.waitUntil(lambda: getattr(window, "dataset_box", None) is not None, timeout=5000)
+    text = window.dataset_box.informativeText()
+    assert "instances_val2017.json" in text or "val2017" in text
+    assert "negative" in text and "77" in text
+    assert window.datasets.split.currentText() == "val" and len(window.datasets.dataset) == 5
+    window.dataset_box.close()
+
+
+def test_training_panel_and_views_on_the_open_dataset(qtbot, window, coco_root):
+    """The panel's run on the open dataset, two steps in this process (the child process adds only
+    its start-up, which the live tests cover): the train split, held-out AP on the val split,
+    fine-tuning from the open model. The analysis views say which data they use."""
+    import dataclasses
+
+    from detr_core.train.live import LiveJob, run_job
+    from detr_core.train.trainer import TrainControl
+
+    assert window.counting.data_note.text() == "Data: toy shapes."
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_dataset(coco_root)
+    for view in (window.counting, window.matching, window.layers):
+        assert f"not the open dataset {coco_root.name}" in view.data_note.text()
+    spec = window.specialization
+    assert coco_root.name in spec.data_note.text() and spec.source.currentIndex() == 1
+    spec.num_images.setValue(4)
+    with qtbot.waitSignal(spec.jobFinished, timeout=30000):
+        assert spec.run()
+    assert spec.predictions is not None and spec.predictions.scores.shape[0] == 4
+
+    panel = window.training
+    assert coco_root.name in panel.data_label.text()
+    for widget, value in ((panel.batch, 2), (panel.queries, 8), (panel.enc_layers, 1), (panel.dec_layers, 1),
+                          (panel.eval_every, 2)):
+        widget.setValue(value)
+    panel.d_model.setCurrentText("32")
+    model_cfg, train_cfg, weights = panel._run_configs()  # from scratch: the panel's model
+    assert (model_cfg.d_model, model_cfg.num_queries, weights) == (32, 8, None)
+    assert train_cfg.dataset.source == f"coco:{coco_root}"
+    assert model_cfg.num_classes == len(window.state.dataset.class_names)
+    panel.start_from.setCurrentIndex(1)
+    assert "Fine-tuning from toy_shapes.pt" in panel.data_label.text()
+    model_cfg, train_cfg, weights = panel._run_configs()
+    assert model_cfg.d_model == window.state.model.config.d_model  # the open model's architecture
+    start = window.state.model.model.state_dict()
+    assert weights.keys() == start.keys() and all(torch.equal(weights[k], start[k]) for k in start)
+    sent = []
+    job = LiveJob(model_cfg, dataclasses.replace(train_cfg, steps=2, max_seconds=None), initial_weights=weights)
+    state = run_job(job, lambda kind, *payload: sent.append((kind, payload)), TrainControl())
+    assert state.step == 2 and state.class_names == window.state.dataset.class_names
+    evaluated = [p[0] for k, p in sent if k == "evaluated"]
+    assert evaluated and "AP" in evaluated[-1].metrics
