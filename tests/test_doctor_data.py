@@ -142,3 +142,16 @@ def test_voc_boxes_written_as_xywh(healthy_voc: Path, tmp_path: Path) -> None:
 def test_model_limits(healthy: Path) -> None:
     assert "too_many_objects" in keys(healthy, num_queries=3)
     assert keys(healthy, num_classes=2) == ["beyond_model_classes"]
+
+
+def test_doctor_command(healthy: Path, tmp_path: Path, capsys) -> None:
+    from main import main
+
+    root = broken(healthy, tmp_path, _shifted)
+    assert main(["doctor", "--data", f"coco:{root}", "--json", "--report", str(tmp_path / "r.md")]) == 0
+    out = capsys.readouterr().out
+    found = json.loads(out[: out.rindex("}") + 1])
+    assert [f["key"] for f in found["findings"]] == ["class_ids_shifted"]
+    assert "## Data" in (tmp_path / "r.md").read_text() and "Class ids shifted by +1" in (tmp_path / "r.md").read_text()
+    assert main(["doctor", "--data", f"coco:{tmp_path / 'nowhere'}"]) == 1
+    assert "error:" in capsys.readouterr().err

@@ -437,3 +437,11 @@ def _duplicates(images: list[RawImage]) -> list[tuple[RawImage, RawObject]]:
         for i in np.flatnonzero(pair.triu().any(0).numpy()):
             hits.append((img, img.objects[int(i)]))
     return hits
+
+
+def model_figures(config) -> dict[str, int]:  # noqa: ANN001 (a DETRConfig)
+    """The figures the checks need from a model config: queries, feature stride, training size
+    (the shorter side it infers at) and classes."""
+    stride = config.tiny_stride if config.backbone == "tiny" else 32
+    return {"num_queries": config.num_queries, "stride": stride, "train_size": config.image_min_size,
+            "num_classes": config.num_classes}

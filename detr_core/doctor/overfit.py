@@ -202,3 +202,18 @@ def scramble_boxes(seed: int = 0) -> TargetHook:
         return out
 
     return hook
+
+
+def open_for_overfit(source: str, model_config: DETRConfig, split: str = "") -> tuple[DetectionDataset, DETRConfig]:
+    """The images of ``source`` ("toy" or a folder) as the model sees them at inference, and the
+    model config with the dataset's class count."""
+    from detr_core.data.sources import open_dataset
+    from detr_core.data.toy import ToyShapes
+    from detr_core.data.transforms import eval_transform
+
+    if source == "toy":
+        data: DetectionDataset = ToyShapes(seed=0, split="train", length=16)
+    else:
+        data = open_dataset(source, split, "train").with_transform(
+            eval_transform(model_config.image_min_size, model_config.image_max_size))
+    return data, dataclasses.replace(model_config, num_classes=len(data.class_names))
