@@ -331,7 +331,7 @@ def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init):
     return model_cfg, model, datasets
 
 
-def _load(path: Path):  # noqa: ANN202
+def _load(path: Path):
     from detr_core.checkpoint import CheckpointError, load_model
 
     try:

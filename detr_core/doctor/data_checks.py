@@ -98,9 +98,9 @@ class DataReport:
                 "findings": [f.as_dict() for f in self.findings]}
 
     def text(self) -> str:
-        lines = [f"{self.name}: {self.images} images, {self.objects} objects; checked for a model with "
+        lines = [(f"{self.name}: {self.images} images, {self.objects} objects; checked for a model with "
                  f"{self.settings['num_queries']} queries, a feature cell of {self.settings['stride']} px at "
-                 f"{self.settings['train_size']} px training size"]
+                 f"{self.settings['train_size']} px training size")]
         if not self.findings:
             lines.append("No problems found.")
         for f in self.findings:
@@ -339,7 +339,7 @@ def check_raw(
             finding("outside_image", "Boxes outside the image",
                     "a box runs past the image edge (the loader clips it, or drops it when nothing is left)",
                     "check the image size and the box origin (0- or 1-based, top-left corner)", outside)
-        scale = lambda img: train_size / min(img.width, img.height)  # noqa: E731
+        scale = lambda img: train_size / min(img.width, img.height)
         tiny = [(img, o) for img, o in valid_size
                 if max(o.box_xyxy[2] - o.box_xyxy[0], o.box_xyxy[3] - o.box_xyxy[1]) * scale(img) < stride
                 and id(o) not in flat_ids]
@@ -439,7 +439,7 @@ def _duplicates(images: list[RawImage]) -> list[tuple[RawImage, RawObject]]:
     return hits
 
 
-def model_figures(config) -> dict[str, int]:  # noqa: ANN001 (a DETRConfig)
+def model_figures(config) -> dict[str, int]:
     """The figures the checks need from a model config: queries, feature stride, training size
     (the shorter side it infers at) and classes."""
     stride = config.tiny_stride if config.backbone == "tiny" else 32

@@ -73,10 +73,10 @@ class FixedBatch(DetectionDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def sample(self, index: int):  # noqa: ANN201
+    def sample(self, index: int):
         return self.base.sample(self.indices[index % len(self.indices)])
 
-    def batch(self, indices: Sequence[int]):  # noqa: ANN201
+    def batch(self, indices: Sequence[int]):
         return self.fixed
 
 

@@ -19,9 +19,9 @@ def markdown_report(
     :class:`~detr_core.doctor.missed.MissedDiagnosis` (anything with ``markdown()``)."""
     out = [f"# {title}", ""]
     if data is not None:
-        out += ["## Data", "", f"{data.name}: {data.images} images, {data.objects} objects "
+        out += ["## Data", "", (f"{data.name}: {data.images} images, {data.objects} objects "
                 f"(checked for {data.settings['num_queries']} queries, a {data.settings['stride']} px feature cell "
-                f"at {data.settings['train_size']} px).", ""]
+                f"at {data.settings['train_size']} px)."), ""]
         if not data.findings:
             out += ["No problems found.", ""]
         for f in data.findings:

@@ -125,7 +125,7 @@ class TrainingWatch:
 
 
 @torch.no_grad()
-def probe(model: torch.nn.Module, matcher, images: Tensor, targets: list[dict[str, Tensor]], step: int) -> ProbeStats:  # noqa: ANN001
+def probe(model: torch.nn.Module, matcher, images: Tensor, targets: list[dict[str, Tensor]], step: int) -> ProbeStats:
     """The watch's view of the model on a few fixed images (eval mode, no gradients)."""
     from detr_core.analysis.predict import evaluating
 
@@ -143,7 +143,7 @@ def probe(model: torch.nn.Module, matcher, images: Tensor, targets: list[dict[st
                       probs[..., -1].mean().item(), spread)
 
 
-def watched_events(trainer, watch: TrainingWatch | None = None, probe_images: int = 4,  # noqa: ANN001
+def watched_events(trainer, watch: TrainingWatch | None = None, probe_images: int = 4,
                    probe_every: int = 25) -> Iterator:
     """``trainer.events()``, with a :class:`WatchWarning` after the step that raised it."""
     from detr_core.analysis.matching import matcher_for
