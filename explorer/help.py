@@ -83,6 +83,12 @@ VIEW_HELP: dict[str, str] = {
         "Ablations, each a short training run with the same preset, seed and minutes: the baseline, one "
         "query, ten queries, no decoder self-attention, no auxiliary loss. Runs train one at a time; "
         "the plots overlay their loss and held-out AP (0 to 1) against the training step or seconds."),
+    "Doctor": (
+        "Why does it predict nothing? Check dataset reads the annotations as declared and lists what "
+        "makes DETR learn nothing (wrong box format or units, shifted class ids, more objects than "
+        "queries, tiny objects, ...), each with a fix; click an example image to see its boxes and, "
+        "with a model loaded, why the model misses any of them (dashed: the matched query's box). "
+        "Overfit one batch trains on 4 images: if the loss will not vanish, the pipeline is broken."),
 }
 
 

@@ -88,6 +88,27 @@ class DataReport:
     findings: list[Finding]
     paths: dict[str, Path]  # str(image id) -> file, to open an example
     settings: dict[str, int]  # the model figures the checks used (queries, stride, train size, classes)
+    raw: RawDataset | None = None  # what was read, to show an example image with its boxes
+
+    def example(self, image_id: int | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """An image of the report and its objects as declared: [H, W, 3] uint8, labels [N] int64
+        (index into the category list, -1 for an unknown id), boxes [N, 4] xyxy pixels.
+        Raises DatasetError when the image cannot be read."""
+        from detr_core.data.files import read_rgb
+
+        if self.raw is None:
+            raise DatasetError("this report keeps no images")
+        img = next(i for i in self.raw.images if str(i.image_id) == str(image_id))
+        if img.path is None:  # generated
+            from detr_core.data.toy import ToyShapes
+
+            rgb = ToyShapes(seed=0, split="train", length=len(self.raw.images)).sample(int(img.image_id)).image
+        else:
+            rgb = read_rgb(img.path)
+        labels = np.array([self.raw.categories.index(o.category) if o.category in self.raw.categories else -1
+                           for o in img.objects], np.int64)
+        boxes = np.array([o.box_xyxy for o in img.objects], np.float32).reshape(-1, 4)
+        return rgb, labels, boxes
 
     @property
     def healthy(self) -> bool:
@@ -378,7 +399,7 @@ def check_raw(
     return DataReport(raw.name, len(raw.images), len(objects), findings,
                       {str(img.image_id): img.path for img in raw.images if img.path is not None},
                       {"num_queries": num_queries, "stride": stride, "train_size": train_size,
-                       "num_classes": num_classes if num_classes is not None else -1})
+                       "num_classes": num_classes if num_classes is not None else -1}, raw)
 
 
 def _span(ids: list) -> str:
