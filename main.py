@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train on toy shapes and save a checkpoint")
     train.add_argument("--preset", default="fast", help="fast (default), vanilla or r18")
+    train.add_argument("--watch", action="store_true",
+                       help="the doctor watches the run: no-object collapse, flat or diverging loss, ...")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, help="number of optimizer steps")
     budget.add_argument("--minutes", type=_positive_float, help="minutes of training")
@@ -182,8 +184,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     shown = 0.0
     finished = None
     try:
-        for event in trainer.events():
-            if isinstance(event, StepEvent):
+        if args.watch:
+            from detr_core.doctor.watch import WatchWarning, watched_events
+        for event in watched_events(trainer) if args.watch else trainer.events():
+            if args.watch and isinstance(event, WatchWarning):
+                bar.write(f"doctor: {event.text()}")
+            elif isinstance(event, StepEvent):
                 now = event.step if by_steps else int(event.elapsed)
                 bar.update(now - shown)
                 shown = now
