@@ -61,6 +61,22 @@ def test_watch_raises_no_object_collapse() -> None:
     assert "no_object_collapse" in _watched_run(model, train, 40)
 
 
+def test_watch_probe_in_the_training_loop() -> None:
+    """As the window runs it: a probe called with the trainer every 10 steps."""
+    from detr_core.doctor.watch import WatchProbe
+    from detr_core.train.trainer import StepEvent, Trainer
+
+    torch.set_num_threads(1)
+    model = dataclasses.replace(tiny(), num_queries=20, dropout=0.0)
+    train = TrainConfig(batch_size=4, lr=1e-2, lr_backbone=1e-2, schedule="constant", steps=30, eval_images=4,
+                        data=ToyDataConfig(image_size=64, max_objects=2), loss=LossConfig(no_object_weight=1.0))
+    trainer, watch_probe = Trainer(model, train), WatchProbe()
+    keys = [w.key for e in trainer.events() if isinstance(e, StepEvent) and (e.step == 1 or e.step % 10 == 0)
+            for w in watch_probe(trainer)]
+    assert "no_object_collapse" in keys
+    assert len(watch_probe.watch.history) == 30
+
+
 def test_watch_is_quiet_on_a_healthy_fast_preset_run() -> None:
     from detr_core.presets import preset
 

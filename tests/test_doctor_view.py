@@ -42,3 +42,18 @@ def test_check_lists_findings_and_opens_an_example(qtbot, tmp_path: Path) -> Non
     assert view.image_item.image is not None and len(view._boxes) >= 1
     assert "objects found by the model" in view.verdicts.text()
     assert "## Data" in view.report_text()
+
+
+def test_watch_warnings_from_the_training_process_are_shown(qtbot) -> None:
+    from detr_core.doctor.watch import WatchWarning
+
+    state = AppState()
+    view = DoctorView(state)
+    qtbot.addWidget(view)
+    shown = []
+    view.errorShown.connect(shown.append)
+    warning = WatchWarning(20, "no_object_collapse", "No-object collapse", "numbers.", "lower the no-object weight")
+    state.probed.emit("doctor watch", [warning])
+    assert view.findings.topLevelItem(0).child(0).text(0) == "No-object collapse"
+    assert "lower the no-object weight" in view.verdicts.text() and shown
+    assert "## Training watch" in view.report_text()

@@ -160,3 +160,32 @@ def watched_events(trainer, watch: TrainingWatch | None = None, probe_images: in
         yield from watch.on_step(event.step, event.losses)
         if event.step % probe_every == 0 or event.step == 1:
             yield from watch.on_probe(probe(trainer.model, matcher, images, targets, event.step))
+
+
+class WatchProbe:
+    """The watch as a training-process probe (see :mod:`detr_core.train.live`): called with the
+    trainer every few steps, it reads the steps since its last call from ``trainer.history``,
+    probes the model, and returns the warnings raised since then (a list, often empty)."""
+
+    def __init__(self, probe_images: int = 4) -> None:
+        self.probe_images = probe_images
+        self.watch: TrainingWatch | None = None
+        self._seen = 0
+        self._batch = None
+        self._matcher = None
+
+    def __call__(self, trainer) -> list[WatchWarning]:  # noqa: ANN001 (a Trainer)
+        from detr_core.analysis.matching import matcher_for
+
+        if self.watch is None:
+            self.watch = TrainingWatch(trainer.config.clip_max_norm)
+            self._batch = trainer.heldout.batch(range(min(self.probe_images, len(trainer.heldout))))
+            self._matcher = matcher_for(trainer.model, trainer.config.loss)
+        new: list[WatchWarning] = []
+        columns = trainer.history.steps
+        for i in range(self._seen, len(trainer.history)):
+            row = {k: v[i] for k, v in columns.items()}
+            new += self.watch.on_step(int(row["step"]), row)
+        self._seen = len(trainer.history)
+        new += self.watch.on_probe(probe(trainer.model, self._matcher, *self._batch, trainer.step))
+        return new

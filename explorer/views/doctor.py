@@ -26,11 +26,14 @@ from detr_core.doctor.data_checks import DataReport, check_dataset, model_figure
 from detr_core.doctor.missed import MissedDiagnosis, diagnose_missed
 from detr_core.doctor.overfit import OverfitResult, open_for_overfit, overfit_one_batch
 from detr_core.doctor.report import markdown_report, write_report
+from detr_core.doctor.watch import WatchProbe, WatchWarning
 
 from ..state import AppState
 from ..workers import WorkContext
 from .base import AnalysisView
 
+WATCH_PROBE = "doctor watch"
+WATCH_EVERY = 25  # steps between the watch's looks at the live model
 GT_PEN = pg.mkPen("#34a853", width=2)
 QUERY_PEN = pg.mkPen("#fbbc04", width=2, style=Qt.PenStyle.DashLine)
 
@@ -42,6 +45,9 @@ class DoctorView(AnalysisView):
         self.report: DataReport | None = None
         self.overfit: OverfitResult | None = None
         self.missed: list[MissedDiagnosis] = []
+        self.warnings: list[WatchWarning] = []
+        state.trainingChanged.connect(self._on_training)
+        state.probed.connect(self._on_probed)
         self._boxes: list[pg.PlotDataItem] = []
 
         self.source = QLineEdit("toy")
@@ -177,6 +183,31 @@ class DoctorView(AnalysisView):
 
         return self.run_job(work, on_done=done)
 
+    # --- the watch on a live run -------------------------------------------------------
+    def _on_training(self, session: Any) -> None:
+        """A training session, before its run starts: the watch runs in the training process."""
+        if session is not None:
+            session.add_probe(WATCH_PROBE, WatchProbe(), WATCH_EVERY)
+            self.warnings = []
+
+    def _on_probed(self, name: str, result: object) -> None:
+        if name != WATCH_PROBE or not isinstance(result, list) or not result:
+            return
+        self.warnings += [w for w in result if isinstance(w, WatchWarning)]
+        item = QTreeWidgetItem([f"Training watch: {len(self.warnings)} warnings"])
+        for w in self.warnings:
+            child = QTreeWidgetItem([w.title, f"step {w.step}"])
+            child.setToolTip(0, f"{w.detail}\nLever: {w.lever}")
+            child.addChild(QTreeWidgetItem([f"Lever: {w.lever}"]))
+            item.addChild(child)
+        old = self.findings.findItems("Training watch:", Qt.MatchFlag.MatchStartsWith)
+        for o in old:
+            self.findings.takeTopLevelItem(self.findings.indexOfTopLevelItem(o))
+        self.findings.insertTopLevelItem(0, item)
+        item.setExpanded(True)
+        self.verdicts.setText("\n".join(w.text() for w in self.warnings))
+        self.errorShown.emit(f"Doctor: {self.warnings[-1].title.lower()} (see the Doctor tab)")
+
     # --- overfit one batch ---------------------------------------------------------------
     def run_overfit(self) -> bool:
         from detr_core.presets import preset
@@ -200,7 +231,7 @@ class DoctorView(AnalysisView):
 
     # --- report --------------------------------------------------------------------------
     def report_text(self) -> str:
-        return markdown_report(self.report, self.overfit, missed=self.missed)
+        return markdown_report(self.report, self.overfit, self.warnings, self.missed)
 
     def _choose_report(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export report", "doctor.md", "Markdown (*.md);;HTML (*.html)")
