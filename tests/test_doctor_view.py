@@ -57,3 +57,14 @@ def test_watch_warnings_from_the_training_process_are_shown(qtbot) -> None:
     assert view.findings.topLevelItem(0).child(0).text(0) == "No-object collapse"
     assert "lower the no-object weight" in view.verdicts.text() and shown
     assert "## Training watch" in view.report_text()
+
+
+def test_overfit_from_the_window_can_be_cancelled(qtbot) -> None:
+    state = AppState()
+    view = DoctorView(state)
+    qtbot.addWidget(view)
+    with qtbot.waitSignal(view.jobCancelled, timeout=30000):
+        assert view.run_overfit()
+        qtbot.waitUntil(lambda: view.progress_bar.value() >= 1, timeout=30000)
+        view.cancel_job()
+    assert view.wait_job()

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from detr_core.doctor.data_checks import DataReport, check_dataset, model_figures
 from detr_core.doctor.missed import MissedDiagnosis, diagnose_missed
-from detr_core.doctor.overfit import OverfitResult, open_for_overfit, overfit_one_batch
+from detr_core.doctor.overfit import OverfitResult, open_for_overfit, overfit_steps
 from detr_core.doctor.report import markdown_report, write_report
 from detr_core.doctor.watch import WatchProbe, WatchWarning
 
@@ -33,6 +33,7 @@ from ..workers import WorkContext
 from .base import AnalysisView
 
 WATCH_PROBE = "doctor watch"
+OVERFIT_STEPS = 400  # most steps of overfit one batch
 WATCH_EVERY = 25  # steps between the watch's looks at the live model
 GT_PEN = pg.mkPen("#34a853", width=2)
 QUERY_PEN = pg.mkPen("#fbbc04", width=2, style=Qt.PenStyle.DashLine)
@@ -219,9 +220,12 @@ class DoctorView(AnalysisView):
 
         def work(ctx: WorkContext) -> OverfitResult:
             data, cfg = open_for_overfit(source, model_cfg)
-            ctx.progress(0, 400, "overfitting 4 images")
-            return overfit_one_batch(cfg, train_cfg, data, num_images=min(4, len(data)), max_steps=400,
-                                     stop=lambda: ctx.cancelled)
+            result = None
+            for result in overfit_steps(cfg, train_cfg, data, num_images=min(4, len(data)), max_steps=OVERFIT_STEPS,
+                                        stop=lambda: ctx.cancelled):
+                if isinstance(result, dict):
+                    ctx.progress(int(result["step"]), OVERFIT_STEPS, f"overfitting: loss {result['loss']:.3g}")
+            return result
 
         def done(result: OverfitResult) -> None:
             self.overfit = result
