@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train on toy shapes and save a checkpoint")
     train.add_argument("--preset", default="fast", help="fast (default), vanilla or r18")
+    train.add_argument("--watch", action="store_true",
+                       help="the doctor watches the run: no-object collapse, flat or diverging loss, ...")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, help="number of optimizer steps")
     budget.add_argument("--minutes", type=_positive_float, help="minutes of training")
@@ -121,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--val", type=_positive_int, default=200, help="validation images")
     make.add_argument("--format", choices=("coco", "voc"), default="coco")
     make.add_argument("--seed", type=int, default=0)
+
+    doc = sub.add_parser("doctor", help="check a dataset before training; --overfit checks the pipeline")
+    doc.add_argument("--data", default="toy", help="toy (default), coco:PATH, voc:PATH or a folder")
+    doc.add_argument("--split", default="", help="split to check (default: the training split)")
+    doc.add_argument("--checkpoint", type=Path, default=None, help="check for this model (queries, stride, size)")
+    doc.add_argument("--preset", default="fast", help="else for this preset's model (default fast)")
+    doc.add_argument("--overfit", action="store_true", help="also overfit one batch of the data")
+    doc.add_argument("--images", type=_positive_int, default=4, help="images in the overfit batch (default 4)")
+    doc.add_argument("--steps", type=_positive_int, default=400, help="most overfit steps (default 400)")
+    doc.add_argument("--report", type=Path, default=None, metavar="OUT.md",
+                     help="write the findings as Markdown (.html: a page)")
+    doc.add_argument("--json", action="store_true", help="print the data findings as one JSON object")
     return parser
 
 
@@ -179,8 +193,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     shown = 0.0
     finished = None
     try:
-        for event in trainer.events():
-            if isinstance(event, StepEvent):
+        if args.watch:
+            from detr_core.doctor.watch import WatchWarning, watched_events
+        for event in watched_events(trainer) if args.watch else trainer.events():
+            if args.watch and isinstance(event, WatchWarning):
+                bar.write(f"doctor: {event.text()}")
+            elif isinstance(event, StepEvent):
                 now = event.step if by_steps else int(event.elapsed)
                 bar.update(now - shown)
                 shown = now
@@ -559,6 +577,48 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from detr_core.data.dataset import DatasetError
+    from detr_core.doctor.data_checks import check_dataset, model_figures
+    from detr_core.doctor.overfit import open_for_overfit, overfit_one_batch
+    from detr_core.doctor.report import markdown_report, write_report
+    from detr_core.presets import preset
+
+    try:
+        model_cfg, train_cfg = preset(args.preset)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    if args.checkpoint is not None:
+        model_cfg = _load(args.checkpoint)[0].config
+    figures = model_figures(model_cfg)
+    if args.checkpoint is None:
+        figures.pop("num_classes")  # a new model takes the dataset's classes
+    try:
+        report = check_dataset(args.data, args.split, **figures)
+    except DatasetError as e:
+        raise CLIError(str(e)) from None
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(report.text())
+    overfit = None
+    if args.overfit:
+        try:
+            data, model_cfg = open_for_overfit(args.data, model_cfg, args.split)
+        except DatasetError as e:
+            raise CLIError(str(e)) from None
+        images = min(args.images, len(data))
+        print(f"overfitting {images} images (at most {args.steps} steps) ...", flush=True)
+        overfit = overfit_one_batch(model_cfg, train_cfg, data, num_images=images, max_steps=args.steps)
+        print(overfit.message)
+    if args.report is not None:
+        try:
+            print(f"report written to {write_report(args.report, markdown_report(report, overfit))}")
+        except OSError as e:
+            raise CLIError(f"{args.report}: cannot write ({e.strerror or e})") from None
+    return 1 if overfit is not None and not overfit.success else 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from explorer.app import run_app
@@ -568,7 +628,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "info": cmd_info, "gui": cmd_gui,
-            "make-dataset": cmd_make_dataset, "export": cmd_export}
+            "make-dataset": cmd_make_dataset, "export": cmd_export, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,6 +89,12 @@ VIEW_HELP: dict[str, str] = {
         "class), FP (a kept prediction on nothing, or a duplicate) and missed objects; AP50 is the "
         "image's own. Sort by errors (FP + missed) or AP50, filter by class. The selected image shows "
         "its ground truth (green found, orange missed) beside the predictions (green TP, red FP)."),
+    "Doctor": (
+        "Why does it predict nothing? Check dataset reads the annotations as declared and lists what "
+        "makes DETR learn nothing (wrong box format or units, shifted class ids, more objects than "
+        "queries, tiny objects, ...), each with a fix; click an example image to see its boxes and, "
+        "with a model loaded, why the model misses any of them (dashed: the matched query's box). "
+        "Overfit one batch trains on 4 images: if the loss will not vanish, the pipeline is broken."),
 }
 
 

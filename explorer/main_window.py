@@ -47,6 +47,7 @@ from .training_panel import TrainingPanel
 from .training_worker import TrainedModel
 from .views.counting import CountingView
 from .views.datasets import DatasetBrowser
+from .views.doctor import DoctorView
 from .views.layers import LayerView
 from .views.matching import MatchingView
 from .views.runs import RunsView
@@ -141,6 +142,11 @@ class MainWindow(QMainWindow):
             dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
             view.errorShown.connect(self.notify)
             view.add_help(title)
+        self.doctor = DoctorView(self.state)
+        self.doctor_dock = self._dock("Doctor", self.doctor, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.grid_dock, self.doctor_dock)
+        self.doctor.errorShown.connect(self.notify)
+        self.doctor.add_help("Doctor")
         self.grid_dock.raise_()
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -305,6 +311,10 @@ class MainWindow(QMainWindow):
                                            "Stop; the trained model replaces the one shown (you can go back)")
         for a in (self.act_train_start, self.act_train_pause, self.act_train_step, self.act_train_stop):
             train.addAction(a)
+        data = bar.addMenu("&Data")
+        self.act_check_dataset = self._action("&Check Dataset", self._check_dataset, None,
+                                              "Check the Doctor tab's dataset for what makes DETR learn nothing")
+        data.addAction(self.act_check_dataset)
         view = bar.addMenu("&View")
         self.act_fit = self._action("&Fit Image", lambda: self.canvas.fit(), "Ctrl+0",
                                     "Show the whole image (also: double-click it)")
@@ -728,6 +738,11 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     # --- analysis views ---------------------------------------------------------------------
+    def _check_dataset(self) -> None:
+        self.doctor_dock.show()
+        self.doctor_dock.raise_()
+        self.doctor.check()
+
     def add_view(self, title: str, widget, area=Qt.DockWidgetArea.BottomDockWidgetArea) -> QDockWidget:  # noqa: ANN001
         """Add an analysis view as a dock, tabbed with the attention grid and training panel."""
         dock = self._dock(title, widget, area)
