@@ -149,6 +149,7 @@ class Backbone(nn.Module):
             self.stride = body.stride
             if not config.train_backbone:
                 self.body.requires_grad_(False)
+            self.body.to(memory_format=torch.channels_last)
             return
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
         if config.pretrained_backbone:
@@ -163,11 +164,14 @@ class Backbone(nn.Module):
             p.requires_grad_(trainable)
         fold_frozen_batchnorm(resnet)
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+        self.body.to(memory_format=torch.channels_last)
         self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
         self.stride = 32
 
     def forward(self, samples: NestedTensor) -> NestedTensor:
-        x = self.body(samples.tensors)["0"]  # [B, C, H/s, W/s]
+        # channels-last (NHWC) activations: oneDNN convolves them without reordering to and from
+        # its blocked layout, and max pooling runs vectorized over channels (about 9x faster)
+        x = self.body(samples.tensors.contiguous(memory_format=torch.channels_last))["0"]  # [B, C, H/s, W/s]
         mask = F.interpolate(samples.mask[None].float(), size=x.shape[-2:]).to(torch.bool)[0]
         return NestedTensor(x, mask)
 
