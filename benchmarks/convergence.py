@@ -1,19 +1,22 @@
 """How fast does a preset learn toy shapes? AP / AP50 on a fixed held-out split against
 seconds of training.
 
-    uv run benchmarks/convergence.py --preset fast --seconds 120 [--seed K] [--plot out.png]
+    uv run benchmarks/convergence.py --preset fast --seconds 120 [--seed K | --seeds 0 1 2] [--plot out.png]
     uv run benchmarks/convergence.py --data coco:PATH ...   (the same on a COCO or VOC folder)
 
 Every ~10 s of training it evaluates with pycocotools on the 500-image held-out toy split
 (never trained on) and prints one JSON line (seconds, steps, AP, AP50). Evaluation time is not
 counted as training time. The last line is a summary object with the keys preset, seconds,
-steps, AP, AP50 and seconds_to_AP50_0.9 (null if never reached).
+steps, AP, AP50 and seconds_to_AP50_0.9 (null if never reached). With ``--seeds``, one run per seed (each printing
+its lines and summary), then one more object over the seeds: the mean, standard deviation, min and
+max of AP and AP50 (key ``over_seeds``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -142,11 +145,27 @@ def _label(summary: dict) -> str:
     return label
 
 
+def over_seeds(summaries: list[dict]) -> dict:
+    """Mean, standard deviation (0 for one run), min and max of AP and AP50 over runs."""
+    out: dict = {"over_seeds": True, "preset": summaries[0]["preset"], "seeds": [s["seed"] for s in summaries],
+                 "seconds_mean": round(statistics.fmean(s["seconds"] for s in summaries), 1), "overrides": summaries[0]["overrides"],
+                 "steps_mean": round(statistics.fmean(s["steps"] for s in summaries), 1)}
+    for key in ("AP", "AP50"):
+        values = [s[key] for s in summaries]
+        out[f"{key}_mean"] = round(statistics.fmean(values), 4)
+        out[f"{key}_std"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+        out[f"{key}_min"] = min(values)
+        out[f"{key}_max"] = max(values)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", metavar="K",
+                    help="run once per seed and report the mean and spread of AP and AP50")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--every", type=float, default=10.0, help="seconds of training between evaluations")
     ap.add_argument("--eval-images", type=int, default=500)
@@ -162,18 +181,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot_only:
         if not args.plot or not args.compare:
             ap.error("--plot-only needs --plot and --compare")
-        plot({_label(json.loads(f.read_text())): json.loads(f.read_text())["curve"] for f in args.compare}, args.plot)
+        runs = [one for f in args.compare for one in json.loads(f.read_text()).get("runs", [json.loads(f.read_text())])]
+        plot({_label(one): one["curve"] for one in runs}, args.plot)
         return 0
-    summary = run(args)
-    curve = summary.pop("curve")
-    print(json.dumps(summary), flush=True)
+    curves: dict[str, list[dict]] = {}
+    summaries = []
+    for seed in args.seeds or [args.seed]:
+        args.seed = seed
+        summary = run(args)
+        curve = summary.pop("curve")
+        print(json.dumps(summary), flush=True)
+        summaries.append({**summary, "curve": curve})
+        curves[_label(summary)] = curve
+    if args.seeds:
+        print(json.dumps(over_seeds(summaries)), flush=True)
     if args.save_summary:
-        args.save_summary.write_text(json.dumps({**summary, "curve": curve}))
+        saved = summaries[0] if len(summaries) == 1 else {**over_seeds(summaries), "runs": summaries}
+        args.save_summary.write_text(json.dumps(saved))
     if args.plot:
-        curves = {_label(summary): curve}
         for f in args.compare:
             other = json.loads(f.read_text())
-            curves[_label(other)] = other["curve"]
+            for one in other.get("runs", [other]):
+                curves[_label(one)] = one["curve"]
         plot(curves, args.plot)
     return 0
 

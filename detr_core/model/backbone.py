@@ -186,6 +186,9 @@ class Backbone(nn.Module):
             self.stride = body.stride
             if not config.train_backbone:
                 self.body.requires_grad_(False)
+            # contiguous (NCHW): channels-last ran this net's trained BatchNorm about 1.15x faster,
+            # but its backward kernel sums less accurately (gradients ~1e-3 from float64, not ~1e-6)
+            self.channels_last = False
             return
         # DC5: the last stage keeps stride 16 and dilates its 3x3 convs instead (as the reference)
         dilate = [False, False, config.dilation]
@@ -207,6 +210,8 @@ class Backbone(nn.Module):
             p.requires_grad_(trainable)
         fold_frozen_batchnorm(resnet)
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+        self.body.to(memory_format=torch.channels_last)
+        self.channels_last = True
         if name == "resnet":
             self.num_channels = config.resnet_widths[-1]
         else:
@@ -214,7 +219,12 @@ class Backbone(nn.Module):
         self.stride = 16 if config.dilation else 32
 
     def forward(self, samples: NestedTensor) -> NestedTensor:
-        x = self.body(samples.tensors)["0"]  # [B, C, H/s, W/s]
+        x = samples.tensors
+        if self.channels_last:
+            # ResNets run channels-last (NHWC): oneDNN convolves without reordering to and from its
+            # blocked layout, and max pooling runs vectorized over channels (about 9x faster)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.body(x)["0"]  # [B, C, H/s, W/s]
         mask = F.interpolate(samples.mask[None].float(), size=x.shape[-2:]).to(torch.bool)[0]
         return NestedTensor(x, mask)
 

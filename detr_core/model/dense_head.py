@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.box_ops import inverse_sigmoid
+from detr_core.model.matcher import PackedTargets
 from detr_core.model.transformer import MLP
 
 
@@ -44,30 +45,29 @@ def cell_boxes(grid_hw: tuple[int, int], device: torch.device) -> Tensor:
 
 @torch.no_grad()
 def dense_assignment(
-    targets: list[dict[str, Tensor]], grid_hw: tuple[int, int], valid: Tensor, radius: float = 1.5
+    targets: list[dict[str, Tensor]] | PackedTargets, grid_hw: tuple[int, int], valid: Tensor, radius: float = 1.5
 ) -> Tensor:
     """For every token, the index of the target it predicts, or -1.
 
     A token is assigned to an object when its cell centre lies inside the object's box and
     within ``radius`` cells of its centre (the centre cell always counts); ties go to the
-    smaller object. valid: [B, S] bool (False on padding). Returns [B, S] int64.
+    smaller object. valid: [B, S] bool (False on padding). Returns [B, S] int64. All images at
+    once, their targets padded to the largest count (padding is never positive).
     """
+    packed = PackedTargets.pack(targets)
     h, w = grid_hw
     device = valid.device
+    boxes, present = packed.padded_boxes.to(device), packed.padded_valid.to(device)  # [B, M, 4], [B, M]
+    if boxes.shape[1] == 0:
+        return torch.full(valid.shape, -1, dtype=torch.long, device=device)
     centres = cell_boxes(grid_hw, device)[:, :2]  # [S, 2]
-    out = torch.full(valid.shape, -1, dtype=torch.long, device=device)
-    for b, t in enumerate(targets):
-        boxes = t["boxes"]  # [M, 4]
-        if len(boxes) == 0:
-            continue
-        d = (centres[:, None, :] - boxes[None, :, :2]).abs()  # [S, M, 2]
-        cell = torch.tensor([1.0 / w, 1.0 / h], device=device)
-        inside_box = (d <= boxes[None, :, 2:] / 2).all(-1)
-        near_centre = (d <= radius * cell).all(-1)
-        centre_cell = (d <= cell / 2).all(-1)  # the cell that holds the centre
-        positive = (inside_box & near_centre) | centre_cell  # [S, M]
-        area = (boxes[:, 2] * boxes[:, 3])[None].expand_as(positive)
-        area = torch.where(positive, area, torch.full_like(area, float("inf")))
-        best_area, best = area.min(dim=1)
-        out[b] = torch.where(torch.isfinite(best_area) & valid[b], best, torch.full_like(best, -1))
-    return out
+    d = (centres[None, :, None, :] - boxes[:, None, :, :2]).abs()  # [B, S, M, 2]
+    cell = torch.tensor([1.0 / w, 1.0 / h], device=device)
+    inside_box = (d <= boxes[:, None, :, 2:] / 2).all(-1)
+    near_centre = (d <= radius * cell).all(-1)
+    centre_cell = (d <= cell / 2).all(-1)  # the cell that holds the centre
+    positive = ((inside_box & near_centre) | centre_cell) & present[:, None, :]  # [B, S, M]
+    area = (boxes[..., 2] * boxes[..., 3])[:, None, :].expand_as(positive)
+    area = torch.where(positive, area, torch.full_like(area, float("inf")))
+    best_area, best = area.min(dim=2)
+    return torch.where(torch.isfinite(best_area) & valid, best, torch.full_like(best, -1))

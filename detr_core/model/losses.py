@@ -24,7 +24,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 from detr_core.box_ops import cxcywh_to_xyxy
 from detr_core.config import DETRConfig, LossConfig
 from detr_core.model.dense_head import dense_assignment
-from detr_core.model.matcher import HungarianMatcher, Indices
+from detr_core.model.matcher import HungarianMatcher, Matched, PackedTargets
 
 LOSS_PARTS: tuple[str, ...] = ("loss_ce", "loss_bbox", "loss_giou")  # the weighted parts of one prediction set
 
@@ -64,12 +64,6 @@ def loss_terms(model_config: DETRConfig, loss_config: LossConfig | None = None) 
     return terms
 
 
-def _src_permutation(indices: Indices) -> tuple[Tensor, Tensor]:
-    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
-    src_idx = torch.cat([src for src, _ in indices])
-    return batch_idx, src_idx
-
-
 class SetCriterion(nn.Module):
     def __init__(self, model_config: DETRConfig, loss_config: LossConfig | None = None) -> None:
         super().__init__()
@@ -89,13 +83,13 @@ class SetCriterion(nn.Module):
 
     # --- the parts -----------------------------------------------------------------------
     def loss_labels(
-        self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float,
+        self, logits: Tensor, targets: PackedTargets, matched: Matched, num_boxes: float,
         log: bool = True, boxes: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """logits: [B, Q, C]. Unmatched queries are trained towards "no object". ``boxes``
         ([B, Q, 4] cxcywh) is needed for IoU-aware focal classification."""
-        idx = _src_permutation(indices)
-        target_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
+        idx = (matched.batch, matched.src)
+        target_o = targets.labels[matched.flat]
         if self.classifier == "softmax":
             target = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
             target[idx] = target_o
@@ -106,7 +100,7 @@ class SetCriterion(nn.Module):
             target = torch.zeros_like(logits)
             if len(target_o):
                 src = boxes[idx].detach()
-                tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)])
+                tgt = targets.boxes[matched.flat]
                 iou = box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tgt)).diag().clamp(min=0.01)
                 target[idx[0], idx[1], target_o] = iou
             p = logits.sigmoid()
@@ -130,9 +124,9 @@ class SetCriterion(nn.Module):
         return out
 
     @torch.no_grad()
-    def loss_cardinality(self, logits: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def loss_cardinality(self, logits: Tensor, targets: PackedTargets) -> dict[str, Tensor]:
         """|number of predicted objects - number of true objects|, averaged over images (logging only)."""
-        lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=logits.device, dtype=torch.float)
+        lengths = torch.as_tensor(targets.sizes, device=logits.device, dtype=torch.float)
         if self.classifier == "softmax":
             predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(1)
         else:
@@ -140,12 +134,11 @@ class SetCriterion(nn.Module):
         return {"cardinality_error": F.l1_loss(predicted.float(), lengths)}
 
     def loss_boxes(
-        self, boxes: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
+        self, boxes: Tensor, targets: PackedTargets, matched: Matched, num_boxes: float
     ) -> dict[str, Tensor]:
         """boxes: [B, Q, 4] cxcywh. L1 and GIoU over matched pairs, normalized by num_boxes."""
-        idx = _src_permutation(indices)
-        src = boxes[idx]
-        tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
+        src = boxes[matched.batch, matched.src]
+        tgt = targets.boxes[matched.flat]
         loss_bbox = F.l1_loss(src, tgt, reduction="sum") / num_boxes
         if len(src):
             loss_giou = generalized_box_iou_loss(cxcywh_to_xyxy(src), cxcywh_to_xyxy(tgt), reduction="sum") / num_boxes
@@ -154,12 +147,11 @@ class SetCriterion(nn.Module):
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     def loss_denoising_labels(
-        self, logits: Tensor, targets: list[dict[str, Tensor]], indices: Indices, num_boxes: float
+        self, logits: Tensor, targets: PackedTargets, dn_matched: Matched, num_boxes: float
     ) -> Tensor:
         """Denoising queries: each must name its object's true class (padding slots are ignored)."""
-        idx = _src_permutation(indices)
-        target_o = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-        matched = logits[idx]  # [P_valid, C]
+        target_o = targets.labels[dn_matched.flat]
+        matched = logits[dn_matched.batch, dn_matched.src]  # [P_valid, C]
         if self.classifier == "softmax":
             return F.cross_entropy(matched, target_o, reduction="sum") / num_boxes
         onehot = F.one_hot(target_o, self.num_classes).to(matched.dtype)
@@ -169,53 +161,53 @@ class SetCriterion(nn.Module):
     # --- the whole criterion -------------------------------------------------------------
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         groups = outputs.get("query_groups", 1)
-        n_targets = sum(len(t["labels"]) for t in targets)
+        packed = PackedTargets.pack(targets)  # gathered once, for the matcher and every loss
+        n_targets = len(packed.labels)
         num_boxes = max(float(n_targets) * groups, 1.0)  # query groups: the mean over groups
 
         losses: dict[str, Tensor] = {}
         layers = [outputs] + (outputs["aux_outputs"] if self.aux_loss else [])
         suffixes = [""] + [f"_{i}" for i in range(len(layers) - 1)]
-        all_indices = self.matcher.match_layers(
-            [(layer["pred_logits"].detach(), layer["pred_boxes"].detach()) for layer in layers], targets, groups
+        all_matched = self.matcher.match_layers_flat(
+            [(layer["pred_logits"].detach(), layer["pred_boxes"].detach()) for layer in layers], packed, groups
         )
-        for layer, suffix, indices in zip(layers, suffixes, all_indices):
+        for layer, suffix, matched in zip(layers, suffixes, all_matched):
             logits, boxes = layer["pred_logits"].float(), layer["pred_boxes"].float()
-            parts = self.loss_labels(logits, targets, indices, num_boxes, log=suffix == "", boxes=boxes)
-            parts.update(self.loss_boxes(boxes, targets, indices, num_boxes))
+            parts = self.loss_labels(logits, packed, matched, num_boxes, log=suffix == "", boxes=boxes)
+            parts.update(self.loss_boxes(boxes, packed, matched, num_boxes))
             if suffix == "":
-                parts.update(self.loss_cardinality(logits[:, : logits.shape[1] // groups], targets))
+                parts.update(self.loss_cardinality(logits[:, : logits.shape[1] // groups], packed))
             losses.update({k + suffix: v for k, v in parts.items()})
 
         if "dn_outputs" in outputs:
             meta = outputs["dn_meta"]
-            dn_indices = meta.indices()
+            dn_matched = Matched.from_indices(meta.indices(), packed)
             dn_boxes = max(float(n_targets) * meta.groups, 1.0)
             dn_layers = outputs["dn_outputs"] if self.aux_loss else outputs["dn_outputs"][-1:]
             n = len(dn_layers)
             for i, layer in enumerate(dn_layers):
                 suffix = "" if i == n - 1 else f"_{i}"
                 logits, boxes = layer["pred_logits"].float(), layer["pred_boxes"].float()
-                losses["dn_loss_ce" + suffix] = self.loss_denoising_labels(logits, targets, dn_indices, dn_boxes)
-                for k, v in self.loss_boxes(boxes, targets, dn_indices, dn_boxes).items():
+                losses["dn_loss_ce" + suffix] = self.loss_denoising_labels(logits, packed, dn_matched, dn_boxes)
+                for k, v in self.loss_boxes(boxes, packed, dn_matched, dn_boxes).items():
                     losses["dn_" + k + suffix] = v
         if "dense" in outputs:
-            losses.update(self.dense_losses(outputs["dense"], targets))
+            losses.update(self.dense_losses(outputs["dense"], packed))
         losses["loss"] = self.weighted_total(losses)
         return losses
 
-    def dense_losses(self, dense: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def dense_losses(self, dense: dict, targets: list[dict[str, Tensor]] | PackedTargets) -> dict[str, Tensor]:
         """The dense auxiliary head: focal classification over all tokens, L1 + GIoU on the
         tokens assigned to an object; normalized by the number of assigned tokens."""
         logits, boxes = dense["logits"].float(), dense["boxes"].float()  # [B, S, C], [B, S, 4]
-        assigned = dense_assignment(targets, dense["grid"], dense["valid"])  # [B, S]
+        packed = PackedTargets.pack(targets)
+        assigned = dense_assignment(packed, dense["grid"], dense["valid"])  # [B, S]
         pos = assigned >= 0
-        n_pos = max(float(pos.sum()), 1.0)
         b_idx, s_idx = torch.nonzero(pos, as_tuple=True)
-        t_idx = assigned[b_idx, s_idx]
-        labels = torch.stack([targets[b]["labels"][t] for b, t in zip(b_idx.tolist(), t_idx.tolist())]) \
-            if len(b_idx) else torch.zeros(0, dtype=torch.long, device=logits.device)
-        target_boxes = torch.stack([targets[b]["boxes"][t] for b, t in zip(b_idx.tolist(), t_idx.tolist())]) \
-            if len(b_idx) else torch.zeros(0, 4, device=logits.device)
+        n_pos = max(float(len(b_idx)), 1.0)
+        flat = packed.offsets[b_idx] + assigned[b_idx, s_idx]  # into packed.labels / .boxes
+        labels = packed.labels[flat]
+        target_boxes = packed.boxes[flat]
         valid = dense["valid"]
         lc = self.loss_config
         if self.classifier == "focal":

@@ -23,6 +23,41 @@ Indices = list[tuple[Tensor, Tensor]]  # per image: (query indices, target indic
 
 
 @dataclass
+class PackedTargets:
+    """A batch's targets, gathered once per training step: every image's labels and boxes in one
+    tensor (image by image), where each image's begin, and the same padded to the largest count."""
+
+    labels: Tensor  # [N] int64
+    boxes: Tensor  # [N, 4] cxcywh
+    sizes: list[int]  # objects per image
+    offsets: Tensor  # [B] int64: index of each image's first object in ``labels`` / ``boxes``
+    padded_labels: Tensor  # [B, M] int64, 0 past an image's own count
+    padded_boxes: Tensor  # [B, M, 4] float32, (0.5, 0.5, 1, 1) past an image's own count (a valid box)
+    padded_valid: Tensor  # [B, M] bool
+
+    @classmethod
+    def pack(cls, targets: list[dict[str, Tensor]] | PackedTargets) -> PackedTargets:
+        if isinstance(targets, PackedTargets):
+            return targets
+        sizes = [len(t["labels"]) for t in targets]
+        b, m = len(targets), max(sizes, default=0)
+        device = targets[0]["labels"].device if targets else torch.device("cpu")
+        labels = torch.cat([t["labels"] for t in targets]) if targets else torch.zeros(0, dtype=torch.int64)
+        boxes = torch.cat([t["boxes"] for t in targets]) if targets else torch.zeros(0, 4)
+        counts = torch.tensor(sizes, dtype=torch.int64, device=device)
+        offsets = torch.cumsum(counts, 0) - counts
+        image = torch.repeat_interleave(torch.arange(b, device=device), counts)  # [N]
+        slot = torch.arange(len(labels), device=device) - offsets[image]  # [N]
+        padded_labels = torch.zeros(b, m, dtype=torch.int64, device=device)
+        padded_labels[image, slot] = labels
+        padded_boxes = boxes.new_tensor([0.5, 0.5, 1.0, 1.0]).float().repeat(b, m, 1)
+        padded_boxes[image, slot] = boxes.float()
+        padded_valid = torch.zeros(b, m, dtype=torch.bool, device=device)
+        padded_valid[image, slot] = True
+        return cls(labels, boxes, sizes, offsets, padded_labels, padded_boxes, padded_valid)
+
+
+@dataclass
 class HungarianMatcher:
     cost_class: float = 1.0
     cost_bbox: float = 5.0
@@ -61,7 +96,9 @@ class HungarianMatcher:
         return {"class": cost_class, "bbox": cost_bbox, "giou": cost_giou, "total": total}
 
     @torch.no_grad()
-    def batched_cost(self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
+    def batched_cost(
+        self, logits: Tensor, boxes: Tensor, targets: list[dict[str, Tensor]] | PackedTargets
+    ) -> Tensor:
         """The weighted cost of every prediction against its own image's targets only.
 
         logits: [B, Q, C], boxes: [B, Q, 4] cxcywh. Returns [B, Q, M_max] (targets padded to the
@@ -69,13 +106,9 @@ class HungarianMatcher:
         ``cost_parts`` on each image's block, without building the whole batch-by-batch matrix.
         """
         b, n = logits.shape[:2]
-        sizes = [len(t["labels"]) for t in targets]
-        m = max(sizes, default=0)
-        labels = torch.zeros(b, m, dtype=torch.int64, device=logits.device)
-        tboxes = boxes.new_tensor([0.5, 0.5, 1.0, 1.0]).float().repeat(b, m, 1)  # padding: a valid box
-        for i, t in enumerate(targets):
-            labels[i, : sizes[i]] = t["labels"]
-            tboxes[i, : sizes[i]] = t["boxes"].float()
+        packed = PackedTargets.pack(targets)
+        labels, tboxes = packed.padded_labels, packed.padded_boxes  # padding boxes are valid boxes
+        m = labels.shape[1]
         boxes = boxes.float()
         cost_class = self.class_cost_table(logits).gather(2, labels[:, None, :].expand(b, n, m))
         pb = boxes[:, :, None, :].expand(b, n, m, 4)
@@ -88,46 +121,85 @@ class HungarianMatcher:
         return self.cost_class * cost_class + self.cost_bbox * cost_bbox + self.cost_giou * cost_giou
 
     @torch.no_grad()
-    def __call__(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], groups: int = 1) -> Indices:
+    def __call__(
+        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]] | PackedTargets, groups: int = 1
+    ) -> Indices:
         """outputs: pred_logits [B, G*Q, C], pred_boxes [B, G*Q, 4]; each group is matched one-to-one
         on its own. Returns per image (query indices, target indices) over all groups."""
         return self.match_layers([(outputs["pred_logits"], outputs["pred_boxes"])], targets, groups)[0]
 
     @torch.no_grad()
     def match_layers(
-        self, layers: list[tuple[Tensor, Tensor]], targets: list[dict[str, Tensor]], groups: int = 1
+        self, layers: list[tuple[Tensor, Tensor]], targets: list[dict[str, Tensor]] | PackedTargets, groups: int = 1
     ) -> list[Indices]:
         """Match several decoder layers at once: one cost computation for all of them.
 
         layers: per layer (logits [B, G*Q, C], boxes [B, G*Q, 4]). Returns per layer what
         ``__call__`` returns for it.
         """
+        result = []
+        for m in self.match_layers_flat(layers, targets, groups):
+            counts = m.counts
+            result.append(list(zip(m.src.split(counts), m.tgt.split(counts))))
+        return result
+
+    @torch.no_grad()
+    def match_layers_flat(
+        self, layers: list[tuple[Tensor, Tensor]], targets: list[dict[str, Tensor]] | PackedTargets, groups: int = 1
+    ) -> list[Matched]:
+        """What :meth:`match_layers` finds, per layer as three flat index tensors over the batch
+        (what the losses gather with), built from one array per layer instead of two per image."""
         logits = torch.cat([lg for lg, _ in layers], 1)
         boxes = torch.cat([bx for _, bx in layers], 1)
         if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(boxes).all())):
             # a diverged model: say so, instead of the assignment solver's "invalid numeric entries"
             raise FloatingPointError("the predictions are not finite (NaN or infinite)")
+        packed = PackedTargets.pack(targets)
         n = layers[0][0].shape[1]
         per_group = n // groups
         device = logits.device
-        sizes = [len(t["labels"]) for t in targets]
-        cost = self.batched_cost(logits, boxes, targets).cpu().numpy() if max(sizes, default=0) else None
+        sizes = packed.sizes
+        cost = self.batched_cost(logits, boxes, packed).cpu().numpy() if max(sizes, default=0) else None
         if cost is not None and not np.isfinite(cost).all():
             raise FloatingPointError("the matching cost is not finite (NaN or infinite)")
-        result: list[Indices] = []
+        offsets = np.cumsum([0] + sizes[:-1])
+        result: list[Matched] = []
         for layer in range(len(layers)):
-            indices: Indices = []
+            rows_all, cols_all, counts = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], []
             for i, m_i in enumerate(sizes):
-                rows_all, cols_all = [], []
-                for g in range(groups):
-                    if m_i == 0:
-                        continue
+                count = 0
+                for g in range(groups if m_i else 0):
                     start = layer * n + g * per_group
                     rows, cols = linear_sum_assignment(cost[i, start : start + per_group, :m_i])
                     rows_all.append(rows + g * per_group)
                     cols_all.append(cols)
-                rows_t = torch.as_tensor(np.concatenate(rows_all) if rows_all else np.zeros(0), dtype=torch.int64)
-                cols_t = torch.as_tensor(np.concatenate(cols_all) if cols_all else np.zeros(0), dtype=torch.int64)
-                indices.append((rows_t.to(device), cols_t.to(device)))
-            result.append(indices)
+                    count += len(rows)
+                counts.append(count)
+            src = torch.as_tensor(np.concatenate(rows_all), dtype=torch.int64)
+            tgt = torch.as_tensor(np.concatenate(cols_all), dtype=torch.int64)
+            batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.as_tensor(counts, dtype=torch.int64))
+            flat = torch.as_tensor(np.repeat(offsets, counts), dtype=torch.int64) + tgt if len(sizes) else tgt
+            result.append(Matched(batch.to(device), src.to(device), tgt.to(device), flat.to(device), counts))
         return result
+
+
+@dataclass
+class Matched:
+    """One layer's matches over the whole batch, image by image: prediction ``(batch[k], src[k])``
+    is matched to object ``tgt[k]`` of its image, which is ``flat[k]`` of :class:`PackedTargets`."""
+
+    batch: Tensor  # [K] int64
+    src: Tensor  # [K] int64 query index
+    tgt: Tensor  # [K] int64 target index within its image
+    flat: Tensor  # [K] int64 target index into PackedTargets.labels / .boxes
+    counts: list[int]  # matches per image
+
+    @classmethod
+    def from_indices(cls, indices: Indices, packed: PackedTargets) -> Matched:
+        counts = [len(src) for src, _ in indices]
+        device = packed.labels.device
+        batch = torch.repeat_interleave(torch.arange(len(indices), device=device),
+                                        torch.as_tensor(counts, dtype=torch.int64, device=device))
+        src = torch.cat([s for s, _ in indices]) if indices else torch.zeros(0, dtype=torch.int64, device=device)
+        tgt = torch.cat([t for _, t in indices]) if indices else torch.zeros(0, dtype=torch.int64, device=device)
+        return cls(batch, src, tgt, packed.offsets[batch] + tgt, counts)

@@ -51,8 +51,5 @@ def sine_box_embedding(boxes: Tensor, num_pos_feats: int, temperature: float = 1
     scale = 2 * math.pi
     dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=boxes.device)
     dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)
-    parts = []
-    for i in (1, 0, 2, 3):
-        p = boxes[..., i, None] * scale / dim_t  # [..., F]
-        parts.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2))
-    return torch.cat(parts, dim=-1)
+    p = boxes[..., [1, 0, 2, 3], None] * scale / dim_t  # [..., 4, F], all four coordinates at once
+    return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2).flatten(-2)

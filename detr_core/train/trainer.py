@@ -273,9 +273,9 @@ class Trainer:
             raise FloatingPointError(f"the gradient is {grad_norm.item()} at step {self.step + 1}")
         self.optimizer.step()
         self.step += 1
-        record = {k: float(v.detach()) for k, v in losses.items()}
-        record["grad_norm"] = float(grad_norm)
-        return record
+        # every logged number in one conversion instead of one per loss part
+        values = torch.stack([v.detach().float() for v in losses.values()] + [grad_norm.detach().float()]).tolist()
+        return dict(zip([*losses, "grad_norm"], values))
 
     @staticmethod
     @torch.no_grad()

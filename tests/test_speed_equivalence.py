@@ -1,0 +1,48 @@
+"""The fp32 speed-ups compute what the code computed before them.
+
+``tests/data/speed_reference.json`` holds three float32 training steps of small ``fast``,
+``vanilla`` and ResNet-18 configurations, recorded with the code before the speed work
+(``tests/data/make_speed_reference.py``). The same steps now must give the same loss parts,
+the same gradients after the first step and the same weights after the third, to float
+tolerance: convolutions in another memory layout and sums in another order round differently,
+nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(DATA))
+from make_speed_reference import CASES, record
+
+REFERENCE = json.loads((DATA / "speed_reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_training_steps_match_the_reference(case, one_thread):
+    ref = REFERENCE[case]
+    now = record(*CASES[case])
+    for step, (a, b) in enumerate(zip(now["steps"], ref["steps"]), 1):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert math.isclose(a[k], b[k], rel_tol=2e-4, abs_tol=1e-5), (case, step, k, a[k], b[k])
+    assert now["grad_norms"].keys() == ref["grad_norms"].keys()
+    for k, v in now["grad_norms"].items():
+        assert math.isclose(v, ref["grad_norms"][k], rel_tol=1e-4, abs_tol=1e-7), (case, k, v, ref["grad_norms"][k])
+    for k, (norm, _) in now["params"].items():
+        ref_norm = ref["params"][k][0]
+        assert math.isclose(norm, ref_norm, rel_tol=1e-4, abs_tol=1e-6), (case, k, norm, ref_norm)
