@@ -139,10 +139,10 @@ class Controller(QObject):
         self.busy.emit("Running the model…")
         self.queue.submit(infer, on_result=done, on_error=failed)
 
-    def accept_preview(self, result: InferenceResult) -> None:
-        """A live result from a training run: shown if it is of the current image."""
-        image = self.state.image
-        if image is not None and result.image_size == image.shape[:2]:
+    def accept_preview(self, result: InferenceResult, image_id: object) -> None:
+        """A live result from a training run, tagged with the id of the image it was computed on
+        (``AppState.image_id``): shown only if that is the current image."""
+        if self.state.image is not None and image_id == self.state.image_id:
             self.state.set_result(result, preview=True)
 
     def wait(self, msecs: int = 30000) -> bool:

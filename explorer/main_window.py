@@ -106,7 +106,7 @@ class MainWindow(QMainWindow):
         self.training.failed.connect(lambda msg: self.show_error("Training", msg))
         self.training.running.connect(self._on_training_running)
         self.training.status.connect(self._set_activity)
-        self.state.imageChanged.connect(self.training.set_preview_image)
+        self.state.imageChanged.connect(lambda image: self.training.set_preview_image(image, self.state.image_id))
         self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
 
         self.state.modelChanged.connect(self._update_model_label)

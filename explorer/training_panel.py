@@ -210,7 +210,7 @@ class TrainingPanel(QWidget):
     ``running`` when training starts or stops, ``failed`` with a readable message."""
 
     trained = Signal(object)  # TrainedModel
-    preview = Signal(object)  # InferenceResult
+    preview = Signal(object, object)  # (InferenceResult, the id of the image it is of)
     workerCreated = Signal(object)  # TrainingWorker, before it starts: views may add probes
     running = Signal(bool)
     failed = Signal(str)
@@ -220,6 +220,7 @@ class TrainingPanel(QWidget):
         super().__init__(parent)
         self.worker: TrainingWorker | None = None
         self.preview_image: np.ndarray | None = None
+        self.preview_image_id: object = None
         self._last_step: StepEvent | None = None
         self._shared = ""  # how the CPU is shared with another run, for the progress text
 
@@ -366,10 +367,11 @@ class TrainingPanel(QWidget):
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.is_running
 
-    def set_preview_image(self, image: np.ndarray | None) -> None:
-        self.preview_image = image
+    def set_preview_image(self, image: np.ndarray | None, image_id: object = None) -> None:
+        """The image live predictions are made on; they come back tagged with ``image_id``."""
+        self.preview_image, self.preview_image_id = image, image_id
         if self.worker is not None:
-            self.worker.set_preview_image(image)
+            self.worker.set_preview_image(image, image_id)
 
     def start(self, paused: bool = False) -> bool:
         if self.is_running:
@@ -382,7 +384,8 @@ class TrainingPanel(QWidget):
         self.plots.reset(loss_terms(model_cfg, train_cfg.loss))
         self._last_step = None
         self._shared = ""
-        worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self)
+        worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self,
+                                preview_image_id=self.preview_image_id)
         worker.trainingStarted.connect(self._on_training_started)
         worker.threadsChanged.connect(self._on_threads)
         worker.progress.connect(self._on_progress)
@@ -410,8 +413,8 @@ class TrainingPanel(QWidget):
         self._update_buttons()
 
     def step_once(self) -> None:
-        if not self.is_running:
-            self.start(paused=True)
+        if not self.is_running and not self.start(paused=True):
+            return  # it could not start (the reason was emitted as ``failed``)
         assert self.worker is not None
         self.worker.step_once()
         self._update_buttons()
@@ -450,9 +453,9 @@ class TrainingPanel(QWidget):
         self.progress_label.setText(text)
         self.status.emit(f"Training: {text}")
 
-    def _on_preview(self, result) -> None:  # noqa: ANN001
+    def _on_preview(self, result, image_id) -> None:  # noqa: ANN001
         if self.follow.isChecked():
-            self.preview.emit(result)
+            self.preview.emit(result, image_id)
 
     def _on_trained(self, trained: TrainedModel) -> None:
         self.trained.emit(trained)

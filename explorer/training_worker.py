@@ -58,7 +58,8 @@ class TrainingWorker(QObject):
     trainingStarted = Signal(dict)  # {"parameters", "device"}: the child has built its trainer
     progress = Signal(list)  # [StepEvent], batched to about 10 updates per second
     evaluated = Signal(object)  # EvalEvent
-    preview = Signal(object)  # InferenceResult of the preview image with the current weights
+    preview = Signal(object, object)  # (InferenceResult of the preview image with the current
+    # weights, the id given with that image: see set_preview_image)
     failed = Signal(str)  # a readable message; the run may still end with a result
     trained = Signal(object)  # once, when the run ends for any reason: a TrainedModel (LiveJob)
     # or the job's own result (a RunRecord for a RunJob)
@@ -77,12 +78,14 @@ class TrainingWorker(QObject):
         parent: QObject | None = None,
         *,
         job: Any = None,
+        preview_image_id: Any = None,
     ) -> None:
         super().__init__(parent)
         if job is None:
             if model_config is None or train_config is None:
                 raise TypeError("TrainingWorker needs a model and a train config, or a job")
-            job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused)
+            job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused,
+                          preview_image_id=preview_image_id)
         self.model_config = model_config
         self.train_config = train_config
         self.job = job
@@ -127,9 +130,12 @@ class TrainingWorker(QObject):
                     setattr(probe, key, value)
         self.session.update_probe(name, **attributes)
 
-    def set_preview_image(self, image: np.ndarray | None) -> None:
+    def set_preview_image(self, image: np.ndarray | None, image_id: Any = None) -> None:
+        """Predict on ``image`` from now on; its previews come back with ``image_id`` (e.g. the
+        state's image id), so a preview of an earlier image can be told apart and dropped."""
         self.job.preview_image = image
-        self.session.set_preview_image(image)
+        self.job.preview_image_id = image_id
+        self.session.set_preview_image(image, image_id)
 
     def start(self) -> None:
         self.reader.start()
@@ -176,7 +182,7 @@ class TrainingWorker(QObject):
         elif kind == "event":
             self.event.emit(payload[0])
         elif kind == "preview":
-            self.preview.emit(payload[0])
+            self.preview.emit(payload[0], payload[1] if len(payload) > 1 else None)
         elif kind == "probed":
             self.probed.emit(payload[0], payload[1])
         elif kind == "evaluated":

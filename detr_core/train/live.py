@@ -25,7 +25,10 @@ Its messages are ``(kind, *payload)`` tuples of plain, picklable CPU data, and t
 
 - ``("started", info)``: the trainer exists; ``info`` has ``parameters`` and ``device``.
 - ``("progress", [StepEvent, ...])``: the steps since the last message, about 10 per second.
-- ``("evaluated", EvalEvent)``, ``("preview", InferenceResult)``, ``("probed", name, result)``.
+- ``("evaluated", EvalEvent)``, ``("probed", name, result)``.
+- ``("preview", InferenceResult, image_id)``: the preview image's prediction, tagged with the
+  ``image_id`` that was sent with that image (``preview_image_id``, or ``set_preview_image``), so
+  a reader can tell which image it is of even when two images have the same size.
 - ``("failed", message)``: a readable message (a non-finite loss, an exception).
 - ``("done", TrainedState)``: once, last, when the run ends for any reason.
 
@@ -85,6 +88,7 @@ class LiveJob:
     preview_image: np.ndarray | None = None  # [H, W, 3] uint8, predicted every ``preview_every`` s
     preview_every: float = 3.0
     start_paused: bool = False
+    preview_image_id: Any = None  # sent back with each preview: which image it was computed on
     probes: list[tuple[str, Probe, int]] = field(default_factory=list)  # (name, probe, every_steps)
 
     @property
@@ -133,6 +137,7 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
                 set_threads(args[0], send)
             elif command == "preview_image":
                 job.preview_image = args[0]
+                job.preview_image_id = args[1] if len(args) > 1 else None
             elif command == "probe" and args[0] in probes:
                 for key, value in args[1].items():
                     setattr(probes[args[0]], key, value)
@@ -144,7 +149,8 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
 
     def preview() -> None:
         if job.preview_image is not None:
-            send("preview", run_inference(trainer.model, job.preview_image, trainer.class_names, capture=True))
+            image, image_id = job.preview_image, job.preview_image_id  # one image and its id, together
+            send("preview", run_inference(trainer.model, image, trainer.class_names, capture=True), image_id)
 
     pending: list[StepEvent] = []
     last_emit = last_preview = time.perf_counter()
@@ -410,8 +416,9 @@ class LiveSession:
     def stop(self) -> None:
         self.send("stop")
 
-    def set_preview_image(self, image: np.ndarray | None) -> None:
-        self.send("preview_image", image)  # for a LiveJob
+    def set_preview_image(self, image: np.ndarray | None, image_id: Any = None) -> None:
+        """For a LiveJob: predict on ``image`` from now on; its previews carry ``image_id``."""
+        self.send("preview_image", image, image_id)
 
     def update_probe(self, name: str, **attributes: Any) -> None:
         self.send("probe", name, attributes)
