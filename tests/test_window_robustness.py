@@ -135,3 +135,75 @@ def test_step_when_start_fails_reports_the_reason_and_does_not_assert(qtbot, win
         panel.btn_step.click()
     assert blocker.args[0] == "Cannot start training: lr must be a finite number above 0 (got nan)"
     assert panel.worker is None and not panel.is_running and panel.btn_start.isEnabled()
+
+
+# --- 2. the layer view: a generation guard, cancel, and no previews -------------------------------
+@pytest.fixture
+def layer_view(qtbot):
+    from explorer.state import AppState, LoadedModel
+    from explorer.views.layers import LayerView
+
+    view = LayerView(AppState())
+    qtbot.addWidget(view)
+    view.resize(800, 500)
+    view.show()
+    view.state.set_model(LoadedModel(_model(), NAMES, "test"))
+    yield view
+    view.shutdown()
+
+
+def test_layer_ap_of_an_old_model_never_appears_after_the_model_changed(qtbot, layer_view, monkeypatch):
+    import threading
+
+    from detr_core.analysis.layerwise import LayerAP
+    from explorer.state import LoadedModel
+    from explorer.views import layers
+
+    release = threading.Event()
+    old_rows = [LayerAP(layer=1, ap=0.9, ap50=0.9, ap_nms=0.9, ap50_nms=0.9)]
+
+    def slow_ap(ctx, *args):
+        release.wait(10)
+        return old_rows  # ignores cancellation, as a job past its last check would
+
+    monkeypatch.setattr(layers, "_ap_job", slow_ap)
+    # a model change while the AP runs cancels it
+    assert layer_view.run_ap()
+    layer_view.state.set_model(LoadedModel(_model(1), NAMES, "another"))
+    assert layer_view.job.ctx.cancelled
+    with qtbot.waitSignal(layer_view.jobCancelled, timeout=10000):
+        release.set()
+    # a result already on its way (the job ended, its signal not yet delivered) is dropped
+    release.clear()
+    assert layer_view.wait_job(10000)
+    assert layer_view.run_ap()
+    release.set()
+    assert layer_view.job.wait(10000)  # returned; its result waits in the event queue
+    layer_view.state.set_model(LoadedModel(_model(2), NAMES, "a third"))
+    with qtbot.waitSignal(layer_view.jobFinished, timeout=10000):
+        pass
+    assert layer_view.ap_rows == [] and "New model" in layer_view.ap_summary.text()
+    assert len(layer_view.curves["AP"].getData()[0] or []) == 0
+
+
+def test_layer_ap_of_the_same_model_is_shown(qtbot, layer_view, monkeypatch):
+    from detr_core.analysis.layerwise import LayerAP
+    from explorer.views import layers
+
+    rows = [LayerAP(layer=i, ap=0.1 * i, ap50=0.2 * i, ap_nms=0.1 * i, ap50_nms=0.2 * i) for i in (1, 2)]
+    monkeypatch.setattr(layers, "_ap_job", lambda ctx, *args: rows)
+    with qtbot.waitSignal(layer_view.jobFinished, timeout=10000):
+        assert layer_view.run_ap()
+    assert layer_view.ap_rows == rows
+
+
+def test_training_previews_do_not_feed_the_layer_view(layer_view):
+    state = layer_view.state
+    image = np.full((128, 128, 3), 120, np.uint8)
+    state.set_image(image)
+    mine = run_inference(state.model.model, image, NAMES, capture=False)
+    state.set_result(mine)
+    assert layer_view.result is mine
+    preview = run_inference(_model(3), image, NAMES, capture=False)  # the training weights
+    state.set_result(preview, preview=True)
+    assert layer_view.result is mine  # the layer view stays with the model its AP is of
