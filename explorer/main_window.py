@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QToolBar,
 )
 
-from detr_core.checkpoint import Checkpoint, model_summary
+from detr_core.checkpoint import Checkpoint, check_writable, model_summary
+from detr_core.data.images import MAX_SIDE
 from detr_core.device import device_summary
 
 from .attention_grid import AttentionGrid
@@ -38,6 +39,7 @@ from .views.layers import LayerView
 from .views.matching import MatchingView
 from .views.runs import RunsView
 from .views.specialization import SpecializationView
+from .workers import readable_error
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
@@ -47,8 +49,12 @@ CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
 MAX_RECENT = 10
 
 
-def qimage_to_rgb(image: QImage) -> np.ndarray:
-    """QImage (any format) -> [H, W, 3] uint8."""
+def qimage_to_rgb(image: QImage, max_side: int | None = MAX_SIDE) -> np.ndarray:
+    """QImage (any format) -> [H, W, 3] uint8, at most ``max_side`` on its longer side (as
+    opened files are: a huge pasted image is not kept at full size)."""
+    if max_side and max(image.width(), image.height()) > max_side:
+        image = image.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                             Qt.TransformationMode.SmoothTransformation)
     image = image.convertToFormat(QImage.Format.Format_RGB888)
     w, h, stride = image.width(), image.height(), image.bytesPerLine()
     buf = np.frombuffer(image.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
@@ -287,8 +293,10 @@ class MainWindow(QMainWindow):
             return False
         try:
             self.controller.save_checkpoint(Path(path))
-        except (OSError, ValueError, RuntimeError) as e:
-            self.show_error("Cannot save checkpoint", f"{path}: {e}")
+        except Exception as e:  # noqa: BLE001 - the model stays; the message says why
+            message = readable_error(e, str(path))
+            self.show_error("Cannot save checkpoint", message if message.startswith("cannot save")
+                            else f"cannot save {message}")
             return False
         self._remember(Path(path), "checkpoint")
         self.settings.setValue("lastCheckpointDir", str(Path(path).parent))
@@ -319,7 +327,7 @@ class MainWindow(QMainWindow):
             if mime is not None and mime.hasUrls() and mime.urls() and mime.urls()[0].isLocalFile():
                 self.open_path(Path(mime.urls()[0].toLocalFile()))
                 return
-            self.show_error("Paste", "The clipboard holds no image.")
+            self.show_error("Paste", "The clipboard holds no image (nor an image file) to paste.")
             return
         self.state.set_image(qimage_to_rgb(image), "pasted image")
 
@@ -366,9 +374,14 @@ class MainWindow(QMainWindow):
             self.export_png(Path(path))
 
     def export_png(self, path: Path) -> bool:
-        ok = self.canvas.grab().save(str(path), "PNG")
+        try:
+            check_writable(path)  # says why a file cannot be written there (QImage.save does not)
+            ok = self.canvas.grab().save(str(path), "PNG")
+        except OSError as e:
+            self.show_error("Export", readable_error(e, str(path)))
+            return False
         if not ok:
-            self.show_error("Export", f"Could not write {path}")
+            self.show_error("Export", f"cannot save {path}: the PNG could not be written")
         else:
             self.statusBar().showMessage(f"Exported {path}", 5000)
         return ok
@@ -407,9 +420,16 @@ class MainWindow(QMainWindow):
             for url in mime.urls():
                 if url.isLocalFile():
                     self.open_path(Path(url.toLocalFile()))
+                else:
+                    self.show_error("Drop", f"{url.toString()}: not a file on this computer; save it "
+                                            "first, then open the file")
             event.acceptProposedAction()
         elif mime.hasImage():
-            self.state.set_image(qimage_to_rgb(QImage(mime.imageData())), "dropped image")
+            image = QImage(mime.imageData())
+            if image.isNull():
+                self.show_error("Drop", "The dropped data is not an image this app can read.")
+            else:
+                self.state.set_image(qimage_to_rgb(image), "dropped image")
             event.acceptProposedAction()
 
     # --- analysis views ---------------------------------------------------------------------

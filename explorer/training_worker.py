@@ -22,7 +22,7 @@ from detr_core.model.detr import DETR
 from detr_core.train.live import LiveJob, LiveSession, Probe, TrainedState
 from detr_core.train.trainer import History
 
-from .workers import Worker
+from .workers import Worker, readable_error
 
 # The training process runs at a lower priority than the window. When the window needs the CPU
 # (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.
@@ -147,7 +147,7 @@ class TrainingWorker(QObject):
         try:
             self.session.start()
         except Exception as e:  # noqa: BLE001 - reported, never fatal to the app
-            yield ("failed", f"Could not start the training process: {type(e).__name__}: {e}")
+            yield ("failed", f"Could not start the training process: {readable_error(e)}")
             return
         try:
             with closing(self.session.messages()) as messages:
@@ -157,7 +157,7 @@ class TrainingWorker(QObject):
                     yield (kind, *payload)
         except Exception as e:  # noqa: BLE001
             self.session.kill()
-            yield ("failed", f"Training failed: {type(e).__name__}: {e}")
+            yield ("failed", f"Training stopped: reading the training process failed with {readable_error(e)}")
 
     def _result(self, result: Any) -> Any:
         if not isinstance(result, TrainedState):

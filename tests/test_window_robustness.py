@@ -207,3 +207,135 @@ def test_training_previews_do_not_feed_the_layer_view(layer_view):
     preview = run_inference(_model(3), image, NAMES, capture=False)  # the training weights
     state.set_result(preview, preview=True)
     assert layer_view.result is mine  # the layer view stays with the model its AP is of
+
+
+# --- 4. NaN checkpoints, huge images ----------------------------------------------------------------
+def test_a_nan_checkpoint_is_refused_with_a_message_and_the_model_stays(qtbot, window, tmp_path, capfd):
+    model = _model()
+    with torch.no_grad():
+        model.class_embed.weight[0, 0] = float("nan")
+    nan_file = save_checkpoint(tmp_path / "diverged.pt", model, NAMES)
+    shown_model, shown_result = window.state.model, window.state.result
+    capfd.readouterr()
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_checkpoint(nan_file)
+    message = blocker.args[0]
+    assert message.startswith("diverged.pt: the weights are not usable: class_embed.weight holds NaN values")
+    assert window._error_box is not None and window._error_box.text() == message
+    assert window._error_box.windowTitle() == "Cannot open checkpoint"
+    window.controller.wait(10000)
+    qtbot.wait(50)
+    assert window.state.model is shown_model and window.state.result is shown_result  # nothing lost
+    assert "Traceback" not in capfd.readouterr().err  # no view printed one
+
+
+def test_a_finished_job_keeps_nothing_it_ran_on(qtbot):
+    """A finished worker (a child of its queue or view for the window's life) lets go of its
+    function, its arguments and the slots connected to it: a huge image is not kept."""
+    import gc
+    import weakref
+
+    from explorer.workers import WorkQueue
+
+    queue_ = WorkQueue()
+    image = np.zeros((2048, 2048, 3), np.uint8)
+    image_ref = weakref.ref(image)
+    got = []
+    worker = queue_.submit(lambda a: a.shape, image, on_result=lambda r, kept=image: got.append(r))
+    with qtbot.waitSignal(worker._thread.finished, timeout=10000):
+        pass
+    qtbot.waitUntil(lambda: worker.fn is None, timeout=5000)
+    del image
+    gc.collect()
+    assert got == [(2048, 2048, 3)] and image_ref() is None
+
+
+def test_a_huge_pasted_image_is_downscaled_like_an_opened_one():
+    from PySide6.QtGui import QImage
+
+    from detr_core.data.images import MAX_SIDE
+    from explorer.main_window import qimage_to_rgb
+
+    image = QImage(5000, 2500, QImage.Format.Format_RGB32)
+    image.fill(0x336699)
+    rgb = qimage_to_rgb(image)
+    assert rgb.shape == (MAX_SIDE // 2, MAX_SIDE, 3) and tuple(rgb[10, 10]) == (0x33, 0x66, 0x99)
+
+
+# --- 5. every message names the file and the problem; nothing is lost ------------------------------
+def _kept(window, model, image):
+    window.controller.wait(10000)
+    assert window.state.model is model and np.array_equal(window.state.image, image)
+
+
+def test_a_bad_checkpoint_names_the_file_and_the_problem(qtbot, window, tmp_path):
+    model, image = window.state.model, window.state.image.copy()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage" * 100)
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_checkpoint(bad)
+    assert blocker.args[0] == "bad.pt: not a readable PyTorch checkpoint; is it corrupt or truncated?"
+    _kept(window, model, image)
+
+
+def test_a_text_file_opened_as_an_image_names_the_file_and_the_problem(qtbot, window, tmp_path):
+    model, image = window.state.model, window.state.image.copy()
+    text = tmp_path / "notes.png"
+    text.write_text("these are notes, not pixels\n")
+    with qtbot.waitSignal(window.errorShown, timeout=10000) as blocker:
+        window.open_path(text)  # as a drop or a recent file would
+    assert blocker.args[0] == f"{text}: not an image format this app can read"
+    _kept(window, model, image)
+
+
+def test_saving_where_no_file_can_be_written_names_the_path_and_why(qtbot, window, tmp_path):
+    model, image = window.state.model, window.state.image.copy()
+    blocker_file = tmp_path / "a_file"
+    blocker_file.write_text("x")
+    target = blocker_file / "model.pt"  # under a file, not a folder
+    with qtbot.waitSignal(window.errorShown, timeout=5000) as blocker:
+        assert not window.save_checkpoint(target)
+    message = blocker.args[0]
+    assert message == f"cannot save {target}: {blocker_file} is a file, not a folder"
+    assert "Errno" not in message
+    with qtbot.waitSignal(window.errorShown, timeout=5000) as blocker:
+        assert not window.export_png(blocker_file / "view.png")
+    assert blocker.args[0] == f"cannot save {blocker_file / 'view.png'}: {blocker_file} is a file, not a folder"
+    assert window.state.model.path != target
+    _kept(window, model, image)
+
+
+def test_a_view_export_that_cannot_be_written_says_where_and_why(qtbot, window, tmp_path):
+    view = window.layers
+    view.state.set_selected_query(0)
+    blocker_file = tmp_path / "a_file"
+    blocker_file.write_text("x")
+    with qtbot.waitSignal(view.errorShown, timeout=5000) as blocker:
+        assert not view.export_data_to(blocker_file / "layers.csv")
+    assert blocker.args[0] == f"cannot save {blocker_file / 'layers.csv'}: {blocker_file} is a file, not a folder"
+
+
+def test_readable_error_words():
+    from explorer.workers import readable_error
+
+    denied = PermissionError(13, "Permission denied", "/data/model.pt")
+    assert readable_error(denied) == "/data/model.pt: permission denied"
+    assert readable_error(ValueError("x.png: too small"), "x.png") == "x.png: too small"
+    assert readable_error(MemoryError(), "big.png") == "big.png: not enough memory for this"
+    bug = readable_error(IndexError("index 5 is out of bounds\nmore"), "Layer by layer")
+    assert bug == "Layer by layer: an unexpected error (IndexError: index 5 is out of bounds)"
+
+
+def test_a_view_job_that_fails_names_the_view_and_the_problem(qtbot, layer_view, monkeypatch):
+    from explorer.views import layers
+
+    def broken(ctx, *args):
+        raise IndexError("index 9 is out of bounds for dimension 0 with size 8")
+
+    monkeypatch.setattr(layers, "_ap_job", broken)
+    with qtbot.waitSignal(layer_view.jobFailed, timeout=10000) as blocker:
+        layer_view.run_ap()
+    assert blocker.args[0] == ("Layer by layer: an unexpected error "
+                               "(IndexError: index 9 is out of bounds for dimension 0 with size 8)")
+    assert layer_view.progress_label.text() == blocker.args[0] and layer_view.run_button.isEnabled()
+

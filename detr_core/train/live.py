@@ -231,6 +231,17 @@ def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> N
             inbox.put(command)
 
 
+def failure_message(e: BaseException) -> str:
+    """One line for a run that raised: the problem in words for a refused setting or input
+    (ValueError, OSError), else an unexpected error with its type (its traceback goes to stderr)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    if isinstance(e, (ValueError, OSError)) and text:
+        return f"Training could not go on: {text}"
+    if isinstance(e, MemoryError):
+        return "Training stopped: not enough memory (try a smaller batch or model)"
+    return f"Training stopped by an unexpected error in the training process ({type(e).__name__}{': ' + text if text else ''})"
+
+
 def _child_main(events: Any, commands: Any, job: Any, nice: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in the terminal is the parent's to handle
     if nice and hasattr(os, "nice"):
@@ -258,7 +269,7 @@ def _child_main(events: Any, commands: Any, job: Any, nice: int) -> None:
     except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
         traceback.print_exc()
         try:
-            send("failed", f"Training failed: {type(e).__name__}: {e}")
+            send("failed", failure_message(e))
         except OSError:
             pass
     finally:
