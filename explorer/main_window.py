@@ -240,6 +240,7 @@ class MainWindow(QMainWindow):
         self.last_error = message
         self.statusBar().showMessage(message, 8000)
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # a closed box is not kept as a child
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()
         self._error_box = box
