@@ -5,6 +5,9 @@ what it is doing through ``busy`` and what went wrong through ``failed``."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import torch
 from PySide6.QtCore import QObject, Signal
 
 from detr_core.analysis.capture import InferenceResult, run_inference
-from detr_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from detr_core.checkpoint import Checkpoint, check_writable, load_model, save_checkpoint
 from detr_core.data import ToyShapes
 from detr_core.data.images import load_image
 from detr_core.model.detr import DETR
@@ -23,6 +26,20 @@ from .dataset_session import OpenedDataset, open_path
 from .state import AppState, LoadedModel
 from .training_worker import TrainedModel
 from .workers import Worker, WorkQueue
+
+LARGE_IMAGE_PIXELS = 1_000_000  # after such an image is replaced, freed memory is handed back
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system. glibc keeps the pages of freed buffers in its
+    arenas (a 2048-pixel image and its inference leave ~20 MB behind, more for a huge file decoded
+    at full size first); ``malloc_trim`` returns them. A no-op off glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Controller(QObject):
@@ -37,6 +54,7 @@ class Controller(QObject):
         self.toy_index = 0
         self._request = 0
         self.dataset_job: Worker | None = None  # opening a dataset (its own thread: may take a while)
+        self._large_image = False  # the last image run was large: release memory after the next
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
 
@@ -49,13 +67,15 @@ class Controller(QObject):
 
     def open_checkpoint(self, path: Path, on_opened: Callable[[Path, Checkpoint], None] | None = None) -> None:
         """Load a checkpoint off the GUI thread; its model becomes the state's, then
-        ``on_opened(path, checkpoint)`` runs."""
+        ``on_opened(path, checkpoint)`` runs. A file that cannot make a working model (not a
+        checkpoint, damaged, weights that do not fit, NaN or infinite weights) is refused with a
+        message naming the file and the problem, and the model shown stays."""
         path = Path(path)
         self.busy.emit(f"Loading {path.name}…")
 
         def load() -> tuple[Checkpoint, DETR]:
-            ckpt = load_checkpoint(path)
-            return ckpt, ckpt.build_model()
+            model, ckpt = load_model(path)  # checks the weights (shapes, NaN, inf) first
+            return ckpt, model
 
         def done(payload: tuple[Checkpoint, DETR]) -> None:
             ckpt, model = payload
@@ -70,13 +90,14 @@ class Controller(QObject):
                 self.use_untrained_model()
             self.failed.emit("Cannot open checkpoint", message)
 
-        self.queue.submit(load, on_result=done, on_error=failed)
+        self.queue.submit(load, on_result=done, on_error=failed, subject=path.name)
 
     def save_checkpoint(self, path: Path) -> None:
         """Write the current model (raises OSError, ValueError or RuntimeError)."""
         loaded = self.state.model
         if loaded is None:
             raise ValueError("no model to save")
+        check_writable(path)  # a folder, a path under a file, a read-only folder: said in words
         t = loaded.trained
         if t is not None:
             save_checkpoint(path, loaded.model, loaded.class_names, None, t.history.to_dict(), t.train_config,
@@ -126,7 +147,7 @@ class Controller(QObject):
             self.failed.emit("Cannot open image", message)
 
         self.busy.emit(f"Reading {path.name}…")
-        self.queue.submit(load_image, path, on_result=done, on_error=failed)
+        self.queue.submit(load_image, path, on_result=done, on_error=failed, subject=path.name)
 
     # --- datasets --------------------------------------------------------------------------
     def open_dataset(self, path: Path, on_opened: Callable[[OpenedDataset], None] | None = None) -> bool:
@@ -167,23 +188,30 @@ class Controller(QObject):
         def infer() -> InferenceResult:
             return run_inference(loaded.model, image, loaded.class_names, capture=True)
 
+        large = self._large_image or image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
+        self._large_image = image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
+
         def done(result: InferenceResult) -> None:
             if request != self._request:
                 return  # a newer image or model superseded this one
             self.busy.emit(None)
-            self.state.set_result(result)
+            self.state.set_result(result)  # the previous result (and image) are let go here
+            if large:
+                release_memory()
 
         def failed(message: str) -> None:
             self.busy.emit(None)
             self.failed.emit("Inference failed", message)
 
         self.busy.emit("Running the model…")
-        self.queue.submit(infer, on_result=done, on_error=failed)
+        model_name = loaded.path.name if loaded.path is not None else loaded.source
+        subject = f"Running {model_name} on {self.state.image_name or 'the image'}"
+        self.queue.submit(infer, on_result=done, on_error=failed, subject=subject)
 
-    def accept_preview(self, result: InferenceResult) -> None:
-        """A live result from a training run: shown if it is of the current image."""
-        image = self.state.image
-        if image is not None and result.image_size == image.shape[:2]:
+    def accept_preview(self, result: InferenceResult, image_id: object) -> None:
+        """A live result from a training run, tagged with the id of the image it was computed on
+        (``AppState.image_id``): shown only if that is the current image."""
+        if self.state.image is not None and image_id == self.state.image_id:
             self.state.set_result(result, preview=True)
 
     def wait(self, msecs: int = 30000) -> bool:

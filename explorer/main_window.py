@@ -28,7 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_core.checkpoint import Checkpoint, model_summary
+from detr_core.checkpoint import Checkpoint, check_writable, model_summary
+from detr_core.data.images import MAX_SIDE
 from detr_core.device import device_summary
 
 from .attention_grid import AttentionGrid
@@ -53,6 +54,7 @@ from .views.matching import MatchingView
 from .views.runs import RunsView
 from .views.specialization import SpecializationView
 from .wheel_guard import guard_wheel
+from .workers import readable_error
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
@@ -85,8 +87,12 @@ def fits_inside(geometry: QRect, available: QRect) -> bool:
     return available.contains(geometry)
 
 
-def qimage_to_rgb(image: QImage) -> np.ndarray:
-    """QImage (any format) -> [H, W, 3] uint8."""
+def qimage_to_rgb(image: QImage, max_side: int | None = MAX_SIDE) -> np.ndarray:
+    """QImage (any format) -> [H, W, 3] uint8, at most ``max_side`` on its longer side (as
+    opened files are: a huge pasted image is not kept at full size)."""
+    if max_side and max(image.width(), image.height()) > max_side:
+        image = image.scaled(max_side, max_side, Qt.AspectRatioMode.KeepAspectRatio,
+                             Qt.TransformationMode.SmoothTransformation)
     image = image.convertToFormat(QImage.Format.Format_RGB888)
     w, h, stride = image.width(), image.height(), image.bytesPerLine()
     buf = np.frombuffer(image.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
@@ -159,7 +165,7 @@ class MainWindow(QMainWindow):
         self.training.failed.connect(lambda msg: self.show_error("Training", msg))
         self.training.running.connect(self._on_training_running)
         self.training.status.connect(self._set_activity)
-        self.state.imageChanged.connect(self.training.set_preview_image)
+        self.state.imageChanged.connect(lambda image: self.training.set_preview_image(image, self.state.image_id))
         self.state.datasetChanged.connect(self.training.set_dataset)
         self.state.modelChanged.connect(self.training.set_open_model)
         self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
@@ -463,6 +469,7 @@ class MainWindow(QMainWindow):
         self.last_error = message
         self.statusBar().showMessage(message, 8000)
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)  # a closed box is not kept as a child
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()
         self._error_box = box
@@ -556,8 +563,10 @@ class MainWindow(QMainWindow):
             return False
         try:
             self.controller.save_checkpoint(Path(path))
-        except (OSError, ValueError, RuntimeError) as e:
-            self.show_error("Cannot save checkpoint", f"{path}: {e}")
+        except Exception as e:  # noqa: BLE001 - the model stays; the message says why
+            message = readable_error(e, str(path))
+            self.show_error("Cannot save checkpoint", message if message.startswith("cannot save")
+                            else f"cannot save {message}")
             return False
         self._remember(Path(path), "checkpoint")
         self.settings.setValue("lastCheckpointDir", str(Path(path).parent))
@@ -602,7 +611,7 @@ class MainWindow(QMainWindow):
             if mime is not None and mime.hasUrls() and mime.urls() and mime.urls()[0].isLocalFile():
                 self.open_path(Path(mime.urls()[0].toLocalFile()))
                 return
-            self.show_error("Paste", "The clipboard holds no image.")
+            self.show_error("Paste", "The clipboard holds no image (nor an image file) to paste.")
             return
         self.state.set_image(qimage_to_rgb(image), "pasted image")
 
@@ -691,9 +700,14 @@ class MainWindow(QMainWindow):
             self.export_png(Path(path))
 
     def export_png(self, path: Path) -> bool:
-        ok = self.canvas.grab().save(str(path), "PNG")
+        try:
+            check_writable(path)  # says why a file cannot be written there (QImage.save does not)
+            ok = self.canvas.grab().save(str(path), "PNG")
+        except OSError as e:
+            self.show_error("Export", readable_error(e, str(path)))
+            return False
         if not ok:
-            self.show_error("Export", f"Could not write {path}")
+            self.show_error("Export", f"cannot save {path}: the PNG could not be written")
         else:
             self.notify(f"Exported the image view to {path}.")
         return ok
@@ -732,9 +746,16 @@ class MainWindow(QMainWindow):
             for url in mime.urls():
                 if url.isLocalFile():
                     self.open_path(Path(url.toLocalFile()))
+                else:
+                    self.show_error("Drop", f"{url.toString()}: not a file on this computer; save it "
+                                            "first, then open the file")
             event.acceptProposedAction()
         elif mime.hasImage():
-            self.state.set_image(qimage_to_rgb(QImage(mime.imageData())), "dropped image")
+            image = QImage(mime.imageData())
+            if image.isNull():
+                self.show_error("Drop", "The dropped data is not an image this app can read.")
+            else:
+                self.state.set_image(qimage_to_rgb(image), "dropped image")
             event.acceptProposedAction()
 
     # --- analysis views ---------------------------------------------------------------------

@@ -156,6 +156,7 @@ class AppState(QObject):
         self._dataset: OpenedDataset | None = None
         self._image: np.ndarray | None = None
         self._image_name = ""
+        self._image_id = 0
         self._result: InferenceResult | None = None
         self._result_is_preview = False
         self._selected_query: int | None = None
@@ -240,12 +241,19 @@ class AppState(QObject):
     def image_name(self) -> str:
         return self._image_name
 
+    @property
+    def image_id(self) -> int:
+        """Which image this is: a new number for every image set, even one equal to the last (two
+        toy images are the same size, so a result's size cannot tell them apart)."""
+        return self._image_id
+
     def set_image(self, rgb: np.ndarray | None, name: str = "") -> None:
         """A new image (the previous result stays until the model has run on this one)."""
         if rgb is self._image and name == self._image_name:
             return
         pending: list = []
         self._image, self._image_name = rgb, name
+        self._image_id += 1
         pending.append((self.imageChanged, rgb))
         self._assign("_encoder_point", None, self.encoderPointChanged, pending)
         self._emit(pending)

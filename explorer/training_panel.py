@@ -215,7 +215,7 @@ class TrainingPanel(QWidget):
     ``running`` when training starts or stops, ``failed`` with a readable message."""
 
     trained = Signal(object)  # TrainedModel
-    preview = Signal(object)  # InferenceResult
+    preview = Signal(object, object)  # (InferenceResult, the id of the image it is of)
     workerCreated = Signal(object)  # TrainingWorker, before it starts: views may add probes
     running = Signal(bool)
     failed = Signal(str)
@@ -225,6 +225,7 @@ class TrainingPanel(QWidget):
         super().__init__(parent)
         self.worker: TrainingWorker | None = None
         self.preview_image: np.ndarray | None = None
+        self.preview_image_id: object = None
         self._last_step: StepEvent | None = None
         self._shared = ""  # how the CPU is shared with another run, for the progress text
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
@@ -418,10 +419,11 @@ class TrainingPanel(QWidget):
     def is_running(self) -> bool:
         return self.worker is not None and self.worker.is_running
 
-    def set_preview_image(self, image: np.ndarray | None) -> None:
-        self.preview_image = image
+    def set_preview_image(self, image: np.ndarray | None, image_id: object = None) -> None:
+        """The image live predictions are made on; they come back tagged with ``image_id``."""
+        self.preview_image, self.preview_image_id = image, image_id
         if self.worker is not None:
-            self.worker.set_preview_image(image)
+            self.worker.set_preview_image(image, image_id)
 
     def start(self, paused: bool = False) -> bool:
         if self.is_running:
@@ -435,7 +437,7 @@ class TrainingPanel(QWidget):
         self._last_step = None
         self._shared = ""
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self,
-                                initial_weights=weights)
+                                initial_weights=weights, preview_image_id=self.preview_image_id)
         worker.trainingStarted.connect(self._on_training_started)
         worker.threadsChanged.connect(self._on_threads)
         worker.progress.connect(self._on_progress)
@@ -463,8 +465,8 @@ class TrainingPanel(QWidget):
         self._update_buttons()
 
     def step_once(self) -> None:
-        if not self.is_running:
-            self.start(paused=True)
+        if not self.is_running and not self.start(paused=True):
+            return  # it could not start (the reason was emitted as ``failed``)
         assert self.worker is not None
         self.worker.step_once()
         self._update_buttons()
@@ -503,9 +505,9 @@ class TrainingPanel(QWidget):
         self.progress_label.setText(text)
         self.status.emit(f"Training: {text}")
 
-    def _on_preview(self, result) -> None:  # noqa: ANN001
+    def _on_preview(self, result, image_id) -> None:  # noqa: ANN001
         if self.follow.isChecked():
-            self.preview.emit(result)
+            self.preview.emit(result, image_id)
 
     def _on_trained(self, trained: TrainedModel) -> None:
         self.trained.emit(trained)

@@ -22,7 +22,7 @@ from detr_core.model.detr import DETR
 from detr_core.train.live import LiveJob, LiveSession, Probe, TrainedState
 from detr_core.train.trainer import History
 
-from .workers import Worker
+from .workers import Worker, readable_error
 
 # The training process runs at a lower priority than the window. When the window needs the CPU
 # (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.
@@ -58,7 +58,8 @@ class TrainingWorker(QObject):
     trainingStarted = Signal(dict)  # {"parameters", "device"}: the child has built its trainer
     progress = Signal(list)  # [StepEvent], batched to about 10 updates per second
     evaluated = Signal(object)  # EvalEvent
-    preview = Signal(object)  # InferenceResult of the preview image with the current weights
+    preview = Signal(object, object)  # (InferenceResult of the preview image with the current
+    # weights, the id given with that image: see set_preview_image)
     failed = Signal(str)  # a readable message; the run may still end with a result
     trained = Signal(object)  # once, when the run ends for any reason: a TrainedModel (LiveJob)
     # or the job's own result (a RunRecord for a RunJob)
@@ -78,13 +79,14 @@ class TrainingWorker(QObject):
         *,
         job: Any = None,
         initial_weights: dict | None = None,
+        preview_image_id: Any = None,
     ) -> None:
         super().__init__(parent)
         if job is None:
             if model_config is None or train_config is None:
                 raise TypeError("TrainingWorker needs a model and a train config, or a job")
             job = LiveJob(model_config, train_config, preview_image, preview_every, start_paused,
-                          initial_weights=initial_weights)
+                          initial_weights=initial_weights, preview_image_id=preview_image_id)
         self.model_config = model_config
         self.train_config = train_config
         self.job = job
@@ -129,9 +131,12 @@ class TrainingWorker(QObject):
                     setattr(probe, key, value)
         self.session.update_probe(name, **attributes)
 
-    def set_preview_image(self, image: np.ndarray | None) -> None:
+    def set_preview_image(self, image: np.ndarray | None, image_id: Any = None) -> None:
+        """Predict on ``image`` from now on; its previews come back with ``image_id`` (e.g. the
+        state's image id), so a preview of an earlier image can be told apart and dropped."""
         self.job.preview_image = image
-        self.session.set_preview_image(image)
+        self.job.preview_image_id = image_id
+        self.session.set_preview_image(image, image_id)
 
     def start(self) -> None:
         self.reader.start()
@@ -143,7 +148,7 @@ class TrainingWorker(QObject):
         try:
             self.session.start()
         except Exception as e:  # noqa: BLE001 - reported, never fatal to the app
-            yield ("failed", f"Could not start the training process: {type(e).__name__}: {e}")
+            yield ("failed", f"Could not start the training process: {readable_error(e)}")
             return
         try:
             with closing(self.session.messages()) as messages:
@@ -153,7 +158,7 @@ class TrainingWorker(QObject):
                     yield (kind, *payload)
         except Exception as e:  # noqa: BLE001
             self.session.kill()
-            yield ("failed", f"Training failed: {type(e).__name__}: {e}")
+            yield ("failed", f"Training stopped: reading the training process failed with {readable_error(e)}")
 
     def _result(self, result: Any) -> Any:
         if not isinstance(result, TrainedState):
@@ -178,7 +183,7 @@ class TrainingWorker(QObject):
         elif kind == "event":
             self.event.emit(payload[0])
         elif kind == "preview":
-            self.preview.emit(payload[0])
+            self.preview.emit(payload[0], payload[1] if len(payload) > 1 else None)
         elif kind == "probed":
             self.probed.emit(payload[0], payload[1])
         elif kind == "evaluated":

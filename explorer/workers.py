@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import threading
 import traceback
+import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -39,14 +40,28 @@ def running_workers() -> list[Worker]:
         return list(_running)
 
 
-def readable_error(e: BaseException) -> str:
-    """A one-line message for a failure: the text alone for errors about the input (ValueError,
-    OSError), the exception's type too for anything else (with its traceback on stderr)."""
-    message = str(e) or type(e).__name__
-    if isinstance(e, (ValueError, OSError)):
-        return message
-    traceback.print_exception(e)
-    return f"{type(e).__name__}: {message}"
+def readable_error(e: BaseException, subject: str = "") -> str:
+    """A one-line message for a failure that names ``subject`` (the file or the job, when given
+    and not already named) and the problem in words: the text alone for errors about the input
+    (ValueError, OSError: ``[Errno 13] Permission denied: 'x'`` becomes ``x: permission denied``),
+    "not enough memory" for a MemoryError, and for anything else (a bug) "an unexpected error"
+    with its type and text, its traceback on stderr for a bug report."""
+    if isinstance(e, OSError) and e.strerror and str(e).startswith("[Errno"):
+        words = e.strerror[0].lower() + e.strerror[1:]
+        if e.filename is not None:
+            words = f"{e.filename}: {words}"
+    elif isinstance(e, (ValueError, OSError)):
+        words = str(e) or type(e).__name__
+    elif isinstance(e, MemoryError):
+        words = "not enough memory for this"
+    else:
+        traceback.print_exception(e)
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        words = f"an unexpected error ({type(e).__name__}{': ' + text if text else ''})"
+    words = words.strip().splitlines()[0] if words.strip() else type(e).__name__  # one line
+    if subject and subject not in words:
+        words = f"{subject}: {words}"
+    return words
 
 
 class WorkContext:
@@ -98,9 +113,10 @@ class Worker(QObject):
     finished = Signal()
 
     def __init__(self, fn: Callable[..., Any], *args: Any, context: bool = True,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, subject: str = "") -> None:
         super().__init__(parent)
         self.fn = fn
+        self.subject = subject  # what the work is on (a file name, a view): named in ``error``
         self.args = args
         self.context = context
         self.ctx = WorkContext(self)
@@ -142,7 +158,7 @@ class Worker(QObject):
         except Cancelled:
             self.cancelled.emit()
         except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
-            self.error.emit(readable_error(e))
+            self.error.emit(readable_error(e, self.subject))
         else:
             self.result.emit(value)
         finally:
@@ -160,8 +176,20 @@ class Worker(QObject):
             generator.close()
 
     def _forget(self) -> None:
+        """Its thread has ended and every signal was delivered: drop the work and the slots
+        connected to it, so a finished worker (still a child of its queue or view) keeps no
+        image, model or result alive (a 2048-pixel image and its closures are 10s of MB)."""
         with _running_lock:
             _running.discard(self)
+        self.fn, self.args = None, ()
+        for signal in (self.started, self.progress, self.yielded, self.result, self.error, self.cancelled,
+                       self.finished):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # "nothing to disconnect"
+                try:
+                    signal.disconnect()
+                except (RuntimeError, TypeError):
+                    pass
 
 
 class WorkQueue(QObject):
@@ -179,8 +207,9 @@ class WorkQueue(QObject):
         on_result: Callable[[Any], None] | None = None,
         on_error: Callable[[str], None] | None = None,
         context: bool = False,
+        subject: str = "",
     ) -> Worker:
-        worker = Worker(fn, *args, context=context, parent=self)
+        worker = Worker(fn, *args, context=context, parent=self, subject=subject)
         if on_result is not None:
             worker.result.connect(on_result)
         if on_error is not None:

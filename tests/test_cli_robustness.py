@@ -204,6 +204,9 @@ def test_sigterm_and_repeated_interrupts_save_the_run(tmp_path):
         time.sleep(0.2)  # training has started (the bar is drawn after the handlers are set)
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
+    # The burst comes once SIGTERM has been handled: signals pending together are handled in
+    # signal-number order (SIGINT before SIGTERM), so a busy process could see SIGINT "first".
+    time.sleep(1.0)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
         time.sleep(0.01)
         p.send_signal(s)

@@ -25,7 +25,10 @@ Its messages are ``(kind, *payload)`` tuples of plain, picklable CPU data, and t
 
 - ``("started", info)``: the trainer exists; ``info`` has ``parameters`` and ``device``.
 - ``("progress", [StepEvent, ...])``: the steps since the last message, about 10 per second.
-- ``("evaluated", EvalEvent)``, ``("preview", InferenceResult)``, ``("probed", name, result)``.
+- ``("evaluated", EvalEvent)``, ``("probed", name, result)``.
+- ``("preview", InferenceResult, image_id)``: the preview image's prediction, tagged with the
+  ``image_id`` that was sent with that image (``preview_image_id``, or ``set_preview_image``), so
+  a reader can tell which image it is of even when two images have the same size.
 - ``("failed", message)``: a readable message (a non-finite loss, an exception).
 - ``("done", TrainedState)``: once, last, when the run ends for any reason.
 
@@ -85,6 +88,7 @@ class LiveJob:
     preview_image: np.ndarray | None = None  # [H, W, 3] uint8, predicted every ``preview_every`` s
     preview_every: float = 3.0
     start_paused: bool = False
+    preview_image_id: Any = None  # sent back with each preview: which image it was computed on
     probes: list[tuple[str, Probe, int]] = field(default_factory=list)  # (name, probe, every_steps)
     # fine-tuning: start from these weights (every tensor whose name and shape fit; the rest fresh)
     initial_weights: dict[str, torch.Tensor] | None = None
@@ -142,6 +146,7 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
                 set_threads(args[0], send)
             elif command == "preview_image":
                 job.preview_image = args[0]
+                job.preview_image_id = args[1] if len(args) > 1 else None
             elif command == "probe" and args[0] in probes:
                 for key, value in args[1].items():
                     setattr(probes[args[0]], key, value)
@@ -153,7 +158,8 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
 
     def preview() -> None:
         if job.preview_image is not None:
-            send("preview", run_inference(trainer.model, job.preview_image, trainer.class_names, capture=True))
+            image, image_id = job.preview_image, job.preview_image_id  # one image and its id, together
+            send("preview", run_inference(trainer.model, image, trainer.class_names, capture=True), image_id)
 
     pending: list[StepEvent] = []
     last_emit = last_preview = time.perf_counter()
@@ -234,6 +240,17 @@ def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> N
             inbox.put(command)
 
 
+def failure_message(e: BaseException) -> str:
+    """One line for a run that raised: the problem in words for a refused setting or input
+    (ValueError, OSError), else an unexpected error with its type (its traceback goes to stderr)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    if isinstance(e, (ValueError, OSError)) and text:
+        return f"Training could not go on: {text}"
+    if isinstance(e, MemoryError):
+        return "Training stopped: not enough memory (try a smaller batch or model)"
+    return f"Training stopped by an unexpected error in the training process ({type(e).__name__}{': ' + text if text else ''})"
+
+
 def _child_main(events: Any, commands: Any, job: Any, nice: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in the terminal is the parent's to handle
     if nice and hasattr(os, "nice"):
@@ -261,7 +278,7 @@ def _child_main(events: Any, commands: Any, job: Any, nice: int) -> None:
     except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
         traceback.print_exc()
         try:
-            send("failed", f"Training failed: {type(e).__name__}: {e}")
+            send("failed", failure_message(e))
         except OSError:
             pass
     finally:
@@ -419,8 +436,9 @@ class LiveSession:
     def stop(self) -> None:
         self.send("stop")
 
-    def set_preview_image(self, image: np.ndarray | None) -> None:
-        self.send("preview_image", image)  # for a LiveJob
+    def set_preview_image(self, image: np.ndarray | None, image_id: Any = None) -> None:
+        """For a LiveJob: predict on ``image`` from now on; its previews carry ``image_id``."""
+        self.send("preview_image", image, image_id)
 
     def update_probe(self, name: str, **attributes: Any) -> None:
         self.send("probe", name, attributes)

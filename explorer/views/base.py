@@ -29,7 +29,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..workers import Worker
+from detr_core.checkpoint import check_writable
+
+from ..workers import Worker, readable_error
 
 
 class AnalysisView(QWidget):
@@ -115,7 +117,7 @@ class AnalysisView(QWidget):
         job) stays disabled until the job ends, however it ends."""
         if self.busy:
             return False
-        job = Worker(fn, *args, parent=self)
+        job = Worker(fn, *args, parent=self, subject=self.title)
         self.job = job
         self._job_started(button)
         job.progress.connect(self._job_progress)
@@ -179,15 +181,39 @@ class AnalysisView(QWidget):
         return None
 
     def export_png(self, path: Path) -> bool:
+        """Save the view as a PNG; False (and a message naming the file and why) if it cannot."""
         self.flush_deferred()
-        return self.grab().save(str(path), "PNG")
+        try:
+            check_writable(path)
+        except OSError as e:
+            self.show_error(readable_error(e, str(path)))
+            return False
+        if not self.grab().save(str(path), "PNG"):
+            self.show_error(f"cannot save {path}: the PNG could not be written")
+            return False
+        return True
 
     def export_data_to(self, path: Path) -> bool:
+        """Write :meth:`export_data` as CSV or JSON; False (and a message) if it cannot."""
         data = self.export_data()
         if data is None:
             self.show_error("Nothing to export yet.")
             return False
-        path = Path(path)
+        return self.write_file(Path(path), lambda p: self._write_data(p, data))
+
+    def write_file(self, path: Path, write: Callable[[Path], Any]) -> bool:
+        """``write(path)``; on failure a message naming the file and why (and False)."""
+        try:
+            check_writable(path)
+            write(Path(path))
+        except OSError as e:
+            message = readable_error(e, str(path))
+            self.show_error(message if message.startswith("cannot save") else f"cannot save {message}")
+            return False
+        return True
+
+    @staticmethod
+    def _write_data(path: Path, data: list[dict[str, Any]] | dict[str, Any]) -> None:
         if path.suffix.lower() == ".csv":
             if not isinstance(data, list):
                 data = [data]
@@ -200,13 +226,12 @@ class AnalysisView(QWidget):
                 writer.writerows(data)
         else:
             path.write_text(json.dumps(data, indent=1, default=float))
-        return True
 
     def _choose_png(self) -> None:
         name = self.title.lower().replace(" ", "_") + ".png"
         path, _ = QFileDialog.getSaveFileName(self, f"Export {self.title}", name, "PNG (*.png)")
-        if path and not self.export_png(Path(path)):
-            self.show_error(f"Could not write {path}")
+        if path:
+            self.export_png(Path(path))  # a failure shows its own message
 
     def _choose_data(self) -> None:
         name = self.title.lower().replace(" ", "_") + ".csv"

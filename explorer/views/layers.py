@@ -73,7 +73,11 @@ def _inference_job(ctx: WorkContext, model: nn.Module, image: np.ndarray, class_
 
 
 class LayerView(AnalysisView):
-    """Follows the state's model, result and selected query; its query spin box selects."""
+    """Follows the state's model, result and selected query; its query spin box selects.
+
+    Everything it shows is of the explorer's model: live previews from a training run's weights
+    are not drawn here (its AP is measured on the explorer's model, and the two must match), and
+    a new model or data source cancels a running job and drops its result when it comes back."""
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Layer by layer", parent)
@@ -83,6 +87,7 @@ class LayerView(AnalysisView):
         self.selected_query = state.selected_query or 0
         self.ap_rows: list[LayerAP] = []
         self._pending_image: np.ndarray | None = None
+        self._generation = 0  # bumped when the model or its data change: older results are dropped
 
         # --- controls
         self.query_spin = QSpinBox()
@@ -169,6 +174,7 @@ class LayerView(AnalysisView):
         for signal in (self.jobFinished, self.jobFailed, self.jobCancelled):
             signal.connect(self._after_job)
         state.modelChanged.connect(self._on_model)
+        state.dataSourceChanged.connect(self._on_data_source)
         state.resultChanged.connect(self._on_result)
         state.selectedQueryChanged.connect(self._on_selected_query)
 
@@ -188,12 +194,24 @@ class LayerView(AnalysisView):
         return self.state.data_source.data_config or ToyDataConfig()
 
     def _on_model(self, _loaded: LoadedModel | None) -> None:
+        self._invalidate("New model: press “Compute AP by layer”.")
+
+    def _on_data_source(self, _source: object) -> None:
+        self._invalidate("New data: press “Compute AP by layer”.")
+
+    def _invalidate(self, message: str) -> None:
+        """The model or its data changed: a running job's result would be of the old one."""
+        self.cancel_job()
+        self._generation += 1
+        self._pending_image = None
         self.ap_rows = []
         for curve in self.curves.values():
             curve.setData([], [])
-        self.ap_summary.setText("New model: press “Compute AP by layer”.")
+        self.ap_summary.setText(message)
 
     def _on_result(self, result: InferenceResult | None) -> None:
+        if self.state.result_is_preview:
+            return  # of the training weights, not of the model whose AP this view measures
         if result is not None and self.state.image is not None:
             if self.state.selected_query is not None:
                 self.selected_query = self.state.selected_query
@@ -227,8 +245,13 @@ class LayerView(AnalysisView):
             self._pending_image = image
             return False
         self._pending_image = None
+        generation = self._generation
         return self.run_job(_inference_job, self.model, image, self.class_names,
-                            on_done=lambda result: self.set_result(result, image))
+                            on_done=lambda result: self._on_inferred(result, image, generation))
+
+    def _on_inferred(self, result: InferenceResult, image: np.ndarray, generation: int) -> None:
+        if generation == self._generation:  # else the model changed while it ran
+            self.set_result(result, image)
 
     def set_selected_query(self, query: int) -> None:
         self.selected_query = int(query)
@@ -314,8 +337,14 @@ class LayerView(AnalysisView):
         if self.model is None:
             self.show_error("Load or train a model first.")
             return False
+        generation = self._generation
         return self.run_job(_ap_job, self.model, self.data_config, self.images_spin.value(),
-                            self.iou_spin.value(), on_done=self.show_ap, button=self.run_button)
+                            self.iou_spin.value(), on_done=lambda rows: self._on_ap(rows, generation),
+                            button=self.run_button)
+
+    def _on_ap(self, rows: list[LayerAP], generation: int) -> None:
+        if generation == self._generation:  # else the model changed while it ran
+            self.show_ap(rows)
 
     def show_ap(self, rows: list[LayerAP]) -> None:
         self.ap_rows = list(rows)

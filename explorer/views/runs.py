@@ -642,5 +642,5 @@ class RunsView(AnalysisView):
         if not self.records:
             self.show_error("Nothing to export yet.")
             return False
-        path.write_text(json.dumps({"runs": [r.to_dict() for r in self.records]}, indent=1))
-        return True
+        text = json.dumps({"runs": [r.to_dict() for r in self.records]}, indent=1)
+        return self.write_file(path, lambda p: p.write_text(text))

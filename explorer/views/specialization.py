@@ -504,8 +504,8 @@ class SpecializationView(AnalysisView):
                 "labels": p.labels.tolist(), "is_object": p.is_object.tolist(),
             },
         }
-        path.write_text(json.dumps(data))
-        return True
+        text = json.dumps(data)
+        return self.write_file(path, lambda p: p.write_text(text))
 
 
 def _collect(ctx: WorkContext, model: nn.Module, dataset: ImageBatches, count: int) -> SlotPredictions:
