@@ -230,6 +230,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       "dataset": train_cfg.dataset.source})
 
     saved, failure = _save_somewhere(out, save)
+    # Saved: from here signals are ignored, not held. Python puts its own handlers back to the
+    # default while the interpreter shuts down, and a late second signal would then kill the
+    # exiting process (exit -2) after a good save; an ignored one stays ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if saved is None:
         raise CLIError(f"{failure}; nothing could be saved")
     what = f"{trainer.step} steps, {trainer.elapsed:.0f} s of training, {torch.get_num_threads()} threads"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import inspect
 import threading
 import traceback
-import warnings
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -176,20 +175,13 @@ class Worker(QObject):
             generator.close()
 
     def _forget(self) -> None:
-        """Its thread has ended and every signal was delivered: drop the work and the slots
-        connected to it, so a finished worker (still a child of its queue or view) keeps no
-        image, model or result alive (a 2048-pixel image and its closures are 10s of MB)."""
+        """Its thread has ended: drop the work and its arguments, so a finished worker (still a
+        child of its queue or view) keeps no image or model alive. Slots are not disconnected
+        here (PySide6 can crash disconnecting a signal while events are being delivered);
+        :meth:`WorkQueue.submit` connects its callbacks through a holder it empties instead."""
         with _running_lock:
             _running.discard(self)
         self.fn, self.args = None, ()
-        for signal in (self.started, self.progress, self.yielded, self.result, self.error, self.cancelled,
-                       self.finished):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # "nothing to disconnect"
-                try:
-                    signal.disconnect()
-                except (RuntimeError, TypeError):
-                    pass
 
 
 class WorkQueue(QObject):
@@ -210,10 +202,12 @@ class WorkQueue(QObject):
         subject: str = "",
     ) -> Worker:
         worker = Worker(fn, *args, context=context, parent=self, subject=subject)
-        if on_result is not None:
-            worker.result.connect(on_result)
-        if on_error is not None:
-            worker.error.connect(on_error)
+        # The callbacks are reached through a holder emptied when the worker finishes: what they
+        # capture (an image, a model) is not kept alive by the finished worker's connections.
+        callbacks = {"result": on_result, "error": on_error}
+        worker.result.connect(lambda value: (f := callbacks.get("result")) and f(value))
+        worker.error.connect(lambda message: (f := callbacks.get("error")) and f(message))
+        worker.finished.connect(callbacks.clear)
         worker.finished.connect(self._next)
         self._waiting.append(worker)
         if self._current is None:
