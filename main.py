@@ -173,6 +173,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"note: {train_cfg.threads} threads asked for, this machine has {cores} cores; using {cores}",
               file=sys.stderr)
         train_cfg = dataclasses.replace(train_cfg, threads=cores)
+    if not args.quiet:
+        from detr_core.precision import precision_note
+
+        print(precision_note(train_cfg.bf16), file=sys.stderr)
     name = "finetune" if init is not None else args.preset
     out = args.out or Path("runs") / f"{name}-seed{train_cfg.seed}.pt"
     try:

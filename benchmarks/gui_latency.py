@@ -69,8 +69,8 @@ def time_to_first_window() -> float:
         "w.show()\n"
         "def done():\n"
         "    print('FIRST_RESULT', flush=True)\n"
-        "    w.tasks.wait(); app.quit()\n"
-        "w.resultShown.connect(lambda: QTimer.singleShot(0, done))\n"
+        "    w.controller.wait(); app.quit()\n"
+        "w.state.resultChanged.connect(lambda *_: QTimer.singleShot(0, done))\n"
         "app.exec()\n"
     )
     return _time_to_marker(code, "FIRST_RESULT")

@@ -61,3 +61,12 @@ def choose_precision(flags: Iterable[str] | None) -> PrecisionChoice:
 def cpu_precision() -> PrecisionChoice:
     """The choice for the CPU this process runs on (read once)."""
     return choose_precision(read_cpu_flags())
+
+
+def precision_note(bf16: bool) -> str:
+    """One line saying which precision a CPU run uses and why (the CLI and the training panel)."""
+    choice = cpu_precision()
+    if bf16 == choice.bf16:
+        return f"precision: {choice.reason}"
+    what = "bfloat16 autocast" if bf16 else "float32"
+    return f"precision: {what}, set by hand (bf16={'on' if bf16 else 'off'}); this CPU's own choice is {choice.reason}"

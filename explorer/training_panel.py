@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.losses import LOSS_PARTS, LossTerm, loss_terms
+from detr_core.precision import precision_note
 from detr_core.presets import PRESETS, apply_overrides, preset
 from detr_core.train.live import LiveSession
 from detr_core.train.trainer import EvalEvent, History, StepEvent
@@ -255,6 +256,9 @@ class TrainingPanel(QWidget):
         self.focal = QCheckBox("Focal (sigmoid) classification")
         self.dense = QCheckBox("Dense auxiliary head (training only)")
         self.bf16 = QCheckBox("bfloat16 autocast")
+        self.precision_label = QLabel()  # which precision runs and why (from the CPU's flags)
+        self.precision_label.setWordWrap(True)
+        self.bf16.toggled.connect(lambda on: self.precision_label.setText(precision_note(on)))
         self.eval_every = _spin(0, 100000, 200)
         self.eval_every.setToolTip("Steps between held-out evaluations (0 = never)")
         self.start_from = QComboBox()
@@ -289,6 +293,7 @@ class TrainingPanel(QWidget):
         lf.addRow(self.focal)
         lf.addRow(self.dense)
         lf.addRow(self.bf16)
+        lf.addRow(self.precision_label)
 
         self.btn_start = QPushButton("Start")
         self.btn_pause = QPushButton("Pause")
@@ -360,6 +365,7 @@ class TrainingPanel(QWidget):
         self.focal.setChecked(model.classifier == "focal")
         self.dense.setChecked(model.dense_aux)
         self.bf16.setChecked(train.bf16)
+        self.precision_label.setText(precision_note(train.bf16))
 
     def configs(self) -> tuple[DETRConfig, TrainConfig]:
         """The preset with this panel's settings applied (raises ValueError on a bad combination)."""

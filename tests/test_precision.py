@@ -46,3 +46,24 @@ def test_presets_follow_the_detection(monkeypatch, bf16):
         assert presets.preset(name)[1].bf16 is bf16
     _, train = presets.apply_overrides(*presets.preset("fast"), [f"bf16={'off' if bf16 else 'on'}"])
     assert train.bf16 is (not bf16)  # --set bf16=... still overrides
+
+
+def test_the_note_says_which_precision_runs_and_why(monkeypatch):
+    from detr_core import precision
+
+    monkeypatch.setattr(precision, "cpu_precision", lambda: precision.choose_precision({"avx512f"}))
+    assert precision.precision_note(False).startswith("precision: float32: the CPU has no native bfloat16")
+    note = precision.precision_note(True)
+    assert "bfloat16 autocast, set by hand (bf16=on)" in note and "float32" in note
+
+
+def test_the_training_panel_shows_the_precision(qtbot):
+    from detr_core.precision import precision_note
+    from explorer.training_panel import TrainingPanel
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    assert panel.precision_label.text() == precision_note(panel.bf16.isChecked())
+    panel.bf16.setChecked(not panel.bf16.isChecked())
+    assert panel.precision_label.text() == precision_note(panel.bf16.isChecked())
+    assert "set by hand" in panel.precision_label.text()
