@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from torch import nn
 
 from detr_core.checkpoint import check_writable
 
@@ -78,6 +79,18 @@ class AnalysisView(QWidget):
 
         self.help_button = help_button(title)
         self._top.addWidget(self.help_button)
+
+    # --- the state's model ------------------------------------------------------------------
+    # Views that follow the application state set ``self.state`` (an explorer.state.AppState).
+    @property
+    def model(self) -> nn.Module | None:
+        """The explorer's model, read only, in eval mode (never the one being trained)."""
+        loaded = self.state.model
+        return loaded.model if loaded is not None else None
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.state.class_names
 
     # --- drawing only what is seen ---------------------------------------------------------
     def when_visible(self, key: str, draw: Callable[[], None]) -> None:

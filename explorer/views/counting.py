@@ -100,11 +100,6 @@ class CountingView(AnalysisView):
 
     # --- inputs ----------------------------------------------------------------------------
     @property
-    def model(self) -> nn.Module | None:
-        """The model (read only, in eval mode)."""
-        return self.state.model.model if self.state.model is not None else None
-
-    @property
     def data_config(self) -> ToyDataConfig | None:
         """The model's training data config, when known."""
         return self.state.data_source.data_config

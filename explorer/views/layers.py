@@ -180,15 +180,6 @@ class LayerView(AnalysisView):
 
     # --- inputs --------------------------------------------------------------------------------
     @property
-    def model(self) -> nn.Module | None:
-        """The explorer's model (never the one being trained)."""
-        return self.state.model.model if self.state.model is not None else None
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.state.class_names
-
-    @property
     def data_config(self) -> ToyDataConfig:
         """The toy data whose held-out split the AP is measured on: the model's training data."""
         return self.state.data_source.data_config or ToyDataConfig()

@@ -241,15 +241,6 @@ class MatchingView(AnalysisView):
         return self.state.training_running
 
     # --- static model ------------------------------------------------------------------------
-    @property
-    def model(self) -> nn.Module | None:
-        """The explorer's model (never the one being trained)."""
-        return self.state.model.model if self.state.model is not None else None
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.state.class_names
-
     def _on_inputs(self, *_: object) -> None:
         """A new model or data source: the matcher with its costs, the training stream whose
         samples are matched (default: the stream of a default ``TrainConfig``)."""

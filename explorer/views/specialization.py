@@ -213,15 +213,6 @@ class SpecializationView(AnalysisView):
 
     # --- inputs ----------------------------------------------------------------------------
     @property
-    def model(self) -> nn.Module | None:
-        """The model to analyse (read only, in eval mode)."""
-        return self.state.model.model if self.state.model is not None else None
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.state.class_names
-
-    @property
     def data_config(self) -> ToyDataConfig | None:
         """The model's training data, when known: the toy split is then drawn like it."""
         return self.state.data_source.data_config
