@@ -174,3 +174,37 @@ def run_cli(capsys):
         return subprocess.CompletedProcess(args, code, out, err)
 
     return run
+
+
+# --- the window's tests --------------------------------------------------------------------------
+@pytest.fixture
+def settings(tmp_path):
+    """A QSettings of the test's own (never the user's)."""
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def no_blocking_questions(monkeypatch):
+    """Closing with unsaved trained weights asks a (modal) question; tests answer "discard".
+    Window test modules use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+
+
+def small_training(window):
+    """Set the window's training panel to a small, quick run of the fast preset."""
+    t = window.training
+    t.preset.setCurrentText("fast")
+    t.queries.setValue(8)
+    t.enc_layers.setValue(1)
+    t.dec_layers.setValue(2)
+    t.d_model.setCurrentText("32")
+    t.batch.setValue(2)
+    t.minutes.setValue(5)
+    t.eval_every.setValue(0)
+    t.dense.setChecked(False)
+    t.query_groups.setValue(1)
+    t.dn_groups.setValue(0)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMessageBox
 
 from detr_core.analysis.image_errors import FP, IGNORED, TP, match_image
 from detr_core.data.export import write_toy_dataset
 from explorer.dataset_session import open_path, source_for_path
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
 from explorer.views.datasets import COLORS, FOUND, MISSED
+
+pytestmark = pytest.mark.usefixtures("no_blocking_questions")
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,6 @@ def coco_root(tmp_path_factory):
 def voc_root(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("voc") / "toy", train=3, val=3, fmt="voc")
 
-
-@pytest.fixture(autouse=True)
-def no_blocking_questions(monkeypatch):
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import small_training
 from PIL import Image
-from PySide6.QtCore import QPoint, QPointF, QRect, QSettings, Qt
+from PySide6.QtCore import QPoint, QPointF, QRect, Qt
 from PySide6.QtGui import QWheelEvent
-from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMessageBox, QWidget
-from test_gui import _small_training, small_checkpoint  # noqa: F401 - a fixture
+from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QWidget
+from test_gui import small_checkpoint  # noqa: F401 - a fixture
 
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow, window_geometry
 
@@ -20,14 +21,9 @@ SCREENS = {"1024x700": QRect(0, 0, 1024, 700), "1366x768": QRect(0, 0, 1366, 768
            "1600x1000": QRect(0, 0, 1600, 1000), "2560x1440@2": QRect(0, 0, 1280, 720)}
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
-@pytest.fixture(autouse=True)
-def no_blocking_questions(monkeypatch):
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
+pytestmark = pytest.mark.usefixtures("no_blocking_questions")
 
 
 def _open(qtbot, settings, checkpoint):
@@ -267,7 +263,7 @@ def test_a_scripted_first_ten_minutes(qtbot, settings, tmp_path):
     assert not window.warning.isVisible()
     # train a few seconds, stop: the trained model is shown, with a way back to the bundled one
     bundled = window.state.model
-    _small_training(window)
+    small_training(window)
     window.training_dock.raise_()
     with qtbot.waitSignal(window.training.running, timeout=10000):
         window.act_train_start.trigger()

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_training
 from PIL import Image
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from detr_core.checkpoint import save_checkpoint
@@ -14,6 +15,9 @@ from detr_core.config import DETRConfig
 from detr_core.model.detr import DETR
 from explorer.attention_panel import MODE_CROSS, MODE_ENCODER
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+pytestmark = pytest.mark.usefixtures("no_blocking_questions")
+
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
@@ -32,10 +36,6 @@ def small_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "small.pt", model, ["rectangle", "ellipse", "triangle"])
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-
 
 def _open(qtbot, settings, checkpoint):
     runs = Path(settings.fileName()).parent / "runs"
@@ -45,12 +45,6 @@ def _open(qtbot, settings, checkpoint):
     window.show()
     qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=20000)
     return window
-
-
-@pytest.fixture(autouse=True)
-def no_blocking_questions(monkeypatch):
-    """Closing with unsaved trained weights asks a (modal) question; tests answer "discard"."""
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
 
 
 @pytest.fixture
@@ -209,23 +203,9 @@ def test_a_bad_checkpoint_gives_a_message_and_keeps_the_model(qtbot, window, tmp
     assert window.state.model.model is model
 
 
-def _small_training(window):
-    t = window.training
-    t.preset.setCurrentText("fast")
-    t.queries.setValue(8)
-    t.enc_layers.setValue(1)
-    t.dec_layers.setValue(2)
-    t.d_model.setCurrentText("32")
-    t.batch.setValue(2)
-    t.minutes.setValue(5)
-    t.eval_every.setValue(0)
-    t.dense.setChecked(False)
-    t.query_groups.setValue(1)
-    t.dn_groups.setValue(0)
-
 
 def test_start_then_stop_training(qtbot, window):
-    _small_training(window)
+    small_training(window)
     panel = window.training
     with qtbot.waitSignal(panel.running, timeout=10000):
         panel.btn_start.click()
@@ -243,7 +223,7 @@ def test_start_then_stop_training(qtbot, window):
 
 
 def test_single_steps(qtbot, window):
-    _small_training(window)
+    small_training(window)
     panel = window.training
     panel.btn_step.click()
     qtbot.waitUntil(lambda: len(panel.plots.steps) == 1, timeout=60000)
@@ -256,7 +236,7 @@ def test_single_steps(qtbot, window):
 
 
 def test_closing_while_training_stops_it_and_asks_to_save(qtbot, window, monkeypatch):
-    _small_training(window)
+    small_training(window)
     panel = window.training
     panel.btn_start.click()
     qtbot.waitUntil(lambda: len(panel.plots.steps) >= 1, timeout=60000)
@@ -278,7 +258,7 @@ def test_a_non_finite_loss_in_training_is_shown_and_the_app_stays_up(qtbot, wind
 
     from detr_core.config import LossConfig
 
-    _small_training(window)
+    small_training(window)
     panel = window.training
     model_cfg, train_cfg = panel.configs()
     loss = LossConfig()

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMessageBox
 
 from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import save_checkpoint
@@ -19,6 +17,9 @@ from detr_core.model.detr import DETR
 from detr_core.train.live import LiveJob
 from detr_core.train.trainer import TrainControl
 from explorer.main_window import MainWindow
+
+pytestmark = pytest.mark.usefixtures("no_blocking_questions")
+
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
@@ -36,14 +37,6 @@ def small_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "small.pt", _model(), NAMES)
 
 
-@pytest.fixture
-def settings(tmp_path):
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture(autouse=True)
-def no_blocking_questions(monkeypatch):
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
 
 
 @pytest.fixture
@@ -69,20 +62,6 @@ def _new_sample(qtbot, window):
         window.new_toy_sample()
     window.controller.wait(10000)
 
-
-def _small_training(window):
-    t = window.training
-    t.preset.setCurrentText("fast")
-    t.queries.setValue(8)
-    t.enc_layers.setValue(1)
-    t.dec_layers.setValue(2)
-    t.d_model.setCurrentText("32")
-    t.batch.setValue(2)
-    t.minutes.setValue(5)
-    t.eval_every.setValue(0)
-    t.dense.setChecked(False)
-    t.query_groups.setValue(1)
-    t.dn_groups.setValue(0)
 
 
 # --- 1. a live preview is shown only on the image it was computed on ------------------------------
