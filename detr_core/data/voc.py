@@ -52,7 +52,9 @@ def voc_splits(year_dir: Path) -> list[str]:
     return sorted(p.stem for p in (year_dir / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem)
 
 
-def open_voc(root: Path, split: str, check_images: bool = True) -> FileDataset:
+def read_split(root: Path, split: str) -> tuple[Path, Path, list[str], list[str]]:
+    """The devkit's year folder, its split file, the image ids the split lists (in order, repeats
+    kept) and the class names (``class_names.txt`` if present, else the 20 VOC classes)."""
     root = Path(root)
     year_dir = find_year_dir(root)
     if year_dir is None:
@@ -67,6 +69,12 @@ def open_voc(root: Path, split: str, check_images: bool = True) -> FileDataset:
     class_file = year_dir / CLASS_FILE
     class_names = ([c.strip() for c in class_file.read_text().splitlines() if c.strip()]
                    if class_file.is_file() else list(VOC_CLASSES))
+    return year_dir, split_file, ids, class_names
+
+
+def open_voc(root: Path, split: str, check_images: bool = True) -> FileDataset:
+    root = Path(root)
+    year_dir, split_file, ids, class_names = read_split(root, split)
     label_of = {c: i for i, c in enumerate(class_names)}
     problems: list[Problem] = []
     records: list[ImageRecord] = []

@@ -211,19 +211,11 @@ def _read_coco(images_dir: Path, annotation_file: Path, check_images: bool) -> R
 
 
 def _read_voc(root: Path, split: str, check_images: bool) -> RawDataset:
-    from detr_core.data.voc import CLASS_FILE, VOC_CLASSES, find_year_dir
+    from detr_core.data.voc import read_split
 
-    year = find_year_dir(root)
-    if year is None:
-        raise DatasetError(f"{root}: not a VOC devkit")
-    split_file = year / "ImageSets" / "Main" / f"{split}.txt"
-    if not split_file.is_file():
-        raise DatasetError(f"{split_file}: no such split file")
-    class_file = year / CLASS_FILE
-    names = ([c.strip() for c in class_file.read_text().splitlines() if c.strip()]
-             if class_file.is_file() else list(VOC_CLASSES))
+    year, _, ids, names = read_split(root, split)
     images = []
-    for image_name in dict.fromkeys(line.split()[0] for line in split_file.read_text().splitlines() if line.strip()):
+    for image_name in dict.fromkeys(ids):
         try:
             root_el = ET.parse(year / "Annotations" / f"{image_name}.xml").getroot()
         except (OSError, ET.ParseError):
