@@ -23,6 +23,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from detr_core.precision import cpu_description  # noqa: E402
 
 WORKER = r"""
 import json, sys, time
@@ -52,21 +55,6 @@ for line in sys.stdin:
         i += 1
     print(json.dumps({"images_per_sec": n * bs / (time.perf_counter() - t0)}), flush=True)
 """
-
-
-def cpu_description() -> dict:
-    from detr_core.precision import NATIVE_BF16_FLAGS, read_cpu_flags
-
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = read_cpu_flags() or frozenset()
-    return {"cpu": model, "bf16_flags": sorted(f for f in flags if f in NATIVE_BF16_FLAGS or "bf16" in f)}
 
 
 def export_revision(rev: str, dest: Path) -> None:

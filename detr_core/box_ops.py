@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert
 
 __all__ = [
     "cxcywh_to_xyxy",
@@ -28,6 +27,8 @@ def cxcywh_to_xyxy(boxes_cxcywh: Tensor) -> Tensor:
 
 def xyxy_to_cxcywh(boxes_xyxy: Tensor) -> Tensor:
     """[..., 4] (x0, y0, x1, y1) -> [..., 4] (cx, cy, w, h), same units."""
+    from torchvision.ops import box_convert  # imported on use: torchvision costs seconds at startup
+
     shape = boxes_xyxy.shape
     return box_convert(boxes_xyxy.reshape(-1, 4), "xyxy", "cxcywh").reshape(shape)
 

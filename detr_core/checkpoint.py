@@ -89,12 +89,15 @@ class Checkpoint:
             config = DETRConfig(**{**to_dict(config), "pretrained_backbone": False})
         return config
 
-    def problem(self) -> str | None:
+    def problem(self, model: DETR | None = None) -> str | None:
         """Why these weights cannot make a working model (None when they can), in one line:
         names missing, unexpected or wrongly shaped weights (the first of them, with both shapes)
-        and weights that are NaN or infinite. Cheap: the model is laid out on the meta device."""
-        with torch.device("meta"):
-            expected = DETR(self._buildable_config()).state_dict()
+        and weights that are NaN or infinite. ``model``: the model the file describes, when
+        already built (else one is built on the CPU: laying it out on the meta device instead
+        would run PyTorch's Python meta kernels, whose import costs seconds at the app's start)."""
+        if model is None:
+            model = DETR(self._buildable_config())
+        expected = model.state_dict()
         missing = [k for k in expected if k not in self.state_dict]
         unexpected = [k for k in self.state_dict if k not in expected]
         if missing or unexpected:
@@ -118,10 +121,10 @@ class Checkpoint:
     def build_model(self, device: torch.device | str = "cpu") -> DETR:
         """A model with these weights, in eval mode. Raises CheckpointError on a mismatch or on
         non-finite weights."""
-        problem = self.problem()
+        model = DETR(self._buildable_config())
+        problem = self.problem(model)
         if problem:
             raise CheckpointError(problem)
-        model = DETR(self._buildable_config())
         model.load_state_dict(self.state_dict)
         return model.to(device).eval()
 

@@ -46,6 +46,23 @@ def read_cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | No
     return None
 
 
+def cpu_description(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+    """The CPU's model name and its bfloat16-related flags, to print beside any speed figure."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    flags = read_cpu_flags(cpuinfo) or frozenset()
+    return {"cpu": model, "bf16_flags": sorted(f for f in flags if f in NATIVE_BF16_FLAGS or "bf16" in f or "amx" in f)}
+
+
 def choose_precision(flags: Iterable[str] | None) -> PrecisionChoice:
     """bf16 exactly when ``flags`` include a native bfloat16 instruction set."""
     if flags is None:

@@ -8,11 +8,16 @@ it exists.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRect, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
 from PySide6.QtWidgets import QApplication, QSplashScreen
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
 
 
 def make_splash() -> QSplashScreen:
@@ -39,7 +44,14 @@ def make_splash() -> QSplashScreen:
     return splash
 
 
-def run_app(paths: list[str] | None = None) -> int:
+def _warm_up_training() -> None:
+    from detr_core.train.live import warm_up
+
+    warm_up()
+
+
+def run_app(paths: list[str] | None = None, on_window: Callable[[MainWindow], None] | None = None) -> int:
+    """Splash, window, event loop. ``on_window(window)`` runs once the window is up (benchmarks)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("DETR Explorer")
     app.setOrganizationName("DETR Explorer")
@@ -47,9 +59,7 @@ def run_app(paths: list[str] | None = None) -> int:
     splash.show()
     app.processEvents()
 
-    from detr_core.train.live import warm_up  # the slow imports: torch, torchvision
-
-    from .main_window import MainWindow
+    from .main_window import MainWindow  # the slow import: torch
 
     splash.showMessage("Opening the model…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
                        QColor("#f1f3f4"))
@@ -57,9 +67,13 @@ def run_app(paths: list[str] | None = None) -> int:
     window = MainWindow()
     window.show()
     splash.finish(window)
-    # start the training processes' forkserver (it imports torch) once the first result is on
-    # screen, so pressing Start later begins training at once
-    window.state.resultChanged.connect(lambda: QTimer.singleShot(500, warm_up), type=Qt.ConnectionType.SingleShotConnection)
+    if on_window is not None:
+        on_window(window)
+    # once the first result is on screen: import and build the analysis views and the training
+    # panel (their modules are not needed for the first picture), then start the training
+    # processes' forkserver (it imports torch), so pressing Start later begins training at once
+    window.state.resultChanged.connect(window.warm_up_views, type=Qt.ConnectionType.SingleShotConnection)
+    window.viewsBuilt.connect(lambda: QTimer.singleShot(500, _warm_up_training), type=Qt.ConnectionType.SingleShotConnection)
     for p in paths or []:
         window.open_path(Path(p))
     return app.exec()

@@ -10,6 +10,7 @@ import ctypes.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,10 +23,12 @@ from detr_core.data.images import load_image
 from detr_core.model.detr import DETR
 from detr_core.presets import preset
 
-from .dataset_session import OpenedDataset, open_path
 from .state import AppState, LoadedModel
-from .training_worker import TrainedModel
 from .workers import Worker, WorkQueue
+
+if TYPE_CHECKING:
+    from .dataset_session import OpenedDataset
+    from .training_worker import TrainedModel
 
 LARGE_IMAGE_PIXELS = 1_000_000  # after such an image is replaced, freed memory is handed back
 
@@ -157,6 +160,8 @@ class Controller(QObject):
         if self.dataset_job is not None and self.dataset_job.is_running:
             return False
         path = Path(path)
+        from .dataset_session import open_path  # datasets bring pycocotools and torchvision
+
         job = Worker(open_path, path, context=False, parent=self)
 
         def done(opened: OpenedDataset) -> None:

@@ -5,7 +5,10 @@ the GUI thread; the window turns menus, files and messages into calls to them.""
 
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QRect, QSettings, QSize, Qt, QTimer, Signal
@@ -36,25 +39,34 @@ from .attention_grid import AttentionGrid
 from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
-from .dataset_session import OpenedDataset, looks_like_dataset
-from .dataset_views import DatasetViews
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
 from .model_info import distribution_warning
 from .notice import Notice
 from .query_panel import QueryPanel
 from .stable_label import StableLabel
 from .state import AppState, LoadedModel, TrainingSession
-from .training_panel import TrainingPanel
-from .training_worker import TrainedModel
-from .views.counting import CountingView
-from .views.datasets import DatasetBrowser
-from .views.doctor import DoctorView
-from .views.layers import LayerView
-from .views.matching import MatchingView
-from .views.runs import RunsView
-from .views.specialization import SpecializationView
 from .wheel_guard import guard_wheel
 from .workers import readable_error
+
+if TYPE_CHECKING:
+    from .dataset_session import OpenedDataset
+    from .training_worker import TrainedModel
+
+# The analysis views, built after the first result is on screen (or when first needed): their
+# modules pull in scipy, pycocotools and torchvision, which the first picture does not need and
+# which would double the time to it. (attribute, dock title, module, class, in a scroll area)
+ANALYSIS_VIEWS = (
+    ("specialization", "Query specialization", "explorer.views.specialization", "SpecializationView", True),
+    ("matching", "Matching", "explorer.views.matching", "MatchingView", True),
+    ("layers", "Layer by layer", "explorer.views.layers", "LayerView", True),
+    ("counting", "Counting", "explorer.views.counting", "CountingView", True),
+    ("runs", "Runs", "explorer.views.runs", "RunsView", True),
+    ("datasets", "Dataset", "explorer.views.datasets", "DatasetBrowser", False),
+    ("doctor", "Doctor", "explorer.views.doctor", "DoctorView", True),
+)
+# what building the views imports, warmed off the GUI thread first
+VIEW_IMPORTS = ("torchvision", "scipy.optimize", "pycocotools.coco", "explorer.dataset_views", "explorer.training_panel",
+                *(module for _, _, module, _, _ in ANALYSIS_VIEWS))
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CHECKPOINT = ROOT / "checkpoints" / "toy_shapes.pt"
@@ -101,6 +113,8 @@ def qimage_to_rgb(image: QImage, max_side: int | None = MAX_SIDE) -> np.ndarray:
 
 class MainWindow(QMainWindow):
     errorShown = Signal(str)
+    viewsImported = Signal()  # emitted by the import thread of warm_up_views
+    viewsBuilt = Signal()
 
     def __init__(self, settings: QSettings | None = None, checkpoint: Path | None = BUNDLED_CHECKPOINT,
                  sample_seed: int = 0, runs_folder: Path | None = None) -> None:
@@ -124,56 +138,32 @@ class MainWindow(QMainWindow):
         self.queries = QueryPanel(self.state)
         self.attention = AttentionPanel(self.state)
         self.grid = AttentionGrid(self.state)
-        self.training = TrainingPanel()
         self.queries_dock = self._dock("Queries", self.queries, Qt.DockWidgetArea.RightDockWidgetArea)
         self.attention_dock = self._dock("Attention", self.attention, Qt.DockWidgetArea.RightDockWidgetArea)
         # (the grid lays its cells out to the dock's size: it does not scroll)
         self.grid_dock = self._dock("Attention grid", self.grid, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=False)
-        self.training_dock = self._dock("Training", self.training, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.grid_dock, self.training_dock)
-        # the analysis views of "Seeing inside"
-        self.specialization = SpecializationView(self.state)
-        self.matching = MatchingView(self.state)
-        self.layers = LayerView(self.state)
-        self.counting = CountingView(self.state)
-        self.runs = RunsView(runs_folder)
-        self.datasets = DatasetBrowser(self.state)
-        self.views = (self.specialization, self.matching, self.layers, self.counting, self.runs, self.datasets)
-        for title, view in (("Query specialization", self.specialization), ("Matching", self.matching),
-                            ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs),
-                            ("Dataset", self.datasets)):
-            # the dataset browser lays its list and pictures out to the dock (no scrolling)
-            dock = self._dock(title, view, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=view is not self.datasets)
+        # the training panel and the analysis views of "Seeing inside": their docks (tabs) now,
+        # the panels themselves once the first result is on screen (see build_views)
+        self._runs_folder = runs_folder
+        self._views_built = False
+        self._view_docks: dict[str, QDockWidget] = {}
+        for attr, title, *_ in (("training", "Training"), *ANALYSIS_VIEWS):
+            placeholder = QLabel("Loading…")
+            placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            dock = QDockWidget(title, self)
+            dock.setObjectName(title.replace(" ", "_"))
+            dock.setWidget(placeholder)
+            self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
             self.tabifyDockWidget(self.grid_dock, dock)
-            dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
-            view.errorShown.connect(self.notify)
-            view.add_help(title)
-        self.doctor = DoctorView(self.state)
-        self.doctor_dock = self._dock("Doctor", self.doctor, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.grid_dock, self.doctor_dock)
-        self.doctor.errorShown.connect(self.notify)
-        self.doctor.add_help("Doctor")
+            dock.visibilityChanged.connect(self._on_view_dock_shown)
+            self._view_docks[attr] = dock
+        self.training_dock = self._view_docks["training"]
+        self.datasets_dock = self._view_docks["datasets"]
+        self.doctor_dock = self._view_docks["doctor"]
         self.grid_dock.raise_()
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self._previous_model: LoadedModel | None = None  # what Stop replaced, to go back to
-
-        # the training panel runs its own worker; the state gets its session, model and previews
-        self.training.workerCreated.connect(lambda worker: self.state.set_training(TrainingSession(worker)))
-        self.training.trained.connect(self._on_trained)
-        self.training.preview.connect(self.controller.accept_preview)
-        self.training.failed.connect(lambda msg: self.show_error("Training", msg))
-        self.training.running.connect(self._on_training_running)
-        self.training.status.connect(self._set_activity)
-        self.state.imageChanged.connect(lambda image: self.training.set_preview_image(image, self.state.image_id))
-        self.state.datasetChanged.connect(self.training.set_dataset)
-        self.state.modelChanged.connect(self.training.set_open_model)
-        self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
-        self.datasets.showImage.connect(lambda rgb, name: self.state.set_image(rgb, name))
-        self.datasets_dock = self.dock_of(self.datasets)
-        self.dataset_views = DatasetViews(self.state, {
-            "Query specialization": self.specialization, "Matching": self.matching,
-            "Layer by layer": self.layers, "Counting": self.counting})
 
         self.state.modelChanged.connect(self._update_model_label)
         self.state.modelChanged.connect(self._update_warning)
@@ -198,17 +188,106 @@ class MainWindow(QMainWindow):
         self.new_toy_sample()
 
     # --- construction --------------------------------------------------------------------
+    def __getattr__(self, name: str):  # noqa: ANN204
+        """An analysis view (``window.matching`` ...) asked for before it was built builds them all."""
+        if name in {"views", "dataset_views", "training"} | {attr for attr, *_ in ANALYSIS_VIEWS} and not self.__dict__.get("_views_built", True):
+            self.build_views()
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def build_views(self) -> None:
+        """Build the analysis views into their docks (once). Imports their modules on first call."""
+        if self._views_built:
+            return
+        self._views_built = True
+        with self.state.replaying_to_new_listeners():
+            self._build_views()
+        self.viewsBuilt.emit()
+
+    def _build_views(self) -> None:
+        from .training_panel import TrainingPanel
+
+        # the training panel runs its own worker; the state gets its session, model and previews
+        self.training = TrainingPanel()
+        self._view_docks["training"].widget().deleteLater()
+        self._view_docks["training"].setWidget(self._scrolled(self.training))
+        self.training.setWhatsThis(VIEW_HELP.get("Training", ""))
+        self.training.workerCreated.connect(lambda worker: self.state.set_training(TrainingSession(worker)))
+        self.training.trained.connect(self._on_trained)
+        self.training.preview.connect(self.controller.accept_preview)
+        self.training.failed.connect(lambda msg: self.show_error("Training", msg))
+        self.training.running.connect(self._on_training_running)
+        self.training.status.connect(self._set_activity)
+        self.state.imageChanged.connect(lambda image: self.training.set_preview_image(image, self.state.image_id))
+        self.state.datasetChanged.connect(self.training.set_dataset)
+        self.state.modelChanged.connect(self.training.set_open_model)
+
+        views = {}
+        for attr, title, module, cls, scroll in ANALYSIS_VIEWS:
+            view_class = getattr(importlib.import_module(module), cls)
+            view = view_class(self._runs_folder) if attr == "runs" else view_class(self.state)
+            views[attr] = view
+            setattr(self, attr, view)
+            dock = self._view_docks[attr]
+            old = dock.widget()
+            dock.setWidget(self._scrolled(view) if scroll else view)
+            old.deleteLater()
+            if title in VIEW_HELP:
+                view.setWhatsThis(VIEW_HELP[title])
+            view.errorShown.connect(self.notify)
+            view.add_help(title)
+            if attr != "doctor":
+                dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
+        self.views = tuple(views[a] for a in ("specialization", "matching", "layers", "counting", "runs", "datasets"))
+        self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
+        self.datasets.showImage.connect(lambda rgb, name: self.state.set_image(rgb, name))
+        from .dataset_views import DatasetViews
+
+        self.dataset_views = DatasetViews(self.state, {
+            "Query specialization": self.specialization, "Matching": self.matching,
+            "Layer by layer": self.layers, "Counting": self.counting})
+        for dock in self._view_docks.values():
+            guard_wheel(dock.widget())
+
+    def _on_view_dock_shown(self, seen: bool) -> None:
+        # a view's tab brought up before the views were built: build them now (after the first
+        # result, so a tab remembered from the last session does not delay the first picture)
+        if seen and not self._views_built and self.state.result is not None:
+            QTimer.singleShot(0, self.build_views)
+
+    def warm_up_views(self) -> None:
+        """Import the analysis views' modules off the GUI thread, then build the views on it.
+        Called once the first result is on screen; the window stays usable meanwhile."""
+        if self._views_built or getattr(self, "_warming", False):
+            return
+        self._warming = True
+
+        def imports() -> None:
+            for module in VIEW_IMPORTS:
+                try:
+                    importlib.import_module(module)
+                except ImportError:
+                    pass  # build_views raises it on the GUI thread, where it is reported
+            self.viewsImported.emit()
+
+        self.viewsImported.connect(self.build_views, type=Qt.ConnectionType.QueuedConnection)
+        self._import_thread = threading.Thread(target=imports, name="import views", daemon=True)
+        self._import_thread.start()
+
+    def _scrolled(self, widget: QWidget) -> QScrollArea:
+        area_widget = QScrollArea()
+        area_widget.setWidget(widget)
+        area_widget.setWidgetResizable(True)
+        area_widget.setFrameShape(QFrame.Shape.NoFrame)
+        return area_widget
+
     def _dock(self, title: str, widget, area, scroll: bool = True) -> QDockWidget:  # noqa: ANN001
         """A dock holding ``widget`` in a scroll area: a dock narrower or shorter than the widget's
         minimum size scrolls instead of pushing the window off the screen."""
         dock = QDockWidget(title, self)
         dock.setObjectName(title.replace(" ", "_"))
         if scroll:
-            area_widget = QScrollArea()
-            area_widget.setWidget(widget)
-            area_widget.setWidgetResizable(True)
-            area_widget.setFrameShape(QFrame.Shape.NoFrame)
-            dock.setWidget(area_widget)
+            dock.setWidget(self._scrolled(widget))
         else:
             dock.setWidget(widget)
         if title in VIEW_HELP:
@@ -491,7 +570,7 @@ class MainWindow(QMainWindow):
         self.busy.setVisible(text is not None)
         if text is not None:
             self.activity.setText(text)
-        elif not self.training.is_running:
+        elif not self.training_running:
             self.activity.setText("Ready")
 
     def _update_title(self, *_: object) -> None:
@@ -622,10 +701,16 @@ class MainWindow(QMainWindow):
 
         if path.suffix.lower() in CHECKPOINT_SUFFIXES or is_hf_checkpoint(path):
             self.open_checkpoint(path)
-        elif looks_like_dataset(path):
+        elif self._looks_like_dataset(path):
             self.open_dataset(path)
         else:
             self.open_image(path)
+
+    @staticmethod
+    def _looks_like_dataset(path: Path) -> bool:
+        from .dataset_session import looks_like_dataset
+
+        return looks_like_dataset(path)
 
     def open_dataset(self, path: Path) -> bool:
         """Open a dataset off the GUI thread; the browser shows it. A dataset that fails to open
@@ -772,8 +857,12 @@ class MainWindow(QMainWindow):
         return dock
 
     # --- closing -------------------------------------------------------------------------------
+    @property
+    def training_running(self) -> bool:
+        return self._views_built and self.training.is_running
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if self.training.is_running:
+        if self.training_running:
             answer = QMessageBox.question(
                 self, "Training is running", "Stop training and quit?",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
@@ -794,12 +883,13 @@ class MainWindow(QMainWindow):
             if answer == QMessageBox.StandardButton.Save and not self.choose_save_checkpoint():
                 event.ignore()
                 return
-        self.runs.shutdown()
-        self.matching.shutdown()
-        self.layers.shutdown()
-        for view in self.views:
-            view.cancel_job()
-            view.wait_job(10000)
+        if self._views_built:
+            self.runs.shutdown()
+            self.matching.shutdown()
+            self.layers.shutdown()
+            for view in self.views:
+                view.cancel_job()
+                view.wait_job(10000)
         self.controller.shutdown(30000)
         self._save_settings()
         event.accept()

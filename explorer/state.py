@@ -13,6 +13,8 @@ so each signal's listeners see the whole new state.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +36,30 @@ if TYPE_CHECKING:
     from .training_worker import TrainedModel
 
 MODE_NONE, MODE_CROSS, MODE_ENCODER = "none", "cross", "encoder"  # what the heatmap shows
+# the state's one-value signals and their fields, in the order a new listener is told them
+REPLAYED = (
+    ("modelChanged", "_model"), ("dataSourceChanged", "_data_source"), ("datasetChanged", "_dataset"),
+    ("imageChanged", "_image"), ("resultChanged", "_result"), ("selectedQueryChanged", "_selected_query"),
+    ("visibleQueriesChanged", "_visible_queries"), ("thresholdChanged", "_threshold"),
+    ("showDimmedChanged", "_show_dimmed"), ("attentionModeChanged", "_attention_mode"),
+    ("layerChanged", "_layer"), ("headChanged", "_head"), ("encoderPointChanged", "_encoder_point"),
+    ("heatmapStyleChanged", "_heatmap_style"), ("trainingChanged", "_training"),
+)
+
+
+class _RecordingSignal:
+    """A signal instance that also notes who connects to it (see replaying_to_new_listeners)."""
+
+    def __init__(self, signal: SignalInstance, record: list) -> None:
+        self._signal = signal
+        self._record = record
+
+    def connect(self, slot: Callable, *args: Any, **kwargs: Any) -> Any:
+        self._record.append((slot, args, kwargs))
+        return self._signal.connect(slot, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._signal, name)
 
 
 class LoadedModel:
@@ -169,8 +195,30 @@ class AppState(QObject):
         self._encoder_point: tuple[float, float] | None = None
         self._heatmap_style = HeatmapStyle()
         self._training: TrainingSession | None = None
+        self._initial = {field: getattr(self, field) for _, field in REPLAYED}
 
     # --- the mechanism ---------------------------------------------------------------------
+    @contextmanager
+    def replaying_to_new_listeners(self) -> Iterator[None]:
+        """Views built inside this block are told the current state as they would have been had
+        they existed from the start: each field that changed since then is sent, once, to each
+        slot connected to its signal inside the block (only to those: the rest of the window
+        already knows). Used to build views after the first result is on screen."""
+        recorded: dict[str, list[tuple[Callable, tuple, dict]]] = {name: [] for name, _ in REPLAYED}
+        for name, _ in REPLAYED:
+            setattr(self, name, _RecordingSignal(getattr(self, name), recorded[name]))
+        try:
+            yield
+        finally:
+            for name, _ in REPLAYED:
+                delattr(self, name)  # the class's signal shows through again
+        for name, field in REPLAYED:
+            value = getattr(self, field)
+            if _same(value, self._initial[field]):
+                continue
+            for slot, _args, _kwargs in recorded[name]:
+                slot(value)
+
     def _assign(self, field: str, value: object, signal: SignalInstance, pending: list) -> None:
         """Set a field; queue its signal if the value really changed."""
         if _same(getattr(self, field), value):

@@ -15,16 +15,20 @@ Targets, one dict per image, are what the losses and evaluation read:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
 from torch import Tensor
 
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
+
+if TYPE_CHECKING:  # pycocotools is imported where it is used, not at startup
+    from pycocotools.coco import COCO
 
 
 @dataclass

@@ -12,17 +12,20 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pycocotools.coco import COCO
 from torch import Tensor
 
 from detr_core.data.dataset import DatasetError, DetectionDataset, Sample, target_dict
 from detr_core.data.images import to_tensor
 from detr_core.data.transforms import Transform
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
+
+if TYPE_CHECKING:  # pycocotools is imported where it is used, not at startup
+    from pycocotools.coco import COCO
 
 
 @dataclass
@@ -209,6 +212,8 @@ def coco_from_dict(dataset: dict) -> COCO:
     """A pycocotools COCO object over an in-memory dict, without its progress prints."""
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     coco = COCO()
     coco.dataset = dataset

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
-from torchvision.models._utils import IntermediateLayerGetter
 
 from detr_core.config import DETRConfig
 from detr_core.model.nested_tensor import NestedTensor
@@ -74,6 +72,8 @@ class FoldedConv2d(nn.Conv2d):
 
 def fold_frozen_batchnorm(resnet: nn.Module) -> None:
     """Fold every conv -> FrozenBatchNorm2d pair of a torchvision ResNet (in place)."""
+    import torchvision  # on use: importing torchvision costs seconds at startup
+
     pairs: list[tuple[nn.Module, str, str]] = [(resnet, "conv1", "bn1")]
     for module in resnet.modules():
         if isinstance(module, (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)):
@@ -130,6 +130,8 @@ class TinyBody(nn.Module):
 
 def _cached_imagenet_weights(name: str) -> Path | None:
     """Path of torchvision's ImageNet weights for ``name`` if already in the torch cache."""
+    import torchvision  # on use: importing torchvision costs seconds at startup
+
     weights_enum = torchvision.models.get_model_weights(name)
     url = weights_enum.IMAGENET1K_V1.url
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
@@ -142,6 +144,8 @@ def custom_resnet(depths: tuple[int, ...], widths: tuple[int, ...], block: str, 
 
     depths: blocks per stage (4); widths: stem channels, then each stage's output channels (5).
     A bottleneck's inner width is a quarter of its output (ResNet's reduction of 4)."""
+    import torchvision  # on use: importing torchvision costs seconds at startup
+
     stem, *outs = widths
     resnet = nn.Module()
     resnet.conv1 = nn.Conv2d(3, stem, 7, stride=2, padding=3, bias=False)
@@ -190,6 +194,9 @@ class Backbone(nn.Module):
             # but its backward kernel sums less accurately (gradients ~1e-3 from float64, not ~1e-6)
             self.channels_last = False
             return
+        import torchvision  # on use: importing torchvision costs seconds at startup
+        from torchvision.models._utils import IntermediateLayerGetter
+
         # DC5: the last stage keeps stride 16 and dilates its 3x3 convs instead (as the reference)
         dilate = [False, False, config.dilation]
         if name == "resnet":

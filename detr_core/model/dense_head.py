@@ -9,12 +9,16 @@ detector's predictions still come from its fixed set of queries, one per query, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
 from detr_core.box_ops import inverse_sigmoid
-from detr_core.model.matcher import PackedTargets
 from detr_core.model.transformer import MLP
+
+if TYPE_CHECKING:  # the matcher pulls in scipy and torchvision: not needed to build the model
+    from detr_core.model.matcher import PackedTargets
 
 
 class DenseHead(nn.Module):
@@ -54,6 +58,8 @@ def dense_assignment(
     smaller object. valid: [B, S] bool (False on padding). Returns [B, S] int64. All images at
     once, their targets padded to the largest count (padding is never positive).
     """
+    from detr_core.model.matcher import PackedTargets
+
     packed = PackedTargets.pack(targets)
     h, w = grid_hw
     device = valid.device

@@ -1,5 +1,8 @@
 """Hungarian matching between predictions and ground truth (``scipy.optimize.linear_sum_assignment``).
 
+scipy and torchvision are imported where they are used: the window imports this module at
+startup, long before anything is matched, and those two imports cost seconds there.
+
 cost = w_class * class cost + w_L1 * L1 + w_giou * (-GIoU). With softmax classification the class
 cost is -p(class), as in the paper; with focal classification it is the focal-loss difference
 used by Deformable DETR. Each prediction is costed against its own image's targets only (padded
@@ -13,9 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
-from torchvision.ops import generalized_box_iou, generalized_box_iou_loss
 
 from detr_core.box_ops import cxcywh_to_xyxy
 
@@ -84,6 +85,8 @@ class HungarianMatcher:
         logits: [Q, C], boxes: [Q, 4] cxcywh, labels: [M], target_boxes: [M, 4] cxcywh.
         Returns {"class", "bbox", "giou", "total"}, each [Q, M] ("total" is weighted).
         """
+        from torchvision.ops import generalized_box_iou  # on use: torchvision costs seconds at startup
+
         boxes = boxes.float()
         target_boxes = target_boxes.float()
         cost_class = self.class_cost_table(logits)[:, labels]
@@ -105,6 +108,8 @@ class HungarianMatcher:
         largest count; columns past an image's own count are meaningless). Same numbers as
         ``cost_parts`` on each image's block, without building the whole batch-by-batch matrix.
         """
+        from torchvision.ops import generalized_box_iou_loss
+
         b, n = logits.shape[:2]
         packed = PackedTargets.pack(targets)
         labels, tboxes = packed.padded_labels, packed.padded_boxes  # padding boxes are valid boxes
@@ -157,6 +162,8 @@ class HungarianMatcher:
         packed = PackedTargets.pack(targets)
         n = layers[0][0].shape[1]
         per_group = n // groups
+        from scipy.optimize import linear_sum_assignment  # on use: scipy costs a second at startup
+
         device = logits.device
         sizes = packed.sizes
         cost = self.batched_cost(logits, boxes, packed).cpu().numpy() if max(sizes, default=0) else None

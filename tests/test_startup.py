@@ -1,0 +1,69 @@
+"""The first picture comes before the heavy imports; the rest of the window follows it.
+
+The window shows the bundled model's boxes on a toy image without importing torchvision (which
+imports torch._dynamo: as long again as torch itself), scipy or pycocotools; the training panel
+and the analysis views are built afterwards, and are told the state as if they had been there
+from the start."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+pytestmark = pytest.mark.usefixtures("no_blocking_questions")
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torchvision", "scipy", "pycocotools", "torch._dynamo", "explorer.training_panel",
+         "explorer.views.matching", "detr_core.train.trainer")
+
+FIRST_PICTURE = """
+import json, sys, tempfile
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from explorer.main_window import MainWindow
+settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
+window = MainWindow(settings=settings)
+window.show()
+def done():
+    window.controller.wait()
+    print(json.dumps({"kept": len(window.state.kept_queries()),
+                      "loaded": [m for m in sys.argv[1:] if m in sys.modules]}), flush=True)
+    app.quit()
+window.state.resultChanged.connect(lambda r: r is not None and QTimer.singleShot(0, done))
+app.exec()
+"""
+
+
+def test_the_first_picture_imports_none_of_the_heavy_modules():
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", FIRST_PICTURE, *HEAVY], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["kept"] >= 1  # the bundled model's boxes are on the toy image
+    assert report["loaded"] == []
+
+
+def test_views_built_after_the_first_result_see_the_current_state(qtbot, settings):
+    window = MainWindow(settings=settings, checkpoint=BUNDLED_CHECKPOINT, runs_folder=Path(settings.fileName()).parent)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.state.result is not None, timeout=20000)
+    assert not window._views_built
+    assert window._view_docks["matching"].widget().__class__.__name__ == "QLabel"  # "Loading…"
+    window.state.set_selected_query(window.state.kept_queries()[0])
+    with qtbot.waitSignal(window.viewsBuilt, timeout=60000):
+        window.warm_up_views()
+    window._import_thread.join(10)
+    # each view was told the model and result that were set before it existed
+    assert window.layers.result is window.state.result
+    assert window.training.open_model is window.state.model
+    window.layers.flush_deferred()
+    window.controller.wait(10000)
