@@ -100,6 +100,39 @@ class Controller(QObject):
 
         self.queue.submit(load, on_result=done, on_error=failed, subject=path.name)
 
+    def reopen_with(self, settings: dict, on_opened: Callable[[Checkpoint], None] | None = None) -> bool:
+        """The open checkpoint's weights rebuilt with some architecture settings replaced, for what
+        its file did not say (``{"nheads": 4}`` for a weights-only file), off the GUI thread; the
+        model becomes the state's. False (nothing started) when the model has no checkpoint."""
+        from .model_info import ASSUMED_SETTINGS_KEY
+
+        loaded = self.state.model
+        if loaded is None or loaded.checkpoint is None:
+            return False
+        ckpt, path, source = loaded.checkpoint, loaded.path, loaded.source
+        name = path.name if path is not None else source
+        set_before = dict(ckpt.extra.get(ASSUMED_SETTINGS_KEY, {}))
+        self.busy.emit(f"Reopening {name}…")
+
+        def build() -> tuple[Checkpoint, DETR]:
+            changed = ckpt.with_settings(**settings)  # CheckpointError (a ValueError) on a bad setting
+            changed.extra = {**changed.extra, ASSUMED_SETTINGS_KEY: {**set_before, **settings}}
+            return changed, changed.build_model()
+
+        def done(payload: tuple[Checkpoint, DETR]) -> None:
+            changed, model = payload
+            self.busy.emit(None)
+            self.state.set_model(LoadedModel(model, changed.class_names, source, path, changed))
+            if on_opened is not None:
+                on_opened(changed)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            self.failed.emit("Cannot reopen the model", message)
+
+        self.queue.submit(build, on_result=done, on_error=failed, subject=name)
+        return True
+
     def save_checkpoint(self, path: Path) -> None:
         """Write the current model (raises OSError, ValueError or RuntimeError)."""
         loaded = self.state.model

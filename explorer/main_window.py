@@ -39,7 +39,7 @@ from .controller import Controller
 from .dataset_session import OpenedDataset, looks_like_dataset
 from .dataset_views import DatasetViews
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
-from .model_info import distribution_warning
+from .model_info import ModelInfoPanel, distribution_warning
 from .notice import Notice
 from .query_panel import QueryPanel
 from .stable_label import StableLabel
@@ -153,6 +153,12 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.grid_dock, self.doctor_dock)
         self.doctor.errorShown.connect(self.notify)
         self.doctor.add_help("Doctor")
+        # what the model is, and what its file did not say (a weights-only file's head count)
+        self.model_info = ModelInfoPanel(self.state)
+        self.model_info_dock = self._dock("Model", self.model_info, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.attention_dock, self.model_info_dock)
+        self.attention_dock.raise_()
+        self.model_info.reopenRequested.connect(self.reopen_with)
         self.grid_dock.raise_()
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -528,6 +534,15 @@ class MainWindow(QMainWindow):
         assumed = "".join(f" The file does not say its {k}: assumed {v} (main.py --set {k}=… changes it)."
                           for k, v in ckpt.assumptions.items())
         self.notify(f"Opened {path.name}: {len(ckpt.class_names)} classes ({ckpt.source}).{assumed}")
+        if "nheads" in ckpt.assumptions:  # the Model panel says so and sets it
+            self.model_info_dock.show()
+            self.model_info_dock.raise_()
+
+    def reopen_with(self, settings: dict) -> bool:
+        """Reopen the model's checkpoint with ``settings`` (e.g. the head count the file lacked)."""
+        said = ", ".join(f"{k} = {v}" for k, v in settings.items())
+        return self.controller.reopen_with(
+            settings, on_opened=lambda ckpt: self.notify(f"Reopened the model with {said}."))
 
     EXPORT_FORMATS = {"Official DETR (.pth, facebookresearch/detr)": "reference",
                       "Hugging Face folder (save_pretrained)": "hf"}

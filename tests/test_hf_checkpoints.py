@@ -216,3 +216,52 @@ def test_window_exports_the_model(qtbot, tmp_path):
     assert not window.export_model("reference", tmp_path / "r.pth")  # a non-standard ResNet
     assert "non-standard" in errors[0]
     qtbot.waitUntil(lambda: window.state.result is not None, timeout=20000)
+
+
+def test_window_says_the_assumed_head_count_and_sets_it(qtbot, tmp_path, settings, no_blocking_questions):
+    """A weights-only file of a 4-head model opens with 8 heads assumed (the shapes are the same);
+    the Model panel says so, and setting 4 there reopens the model to the true one's outputs."""
+    import numpy as np
+    from PySide6.QtCore import Qt
+
+    from detr_core.analysis.capture import run_inference
+    from explorer.main_window import MainWindow
+
+    from detr_core.data.images import prepare
+
+    true = _reference_model()  # nheads=4
+    with torch.no_grad():  # sharper attention and heads than random ones: the head count shows
+        for layer in true.transformer.decoder.layers:
+            for attn in (layer.self_attn, layer.multihead_attn):
+                attn.in_proj_weight[: 2 * 32].mul_(6)
+        true.query_embed.weight.mul_(3)
+    torch.save(true.state_dict(), tmp_path / "weights.pth")
+    window = MainWindow(settings=settings, checkpoint=tmp_path / "weights.pth", runs_folder=tmp_path / "runs")
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.state.result is not None and not window.controller.queue.busy, timeout=20000)
+    panel = window.model_info
+    assert window.state.model.model.config.nheads == 8
+    assert "heads: 8 (assumed" in panel.summary.text() and not panel.heads_row.isHidden()
+    assert "8 is assumed" in panel.heads_hint.text()
+    image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    x = prepare(image, 128, 160)  # (the window runs at the reference's 800 pixels; this is quicker)
+    expected = run_inference(true, image, ["a", "b", "c"], input_tensor=x)
+    assumed = run_inference(window.state.model.model, image, ["a", "b", "c"], input_tensor=x)
+    # 8 heads: another model (far beyond the tolerance the true head count is held to below)
+    assert (assumed.probs - expected.probs).abs().max() > 100 * TOL["atol"]
+    assert (assumed.cross_attention.mean(1) - expected.cross_attention.mean(1)).abs().max() > 100 * TOL["atol"]
+
+    panel.heads.setValue(5)  # does not divide d_model 32: said, nothing reopened
+    qtbot.mouseClick(panel.apply_heads, Qt.MouseButton.LeftButton)
+    assert "choose one of 1, 2, 4, 8, 16, 32" in panel.heads_hint.text() and not window.controller.queue.busy
+    panel.heads.setValue(4)
+    with qtbot.waitSignal(window.state.modelChanged, timeout=20000):
+        qtbot.mouseClick(panel.apply_heads, Qt.MouseButton.LeftButton)
+    loaded = window.state.model
+    assert loaded.model.config.nheads == 4 and loaded.path == tmp_path / "weights.pth"
+    assert "heads: 4 (set by you" in panel.summary.text() and not panel.heads_row.isHidden()
+    got = run_inference(loaded.model, image, ["a", "b", "c"], input_tensor=x)
+    _compare((got.probs, got.boxes_cxcywh, got.cross_attention),
+             (expected.probs, expected.boxes_cxcywh, expected.cross_attention))
+    qtbot.waitUntil(lambda: window.state.result is not None and window.state.result.num_heads == 4, timeout=20000)
+    window.controller.wait(10000)
