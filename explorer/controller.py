@@ -26,7 +26,7 @@ from detr_core.presets import preset
 from .dataset_session import OpenedDataset, open_path
 from .state import AppState, LoadedModel
 from .training_worker import TrainedModel
-from .workers import Worker, WorkQueue
+from .workers import Worker, WorkQueue, readable_error
 
 LARGE_IMAGE_PIXELS = 1_000_000  # after such an image is replaced, freed memory is handed back
 
@@ -60,8 +60,9 @@ class Controller(QObject):
         # the newest inference request not yet started, (number, model, image, large), and whether
         # a queued job will pick it up: a newer request replaces an older one that has not started
         self._inference_lock = threading.Lock()
-        self._next_inference: tuple[int, LoadedModel, np.ndarray, bool] | None = None
+        self._next_inference: tuple[int, LoadedModel, np.ndarray, bool, str] | None = None
         self._inference_waiting = False
+        self._started_request = 0  # the request the model last started on
         self.inference_superseded = 0  # requests replaced before they ran (for tests and benchmarks)
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
@@ -233,24 +234,27 @@ class Controller(QObject):
         subject = f"Running {model_name} on {self.state.image_name or 'the image'}"
         self.busy.emit("Running the model…")
         with self._inference_lock:
-            self._next_inference = (self._request, loaded, image, large)
+            self._next_inference = (self._request, loaded, image, large, subject)
             if self._inference_waiting:
                 self.inference_superseded += 1
                 return  # the waiting job runs this request instead of the one it was queued for
             self._inference_waiting = True
-        self.queue.submit(self._infer_newest, on_result=self._inference_done, on_error=self._inference_failed,
-                          subject=subject)
+        self.queue.submit(self._infer_newest, on_result=self._inference_done, on_error=self._inference_failed)
 
     def _infer_newest(self) -> tuple[int, bool, InferenceResult] | None:
         """On the worker thread: run the newest request (the one waiting when this job starts)."""
         with self._inference_lock:
             request = self._next_inference
             self._next_inference, self._inference_waiting = None, False
-        if request is None:
-            return None
-        number, loaded, image, large = request
+            if request is None:
+                return None
+            number, loaded, image, large, subject = request
+            self._started_request = number
         self.inference_started.emit(number)
-        return number, large, run_inference(loaded.model, image, loaded.class_names, capture=True)
+        try:
+            return number, large, run_inference(loaded.model, image, loaded.class_names, capture=True)
+        except Exception as e:  # noqa: BLE001 - said in words, naming the model and image of this request
+            raise ValueError(readable_error(e, subject)) from None
 
     def _inference_done(self, payload: tuple[int, bool, InferenceResult] | None) -> None:
         if payload is None:
@@ -264,7 +268,10 @@ class Controller(QObject):
             release_memory()
 
     def _inference_failed(self, message: str) -> None:
-        self.busy.emit(None)
+        with self._inference_lock:
+            newest = self._started_request == self._request
+        if newest:  # else a newer request is on its way: still busy
+            self.busy.emit(None)
         self.failed.emit("Inference failed", message)
 
     def accept_preview(self, result: InferenceResult, image_id: object) -> None:

@@ -531,7 +531,8 @@ class MainWindow(QMainWindow):
         self.controller.open_checkpoint(Path(path), on_opened=opened)
 
     def _on_checkpoint_opened(self, path: Path, ckpt: Checkpoint) -> None:
-        assumed = "".join(f" The file does not say its {k}: assumed {v} (main.py --set {k}=… changes it)."
+        assumed = "".join(f" The file does not say its {k}: assumed {v} ("
+                          f"{'set it in the Model panel or ' if k == 'nheads' else ''}main.py --set {k}=… changes it)."
                           for k, v in ckpt.assumptions.items())
         self.notify(f"Opened {path.name}: {len(ckpt.class_names)} classes ({ckpt.source}).{assumed}")
         if "nheads" in ckpt.assumptions:  # the Model panel says so and sets it

@@ -9,6 +9,8 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
+from detr_core.data.coco_names import COCO_CLASS_NAMES
+
 from .state import AppState, LoadedModel
 
 
@@ -20,7 +22,8 @@ def knowledge_text(loaded: LoadedModel | None) -> str:
     shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
     classes = f"Knows {len(names)} class{'es' if len(names) != 1 else ''}: {shown}."
     tc = loaded.train_config
-    if loaded.checkpoint is not None and loaded.checkpoint.source == "facebookresearch/detr":
+    if (loaded.checkpoint is not None and loaded.checkpoint.source == "facebookresearch/detr"
+            and names == list(COCO_CLASS_NAMES)):
         return f"{classes} Trained on COCO photos (the official facebookresearch/detr weights)."
     if tc is not None and list(tc.data.classes) == names:
         d = tc.data
