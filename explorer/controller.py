@@ -1,6 +1,6 @@
 """Loads models and images into the :class:`~explorer.state.AppState` and keeps its inference
 result up to date: the model runs off the GUI thread (one :class:`~explorer.workers.WorkQueue`,
-in order) whenever the model or the image changes. It knows nothing of menus or dialogs; it says
+in order) whenever the model or the image changes; a newer request replaces one still waiting. It knows nothing of menus or dialogs; it says
 what it is doing through ``busy`` and what went wrong through ``failed``."""
 
 from __future__ import annotations
