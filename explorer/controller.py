@@ -1,6 +1,6 @@
 """Loads models and images into the :class:`~explorer.state.AppState` and keeps its inference
 result up to date: the model runs off the GUI thread (one :class:`~explorer.workers.WorkQueue`,
-in order) whenever the model or the image changes. It knows nothing of menus or dialogs; it says
+in order) whenever the model or the image changes; a newer request replaces one still waiting. It knows nothing of menus or dialogs; it says
 what it is doing through ``busy`` and what went wrong through ``failed``."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from detr_core.model.detr import DETR
 from detr_core.presets import preset
 
 from .state import AppState, LoadedModel
-from .workers import Worker, WorkQueue
+from .workers import Worker, WorkQueue, readable_error
 
 if TYPE_CHECKING:
     from .dataset_session import OpenedDataset
@@ -48,6 +49,7 @@ def release_memory() -> None:
 class Controller(QObject):
     busy = Signal(object)  # what is running ("Running the model…"), or None once idle
     failed = Signal(str, str)  # title, readable message
+    inference_started = Signal(int)  # the number of the request the model now runs on (from its thread)
 
     def __init__(self, state: AppState, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -58,6 +60,13 @@ class Controller(QObject):
         self._request = 0
         self.dataset_job: Worker | None = None  # opening a dataset (its own thread: may take a while)
         self._large_image = False  # the last image run was large: release memory after the next
+        # the newest inference request not yet started, (number, model, image, large), and whether
+        # a queued job will pick it up: a newer request replaces an older one that has not started
+        self._inference_lock = threading.Lock()
+        self._next_inference: tuple[int, LoadedModel, np.ndarray, bool, str] | None = None
+        self._inference_waiting = False
+        self._started_request = 0  # the request the model last started on
+        self.inference_superseded = 0  # requests replaced before they ran (for tests and benchmarks)
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
 
@@ -94,6 +103,39 @@ class Controller(QObject):
             self.failed.emit("Cannot open checkpoint", message)
 
         self.queue.submit(load, on_result=done, on_error=failed, subject=path.name)
+
+    def reopen_with(self, settings: dict, on_opened: Callable[[Checkpoint], None] | None = None) -> bool:
+        """The open checkpoint's weights rebuilt with some architecture settings replaced, for what
+        its file did not say (``{"nheads": 4}`` for a weights-only file), off the GUI thread; the
+        model becomes the state's. False (nothing started) when the model has no checkpoint."""
+        from .model_info import ASSUMED_SETTINGS_KEY
+
+        loaded = self.state.model
+        if loaded is None or loaded.checkpoint is None:
+            return False
+        ckpt, path, source = loaded.checkpoint, loaded.path, loaded.source
+        name = path.name if path is not None else source
+        set_before = dict(ckpt.extra.get(ASSUMED_SETTINGS_KEY, {}))
+        self.busy.emit(f"Reopening {name}…")
+
+        def build() -> tuple[Checkpoint, DETR]:
+            changed = ckpt.with_settings(**settings)  # CheckpointError (a ValueError) on a bad setting
+            changed.extra = {**changed.extra, ASSUMED_SETTINGS_KEY: {**set_before, **settings}}
+            return changed, changed.build_model()
+
+        def done(payload: tuple[Checkpoint, DETR]) -> None:
+            changed, model = payload
+            self.busy.emit(None)
+            self.state.set_model(LoadedModel(model, changed.class_names, source, path, changed))
+            if on_opened is not None:
+                on_opened(changed)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            self.failed.emit("Cannot reopen the model", message)
+
+        self.queue.submit(build, on_result=done, on_error=failed, subject=name)
+        return True
 
     def save_checkpoint(self, path: Path) -> None:
         """Write the current model (raises OSError, ValueError or RuntimeError)."""
@@ -183,35 +225,59 @@ class Controller(QObject):
 
     # --- inference ---------------------------------------------------------------------------
     def run_inference(self) -> None:
-        """Run the model on the image off the GUI thread; the newest request wins."""
+        """Run the model on the image off the GUI thread. The newest request wins: a request
+        that has not started yet is replaced by a newer one (it never runs), the running one
+        finishes but its result is dropped, and the result shown stays until the newest one
+        arrives. ``busy`` says "Running the model…" until then."""
         loaded, image = self.state.model, self.state.image
         if loaded is None or image is None:
             return
         self._request += 1
-        request = self._request
-
-        def infer() -> InferenceResult:
-            return run_inference(loaded.model, image, loaded.class_names, capture=True)
-
         large = self._large_image or image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
         self._large_image = image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
-
-        def done(result: InferenceResult) -> None:
-            if request != self._request:
-                return  # a newer image or model superseded this one
-            self.busy.emit(None)
-            self.state.set_result(result)  # the previous result (and image) are let go here
-            if large:
-                release_memory()
-
-        def failed(message: str) -> None:
-            self.busy.emit(None)
-            self.failed.emit("Inference failed", message)
-
-        self.busy.emit("Running the model…")
         model_name = loaded.path.name if loaded.path is not None else loaded.source
         subject = f"Running {model_name} on {self.state.image_name or 'the image'}"
-        self.queue.submit(infer, on_result=done, on_error=failed, subject=subject)
+        self.busy.emit("Running the model…")
+        with self._inference_lock:
+            self._next_inference = (self._request, loaded, image, large, subject)
+            if self._inference_waiting:
+                self.inference_superseded += 1
+                return  # the waiting job runs this request instead of the one it was queued for
+            self._inference_waiting = True
+        self.queue.submit(self._infer_newest, on_result=self._inference_done, on_error=self._inference_failed)
+
+    def _infer_newest(self) -> tuple[int, bool, InferenceResult] | None:
+        """On the worker thread: run the newest request (the one waiting when this job starts)."""
+        with self._inference_lock:
+            request = self._next_inference
+            self._next_inference, self._inference_waiting = None, False
+            if request is None:
+                return None
+            number, loaded, image, large, subject = request
+            self._started_request = number
+        self.inference_started.emit(number)
+        try:
+            return number, large, run_inference(loaded.model, image, loaded.class_names, capture=True)
+        except Exception as e:  # noqa: BLE001 - said in words, naming the model and image of this request
+            raise ValueError(readable_error(e, subject)) from None
+
+    def _inference_done(self, payload: tuple[int, bool, InferenceResult] | None) -> None:
+        if payload is None:
+            return
+        number, large, result = payload
+        if number != self._request:
+            return  # a newer image or model superseded this one: its request runs next
+        self.busy.emit(None)
+        self.state.set_result(result)  # the previous result (and image) are let go here
+        if large:
+            release_memory()
+
+    def _inference_failed(self, message: str) -> None:
+        with self._inference_lock:
+            newest = self._started_request == self._request
+        if newest:  # else a newer request is on its way: still busy
+            self.busy.emit(None)
+        self.failed.emit("Inference failed", message)
 
     def accept_preview(self, result: InferenceResult, image_id: object) -> None:
         """A live result from a training run, tagged with the id of the image it was computed on
@@ -226,6 +292,8 @@ class Controller(QObject):
     def shutdown(self, msecs: int = 30000) -> bool:
         """Drop the waiting work, cancel the running one and wait for it (before closing)."""
         self.queue.cancel_all()
+        with self._inference_lock:
+            self._next_inference, self._inference_waiting = None, False
         if self.dataset_job is not None:
             self.dataset_job.wait(msecs)
         return self.queue.wait(msecs)

@@ -40,7 +40,7 @@ from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
-from .model_info import distribution_warning
+from .model_info import ModelInfoPanel, distribution_warning
 from .notice import Notice
 from .query_panel import QueryPanel
 from .stable_label import StableLabel
@@ -160,6 +160,12 @@ class MainWindow(QMainWindow):
         self.training_dock = self._view_docks["training"]
         self.datasets_dock = self._view_docks["datasets"]
         self.doctor_dock = self._view_docks["doctor"]
+        # what the model is, and what its file did not say (a weights-only file's head count)
+        self.model_info = ModelInfoPanel(self.state)
+        self.model_info_dock = self._dock("Model", self.model_info, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.attention_dock, self.model_info_dock)
+        self.attention_dock.raise_()
+        self.model_info.reopenRequested.connect(self.reopen_with)
         self.grid_dock.raise_()
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -604,9 +610,19 @@ class MainWindow(QMainWindow):
         self.controller.open_checkpoint(Path(path), on_opened=opened)
 
     def _on_checkpoint_opened(self, path: Path, ckpt: Checkpoint) -> None:
-        assumed = "".join(f" The file does not say its {k}: assumed {v} (main.py --set {k}=… changes it)."
+        assumed = "".join(f" The file does not say its {k}: assumed {v} ("
+                          f"{'set it in the Model panel or ' if k == 'nheads' else ''}main.py --set {k}=… changes it)."
                           for k, v in ckpt.assumptions.items())
         self.notify(f"Opened {path.name}: {len(ckpt.class_names)} classes ({ckpt.source}).{assumed}")
+        if "nheads" in ckpt.assumptions:  # the Model panel says so and sets it
+            self.model_info_dock.show()
+            self.model_info_dock.raise_()
+
+    def reopen_with(self, settings: dict) -> bool:
+        """Reopen the model's checkpoint with ``settings`` (e.g. the head count the file lacked)."""
+        said = ", ".join(f"{k} = {v}" for k, v in settings.items())
+        return self.controller.reopen_with(
+            settings, on_opened=lambda ckpt: self.notify(f"Reopened the model with {said}."))
 
     EXPORT_FORMATS = {"Official DETR (.pth, facebookresearch/detr)": "reference",
                       "Hugging Face folder (save_pretrained)": "hf"}

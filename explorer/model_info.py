@@ -1,12 +1,17 @@
 """What the model knows (its classes and training data, from the checkpoint) and whether an image
 looks like that data: a photo shown to the toy model gets confident boxes that mean little, and
-the window says so next to them."""
+the window says so next to them. :class:`ModelInfoPanel` shows the architecture and lets the user
+set what the file did not say (the head count of a weights-only file)."""
 
 from __future__ import annotations
 
 import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
-from .state import LoadedModel
+from detr_core.data.coco_names import COCO_CLASS_NAMES
+
+from .state import AppState, LoadedModel
 
 
 def knowledge_text(loaded: LoadedModel | None) -> str:
@@ -17,7 +22,8 @@ def knowledge_text(loaded: LoadedModel | None) -> str:
     shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
     classes = f"Knows {len(names)} class{'es' if len(names) != 1 else ''}: {shown}."
     tc = loaded.train_config
-    if loaded.checkpoint is not None and loaded.checkpoint.source == "facebookresearch/detr":
+    if (loaded.checkpoint is not None and loaded.checkpoint.source == "facebookresearch/detr"
+            and names == list(COCO_CLASS_NAMES)):
         return f"{classes} Trained on COCO photos (the official facebookresearch/detr weights)."
     if tc is not None and list(tc.data.classes) == names:
         d = tc.data
@@ -80,3 +86,101 @@ def distribution_warning(loaded: LoadedModel | None, rgb: np.ndarray | None) -> 
     names = ", ".join(loaded.class_names)
     return (f"This image is far from what the model was trained on: {reason}. "
             f"The model only knows {names}: any box it draws here is a guess, whatever its score.")
+
+
+# --- the panel ---------------------------------------------------------------------------------
+
+ASSUMED_SETTINGS_KEY = "set_in_window"  # Checkpoint.extra: settings the user set for what the file did not say
+
+
+def heads_text(loaded: LoadedModel | None) -> str:
+    """"heads: 8" and, for a file that does not say its head count, "(assumed)" or "(set by you)"."""
+    if loaded is None:
+        return ""
+    heads = loaded.model.config.nheads
+    ckpt = loaded.checkpoint
+    if ckpt is not None and "nheads" in ckpt.assumptions:
+        return f"heads: {heads} (assumed: the file does not say)"
+    if ckpt is not None and "nheads" in ckpt.extra.get(ASSUMED_SETTINGS_KEY, {}):
+        return f"heads: {heads} (set by you: the file does not say)"
+    return f"heads: {heads}"
+
+
+def head_count_unknown(loaded: LoadedModel | None) -> bool:
+    """The file does not hold the head count (a weights-only official file): it can be set."""
+    ckpt = loaded.checkpoint if loaded is not None else None
+    return ckpt is not None and ("nheads" in ckpt.assumptions or "nheads" in ckpt.extra.get(ASSUMED_SETTINGS_KEY, {}))
+
+
+def architecture_text(loaded: LoadedModel | None) -> str:
+    if loaded is None:
+        return "No model."
+    cfg = loaded.model.config
+    name = loaded.path.name if loaded.path is not None else loaded.source
+    backbone = cfg.backbone + (" (DC5)" if cfg.dilation else "")
+    params = sum(p.numel() for p in loaded.model.parameters())
+    return (f"{name} ({loaded.source})\n{backbone} · d_model {cfg.d_model} · {heads_text(loaded)} · "
+            f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers · {cfg.num_queries} queries · "
+            f"{cfg.num_classes} classes · {params / 1e6:.1f} M parameters")
+
+
+class ModelInfoPanel(QWidget):
+    """What the open model is, and what its file did not say. A weights-only official file gives
+    no head count (the shapes are the same for any): the panel says 8 was assumed and offers a
+    spin box to set the right one, which reopens the model (``reopenRequested({"nheads": n})``)."""
+
+    reopenRequested = Signal(dict)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.summary = QLabel("No model.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.heads = QSpinBox()
+        self.heads.setRange(1, 64)
+        self.heads.setToolTip("Attention heads: the weights have the same shapes for any head count that divides "
+                              "d_model, so a file without its settings cannot say; the reference's default is 8")
+        self.heads_hint = QLabel("")
+        self.heads_hint.setWordWrap(True)
+        self.apply_heads = QPushButton("Reopen with this head count")
+        self.apply_heads.clicked.connect(self.request_heads)
+        self.heads_row = QWidget()
+        row = QHBoxLayout(self.heads_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Heads:"))
+        row.addWidget(self.heads)
+        row.addWidget(self.apply_heads)
+        row.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.heads_hint)
+        layout.addWidget(self.heads_row)
+        layout.addStretch(1)
+        state.modelChanged.connect(self.show_model)
+        self.show_model(state.model)
+
+    def show_model(self, loaded: LoadedModel | None) -> None:
+        self.summary.setText(architecture_text(loaded))
+        unknown = head_count_unknown(loaded)
+        self.heads_row.setVisible(unknown)
+        self.heads_hint.setVisible(unknown)
+        if unknown:
+            assert loaded is not None
+            heads = loaded.model.config.nheads
+            self.heads.setValue(heads)
+            how = ("assumed (the reference's default)" if "nheads" in loaded.checkpoint.assumptions
+                   else "the count you set")
+            self.heads_hint.setText(f"The file does not say how many attention heads the model has: {heads} is {how}. "
+                                    "If its predictions look wrong, set the count it was trained with.")
+
+    def request_heads(self) -> None:
+        loaded = self.state.model
+        if loaded is None:
+            return
+        d_model, n = loaded.model.config.d_model, self.heads.value()
+        if d_model % n:
+            divisors = ", ".join(str(k) for k in range(1, min(d_model, 64) + 1) if d_model % k == 0)
+            self.heads_hint.setText(f"{n} heads do not divide d_model {d_model}: choose one of {divisors}.")
+            return
+        self.reopenRequested.emit({"nheads": n})

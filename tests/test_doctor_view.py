@@ -68,3 +68,65 @@ def test_overfit_from_the_window_can_be_cancelled(qtbot) -> None:
         qtbot.waitUntil(lambda: view.progress_bar.value() >= 1, timeout=30000)
         view.cancel_job()
     assert view.wait_job()
+
+
+def test_a_missed_object_layer_by_layer_and_in_the_image_view(qtbot) -> None:
+    """Held-out image 1, object 4 (a small triangle) is misplaced by the bundled model: the view
+    plots its matched query's IoU and class probability by layer, its class probabilities, its
+    box at every layer and its cross-attention; the main image view then shows that query."""
+    import numpy as np
+
+    from detr_core.analysis.evaluate import heldout_split
+    from detr_core.analysis.heatmaps import cross_attention_map
+    from detr_core.checkpoint import load_model
+    from explorer.canvas import ImageView
+    from explorer.controller import Controller
+
+    state = AppState()
+    model, ckpt = load_model(Path(__file__).parents[1] / "checkpoints" / "toy_shapes.pt")
+    state.set_model(LoadedModel(model, ckpt.class_names, "bundled", checkpoint=ckpt))
+    view = DoctorView(state)
+    qtbot.addWidget(view)
+    smp = heldout_split(size=2).sample(1)
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        assert view.open_image(smp.image, smp.labels, smp.boxes_xyxy, "held-out image 1")
+    assert [d.object_index for d in view.missed] == [4] and not view.missed_panel.isHidden()
+    d, r = view.shown_missed, view.missed_result
+    assert d.verdict == "misplaced" and view.missed_pick.currentText() == "object 4 (triangle): misplaced"
+    assert "What failed: localization" in view.missed_text.text() and f"query {d.query}" in view.missed_text.text()
+    L = r.num_layers
+    assert view.layer_pick.value() == L  # the last layer first
+    x, y = view.iou_curve.getData()
+    np.testing.assert_allclose(x, np.arange(1, L + 1))
+    np.testing.assert_allclose(y, d.layer_ious)
+    np.testing.assert_allclose(view.prob_curve.getData()[1], d.layer_class_probs)
+    assert 0.2 < y[-1] < 0.5
+
+    def shown(layer: int) -> None:  # bars, boxes and heatmap are the query's at ``layer`` (0-based)
+        bars = view.prob_bars.opts["height"]
+        np.testing.assert_allclose(bars, r.layer_probs[layer, d.query].numpy())
+        assert len(bars) == 4  # 3 classes and no-object
+        assert len(view._layer_boxes) == L
+        xs, ys = view._layer_boxes[layer].getData()
+        x0, y0, x1, y1 = d.layer_boxes_xyxy[layer]
+        np.testing.assert_allclose([xs.min(), ys.min(), xs.max(), ys.max()], [x0, y0, x1, y1], rtol=1e-6)
+        assert view._layer_boxes[layer].opts["pen"].width() == 3  # the chosen layer's box stands out
+        np.testing.assert_allclose(view.heat_item.image, cross_attention_map(r, d.query, layer, None))
+
+    shown(L - 1)
+    last_heat = view.heat_item.image.copy()
+    view.layer_pick.setValue(1)
+    shown(0)
+    assert not np.allclose(view.heat_item.image, last_heat)
+    assert view.layer_line.value() == 1
+
+    # the main view: this image, the matched query and layer selected, its heatmap drawn
+    controller = Controller(state)
+    canvas = ImageView(state)
+    qtbot.addWidget(canvas)
+    assert view.show_in_image_view()
+    qtbot.waitUntil(lambda: state.result is not None, timeout=20000)
+    controller.wait(10000)
+    assert state.image is smp.image and state.image_name == "held-out image 1"
+    assert (state.selected_query, state.layer) == (d.query, 0)
+    np.testing.assert_allclose(canvas.heat_item.image, view.heat_item.image, rtol=1e-5, atol=1e-9)

@@ -94,6 +94,56 @@ def test_hf_folder_opens_to_the_same_outputs(tmp_path, layer_type, weights_name)
         assert load_checkpoint(picked).state_dict.keys() == ckpt.state_dict.keys()
 
 
+def _timm_name(key: str) -> str:
+    """A transformers ResNetBackbone parameter name as timm's ResNet (torchvision's names) has it,
+    under the prefix Hugging Face DETR's timm backbone uses (``use_timm_backbone=True``)."""
+    import re
+
+    prefix = "model.backbone.conv_encoder.model."
+    if not key.startswith(prefix):
+        return key
+    rest = key[len(prefix):]
+    rest = rest.replace("embedder.embedder.convolution.", "conv1.").replace("embedder.embedder.normalization.", "bn1.")
+    m = re.match(r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.(shortcut|layer\.(\d+))\.(convolution|normalization)\.(.+)$",
+                 rest)
+    if m:
+        stage, block, part, k, kind, param = m[1], m[2], m[3], m[4], m[5], m[6]
+        if part == "shortcut":
+            module = "downsample." + ("0" if kind == "convolution" else "1")
+        else:
+            module = ("conv" if kind == "convolution" else "bn") + str(int(k) + 1)
+        rest = f"layer{int(stage) + 1}.{block}.{module}.{param}"
+    return prefix + rest
+
+
+def test_timm_backbone_layout_opens_to_the_same_outputs(tmp_path):
+    """Hugging Face DETR files with a timm backbone (``facebook/detr-resnet-50`` is one) name the
+    ResNet as timm does: ``model.backbone.conv_encoder.model.conv1.weight``, ``...layer1.0.conv1.weight``.
+    timm is not installed here, so the file is made by renaming a transformers-backbone model's
+    weights to timm's names (the same ResNet, the same numbers) and setting ``use_timm_backbone``."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    hf = _hf_model("bottleneck")
+    hf.save_pretrained(tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    timm_weights = {_timm_name(k): v for k, v in weights.items()}
+    assert "model.backbone.conv_encoder.model.layer1.0.conv1.weight" in timm_weights
+    assert "model.backbone.conv_encoder.model.layer2.0.downsample.1.running_var" in timm_weights
+    assert not any("embedder" in k or "stages" in k for k in timm_weights)
+    save_file(timm_weights, tmp_path / "m" / "model.safetensors")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    # as the hub's timm configs say it (the loader reads the ResNet's size off the weight shapes)
+    config.update(use_timm_backbone=True, backbone="resnet50", backbone_config=None, use_pretrained_backbone=False)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+
+    ckpt = load_checkpoint(tmp_path / "m")
+    assert ckpt.model_config.resnet_block == "bottleneck" and ckpt.model_config.nheads == 4
+    images = _images()
+    _compare(_our_forward(ckpt.build_model(), images), _hf_forward(hf, images))
+
+
 def test_hf_export_round_trips_through_transformers(tmp_path):
     hf = _hf_model()
     hf.save_pretrained(tmp_path / "m")
@@ -216,3 +266,51 @@ def test_window_exports_the_model(qtbot, tmp_path):
     assert not window.export_model("reference", tmp_path / "r.pth")  # a non-standard ResNet
     assert "non-standard" in errors[0]
     qtbot.waitUntil(lambda: window.state.result is not None, timeout=20000)
+
+
+def test_window_says_the_assumed_head_count_and_sets_it(qtbot, tmp_path, settings, no_blocking_questions):
+    """A weights-only file of a 4-head model opens with 8 heads assumed (the shapes are the same);
+    the Model panel says so, and setting 4 there reopens the model to the true one's outputs."""
+    import numpy as np
+    from PySide6.QtCore import Qt
+
+    from detr_core.analysis.capture import run_inference
+    from detr_core.data.images import prepare
+    from explorer.main_window import MainWindow
+
+    true = _reference_model()  # nheads=4
+    with torch.no_grad():  # sharper attention and heads than random ones: the head count shows
+        for layer in true.transformer.decoder.layers:
+            for attn in (layer.self_attn, layer.multihead_attn):
+                attn.in_proj_weight[: 2 * 32].mul_(6)
+        true.query_embed.weight.mul_(3)
+    torch.save(true.state_dict(), tmp_path / "weights.pth")
+    window = MainWindow(settings=settings, checkpoint=tmp_path / "weights.pth", runs_folder=tmp_path / "runs")
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.state.result is not None and not window.controller.queue.busy, timeout=20000)
+    panel = window.model_info
+    assert window.state.model.model.config.nheads == 8
+    assert "heads: 8 (assumed" in panel.summary.text() and not panel.heads_row.isHidden()
+    assert "8 is assumed" in panel.heads_hint.text()
+    image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    x = prepare(image, 128, 160)  # (the window runs at the reference's 800 pixels; this is quicker)
+    expected = run_inference(true, image, ["a", "b", "c"], input_tensor=x)
+    assumed = run_inference(window.state.model.model, image, ["a", "b", "c"], input_tensor=x)
+    # 8 heads: another model (far beyond the tolerance the true head count is held to below)
+    assert (assumed.probs - expected.probs).abs().max() > 100 * TOL["atol"]
+    assert (assumed.cross_attention.mean(1) - expected.cross_attention.mean(1)).abs().max() > 100 * TOL["atol"]
+
+    panel.heads.setValue(5)  # does not divide d_model 32: said, nothing reopened
+    qtbot.mouseClick(panel.apply_heads, Qt.MouseButton.LeftButton)
+    assert "choose one of 1, 2, 4, 8, 16, 32" in panel.heads_hint.text() and not window.controller.queue.busy
+    panel.heads.setValue(4)
+    with qtbot.waitSignal(window.state.modelChanged, timeout=20000):
+        qtbot.mouseClick(panel.apply_heads, Qt.MouseButton.LeftButton)
+    loaded = window.state.model
+    assert loaded.model.config.nheads == 4 and loaded.path == tmp_path / "weights.pth"
+    assert "heads: 4 (set by you" in panel.summary.text() and not panel.heads_row.isHidden()
+    got = run_inference(loaded.model, image, ["a", "b", "c"], input_tensor=x)
+    _compare((got.probs, got.boxes_cxcywh, got.cross_attention),
+             (expected.probs, expected.boxes_cxcywh, expected.cross_attention))
+    qtbot.waitUntil(lambda: window.state.result is not None and window.state.result.num_heads == 4, timeout=20000)
+    window.controller.wait(10000)

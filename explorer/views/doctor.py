@@ -1,6 +1,12 @@
 """The doctor in the window: check a dataset, overfit one batch, diagnose missed objects, export
 a report. Findings list example image ids; clicking one shows the image with its boxes as
-declared, and (with a model loaded) why the model misses any of them."""
+declared, and (with a model loaded) why the model misses any of them.
+
+For a missed object the view shows the query the Hungarian matching (with the training costs)
+assigns to it, followed through the decoder: its IoU with the object and its probability of the
+object's class at every layer (a plot), its class probabilities at the chosen layer (bars: each
+real class and no-object), its box at every layer on the image, and its cross-attention there.
+"Show in the image view" opens the image in the main view with that query and layer selected."""
 
 from __future__ import annotations
 
@@ -11,19 +17,23 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QSpinBox,
     QSplitter,
     QTreeWidget,
     QTreeWidgetItem,
+    QVBoxLayout,
     QWidget,
 )
 
+from detr_core.analysis.heatmaps import cross_attention_map
 from detr_core.doctor.data_checks import DataReport, check_dataset, model_figures
-from detr_core.doctor.missed import MissedDiagnosis, diagnose_missed
+from detr_core.doctor.missed import FOUND_IOU, MissedDiagnosis, diagnose_missed
 from detr_core.doctor.overfit import OverfitResult, open_for_overfit, overfit_steps
 from detr_core.doctor.report import markdown_report, write_report
 from detr_core.doctor.watch import WatchProbe, WatchWarning
@@ -37,6 +47,18 @@ OVERFIT_STEPS = 400  # most steps of overfit one batch
 WATCH_EVERY = 25  # steps between the watch's looks at the live model
 GT_PEN = pg.mkPen("#34a853", width=2)
 QUERY_PEN = pg.mkPen("#fbbc04", width=2, style=Qt.PenStyle.DashLine)
+LAYER_COLOR = (251, 188, 4)  # the matched query's boxes, one per decoder layer, fainter for earlier layers
+TRUE_CLASS_BRUSH = pg.mkBrush("#34a853")
+OTHER_CLASS_BRUSH = pg.mkBrush("#8ab4f8")
+NO_OBJECT_BRUSH = pg.mkBrush("#9aa0a6")
+FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
+    "no_object": "classification (the query finds and places the object, then calls it no-object)",
+    "wrong_class": "classification (the query finds and places the object, then names another class)",
+    "lost_between_layers": "the later decoder layers (an earlier layer had the object; the last lost it)",
+    "misplaced": "localization (the query names the right class but its box is off)",
+    "nobody_looks": "attention (no query looks at the object: neither a box nor a class near it)",
+    "detected": "nothing (the object is found)",
+}
 
 
 class DoctorView(AnalysisView):
@@ -74,12 +96,27 @@ class DoctorView(AnalysisView):
         self.plot.invertY(True)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image_item)
+        self.heat_item = pg.ImageItem(axisOrder="row-major")  # the matched query's cross-attention
+        self.heat_item.setZValue(5)
+        self.heat_item.setOpacity(0.5)
+        self.heat_item.setColorMap(pg.colormap.get("inferno"))
+        self.heat_item.setVisible(False)
+        self.plot.addItem(self.heat_item)
+        self._layer_boxes: list[pg.PlotDataItem] = []
         self.verdicts = QLabel("Check a dataset, then click an example image.")
         self.verdicts.setWordWrap(True)
         self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        controls = self._build_missed_panel()
+        pictures = QSplitter()  # the image, and beside it the missed object's query layer by layer
+        pictures.addWidget(self.plot)
+        pictures.addWidget(self.missed_plots)
+        pictures.setStretchFactor(0, 3)
+        pictures.setStretchFactor(1, 2)
         right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.plot)
+        right.addWidget(pictures)
         right.addWidget(self.verdicts)
+        right.addWidget(controls)
+        right.setStretchFactor(0, 1)
         split = QSplitter()
         split.addWidget(self.findings)
         split.addWidget(right)
@@ -143,12 +180,21 @@ class DoctorView(AnalysisView):
             self.verdicts.setText(f"Image {image_id} cannot be shown: {e}")
             self.image_item.clear()
             self._draw([])
+            self._clear_missed()
             return
+        self.open_image(rgb, labels, boxes, f"{self.report.name} image {image_id}")
+
+    def open_image(self, rgb: np.ndarray, labels: np.ndarray, boxes: np.ndarray, name: str) -> bool:
+        """Show ``rgb`` [H, W, 3] with its objects (``labels`` [M], ``boxes`` [M, 4] xyxy pixels);
+        with a model, diagnose what it misses (True: a diagnosis started)."""
         self.image_item.setImage(rgb)
+        self.image_name = name
         self._draw(boxes)
-        self.verdicts.setText(f"Image {image_id}: {len(labels)} objects as declared (green).")
+        self._clear_missed()
+        self.verdicts.setText(f"{name[:1].upper()}{name[1:]}: {len(labels)} objects as declared (green).")
         if self.state.model is not None and len(labels) and (labels >= 0).all():
-            self.diagnose(rgb, labels, boxes)
+            return self.diagnose(rgb, labels, boxes)
+        return False
 
     def _draw(self, boxes: Any, dashed: Any = ()) -> None:
         for item in self._boxes:
@@ -171,18 +217,168 @@ class DoctorView(AnalysisView):
             return False
         loss = loaded.train_config.loss if loaded.train_config is not None else None
 
-        def work(ctx: WorkContext) -> list[MissedDiagnosis]:
+        def work(ctx: WorkContext) -> tuple[Any, list[MissedDiagnosis]]:
             result = run_inference(model, rgb, names)
-            return [diagnose_missed(result, labels, boxes, k, loss, model.config.classifier) for k in range(len(labels))]
+            return result, [diagnose_missed(result, labels, boxes, k, loss, model.config.classifier)
+                            for k in range(len(labels))]
 
-        def done(found: list[MissedDiagnosis]) -> None:
+        def done(payload: tuple[Any, list[MissedDiagnosis]]) -> None:
+            result, found = payload
             self.missed = [d for d in found if d.verdict != "detected"]
             self._draw(boxes, [d.layer_boxes_xyxy[-1] for d in self.missed])
             lines = [f"{len(found) - len(self.missed)} of {len(found)} objects found by the model."]
             lines += [f"Object {d.object_index} ({d.class_name}), query {d.query}: {d.explanation}" for d in self.missed]
             self.verdicts.setText("\n".join(lines))
+            self.missed_result, self.missed_image = result, rgb
+            self._fill_missed()
 
         return self.run_job(work, on_done=done)
+
+    # --- one missed object, layer by layer ---------------------------------------------
+    def _build_missed_panel(self) -> QWidget:
+        self.missed_result: Any = None  # the InferenceResult the diagnoses were made on
+        self.missed_image: np.ndarray | None = None
+        self.image_name = ""
+        self.missed_pick = QComboBox()
+        self.missed_pick.setToolTip("A ground-truth object the model missed")
+        self.missed_pick.currentIndexChanged.connect(lambda _: self.show_missed())
+        self.layer_pick = QSpinBox()
+        self.layer_pick.setToolTip("The decoder layer whose box, class probabilities and cross-attention are shown")
+        self.layer_pick.valueChanged.connect(lambda _: self.show_missed())
+        self.show_in_view = QPushButton("Show in the image view")
+        self.show_in_view.setToolTip("Open this image in the main view with the matched query and layer selected")
+        self.show_in_view.clicked.connect(self.show_in_image_view)
+        self.missed_text = QLabel("")
+        self.missed_text.setWordWrap(True)
+        self.missed_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.iou_plot = pg.PlotWidget()
+        self.iou_plot.setMinimumHeight(140)
+        self.iou_plot.setYRange(0, 1, padding=0.05)
+        self.iou_plot.setMouseEnabled(False, False)
+        self.iou_plot.setLabel("bottom", "decoder layer")
+        self.iou_curve = self.iou_plot.plot([], [], pen=pg.mkPen(LAYER_COLOR, width=2), symbol="o",
+                                            symbolBrush=LAYER_COLOR, name="IoU with the object")
+        self.prob_curve = self.iou_plot.plot([], [], pen=pg.mkPen("#34a853", width=2, style=Qt.PenStyle.DashLine),
+                                             symbol="t", symbolBrush="#34a853", name="p(its class)")
+        self.iou_plot.addItem(pg.InfiniteLine(FOUND_IOU, angle=0, pen=pg.mkPen("#9aa0a6", style=Qt.PenStyle.DotLine)))
+        self.layer_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("w", width=1))
+        self.iou_plot.addItem(self.layer_line)
+
+        self.prob_plot = pg.PlotWidget()
+        self.prob_plot.setMinimumHeight(140)
+        self.prob_plot.setYRange(0, 1, padding=0.05)
+        self.prob_plot.setMouseEnabled(False, False)
+        self.prob_plot.setTitle("Its class probabilities")
+        self.prob_bars = pg.BarGraphItem(x=[], height=[], width=0.7)
+        self.prob_plot.addItem(self.prob_bars)
+
+        controls = QHBoxLayout()
+        for w in (QLabel("Missed object:"), self.missed_pick, QLabel("Layer:"), self.layer_pick, self.show_in_view):
+            controls.addWidget(w)
+        controls.addStretch(1)
+        self.missed_plots = QWidget()
+        plots = QVBoxLayout(self.missed_plots)
+        plots.setContentsMargins(0, 0, 0, 0)
+        plots.addWidget(self.iou_plot, 1)
+        plots.addWidget(self.prob_plot, 1)
+        self.missed_plots.setVisible(False)
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(controls)
+        layout.addWidget(self.missed_text)
+        self.missed_panel = panel
+        panel.setVisible(False)
+        return panel
+
+    def _clear_missed(self) -> None:
+        self.missed, self.missed_result, self.missed_image = [], None, None
+        self._fill_missed()
+
+    def _fill_missed(self) -> None:
+        self.missed_pick.blockSignals(True)
+        self.missed_pick.clear()
+        for d in self.missed:
+            self.missed_pick.addItem(f"object {d.object_index} ({d.class_name}): {d.verdict.replace('_', ' ')}")
+        self.missed_pick.blockSignals(False)
+        self.missed_panel.setVisible(bool(self.missed) and self.missed_result is not None)
+        self.missed_plots.setVisible(self.missed_panel.isVisibleTo(self))
+        if self.missed and self.missed_result is not None:
+            layers = self.missed_result.num_layers
+            self.layer_pick.blockSignals(True)
+            self.layer_pick.setRange(1, layers)
+            self.layer_pick.setValue(layers)
+            self.layer_pick.blockSignals(False)
+        self.show_missed()
+
+    @property
+    def shown_missed(self) -> MissedDiagnosis | None:
+        i = self.missed_pick.currentIndex()
+        return self.missed[i] if 0 <= i < len(self.missed) and self.missed_result is not None else None
+
+    def show_missed(self) -> None:
+        """Draw the chosen missed object's query: its IoU and class probability by layer, its class
+        probabilities and cross-attention at the chosen layer, its boxes at every layer."""
+        for item in self._layer_boxes:
+            self.plot.removeItem(item)
+        self._layer_boxes = []
+        d, r = self.shown_missed, self.missed_result
+        if d is None:
+            self.heat_item.setVisible(False)
+            self.iou_curve.setData([], [])
+            self.prob_curve.setData([], [])
+            self.prob_bars.setOpts(x=[], height=[])
+            self.missed_text.setText("")
+            return
+        layer = self.layer_pick.value() - 1  # 0-based
+        n = len(d.layer_ious)
+        layers = np.arange(1, n + 1)
+        self.iou_plot.setTitle(f'Query {d.query}: <span style="color:#fbbc04">IoU</span> and '
+                               f'<span style="color:#34a853">p({d.class_name})</span> by layer')
+        self.iou_plot.setXRange(0.7, n + 0.3, padding=0)
+        self.iou_curve.setData(layers, d.layer_ious)
+        self.prob_curve.setData(layers, d.layer_class_probs)
+        self.iou_plot.getAxis("bottom").setTicks([[(int(k), str(k)) for k in layers]])
+        self.layer_line.setValue(layer + 1)
+        probs = r.layer_probs[layer, d.query].numpy()  # [K + 1]
+        names = [*d.class_names, "no object"]
+        label = d.class_names.index(d.class_name) if d.class_name in d.class_names else -1
+        brushes = [TRUE_CLASS_BRUSH if i == label else NO_OBJECT_BRUSH if i == len(names) - 1 else OTHER_CLASS_BRUSH
+                   for i in range(len(names))]
+        self.prob_bars.setOpts(x=np.arange(len(names)), height=probs, width=0.7, brushes=brushes)
+        self.prob_plot.getAxis("bottom").setTicks([list(enumerate(names))])
+        self.prob_plot.setTitle(f"Its class probabilities at layer {layer + 1}")
+        for i, (x0, y0, x1, y1) in enumerate(d.layer_boxes_xyxy):
+            alpha = 255 if i == layer else 70 + int(110 * (i + 1) / n)
+            pen = pg.mkPen((*LAYER_COLOR, alpha), width=3 if i == layer else 1,
+                           style=Qt.PenStyle.SolidLine if i == layer else Qt.PenStyle.DashLine)
+            item = pg.PlotDataItem([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], pen=pen)
+            item.setZValue(10)
+            self.plot.addItem(item)
+            self._layer_boxes.append(item)
+        heat = cross_attention_map(r, d.query, layer, None, smooth=True)  # mean over heads
+        eh, ew = r.grid_extent()
+        self.heat_item.setImage(heat.astype(np.float32), levels=(0.0, max(float(heat.max()), 1e-12)))
+        self.heat_item.setRect(0, 0, ew, eh)
+        self.heat_item.setVisible(True)
+        self.missed_text.setText(
+            f"<b>What failed: {FAILED_PART.get(d.verdict, d.verdict)}.</b> Object {d.object_index} ({d.class_name}) "
+            f"is matched to query {d.query} (Hungarian matching, training costs). At layer {layer + 1} its box "
+            f"(yellow, solid; earlier layers dashed) has IoU {d.layer_ious[layer]:.2f} with the object and it says "
+            f"{d.class_name} {d.layer_class_probs[layer]:.2f}, no object {probs[-1]:.2f}; "
+            f"{d.attention_inside:.0%} of its last-layer cross-attention (the heatmap) falls inside the object.")
+
+    def show_in_image_view(self) -> bool:
+        """The main image view shows this image, with the matched query and layer selected (its
+        cross-attention on the canvas once the model has run on it)."""
+        d = self.shown_missed
+        if d is None or self.missed_image is None:
+            return False
+        self.state.set_image(self.missed_image, self.image_name or "doctor example")
+        self.state.set_selected_query(d.query)
+        self.state.set_layer(self.layer_pick.value() - 1)
+        return True
 
     # --- the watch on a live run -------------------------------------------------------
     def _on_training(self, session: Any) -> None:
