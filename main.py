@@ -262,7 +262,7 @@ def _train(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist) 
                 if periodic.due(event.step, event.elapsed):  # the same answer in every process
                     state = trainer.resume_state()
                     if main_rank:
-                        _save_during_training(out, lambda path: save(path, state), bar)
+                        _save_during_training(out, lambda path, state=state: save(path, state), bar)
                 if event.step % 5 == 0 or event.step == 1:
                     ls = event.losses
                     post = {"loss": f"{ls['loss']:.3f}", "ce": f"{ls['loss_ce']:.3f}",
@@ -271,17 +271,17 @@ def _train(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist) 
                         post["dn_l1"] = f"{ls['dn_loss_bbox']:.3f}"
                     post["img/s"] = f"{event.images_per_sec:.0f}"
                     bar.set_postfix(post, refresh=False)
-            elif isinstance(event, EvalEvent):
+            elif isinstance(event, EvalEvent) and main_rank:
                 bar.write(f"step {event.step}: AP {event.metrics['AP']:.3f}  AP50 {event.metrics['AP50']:.3f}")
-            elif isinstance(event, ErrorEvent):
-                bar.write(event.message)
+            elif isinstance(event, ErrorEvent):  # every process stops; each says what it saw
+                bar.write(event.message if main_rank else f"[rank {dist.rank}] {event.message}")
             elif isinstance(event, FinishedEvent):
                 finished = event
     except KeyboardInterrupt:
         interrupted = True
     finally:
         _hold_signals_until_exit(stop_signal)  # from here on nothing interrupts the save
-        if stop_signal or interrupted:
+        if (stop_signal or interrupted) and main_rank:
             how = "terminated (SIGTERM)" if stop_signal[:1] == [signal.SIGTERM] else "interrupted"
             bar.write(f"{how}: saving what has been trained so far")
         bar.close()
@@ -305,7 +305,7 @@ def _train(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist) 
     return 1 if finished is not None and finished.reason == "error" else 0
 
 
-def _stop_on_signals(received: list[int], control=None) -> None:  # noqa: ANN001 (a TrainControl)
+def _stop_on_signals(received: list[int], control=None) -> None:
     """SIGINT and SIGTERM stop training so that it is saved: with ``control``, at the end of the
     step under way (so the checkpoint can resume the run exactly, and all the processes of a
     distributed run stop at the same step); without, at once (as KeyboardInterrupt). The first
@@ -351,7 +351,7 @@ def _save_somewhere(out: Path, save: Callable[[Path], Path]) -> tuple[Path | Non
     return None, failure
 
 
-def _save_during_training(out: Path, save: Callable[[Path], Path], bar) -> None:  # noqa: ANN001 (a tqdm)
+def _save_during_training(out: Path, save: Callable[[Path], Path], bar) -> None:
     """A periodic checkpoint; a failure is reported and training goes on (the final save tries
     other places)."""
     from detr_core.checkpoint import SaveError
@@ -394,7 +394,7 @@ def _resume_overrides(args: argparse.Namespace) -> list[str]:
     return list(args.set) + ([f"num_workers={args.workers}"] if args.workers is not None else [])
 
 
-def _resumed_data(ckpt, train_cfg):  # noqa: ANN001
+def _resumed_data(ckpt, train_cfg):
     """The model (with the checkpoint's weights) and datasets of a resumed run."""
     from detr_core.checkpoint import CheckpointError
     from detr_core.data.dataset import DatasetError
@@ -413,7 +413,7 @@ def _resumed_data(ckpt, train_cfg):  # noqa: ANN001
     return model.config, model, datasets
 
 
-def _join_process_group(train_cfg):  # noqa: ANN001
+def _join_process_group(train_cfg):
     """Under torchrun: this process's place in the group (NCCL on GPUs, gloo on CPUs); else None."""
     from detr_core.train.distributed import DistributedError, setup
 
@@ -423,7 +423,7 @@ def _join_process_group(train_cfg):  # noqa: ANN001
         raise CLIError(str(e)) from None
 
 
-def _cuda_precision_note(train_cfg, dist) -> str | None:  # noqa: ANN001
+def _cuda_precision_note(train_cfg, dist) -> str | None:
     """The precision line for a CUDA run (None on other devices)."""
     import torch
 

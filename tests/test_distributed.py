@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from detr_core.checkpoint import load_checkpoint, save_checkpoint
-from detr_core.config import DETRConfig, LossConfig, TrainConfig, ToyDataConfig, to_dict
+from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig, to_dict
 from detr_core.train.trainer import StepEvent, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

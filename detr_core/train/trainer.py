@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from detr_core.analysis.dataset_eval import evaluate_on
-from detr_core.model.nested_tensor import NestedTensor
 from detr_core.cancel import Cancelled, Progress, check_stop
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.dataset import DatasetError, DetectionDataset
@@ -38,8 +37,16 @@ from detr_core.data.stream import batches
 from detr_core.device import clamp_threads, pick_device
 from detr_core.model.detr import DETR
 from detr_core.model.losses import SetCriterion
+from detr_core.model.nested_tensor import NestedTensor
 from detr_core.train.distributed import Distributed, RankShard, evaluate_sharded, wrap_model
-from detr_core.train.resume import RESUME_VERSION, ResumeError, resume_info, rng_state, seed_fresh, set_rng_state
+from detr_core.train.resume import (
+    RESUME_VERSION,
+    ResumeError,
+    resume_info,
+    rng_state,
+    seed_fresh,
+    set_rng_state,
+)
 
 
 @dataclass
@@ -373,7 +380,7 @@ class Trainer:
             "eval_step": self.eval_step,
         }
 
-    def restore(self, checkpoint) -> None:  # noqa: ANN001 (a detr_core.checkpoint.Checkpoint)
+    def restore(self, checkpoint) -> None:
         """Continue the run ``checkpoint`` was saved from: weights, optimizer, history, step,
         training time, random states and data position. Raises ResumeError when it cannot."""
         state = resume_info(checkpoint.extra, "the checkpoint")
