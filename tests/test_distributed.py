@@ -88,7 +88,7 @@ def runs(tmp_path_factory):
     )
     assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    return {"one": one, "losses": losses, "ranks": ranks, "out": out}
+    return {"one": one, "losses": losses, "ranks": ranks, "out": out, "stdout": launch.stdout}
 
 
 def test_two_processes_train_as_one(runs):
@@ -118,6 +118,7 @@ def test_sharded_evaluation_equals_one_process(runs):
 
 
 def test_one_process_checkpoint_resumes_on_two(runs):
+    assert runs["stdout"].count("saved ") == 1  # one process reports (and writes)
     ckpt = load_checkpoint(runs["out"] / "two.pt")  # rank 0 wrote it, in the usual format
     assert ckpt.step == STEPS
     ckpt.build_model()  # opens like any other checkpoint
