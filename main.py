@@ -2,6 +2,8 @@
 
     uv run main.py                      open the explorer window
     uv run main.py train [options]      train on toy shapes (or --data coco:PATH | voc:PATH), save a checkpoint
+    torchrun --nproc_per_node=N main.py train [options]   the same on N processes (GPUs or CPUs)
+    uv run main.py train --resume CKPT  continue a run from its last checkpoint
     uv run main.py eval CKPT [--json]   COCO AP on the held-out toy split (or --data's validation split)
     uv run main.py predict CKPT IMAGE   print the detections in an image (or a folder; --coco-results)
     uv run main.py info CKPT            describe a checkpoint (a file, or a Hugging Face model folder)
@@ -89,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune from an official DETR .pth or an explorer checkpoint")
     train.add_argument("--freeze", choices=("none", "backbone", "transformer"), default="none",
                        help="with --init: keep the backbone or the whole transformer fixed")
+    train.add_argument("--resume", type=Path, default=None, metavar="CKPT",
+                       help="continue the run this checkpoint was saved from (its settings, step, optimizer, "
+                            "random states and data position); --steps/--minutes set a new total budget")
+    train.add_argument("--save-every", type=_positive_int, default=None, metavar="N",
+                       help="also write the checkpoint every N steps (a resumable run survives being killed)")
+    train.add_argument("--save-minutes", type=_positive_float, default=None, metavar="M",
+                       help="also write the checkpoint every M minutes of training")
 
     ev = sub.add_parser("eval", help="COCO AP of a checkpoint on the held-out toy split")
     ev.add_argument("checkpoint", type=Path)
@@ -144,17 +153,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     a traceback while the interpreter shuts down)."""
     import dataclasses
 
-    import torch
-    from tqdm import tqdm
-
-    from detr_core.checkpoint import SaveError, check_writable, save_checkpoint
     from detr_core.device import usable_cores
     from detr_core.presets import apply_overrides
-    from detr_core.train.trainer import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, Trainer
 
+    resumed = _resume_checkpoint(args) if args.resume is not None else None
     try:
-        model_cfg, train_cfg, init = _base_configs(args)
-        overrides = _data_overrides(args) + list(args.set)
+        if resumed is None:
+            model_cfg, train_cfg, init = _base_configs(args)
+            overrides = _data_overrides(args) + list(args.set)
+        else:  # the run's own settings; only how and how long it runs may change
+            model_cfg, train_cfg, init = resumed.model_config, resumed.train_config, None
+            overrides = _resume_overrides(args)
         if args.steps:
             overrides += [f"steps={args.steps}", "max_seconds=none"]
         if args.minutes:
@@ -173,39 +182,87 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"note: {train_cfg.threads} threads asked for, this machine has {cores} cores; using {cores}",
               file=sys.stderr)
         train_cfg = dataclasses.replace(train_cfg, threads=cores)
-    if not args.quiet:
+    dist = _join_process_group(train_cfg)  # None without torchrun
+    try:
+        return _train(args, model_cfg, train_cfg, init, resumed, dist)
+    finally:
+        if dist is not None:
+            from detr_core.train.distributed import shutdown
+
+            shutdown()
+
+
+def _train(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist) -> int:
+    """cmd_train from the configs on: train, save (rank 0 only when distributed)."""
+    import torch
+    from tqdm import tqdm
+
+    from detr_core.checkpoint import SaveError, check_writable, save_checkpoint
+    from detr_core.train.resume import PeriodicSave, ResumeError
+    from detr_core.train.trainer import ErrorEvent, EvalEvent, FinishedEvent, StepEvent, Trainer
+
+    main_rank = dist is None or dist.is_main  # the one process that prints and writes
+    quiet = args.quiet or not main_rank
+    if not quiet:
         from detr_core.precision import precision_note
 
-        print(precision_note(train_cfg.bf16), file=sys.stderr)
+        print(_cuda_precision_note(train_cfg, dist) or precision_note(train_cfg.bf16), file=sys.stderr)
+        if dist is not None:
+            print(f"distributed: {dist.world_size} processes ({dist.backend}), a global batch of "
+                  f"{train_cfg.batch_size} ({train_cfg.batch_size // dist.world_size} per process)", file=sys.stderr)
     name = "finetune" if init is not None else args.preset
-    out = args.out or Path("runs") / f"{name}-seed{train_cfg.seed}.pt"
+    out = args.out or args.resume or Path("runs") / f"{name}-seed{train_cfg.seed}.pt"
+    if main_rank:
+        try:
+            check_writable(out)  # before the first step, not after the whole run
+        except SaveError as e:
+            raise CLIError(str(e)) from None
+    if resumed is None:
+        model_cfg, model, datasets = _training_data(args, model_cfg, train_cfg, init, quiet=not main_rank)
+    else:
+        model_cfg, model, datasets = _resumed_data(resumed, train_cfg)
     try:
-        check_writable(out)  # before the first step, not after the whole run
-    except SaveError as e:
-        raise CLIError(str(e)) from None
-    model_cfg, model, datasets = _training_data(args, model_cfg, train_cfg, init)
-    try:
-        trainer = Trainer(model_cfg, train_cfg, model=model, datasets=datasets)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+        trainer = Trainer(model_cfg, train_cfg, model=model, datasets=datasets, dist=dist)
+        if resumed is not None:
+            trainer.restore(resumed)
+    except ValueError as e:  # ResumeError too
+        raise CLIError(f"{args.resume.name}: {e}" if isinstance(e, ResumeError) else str(e)) from None
+    if resumed is not None and trainer.progress() >= 1.0:
+        raise CLIError(f"{args.resume.name} has finished its budget ({trainer.step} steps, {trainer.elapsed:.0f} s "
+                       "of training); give a larger --steps or --minutes to train it further")
+
+    def save(path: Path, state: dict) -> Path:
+        return save_checkpoint(path, trainer.model, trainer.class_names, trainer.optimizer,
+                               trainer.history.to_dict(), train_cfg, trainer.step,
+                               extra={"category_ids": trainer.dataset.category_ids,
+                                      "dataset": train_cfg.dataset.source, "resume": state})
+
+    periodic = PeriodicSave(args.save_every or 0, (args.save_minutes or 0) * 60)
+    periodic.start(trainer.step, trainer.elapsed)
     stop_signal: list[int] = []
-    _stop_on_signals(stop_signal)  # Ctrl-C, and SIGTERM from schedulers and `timeout`, save the run
+    _stop_on_signals(stop_signal, trainer.control)  # Ctrl-C, and SIGTERM from schedulers and `timeout`, save the run
     by_steps = bool(train_cfg.steps) and not train_cfg.max_seconds
     total = train_cfg.steps if by_steps else int(train_cfg.max_seconds or 0)
-    bar = tqdm(total=total, unit="step" if by_steps else "s", disable=args.quiet, dynamic_ncols=True,
+    shown = float(trainer.step) if by_steps else float(int(trainer.elapsed))
+    bar = tqdm(total=total, initial=shown, unit="step" if by_steps else "s", disable=quiet, dynamic_ncols=True,
                desc=f"{args.preset}")
-    shown = 0.0
     finished = None
+    interrupted = False
     try:
-        if args.watch:
+        watch = args.watch and main_rank
+        if watch:
             from detr_core.doctor.watch import WatchWarning, watched_events
-        for event in watched_events(trainer) if args.watch else trainer.events():
-            if args.watch and isinstance(event, WatchWarning):
+        for event in watched_events(trainer) if watch else trainer.events():
+            if watch and isinstance(event, WatchWarning):
                 bar.write(f"doctor: {event.text()}")
             elif isinstance(event, StepEvent):
                 now = event.step if by_steps else int(event.elapsed)
                 bar.update(now - shown)
                 shown = now
+                if periodic.due(event.step, event.elapsed):  # the same answer in every process
+                    state = trainer.resume_state()
+                    if main_rank:
+                        _save_during_training(out, lambda path, state=state: save(path, state), bar)
                 if event.step % 5 == 0 or event.step == 1:
                     ls = event.losses
                     post = {"loss": f"{ls['loss']:.3f}", "ce": f"{ls['loss_ce']:.3f}",
@@ -214,26 +271,25 @@ def cmd_train(args: argparse.Namespace) -> int:
                         post["dn_l1"] = f"{ls['dn_loss_bbox']:.3f}"
                     post["img/s"] = f"{event.images_per_sec:.0f}"
                     bar.set_postfix(post, refresh=False)
-            elif isinstance(event, EvalEvent):
+            elif isinstance(event, EvalEvent) and main_rank:
                 bar.write(f"step {event.step}: AP {event.metrics['AP']:.3f}  AP50 {event.metrics['AP50']:.3f}")
-            elif isinstance(event, ErrorEvent):
-                bar.write(event.message)
+            elif isinstance(event, ErrorEvent):  # every process stops; each says what it saw
+                bar.write(event.message if main_rank else f"[rank {dist.rank}] {event.message}")
             elif isinstance(event, FinishedEvent):
                 finished = event
     except KeyboardInterrupt:
-        how = "terminated (SIGTERM)" if stop_signal[:1] == [signal.SIGTERM] else "interrupted"
-        bar.write(f"{how}: saving what has been trained so far")
+        interrupted = True
     finally:
         _hold_signals_until_exit(stop_signal)  # from here on nothing interrupts the save
+        if (stop_signal or interrupted) and main_rank:
+            how = "terminated (SIGTERM)" if stop_signal[:1] == [signal.SIGTERM] else "interrupted"
+            bar.write(f"{how}: saving what has been trained so far")
         bar.close()
-
-    def save(path: Path) -> Path:
-        return save_checkpoint(path, trainer.model, trainer.class_names, trainer.optimizer,
-                               trainer.history.to_dict(), train_cfg, trainer.step,
-                               extra={"category_ids": trainer.dataset.category_ids,
-                                      "dataset": train_cfg.dataset.source})
-
-    saved, failure = _save_somewhere(out, save)
+    # every process takes part in gathering the random states, unless an interrupt broke the lockstep
+    state = trainer.resume_state(gather=not interrupted)
+    if not main_rank:
+        return 1 if finished is not None and finished.reason == "error" else 0
+    saved, failure = _save_somewhere(out, lambda path: save(path, state))
     # Saved: from here signals are ignored, not held. Python puts its own handlers back to the
     # default while the interpreter shuts down, and a late second signal would then kill the
     # exiting process (exit -2) after a good save; an ignored one stays ignored.
@@ -249,15 +305,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 1 if finished is not None and finished.reason == "error" else 0
 
 
-def _stop_on_signals(received: list[int]) -> None:
-    """SIGINT and SIGTERM stop training (as KeyboardInterrupt) so that it is saved; the first
+def _stop_on_signals(received: list[int], control=None) -> None:
+    """SIGINT and SIGTERM stop training so that it is saved: with ``control``, at the end of the
+    step under way (so the checkpoint can resume the run exactly, and all the processes of a
+    distributed run stop at the same step); without, at once (as KeyboardInterrupt). The first
     one switches both to being held, so a second one (a signal sent to the whole process group
     arrives twice, through uv and directly) cannot interrupt the save."""
 
     def stop(signum: int, frame: object) -> None:
         received.append(signum)
         _hold_signals_until_exit(received)
-        raise KeyboardInterrupt
+        if control is None:
+            raise KeyboardInterrupt
+        control.stop()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -289,6 +349,96 @@ def _save_somewhere(out: Path, save: Callable[[Path], Path]) -> tuple[Path | Non
         except SaveError:
             continue
     return None, failure
+
+
+def _save_during_training(out: Path, save: Callable[[Path], Path], bar) -> None:
+    """A periodic checkpoint; a failure is reported and training goes on (the final save tries
+    other places)."""
+    from detr_core.checkpoint import SaveError
+
+    try:
+        save(out)
+    except SaveError as e:
+        bar.write(f"warning: {e}; training goes on")
+
+
+def _resume_checkpoint(args: argparse.Namespace):
+    """The checkpoint --resume names, checked to hold a run's training state."""
+    from detr_core.checkpoint import CheckpointError, load_checkpoint
+    from detr_core.train.resume import ResumeError, resume_info
+
+    clashes = [flag for flag, given in (("--init", args.init is not None), ("--data", bool(args.data)),
+                                        ("--seed", args.seed is not None), ("--freeze", args.freeze != "none"),
+                                        ("--train-split", bool(args.train_split)),
+                                        ("--val-split", bool(args.val_split))) if given]
+    if clashes:
+        raise CLIError(f"--resume continues a run with its own settings; {', '.join(clashes)} cannot change them")
+    try:
+        ckpt = load_checkpoint(args.resume)
+        resume_info(ckpt.extra, args.resume.name)
+    except (CheckpointError, ResumeError) as e:
+        raise CLIError(str(e)) from None
+    if ckpt.train_config is None:
+        raise CLIError(f"{args.resume.name} holds no training settings to resume with")
+    return ckpt
+
+
+def _resume_overrides(args: argparse.Namespace) -> list[str]:
+    """--set and --workers for a resumed run: only settings that do not change what it learns."""
+    from detr_core.train.resume import CHANGEABLE
+
+    fixed = [pair.partition("=")[0] for pair in args.set if pair.partition("=")[0].split(".")[-1] not in CHANGEABLE]
+    if fixed:
+        raise ValueError(f"--resume keeps the run's settings; {', '.join(fixed)} cannot change "
+                         f"(these can: {', '.join(sorted(CHANGEABLE))})")
+    return list(args.set) + ([f"num_workers={args.workers}"] if args.workers is not None else [])
+
+
+def _resumed_data(ckpt, train_cfg):
+    """The model (with the checkpoint's weights) and datasets of a resumed run."""
+    from detr_core.checkpoint import CheckpointError
+    from detr_core.data.dataset import DatasetError
+    from detr_core.data.sources import training_datasets
+
+    try:
+        model = ckpt.build_model()
+    except CheckpointError as e:
+        raise CLIError(str(e)) from None
+    datasets = None
+    if not train_cfg.dataset.is_toy:
+        try:
+            datasets = training_datasets(train_cfg, model.config)
+        except (DatasetError, ValueError) as e:
+            raise CLIError(str(e)) from None
+    return model.config, model, datasets
+
+
+def _join_process_group(train_cfg):
+    """Under torchrun: this process's place in the group (NCCL on GPUs, gloo on CPUs); else None."""
+    from detr_core.train.distributed import DistributedError, setup
+
+    try:
+        return setup(train_cfg.device)
+    except DistributedError as e:
+        raise CLIError(str(e)) from None
+
+
+def _cuda_precision_note(train_cfg, dist) -> str | None:
+    """The precision line for a CUDA run (None on other devices)."""
+    import torch
+
+    from detr_core.device import pick_device
+    from detr_core.train.trainer import autocast_dtype
+
+    device = dist.device if dist is not None else pick_device(train_cfg.device)
+    if device.type != "cuda":
+        return None
+    dtype = autocast_dtype(device, train_cfg.bf16)
+    if dtype is None:
+        return "precision: float32 on CUDA (--set bf16=true for mixed precision)"
+    if dtype == torch.float16:
+        return "precision: float16 autocast with a gradient scaler on CUDA (this GPU has no bfloat16)"
+    return "precision: bfloat16 autocast on CUDA"
 
 
 def _base_configs(args: argparse.Namespace):
@@ -324,7 +474,7 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init):
+def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init, quiet: bool = False):
     """Open the datasets once, fit the model config to their classes (and the augmentation's
     sizes), and with --init build the model from the checkpoint."""
     import torch
@@ -341,16 +491,16 @@ def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init):
     except (DatasetError, ValueError) as e:
         raise CLIError(str(e)) from None
     for d in (getattr(datasets[0], "dataset", datasets[0]), datasets[1]):
-        if getattr(d, "problems", None):
+        if getattr(d, "problems", None) and not quiet:
             print(d.summary(), file=sys.stderr)
     model = None
     if init is not None:
         torch.manual_seed(train_cfg.seed)  # the re-initialized parts, reproducibly
         model, notes = init_from_checkpoint(init, model_cfg)
         frozen = freeze(model, args.freeze)
-        for note in notes:
+        for note in notes if not quiet else ():
             print(f"{args.init.name}: {note}")
-        if frozen:
+        if frozen and not quiet:
             print(f"{args.freeze} frozen ({frozen:,} parameters)")
     return model_cfg, model, datasets
 

@@ -84,13 +84,15 @@ def _as_is(batch):
 
 
 def batches(stream: DetectionDataset, batch_size: int, start_step: int = 0, num_workers: int = 0,
-            ) -> Iterator[tuple[Tensor | NestedTensor, list[dict[str, Tensor]]]]:
+            pin_memory: bool = False) -> Iterator[tuple[Tensor | NestedTensor, list[dict[str, Tensor]]]]:
     """Batches ``start_step``, ``start_step + 1``, ... : in this process with ``num_workers=0``,
-    else built ahead by that many worker processes (same batches either way)."""
+    else built ahead by that many worker processes (same batches either way; ``pin_memory``: the
+    workers' batches are page-locked in a background thread, for non-blocking copies to a GPU)."""
     if num_workers == 0:
         for step in itertools.count(start_step):
             yield stream.batch(range(step * batch_size, (step + 1) * batch_size))
         return
     loader = DataLoader(_StepBatches(stream, batch_size), batch_size=None, sampler=itertools.count(start_step),
-                        num_workers=num_workers, collate_fn=_as_is, prefetch_factor=4)
+                        num_workers=num_workers, collate_fn=_as_is, prefetch_factor=4,
+                        pin_memory=pin_memory)
     yield from loader

@@ -14,6 +14,7 @@ to know what a loss name means (the run records, the plots) looks it up there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +81,9 @@ class SetCriterion(nn.Module):
         self.register_buffer("empty_weight", empty_weight)
         self.terms = loss_terms(model_config, lc)  # every weighted part by name
         self.weight_dict = {name: term.weight for name, term in self.terms.items()}
+        # the number of target boxes the losses are normalized by, from this batch's count: None
+        # keeps it; distributed training sets the mean over the processes (as the reference does)
+        self.box_count: Callable[[int], float] | None = None
 
     # --- the parts -----------------------------------------------------------------------
     def loss_labels(
@@ -162,7 +166,7 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         groups = outputs.get("query_groups", 1)
         packed = PackedTargets.pack(targets)  # gathered once, for the matcher and every loss
-        n_targets = len(packed.labels)
+        n_targets = len(packed.labels) if self.box_count is None else self.box_count(len(packed.labels))
         num_boxes = max(float(n_targets) * groups, 1.0)  # query groups: the mean over groups
 
         losses: dict[str, Tensor] = {}

@@ -8,6 +8,13 @@ Between steps it honours a :class:`TrainControl` (pause, resume, single step, st
 thread can drive it without touching the model. Under a seed it is reproducible. Non-finite
 predictions (caught before matching), a non-finite loss or gradient stop training with an
 ``ErrorEvent`` before the optimizer step, so the model keeps the last good weights.
+
+Scale-out: with ``dist`` (from :func:`detr_core.train.distributed.setup`, under torchrun) the
+model trains in DistributedDataParallel, each process on its slice of the global batch, and the
+processes agree on every stop (see :mod:`detr_core.train.distributed`). :meth:`Trainer.resume_state`
+and :meth:`Trainer.restore` save and put back a run's position (see :mod:`detr_core.train.resume`).
+On CUDA, ``bf16`` trains under bfloat16 autocast, or float16 with a gradient scaler on GPUs
+without bfloat16; batches come through pinned memory with non-blocking copies.
 """
 
 from __future__ import annotations
@@ -30,6 +37,16 @@ from detr_core.data.stream import batches
 from detr_core.device import clamp_threads, pick_device
 from detr_core.model.detr import DETR
 from detr_core.model.losses import SetCriterion
+from detr_core.model.nested_tensor import NestedTensor
+from detr_core.train.distributed import Distributed, RankShard, evaluate_sharded, wrap_model
+from detr_core.train.resume import (
+    RESUME_VERSION,
+    ResumeError,
+    resume_info,
+    rng_state,
+    seed_fresh,
+    set_rng_state,
+)
 
 
 @dataclass
@@ -194,6 +211,23 @@ def lr_factor(config: TrainConfig, step: int, progress: float) -> float:
     return warm * factor
 
 
+def autocast_dtype(device: torch.device, bf16: bool) -> torch.dtype | None:
+    """The autocast type of a training step: None (float32) unless ``bf16``; else bfloat16, or
+    float16 on a CUDA GPU without bfloat16 (then with a gradient scaler)."""
+    if not bf16:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _pinned(x: torch.Tensor | NestedTensor) -> torch.Tensor | NestedTensor:
+    """``x`` in page-locked memory (a CUDA copy from it can be non-blocking)."""
+    if isinstance(x, NestedTensor):
+        return NestedTensor(_pinned(x.tensors), _pinned(x.mask))  # type: ignore[arg-type]
+    return x if x.is_pinned() else x.pin_memory()
+
+
 class Trainer:
     """Owns the model, criterion and optimizer of one training run (on one thread)."""
 
@@ -204,14 +238,16 @@ class Trainer:
         control: TrainControl | None = None,
         datasets: tuple[DetectionDataset, DetectionDataset] | None = None,
         model: DETR | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         self.model_config = model_config
         self.config = train_config
         self.control = control or TrainControl()
+        self.dist = dist
         if train_config.threads:
             torch.set_num_threads(clamp_threads(train_config.threads))
         torch.manual_seed(train_config.seed)
-        self.device = pick_device(train_config.device)
+        self.device = dist.device if dist is not None else pick_device(train_config.device)
         # the toy generator by default; a COCO or VOC folder when train_config.dataset names one
         self.dataset, self.heldout = datasets or training_datasets(train_config, model_config)
         names = self.dataset.class_names
@@ -226,6 +262,24 @@ class Trainer:
         self.history = History()
         self.step = 0
         self.elapsed = 0.0
+        self.eval_step: int | None = None  # the step of the last evaluation (None: none yet this run)
+        self.amp_dtype = autocast_dtype(self.device, train_config.bf16)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        if self.device.type == "cuda" and train_config.dataset.is_toy:
+            torch.backends.cudnn.benchmark = True  # toy images all have one size: pick the fastest kernels once
+        self.stream: DetectionDataset = self.dataset  # what this process's batches are drawn from
+        self.net: nn.Module = self.model  # what the training step calls: the model, or DDP around it
+        if dist is not None:
+            self.stream = RankShard(self.dataset, dist.rank, dist.world_size, train_config.batch_size)
+            self.criterion.box_count = dist.mean_count  # boxes over all processes, as the reference
+            # the denoising embedding sits out a step whose slice of the batch has no objects
+            self.net = wrap_model(self.model, dist, find_unused=model_config.dn_groups > 0)
+            if dist.rank:
+                torch.manual_seed(train_config.seed + dist.rank)  # dropout and noise of its own
+
+    @property
+    def batch_per_process(self) -> int:
+        return self.config.batch_size // (self.dist.world_size if self.dist is not None else 1)
 
     @property
     def class_names(self) -> list[str]:
@@ -245,33 +299,48 @@ class Trainer:
     def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """One optimizer step. Raises FloatingPointError (weights untouched) on a non-finite loss."""
         self.model.train()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            images = _pinned(images)
         images = images.to(self.device, non_blocking=True)
-        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        targets = [{k: v.to(self.device, non_blocking=cuda) for k, v in t.items()} for t in targets]
         factor = lr_factor(self.config, self.step, self.progress())
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
         # BatchNorm statistics change during the forward pass: keep them to undo a failed step
         buffers = [(b, b.clone()) for b in self.model.buffers()]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-            outputs = self.model(images, targets)
+        amp = self.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            outputs = self.net(images, targets)
+        failure = None
         try:  # the matcher refuses non-finite predictions (a diverged model) before matching
             losses = self.criterion(outputs, targets)
         except FloatingPointError as e:
+            failure = f"{e} at step {self.step + 1}"
+        else:
+            total = losses["loss"]
+            if not torch.isfinite(total):
+                failure = f"the loss is {total.item()} at step {self.step + 1}"
+        if self.dist is not None and self.dist.any(failure is not None)[0] and failure is None:
+            failure = f"the loss of another process is not finite at step {self.step + 1}"
+        if failure is not None:  # every process stops here, before any gradient is exchanged
             self._restore(buffers)
-            raise FloatingPointError(f"{e} at step {self.step + 1}") from None
-        total = losses["loss"]
-        if not torch.isfinite(total):
-            self._restore(buffers)
-            raise FloatingPointError(f"the loss is {total.item()} at step {self.step + 1}")
+            raise FloatingPointError(failure)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradient
         max_norm = self.config.clip_max_norm if self.config.clip_max_norm > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if not torch.isfinite(grad_norm):
+        if self.scaler is not None:  # float16: an overflowing step is skipped and the scale lowered
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             self._restore(buffers)
             raise FloatingPointError(f"the gradient is {grad_norm.item()} at step {self.step + 1}")
-        self.optimizer.step()
+        else:
+            self.optimizer.step()
         self.step += 1
         # every logged number in one conversion instead of one per loss part
         values = torch.stack([v.detach().float() for v in losses.values()] + [grad_norm.detach().float()]).tolist()
@@ -284,26 +353,92 @@ class Trainer:
             live.copy_(saved)
 
     def evaluate(self, progress: Progress | None = None) -> dict[str, float]:
-        """COCO metrics on the held-out split; ``progress`` may cancel (see :mod:`detr_core.cancel`)."""
+        """COCO metrics on the held-out split; ``progress`` may cancel (see :mod:`detr_core.cancel`).
+        Distributed: shared out over the processes, and not cancellable part-way."""
+        if self.dist is not None:
+            return evaluate_sharded(self.model, self.heldout, self.config.eval_images, self.dist, self.device)
         return evaluate_on(self.model, self.heldout, self.config.eval_images, device=self.device,
                            progress=progress)
+
+    # --- resuming ------------------------------------------------------------------------
+    def resume_state(self, gather: bool = True) -> dict:
+        """What a checkpoint needs beyond model, optimizer and history to continue this run (see
+        :mod:`detr_core.train.resume`). Distributed, every process must call it (the random
+        states are gathered) unless ``gather`` is False (then only this process's)."""
+        rngs = [rng_state()]
+        if self.dist is not None and gather:
+            rngs = self.dist.gather(rngs[0])
+        return {
+            "version": RESUME_VERSION,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "position": self.step * self.config.batch_size,
+            "batch_size": self.config.batch_size,
+            "world_size": self.dist.world_size if self.dist is not None else 1,
+            "rng": rngs,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "eval_step": self.eval_step,
+        }
+
+    def restore(self, checkpoint) -> None:
+        """Continue the run ``checkpoint`` was saved from: weights, optimizer, history, step,
+        training time, random states and data position. Raises ResumeError when it cannot."""
+        state = resume_info(checkpoint.extra, "the checkpoint")
+        if int(state["batch_size"]) != self.config.batch_size:
+            raise ResumeError(f"the run's batch size was {state['batch_size']}, not {self.config.batch_size}: "
+                              "its data position counts in its own batches")
+        try:
+            self.model.load_state_dict(checkpoint.state_dict)
+            if checkpoint.optimizer_state is not None:
+                self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeError(f"the checkpoint does not fit this run: {str(e).strip().splitlines()[0][:200]}") from None
+        self.history = History.from_dict(checkpoint.history)
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.eval_step = state.get("eval_step")
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = list(state.get("rng") or [])
+        rank = self.dist.rank if self.dist is not None else 0
+        if rank < len(rngs):
+            set_rng_state(rngs[rank])
+        else:
+            seed_fresh(self.config.seed, rank, self.step)
 
     def events(self) -> Iterator[Event]:
         cfg = self.config
         rate = 0.0
-        last_eval_step = self.step
+        last_eval_step = self.step if self.eval_step is None else self.eval_step
         # batch k is a pure function of (seed, k), the same here or from DataLoader workers (which
-        # stop when this generator ends and drops ``stream``)
-        stream = batches(self.dataset, cfg.batch_size, self.step, cfg.dataset.num_workers)
+        # stop when this generator ends and drops ``stream``); distributed, this process's slice of it
+        stream = batches(self.stream, self.batch_per_process, self.step, cfg.dataset.num_workers,
+                         pin_memory=self.device.type == "cuda")
         while self.progress() < 1.0:
-            if not self.control.wait_for_go():
+            if self.dist is None and not self.control.wait_for_go():
                 yield FinishedEvent(self.step, self.elapsed, "stopped")
                 return
             t0 = time.perf_counter()
             try:
                 images, targets = next(stream)
+                unreadable = None
             except DatasetError as e:  # every image of a batch unreadable: say which, keep the weights
-                yield ErrorEvent(self.step, f"Training stopped: {str(e).strip().splitlines()[-1]}")
+                unreadable = f"Training stopped: {str(e).strip().splitlines()[-1]}"
+            except RuntimeError:
+                if not self.control.stopped:
+                    raise
+                # Ctrl-C in a terminal reaches the DataLoader workers too, and they quit
+                yield FinishedEvent(self.step, self.elapsed, "stopped")
+                return
+            if self.dist is not None:  # all processes stop at the same step, or none does
+                stop, failed = self.dist.any(self.control.stopped, unreadable is not None)
+                if failed:
+                    unreadable = unreadable or "Training stopped: another process could not read its batch"
+                elif stop:
+                    yield FinishedEvent(self.step, self.elapsed, "stopped")
+                    return
+            if unreadable is not None:
+                yield ErrorEvent(self.step, unreadable)
                 yield FinishedEvent(self.step, self.elapsed, "error")
                 return
             try:
@@ -318,16 +453,22 @@ class Trainer:
                 return
             dt = time.perf_counter() - t0
             self.elapsed += dt
+            if self.dist is not None:  # the logged losses of the whole batch; one clock for all processes
+                names = list(losses)
+                self.elapsed, *values = self.dist.mean([self.elapsed, *losses.values()])
+                losses = dict(zip(names, values))
             rate = cfg.batch_size / dt if rate == 0 else 0.9 * rate + 0.1 * cfg.batch_size / dt
             lr = self.optimizer.param_groups[0]["lr"]
             self.history.add_step({"step": self.step, "elapsed": self.elapsed, "lr": lr, **losses})
             yield StepEvent(self.step, losses, lr, rate, self.elapsed, self.progress())
             if cfg.eval_every and self.step - last_eval_step >= cfg.eval_every:
-                last_eval_step = self.step
+                last_eval_step = self.eval_step = self.step
                 if (yield from self._evaluate_or_stop()):
                     return
-        if cfg.eval_every and last_eval_step != self.step and (yield from self._evaluate_or_stop()):
-            return
+        if cfg.eval_every and last_eval_step != self.step:
+            self.eval_step = self.step
+            if (yield from self._evaluate_or_stop()):
+                return
         yield FinishedEvent(self.step, self.elapsed, "completed")
 
     def _evaluate_or_stop(self) -> Generator[Event, None, bool]:
