@@ -185,10 +185,19 @@ def padded_batch(
         try:
             items.append(dataset.item(i))
         except DatasetError as e:
-            problems.append(Problem("unreadable image", str(e)))
+            note_problem(problems, Problem("unreadable image", str(e)))
     if not items:
         raise DatasetError(f"{dataset.name}: no image of the batch could be read ({problems[-1].message})")
     return nested_tensor_from_tensor_list([img for img, _ in items]), [t for _, t in items]
+
+
+def note_problem(problems: list[Problem], problem: Problem) -> bool:
+    """Add ``problem`` unless the same one is listed already (an unreadable image is met again
+    every epoch); True if it was added."""
+    if any(p.kind == problem.kind and p.message == problem.message for p in problems):
+        return False
+    problems.append(problem)
+    return True
 
 
 def build_coco(records: list[ImageRecord], class_names: list[str], category_ids: list[int]) -> COCO:
