@@ -137,7 +137,7 @@ class MainWindow(QMainWindow):
         self.layers = LayerView(self.state)
         self.counting = CountingView(self.state)
         self.runs = RunsView(runs_folder)
-        self.datasets = DatasetBrowser(self.state)
+        self.datasets = DatasetBrowser(self.state, settings=self.settings)
         self.views = (self.specialization, self.matching, self.layers, self.counting, self.runs, self.datasets)
         for title, view in (("Query specialization", self.specialization), ("Matching", self.matching),
                             ("Layer by layer", self.layers), ("Counting", self.counting), ("Runs", self.runs),

@@ -272,3 +272,44 @@ def test_matching_layers_and_counting_run_on_the_open_dataset(qtbot, window, coc
     assert [m.true_count for m in r.means()] == sorted({len(rec.labels) for rec in val.records})
     assert "grouped by their ground-truth object count" in counting.summary.text()
     assert all(row["data"].endswith("val") and "image_id" in row for row in counting.export_data())
+
+
+def test_thumbnails_with_counts_and_the_toggle_kept(qtbot, window, coco_root):
+    """Thumbnail mode: one thumbnail per image (made off the GUI thread) with its object count;
+    clicking one selects the image; the list / thumbnails choice is kept in the settings."""
+    from explorer.views.datasets import DatasetBrowser
+
+    _open(qtbot, window, coco_root)
+    browser = window.datasets
+    data = browser.dataset
+    assert not browser.thumbnail_mode and browser.pages.currentWidget() is browser.table
+    assert not browser.thumb_icons  # none made in list mode
+    browser.thumbs_button.click()
+    assert browser.pages.currentWidget() is browser.thumbs
+    assert window.settings.value("datasetBrowser/view") == "thumbnails"
+    qtbot.waitUntil(lambda: len(browser.thumb_icons) == len(data), timeout=20000)
+    assert browser.thumbs.count() == len(data)
+    for index, record in enumerate(data.records):
+        item = browser._thumb_items[index]
+        assert record.path.name in item.text() and f"\n{len(record.labels)} object" in item.text()
+        assert f"{browser.errors[index].errors} err" in item.text()
+    # the thumbnail is the image, shrunk: its mean colour is the stored image's
+    image = browser.thumb_icons[2].pixmap(96, 96).toImage()
+    assert (image.width(), image.height()) == (96, 96)  # the toy images are square
+    ptr = image.convertToFormat(image.Format.Format_RGB888)
+    thumb = np.frombuffer(ptr.constBits(), np.uint8).reshape(96, ptr.bytesPerLine())[:, : 96 * 3].reshape(96, 96, 3)
+    stored = data.sample(2).image
+    assert np.abs(thumb.reshape(-1, 3).mean(0) - stored.reshape(-1, 3).mean(0)).max() < 8
+
+    browser.thumbs.setCurrentItem(browser._thumb_items[3])
+    assert browser.selected_index() == 3
+    assert browser.gt_title.text().startswith(f"Ground truth: {len(data.records[3].labels)} objects")
+    browser.sort.setCurrentText("most objects first")  # the thumbnails follow the list's order
+    order = [browser.thumbs.item(r).data(256) for r in range(browser.thumbs.count())]
+    assert order == browser.rows() and browser.thumbs.currentItem().data(256) == 3
+
+    other = DatasetBrowser(window.state, settings=window.settings)  # as the next start would
+    qtbot.addWidget(other)
+    assert other.thumbnail_mode and other.pages.currentWidget() is other.thumbs
+    other.list_button.click()
+    assert window.settings.value("datasetBrowser/view") == "list"

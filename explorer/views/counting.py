@@ -50,6 +50,7 @@ class CountingView(AnalysisView):
         self.dataset_train_max: int | None = None  # most objects in one of its training images
 
         self.source = QComboBox()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.source.setToolTip("Toy images drawn with exactly 1..N objects, or the open dataset's validation "
                                "images grouped by how many objects they hold")
         self.dataset_images = QSpinBox()
@@ -159,7 +160,7 @@ class CountingView(AnalysisView):
         self.source.clear()
         self.source.addItem("toy images with 1..N objects")
         if self.file_dataset is not None:
-            self.source.addItem(f"{self.file_dataset_name} ({len(self.file_dataset)} images), grouped by count")
+            self.source.addItem(f"{self.file_dataset_name}, by count")
         self.source.blockSignals(False)
 
     def _on_source_changed(self, *_: object) -> None:

@@ -116,6 +116,7 @@ class LayerView(AnalysisView):
         self.images_spin.setSingleStep(50)
         self.images_spin.setToolTip("Images of the chosen data to evaluate")
         self.source = QComboBox()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.source.setToolTip("Where AP is measured: the toy held-out split or the open dataset's validation split")
         self.iou_spin = QDoubleSpinBox()
         self.iou_spin.setRange(0.05, 0.95)

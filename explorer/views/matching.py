@@ -56,6 +56,7 @@ from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
+from ..stable_label import StableLabel
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView
@@ -110,6 +111,7 @@ class MatchingView(AnalysisView):
         self.sample_spin.setToolTip("Index of the sample in the training stream (or of the image in the open "
                                     "dataset's training split)")
         self.source = QComboBox()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.source.setToolTip("Which samples are matched: the toy training stream or the open dataset's "
                                "training split (resized as evaluation does)")
         self.part_combo = QComboBox()
@@ -120,7 +122,7 @@ class MatchingView(AnalysisView):
         self.all_queries.setToolTip("Also draw the boxes of queries matched to nothing (dashed)")
         self.compute_button = QPushButton("Match")
         self.compute_button.setToolTip("Match this sample with the explorer's model")
-        self.status = QLabel("No model yet.")
+        self.status = StableLabel("No model yet.")  # elided: a file name must not widen the view
         row = QHBoxLayout()
         row.addWidget(self.source)
         row.addWidget(QLabel("Sample"))
