@@ -313,3 +313,23 @@ def test_thumbnails_with_counts_and_the_toggle_kept(qtbot, window, coco_root):
     assert other.thumbnail_mode and other.pages.currentWidget() is other.thumbs
     other.list_button.click()
     assert window.settings.value("datasetBrowser/view") == "list"
+
+
+def test_views_say_when_the_model_does_not_know_the_datasets_classes(qtbot, window, coco_root):
+    from explorer.state import LoadedModel
+
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_dataset(coco_root)
+    qtbot.waitUntil(lambda: not window.matching.busy, timeout=20000)
+    loaded = window.state.model
+    window.state.set_model(LoadedModel(loaded.model, ["cat", "dog", "bird"], "other classes"))
+    m = window.matching
+    qtbot.waitUntil(lambda: not m.busy, timeout=20000)
+    with qtbot.waitSignal(m.errorShown, timeout=5000) as blocker:
+        assert not m.compute()
+    assert "does not know the dataset's class" in blocker.args[0]
+    for view, run in ((window.layers, window.layers.run_ap), (window.counting, window.counting.run)):
+        assert view.on_open_dataset
+        with qtbot.waitSignal(view.jobFailed, timeout=20000) as blocker:
+            assert run()
+        assert "does not know the dataset's class" in blocker.args[0]
