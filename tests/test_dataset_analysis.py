@@ -60,7 +60,7 @@ def test_counting_groups_dataset_images_by_their_count(bundled, voc_val):
 
 
 def test_matching_a_dataset_image_with_the_models_classes_reordered(bundled, voc_val):
-    model, ckpt = bundled
+    model, _ = bundled
     matcher = matcher_for(model, None)
     plain = match_toy_sample(model, matcher, voc_val, 3)
     record = voc_val.records[3]
