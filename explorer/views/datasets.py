@@ -396,10 +396,13 @@ class DatasetBrowser(AnalysisView):
         if self.settings is not None:
             self.settings.setValue(VIEW_KEY, "thumbnails" if on else "list")
         index = self.selected_index()
-        if on:
-            if index is not None and index in self._thumb_items:
-                self.thumbs.scrollToItem(self._thumb_items[index])
-            self.when_visible("thumbnails", self._start_thumbnails)
+        self._fill_thumbs()
+        if on and index is not None and index in self._thumb_items:
+            item = self._thumb_items[index]
+            self.thumbs.blockSignals(True)
+            self.thumbs.setCurrentItem(item)
+            self.thumbs.blockSignals(False)
+            self.thumbs.scrollToItem(item)
 
     def _thumb_text(self, data: FileDataset, index: int) -> str:
         record = data.records[index]
@@ -411,12 +414,13 @@ class DatasetBrowser(AnalysisView):
         return text
 
     def _fill_thumbs(self) -> None:
-        """One item per row of the list, in its order; thumbnails already made are reused."""
+        """One item per row of the list, in its order; thumbnails already made are reused. In
+        list mode nothing is made (toggling to thumbnails fills it)."""
         self.thumbs.blockSignals(True)
         self.thumbs.clear()
         self._thumb_items = {}
         data = self.dataset
-        if data is not None:
+        if data is not None and self.thumbnail_mode:
             for index in self.rows():
                 item = QListWidgetItem(self.thumb_icons.get(index, self._waiting_icon), self._thumb_text(data, index))
                 item.setData(Qt.ItemDataRole.UserRole, index)
