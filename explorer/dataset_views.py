@@ -1,26 +1,25 @@
 """Which data each analysis view uses once a dataset is open, said in the view itself.
 
-Query specialization runs on the open dataset's validation split (resized as the model infers;
-its Source list offers the toy split too). Matching and layer-by-layer AP stay on toy shapes and
-counting draws toy images with N objects by construction, so those say that the open dataset is
-not used rather than pretending otherwise.
+With a dataset open and a model loaded, each analysis view is offered the dataset next to its toy
+data (its Source list) and chooses it:
+  * query specialization, layer by layer (AP per decoder layer, pycocotools) and counting run on
+    the validation split, resized as the model infers; counting groups those real images by their
+    ground-truth object count, since a dataset cannot draw images with exactly N objects;
+  * matching matches images of the training split, resized as evaluation does, with the model's
+    training costs.
+Each view's "Data: …" note names the data it uses.
 """
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel
 
+from detr_core.data.files import FileDataset
 from detr_core.data.transforms import eval_transform
 
 from .dataset_session import OpenedDataset
 from .state import AppState
 from .views.base import AnalysisView
-
-TOY_ONLY = {
-    "Matching": "matches samples of the model's toy training stream",
-    "Layer by layer": "measures AP per layer on the toy held-out split",
-    "Counting": "draws toy images with exactly N objects, which a dataset cannot provide",
-}
 
 
 def data_note(view: AnalysisView) -> QLabel:
@@ -36,6 +35,12 @@ def data_note(view: AnalysisView) -> QLabel:
     return label
 
 
+def split_of(opened: OpenedDataset, role: str) -> tuple[str, FileDataset]:
+    """The split playing ``role`` ("train" or "val"), else the one there is: (name, split)."""
+    name = role if role in opened.splits else next(iter(opened.splits))
+    return name, opened.splits[name]
+
+
 class DatasetViews:
     """Keeps the analysis views' data and their "Data: …" notes in step with the open dataset."""
 
@@ -44,21 +49,46 @@ class DatasetViews:
         self.views = views
         state.datasetChanged.connect(lambda _: self.update())
         state.modelChanged.connect(lambda _: self.update())
+        for view in views.values():  # a Source chosen by hand changes the note too
+            source = getattr(view, "source", None)
+            if source is not None:
+                source.currentIndexChanged.connect(lambda _, v=view: self._note(v))
         self.update()
 
     def update(self) -> None:
         opened: OpenedDataset | None = self.state.dataset
-        for title, what in TOY_ONLY.items():
-            view = self.views.get(title)
-            if view is None:
-                continue
-            text = "Data: toy shapes."
-            if opened is not None:
-                text = f"Data: toy shapes, not the open dataset {opened.name}: this view {what}."
-            data_note(view).setText(text)
+        loaded = self.state.model
         spec = self.views.get("Query specialization")
         if spec is not None:
             self._specialization(spec, opened)
+        if opened is None or loaded is None:
+            for title in ("Matching", "Layer by layer", "Counting"):
+                view = self.views.get(title)
+                if view is not None:
+                    view.set_dataset(None)  # type: ignore[attr-defined]
+                    self._note(view)
+            return
+        cfg = loaded.config
+        resize = eval_transform(cfg.image_min_size, cfg.image_max_size)
+        if (view := self.views.get("Matching")) is not None:
+            name, split = split_of(opened, "train")
+            view.set_dataset(split.with_transform(resize), f"{opened.name} · {name}")  # type: ignore[attr-defined]
+            self._note(view)
+        name, split = split_of(opened, "val")
+        if (view := self.views.get("Layer by layer")) is not None:
+            view.set_dataset(split.with_transform(resize), f"{opened.name} · {name}")  # type: ignore[attr-defined]
+            self._note(view)
+        if (view := self.views.get("Counting")) is not None:
+            train = opened.splits.get("train")
+            train_max = max((len(r.labels) for r in train.records), default=0) if train is not None else None
+            view.set_dataset(split.with_transform(resize), f"{opened.name} · {name}",  # type: ignore[attr-defined]
+                             train_max)
+            self._note(view)
+
+    def _note(self, view: AnalysisView) -> None:
+        describe = getattr(view, "describe_data", None)
+        if describe is not None:
+            data_note(view).setText(describe())
 
     def _specialization(self, view: AnalysisView, opened: OpenedDataset | None) -> None:
         loaded = self.state.model

@@ -231,7 +231,12 @@ class MainWindow(QMainWindow):
         views = {}
         for attr, title, module, cls, scroll in ANALYSIS_VIEWS:
             view_class = getattr(importlib.import_module(module), cls)
-            view = view_class(self._runs_folder) if attr == "runs" else view_class(self.state)
+            if attr == "runs":
+                view = view_class(self._runs_folder)
+            elif attr == "datasets":
+                view = view_class(self.state, settings=self.settings)
+            else:
+                view = view_class(self.state)
             views[attr] = view
             setattr(self, attr, view)
             dock = self._view_docks[attr]

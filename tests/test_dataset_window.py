@@ -183,11 +183,11 @@ def test_training_panel_and_views_on_the_open_dataset(qtbot, window, coco_root):
     from detr_core.train.live import LiveJob, run_job
     from detr_core.train.trainer import TrainControl
 
-    assert window.counting.data_note.text() == "Data: toy shapes."
+    assert window.counting.data_note.text().startswith("Data: toy shapes drawn")
     with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
         window.open_dataset(coco_root)
     for view in (window.counting, window.matching, window.layers):
-        assert f"not the open dataset {coco_root.name}" in view.data_note.text()
+        assert coco_root.name in view.data_note.text() and view.source.currentIndex() == 1
     spec = window.specialization
     assert coco_root.name in spec.data_note.text() and spec.source.currentIndex() == 1
     spec.num_images.setValue(4)
@@ -217,3 +217,119 @@ def test_training_panel_and_views_on_the_open_dataset(qtbot, window, coco_root):
     assert state.step == 2 and state.class_names == window.state.dataset.class_names
     evaluated = [p[0] for k, p in sent if k == "evaluated"]
     assert evaluated and "AP" in evaluated[-1].metrics
+
+
+def test_matching_layers_and_counting_run_on_the_open_dataset(qtbot, window, coco_root):
+    """Each view runs on the open dataset and shows data only it has: the matched image's file,
+    id and boxes; AP per layer scored against its annotations; its images grouped by count."""
+    from detr_core.analysis.dataset_eval import evaluate_on
+
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_dataset(coco_root)
+    opened = window.state.dataset
+    train, val = opened.splits["train"], opened.splits["val"]
+
+    # matching: images of the training split, the picker walks them
+    m = window.matching
+    assert m.on_open_dataset and f"{coco_root.name} · train" in m.data_note.text()
+    assert m.sample_spin.maximum() == len(train) - 1
+    m.set_sample_index(3)
+    qtbot.waitUntil(lambda: m.snapshot is not None and m.snapshot.sample_index == 3 and not m.busy, timeout=20000)
+    s, record = m.snapshot, train.records[3]
+    assert (s.image_name, s.image_id) == (record.path.name, record.image_id)
+    assert record.path.name in m.status.text()
+    assert s.target_labels.tolist() == record.labels.tolist()
+    h, w = s.image_size  # resized as evaluation does: the same boxes, relative to the image
+    scale = np.array([record.width, record.height] * 2, np.float32)
+    assert np.allclose(s.target_boxes_xyxy() / np.array([w, h, w, h]), record.boxes_xyxy / scale, atol=0.02)
+    m.source.setCurrentIndex(0)
+    assert m.data_note.text().startswith("Data: toy shapes") and m.sample_spin.maximum() > len(train)
+    qtbot.waitUntil(lambda: not m.busy, timeout=20000)
+
+    # layer by layer: AP of every layer on the validation split, its last layer what evaluation says
+    layers = window.layers
+    assert layers.on_open_dataset and f"{coco_root.name} · val" in layers.data_note.text()
+    layers.images_spin.setValue(6)
+    with qtbot.waitSignal(layers.jobFinished, timeout=60000):
+        assert layers.run_ap()
+    rows = layers.ap_rows
+    assert len(rows) == window.state.model.config.num_decoder_layers
+    assert f"6 images of {coco_root.name}" in layers.ap_summary.text()
+    assert rows[-1].ap == pytest.approx(evaluate_on(window.state.model.model, layers.file_dataset)["AP"], abs=1e-6)
+    assert rows[-1].ap > 0  # the bundled model finds the shapes
+
+    # counting: the validation images grouped by their ground-truth count
+    counting = window.counting
+    assert counting.on_open_dataset and "grouped by their ground-truth object count" in counting.data_note.text()
+    assert counting.dataset_images.isVisibleTo(counting) and not counting.max_count.isVisibleTo(counting)
+    with qtbot.waitSignal(counting.jobFinished, timeout=60000):
+        assert counting.run()
+    r = counting.result
+    assert r.grouped and r.data_name.endswith("val")
+    assert sorted((row.image_id, row.true_count) for row in r.rows) == sorted(
+        (rec.image_id, len(rec.labels)) for rec in val.records)
+    assert r.train_max_objects == max(len(rec.labels) for rec in train.records)
+    assert [m.true_count for m in r.means()] == sorted({len(rec.labels) for rec in val.records})
+    assert "grouped by their ground-truth object count" in counting.summary.text()
+    assert all(row["data"].endswith("val") and "image_id" in row for row in counting.export_data())
+
+
+def test_thumbnails_with_counts_and_the_toggle_kept(qtbot, window, coco_root):
+    """Thumbnail mode: one thumbnail per image (made off the GUI thread) with its object count;
+    clicking one selects the image; the list / thumbnails choice is kept in the settings."""
+    from explorer.views.datasets import DatasetBrowser
+
+    _open(qtbot, window, coco_root)
+    browser = window.datasets
+    data = browser.dataset
+    assert not browser.thumbnail_mode and browser.pages.currentWidget() is browser.table
+    assert not browser.thumb_icons  # none made in list mode
+    browser.thumbs_button.click()
+    assert browser.pages.currentWidget() is browser.thumbs
+    assert window.settings.value("datasetBrowser/view") == "thumbnails"
+    qtbot.waitUntil(lambda: len(browser.thumb_icons) == len(data), timeout=20000)
+    assert browser.thumbs.count() == len(data)
+    for index, record in enumerate(data.records):
+        item = browser._thumb_items[index]
+        assert record.path.name in item.text() and f"\n{len(record.labels)} object" in item.text()
+        assert f"{browser.errors[index].errors} err" in item.text()
+    # the thumbnail is the image, shrunk: its mean colour is the stored image's
+    image = browser.thumb_icons[2].pixmap(96, 96).toImage()
+    assert (image.width(), image.height()) == (96, 96)  # the toy images are square
+    ptr = image.convertToFormat(image.Format.Format_RGB888)
+    thumb = np.frombuffer(ptr.constBits(), np.uint8).reshape(96, ptr.bytesPerLine())[:, : 96 * 3].reshape(96, 96, 3)
+    stored = data.sample(2).image
+    assert np.abs(thumb.reshape(-1, 3).mean(0) - stored.reshape(-1, 3).mean(0)).max() < 8
+
+    browser.thumbs.setCurrentItem(browser._thumb_items[3])
+    assert browser.selected_index() == 3
+    assert browser.gt_title.text().startswith(f"Ground truth: {len(data.records[3].labels)} objects")
+    browser.sort.setCurrentText("most objects first")  # the thumbnails follow the list's order
+    order = [browser.thumbs.item(r).data(256) for r in range(browser.thumbs.count())]
+    assert order == browser.rows() and browser.thumbs.currentItem().data(256) == 3
+
+    other = DatasetBrowser(window.state, settings=window.settings)  # as the next start would
+    qtbot.addWidget(other)
+    assert other.thumbnail_mode and other.pages.currentWidget() is other.thumbs
+    other.list_button.click()
+    assert window.settings.value("datasetBrowser/view") == "list"
+
+
+def test_views_say_when_the_model_does_not_know_the_datasets_classes(qtbot, window, coco_root):
+    from explorer.state import LoadedModel
+
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        window.open_dataset(coco_root)
+    qtbot.waitUntil(lambda: not window.matching.busy, timeout=20000)
+    loaded = window.state.model
+    window.state.set_model(LoadedModel(loaded.model, ["cat", "dog", "bird"], "other classes"))
+    m = window.matching
+    qtbot.waitUntil(lambda: not m.busy, timeout=20000)
+    with qtbot.waitSignal(m.errorShown, timeout=5000) as blocker:
+        assert not m.compute()
+    assert "does not know the dataset's class" in blocker.args[0]
+    for view, run in ((window.layers, window.layers.run_ap), (window.counting, window.counting.run)):
+        assert view.on_open_dataset
+        with qtbot.waitSignal(view.jobFailed, timeout=20000) as blocker:
+            assert run()
+        assert "does not know the dataset's class" in blocker.args[0]

@@ -4,6 +4,10 @@ Draw toy images with a fixed number of objects, from one up to more than any tra
 held and up to more than the model has queries, run the detector, and compare the number of
 confident detections with the true count. A DETR can never detect more objects than it has
 query slots, so past ``num_queries`` the detected count must flatten.
+
+A COCO or VOC split cannot draw images with exactly N objects, but its images can be grouped by
+their ground-truth object count (:func:`count_dataset`): per count, the mean number of
+confident predictions and the count error answer the same question on real images.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from detr_core.analysis.predict import batches, evaluating, forward
 from detr_core.box_ops import cxcywh_to_xyxy
 from detr_core.cancel import Progress
 from detr_core.config import ToyDataConfig
+from detr_core.data.files import FileDataset
 from detr_core.data.images import to_tensor
 from detr_core.data.toy import ToySample, ToyShapes
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
@@ -61,11 +66,20 @@ class CountRow:
     true_count: int  # objects actually placed (less than asked only if they did not fit)
     detected: int  # predictions with score >= threshold (never more than the number of queries)
     correct: int  # detections matched one-to-one to a same-class object with IoU >= MATCH_IOU
-    image: int  # index of the image among those of its count
+    image: int  # index of the image among those of its count (a dataset's: its index in the split)
+    image_id: int = -1  # a dataset image's own id (-1: a drawn toy image)
+
+    @property
+    def error(self) -> int:
+        """Detected minus true count (negative: objects missed)."""
+        return self.detected - self.true_count
 
     def to_row(self) -> dict[str, int]:
-        return {"asked": self.asked, "true_count": self.true_count, "detected": self.detected,
-                "correct": self.correct, "image": self.image}
+        row = {"asked": self.asked, "true_count": self.true_count, "detected": self.detected,
+               "correct": self.correct, "image": self.image}
+        if self.image_id >= 0:
+            row["image_id"] = self.image_id
+        return row
 
 
 @dataclass
@@ -78,6 +92,11 @@ class CountMean:
     std_detected: float
     mean_correct: float
 
+    @property
+    def mean_error(self) -> float:
+        """Mean detected minus true count."""
+        return self.mean_detected - self.true_count
+
 
 @dataclass
 class CountingResult:
@@ -85,7 +104,13 @@ class CountingResult:
     num_queries: int  # the model's query slots: the most it can ever detect
     threshold: float  # score threshold of a detection
     train_max_objects: int | None  # most objects in a training image, when known
-    data_config: ToyDataConfig  # the config the counting images were drawn with
+    data_config: ToyDataConfig | None  # the config the counting images were drawn with (None: a dataset's)
+    data_name: str = ""  # the dataset whose images were grouped by count ("": drawn toy images)
+
+    @property
+    def grouped(self) -> bool:
+        """True for real images grouped by their count, False for toy images drawn with it."""
+        return self.data_config is None
 
     def means(self) -> list[CountMean]:
         """Per true count, ascending."""
@@ -122,9 +147,15 @@ def correct_detections(
 
     boxes_cxcywh [N, 4] in [0, 1], labels [N]; true_boxes_xyxy [M, 4] in [0, 1], true_labels [M].
     """
-    if len(boxes_cxcywh) == 0 or len(true_boxes_xyxy) == 0:
+    return correct_xyxy(cxcywh_to_xyxy(boxes_cxcywh), labels, true_boxes_xyxy, true_labels, iou)
+
+
+def correct_xyxy(boxes_xyxy: Tensor, labels: Tensor, true_boxes_xyxy: Tensor, true_labels: Tensor,
+                 iou: float = MATCH_IOU) -> int:
+    """:func:`correct_detections` with both sets of boxes xyxy in the same units (pixels, say)."""
+    if len(boxes_xyxy) == 0 or len(true_boxes_xyxy) == 0:
         return 0
-    overlap = box_iou(cxcywh_to_xyxy(boxes_cxcywh), true_boxes_xyxy)  # [N, M]
+    overlap = box_iou(boxes_xyxy.float(), true_boxes_xyxy.float())  # [N, M]
     overlap = overlap * (labels[:, None] == true_labels[None, :])
     rows, cols = linear_sum_assignment(overlap.numpy(), maximize=True)
     return int((overlap[rows, cols] >= iou).sum())
@@ -177,3 +208,42 @@ def count_objects(
                                      correct_detections(bx[keep], lab[keep], true_xyxy, true_labels), j))
     num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
     return CountingResult(rows, num_queries, float(threshold), train_max_objects, config)
+
+
+def count_dataset(
+    model: nn.Module,
+    dataset: FileDataset,
+    num_images: int | None = None,
+    threshold: float = 0.5,
+    train_max_objects: int | None = None,
+    label_map: list[int] | None = None,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+    data_name: str = "",
+) -> CountingResult:
+    """Detected against true count on a COCO or VOC split (resized as the model infers), its
+    images grouped by their ground-truth object count (crowd / difficult objects not counted).
+
+    ``num_images`` None: the whole split (an unreadable image is left out). ``label_map``: the
+    dataset label of each model label, for the "correct" count (see
+    :func:`~detr_core.analysis.dataset_eval.label_map_for`). ``progress`` as in
+    :func:`count_objects`. ``data_name``: what to call the data (default: the split's name)."""
+    from detr_core.analysis.dataset_eval import predict_dataset, relabel
+
+    n = len(dataset) if num_images is None else min(num_images, len(dataset))
+    ids, preds = predict_dataset(model, dataset, n, batch_size, progress=progress)
+    index = {r.image_id: i for i, r in enumerate(dataset.records[:n])}
+    rows: list[CountRow] = []
+    for image_id, pred in zip(ids, preds):
+        i = index[image_id]
+        record = dataset.records[i]
+        keep = pred["scores"] >= threshold
+        kept = {k: v[keep] for k, v in pred.items()}
+        if label_map is not None:
+            kept = relabel(kept, label_map)
+        true = len(record.labels)
+        correct = correct_xyxy(kept["boxes"], kept["labels"], torch.from_numpy(record.boxes_xyxy),
+                               torch.from_numpy(record.labels))
+        rows.append(CountRow(true, true, int(keep.sum()), correct, i, image_id))
+    num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
+    return CountingResult(rows, num_queries, float(threshold), train_max_objects, None, data_name or dataset.name)

@@ -49,7 +49,7 @@ def evaluate_on(
     n = len(dataset) if num_images is None else min(num_images, len(dataset))
     image_ids, predictions = predict_dataset(model, dataset, n, batch_size, device, progress)
     if label_map is not None:
-        predictions = [_relabel(p, label_map) for p in predictions]
+        predictions = [relabel(p, label_map) for p in predictions]
     metrics = coco_metrics(dataset, image_ids, predictions)
     if isinstance(dataset, FileDataset) and dataset.format == "voc":
         metrics["mAP50_voc"] = voc_map50(dataset, image_ids, predictions)
@@ -70,7 +70,8 @@ def label_map_for(model_classes: list[str], dataset_classes: list[str]) -> list[
     return [index.get(c, -1) for c in model_classes]
 
 
-def _relabel(pred: dict[str, Tensor], label_map: list[int]) -> dict[str, Tensor]:
+def relabel(pred: dict[str, Tensor], label_map: list[int]) -> dict[str, Tensor]:
+    """One image's predictions in the dataset's labels; those of classes it lacks are dropped."""
     labels = torch.as_tensor(label_map)[pred["labels"]]
     keep = labels >= 0
     return {"scores": pred["scores"][keep], "labels": labels[keep], "boxes": pred["boxes"][keep]}

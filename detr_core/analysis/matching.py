@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from detr_core.analysis.predict import evaluating, forward
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.config import LossConfig, TrainConfig
+from detr_core.data.dataset import DetectionDataset
 from detr_core.data.images import to_uint8
 from detr_core.data.toy import ToyShapes
 from detr_core.model.matcher import HungarianMatcher
@@ -55,6 +56,8 @@ class MatchingSnapshot:
     target_labels: np.ndarray  # [M] int64
     target_boxes_cxcywh: np.ndarray  # [M, 4] float32 cxcywh in [0, 1]
     class_names: list[str] = field(default_factory=list)
+    image_id: int = -1  # a dataset image's own id (-1: a toy sample)
+    image_name: str = ""  # a dataset image's file name ("": a toy sample)
 
     @property
     def num_queries(self) -> int:
@@ -111,6 +114,7 @@ class MatchingSnapshot:
             for m in range(self.num_targets):
                 row: dict[str, Any] = {
                     "sample": self.sample_index,
+                    **({"image_id": self.image_id, "image": self.image_name} if self.image_name else {}),
                     "step": self.step if self.step is not None else "",
                     "query": q,
                     "object": m,
@@ -169,13 +173,27 @@ def match_sample(
 
 
 def match_toy_sample(
-    model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes, index: int, step: int | None = None
+    model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset, index: int, step: int | None = None,
+    model_labels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
 ) -> MatchingSnapshot:
-    """:func:`match_sample` on sample ``index`` of a toy dataset (the training stream, say)."""
+    """:func:`match_sample` on sample ``index`` of a dataset: the toy training stream, or a COCO /
+    VOC split resized as training evaluates (its image id and file name are kept).
+
+    ``model_labels``: the model's label of each dataset label, when the model's classes are
+    ordered otherwise (None: the same); ``class_names`` then the model's names."""
     images, targets = dataset.batch([index])
     # a file dataset's batch is a NestedTensor; a batch of one has no padding
     image = images.tensors[0] if isinstance(images, NestedTensor) else images[0]
-    return match_sample(model, matcher, image, targets[0], index, step, dataset.class_names)
+    target = targets[0]
+    if model_labels is not None:
+        target = {**target, "labels": torch.as_tensor(list(model_labels), dtype=torch.int64)[target["labels"]]}
+    snapshot = match_sample(model, matcher, image, target, index, step,
+                            dataset.class_names if class_names is None else class_names)
+    records = getattr(dataset, "records", None)
+    if records is not None:  # a file dataset: say which image it is
+        snapshot.image_id = int(target["image_id"])
+        snapshot.image_name = records[index].path.name
+    return snapshot
 
 
 @dataclass

@@ -69,6 +69,19 @@ def read_rgb(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable image ({e})") from None
 
 
+def thumbnail(path: Path, side: int = 96) -> np.ndarray | None:
+    """[h, w, 3] uint8 RGB, the image as stored shrunk to fit ``side`` x ``side`` (aspect kept),
+    or None if it cannot be read. JPEGs decode at a reduced scale (``draft``): a few ms each."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (side, side))
+            img = img.convert("RGB")
+            img.thumbnail((side, side))
+            return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
 def clip_box(box: Sequence[float], width: int, height: int) -> tuple[list[float] | None, str]:
     """An xyxy box clipped to the image: (box, "") if fine, (box, "clipped") or (None, why)."""
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -188,10 +201,19 @@ def padded_batch(
         try:
             items.append(dataset.item(i))
         except DatasetError as e:
-            problems.append(Problem("unreadable image", str(e)))
+            note_problem(problems, Problem("unreadable image", str(e)))
     if not items:
         raise DatasetError(f"{dataset.name}: no image of the batch could be read ({problems[-1].message})")
     return nested_tensor_from_tensor_list([img for img, _ in items]), [t for _, t in items]
+
+
+def note_problem(problems: list[Problem], problem: Problem) -> bool:
+    """Add ``problem`` unless the same one is listed already (an unreadable image is met again
+    every epoch); True if it was added."""
+    if any(p.kind == problem.kind and p.message == problem.message for p in problems):
+        return False
+    problems.append(problem)
+    return True
 
 
 def build_coco(records: list[ImageRecord], class_names: list[str], category_ids: list[int]) -> COCO:

@@ -1,5 +1,9 @@
 """The endless, augmented training stream over a file dataset, and batches from worker processes.
 
+A problem met while loading (an unreadable image) is noted in the worker's copy of the dataset;
+each batch carries the problems noted while it was built back to the training process, which
+adds them to its own list, so what was skipped reads the same with or without workers.
+
 Position ``p`` of the stream is image ``perm_e[p mod n]`` of epoch ``e = p // n`` (a permutation
 seeded by (seed, e)), augmented under a generator seeded by (seed, p). So batch ``k`` is a pure
 function of the seed and ``k``, like the toy generator's: the same seed gives the same batches
@@ -16,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from detr_core.data.dataset import DetectionDataset, Sample
-from detr_core.data.files import FileDataset, padded_batch
+from detr_core.data.files import FileDataset, Problem, note_problem, padded_batch
 from detr_core.model.nested_tensor import NestedTensor
 
 
@@ -41,6 +45,11 @@ class AugmentedStream(DetectionDataset):
     @property
     def skipped(self) -> list[str]:
         return self.dataset.skipped
+
+    @property
+    def problems(self) -> list[Problem]:
+        """The dataset's list of what was left out (shared: loading adds to it)."""
+        return self.dataset.problems
 
     def __len__(self) -> int:
         raise TypeError("an endless training stream has no length")
@@ -75,8 +84,13 @@ class _StepBatches(Dataset):
         self.stream = stream
         self.batch_size = batch_size
 
-    def __getitem__(self, step: int) -> tuple[Tensor | NestedTensor, list[dict[str, Tensor]]]:
-        return self.stream.batch(range(step * self.batch_size, (step + 1) * self.batch_size))
+    def __getitem__(self, step: int) -> tuple[Tensor | NestedTensor, list[dict[str, Tensor]], list[Problem]]:
+        """The batch and the problems noted while building it (in a worker, they would stay in
+        the worker's copy of the dataset otherwise)."""
+        problems: list[Problem] = getattr(self.stream, "problems", [])
+        before = len(problems)
+        images, targets = self.stream.batch(range(step * self.batch_size, (step + 1) * self.batch_size))
+        return images, targets, problems[before:]
 
 
 def _as_is(batch):
@@ -95,4 +109,9 @@ def batches(stream: DetectionDataset, batch_size: int, start_step: int = 0, num_
     loader = DataLoader(_StepBatches(stream, batch_size), batch_size=None, sampler=itertools.count(start_step),
                         num_workers=num_workers, collate_fn=_as_is, prefetch_factor=4,
                         pin_memory=pin_memory)
-    yield from loader
+    problems: list[Problem] | None = getattr(stream, "problems", None)
+    for images, targets, noted in loader:
+        if problems is not None:
+            for problem in noted:
+                note_problem(problems, problem)
+        yield images, targets

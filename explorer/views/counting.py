@@ -1,5 +1,6 @@
 """Counting beyond training (the paper's Figures 5 and 12): detected against true object count
-on toy images more crowded than any training image, up to more objects than queries."""
+on toy images more crowded than any training image, up to more objects than queries; or, on the
+open dataset, its real validation images grouped by their ground-truth object count."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
 from torch import nn
 
-from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_objects
+from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_dataset, count_objects
+from detr_core.analysis.dataset_eval import label_map_for
 from detr_core.config import ToyDataConfig
+from detr_core.data.files import FileDataset
 
 from ..state import AppState, DataSource, LoadedModel
 from ..workers import WorkContext
@@ -34,6 +45,20 @@ class CountingView(AnalysisView):
         self.state = state
         self.result: CountingResult | None = None
         self._generation = 0
+        self.file_dataset: FileDataset | None = None  # the open dataset's validation split, resized
+        self.file_dataset_name = ""
+        self.dataset_train_max: int | None = None  # most objects in one of its training images
+
+        self.source = QComboBox()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.source.setToolTip("Toy images drawn with exactly 1..N objects, or the open dataset's validation "
+                               "images grouped by how many objects they hold")
+        self.dataset_images = QSpinBox()
+        self.dataset_images.setRange(1, 100_000)
+        self.dataset_images.setValue(500)
+        self.dataset_images.setPrefix("first ")
+        self.dataset_images.setSuffix(" images")
+        self.dataset_images.setToolTip("How many of the split's images to run the model on")
 
         self.max_count = QSpinBox()
         self.max_count.setRange(1, 100)
@@ -51,8 +76,10 @@ class CountingView(AnalysisView):
         self.threshold.setPrefix("score ≥ ")
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
+        self.counts_label = QLabel("Counts")
         controls = QHBoxLayout()
-        for w in (QLabel("Counts"), self.max_count, self.images_per_count, self.threshold, self.run_button):
+        for w in (self.source, self.counts_label, self.max_count, self.images_per_count, self.dataset_images,
+                  self.threshold, self.run_button):
             controls.addWidget(w)
         controls.addStretch(1)
         self.body.addLayout(controls)
@@ -95,6 +122,9 @@ class CountingView(AnalysisView):
         self.summary.setWordWrap(True)
         self.body.addWidget(self.summary)
         self._show_markers(None, None)
+        self._update_sources()
+        self.source.currentIndexChanged.connect(self._on_source_changed)
+        self._on_source_changed()
         state.modelChanged.connect(self._on_model)
         state.dataSourceChanged.connect(self._on_data_source)
 
@@ -103,6 +133,50 @@ class CountingView(AnalysisView):
     def data_config(self) -> ToyDataConfig | None:
         """The model's training data config, when known."""
         return self.state.data_source.data_config
+
+    @property
+    def on_open_dataset(self) -> bool:
+        return self.source.currentIndex() == 1 and self.file_dataset is not None
+
+    def set_dataset(self, dataset: FileDataset | None, name: str = "", train_max: int | None = None) -> None:
+        """Offer a dataset's validation split (resized as the model infers) next to the drawn toy
+        images, and choose it; ``train_max``: most objects in one of its training images."""
+        self.file_dataset = dataset
+        self.file_dataset_name = name or "open dataset"
+        self.dataset_train_max = train_max
+        self._update_sources()
+        self.source.setCurrentIndex(1 if dataset is not None else 0)
+        self._on_source_changed()
+        if self.result is not None and self.result.grouped:  # of the previous dataset
+            self.cancel_job()
+            self._generation += 1
+            self.result = None
+            for item in (self.points, self.mean_curve, self.correct_curve):
+                item.setData([], [])
+            self.summary.setText("New data: press Run.")
+
+    def _update_sources(self) -> None:
+        self.source.blockSignals(True)
+        self.source.clear()
+        self.source.addItem("toy images with 1..N objects")
+        if self.file_dataset is not None:
+            self.source.addItem(f"{self.file_dataset_name}, by count")
+        self.source.blockSignals(False)
+
+    def _on_source_changed(self, *_: object) -> None:
+        grouped = self.on_open_dataset
+        for w in (self.counts_label, self.max_count, self.images_per_count):
+            w.setVisible(not grouped)
+        self.dataset_images.setVisible(grouped)
+        self.plot.setLabel("bottom", "ground-truth objects in the image" if grouped else "true number of objects")
+
+    def describe_data(self) -> str:
+        """What the counts are of, in words (the view's "Data: …" note)."""
+        if self.on_open_dataset and self.file_dataset is not None:
+            return (f"Data: {self.file_dataset_name}'s real images, grouped by their ground-truth object count "
+                    "(a dataset cannot draw images with exactly N objects). Source: or toy images with 1..N.")
+        return "Data: toy shapes drawn with exactly 1..N objects." + (
+            " (Source: or the open dataset, its images grouped by count.)" if self.file_dataset is not None else "")
 
     def _on_data_source(self, source: DataSource) -> None:
         if self.result is None:  # a plot shows the markers of its own run
@@ -130,9 +204,14 @@ class CountingView(AnalysisView):
         if self.model is None:
             self.show_error("No model to analyse.")
             return False
+        generation = self._generation
+        if self.on_open_dataset and self.file_dataset is not None:
+            return self.run_job(
+                _count_dataset, self.model, self.file_dataset, self.dataset_images.value(), self.threshold.value(),
+                self.dataset_train_max, self.class_names, self.file_dataset_name, on_done=lambda r: self._on_counted(r, generation),
+                button=self.run_button)
         counts = list(range(1, self.max_count.value() + 1))
         train_max = self.data_config.max_objects if self.data_config is not None else None
-        generation = self._generation
         return self.run_job(
             _count, self.model, counts, self.images_per_count.value(), self.threshold.value(), self.data_config,
             train_max, on_done=lambda r: self._on_counted(r, generation), button=self.run_button,
@@ -160,7 +239,8 @@ class CountingView(AnalysisView):
         # show the queries line when it is near the data; a 100-query model on 20 objects would squash it
         right = max(most, result.num_queries) if result.num_queries <= 2 * most else most
         top = max(right, detected.max(initial=1))
-        self.plot.setRange(xRange=(0, right + 1), yRange=(0, top + 1), padding=0.02)
+        left = -0.6 if true.min(initial=1) == 0 else 0  # a dataset's images without objects
+        self.plot.setRange(xRange=(left, right + 1), yRange=(0, top + 1), padding=0.02)
         self.summary.setText(self.describe())
 
     def describe(self) -> str:
@@ -169,6 +249,10 @@ class CountingView(AnalysisView):
         if r is None:
             return ""
         parts = []
+        if r.grouped:
+            images = len(r.rows)
+            parts.append(f"{images} real images of {r.data_name}, grouped by their ground-truth object count "
+                         f"({len(r.means())} different counts).")
         if r.train_max_objects is not None:
             parts.append(f"Training images held at most {r.train_max_objects} objects.")
         q = r.num_queries
@@ -177,6 +261,10 @@ class CountingView(AnalysisView):
         plural = "s" if last.images != 1 else ""
         parts.append(f"With {last.true_count} objects it detects {last.mean_detected:.1f} on average "
                      f"({last.mean_correct:.1f} correct, {last.images} image{plural}).")
+        if r.grouped:
+            errors = ", ".join(f"{m.true_count}: {m.mean_error:+.1f}" for m in r.means()[:12])
+            parts.append(f"Mean count error (detected − true) by count: {errors}"
+                         + (" …" if len(r.means()) > 12 else "") + ".")
         if last.true_count > q:
             parts.append(f"At least {last.true_count - q} of those {last.true_count} must be missed.")
         return " ".join(parts)
@@ -204,7 +292,9 @@ class CountingView(AnalysisView):
         r = self.result
         if r is None:
             return None
-        return [{**row.to_row(), "num_queries": r.num_queries, "threshold": r.threshold} for row in r.rows]
+        data = r.data_name or "toy shapes"
+        return [{**row.to_row(), "num_queries": r.num_queries, "threshold": r.threshold, "data": data}
+                for row in r.rows]
 
 
 def _count(ctx: WorkContext, model: nn.Module, counts: list[int], images_per_count: int, threshold: float,
@@ -214,3 +304,12 @@ def _count(ctx: WorkContext, model: nn.Module, counts: list[int], images_per_cou
         model, counts, images_per_count, threshold, data_config, train_max, batch_size=25,
         progress=lambda done, total: ctx.progress(done, total, f"{done} / {total} images"))
 
+
+
+def _count_dataset(ctx: WorkContext, model: nn.Module, dataset: FileDataset, num_images: int, threshold: float,
+                   train_max: int | None, class_names: list[str], name: str) -> CountingResult:
+    """Worker-thread job: the split's images grouped by their ground-truth count."""
+    label_map = label_map_for(class_names, dataset.class_names)  # ValueError: said in the view
+    return count_dataset(
+        model, dataset, num_images, threshold, train_max, label_map, batch_size=8,
+        progress=lambda done, total: ctx.progress(done, total, f"{done} / {total} images"), data_name=name)

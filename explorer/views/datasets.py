@@ -7,26 +7,40 @@ ground truth (green: found, orange: missed) and the model's kept predictions (gr
 positive, red: false positive, grey: on an ignored crowd / difficult object). Class names come
 from the dataset. The model runs over the split off the GUI thread whenever the dataset, the
 split or the model changes (and the view is on screen); the threshold only re-matches.
+
+The images show as a list (a table with the counts) or as thumbnails with their counts (the
+toggle is kept in the settings). Thumbnails are made off the GUI thread, in small batches, only
+in thumbnail mode and only while the view is on screen, the images first in the list first; they
+are kept until the dataset or the split changes, so a 2000-image folder stays responsive.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QRectF, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QButtonGroup,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -41,11 +55,12 @@ from detr_core.analysis.image_errors import (
     predict_images,
 )
 from detr_core.data.dataset import DatasetError, Sample
-from detr_core.data.files import FileDataset
+from detr_core.data.files import FileDataset, thumbnail
 from detr_core.data.transforms import eval_transform
 
 from ..dataset_session import OpenedDataset
 from ..state import AppState, LoadedModel
+from ..workers import WorkContext, Worker
 from .base import AnalysisView
 
 FOUND, MISSED = "#51cf66", "#ffa94d"
@@ -54,6 +69,9 @@ UNSCORED = "#4dabf7"  # predictions of a model whose classes are not the dataset
 SORTS = ("file order", "most errors first", "lowest AP50 first", "most objects first")
 COLUMNS = ("image", "objects", "TP", "FP", "missed", "AP50")
 ALL_CLASSES = "all classes"
+THUMB_SIDE = 96  # pixels, the longer side of a thumbnail
+THUMB_BATCH = 8  # thumbnails per signal to the GUI thread
+VIEW_KEY = "datasetBrowser/view"  # "list" or "thumbnails", in the settings
 
 
 class BoxPanel(pg.GraphicsLayoutWidget):
@@ -109,14 +127,53 @@ def _outline(boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, float), np.asarray(ys, float)
 
 
+def _make_thumbnails(ctx: WorkContext, todo: list[tuple[int, Path]], side: int,
+                     ) -> Iterator[list[tuple[int, np.ndarray | None]]]:
+    """Worker: (dataset index, [h, w, 3] uint8 thumbnail or None if unreadable), a few at a time."""
+    batch: list[tuple[int, np.ndarray | None]] = []
+    for index, path in todo:
+        batch.append((index, thumbnail(path, side)))
+        if len(batch) == THUMB_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _icon(rgb: np.ndarray) -> QIcon:
+    """A [h, w, 3] uint8 array as an icon (made on the GUI thread: QPixmap lives there)."""
+    rgb = np.ascontiguousarray(rgb)
+    h, w = rgb.shape[:2]
+    image = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()  # owns its pixels
+    return QIcon(QPixmap.fromImage(image))
+
+
+def _placeholder(color: str) -> QIcon:
+    pixmap = QPixmap(THUMB_SIDE, THUMB_SIDE)
+    pixmap.fill(QColor(color))
+    return QIcon(pixmap)
+
+
 class DatasetBrowser(AnalysisView):
-    """Emits ``showImage(rgb, name)`` to open the selected image in the main image view."""
+    """Emits ``showImage(rgb, name)`` to open the selected image in the main image view.
+    ``settings`` keeps the list / thumbnails choice (None: not kept)."""
 
     showImage = Signal(object, str)
 
-    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState, parent: QWidget | None = None, settings: QSettings | None = None) -> None:
         super().__init__("Dataset", parent)
         self.state = state
+        self.settings = settings
+        self.thumb_job: Worker | None = None
+        self.thumb_icons: dict[int, QIcon] = {}  # dataset index -> its thumbnail, for the shown split
+        self._thumb_items: dict[int, QListWidgetItem] = {}
+        self._thumb_generation = 0  # bumped when the split changes: older thumbnails are dropped
+        self._thumb_restart = False
+        self._thumb_timer = QTimer(self)
+        self._thumb_timer.setSingleShot(True)
+        self._thumb_timer.timeout.connect(lambda: self.when_visible("thumbnails", self._start_thumbnails))
+        self._waiting_icon = _placeholder("#3c4043")
+        self._unreadable_icon = _placeholder("#7f1d1d")
         self.errors: dict[int, ImageErrors] = {}  # dataset index -> its errors at the threshold
         self.predictions: tuple[list[int], list] | None = None  # (image ids, raw predictions)
         self.comparable = True  # the model's classes map onto the dataset's
@@ -139,6 +196,17 @@ class DatasetBrowser(AnalysisView):
             controls.addWidget(QLabel(text))
             controls.addWidget(widget)
         controls.addStretch(1)
+        self.list_button = QToolButton()
+        self.list_button.setText("List")
+        self.thumbs_button = QToolButton()
+        self.thumbs_button.setText("Thumbnails")
+        self.view_buttons = QButtonGroup(self)
+        for button in (self.list_button, self.thumbs_button):
+            button.setCheckable(True)
+            self.view_buttons.addButton(button)
+            controls.addWidget(button)
+        self.list_button.setToolTip("The images as a table: counts and errors")
+        self.thumbs_button.setToolTip("The images as thumbnails with their counts")
         controls.addWidget(self.show_button)
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -153,6 +221,20 @@ class DatasetBrowser(AnalysisView):
             header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # file names differ at their end
         self.table.setMinimumWidth(240)
+        self.thumbs = QListWidget()
+        self.thumbs.setViewMode(QListView.ViewMode.IconMode)
+        self.thumbs.setIconSize(QSize(THUMB_SIDE, THUMB_SIDE))
+        self.thumbs.setGridSize(QSize(THUMB_SIDE + 34, THUMB_SIDE + 44))
+        self.thumbs.setResizeMode(QListView.ResizeMode.Adjust)
+        self.thumbs.setMovement(QListView.Movement.Static)
+        self.thumbs.setUniformItemSizes(True)
+        self.thumbs.setWordWrap(True)
+        self.thumbs.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        self.thumbs.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.thumbs.setMinimumWidth(240)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.table)
+        self.pages.addWidget(self.thumbs)
         self.ground_truth = BoxPanel("Ground truth")
         self.prediction = BoxPanel("Predictions")
         self.prediction.view.setXLink(self.ground_truth.view)  # zoom and pan the two together
@@ -179,7 +261,7 @@ class DatasetBrowser(AnalysisView):
         rl.addWidget(pictures, 1)
         rl.addWidget(self.legend)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.table)
+        split.addWidget(self.pages)
         split.addWidget(right)
         split.setStretchFactor(1, 1)
         split.setSizes([360, 700])
@@ -191,6 +273,11 @@ class DatasetBrowser(AnalysisView):
         self.class_filter.currentTextChanged.connect(lambda _: self.refresh_list())
         self.sort.currentTextChanged.connect(lambda _: self.refresh_list())
         self.table.itemSelectionChanged.connect(self._show_selected)
+        self.thumbs.currentItemChanged.connect(self._on_thumb)
+        thumbnails = settings is not None and str(settings.value(VIEW_KEY, "list")) == "thumbnails"
+        (self.thumbs_button if thumbnails else self.list_button).setChecked(True)
+        self.pages.setCurrentIndex(1 if thumbnails else 0)
+        self.view_buttons.buttonToggled.connect(self._on_view_toggled)
         self.show_button.clicked.connect(self._show_in_image_view)
         state.datasetChanged.connect(self.on_dataset)
         state.modelChanged.connect(lambda _: self.evaluate())
@@ -208,6 +295,7 @@ class DatasetBrowser(AnalysisView):
 
     def on_dataset(self, opened: OpenedDataset | None) -> None:
         self.cancel_job()
+        self._forget_thumbnails()
         self.errors, self.predictions = {}, None
         for combo, items in ((self.split, list(opened.splits) if opened else []),
                              (self.class_filter, [ALL_CLASSES, *(opened.class_names if opened else [])])):
@@ -221,6 +309,7 @@ class DatasetBrowser(AnalysisView):
 
     def _split_changed(self) -> None:
         self.cancel_job()
+        self._forget_thumbnails()
         self.errors, self.predictions = {}, None
         self._update_header()
         self.refresh_list()
@@ -284,11 +373,116 @@ class DatasetBrowser(AnalysisView):
                     item.setData(Qt.ItemDataRole.UserRole, i)
                     self.table.setItem(row, col, item)
         self.table.blockSignals(False)
+        self._fill_thumbs()
         if self.table.rowCount():
             self.select_index(selected if selected is not None and selected in self.rows() else None)
         else:
             self.ground_truth.show_boxes(None, [])
             self.prediction.show_boxes(None, [])
+
+    # --- thumbnails --------------------------------------------------------------------------------
+    @property
+    def thumbnail_mode(self) -> bool:
+        return self.thumbs_button.isChecked()
+
+    def set_thumbnail_mode(self, on: bool) -> None:
+        (self.thumbs_button if on else self.list_button).setChecked(True)
+
+    def _on_view_toggled(self, _button: QToolButton, checked: bool) -> None:
+        if not checked:
+            return
+        on = self.thumbnail_mode
+        self.pages.setCurrentIndex(1 if on else 0)
+        if self.settings is not None:
+            self.settings.setValue(VIEW_KEY, "thumbnails" if on else "list")
+        index = self.selected_index()
+        self._fill_thumbs()
+        if on and index is not None and index in self._thumb_items:
+            item = self._thumb_items[index]
+            self.thumbs.blockSignals(True)
+            self.thumbs.setCurrentItem(item)
+            self.thumbs.blockSignals(False)
+            self.thumbs.scrollToItem(item)
+
+    def _thumb_text(self, data: FileDataset, index: int) -> str:
+        record = data.records[index]
+        n = len(record.labels)
+        text = f"{record.path.name}\n{n} object{'s' if n != 1 else ''}"
+        e = self.errors.get(index)
+        if e is not None and self.comparable:
+            text += f" · {e.errors} err"
+        return text
+
+    def _fill_thumbs(self) -> None:
+        """One item per row of the list, in its order; thumbnails already made are reused. In
+        list mode nothing is made (toggling to thumbnails fills it)."""
+        self.thumbs.blockSignals(True)
+        self.thumbs.clear()
+        self._thumb_items = {}
+        data = self.dataset
+        if data is not None and self.thumbnail_mode:
+            for index in self.rows():
+                item = QListWidgetItem(self.thumb_icons.get(index, self._waiting_icon), self._thumb_text(data, index))
+                item.setData(Qt.ItemDataRole.UserRole, index)
+                self.thumbs.addItem(item)
+                self._thumb_items[index] = item
+        self.thumbs.blockSignals(False)
+        if self.thumbnail_mode:
+            self._thumb_timer.start(0)  # once the list has settled (opening refreshes it twice)
+
+    def _start_thumbnails(self) -> None:
+        """Make the missing thumbnails off the GUI thread, in the list's order."""
+        data = self.dataset
+        if data is None or not self.thumbnail_mode:
+            return
+        if self.thumb_job is not None and self.thumb_job.is_running:
+            self._thumb_restart = True  # once it has stopped (it may be of another split)
+            return
+        todo = [(i, data.records[i].path) for i in self.rows() if i not in self.thumb_icons]
+        if not todo:
+            return
+        generation = self._thumb_generation
+        job = Worker(_make_thumbnails, todo, THUMB_SIDE, parent=self, subject="thumbnails")
+        job.yielded.connect(lambda batch: self._thumbs_made(batch, generation))
+        job.finished.connect(self._thumbs_finished)
+        self.thumb_job = job
+        job.start()
+
+    def _thumbs_made(self, batch: list[tuple[int, np.ndarray | None]], generation: int) -> None:
+        if generation != self._thumb_generation:
+            return  # of the previous split
+        for index, rgb in batch:
+            icon = self._unreadable_icon if rgb is None else _icon(rgb)
+            self.thumb_icons[index] = icon
+            item = self._thumb_items.get(index)
+            if item is not None:
+                item.setIcon(icon)
+
+    def _thumbs_finished(self) -> None:
+        if self._thumb_restart:
+            self._thumb_restart = False
+            self._start_thumbnails()
+
+    def _forget_thumbnails(self) -> None:
+        """The split changed: its thumbnails are made again."""
+        self._thumb_generation += 1
+        self.thumb_icons = {}
+        if self.thumb_job is not None:
+            self.thumb_job.cancel()
+
+    def _on_thumb(self, item: QListWidgetItem | None, _previous: QListWidgetItem | None = None) -> None:
+        if item is not None:
+            self.select_index(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def cancel_job(self) -> None:
+        """Cancel the model's run over the split and the thumbnails being made."""
+        super().cancel_job()
+        if self.thumb_job is not None:
+            self.thumb_job.cancel()
+
+    def wait_job(self, msecs: int = 60000) -> bool:
+        done = super().wait_job(msecs)
+        return (self.thumb_job.wait(msecs) if self.thumb_job is not None else True) and done
 
     def selected_index(self) -> int | None:
         rows = self.table.selectionModel().selectedRows()
@@ -301,6 +495,11 @@ class DatasetBrowser(AnalysisView):
         for row in range(self.table.rowCount()):
             if index is None or self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == index:
                 self.table.selectRow(row)
+                item = self._thumb_items.get(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole))
+                if item is not None and self.thumbs.currentItem() is not item:
+                    self.thumbs.blockSignals(True)
+                    self.thumbs.setCurrentItem(item)
+                    self.thumbs.blockSignals(False)
                 self._show_selected()
                 return
 
@@ -364,7 +563,7 @@ class DatasetBrowser(AnalysisView):
             return
         if self.busy:
             self._rerun = True
-            self.cancel_job()
+            super().cancel_job()  # the model's run only: the thumbnails go on
             return
         self._set_model_note(loaded, data)
         model = loaded.model

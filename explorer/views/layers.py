@@ -1,6 +1,7 @@
 """Layer by layer: the selected query's box at every decoder layer, drawn on the image to show
 the refinement, and the AP / AP50 of every layer's predictions with and without NMS (the DETR
-paper's Figure 4: NMS helps the early layers and stops helping at the last)."""
+paper's Figure 4: NMS helps the early layers and stops helping at the last), on the toy
+held-out split or on the open dataset's validation split (Source)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
@@ -29,9 +31,11 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detr_core.analysis.capture import InferenceResult, run_inference
+from detr_core.analysis.dataset_eval import label_map_for
 from detr_core.analysis.evaluate import heldout_split
-from detr_core.analysis.layerwise import LayerAP, layerwise_ap
+from detr_core.analysis.layerwise import LayerAP, layerwise_ap, layerwise_ap_on
 from detr_core.config import ToyDataConfig
+from detr_core.data.files import FileDataset
 
 from ..canvas import ImageCanvas
 from ..state import AppState, LoadedModel
@@ -49,12 +53,18 @@ def layer_colors(num_layers: int) -> list[QColor]:
 
 
 def _ap_job(ctx: WorkContext, model: nn.Module, data_config: ToyDataConfig, num_images: int,
-            nms_iou: float) -> list[LayerAP]:
-    model_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
-    if model_classes != len(data_config.classes):
-        raise ValueError(f"AP by layer is measured on the toy held-out split ({len(data_config.classes)} "
-                         f"classes); this model has {model_classes} classes.")
-    dataset = heldout_split(data_config, num_images)
+            nms_iou: float, dataset: FileDataset | None = None, class_names: list[str] | None = None,
+            ) -> list[LayerAP]:
+    """AP by layer on the toy held-out split, or on ``dataset`` (a split resized as the model
+    infers) whose classes the model's ``class_names`` must include."""
+    if dataset is not None:
+        label_map = label_map_for(class_names or [], dataset.class_names)  # ValueError: said in the view
+        num_images = min(num_images, len(dataset))
+    else:
+        model_classes = int(model.config.num_classes)  # type: ignore[attr-defined]
+        if model_classes != len(data_config.classes):
+            raise ValueError(f"AP by layer is measured on the toy held-out split ({len(data_config.classes)} "
+                             f"classes); this model has {model_classes} classes.")
 
     def progress(done: int, total: int) -> None:
         if done <= num_images:
@@ -64,7 +74,11 @@ def _ap_job(ctx: WorkContext, model: nn.Module, data_config: ToyDataConfig, num_
         ctx.progress(done, total, text)
 
     ctx.progress(0, num_images + int(model.config.num_decoder_layers), "Running the model…")  # type: ignore[attr-defined]
-    return layerwise_ap(model, dataset, num_images, nms_iou, batch_size=25, progress=progress)
+    if dataset is not None:
+        return layerwise_ap_on(model, dataset, num_images, nms_iou, batch_size=8, progress=progress,
+                               label_map=label_map)
+    return layerwise_ap(model, heldout_split(data_config, num_images), num_images, nms_iou, batch_size=25,
+                        progress=progress)
 
 
 def _inference_job(ctx: WorkContext, model: nn.Module, image: np.ndarray, class_names: list[str]) -> InferenceResult:
@@ -86,6 +100,9 @@ class LayerView(AnalysisView):
         self.image: np.ndarray | None = None
         self.selected_query = state.selected_query or 0
         self.ap_rows: list[LayerAP] = []
+        self.ap_data = ""  # what the AP shown was measured on
+        self.file_dataset: FileDataset | None = None  # the open dataset's validation split, resized
+        self.file_dataset_name = ""
         self._pending_image: np.ndarray | None = None
         self._generation = 0  # bumped when the model or its data change: older results are dropped
 
@@ -97,7 +114,10 @@ class LayerView(AnalysisView):
         self.images_spin.setRange(5, 5000)
         self.images_spin.setValue(100)
         self.images_spin.setSingleStep(50)
-        self.images_spin.setToolTip("Held-out toy images to evaluate")
+        self.images_spin.setToolTip("Images of the chosen data to evaluate")
+        self.source = QComboBox()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.source.setToolTip("Where AP is measured: the toy held-out split or the open dataset's validation split")
         self.iou_spin = QDoubleSpinBox()
         self.iou_spin.setRange(0.05, 0.95)
         self.iou_spin.setSingleStep(0.05)
@@ -108,6 +128,7 @@ class LayerView(AnalysisView):
         row.addWidget(QLabel("Query"))
         row.addWidget(self.query_spin)
         row.addStretch(1)
+        row.addWidget(self.source)
         row.addWidget(QLabel("Images"))
         row.addWidget(self.images_spin)
         row.addWidget(QLabel("NMS IoU"))
@@ -170,6 +191,8 @@ class LayerView(AnalysisView):
         self.body.addWidget(self.splitter, 1)
 
         self.query_spin.valueChanged.connect(self._on_query_spin)
+        self._update_sources()
+        self.source.currentIndexChanged.connect(lambda _: self._invalidate("New data: press “Compute AP by layer”."))
         self.run_button.clicked.connect(self.run_ap)
         for signal in (self.jobFinished, self.jobFailed, self.jobCancelled):
             signal.connect(self._after_job)
@@ -183,6 +206,37 @@ class LayerView(AnalysisView):
     def data_config(self) -> ToyDataConfig:
         """The toy data whose held-out split the AP is measured on: the model's training data."""
         return self.state.data_source.data_config or ToyDataConfig()
+
+    @property
+    def on_open_dataset(self) -> bool:
+        return self.source.currentIndex() == 1 and self.file_dataset is not None
+
+    def set_dataset(self, dataset: FileDataset | None, name: str = "") -> None:
+        """Offer a dataset's validation split (resized as the model infers) next to the toy split,
+        and choose it; None takes it away."""
+        if dataset is self.file_dataset:
+            return
+        self.file_dataset = dataset
+        self.file_dataset_name = name or "open dataset"
+        self._update_sources()
+        self.source.setCurrentIndex(1 if dataset is not None else 0)
+        self._invalidate("New data: press “Compute AP by layer”.")
+
+    def _update_sources(self) -> None:
+        self.source.blockSignals(True)
+        self.source.clear()
+        self.source.addItem("toy held-out split")
+        if self.file_dataset is not None:
+            self.source.addItem(f"{self.file_dataset_name} ({len(self.file_dataset)} images)")
+        self.source.blockSignals(False)
+
+    def describe_data(self) -> str:
+        """What AP by layer is measured on, in words (the view's "Data: …" note)."""
+        if self.on_open_dataset and self.file_dataset is not None:
+            return (f"Data: AP by layer on {self.file_dataset_name} ({len(self.file_dataset)} images, resized as "
+                    "the model infers; pycocotools against its own annotations). Source: or the toy split.")
+        return "Data: AP by layer on the toy held-out split." + (
+            " (Source: or the open dataset.)" if self.file_dataset is not None else "")
 
     def _on_model(self, _loaded: LoadedModel | None) -> None:
         self._invalidate("New model: press “Compute AP by layer”.")
@@ -329,16 +383,22 @@ class LayerView(AnalysisView):
             self.show_error("Load or train a model first.")
             return False
         generation = self._generation
+        dataset = self.file_dataset if self.on_open_dataset else None
+        count = self.images_spin.value() if dataset is None else min(self.images_spin.value(), len(dataset))
+        data = f"{count} images of {self.file_dataset_name}" if dataset is not None \
+            else f"{count} toy held-out images"
         return self.run_job(_ap_job, self.model, self.data_config, self.images_spin.value(),
-                            self.iou_spin.value(), on_done=lambda rows: self._on_ap(rows, generation),
-                            button=self.run_button)
+                            self.iou_spin.value(), dataset, self.class_names,
+                            on_done=lambda rows: self._on_ap(rows, generation, data), button=self.run_button)
 
-    def _on_ap(self, rows: list[LayerAP], generation: int) -> None:
-        if generation == self._generation:  # else the model changed while it ran
-            self.show_ap(rows)
+    def _on_ap(self, rows: list[LayerAP], generation: int, data: str = "") -> None:
+        if generation == self._generation:  # else the model or the data changed while it ran
+            self.show_ap(rows, data)
 
-    def show_ap(self, rows: list[LayerAP]) -> None:
+    def show_ap(self, rows: list[LayerAP], data: str = "") -> None:
+        """Plot AP per layer; ``data`` says what it was measured on."""
         self.ap_rows = list(rows)
+        self.ap_data = data
         xs = np.array([r.layer for r in rows], dtype=float)
         for key, curve in self.curves.items():
             curve.setData(xs, np.array([r.as_dict()[key] for r in rows], dtype=float))
@@ -347,7 +407,8 @@ class LayerView(AnalysisView):
             self.ap_plot.setXRange(0.7, len(rows) + 0.3, padding=0)
             self.ap_plot.setYRange(0, 1, padding=0.05)  # AP spans 0 to 1: small differences stay small
         gains = ", ".join(f"L{r.layer} {round(r.ap_nms - r.ap, 3) + 0.0:+.3f}" for r in rows)
-        self.ap_summary.setText(f"AP change from NMS (IoU {self.iou_spin.value():.2f}): {gains}. "
+        on = f"On {data}: " if data else ""
+        self.ap_summary.setText(f"{on}AP change from NMS (IoU {self.iou_spin.value():.2f}): {gains}. "
                                 "(In the paper, NMS helps the early layers and stops helping at the last.)")
 
     def _after_job(self, *_: Any) -> None:
@@ -359,7 +420,7 @@ class LayerView(AnalysisView):
         """Rows: the selected query's box per layer ("section" = "query"), then AP per layer
         ("section" = "ap")."""
         rows = [{"section": "query", **r} for r in self.query_rows()]
-        rows += [{"section": "ap", **r.as_dict()} for r in self.ap_rows]
+        rows += [{"section": "ap", **r.as_dict(), "data": self.ap_data} for r in self.ap_rows]
         return rows or None
 
     def shutdown(self) -> None:

@@ -4,7 +4,8 @@ box of its query, and a stability plot over training.
 
 Two sources of snapshots, both from the application state:
   * the explorer's model (``state.model``, matched on samples of ``state.data_source``'s training
-    stream): matched off the GUI thread with ``run_job``;
+    stream, or of the open dataset's training split when Source says so): matched off the GUI
+    thread with ``run_job``;
   * the training session (``state.training``): when one starts, the view adds probes to it that
     compute the matching and the stability with the live model in the training process, between
     steps; only their CPU results come back, through ``state.probed``.
@@ -48,11 +49,14 @@ from detr_core.analysis.matching import (
     training_stream,
 )
 from detr_core.config import TrainConfig
+from detr_core.data.dataset import DetectionDataset
+from detr_core.data.files import FileDataset
 from detr_core.data.toy import ToyShapes
 from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
+from ..stable_label import StableLabel
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView
@@ -63,10 +67,10 @@ GT_COLOR = QColor("#ffffff")
 REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
 
 
-def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: ToyShapes,
-               index: int) -> MatchingSnapshot:
+def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset,
+               index: int, model_labels: list[int] | None, class_names: list[str] | None) -> MatchingSnapshot:
     ctx.progress(0, 1, f"Matching sample {index}…")
-    snapshot = match_toy_sample(model, matcher, dataset, index)
+    snapshot = match_toy_sample(model, matcher, dataset, index, model_labels=model_labels, class_names=class_names)
     ctx.progress(1, 1, "")
     return snapshot
 
@@ -82,7 +86,9 @@ class MatchingView(AnalysisView):
         super().__init__("Hungarian matching", parent)
         self.state = state
         self.matcher: HungarianMatcher | None = None
-        self.dataset: ToyShapes | None = None
+        self.toy_stream: ToyShapes | None = None  # the model's toy training stream
+        self.file_dataset: FileDataset | None = None  # the open dataset's training split, resized
+        self.file_dataset_name = ""
         self.snapshot: MatchingSnapshot | None = None
         self.stability: list[StabilityPoint] = []
         self.selected_query: int | None = state.selected_query
@@ -102,7 +108,12 @@ class MatchingView(AnalysisView):
         # --- controls
         self.sample_spin = QSpinBox()
         self.sample_spin.setRange(0, 10_000_000)
-        self.sample_spin.setToolTip("Index of the sample in the training stream")
+        self.sample_spin.setToolTip("Index of the sample in the training stream (or of the image in the open "
+                                    "dataset's training split)")
+        self.source = QComboBox()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.source.setToolTip("Which samples are matched: the toy training stream or the open dataset's "
+                               "training split (resized as evaluation does)")
         self.part_combo = QComboBox()
         for part in COST_PARTS:
             self.part_combo.addItem(COST_PART_NAMES[part], part)
@@ -111,9 +122,10 @@ class MatchingView(AnalysisView):
         self.all_queries.setToolTip("Also draw the boxes of queries matched to nothing (dashed)")
         self.compute_button = QPushButton("Match")
         self.compute_button.setToolTip("Match this sample with the explorer's model")
-        self.status = QLabel("No model yet.")
+        self.status = StableLabel("No model yet.")  # elided: a file name must not widen the view
         row = QHBoxLayout()
-        row.addWidget(QLabel("Training sample"))
+        row.addWidget(self.source)
+        row.addWidget(QLabel("Sample"))
         row.addWidget(self.sample_spin)
         row.addWidget(QLabel("Cost"))
         row.addWidget(self.part_combo)
@@ -208,6 +220,8 @@ class MatchingView(AnalysisView):
         self.body.addWidget(self.splitter, 1)
 
         self.sample_spin.valueChanged.connect(self._on_sample_changed)
+        self._update_sources()
+        self.source.currentIndexChanged.connect(self._on_source_changed)
         self.part_combo.currentIndexChanged.connect(lambda _: self._draw())
         self.all_queries.toggled.connect(lambda _: self._draw())
         self.compute_button.clicked.connect(self.compute)
@@ -236,6 +250,51 @@ class MatchingView(AnalysisView):
         self.sample_spin.setValue(index)
 
     @property
+    def dataset(self) -> DetectionDataset | None:
+        """The samples the explorer's model is matched on: the Source chosen."""
+        if self.source.currentIndex() == 1 and self.file_dataset is not None:
+            return self.file_dataset
+        return self.toy_stream
+
+    @property
+    def on_open_dataset(self) -> bool:
+        return self.dataset is not None and self.dataset is self.file_dataset
+
+    def set_dataset(self, dataset: FileDataset | None, name: str = "") -> None:
+        """Offer a dataset's training split (resized as the model infers) next to the toy stream,
+        and choose it; None takes it away."""
+        self.file_dataset = dataset
+        self.file_dataset_name = name or "open dataset"
+        self._update_sources()
+        self.source.setCurrentIndex(1 if dataset is not None else 0)
+        self._on_source_changed()
+
+    def _update_sources(self) -> None:
+        self.source.blockSignals(True)
+        self.source.clear()
+        self.source.addItem("toy training stream")
+        if self.file_dataset is not None:
+            self.source.addItem(f"{self.file_dataset_name} ({len(self.file_dataset)} images)")
+        self.source.blockSignals(False)
+
+    def _on_source_changed(self, *_: object) -> None:
+        """The sample picker walks the chosen data: an endless stream or the split's images."""
+        last = len(self.file_dataset) - 1 if self.on_open_dataset and self.file_dataset is not None else 10_000_000
+        self.sample_spin.blockSignals(True)
+        self.sample_spin.setRange(0, last)
+        self.sample_spin.blockSignals(False)
+        if self.model is not None and not self.following:
+            self._compute_timer.start(0)
+
+    def describe_data(self) -> str:
+        """What the explorer's model is matched on, in words (the view's "Data: …" note)."""
+        if self.on_open_dataset and self.file_dataset is not None:
+            return (f"Data: {self.file_dataset_name}, {len(self.file_dataset)} images resized as evaluation does, "
+                    "matched with the model's training costs (Source: or the toy training stream).")
+        return "Data: toy shapes, the model's training stream." + (
+            " (Source: or the open dataset.)" if self.file_dataset is not None else "")
+
+    @property
     def following(self) -> bool:
         """True while a training run is followed (snapshots come from its probes)."""
         return self.state.training_running
@@ -247,7 +306,7 @@ class MatchingView(AnalysisView):
         source = self.state.data_source
         model = self.model
         self.matcher = matcher_for(model, source.loss_config) if model is not None else None
-        self.dataset = source.training_stream if source.training_stream is not None \
+        self.toy_stream = source.training_stream if source.training_stream is not None \
             else training_stream(TrainConfig())
         self._compute_timer.start(0)
 
@@ -264,14 +323,25 @@ class MatchingView(AnalysisView):
             self._pending_compute = True
             return False
         model_classes = int(self.model.config.num_classes)  # type: ignore[attr-defined]
-        if model_classes < len(self.dataset.class_names):
+        model_labels, names = None, None
+        if self.on_open_dataset:
+            # the dataset's labels in the model's, by class name (a model of more classes is fine)
+            known = self.class_names
+            missing = [c for c in self.dataset.class_names if c not in known]
+            if missing:
+                self.show_error(f"The model does not know the dataset's class(es) {', '.join(missing[:5])}: "
+                                "cannot match. Train on the dataset first (Training tab).")
+                return False
+            if list(known) != list(self.dataset.class_names):
+                model_labels, names = [known.index(c) for c in self.dataset.class_names], list(known)
+        elif model_classes < len(self.dataset.class_names):
             self.show_error(f"The model knows {model_classes} classes; the toy data has "
                             f"{len(self.dataset.class_names)}: cannot match.")
             return False
         self._pending_compute = False
         self.status.setText(f"Matching sample {self.sample_index}…")
-        return self.run_job(_match_job, self.model, self.matcher, self.dataset, self.sample_index,
-                            on_done=self._on_static_snapshot)
+        return self.run_job(_match_job, self.model, self.matcher, self.dataset, self.sample_index, model_labels,
+                            names, on_done=self._on_static_snapshot)
 
     def _on_static_snapshot(self, snapshot: MatchingSnapshot) -> None:
         self.show_snapshot(snapshot)
@@ -327,7 +397,10 @@ class MatchingView(AnalysisView):
         """Show a snapshot (redraws are throttled to about 10 per second)."""
         self.snapshot = snapshot
         step = f" at step {snapshot.step}" if snapshot.step is not None else ""
-        self.status.setText(f"Sample {snapshot.sample_index}{step}: {snapshot.num_targets} objects, "
+        which = f"Sample {snapshot.sample_index}"
+        if snapshot.image_name:
+            which = f"Image {snapshot.sample_index} ({snapshot.image_name}, id {snapshot.image_id})"
+        self.status.setText(f"{which}{step}: {snapshot.num_targets} objects, "
                             f"{snapshot.num_queries} queries, matched cost {snapshot.matched_cost():.3f}")
         if not self.on_screen:
             self.when_visible("snapshot", self._draw)  # behind another tab: draw when seen
