@@ -396,6 +396,29 @@ class TrainingPanel(QWidget):
     def set_open_model(self, loaded: LoadedModel | None) -> None:
         self.open_model = loaded
         self._update_data_label()
+        self.show_history(loaded)
+
+    def show_history(self, loaded: LoadedModel | None) -> bool:
+        """Plot the loss and AP curves stored in the opened model's file (a run of the CLI, of
+        several processes, or of this window), unless a run is training. True if it had curves."""
+        ckpt = loaded.checkpoint if loaded is not None else None
+        if self.is_running or ckpt is None or not ckpt.history:
+            return False
+        history = History.from_dict(ckpt.history)
+        if not len(history):
+            return False
+        tc = ckpt.train_config
+        self.plots.reset(loss_terms(ckpt.model_config, tc.loss if tc is not None else None))
+        self.plots.history = history
+        for point in history.evals:
+            if "AP" in point and "AP50" in point:
+                self.plots.add_eval(EvalEvent(int(point["step"]), float(point.get("elapsed", 0.0)),
+                                              {"AP": point["AP"], "AP50": point["AP50"]}, 0.0))
+        self.plots.redraw()
+        name = loaded.path.name if loaded.path is not None else loaded.source
+        last = history.steps["step"][-1]
+        self.progress_label.setText(f"The curves of {name}: its training, {int(last)} steps (from the file).")
+        return True
 
     @property
     def fine_tuning(self) -> bool:

@@ -324,3 +324,16 @@ def test_the_splash_shows_before_torch_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, check=True)
     assert out.stdout.strip() == "False Loading PyTorch…"
+
+
+def test_an_opened_checkpoint_shows_the_curves_of_its_training(qtbot, settings):
+    from detr_core.checkpoint import load_checkpoint
+
+    w = _open(qtbot, settings, BUNDLED_CHECKPOINT)
+    history = load_checkpoint(BUNDLED_CHECKPOINT).history["steps"]
+    plots = w.training.plots  # built after the first result, told the model then
+    assert plots.steps == history["step"]
+    x, y = plots.curves["loss"].getOriginalDataset()  # (what it draws is thinned to the pixels)
+    assert len(x) == len(history["step"]) and np.allclose(y, history["loss"], equal_nan=True)
+    assert "4000 steps" in w.training.progress_label.text()
+    w.controller.wait(10000)
