@@ -40,6 +40,7 @@ from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
+from .lesson import install_lesson
 from .model_info import ModelInfoPanel, distribution_warning
 from .notice import Notice
 from .query_panel import QueryPanel
@@ -181,6 +182,7 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         self._build_status_bar()
+        self.lesson = install_lesson(self)  # View > Lesson, presentation mode, File > Export Lesson
         self._default_layout = self.saveState(SETTINGS_VERSION)
         self._restore_settings()
         guard_wheel(self)
@@ -911,6 +913,7 @@ class MainWindow(QMainWindow):
             for view in self.views:
                 view.cancel_job()
                 view.wait_job(10000)
+        self.lesson.panel.shutdown()
         self.controller.shutdown(30000)
         self._save_settings()
         event.accept()

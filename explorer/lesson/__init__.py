@@ -1,0 +1,120 @@
+"""Lesson mode: DETR's pipeline, block by block, live on the open model (View ▸ Lesson).
+
+:func:`install_lesson` adds it to the main window: a Lesson dock, its menu entries (View ▸
+Lesson, View ▸ Presentation Mode, View ▸ Full Screen (F11), File ▸ Export Lesson…) and a toolbar
+button. Presentation mode persists in the window's QSettings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QToolBar
+
+from .export import export_lesson
+from .panel import LessonPanel
+
+PRESENTATION_KEY = "presentationMode"
+HIGH_CONTRAST = """
+QMainWindow, QDockWidget, QWidget { background: #000000; color: #ffffff; font-size: 14pt; }
+QPushButton, QComboBox, QSpinBox { border: 2px solid #ffd400; padding: 3px 8px; }
+QDockWidget::title { background: #222222; }
+QTabBar::tab:selected { background: #ffd400; color: #000000; }
+"""
+
+
+class Lesson:
+    """The lesson's window parts: the panel, its dock and its actions."""
+
+    def __init__(self, window: Any) -> None:
+        self.window = window
+        self.panel = LessonPanel(window.state, window.controller.toy, window.training)
+        # laid out to the dock like the attention grid (no scrolling): pictures fit the room there is
+        self.dock = window._dock("Lesson", self.panel, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=False)
+        window.tabifyDockWidget(window.grid_dock, self.dock)
+        window.view_menu.addAction(self.dock.toggleViewAction())
+        self.panel.experimentFinished.connect(lambda title, _: window.notify(f"Lesson: {title.split(':')[0]} done."))
+        self.act_lesson = QAction("&Lesson", window)
+        self.act_lesson.setShortcut(QKeySequence("Ctrl+L"))
+        self.act_lesson.setStatusTip("DETR block by block, live on the open model")
+        self.act_lesson.triggered.connect(self.show)
+        self.act_presentation = QAction("&Presentation Mode", window)
+        self.act_presentation.setCheckable(True)
+        self.act_presentation.setShortcut(QKeySequence("Ctrl+Shift+P"))
+        self.act_presentation.setStatusTip("Large fonts and lines, high contrast, no toolbars: for a projector")
+        self.act_presentation.toggled.connect(self.set_presentation)
+        self.act_full_screen = QAction("&Full Screen", window)
+        self.act_full_screen.setCheckable(True)
+        self.act_full_screen.setShortcut(QKeySequence("F11"))
+        self.act_full_screen.toggled.connect(self.set_full_screen)
+        self.act_export = QAction("Export &Lesson…", window)
+        self.act_export.setStatusTip("Every lesson page as a PNG, and one HTML file to hand out")
+        self.act_export.triggered.connect(self.choose_export)
+        view = window.view_menu
+        first = view.actions()[0] if view.actions() else None
+        view.insertAction(first, self.act_lesson)
+        view.insertAction(first, self.act_presentation)
+        view.insertAction(first, self.act_full_screen)
+        view.insertSeparator(first)
+        for action in window.menuBar().actions():
+            if action.menu() is not None and action.text().replace("&", "") == "File":
+                menu = action.menu()
+                menu.insertAction(window.act_quit, self.act_export)
+                menu.insertSeparator(window.act_quit)
+        toolbar = window.findChild(QToolBar, "main_toolbar")
+        if toolbar is not None:
+            toolbar.addAction(self.act_lesson)
+        on = str(window.settings.value(PRESENTATION_KEY, "false")).lower() in ("true", "1")
+        self.act_presentation.setChecked(on)
+
+    def show(self) -> None:
+        """Bring the lesson to the front with room for its pictures (over half the height)."""
+        w = self.window
+        self.dock.show()
+        self.dock.raise_()
+        if not self.dock.isFloating() and self.dock.height() < w.height() * 0.55:
+            w.resizeDocks([self.dock], [int(w.height() * 0.62)], Qt.Orientation.Vertical)
+
+    def set_presentation(self, on: bool) -> None:
+        w = self.window
+        self.panel.set_presentation(on)
+        w.setStyleSheet(HIGH_CONTRAST if on else "")
+        for toolbar in w.findChildren(QToolBar):
+            toolbar.setVisible(not on)
+        if on:
+            self.show()
+        w.settings.setValue(PRESENTATION_KEY, bool(on))
+        w.settings.sync()
+
+    def set_full_screen(self, on: bool) -> None:
+        w = self.window
+        if on:
+            w.setWindowState(w.windowState() | Qt.WindowState.WindowFullScreen)
+        else:
+            w.setWindowState(w.windowState() & ~Qt.WindowState.WindowFullScreen)
+
+    def choose_export(self) -> None:
+        start = str(self.window.settings.value("lastImageDir", str(Path.home())))
+        folder = QFileDialog.getExistingDirectory(self.window, "Export the lesson to folder", start)
+        if folder:
+            self.export(Path(folder))
+
+    def export(self, folder: Path) -> list[Path]:
+        self.show()
+        try:
+            written = export_lesson(self.panel, folder)
+        except OSError as e:
+            self.window.show_error("Export Lesson", str(e))
+            return []
+        self.window.notify(f"Exported the lesson to {folder}: {len(written) - 1} pages and lesson.html.")
+        return written
+
+
+def install_lesson(window: Any) -> Lesson:
+    """Add lesson mode to the main window; the window keeps it as ``window.lesson``."""
+    return Lesson(window)
+
+
+__all__ = ["Lesson", "LessonPanel", "export_lesson", "install_lesson"]

@@ -1,0 +1,709 @@
+"""The nine pages, in the paper's order: backbone, positional encoding, encoder, object queries
+and decoder, prediction heads, Hungarian matching, the set loss, training, inference without NMS.
+Each draws its block live from the application state; experiments run on a copy of the model."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtWidgets import QComboBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
+
+from detr_core.analysis import lesson as core
+from detr_core.analysis.capture import InferenceResult
+from detr_core.analysis.matching import COST_PART_NAMES, COST_PARTS, MatchingSnapshot, match_sample, matcher_for
+from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.data.images import to_tensor
+from detr_core.data.toy import ToyShapes
+
+from ..colors import query_color
+from .page import LessonPage
+from .widgets import BarChart, Box, Overlay, Picture, heat_rgb, tile
+
+NO_RESULT = "The model has not run on this image yet."
+
+
+def _kept_boxes(result: InferenceResult, queries: list[int], dashed: bool = False, color: str | None = None) -> list[Box]:
+    out = []
+    for q in queries:
+        x0, y0, x1, y1 = (float(v) for v in result.boxes_xyxy[q])
+        name = result.class_names[int(result.labels[q])] if int(result.labels[q]) < len(result.class_names) else "?"
+        out.append(Box((x0, y0, x1, y1), color or query_color(q), f"q{q} {name} {float(result.scores[q]):.2f}", dashed))
+    return out
+
+
+class _PicturePage(LessonPage):
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.picture = Picture()
+        self.live.addWidget(self.picture, 3)
+
+    def set_presentation(self, on: bool) -> None:
+        for p in self.findChildren(Picture):
+            p.scale_lines = 2.0 if on else 1.0
+            p.update()
+
+    def live_data(self) -> np.ndarray:
+        parts = [self.picture.rgb.ravel().astype(np.float32)] if self.picture.rgb is not None else []
+        parts += [np.asarray(b.xyxy, np.float32) for b in self.picture.overlay.boxes]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+
+# --- 1. Backbone -------------------------------------------------------------------------------
+class BackbonePage(_PicturePage):
+    title = "1 · Backbone: the image becomes a grid of feature vectors"
+    text = ("A CNN turns the image into a small grid of feature vectors, one per cell. Each cell is a "
+            "token for the transformer: its stride says how many input pixels one cell spans, its "
+            "receptive field how much of the image can influence it. Click a cell.")
+    question = "Why does a smaller input give the transformer less work?"
+    experiment_name = "Run at half size"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.cell: tuple[int, int] | None = None
+        self.grid: core.BackboneGrid | None = None
+        self.picture.clicked.connect(self._click)
+
+    def _click(self, y: float, x: float) -> None:
+        if self.state.result is not None:
+            self.cell = self.state.result.cell_at(y, x)
+            self.draw()
+
+    def draw(self) -> None:
+        r, loaded = self.state.result, self.state.model
+        if r is None or loaded is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return
+        self.grid = g = core.backbone_grid(loaded.model, r)
+        eh, ew = r.grid_extent()
+        o = Overlay(grid=(g.feature_size[0], g.feature_size[1], eh, ew))
+        info = (f"input {g.input_size[1]}×{g.input_size[0]} px → grid {g.feature_size[1]}×{g.feature_size[0]} "
+                f"= <b>{g.tokens} tokens</b><br>stride {g.stride} px per cell<br>theoretical receptive field "
+                f"{g.receptive_field}×{g.receptive_field} input px")
+        if self.cell is not None:
+            i, j = min(self.cell[0], g.feature_size[0] - 1), min(self.cell[1], g.feature_size[1] - 1)
+            sy, sx = eh / g.feature_size[0], ew / g.feature_size[1]
+            o.cell = (i * sy, j * sx, (i + 1) * sy, (j + 1) * sx, "#ffd43b")
+            cy, cx = g.cell_centre(i, j)
+            half = g.receptive_field / 2 * sy / g.stride
+            py, px = (i + 0.5) * sy, (j + 0.5) * sx
+            o.boxes = [Box((px - half, py - half, px + half, py + half), "#4dabf7", "receptive field", dashed=True)]
+            info += f"<br><br>cell ({i}, {j}): centre at input ({cx:.0f}, {cy:.0f}) px"
+        self.picture.set_content(self.state.image, o)
+        self.info_label.setText(info)
+
+    def live_data(self) -> np.ndarray:
+        g = self.grid
+        extra = np.array([g.tokens, g.stride, g.receptive_field], np.float32) if g else np.zeros(0, np.float32)
+        return np.concatenate([super().live_data(), extra])
+
+    def experiment(self):  # noqa: ANN201
+        def on_result(t: core.TokenCounts) -> None:
+            self.result_label.setText(
+                f"Input {t.full_input[1]}×{t.full_input[0]} px → {t.full_tokens} tokens; at half size "
+                f"{t.small_input[1]}×{t.small_input[0]} px → <b>{t.small_tokens} tokens</b>. The encoder's "
+                f"self-attention compares every token with every other: {t.full_tokens}² = {t.full_tokens ** 2} "
+                f"pairs against {t.small_tokens}² = {t.small_tokens ** 2}.")
+        names = self.state.class_names
+        return (lambda ctx, m, img: core.token_counts(m, img, names), (self.state.image,), on_result)
+
+
+# --- 2. Positional encoding --------------------------------------------------------------------
+class PositionPage(_PicturePage):
+    title = "2 · Positional encoding: where each token is"
+    text = ("Attention alone does not know where a token sits. DETR adds a fixed sine code to the keys "
+            "and queries (never to the values): half of the channels encode y, half x, at several "
+            "frequencies. Nearby cells get similar codes. Click a cell to see how its code resembles the others'.")
+    question = "What does cross-attention lose without the positional encoding?"
+    experiment_name = "Turn it off at inference"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.channels_picture = Picture(min_side=140)
+        self.channels_picture.caption = "sine codes: y (top), x (bottom)"
+        self.live.insertWidget(0, self.channels_picture, 3)
+        self.cell: tuple[int, int] | None = None
+        self.similarity: np.ndarray | None = None
+        self.picture.clicked.connect(self._click)
+
+    def _click(self, y: float, x: float) -> None:
+        if self.state.result is not None:
+            self.cell = self.state.result.cell_at(y, x)
+            self.draw()
+
+    def draw(self) -> None:
+        r, loaded = self.state.result, self.state.model
+        if r is None or loaded is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return
+        ch = core.sine_channels(loaded.model, r.feature_size)  # [2F, h, w]
+        f = ch.shape[0] // 2
+        picks = [int(v) for v in np.linspace(0, f - 2, 6).round() // 2 * 2]  # sine channels, several frequencies
+        cells = [np.kron(heat_rgb(ch[c], "viridis", -1, 1), np.ones((4, 4, 1), np.uint8)) for c in picks]
+        cells += [np.kron(heat_rgb(ch[f + c], "viridis", -1, 1), np.ones((4, 4, 1), np.uint8)) for c in picks]
+        self.channels_picture.set_content(tile(cells, len(picks), gap=2))
+        h, w = r.feature_size
+        i, j = self.cell if self.cell is not None else (h // 2, w // 2)
+        i, j = min(i, h - 1), min(j, w - 1)
+        self.similarity = core.position_similarity(ch, i, j)
+        eh, ew = r.grid_extent()
+        o = Overlay(heat=heat_rgb(self.similarity, "inferno"), heat_extent=(eh, ew), heat_opacity=0.65)
+        sy, sx = eh / h, ew / w
+        o.cell = (i * sy, j * sx, (i + 1) * sy, (j + 1) * sx, "#4dabf7")
+        self.picture.set_content(self.state.image, o)
+        self.info_label.setText(f"{2 * f} channels per cell ({f} for y, {f} for x); frequencies "
+                                f"from 1 to 1/10000<br>cell ({i}, {j}): similarity {self.similarity.min():.2f} "
+                                f"(least) to 1.00 (itself)")
+
+    def live_data(self) -> np.ndarray:
+        sim = self.similarity.ravel() if self.similarity is not None else np.zeros(0, np.float32)
+        return np.concatenate([super().live_data(), sim])
+
+    def experiment(self):  # noqa: ANN201
+        names, threshold, result = self.state.class_names, self.state.threshold, self.state.result
+
+        def on_result(e: core.PositionEffect) -> None:
+            if self.state.result is None:
+                return
+            h, w = self.state.result.image_size
+            boxes = _kept_boxes(self.state.result, e.queries)
+            o = Overlay(boxes=boxes)
+            for (ya, xa), (yb, xb), q in zip(e.peaks_on, e.peaks_off, e.queries):
+                o.points += [(ya * h, xa * w, query_color(q).name()), (yb * h, xb * w, "#ff4040")]
+                o.lines.append((ya * h, xa * w, yb * h, xb * w, "#ff4040"))
+            self.picture.set_content(self.state.image, o)
+            moved = "further from" if e.peak_distance_off > e.peak_distance_on else "no further from"
+            self.result_label.setText(
+                f"Kept queries' cross-attention peaks (✚ with the encoding, red ✚ without) lie on average "
+                f"{e.peak_distance_on:.2f} → <b>{e.peak_distance_off:.2f}</b> image widths from their boxes' "
+                f"centres: {moved} their objects. Peaks inside their box: {e.inside_on:.0%} → {e.inside_off:.0%}. "
+                f"Boxes kept: {e.kept_on} → {e.kept_off} (mean IoU with the original box {float(e.box_iou.mean()):.2f}).")
+        return (lambda ctx, m, img: core.positional_encoding_experiment(m, img, names, threshold, result),
+                (self.state.image,), on_result)
+
+
+# --- 3. Encoder --------------------------------------------------------------------------------
+class EncoderPage(_PicturePage):
+    title = "3 · Encoder: every token looks at every other"
+    text = ("Each encoder layer lets every cell gather information from all cells, weighted by "
+            "attention. Click a point: the small maps show where its token attends, per layer (rows) "
+            "and head (columns, mean first). Shift+click on the main image does the same.")
+    question = "How far does attention reach, layer by layer?"
+    experiment_name = "Measure attention distance"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.maps_picture = Picture(min_side=140)
+        self.maps_picture.caption = "rows: layers · columns: mean, heads"
+        self.live.addWidget(self.maps_picture, 3)
+        self.maps: np.ndarray | None = None
+        self.picture.clicked.connect(lambda y, x: self.state.set_encoder_point((y, x)))
+
+    def draw(self) -> None:
+        r = self.state.result
+        if r is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return
+        if r.encoder_queries is None:
+            self.info_label.setText("This result has no encoder attention (a model without an encoder?).")
+            return
+        h, w = r.image_size
+        point = self.state.encoder_point or (h / 2, w / 2)
+        maps = r.encoder_attention_at(*point).numpy()  # [L, heads, h, w]
+        self.maps = maps
+        rows = []
+        for layer in maps:
+            rows += [np.kron(heat_rgb(m), np.ones((6, 6, 1), np.uint8)) for m in [layer.mean(0), *layer]]
+        self.maps_picture.set_content(tile(rows, maps.shape[1] + 1, gap=2))
+        eh, ew = r.grid_extent()
+        o = Overlay(heat=heat_rgb(maps[-1].mean(0)), heat_extent=(eh, ew), points=[(point[0], point[1], "#00e5ff")])
+        self.picture.set_content(self.state.image, o)
+        self.info_label.setText(f"{maps.shape[0]} encoder layer(s), {maps.shape[1]} heads; the big map is the last "
+                                f"layer's mean over heads, from the point at ({point[1]:.0f}, {point[0]:.0f}) px.")
+
+    def live_data(self) -> np.ndarray:
+        return self.maps.ravel() if self.maps is not None else np.zeros(0)
+
+    def experiment(self):  # noqa: ANN201
+        result = self.state.result
+
+        def on_result(d: np.ndarray) -> None:
+            rows = "".join(f"<br>layer {i + 1}: mean {row.mean():.1f} px (heads " +
+                           ", ".join(f"{v:.0f}" for v in row) + ")" for i, row in enumerate(d))
+            trend = ""
+            if len(d) > 1:
+                trend = " Later layers reach further." if d[-1].mean() > d[0].mean() else \
+                    " Here the later layers do not reach further than the first."
+            self.result_label.setText(f"Mean attention distance (input pixels, between cell centres):{rows}.{trend} "
+                                      f"The image is {result.input_size[1]} px wide.")
+        if result is None or result.encoder_queries is None:
+            self.result_label.setText("This result has no encoder attention to measure.")
+            return None
+        return (lambda ctx, m: core.attention_distance(result), (), on_result)
+
+
+# --- 4. Object queries and the decoder --------------------------------------------------------
+class QueriesPage(_PicturePage):
+    title = "4 · Object queries and the decoder"
+    text = ("The decoder starts from N learned slots, the object queries, the same for every image. "
+            "Each slot reads the image through cross-attention and talks to the other slots through "
+            "self-attention, so two slots can agree that one of them takes an object. Slots with no "
+            "object left to take answer \"no object\".")
+    question = "What breaks without decoder self-attention? (dropped at inference on this image)"
+    experiment_name = "Drop decoder self-attention"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        column = QVBoxLayout()
+        self.matrix = Picture(min_side=120)
+        self.matrix.caption = "decoder self-attention (Q × Q)"
+        self.no_object = BarChart("no-object probability of every slot", "")
+        column.addWidget(self.matrix, 1)
+        column.addWidget(self.no_object, 1)
+        self.live.addLayout(column, 2)
+
+    def draw(self) -> None:
+        r, loaded = self.state.result, self.state.model
+        if r is None or loaded is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return
+        o = Overlay(boxes=_kept_boxes(r, self.state.kept_queries()))
+        model = loaded.model
+        anchors = ""
+        if hasattr(model, "refpoint_embed"):
+            n = model.config.num_queries
+            boxes = model.refpoint_embed.weight[:n].detach().float().sigmoid()  # [Q, 4] cxcywh
+            xyxy = normalized_cxcywh_to_pixel_xyxy(boxes, *r.image_size)
+            o.boxes = [Box(tuple(float(v) for v in b), "#9aa0a6", "", dashed=True, width=1) for b in xyxy] + o.boxes
+            anchors = " Grey dashed: the learned anchor box of every slot (this model's queries are anchor boxes)."
+        self.picture.set_content(self.state.image, o)
+        if r.decoder_self_attention is not None:
+            m = r.decoder_self_attention[-1].mean(0).numpy()
+            self.matrix.set_content(np.kron(heat_rgb(m), np.ones((8, 8, 1), np.uint8)))
+        else:
+            self.matrix.set_content(None)
+        p = r.probs[:, -1].numpy()
+        kept = set(self.state.kept_queries())
+        self.no_object.set_bars(p, [str(q) for q in range(len(p))],
+                                colors=[query_color(q) if q in kept else "#5f6368" for q in range(len(p))],
+                                y_range=(0, 1))
+        self.info_label.setText(f"{r.num_queries} slots, {len(kept)} kept at threshold {self.state.threshold:.2f}; "
+                                f"the other {r.num_queries - len(kept)} say \"no object\" (mean probability "
+                                f"{float(np.delete(p, list(kept)).mean()) if len(kept) < len(p) else float('nan'):.2f})."
+                                + anchors)
+
+    def live_data(self) -> np.ndarray:
+        return np.concatenate([super().live_data(), self.no_object.values.astype(np.float32)])
+
+    def experiment(self):  # noqa: ANN201
+        names, threshold, result = self.state.class_names, self.state.threshold, self.state.result
+
+        def on_result(e: core.DuplicateEffect) -> None:
+            if self.state.result is not None:
+                kept = e.result_without.kept(threshold)
+                self.picture.set_content(self.state.image, Overlay(boxes=_kept_boxes(e.result_without, kept)))
+            words = {"raised": "raised the duplicate count", "unchanged": "left the duplicate count unchanged",
+                     "lowered": "lowered the duplicate count"}[e.verdict]
+            self.result_label.setText(
+                f"Without decoder self-attention: duplicate pairs (same class, IoU > {e.iou:.1f}) "
+                f"{e.pairs_with} → <b>{e.pairs_without}</b>; kept boxes {e.kept_with} → {e.kept_without}. "
+                f"Dropping it <b>{words}</b> on this image (boxes drawn: without self-attention).")
+        return (lambda ctx, m, img: core.decoder_self_attention_experiment(m, img, names, threshold, 0.5, result),
+                (self.state.image,), on_result)
+
+
+# --- 5. Prediction heads -----------------------------------------------------------------------
+class HeadsPage(_PicturePage):
+    title = "5 · Prediction heads: a class and a box per slot"
+    text = ("Two small heads read each slot's output: a linear layer gives K + 1 class scores (the last "
+            "one is \"no object\"), a 3-layer MLP gives the box as centre, width and height, relative to "
+            "the image. The same heads run after every decoder layer, so each layer has its own guess.")
+    question = "What does a slot with nothing to find predict?"
+    experiment_name = "Show the emptiest slot"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.bars = BarChart("class probabilities of the selected query", "")
+        self.live.addWidget(self.bars, 2)
+        self.query_spin = QSpinBox()
+        self.query_spin.valueChanged.connect(lambda q: self.state.set_selected_query(q))
+        row = self.side_widget.layout()
+        row.insertWidget(1, QLabel("query:"))
+        row.insertWidget(2, self.query_spin)
+
+    def draw(self) -> None:
+        r = self.state.result
+        if r is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return
+        q = self.state.selected_query if self.state.selected_query is not None else 0
+        q = min(q, r.num_queries - 1)
+        self.query_spin.blockSignals(True)
+        self.query_spin.setRange(0, r.num_queries - 1)
+        self.query_spin.setValue(q)
+        self.query_spin.blockSignals(False)
+        probs = r.probs[q].numpy()
+        names = [*r.class_names, "no object"]
+        self.bars.set_bars(probs, names, colors=["#4dabf7"] * (len(names) - 1) + ["#9aa0a6"], y_range=(0, 1))
+        shades = ["#5f6368", "#8ab4f8", "#c58af9", "#f28b82", "#fdd663", "#81c995"]
+        boxes = []
+        for layer in range(r.num_layers):
+            x0, y0, x1, y1 = (float(v) for v in r.layer_boxes_xyxy[layer, q])
+            last = layer == r.num_layers - 1
+            boxes.append(Box((x0, y0, x1, y1), query_color(q) if last else shades[layer % len(shades)],
+                             f"L{layer + 1}" if last or layer == 0 else "", dashed=not last, width=3 if last else 1.5))
+        self.picture.set_content(self.state.image, Overlay(boxes=boxes))
+        cx, cy, w, h = (float(v) for v in r.boxes_cxcywh[q])
+        best = int(probs[:-1].argmax())
+        self.info_label.setText(f"query {q}: {r.class_names[best] if best < len(r.class_names) else best} "
+                                f"{probs[best]:.2f}, no object {probs[-1]:.2f}<br>box (cx, cy, w, h) = "
+                                f"({cx:.2f}, {cy:.2f}, {w:.2f}, {h:.2f})<br>dashed: the box after each earlier "
+                                f"decoder layer; solid: the last layer's.")
+
+    def live_data(self) -> np.ndarray:
+        return np.concatenate([super().live_data(), self.bars.values.astype(np.float32)])
+
+    def run_experiment(self) -> bool:  # instant: select the slot most sure there is nothing
+        r = self.state.result
+        if r is None:
+            self.result_label.setText(NO_RESULT)
+            return False
+        q = int(r.probs[:, -1].argmax())
+        self.state.set_selected_query(q)
+        self.experiment_result = q
+        self.result_label.setText(f"Query {q} is the surest there is nothing: no-object probability "
+                                  f"{float(r.probs[q, -1]):.2f}. Its box still exists (every slot predicts one); "
+                                  f"the loss ignores it, and so does the threshold.")
+        self.refresh()
+        self.panel.experimentFinished.emit(self.title, q)
+        return True
+
+
+def _stream(data_source: Any) -> ToyShapes:
+    """The model's training stream, or the default toy stream (an endless stream has no truth value)."""
+    if data_source.training_stream is not None:
+        return data_source.training_stream
+    return ToyShapes(data_source.data_config, seed=0, split="train")
+
+
+# --- ground truth for pages 6 and 7 ------------------------------------------------------------
+def ground_truth(panel: Any) -> tuple[np.ndarray, dict[str, torch.Tensor], str] | None:
+    """(image, target, where it comes from): the current image's objects when it is one of the
+    explorer's toy samples, else sample 0 of the model's training stream (or the default toy data)."""
+    state = panel.state
+    toy: ToyShapes | None = panel.toy_stream
+    found = re.fullmatch(r"toy sample #(\d+)", state.image_name or "")
+    if toy is not None and found and state.image is not None:
+        index = int(found.group(1))
+        sample = toy.sample(index)
+        if sample.image.shape == state.image.shape and np.array_equal(sample.image, state.image):
+            return sample.image, toy.target(sample, index), f"the current image (toy sample #{index})"
+    stream = _stream(state.data_source)
+    index = panel.sample_index
+    sample = stream.sample(index)
+    return sample.image, stream.target(sample, index), f"training sample #{index} (the current image has no ground truth)"
+
+
+def _classes_note(panel: Any) -> str:
+    toy = list(panel.state.data_source.data_config.classes) if panel.state.data_source.data_config else \
+        list(ToyShapes().class_names)
+    if panel.state.class_names != toy:
+        return (" Note: this page needs ground truth, so it uses a toy sample; the open model's classes are not "
+                "the toy shapes', so its class costs mean little here.")
+    return ""
+
+
+# --- 6. Hungarian matching ---------------------------------------------------------------------
+class MatchingPage(_PicturePage):
+    title = "6 · Hungarian matching: one slot per object"
+    text = ("Training needs to know which slot should have found which object. The cost of pairing a "
+            "slot with an object adds a class part (−probability), an L1 box part and a GIoU part; the "
+            "Hungarian algorithm picks the pairing with the least total cost, one slot per object.")
+    question = "Drag a ground-truth box (white): which slot takes it now?"
+    experiment_name = "Reset the boxes"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        column = QVBoxLayout()
+        self.part = QComboBox()
+        self.part.addItems([COST_PART_NAMES[p] for p in COST_PARTS])
+        self.part.currentIndexChanged.connect(lambda _: self._draw_snapshot())
+        self.cost_picture = Picture(min_side=120)
+        self.cost_picture.caption = "cost: slots × objects, ▢ assigned"
+        column.addWidget(self.part)
+        column.addWidget(self.cost_picture, 1)
+        self.live.addLayout(column, 2)
+        self.snapshot: MatchingSnapshot | None = None
+        self.original: MatchingSnapshot | None = None
+        self.source = ""
+        self.picture.boxMoved.connect(self.move_target)
+
+    def draw(self) -> None:
+        loaded = self.state.model
+        if loaded is None:
+            self.info_label.setText("Open a model first.")
+            return
+        truth = ground_truth(self.panel)
+        if truth is None:
+            return
+        image, target, self.source = truth
+        matcher = matcher_for(loaded.model, self.state.data_source.loss_config)
+        names = self.state.class_names
+
+        def work(ctx: Any, model: Any) -> MatchingSnapshot:
+            return match_sample(model, matcher, to_tensor(image), target, -1, None, names)
+
+        def done(snapshot: MatchingSnapshot) -> None:
+            self.snapshot = self.original = snapshot
+            self._draw_snapshot()
+        self.info_label.setText("Matching…")
+        self.start_job(work, (), done, copy_model=False)
+
+    def _draw_snapshot(self) -> None:
+        s = self.snapshot
+        if s is None:
+            return
+        part = COST_PARTS[self.part.currentIndex()]
+        cost = s.cost[part]
+        cells = heat_rgb(-cost if part != "total" else -cost, "viridis")  # bright = cheap
+        big = np.kron(cells, np.ones((10, 10, 1), np.uint8))
+        for q, m in zip(s.query_indices, s.target_indices):
+            big[q * 10 : q * 10 + 10, m * 10 : m * 10 + 10][[0, -1], :] = 255
+            big[q * 10 : q * 10 + 10, m * 10 : m * 10 + 10][:, [0, -1]] = 255
+        self.cost_picture.set_content(big)
+        gt = s.target_boxes_xyxy()
+        pred = s.pred_boxes_xyxy()
+        boxes = [Box(tuple(float(v) for v in b), "#ffffff", f"object {m} {s.class_name(int(s.target_labels[m]))}",
+                     width=2.5) for m, b in enumerate(gt)]
+        lines = []
+        for q, m in zip(s.query_indices, s.target_indices):
+            boxes.append(Box(tuple(float(v) for v in pred[q]), query_color(int(q)), f"q{q}", dashed=True))
+            (a0, b0, a1, b1), (c0, d0, c1, d1) = gt[m], pred[q]
+            lines.append(((b0 + b1) / 2, (a0 + a1) / 2, (d0 + d1) / 2, (c0 + c1) / 2, query_color(int(q)).name()))
+        self.picture.set_content(s.image, Overlay(boxes=boxes, lines=lines))
+        self.picture.draggable = set(range(len(gt)))
+        pairs = ", ".join(f"object {m} ← q{q}" for q, m in zip(s.query_indices, s.target_indices))
+        self.info_label.setText(f"Sample: {self.source}. {s.num_queries} slots, {s.num_targets} objects: {pairs}. "
+                                f"Total matched cost {s.matched_cost():.2f}." + _classes_note(self.panel))
+
+    def move_target(self, index: int, dy: float, dx: float) -> None:
+        """Ground-truth box ``index`` moved by (dy, dx) image pixels: match again."""
+        s = self.snapshot
+        if s is None or not 0 <= index < s.num_targets:
+            return
+        h, w = s.image_size
+        boxes = s.target_boxes_cxcywh.copy()
+        boxes[index, 0] = np.clip(boxes[index, 0] + dx / w, 0, 1)
+        boxes[index, 1] = np.clip(boxes[index, 1] + dy / h, 0, 1)
+        before = s.matched_queries()
+        self.snapshot = core.rematch(s, boxes)
+        after = self.snapshot.matched_queries()
+        changed = [f"object {m}: q{before[m]} → q{after[m]}" for m in range(len(after)) if before[m] != after[m]]
+        self.experiment_result = self.snapshot
+        self.result_label.setText("The assignment changed: " + "; ".join(changed) if changed else
+                                  "Same assignment: the slots that had these objects are still the cheapest.")
+        self._draw_snapshot()
+
+    def live_data(self) -> np.ndarray:
+        s = self.snapshot
+        return s.cost["total"].ravel() if s is not None else np.zeros(0)
+
+    def run_experiment(self) -> bool:
+        if self.original is not None:
+            self.snapshot = self.original
+            self.result_label.setText("Boxes back where the sample has them.")
+            self._draw_snapshot()
+        return True
+
+
+# --- 7. The set loss ---------------------------------------------------------------------------
+class LossPage(LessonPage):
+    title = "7 · The set loss: class, L1 and GIoU, at every decoder layer"
+    text = ("Once matched, each slot is scored: cross-entropy (or focal loss) on its class — unmatched "
+            "slots are pushed towards \"no object\" — and, for matched slots, L1 and GIoU on the box. The "
+            "same loss is applied after every decoder layer (auxiliary losses), so early layers learn too.")
+    question = "Why add GIoU to L1? The same shift, scored on a small and a large box."
+    experiment_name = "Score L1 vs L1 + GIoU"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.chart = BarChart("loss parts per decoder layer (this sample, unweighted)")
+        self.compare = BarChart("the same 0.04 shift: small box (10%) vs large box (50%)")
+        self.live.addWidget(self.chart, 1)
+        self.live.addWidget(self.compare, 1)
+        self.rows: list[core.LayerLoss] = []
+
+    def draw(self) -> None:
+        loaded = self.state.model
+        if loaded is None:
+            return
+        truth = ground_truth(self.panel)
+        if truth is None:
+            return
+        image, target, source = truth
+        loss_config = self.state.data_source.loss_config
+
+        def done(rows: list[core.LayerLoss]) -> None:
+            self.rows = rows
+            parts = ("loss_ce", "loss_bbox", "loss_giou")
+            self.chart.set_bars([], [f"layer {r.layer}" for r in rows],
+                                series=[np.array([r.parts[p] for r in rows]) for p in parts],
+                                series_colors=["#ff6b6b", "#51cf66", "#4dabf7"])
+            last = rows[-1].parts
+            self.info_label.setText(f"Sample: {source}. Red: class, green: L1, blue: GIoU. Last layer: class "
+                                    f"{last['loss_ce']:.3f}, L1 {last['loss_bbox']:.3f}, GIoU {last['loss_giou']:.3f}."
+                                    + _classes_note(self.panel))
+        self.info_label.setText("Scoring…")
+        self.start_job(lambda ctx, m: core.set_loss_by_layer(m, to_tensor(image), target, loss_config), (), done,
+                       copy_model=False)
+
+    def live_data(self) -> np.ndarray:
+        return np.array([v for r in self.rows for v in r.parts.values()], np.float32)
+
+    def experiment(self):  # noqa: ANN201
+        loss_config = self.state.data_source.loss_config
+
+        def on_result(c: core.BoxLossComparison) -> None:
+            self.compare.set_bars([], ["L1 alone", "GIoU loss", "L1 + GIoU (weighted)"], series=[
+                np.array([c.l1_small, c.giou_small, c.combined_small]), np.array([c.l1_large, c.giou_large, c.combined_large])],
+                series_colors=["#ffd43b", "#748ffc"])
+            self.result_label.setText(
+                f"Shift of {c.shift} on a box of side {c.small_side} (yellow) and {c.large_side} (blue): L1 is "
+                f"{c.l1_small:.3f} for both — it cannot tell a near miss from a bad miss. IoU is {c.iou_small:.2f} "
+                f"vs {c.iou_large:.2f}, so the GIoU loss is <b>{c.giou_small:.2f} vs {c.giou_large:.2f}</b>, and "
+                f"L1 + GIoU ({c.weights[0]:g}·L1 + {c.weights[1]:g}·GIoU) {c.combined_small:.2f} vs {c.combined_large:.2f}.")
+        return (lambda ctx, m: core.box_loss_comparison(loss_config=loss_config), (), on_result)
+
+
+# --- 8. Training -------------------------------------------------------------------------------
+PROBE_NAME = "lesson_no_object"
+
+
+class TrainingPage(LessonPage):
+    title = "8 · Training: watch the no-object probability"
+    text = ("Training repeats: run, match, score, step. Most slots are matched to nothing, so the first "
+            "thing a model learns is to say \"no object\" everywhere; only later do matched slots name "
+            "their objects. Start a run in the Training tab: this page follows it.")
+    question = "Watch: which rises first, \"no object\" for unmatched slots, or the true class for matched ones?"
+    experiment_name = "Measure the open model now"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.loss_plot = pg.PlotWidget(title="total loss (from the training panel)")
+        self.watch_plot = pg.PlotWidget(title="mean probability on 8 training images")
+        for p in (self.loss_plot, self.watch_plot):
+            p.setBackground("#202124")
+            p.setMinimumHeight(150)
+        self.watch_plot.setYRange(0, 1)
+        self.watch_plot.addLegend(offset=(-5, 5))
+        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#ffffff", width=2))
+        self.matched_curve = self.watch_plot.plot([], [], pen=pg.mkPen("#51cf66", width=2), symbol="o", symbolSize=5,
+                                                  name="matched: true class")
+        self.unmatched_curve = self.watch_plot.plot([], [], pen=pg.mkPen("#9aa0a6", width=2), symbol="s", symbolSize=5,
+                                                    name="unmatched: no object")
+        self.live.addWidget(self.loss_plot, 1)
+        self.live.addWidget(self.watch_plot, 1)
+        self.points: list[core.NoObjectPoint] = []
+        self.state.trainingChanged.connect(self._on_training)
+        self.state.probed.connect(self._on_probed)
+
+    def _on_training(self, session: Any) -> None:
+        if session is not None and not session.started_training:
+            self.points = []
+            session.add_probe(PROBE_NAME, core.NoObjectProbe(8), every_steps=10)
+
+    def _on_probed(self, name: str, point: Any) -> None:
+        if name == PROBE_NAME and point is not None:
+            self.points.append(point)
+            self.panel.page_changed(self)
+
+    def draw(self) -> None:
+        history = self.panel.training_history()
+        steps = history.get("step", []) if history else []
+        self.loss_curve.setData(steps, history.get("loss", []) if steps else [])
+        pts = [p for p in self.points if p.step is not None]
+        self.matched_curve.setData([p.step for p in pts], [p.matched_true_class for p in pts])
+        self.unmatched_curve.setData([p.step for p in pts], [p.unmatched_no_object for p in pts])
+        if pts:
+            last = pts[-1]
+            self.info_label.setText(f"step {last.step}: matched slots give their true class "
+                                    f"{last.matched_true_class:.2f}, unmatched slots say no object "
+                                    f"{last.unmatched_no_object:.2f}.")
+        else:
+            self.info_label.setText("No training run yet in this session (Train ▸ Start Training): the curves "
+                                    "fill in as it runs.")
+
+    def live_data(self) -> np.ndarray:
+        return np.array([[p.matched_true_class, p.unmatched_no_object] for p in self.points], np.float32).ravel()
+
+    def experiment(self):  # noqa: ANN201
+        loaded = self.state.model
+        ds = self.state.data_source
+        stream = _stream(ds)
+        matcher = matcher_for(loaded.model, ds.loss_config)
+
+        def work(ctx: Any, model: Any) -> core.NoObjectPoint:
+            images, targets = stream.batch(list(range(8)))
+            return core.no_object_point(model, matcher, images, targets)
+
+        def on_result(p: core.NoObjectPoint) -> None:
+            self.result_label.setText(f"The open model, on 8 training images: matched slots give their true class "
+                                      f"<b>{p.matched_true_class:.2f}</b>, unmatched slots say no object "
+                                      f"<b>{p.unmatched_no_object:.2f}</b>." + _classes_note(self.panel))
+        return (work, (), on_result)
+
+
+# --- 9. Inference without NMS ------------------------------------------------------------------
+class InferencePage(_PicturePage):
+    title = "9 · Inference: the kept boxes, no NMS"
+    text = ("At inference each slot gives one box and one class; DETR keeps the slots whose class "
+            "score passes a threshold, and that is all: no anchors to decode, no non-maximum suppression, "
+            "because training with one slot per object taught the slots not to duplicate each other.")
+    question = "Would NMS change anything on this trained model?"
+    experiment_name = "Apply NMS"
+
+    def __init__(self, panel: Any) -> None:
+        super().__init__(panel)
+        self.thumbs = Picture(min_side=120)
+        self.thumbs.caption = "cross-attention of kept queries"
+        self.live.addWidget(self.thumbs, 2)
+
+    def draw(self) -> None:
+        r = self.state.result
+        if r is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return
+        kept = self.state.kept_queries()
+        self.picture.set_content(self.state.image, Overlay(boxes=_kept_boxes(r, kept)))
+        if r.cross_attention is not None and kept:
+            maps = [np.kron(heat_rgb(r.cross_attention[-1, :, q].mean(0).numpy()), np.ones((6, 6, 1), np.uint8))
+                    for q in kept[:12]]
+            self.thumbs.set_content(tile(maps, min(4, len(maps)), gap=3))
+        else:
+            self.thumbs.set_content(None)
+        self.info_label.setText(f"{len(kept)} of {r.num_queries} slots kept at threshold {self.state.threshold:.2f}.")
+
+    def experiment(self):  # noqa: ANN201
+        result, threshold = self.state.result, self.state.threshold
+        if result is None:
+            self.result_label.setText(NO_RESULT)
+            return None
+
+        def on_result(e: core.NmsEffect) -> None:
+            if self.state.result is result:
+                boxes = _kept_boxes(result, e.after_nms) + _kept_boxes(result, e.removed, dashed=True, color="#ff4040")
+                self.picture.set_content(self.state.image, Overlay(boxes=boxes))
+            if e.removed:
+                self.result_label.setText(f"NMS (IoU {e.iou}) removed {len(e.removed)} of {len(e.kept)} boxes "
+                                          f"(red dashed): q{', q'.join(map(str, e.removed))}.")
+            else:
+                self.result_label.setText(f"NMS (IoU {e.iou}) <b>changed nothing</b>: all {len(e.kept)} kept boxes "
+                                          "survive. The slots already avoid duplicates.")
+        return (lambda ctx, m: core.nms_experiment(result, threshold), (), on_result)
+
+
+PAGES = (BackbonePage, PositionPage, EncoderPage, QueriesPage, HeadsPage, MatchingPage, LossPage, TrainingPage,
+         InferencePage)

@@ -1,0 +1,117 @@
+"""The lesson panel: one page per block of DETR, Back / Next, live on the state's model and image."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QStackedWidget, QVBoxLayout, QWidget
+
+from detr_core.data.toy import ToyShapes
+
+from ..state import AppState
+from .page import LessonPage
+from .pages import PAGES
+
+PRESENTATION_STYLE = """
+#lesson_title { font-size: %(title)dpt; font-weight: bold; }
+#lesson_text { font-size: %(text)dpt; }
+#lesson_info, #lesson_result { font-size: %(small)dpt; }
+#lesson_question { font-size: %(small)dpt; font-weight: bold; color: %(accent)s; }
+"""
+
+
+class LessonPanel(QWidget):
+    experimentFinished = Signal(str, object)  # (page title, result)
+    pageShown = Signal(int)
+
+    def __init__(self, state: AppState, toy_stream: ToyShapes | None = None, training_panel: Any = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.toy_stream = toy_stream  # the explorer's toy images: their ground truth for matching
+        self.training_panel = training_panel  # its loss history is shown on the training page
+        self.sample_index = 0
+        self.presentation = False
+        self.stack = QStackedWidget()
+        self.pages: list[LessonPage] = [cls(self) for cls in PAGES]
+        for page in self.pages:
+            self.stack.addWidget(page)
+        self.back_button = QPushButton("◀ Back")
+        self.next_button = QPushButton("Next ▶")
+        self.chooser = QComboBox()
+        self.chooser.addItems([p.title.split(":")[0] for p in self.pages])
+        self.back_button.clicked.connect(lambda: self.show_page(self.current - 1))
+        self.next_button.clicked.connect(lambda: self.show_page(self.current + 1))
+        self.chooser.currentIndexChanged.connect(self.show_page)
+        row = QHBoxLayout()
+        row.addWidget(self.back_button)
+        row.addWidget(self.chooser, 1)
+        row.addWidget(self.next_button)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(2, 2, 2, 2)
+        outer.addLayout(row)
+        outer.addWidget(self.stack, 1)
+        for signal in (state.modelChanged, state.resultChanged, state.selectedQueryChanged, state.thresholdChanged,
+                       state.encoderPointChanged, state.dataSourceChanged, state.visibleQueriesChanged):
+            signal.connect(self._state_changed)
+        self.set_presentation(False)
+        self.show_page(0)
+
+    @property
+    def current(self) -> int:
+        return self.stack.currentIndex()
+
+    @property
+    def page(self) -> LessonPage:
+        return self.pages[self.current]
+
+    def show_page(self, index: int) -> None:
+        index = max(0, min(int(index), len(self.pages) - 1))
+        self.stack.setCurrentIndex(index)
+        self.chooser.blockSignals(True)
+        self.chooser.setCurrentIndex(index)
+        self.chooser.blockSignals(False)
+        self.back_button.setEnabled(index > 0)
+        self.next_button.setEnabled(index < len(self.pages) - 1)
+        if self.pages[index].dirty:
+            self.pages[index].refresh()
+        self.pageShown.emit(index)
+
+    def _state_changed(self, *_: Any) -> None:
+        for page in self.pages:
+            page.dirty = True
+        if self.isVisible():
+            self.page.refresh()
+
+    def page_changed(self, page: LessonPage) -> None:
+        """A page's own data changed (a probe result): redraw it if it is shown."""
+        page.dirty = True
+        if page is self.page and self.isVisible():
+            page.refresh()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self.page.dirty:
+            self.page.refresh()
+
+    def training_history(self) -> dict[str, list[float]]:
+        if self.training_panel is None:
+            return {}
+        return dict(self.training_panel.plots.data)
+
+    def set_presentation(self, on: bool) -> None:
+        self.presentation = on
+        sizes = {"title": 22, "text": 20, "small": 15, "accent": "#ffd400"} if on else \
+            {"title": 12, "text": 10, "small": 9, "accent": "#8a5a00"}
+        self.setStyleSheet(PRESENTATION_STYLE % sizes)
+        for page in self.pages:
+            page.side_widget.setMaximumWidth(560 if on else 420)
+            page.set_presentation(on)
+
+    def wait_jobs(self, msecs: int = 30000) -> bool:
+        return all(page.wait(msecs) for page in self.pages)
+
+    def shutdown(self) -> None:
+        self.wait_jobs(30000)
