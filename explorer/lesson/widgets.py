@@ -182,7 +182,7 @@ class Picture(QWidget):
     # --- mouse ------------------------------------------------------------------------------
     def _box_at(self, pos: QPointF) -> int | None:
         y, x = self.to_image(pos)
-        for index in sorted(self.draggable):
+        for index in sorted(self.draggable, reverse=True):  # the box drawn last is on top
             if index < len(self.overlay.boxes):
                 x0, y0, x1, y1 = self.overlay.boxes[index].xyxy
                 if x0 <= x <= x1 and y0 <= y <= y1:

@@ -1,0 +1,199 @@
+"""Lesson mode in the window, with the bundled model, driven as a teacher would (pytest-qt)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QToolBar
+
+from detr_core.analysis import lesson as core
+from detr_core.checkpoint import save_checkpoint
+from detr_core.config import DETRConfig
+from detr_core.model.detr import DETR
+from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+pytestmark = pytest.mark.usefixtures("no_blocking_questions")
+
+
+def _open(qtbot, settings, checkpoint=BUNDLED_CHECKPOINT, size=(1366, 768)):
+    window = MainWindow(settings=settings, checkpoint=checkpoint, runs_folder=settings.fileName() + ".runs")
+    qtbot.addWidget(window)
+    window.resize(*size)
+    window.show()
+    qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=20000)
+    return window
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    w = _open(qtbot, settings)
+    w.lesson.show()
+    yield w
+    w.lesson.panel.wait_jobs()
+    w.controller.wait(10000)
+
+
+def _show(window, index):
+    panel = window.lesson.panel
+    panel.show_page(index)
+    page = panel.pages[index]
+    assert page.wait(20000)
+    QTest.qWait(10)  # deliver a computed view (matching, set loss)
+    return page
+
+
+def _run(qtbot, page):
+    with qtbot.waitSignal(page.panel.experimentFinished, timeout=30000):
+        page.run_button.click()
+    return page.experiment_result
+
+
+def _next_image(qtbot, window):
+    with qtbot.waitSignal(window.state.resultChanged, timeout=20000):
+        window.new_toy_sample()
+
+
+def test_every_page_follows_the_image(qtbot, window):
+    panel = window.lesson.panel
+    assert len(panel.pages) == 9
+    titles = [p.title for p in panel.pages]
+    assert [t.split(" · ")[0] for t in titles] == [str(i) for i in range(1, 10)]
+    before = {}
+    for i in range(9):
+        page = _show(window, i)
+        assert not page.dirty and page.question and page.text
+        before[i] = page.live_data().copy()
+    _next_image(qtbot, window)
+    for i in range(9):
+        page = _show(window, i)
+        if i == 7:  # the training page follows training runs, not the image (see its own test)
+            continue
+        after = page.live_data()
+        assert len(after) and (after.shape != before[i].shape or not np.allclose(after, before[i])), page.title
+    # the matching page uses the current toy image's own ground truth
+    assert "current image" in panel.pages[5].info_label.text()
+
+
+def test_experiments_have_the_expected_effect(qtbot, window):
+    panel = window.lesson.panel
+    tokens = _run(qtbot, _show(window, 0))
+    assert tokens.small_tokens < tokens.full_tokens
+
+    position = _run(qtbot, _show(window, 1))
+    assert position.peak_distance_off > position.peak_distance_on  # attention loses its place
+    assert "further from" in panel.pages[1].result_label.text()
+
+    distance = _run(qtbot, _show(window, 2))
+    assert distance.shape == (window.state.model.config.num_encoder_layers, window.state.model.config.nheads)
+    assert (distance > 0).all()
+
+    page = _show(window, 3)
+    duplicates = _run(qtbot, page)
+    assert duplicates.verdict in ("raised", "unchanged")  # the page reports which
+    words = {"raised": "raised the duplicate count", "unchanged": "left the duplicate count unchanged"}
+    assert words[duplicates.verdict] in page.result_label.text()
+
+    query = _run(qtbot, _show(window, 4))
+    assert window.state.selected_query == query == int(window.state.result.probs[:, -1].argmax())
+
+    comparison = _run(qtbot, _show(window, 6))
+    assert comparison.giou_small > comparison.giou_large and comparison.l1_small == pytest.approx(comparison.l1_large)
+
+    point = _run(qtbot, _show(window, 7))
+    assert 0 <= point.matched_true_class <= 1 and 0 <= point.unmatched_no_object <= 1
+
+    page = _show(window, 8)
+    nms = _run(qtbot, page)
+    assert nms.kept and nms.removed == [] and "changed nothing" in page.result_label.text()
+    # experiments ran on a copy: the explorer's model has no hooks left
+    assert not any(m._forward_hooks for m in window.state.model.model.modules())
+
+
+def _drag(picture, start_yx, end_yx):
+    a, b = picture.to_widget(*start_yx).toPoint(), picture.to_widget(*end_yx).toPoint()
+    QTest.mousePress(picture, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
+    QTest.mouseMove(picture, QPoint((a.x() + b.x()) // 2, (a.y() + b.y()) // 2))
+    QTest.mouseRelease(picture, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
+
+
+def _centre(xyxy):
+    return (xyxy[1] + xyxy[3]) / 2, (xyxy[0] + xyxy[2]) / 2  # (y, x)
+
+
+def test_dragging_ground_truth_boxes_changes_the_assignment(qtbot, window):
+    page = _show(window, 5)
+    s = page.snapshot
+    # the explorer's first toy sample has two ellipses: swap their places by dragging both
+    assert s is not None and s.num_targets == 2 and s.target_labels[0] == s.target_labels[1]
+    gt = s.target_boxes_xyxy()
+    _drag(page.picture, _centre(gt[0]), _centre(gt[1]))
+    assert page.snapshot is not s
+    _drag(page.picture, _centre(gt[1]), _centre(gt[0]))  # object 1 is drawn on top where both are
+    moved = page.snapshot
+    assert moved.matched_query(0) == s.matched_query(1) and moved.matched_query(1) == s.matched_query(0)
+    assert "assignment changed" in page.result_label.text()
+    page.run_button.click()  # reset
+    assert page.snapshot is s
+
+
+def test_pages_follow_the_model(qtbot, window, tmp_path):
+    torch.manual_seed(0)
+    config = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=2,
+                        num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
+                        image_min_size=128, image_max_size=256)
+    path = save_checkpoint(tmp_path / "small.pt", DETR(config), ["rectangle", "ellipse", "triangle"])
+    page = _show(window, 3)
+    assert len(page.no_object.values) == 20
+    with qtbot.waitSignal(window.state.resultChanged, timeout=20000):
+        window.open_checkpoint(path)
+    qtbot.waitUntil(lambda: window.state.result.num_queries == 8, timeout=20000)
+    assert len(_show(window, 3).live_data()) and len(page.no_object.values) == 8
+    encoder = _show(window, 2)
+    assert encoder.maps.shape[:2] == (2, 4)  # two encoder layers, four heads now
+
+
+def test_training_page_shows_the_probe(qtbot, window):
+    page = _show(window, 7)
+    assert "No training run" in page.info_label.text()
+    ds = window.state.data_source
+    images, targets = ds.training_stream.batch(list(range(4)))
+    from detr_core.analysis.matching import matcher_for
+
+    model = window.state.model.model
+    for step in (10, 20):
+        point = core.no_object_point(model, matcher_for(model, ds.loss_config), images, targets, step)
+        window.state.probed.emit("lesson_no_object", point)
+    assert page.live_data().shape == (4,)
+    assert list(page.matched_curve.getData()[0]) == [10, 20]
+    assert "step 20" in page.info_label.text()
+
+
+def test_presentation_mode_persists_and_full_screen_is_f11(qtbot, settings, window):
+    lesson = window.lesson
+    text = lesson.panel.pages[0].text_label
+    normal = text.fontInfo().pointSizeF()
+    lesson.act_presentation.setChecked(True)
+    assert text.fontInfo().pointSizeF() > normal * 1.5
+    assert all(not t.isVisible() for t in window.findChildren(QToolBar))
+    assert lesson.act_full_screen.shortcut().toString() == "F11"
+    window.close()
+    again = _open(qtbot, settings)
+    assert again.lesson.act_presentation.isChecked()
+    assert all(not t.isVisible() for t in again.findChildren(QToolBar))
+    again.lesson.act_presentation.setChecked(False)
+    assert all(t.isVisible() for t in again.findChildren(QToolBar))
+    again.controller.wait(10000)
+
+
+def test_export_lesson_writes_every_page(qtbot, window, tmp_path):
+    written = window.lesson.export(tmp_path / "handout")
+    pngs = sorted((tmp_path / "handout").glob("page_*.png"))
+    assert len(pngs) == 9 and all(p.stat().st_size > 1000 for p in pngs)
+    html = (tmp_path / "handout" / "lesson.html").read_text(encoding="utf-8")
+    for page in window.lesson.panel.pages:
+        assert page.title.replace("\"", "&quot;") in html
+    assert len(re.findall(r"src='data:image/png;base64,", html)) == 9
+    assert written[-1].name == "lesson.html"
