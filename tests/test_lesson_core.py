@@ -144,3 +144,19 @@ def test_set_loss_by_layer_and_no_object_point(bundled):
     untrained = DETR(model.config).eval()
     q = core.no_object_point(untrained, matcher_for(untrained, ckpt.train_config.loss), images, targets)
     assert q.matched_true_class < p.matched_true_class
+
+
+def test_no_object_probe_in_a_training_loop(tiny_config):
+    import dataclasses
+
+    from detr_core.config import ToyDataConfig, TrainConfig
+    from detr_core.train.trainer import StepEvent, Trainer
+
+    train = TrainConfig(batch_size=2, steps=3, eval_images=2, eval_every=0, bf16=False, threads=1,
+                        data=ToyDataConfig(image_size=64, max_objects=2))
+    trainer, probe = Trainer(dataclasses.replace(tiny_config, num_queries=5), train), core.NoObjectProbe(4)
+    points = [probe(trainer) for e in trainer.events() if isinstance(e, StepEvent)]
+    assert [p.step for p in points] == [1, 2, 3]
+    assert all(0 <= p.matched_true_class <= 1 and 0 <= p.unmatched_no_object <= 1 for p in points)
+    assert probe(trainer) is None  # the same step again: nothing new
+    assert trainer.model.training  # the probe gave the model back in training mode

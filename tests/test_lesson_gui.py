@@ -9,7 +9,6 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QToolBar
 
-from detr_core.analysis import lesson as core
 from detr_core.checkpoint import save_checkpoint
 from detr_core.config import DETRConfig
 from detr_core.model.detr import DETR
@@ -155,13 +154,16 @@ def test_pages_follow_the_model(qtbot, window, tmp_path):
     assert encoder.maps.shape[:2] == (2, 4)  # two encoder layers, four heads now
 
 
-def test_training_page_shows_the_probe(qtbot, window):
+def test_training_page_shows_the_probe_results(qtbot, window):
+    """The page plots what its probe reports through the state (a real run's process takes tens of
+    seconds to start on a loaded machine; the probe itself runs in a trainer in test_lesson_core)."""
+    from detr_core.analysis import lesson as core
+    from detr_core.analysis.matching import matcher_for
+
     page = _show(window, 7)
     assert "No training run" in page.info_label.text()
     ds = window.state.data_source
     images, targets = ds.training_stream.batch(list(range(4)))
-    from detr_core.analysis.matching import matcher_for
-
     model = window.state.model.model
     for step in (10, 20):
         point = core.no_object_point(model, matcher_for(model, ds.loss_config), images, targets, step)
