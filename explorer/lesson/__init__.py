@@ -10,19 +10,29 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QToolBar
+from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
+from PySide6.QtWidgets import QApplication, QFileDialog, QToolBar
 
 from .export import export_lesson
 from .panel import LessonPanel
 
 PRESENTATION_KEY = "presentationMode"
-HIGH_CONTRAST = """
-QMainWindow, QDockWidget, QWidget { background: #000000; color: #ffffff; font-size: 14pt; }
-QPushButton, QComboBox, QSpinBox { border: 2px solid #ffd400; padding: 3px 8px; }
-QDockWidget::title { background: #222222; }
-QTabBar::tab:selected { background: #ffd400; color: #000000; }
-"""
+PRESENTATION_POINT_SIZE = 14  # the whole window's text in presentation mode (the lesson's is larger)
+
+
+def high_contrast_palette() -> QPalette:
+    """White on black, yellow selection: readable on a projector in a lit room."""
+    p = QPalette()
+    black, white, yellow = QColor("#000000"), QColor("#ffffff"), QColor("#ffd400")
+    for role, colour in ((QPalette.ColorRole.Window, black), (QPalette.ColorRole.WindowText, white),
+                         (QPalette.ColorRole.Base, QColor("#101010")), (QPalette.ColorRole.AlternateBase, QColor("#202020")),
+                         (QPalette.ColorRole.Text, white), (QPalette.ColorRole.Button, QColor("#202020")),
+                         (QPalette.ColorRole.ButtonText, white), (QPalette.ColorRole.Highlight, yellow),
+                         (QPalette.ColorRole.HighlightedText, black), (QPalette.ColorRole.ToolTipBase, black),
+                         (QPalette.ColorRole.ToolTipText, white), (QPalette.ColorRole.PlaceholderText, QColor("#c0c0c0")),
+                         (QPalette.ColorRole.Link, yellow)):
+        p.setColor(role, colour)
+    return p
 
 
 class Lesson:
@@ -79,8 +89,15 @@ class Lesson:
 
     def set_presentation(self, on: bool) -> None:
         w = self.window
-        self.panel.set_presentation(on)
-        w.setStyleSheet(HIGH_CONTRAST if on else "")
+        if on:
+            font = QFont(QApplication.font())
+            font.setPointSize(PRESENTATION_POINT_SIZE)
+            w.setPalette(high_contrast_palette())
+            w.setFont(font)
+        else:
+            w.setPalette(QApplication.palette())
+            w.setFont(QApplication.font())
+        self.panel.set_presentation(on)  # after the window's palette and font: its style sheet builds on them
         for toolbar in w.findChildren(QToolBar):
             toolbar.setVisible(not on)
         if on:

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..workers import Worker
 
@@ -58,11 +67,17 @@ class LessonPage(QWidget):
         side.addStretch(1)
         side_widget = QWidget()
         side_widget.setLayout(side)
-        side_widget.setMinimumWidth(220)
-        side_widget.setMaximumWidth(420)
-        self.side_widget = side_widget
+        # the text scrolls when a small screen or presentation fonts leave it too little height
+        side_area = QScrollArea()
+        side_area.setWidget(side_widget)
+        side_area.setWidgetResizable(True)
+        side_area.setFrameShape(QFrame.Shape.NoFrame)
+        side_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        side_area.setMinimumWidth(220)
+        side_area.setMaximumWidth(420)
+        self.side_widget = side_area
         body = QHBoxLayout()
-        body.addWidget(side_widget, 2)
+        body.addWidget(side_area, 2)
         body.addLayout(self.live, 5)
         ask = QHBoxLayout()
         ask.addWidget(self.question_label, 1)

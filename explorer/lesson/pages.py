@@ -10,11 +10,17 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtWidgets import QComboBox, QLabel, QPushButton, QSpinBox, QVBoxLayout
+from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QVBoxLayout
 
 from detr_core.analysis import lesson as core
 from detr_core.analysis.capture import InferenceResult
-from detr_core.analysis.matching import COST_PART_NAMES, COST_PARTS, MatchingSnapshot, match_sample, matcher_for
+from detr_core.analysis.matching import (
+    COST_PART_NAMES,
+    COST_PARTS,
+    MatchingSnapshot,
+    match_sample,
+    matcher_for,
+)
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.images import to_tensor
 from detr_core.data.toy import ToyShapes
@@ -100,7 +106,7 @@ class BackbonePage(_PicturePage):
         extra = np.array([g.tokens, g.stride, g.receptive_field], np.float32) if g else np.zeros(0, np.float32)
         return np.concatenate([super().live_data(), extra])
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         def on_result(t: core.TokenCounts) -> None:
             self.result_label.setText(
                 f"Input {t.full_input[1]}×{t.full_input[0]} px → {t.full_tokens} tokens; at half size "
@@ -162,7 +168,7 @@ class PositionPage(_PicturePage):
         sim = self.similarity.ravel() if self.similarity is not None else np.zeros(0, np.float32)
         return np.concatenate([super().live_data(), sim])
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         names, threshold, result = self.state.class_names, self.state.threshold, self.state.result
 
         def on_result(e: core.PositionEffect) -> None:
@@ -227,7 +233,7 @@ class EncoderPage(_PicturePage):
     def live_data(self) -> np.ndarray:
         return self.maps.ravel() if self.maps is not None else np.zeros(0)
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         result = self.state.result
 
         def on_result(d: np.ndarray) -> None:
@@ -260,7 +266,7 @@ class QueriesPage(_PicturePage):
         column = QVBoxLayout()
         self.matrix = Picture(min_side=120)
         self.matrix.caption = "decoder self-attention (Q × Q)"
-        self.no_object = BarChart("no-object probability of every slot", "")
+        self.no_object = BarChart("no-object probability per slot", "")
         column.addWidget(self.matrix, 1)
         column.addWidget(self.no_object, 1)
         self.live.addLayout(column, 2)
@@ -298,7 +304,7 @@ class QueriesPage(_PicturePage):
     def live_data(self) -> np.ndarray:
         return np.concatenate([super().live_data(), self.no_object.values.astype(np.float32)])
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         names, threshold, result = self.state.class_names, self.state.threshold, self.state.result
 
         def on_result(e: core.DuplicateEffect) -> None:
@@ -326,11 +332,11 @@ class HeadsPage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.bars = BarChart("class probabilities of the selected query", "")
+        self.bars = BarChart("class probabilities", "")
         self.live.addWidget(self.bars, 2)
         self.query_spin = QSpinBox()
         self.query_spin.valueChanged.connect(lambda q: self.state.set_selected_query(q))
-        row = self.side_widget.layout()
+        row = self.side_widget.widget().layout()
         row.insertWidget(1, QLabel("query:"))
         row.insertWidget(2, self.query_spin)
 
@@ -468,16 +474,17 @@ class MatchingPage(_PicturePage):
             return
         part = COST_PARTS[self.part.currentIndex()]
         cost = s.cost[part]
-        cells = heat_rgb(-cost if part != "total" else -cost, "viridis")  # bright = cheap
-        big = np.kron(cells, np.ones((10, 10, 1), np.uint8))
+        cells = heat_rgb(-cost, "viridis")  # bright = cheap
+        cw = max(10, 10 * s.num_queries // max(2 * s.num_targets, 1))  # few objects: wider columns
+        big = np.kron(cells, np.ones((10, cw, 1), np.uint8))
         for q, m in zip(s.query_indices, s.target_indices):
-            big[q * 10 : q * 10 + 10, m * 10 : m * 10 + 10][[0, -1], :] = 255
-            big[q * 10 : q * 10 + 10, m * 10 : m * 10 + 10][:, [0, -1]] = 255
+            big[q * 10 : q * 10 + 10, m * cw : m * cw + cw][[0, -1], :] = 255
+            big[q * 10 : q * 10 + 10, m * cw : m * cw + cw][:, [0, -1]] = 255
         self.cost_picture.set_content(big)
         gt = s.target_boxes_xyxy()
         pred = s.pred_boxes_xyxy()
         boxes = [Box(tuple(float(v) for v in b), "#ffffff", f"object {m} {s.class_name(int(s.target_labels[m]))}",
-                     width=2.5) for m, b in enumerate(gt)]
+                     width=2.5, label_below=True) for m, b in enumerate(gt)]
         lines = []
         for q, m in zip(s.query_indices, s.target_indices):
             boxes.append(Box(tuple(float(v) for v in pred[q]), query_color(int(q)), f"q{q}", dashed=True))
@@ -563,7 +570,7 @@ class LossPage(LessonPage):
     def live_data(self) -> np.ndarray:
         return np.array([v for r in self.rows for v in r.parts.values()], np.float32)
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         loss_config = self.state.data_source.loss_config
 
         def on_result(c: core.BoxLossComparison) -> None:
@@ -639,7 +646,7 @@ class TrainingPage(LessonPage):
     def live_data(self) -> np.ndarray:
         return np.array([[p.matched_true_class, p.unmatched_no_object] for p in self.points], np.float32).ravel()
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         loaded = self.state.model
         ds = self.state.data_source
         stream = _stream(ds)
@@ -686,7 +693,7 @@ class InferencePage(_PicturePage):
             self.thumbs.set_content(None)
         self.info_label.setText(f"{len(kept)} of {r.num_queries} slots kept at threshold {self.state.threshold:.2f}.")
 
-    def experiment(self):  # noqa: ANN201
+    def experiment(self):
         result, threshold = self.state.result, self.state.threshold
         if result is None:
             self.result_label.setText(NO_RESULT)

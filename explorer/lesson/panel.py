@@ -6,7 +6,14 @@ from typing import Any
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QShowEvent
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from detr_core.data.toy import ToyShapes
 
@@ -19,6 +26,14 @@ PRESENTATION_STYLE = """
 #lesson_text { font-size: %(text)dpt; }
 #lesson_info, #lesson_result { font-size: %(small)dpt; }
 #lesson_question { font-size: %(small)dpt; font-weight: bold; color: %(accent)s; }
+"""
+# presentation mode: the panel's own colours and control sizes (a style sheet on the panel keeps
+# the window's palette from reaching its labels, so they are set here too)
+HIGH_CONTRAST = """
+QWidget { color: #ffffff; font-size: 14pt; }
+QScrollArea, QScrollArea > QWidget > QWidget, QStackedWidget { background: #000000; }
+QPushButton, QComboBox, QSpinBox { background: #202020; border: 2px solid #ffd400; padding: 3px 10px; }
+QComboBox QAbstractItemView { background: #000000; selection-background-color: #ffd400; selection-color: #000000; }
 """
 
 
@@ -91,7 +106,7 @@ class LessonPanel(QWidget):
         if page is self.page and self.isVisible():
             page.refresh()
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+    def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
         if self.page.dirty:
             self.page.refresh()
@@ -103,9 +118,9 @@ class LessonPanel(QWidget):
 
     def set_presentation(self, on: bool) -> None:
         self.presentation = on
-        sizes = {"title": 22, "text": 20, "small": 15, "accent": "#ffd400"} if on else \
+        sizes = {"title": 22, "text": 18, "small": 15, "accent": "#ffd400"} if on else \
             {"title": 12, "text": 10, "small": 9, "accent": "#8a5a00"}
-        self.setStyleSheet(PRESENTATION_STYLE % sizes)
+        self.setStyleSheet((HIGH_CONTRAST if on else "") + PRESENTATION_STYLE % sizes)
         for page in self.pages:
             page.side_widget.setMaximumWidth(560 if on else 420)
             page.set_presentation(on)

@@ -47,6 +47,7 @@ class Box:
     label: str = ""
     dashed: bool = False
     width: float = 2.0
+    label_below: bool = False  # the label under the box (two boxes' labels then do not collide)
 
 
 @dataclass
@@ -86,7 +87,7 @@ class Picture(QWidget):
         self.setMinimumSize(min_side, min_side)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(320, 320)
 
     def set_content(self, rgb: np.ndarray | None, overlay: Overlay | None = None) -> None:
@@ -120,7 +121,7 @@ class Picture(QWidget):
         return QPointF(t.x() + x / w * t.width(), t.y() + y / h * t.height())
 
     # --- painting ---------------------------------------------------------------------------
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor("#202124"))
         k = self.scale_lines
@@ -170,7 +171,9 @@ class Picture(QWidget):
             rect = QRectF(self.to_widget(y0, x0) + shift, self.to_widget(y1, x1) + shift)
             p.drawRect(rect)
             if b.label:
-                p.drawText(rect.topLeft() + QPointF(2, -3), b.label)
+                where = rect.bottomLeft() + QPointF(2, p.fontMetrics().ascent() + 2) if b.label_below else \
+                    rect.topLeft() + QPointF(2, -3)
+                p.drawText(where, b.label)
         for y, x, colour in o.points:
             p.setPen(QPen(QColor(colour), 3 * k))
             c = self.to_widget(y, x)
@@ -189,7 +192,7 @@ class Picture(QWidget):
                     return index
         return None
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mousePressEvent(self, event: QMouseEvent) -> None:
         if self.rgb is None or event.button() != Qt.MouseButton.LeftButton:
             return
         index = self._box_at(event.position())
@@ -202,12 +205,12 @@ class Picture(QWidget):
         if 0 <= y < h and 0 <= x < w:
             self.clicked.emit(y, x)
 
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if self._drag is not None:
             self._drag_offset = event.position() - self._drag[1]
             self.update()
 
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if self._drag is None:
             return
         index, start = self._drag
