@@ -14,7 +14,7 @@ from .panel import LessonPanel
 
 
 def _slug(title: str) -> str:
-    words = "".join(c if c.isalnum() else " " for c in title.split(":")[0].lower()).split()
+    words = "".join(c if c.isalnum() else " " for c in title.split(":")[0].split(" · ")[-1].lower()).split()
     return "_".join(words)
 
 

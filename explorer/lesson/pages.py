@@ -129,7 +129,7 @@ class PositionPage(_PicturePage):
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
         self.channels_picture = Picture(min_side=140)
-        self.channels_picture.caption = "sine codes: y (top), x (bottom)"
+        self.channels_picture.caption = "sine codes: y (top), x (bottom); high → low frequency"
         self.live.insertWidget(0, self.channels_picture, 3)
         self.cell: tuple[int, int] | None = None
         self.similarity: np.ndarray | None = None
@@ -147,7 +147,7 @@ class PositionPage(_PicturePage):
             return
         ch = core.sine_channels(loaded.model, r.feature_size)  # [2F, h, w]
         f = ch.shape[0] // 2
-        picks = [int(v) for v in np.linspace(0, f - 2, 6).round() // 2 * 2]  # sine channels, several frequencies
+        picks = [c for c in range(0, 12, 2) if c < f]  # sine channels, from the highest frequency down
         cells = [np.kron(heat_rgb(ch[c], "viridis", -1, 1), np.ones((4, 4, 1), np.uint8)) for c in picks]
         cells += [np.kron(heat_rgb(ch[f + c], "viridis", -1, 1), np.ones((4, 4, 1), np.uint8)) for c in picks]
         self.channels_picture.set_content(tile(cells, len(picks), gap=2))

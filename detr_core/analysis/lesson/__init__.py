@@ -28,7 +28,10 @@ from detr_core.analysis.lesson.decoder import (
     nms_experiment,
     positional_encoding_experiment,
 )
-from detr_core.analysis.lesson.interventions import decoder_self_attention_off, positional_encoding_off
+from detr_core.analysis.lesson.interventions import (
+    decoder_self_attention_off,
+    positional_encoding_off,
+)
 from detr_core.analysis.lesson.set_loss import (
     BoxLossComparison,
     LayerLoss,
@@ -41,9 +44,27 @@ from detr_core.analysis.lesson.set_loss import (
 )
 
 __all__ = [
-    "BackboneGrid", "TokenCounts", "attention_distance", "backbone_grid", "position_similarity", "sine_channels",
-    "token_counts", "DuplicateEffect", "NmsEffect", "PositionEffect", "decoder_self_attention_experiment",
-    "nms_experiment", "positional_encoding_experiment", "decoder_self_attention_off", "positional_encoding_off",
-    "BoxLossComparison", "LayerLoss", "NoObjectPoint", "NoObjectProbe", "box_loss_comparison", "no_object_point",
-    "rematch", "set_loss_by_layer",
+    "BackboneGrid",
+    "BoxLossComparison",
+    "DuplicateEffect",
+    "LayerLoss",
+    "NmsEffect",
+    "NoObjectPoint",
+    "NoObjectProbe",
+    "PositionEffect",
+    "TokenCounts",
+    "attention_distance",
+    "backbone_grid",
+    "box_loss_comparison",
+    "decoder_self_attention_experiment",
+    "decoder_self_attention_off",
+    "nms_experiment",
+    "no_object_point",
+    "position_similarity",
+    "positional_encoding_experiment",
+    "positional_encoding_off",
+    "rematch",
+    "set_loss_by_layer",
+    "sine_channels",
+    "token_counts",
 ]

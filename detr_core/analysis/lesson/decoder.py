@@ -14,7 +14,10 @@ from torchvision.ops import box_iou
 from detr_core.analysis.capture import InferenceResult, run_inference
 from detr_core.analysis.duplicates import duplicate_stats
 from detr_core.analysis.layerwise import nms_predictions
-from detr_core.analysis.lesson.interventions import decoder_self_attention_off, positional_encoding_off
+from detr_core.analysis.lesson.interventions import (
+    decoder_self_attention_off,
+    positional_encoding_off,
+)
 
 
 def _peaks(result: InferenceResult, queries: list[int]) -> np.ndarray:
