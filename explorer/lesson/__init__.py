@@ -41,10 +41,10 @@ class Lesson:
     def __init__(self, window: Any) -> None:
         self.window = window
         self.panel = LessonPanel(window.state, window.controller.toy, window.training)
-        # laid out to the dock like the attention grid (no scrolling): pictures fit the room there is
-        self.dock = window._dock("Lesson", self.panel, Qt.DockWidgetArea.BottomDockWidgetArea, scroll=False)
-        window.tabifyDockWidget(window.grid_dock, self.dock)
-        window.view_menu.addAction(self.dock.toggleViewAction())
+        # in a scroll area like the other tabs: pictures fill the dock, and a dock shorter than the
+        # pages' minimum scrolls instead of pushing the image up
+        self.dock = window.add_view("Lesson", self.panel)
+        window.grid_dock.raise_()  # the attention grid stays the tab in front at first
         self.panel.experimentFinished.connect(lambda title, _: window.notify(f"Lesson: {title.split(':')[0]} done."))
         self.act_lesson = QAction("&Lesson", window)
         self.act_lesson.setShortcut(QKeySequence("Ctrl+L"))

@@ -41,6 +41,8 @@ class LessonPage(QWidget):
         self.experiment_result: Any = None
         self.title_label = QLabel(self.title)
         self.title_label.setObjectName("lesson_title")
+        # a long title in presentation fonts must not widen the panel past the dock: it is cut instead
+        self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.text_label = QLabel(self.text)
         self.text_label.setObjectName("lesson_text")
         self.text_label.setWordWrap(True)

@@ -128,7 +128,7 @@ class PositionPage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.channels_picture = Picture(min_side=140)
+        self.channels_picture = Picture(min_side=110)
         self.channels_picture.caption = "sine codes: y (top), x (bottom); high → low frequency"
         self.live.insertWidget(0, self.channels_picture, 3)
         self.cell: tuple[int, int] | None = None
@@ -202,7 +202,7 @@ class EncoderPage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.maps_picture = Picture(min_side=140)
+        self.maps_picture = Picture(min_side=110)
         self.maps_picture.caption = "rows: layers · columns: mean, heads"
         self.live.addWidget(self.maps_picture, 3)
         self.maps: np.ndarray | None = None
@@ -264,7 +264,7 @@ class QueriesPage(_PicturePage):
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
         column = QVBoxLayout()
-        self.matrix = Picture(min_side=120)
+        self.matrix = Picture(min_side=90)
         self.matrix.caption = "decoder self-attention (Q × Q)"
         self.no_object = BarChart("no-object probability per slot", "")
         column.addWidget(self.matrix, 1)
@@ -437,7 +437,7 @@ class MatchingPage(_PicturePage):
         self.part = QComboBox()
         self.part.addItems([COST_PART_NAMES[p] for p in COST_PARTS])
         self.part.currentIndexChanged.connect(lambda _: self._draw_snapshot())
-        self.cost_picture = Picture(min_side=120)
+        self.cost_picture = Picture(min_side=90)
         self.cost_picture.caption = "cost: slots × objects, ▢ assigned"
         column.addWidget(self.part)
         column.addWidget(self.cost_picture, 1)
@@ -603,7 +603,7 @@ class TrainingPage(LessonPage):
         self.watch_plot = pg.PlotWidget(title="mean probability on 8 training images")
         for p in (self.loss_plot, self.watch_plot):
             p.setBackground("#202124")
-            p.setMinimumHeight(150)
+            p.setMinimumHeight(110)
         self.watch_plot.setYRange(0, 1)
         self.watch_plot.addLegend(offset=(-5, 5))
         self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#ffffff", width=2))
@@ -674,7 +674,7 @@ class InferencePage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.thumbs = Picture(min_side=120)
+        self.thumbs = Picture(min_side=90)
         self.thumbs.caption = "cross-attention of kept queries"
         self.live.addWidget(self.thumbs, 2)
 

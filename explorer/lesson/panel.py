@@ -37,6 +37,15 @@ QComboBox QAbstractItemView { background: #000000; selection-background-color: #
 """
 
 
+class _FitLayout(QVBoxLayout):
+    """Word-wrapped labels make a layout height-for-width, and a resizable scroll area (the dock)
+    then sizes its widget to the preferred height (every picture at full size) instead of to the
+    dock. The panel fills the dock and scrolls only below its minimum height."""
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802
+        return False
+
+
 class LessonPanel(QWidget):
     experimentFinished = Signal(str, object)  # (page title, result)
     pageShown = Signal(int)
@@ -57,6 +66,8 @@ class LessonPanel(QWidget):
         self.next_button = QPushButton("Next ▶")
         self.chooser = QComboBox()
         self.chooser.addItems([p.title.split(":")[0] for p in self.pages])
+        self.chooser.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.chooser.setMinimumContentsLength(8)  # long page names do not widen the panel
         self.back_button.clicked.connect(lambda: self.show_page(self.current - 1))
         self.next_button.clicked.connect(lambda: self.show_page(self.current + 1))
         self.chooser.currentIndexChanged.connect(self.show_page)
@@ -64,7 +75,7 @@ class LessonPanel(QWidget):
         row.addWidget(self.back_button)
         row.addWidget(self.chooser, 1)
         row.addWidget(self.next_button)
-        outer = QVBoxLayout(self)
+        outer = _FitLayout(self)
         outer.setContentsMargins(2, 2, 2, 2)
         outer.addLayout(row)
         outer.addWidget(self.stack, 1)
@@ -73,6 +84,11 @@ class LessonPanel(QWidget):
             signal.connect(self._state_changed)
         self.set_presentation(False)
         self.show_page(0)
+
+    def hasHeightForWidth(self) -> bool:
+        # Word-wrapped labels make a layout height-for-width, and a resizable scroll area then sizes
+        # its widget to the preferred height (pictures at full size) instead of to the dock: no.
+        return False
 
     @property
     def current(self) -> int:

@@ -73,7 +73,7 @@ class Picture(QWidget):
     clicked = Signal(float, float)
     boxMoved = Signal(int, float, float)
 
-    def __init__(self, min_side: int = 160, parent: QWidget | None = None) -> None:
+    def __init__(self, min_side: int = 120, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.rgb: np.ndarray | None = None
         self._qimage: QImage | None = None
@@ -105,7 +105,7 @@ class Picture(QWidget):
         if self.rgb is None:
             return QRectF(0, 0, 1, 1)
         h, w = self.rgb.shape[:2]
-        top = 22.0 * self.scale_lines if self.caption else 0.0
+        top = 22.0 * (1 + (self.scale_lines - 1) * 0.5) if self.caption else 0.0
         s = min(self.width() / w, (self.height() - top) / h)
         return QRectF((self.width() - w * s) / 2, top + (self.height() - top - h * s) / 2, w * s, h * s)
 
@@ -125,12 +125,13 @@ class Picture(QWidget):
         p = QPainter(self)
         p.fillRect(self.rect(), QColor("#202124"))
         k = self.scale_lines
+        text_k = 1 + (k - 1) * 0.5  # text grows less than lines: it must still fit the picture
         if self.caption:
             font = QFont(self.font())
-            font.setPointSizeF(9 * k)
+            font.setPointSizeF(9 * text_k)
             p.setFont(font)
             p.setPen(QColor("#e8eaed"))
-            p.drawText(QRectF(0, 0, self.width(), 22 * k), Qt.AlignmentFlag.AlignCenter, self.caption)
+            p.drawText(QRectF(0, 0, self.width(), 22 * text_k), Qt.AlignmentFlag.AlignCenter, self.caption)
         if self._qimage is None:
             p.end()
             return
@@ -160,7 +161,7 @@ class Picture(QWidget):
             p.setPen(QPen(QColor(colour), 1.5 * k, Qt.PenStyle.DotLine))
             p.drawLine(self.to_widget(y0, x0), self.to_widget(y1, x1))
         font = QFont(self.font())
-        font.setPointSizeF(8 * k)
+        font.setPointSizeF(8 * text_k)
         font.setBold(True)
         p.setFont(font)
         for index, b in enumerate(o.boxes):
@@ -230,7 +231,7 @@ class BarChart(pg.PlotWidget):
     def __init__(self, title: str = "", y_label: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setBackground("#202124")
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(110)
         self.plot_item = self.getPlotItem()
         self.plot_item.setTitle(title)
         self.plot_item.setLabel("left", y_label)
