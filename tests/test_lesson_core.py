@@ -160,3 +160,15 @@ def test_no_object_probe_in_a_training_loop(tiny_config):
     assert all(0 <= p.matched_true_class <= 1 and 0 <= p.unmatched_no_object <= 1 for p in points)
     assert probe(trainer) is None  # the same step again: nothing new
     assert trainer.model.training  # the probe gave the model back in training mode
+
+
+def test_interventions_say_what_a_model_lacks(tiny_config):
+    import dataclasses
+
+    model = DETR(dataclasses.replace(tiny_config, decoder_self_attention=False)).eval()
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="no self-attention"):
+        core.decoder_self_attention_experiment(model, image, ["a", "b", "c"])
+    assert not any(m._forward_hooks for m in model.modules())
+    e = core.positional_encoding_experiment(model, image, ["a", "b", "c"], threshold=2.0)  # nothing kept
+    assert e.kept_on == 0 and len(e.queries) == 1  # the best query stands in

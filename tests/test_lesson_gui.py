@@ -73,7 +73,12 @@ def test_every_page_follows_the_image(qtbot, window):
         after = page.live_data()
         assert len(after) and (after.shape != before[i].shape or not np.allclose(after, before[i])), page.title
     # the matching page uses the current toy image's own ground truth
-    assert "current image" in panel.pages[5].info_label.text()
+    assert "current image (toy sample #1)" in panel.pages[5].info_label.text()
+    # a new image while the page computes: it draws again for the newest image
+    _next_image(qtbot, window)
+    _show(window, 5)
+    qtbot.waitUntil(lambda: "toy sample #2" in panel.pages[5].info_label.text(), timeout=20000)
+    panel.wait_jobs()
 
 
 def test_experiments_have_the_expected_effect(qtbot, window):
@@ -142,7 +147,7 @@ def test_pages_follow_the_model(qtbot, window, tmp_path):
     torch.manual_seed(0)
     config = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=2,
                         num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
-                        image_min_size=128, image_max_size=256)
+                        image_min_size=128, image_max_size=256, decoder_self_attention=False)
     path = save_checkpoint(tmp_path / "small.pt", DETR(config), ["rectangle", "ellipse", "triangle"])
     page = _show(window, 3)
     assert len(page.no_object.values) == 20
@@ -152,6 +157,12 @@ def test_pages_follow_the_model(qtbot, window, tmp_path):
     assert len(_show(window, 3).live_data()) and len(page.no_object.values) == 8
     encoder = _show(window, 2)
     assert encoder.maps.shape[:2] == (2, 4)  # two encoder layers, four heads now
+    # a model trained without decoder self-attention: the experiment says so, the window stays
+    page = _show(window, 3)
+    assert page.run_experiment()
+    page.wait()
+    qtbot.waitUntil(lambda: "no self-attention" in page.result_label.text(), timeout=10000)
+    assert page.run_button.isEnabled()
 
 
 def test_training_page_shows_the_probe_results(qtbot, window):

@@ -28,7 +28,8 @@ def export_lesson(panel: LessonPanel, folder: Path) -> list[Path]:
     for i, page in enumerate(panel.pages):
         panel.show_page(i)
         page.wait(30000)  # a page that computes its view (matching, loss) finishes first
-        QApplication.processEvents()
+        for _ in range(3):  # its result is delivered, then the texts it sets are laid out
+            QApplication.processEvents()
         pixmap = page.grab()
         path = folder / f"page_{i + 1:02d}_{_slug(page.title)}.png"
         if not pixmap.save(str(path), "PNG"):

@@ -31,14 +31,18 @@ class LessonPage(QWidget):
     text = ""  # a few sentences, ours
     question = ""
     experiment_name = "Run the experiment"
+    experiment_copies_model = True  # False for experiments that never run the model
 
     def __init__(self, panel: LessonPanel) -> None:
         super().__init__()
+        self.setObjectName("lesson_page")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)  # the presentation background, also in exports
         self.panel = panel
         self.state = panel.state
         self.dirty = True
         self.job: Worker | None = None  # the latest experiment or computation
         self.experiment_result: Any = None
+        self._redraw_after_job = False
         self.title_label = QLabel(self.title)
         self.title_label.setObjectName("lesson_title")
         # a long title in presentation fonts must not widen the panel past the dock: it is cut instead
@@ -124,7 +128,10 @@ class LessonPage(QWidget):
         """``fn(ctx, model, *args)`` on a worker; ``model`` is a copy of the open model when
         ``copy_model`` (experiments hook modules: the explorer's own model is never touched)."""
         loaded = self.state.model
-        if loaded is None or self.busy:
+        if loaded is None:
+            return False
+        if self.busy:
+            self._redraw_after_job = True  # the state changed meanwhile: draw again once it ends
             return False
         model = loaded.model
 
@@ -136,10 +143,16 @@ class LessonPage(QWidget):
         self.job = job
         job.result.connect(on_result)
         job.error.connect(lambda message: self.result_label.setText(f"The experiment failed: {message}"))
-        job.finished.connect(lambda: self.run_button.setEnabled(True))
+        job.finished.connect(self._job_finished)
         self.run_button.setEnabled(False)
         job.start()
         return True
+
+    def _job_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        if self._redraw_after_job:
+            self._redraw_after_job = False
+            self.panel.page_changed(self)
 
     def run_experiment(self) -> bool:
         """Start the page's experiment; False when it cannot run now."""
@@ -157,7 +170,7 @@ class LessonPage(QWidget):
             self.panel.experimentFinished.emit(self.title, result)
 
         self.result_label.setText("Running…")
-        return self.start_job(fn, args, done)
+        return self.start_job(fn, args, done, copy_model=self.experiment_copies_model)
 
     def wait(self, msecs: int = 30000) -> bool:
         return self.job.wait(msecs) if self.job is not None else True

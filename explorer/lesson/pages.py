@@ -199,6 +199,7 @@ class EncoderPage(_PicturePage):
             "and head (columns, mean first). Shift+click on the main image does the same.")
     question = "How far does attention reach, layer by layer?"
     experiment_name = "Measure attention distance"
+    experiment_copies_model = False
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
@@ -534,6 +535,7 @@ class LossPage(LessonPage):
             "same loss is applied after every decoder layer (auxiliary losses), so early layers learn too.")
     question = "Why add GIoU to L1? The same shift, scored on a small and a large box."
     experiment_name = "Score L1 vs L1 + GIoU"
+    experiment_copies_model = False
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
@@ -671,6 +673,7 @@ class InferencePage(_PicturePage):
             "because training with one slot per object taught the slots not to duplicate each other.")
     question = "Would NMS change anything on this trained model?"
     experiment_name = "Apply NMS"
+    experiment_copies_model = False
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)

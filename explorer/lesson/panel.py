@@ -31,7 +31,7 @@ PRESENTATION_STYLE = """
 # the window's palette from reaching its labels, so they are set here too)
 HIGH_CONTRAST = """
 QWidget { color: #ffffff; font-size: 14pt; }
-QScrollArea, QScrollArea > QWidget > QWidget, QStackedWidget { background: #000000; }
+QScrollArea, QScrollArea > QWidget > QWidget, QStackedWidget, #lesson_page { background: #000000; }
 QPushButton, QComboBox, QSpinBox { background: #202020; border: 2px solid #ffd400; padding: 3px 10px; }
 QComboBox QAbstractItemView { background: #000000; selection-background-color: #ffd400; selection-color: #000000; }
 """
@@ -42,7 +42,7 @@ class _FitLayout(QVBoxLayout):
     then sizes its widget to the preferred height (every picture at full size) instead of to the
     dock. The panel fills the dock and scrolls only below its minimum height."""
 
-    def hasHeightForWidth(self) -> bool:  # noqa: N802
+    def hasHeightForWidth(self) -> bool:
         return False
 
 
