@@ -913,7 +913,7 @@ class MainWindow(QMainWindow):
             for view in self.views:
                 view.cancel_job()
                 view.wait_job(10000)
-        self.lesson.panel.shutdown()
+        self.lesson.shutdown()
         self.controller.shutdown(30000)
         self._save_settings()
         event.accept()

@@ -29,7 +29,9 @@ def _open(qtbot, settings, checkpoint=BUNDLED_CHECKPOINT, size=(1366, 768)):
 @pytest.fixture
 def window(qtbot, settings):
     w = _open(qtbot, settings)
+    assert not w.lesson.built  # like the analysis views, built when first needed, after the first picture
     w.lesson.show()
+    assert w.lesson.built and w.lesson.dock.isVisible()
     yield w
     w.lesson.panel.wait_jobs()
     w.controller.wait(10000)

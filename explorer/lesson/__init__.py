@@ -2,19 +2,23 @@
 
 :func:`install_lesson` adds it to the main window: a Lesson dock, its menu entries (View ▸
 Lesson, View ▸ Presentation Mode, View ▸ Full Screen (F11), File ▸ Export Lesson…) and a toolbar
-button. Presentation mode persists in the window's QSettings."""
+button. Presentation mode persists in the window's QSettings.
+
+Like the window's analysis views, the panel is built when it is first needed (its tab shown, a
+menu entry, a training run starting), never before the first picture: its pages import the
+analysis core (torchvision, scipy), which the first picture does without."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
-from PySide6.QtWidgets import QApplication, QFileDialog, QToolBar
+from PySide6.QtWidgets import QApplication, QFileDialog, QFrame, QLabel, QScrollArea, QToolBar
 
-from .export import export_lesson
-from .panel import LessonPanel
+if TYPE_CHECKING:
+    from .panel import LessonPanel
 
 PRESENTATION_KEY = "presentationMode"
 PRESENTATION_POINT_SIZE = 14  # the whole window's text in presentation mode (the lesson's is larger)
@@ -36,16 +40,19 @@ def high_contrast_palette() -> QPalette:
 
 
 class Lesson:
-    """The lesson's window parts: the panel, its dock and its actions."""
+    """The lesson's window parts: its dock (the panel inside once built) and its actions."""
 
     def __init__(self, window: Any) -> None:
         self.window = window
-        self.panel = LessonPanel(window.state, window.controller.toy, window.training)
-        # in a scroll area like the other tabs: pictures fill the dock, and a dock shorter than the
-        # pages' minimum scrolls instead of pushing the image up
-        self.dock = window.add_view("Lesson", self.panel)
+        self._panel: LessonPanel | None = None
+        self.presentation = False
+        placeholder = QLabel("Loading…")
+        placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.dock = window.add_view("Lesson", placeholder)
         window.grid_dock.raise_()  # the attention grid stays the tab in front at first
-        self.panel.experimentFinished.connect(lambda title, _: window.notify(f"Lesson: {title.split(':')[0]} done."))
+        self.dock.visibilityChanged.connect(lambda seen: seen and self._build_when_ready())
+        # a run starting: the training page adds its probe to it
+        window.state.trainingChanged.connect(self._on_training)
         self.act_lesson = QAction("&Lesson", window)
         self.act_lesson.setShortcut(QKeySequence("Ctrl+L"))
         self.act_lesson.setStatusTip("DETR block by block, live on the open model")
@@ -79,9 +86,53 @@ class Lesson:
         on = str(window.settings.value(PRESENTATION_KEY, "false")).lower() in ("true", "1")
         self.act_presentation.setChecked(on)
 
+    # --- the panel, built on demand -----------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self._panel is not None
+
+    @property
+    def panel(self) -> LessonPanel:
+        """The lesson panel (built on first use)."""
+        if self._panel is None:
+            from .panel import LessonPanel
+
+            w = self.window
+            panel = LessonPanel(w.state, w.controller.toy, self._training_history)
+            panel.experimentFinished.connect(lambda title, _: w.notify(f"Lesson: {title.split(':')[0]} done."))
+            panel.set_presentation(self.presentation)
+            area = QScrollArea()  # a dock shorter than the pages' minimum scrolls
+            area.setWidget(panel)
+            area.setWidgetResizable(True)
+            area.setFrameShape(QFrame.Shape.NoFrame)
+            old = self.dock.widget()
+            self.dock.setWidget(area)
+            old.deleteLater()
+            self._panel = panel
+        return self._panel
+
+    def _build_when_ready(self) -> None:
+        # the tab brought up (also a tab remembered from the last session): after the first picture
+        if self.window.state.result is not None:
+            self.panel  # noqa: B018 - builds it
+
+    def _training_history(self) -> dict[str, list[float]]:
+        training = self.window.__dict__.get("training")  # only once the window has built it
+        return dict(training.plots.data) if training is not None else {}
+
+    def _on_training(self, session: Any) -> None:
+        if self._panel is None and session is not None:
+            self.panel.training_page.follow(session)  # built now: it missed this signal
+
+    def shutdown(self) -> None:
+        if self._panel is not None:
+            self._panel.shutdown()
+
+    # --- actions ------------------------------------------------------------------------------
     def show(self) -> None:
         """Bring the lesson to the front with room for its pictures (over half the height)."""
         w = self.window
+        self.panel  # noqa: B018 - builds it
         self.dock.show()
         self.dock.raise_()
         if not self.dock.isFloating() and self.dock.height() < w.height() * 0.55:
@@ -89,6 +140,7 @@ class Lesson:
 
     def set_presentation(self, on: bool) -> None:
         w = self.window
+        self.presentation = bool(on)
         if on:
             font = QFont(QApplication.font())
             font.setPointSize(PRESENTATION_POINT_SIZE)
@@ -97,10 +149,11 @@ class Lesson:
         else:
             w.setPalette(QApplication.palette())
             w.setFont(QApplication.font())
-        self.panel.set_presentation(on)  # after the window's palette and font: its style sheet builds on them
+        if self._panel is not None:
+            self._panel.set_presentation(on)  # after the window's palette and font: its style sheet builds on them
         for toolbar in w.findChildren(QToolBar):
             toolbar.setVisible(not on)
-        if on:
+        if on and w.state.result is not None:
             self.show()
         w.settings.setValue(PRESENTATION_KEY, bool(on))
         w.settings.sync()
@@ -119,6 +172,8 @@ class Lesson:
             self.export(Path(folder))
 
     def export(self, folder: Path) -> list[Path]:
+        from .export import export_lesson
+
         self.show()
         try:
             written = export_lesson(self.panel, folder)
@@ -134,4 +189,4 @@ def install_lesson(window: Any) -> Lesson:
     return Lesson(window)
 
 
-__all__ = ["Lesson", "LessonPanel", "export_lesson", "install_lesson"]
+__all__ = ["Lesson", "install_lesson"]

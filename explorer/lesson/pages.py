@@ -616,10 +616,11 @@ class TrainingPage(LessonPage):
         self.live.addWidget(self.loss_plot, 1)
         self.live.addWidget(self.watch_plot, 1)
         self.points: list[core.NoObjectPoint] = []
-        self.state.trainingChanged.connect(self._on_training)
+        self.state.trainingChanged.connect(self.follow)
         self.state.probed.connect(self._on_probed)
 
-    def _on_training(self, session: Any) -> None:
+    def follow(self, session: Any) -> None:
+        """A new training session (before its run starts): watch it with the no-object probe."""
         if session is not None and not session.started_training:
             self.points = []
             session.add_probe(PROBE_NAME, core.NoObjectProbe(8), every_steps=10)

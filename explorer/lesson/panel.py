@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -19,7 +20,7 @@ from detr_core.data.toy import ToyShapes
 
 from ..state import AppState
 from .page import LessonPage
-from .pages import PAGES
+from .pages import PAGES, TrainingPage
 
 PRESENTATION_STYLE = """
 #lesson_title { font-size: %(title)dpt; font-weight: bold; }
@@ -50,12 +51,13 @@ class LessonPanel(QWidget):
     experimentFinished = Signal(str, object)  # (page title, result)
     pageShown = Signal(int)
 
-    def __init__(self, state: AppState, toy_stream: ToyShapes | None = None, training_panel: Any = None,
+    def __init__(self, state: AppState, toy_stream: ToyShapes | None = None,
+                 training_history: Callable[[], dict[str, list[float]]] | None = None,
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.state = state
         self.toy_stream = toy_stream  # the explorer's toy images: their ground truth for matching
-        self.training_panel = training_panel  # its loss history is shown on the training page
+        self._training_history = training_history  # the training panel's curves ("step", "loss", ...)
         self.sample_index = 0
         self.presentation = False
         self.stack = QStackedWidget()
@@ -128,9 +130,11 @@ class LessonPanel(QWidget):
             self.page.refresh()
 
     def training_history(self) -> dict[str, list[float]]:
-        if self.training_panel is None:
-            return {}
-        return dict(self.training_panel.plots.data)
+        return self._training_history() if self._training_history is not None else {}
+
+    @property
+    def training_page(self) -> TrainingPage:
+        return next(p for p in self.pages if isinstance(p, TrainingPage))
 
     def set_presentation(self, on: bool) -> None:
         self.presentation = on
