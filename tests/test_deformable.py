@@ -129,3 +129,50 @@ def test_deformable_config_says_what_it_needs():
         DETRConfig(attention="deformable", classifier="focal", d_model=48, nheads=4)
     with pytest.raises(ValueError, match="unknown attention"):
         DETRConfig(attention="sparse")
+
+
+def test_inference_result_carries_the_sampling_points_in_image_pixels():
+    import numpy as np
+
+    from detr_core.analysis.capture import run_inference
+
+    torch.manual_seed(0)
+    model = DETR(tiny_deformable(with_box_refine=True))
+    rgb = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
+    captured = run_inference(model, rgb, ["a", "b", "c"], capture=True)
+    plain = run_inference(model, rgb, ["a", "b", "c"], capture=False)
+    assert torch.equal(captured.layer_boxes_cxcywh, plain.layer_boxes_cxcywh) and plain.deformable is None
+    s = captured.deformable
+    assert captured.cross_attention is None and s is not None
+    assert (s.num_heads, s.num_levels, s.num_points, s.num_encoder_layers) == (2, 4, 4, 1)
+    assert s.decoder_points.shape == (2, 5, 2, 4, 4, 2) and s.decoder_references.shape == (2, 5, 2)
+    # the input is resized (shorter side 64); every level's map covers the whole image
+    for eh, ew in s.level_extents:
+        assert eh >= 50 - 1e-6 and ew >= 70 - 1e-6
+    # the encoder token under a pixel, and its own cell centre, on every level
+    for level in range(4):
+        points, weights, (cy, cx) = s.encoder_at(20.0, 30.0, level)
+        assert points.shape == (1, 2, 4, 4, 2) and weights.shape == (1, 2, 4, 4)
+        h, w = s.shapes[level]
+        eh, ew = s.level_extents[level]
+        assert abs(cy - 20.0) <= eh / h / 2 + 1e-4 and abs(cx - 30.0) <= ew / w / 2 + 1e-4
+    # the layer-2 reference is the layer-1 box's centre (box refinement), placed as grid_sample reads
+    # it: on the finest map, which overhangs the image by its rounding (here 96 input px for 90)
+    box1 = captured.layer_boxes_cxcywh[0]  # [Q, 4] normalized
+    ext_h, ext_w = s.level_extents[0]
+    assert ext_w > 70.5
+    torch.testing.assert_close(s.decoder_references[1], box1[:, :2] * torch.tensor([ext_w, ext_h]))
+
+
+def test_a_short_deformable_training_run_lowers_the_loss():
+    from detr_core.config import ToyDataConfig, TrainConfig
+    from detr_core.train.trainer import StepEvent, Trainer
+
+    torch.set_num_threads(1)
+    train = TrainConfig(lr=2e-3, lr_backbone=2e-3, batch_size=4, steps=40, clip_max_norm=0.5, schedule="constant",
+                        data=ToyDataConfig(image_size=64, max_objects=2), eval_images=4, seed=0)
+    losses = [e.losses["loss"] for e in Trainer(tiny_deformable(with_box_refine=True), train).events()
+              if isinstance(e, StepEvent)]
+    assert len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.8 * first, (first, last)
