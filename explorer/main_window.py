@@ -48,6 +48,7 @@ from .training_panel import TrainingPanel
 from .training_worker import TrainedModel
 from .views.counting import CountingView
 from .views.datasets import DatasetBrowser
+from .views.deformable import DeformableView
 from .views.doctor import DoctorView
 from .views.layers import LayerView
 from .views.matching import MatchingView
@@ -153,6 +154,16 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.grid_dock, self.doctor_dock)
         self.doctor.errorShown.connect(self.notify)
         self.doctor.add_help("Doctor")
+        # Deformable DETR's sampling points, beside a dense model's heatmap
+        self.deformable = DeformableView(self.state, BUNDLED_CHECKPOINT)
+        self.deformable_dock = self._dock("Deformable attention", self.deformable, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.grid_dock, self.deformable_dock)
+        self.deformable_dock.visibilityChanged.connect(lambda seen: seen and self.deformable.flush_deferred())
+        self.deformable.errorShown.connect(self.notify)
+        self.deformable.openRequested.connect(lambda: self.choose_checkpoint())
+        self.deformable.trainRequested.connect(self._train_deformable)
+        self.deformable.add_help("Deformable attention")
+        self.views = self.views + (self.deformable,)
         self.grid_dock.raise_()
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -759,6 +770,12 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     # --- analysis views ---------------------------------------------------------------------
+    def _train_deformable(self) -> None:
+        """The training panel with the deformable preset, in front (the user presses Start)."""
+        self.training.preset.setCurrentText("deformable")
+        self.training_dock.show()
+        self.training_dock.raise_()
+
     def _check_dataset(self) -> None:
         self.doctor_dock.show()
         self.doctor_dock.raise_()

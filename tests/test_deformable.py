@@ -93,7 +93,7 @@ def test_hf_deformable_folder_opens_to_the_same_outputs_and_sampling_points(tmp_
 
 
 def tiny_deformable(**kw):
-    return DETRConfig(backbone="tiny", tiny_stride=32, tiny_width=8, d_model=32, nheads=2, num_encoder_layers=1,
+    return DETRConfig(backbone="tiny", tiny_stride=32, tiny_width=8, d_model=64, nheads=2, num_encoder_layers=1,
                       num_decoder_layers=2, dim_feedforward=32, num_queries=5, num_classes=3, dropout=0.0,
                       classifier="focal", attention="deformable", image_min_size=64, image_max_size=96, **kw)
 
