@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,7 +43,9 @@ from ..workers import WorkContext
 from .base import AnalysisView
 
 BACKGROUND = "#202124"
-LEVEL_SYMBOLS = ("o", "s", "t", "d", "h", "star", "p", "+")
+LEVEL_SYMBOLS = ("o", "s", "t", "d", "h", "star", "p", "x")
+OUTLINE = pg.mkPen(0, 0, 0, 140, width=1)
+SYMBOL_GLYPHS = {"o": "●", "s": "■", "t": "▼", "d": "◆", "h": "⬢", "star": "★", "p": "⬟", "x": "✕"}
 MODE_QUERY, MODE_PIXEL = "query", "pixel"
 VIEW_HELP.setdefault("Deformable attention", (
     "Deformable DETR (Zhu et al., 2021) replaces attention over every pixel with a few learned sampling "
@@ -114,6 +116,13 @@ class DeformableView(AnalysisView):
         self.layer_label = QLabel("")
         self.pixel_level = QComboBox()
         self.pixel_level.setToolTip("The feature level whose pixel (token) under the click is shown")
+        self.pixel_level.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.dense_pairing = QComboBox()
+        self.dense_pairing.addItems(["dense: same query slot", "dense: query with the most overlapping box"])
+        self.dense_pairing.setToolTip("Which of the dense model's queries to show beside: the same slot number, "
+                                      "or the one whose final box overlaps this query's box most (slots of two "
+                                      "different models need not find the same object)")
+        self.dense_pairing.currentIndexChanged.connect(lambda _: self.redraw())
         self.pixel_level.currentIndexChanged.connect(lambda _: self.redraw())
         for w in (QLabel("Show"), self.mode_box, self.layer_label, self.layer_slider, QLabel("clicked pixel on"),
                   self.pixel_level):
@@ -129,17 +138,18 @@ class DeformableView(AnalysisView):
         toggles.addWidget(QLabel("Heads"))
         toggles.addLayout(self.head_row)
         toggles.addStretch(1)
+        toggles.addWidget(self.dense_pairing)
         layout.addLayout(toggles)
         self.level_boxes: list[QCheckBox] = []
         self.head_boxes: list[QCheckBox] = []
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground(BACKGROUND)
-        self.graphics.setMinimumHeight(260)
+        self.graphics.setMinimumHeight(150)
+        self.graphics.ci.layout.setSpacing(4)
+        self.graphics.ci.setContentsMargins(2, 2, 2, 2)
         self.left = self.graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True, enableMenu=False)
         self.right = self.graphics.addViewBox(row=0, col=1, lockAspect=True, invertY=True, enableMenu=False)
-        self.right.setXLink(self.left)
-        self.right.setYLink(self.left)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.dense_image_item = pg.ImageItem(axisOrder="row-major")
         self.heat_item = pg.ImageItem(axisOrder="row-major")
@@ -224,7 +234,7 @@ class DeformableView(AnalysisView):
             self.pixel_level.clear()
             for i in range(levels):
                 h, w = s.shapes[i]  # type: ignore[union-attr]
-                box = QCheckBox(f"{i + 1} ({w}×{h}) {LEVEL_SYMBOLS[i % len(LEVEL_SYMBOLS)]}")
+                box = QCheckBox(f"{SYMBOL_GLYPHS[LEVEL_SYMBOLS[i % len(LEVEL_SYMBOLS)]]} {i + 1} ({w}×{h})")
                 box.setChecked(True)
                 box.toggled.connect(lambda _: self.redraw())
                 self.level_row.addWidget(box)
@@ -340,7 +350,8 @@ class DeformableView(AnalysisView):
             self._image_id = id(image)
             self.image_item.setImage(image, levels=(0, 255))
             self.dense_image_item.setImage(image, levels=(0, 255))
-            self.left.autoRange(padding=0.02)
+            for box in (self.left, self.right):
+                box.setRange(QRectF(0, 0, image.shape[1], image.shape[0]), padding=0.02)
         shown = self.shown_points()
         layer = self.layer_slider.value()
         r = self.state.result
@@ -355,8 +366,8 @@ class DeformableView(AnalysisView):
             peak = float(wts.max()) if len(wts) else 1.0
             rel = wts / max(peak, 1e-9)
             colors = self.colormap.map(rel, mode="qcolor")
-            sizes = 5 + 17 * np.sqrt(rel)
-            spots = [{"pos": (float(p[0]), float(p[1])), "size": float(sz), "brush": c, "pen": pg.mkPen("#000000"),
+            sizes = 4 + 12 * np.sqrt(rel)
+            spots = [{"pos": (float(p[0]), float(p[1])), "size": float(sz), "brush": c, "pen": OUTLINE,
                       "symbol": LEVEL_SYMBOLS[int(lv) % len(LEVEL_SYMBOLS)]}
                      for p, sz, c, lv in zip(pts, sizes, colors, lvl)]
             self.points_item.setData(spots)
@@ -391,7 +402,7 @@ class DeformableView(AnalysisView):
                                      f"level {self.pixel_level.currentIndex() + 1} reads {len(shown[0])} points.")
         self.legend.setText(
             "Points: one symbol per level (" + ", ".join(
-                f"{LEVEL_SYMBOLS[i % len(LEVEL_SYMBOLS)]} level {i + 1}" for i in range(s.num_levels))
+                f"{SYMBOL_GLYPHS[LEVEL_SYMBOLS[i % len(LEVEL_SYMBOLS)]]} level {i + 1}" for i in range(s.num_levels))
             + "), size and colour by attention weight (bright and large = more weight), relative to the "
             "heaviest point shown.")
         self._draw_dense()
@@ -442,9 +453,19 @@ class DeformableView(AnalysisView):
     def _draw_dense(self) -> None:
         r, dense = self.dense_result, self.dense_model
         q = self.query if self.mode == MODE_QUERY else None
+        paired = "slot"
+        if r is not None and q is not None and self.dense_pairing.currentIndex() == 1 and self.state.result is not None:
+            from torchvision.ops import box_iou
+
+            mine = self.state.result.layer_boxes_xyxy[self.layer_slider.value(), q][None]
+            # the best overlap among confident queries (a low-score slot may sit on the same object)
+            q, paired = int((box_iou(mine, r.boxes_xyxy)[0] * r.scores).argmax()), "box"
         if r is None or r.cross_attention is None or dense is None:
             self.heat_item.clear()
             self.dense_box_item.setData([], [])
+            return
+        if self.mode == MODE_PIXEL:
+            self._draw_dense_encoder(r, dense)
             return
         if q is None or q >= r.num_queries:
             self.heat_item.clear()
@@ -454,17 +475,39 @@ class DeformableView(AnalysisView):
                                                f"it has {r.num_queries} query slots, no slot {q}."))
             return
         layer = min(self.layer_slider.value(), r.num_layers - 1)
-        heat = cross_attention_map(r, q, layer, None, smooth=True)
+        self._set_heat(cross_attention_map(r, q, layer, None, smooth=True), r)
+        self._draw_box(self.dense_box_item, r.boxes_xyxy[q].numpy())
+        label = r.class_names[int(r.labels[q])]
+        how = "query slot" if paired == "slot" else "its query with the most overlapping box,"
+        self.dense_caption.setText(
+            f"Dense DETR ({dense.source}): {how} {q} ({label}, {float(r.scores[q]):.2f}), decoder layer "
+            f"{layer + 1}: attention over all {r.feature_size[0] * r.feature_size[1]} cells of one level, mean "
+            f"over heads.")
+
+    def _draw_dense_encoder(self, r: InferenceResult, dense: LoadedModel) -> None:
+        """The dense model's encoder self-attention from the clicked pixel (its last layer)."""
+        self.dense_box_item.setData([], [])
+        if self.pixel is None or r.encoder_queries is None:
+            self.heat_item.clear()
+            self.dense_caption.setText(f"Dense ({dense.source}): " + (
+                "click a pixel." if self.pixel is None else "it has no encoder layers."))
+            return
+        from detr_core.analysis.heatmaps import encoder_attention_map
+
+        maps = r.encoder_attention_at(*self.pixel)  # [L_enc, heads, h, w]
+        layer = min(self.layer_slider.value(), maps.shape[0] - 1)
+        heat = encoder_attention_map(maps, r, layer, None, smooth=True)
+        self._set_heat(heat, r)
+        y, x = self.pixel
+        self.dense_caption.setText(
+            f"Dense DETR ({dense.source}): encoder layer {layer + 1}, where the token at ({x:.0f}, {y:.0f}) "
+            f"attends, over all {r.feature_size[0] * r.feature_size[1]} cells, mean over heads.")
+
+    def _set_heat(self, heat: np.ndarray, r: InferenceResult) -> None:
         self.heat_item.setImage(heat, levels=(0.0, max(float(heat.max()), 1e-9)),
                                 lut=self.colormap.getLookupTable(nPts=256))
         eh, ew = r.grid_extent()
         self.heat_item.setRect(0, 0, ew, eh)
-        self._draw_box(self.dense_box_item, r.boxes_xyxy[q].numpy())
-        label = r.class_names[int(r.labels[q])]
-        self.dense_caption.setText(
-            f"Dense DETR ({dense.source}): query slot {q} ({label}, {float(r.scores[q]):.2f}), decoder layer "
-            f"{layer + 1}: attention over all {r.feature_size[0] * r.feature_size[1]} cells of one level, mean "
-            f"over heads.")
 
     # --- export ----------------------------------------------------------------------------
     def export_data(self) -> list[dict[str, Any]] | None:
