@@ -80,3 +80,41 @@ def test_a_clicked_pixel_shows_the_encoders_points_and_the_dense_heatmap_is_besi
     view.pixel_level.setCurrentIndex(2)  # the same pixel, on the coarser level's token
     ref2 = view.reference_item.points()[0].pos()
     assert (ref2.x(), ref2.y()) != (ref.x(), ref.y())
+
+
+@pytest.mark.usefixtures("no_blocking_questions")
+def test_the_window_opens_a_deformable_checkpoint_and_every_view_says_what_it_shows(qtbot, settings, tmp_path,
+                                                                                    tiny_config):
+    from detr_core.checkpoint import save_checkpoint
+    from explorer.attention_panel import DEFORMABLE_NOTE
+    from explorer.main_window import MainWindow
+
+    torch.manual_seed(0)
+    dense = save_checkpoint(tmp_path / "dense.pt", DETR(tiny_config).eval(), NAMES)
+    deformable = save_checkpoint(tmp_path / "deformable.pt", DETR(tiny_deformable()).eval(), NAMES)
+    w = MainWindow(settings=settings, checkpoint=dense, runs_folder=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.resize(1200, 800)
+    w.show()
+    try:
+        qtbot.waitUntil(lambda: w.state.result is not None, timeout=20000)
+        assert w.deformable.pages.currentIndex() == 0
+        w.open_checkpoint(deformable)
+        qtbot.waitUntil(lambda: w.state.result is not None and w.state.result.deformable is not None, timeout=20000)
+        w.deformable_dock.raise_()
+        assert w.deformable.pages.currentIndex() == 1
+        w.state.set_selected_query(0)
+        s = w.state.result.deformable
+        qtbot.waitUntil(lambda: len(w.deformable.points_item.data) == s.num_heads * s.num_levels * s.num_points,
+                        timeout=5000)
+        assert w.attention.info.text() == DEFORMABLE_NOTE
+        w.grid_dock.raise_()
+        qtbot.waitUntil(lambda: w.grid.note.text() == DEFORMABLE_NOTE, timeout=5000)
+        qtbot.waitUntil(lambda: w.deformable.dense_result is not None, timeout=20000)  # the dense one, kept
+        w.deformable.train_button.click()
+        assert w.training.preset.currentText() == "deformable"
+    finally:
+        for view in w.views:
+            view.cancel_job()
+            view.wait_job(10000)
+        w.controller.shutdown(10000)
