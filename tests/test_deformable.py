@@ -198,3 +198,17 @@ def test_the_analyses_of_plain_detr_run_on_the_deformable_model():
     assert match_toy_sample(model, matcher_for(model, None), data, 0) is not None
     counted = count_objects(model, [1, 2], images_per_count=1, data_config=ToyDataConfig(image_size=64))
     assert len(counted.rows) == 2 and counted.num_queries == 5
+
+
+def test_two_stage_trains_its_encoder_proposals():
+    from detr_core.config import ToyDataConfig, TrainConfig
+    from detr_core.train.trainer import StepEvent, Trainer
+
+    torch.set_num_threads(1)
+    train = TrainConfig(lr=1e-3, lr_backbone=1e-3, batch_size=2, steps=3, data=ToyDataConfig(image_size=64),
+                        eval_images=2, seed=0)
+    events = [e for e in Trainer(tiny_deformable(with_box_refine=True, two_stage=True), train).events()
+              if isinstance(e, StepEvent)]
+    last = events[-1].losses
+    assert {"enc_loss_ce", "enc_loss_bbox", "enc_loss_giou"} <= last.keys()
+    assert all(torch.isfinite(torch.tensor(v)) for v in last.values())
