@@ -199,8 +199,9 @@ class DeformableView(AnalysisView):
 
     @property
     def is_deformable(self) -> bool:
+        """The open model is deformable, or the result shown is (a live preview of one in training)."""
         m = self.state.model
-        return m is not None and m.config.attention == "deformable"
+        return self.sampling is not None or (m is not None and m.config.attention == "deformable")
 
     def _on_model(self, loaded: LoadedModel | None) -> None:
         if loaded is not None and loaded.config.attention != "deformable" and loaded.trained is None:
@@ -210,6 +211,7 @@ class DeformableView(AnalysisView):
         self._on_result(self.state.result)
 
     def _on_result(self, result: InferenceResult | None) -> None:
+        self.pages.setCurrentIndex(1 if self.is_deformable else 0)
         self._build_toggles()
         self._refresh_dense()
         self._draw_later()
