@@ -128,7 +128,7 @@ def deformable_sampling(
     )
 
 
-def level_strides(model) -> list[int]:  # noqa: ANN001 - a deformable DETR
+def level_strides(model) -> list[int]:
     """Input pixels per cell of each of the model's feature levels (extra levels halve the last)."""
     strides = list(model.backbone.strides)
     while len(strides) < model.config.num_feature_levels:

@@ -25,7 +25,11 @@ from torch import nn
 
 from detr_core.box_ops import inverse_sigmoid
 from detr_core.config import DETRConfig
-from detr_core.model.deformable_transformer import DeformableTransformer, MultiScaleBackbone, centered_sine_position
+from detr_core.model.deformable_transformer import (
+    DeformableTransformer,
+    MultiScaleBackbone,
+    centered_sine_position,
+)
 from detr_core.model.nested_tensor import NestedTensor
 from detr_core.model.transformer import MLP
 
