@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         out[key] = {"model": str(path) if path else f"preset {name}", "median_ms": round(statistics.median(ms), 2),
                     "best_ms": round(min(ms), 2)}
     out["ratio_median"] = round(out["deformable"]["median_ms"] / out["plain"]["median_ms"], 2)
+    out["ratio_best"] = round(out["deformable"]["best_ms"] / out["plain"]["best_ms"], 2)
     print(json.dumps(out), flush=True)
     return 0
 
