@@ -118,3 +118,29 @@ def test_the_window_opens_a_deformable_checkpoint_and_every_view_says_what_it_sh
             view.cancel_job()
             view.wait_job(10000)
         w.controller.shutdown(10000)
+
+
+def test_without_a_dense_model_open_before_the_bundled_one_is_opened_off_the_gui_thread(qtbot, tmp_path,
+                                                                                        tiny_config):
+    from detr_core.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    bundled = save_checkpoint(tmp_path / "bundled.pt", DETR(tiny_config).eval(), NAMES)
+    model = DETR(tiny_deformable()).eval()
+    not_dense = save_checkpoint(tmp_path / "deformable.pt", model, NAMES)
+    rgb = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    for path, opens in ((bundled, True), (not_dense, False)):
+        state = AppState()
+        v = DeformableView(state, bundled_dense=path)
+        qtbot.addWidget(v)
+        state.set_model(LoadedModel(model, NAMES, "test"))
+        state.set_image(rgb, "noise")
+        state.set_result(run_inference(model, rgb, NAMES))
+        v.wait_job(20000)
+        qtbot.waitUntil(lambda: not v.busy, timeout=20000)
+        if opens:
+            qtbot.waitUntil(lambda: v.dense_result is not None, timeout=5000)
+            assert v.dense_model.path == bundled
+        else:
+            qtbot.waitUntil(lambda: "could not be opened" in v.dense_caption.text(), timeout=5000)
+            assert "not a dense DETR" in v.dense_caption.text() and v.bundled_dense is None

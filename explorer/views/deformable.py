@@ -57,8 +57,17 @@ VIEW_HELP.setdefault("Deformable attention", (
     "(the plain model you had open before, else the bundled one)."))
 
 
-def _dense_inference(ctx: WorkContext, loaded: LoadedModel, image: np.ndarray) -> InferenceResult:
-    return run_inference(loaded.model, image, loaded.class_names, capture=True)
+def _dense_inference(ctx: WorkContext, source: LoadedModel | Path, image: np.ndarray
+                     ) -> tuple[LoadedModel, InferenceResult]:
+    """The dense comparison model (opened here when it is a file) and its result on ``image``."""
+    if isinstance(source, Path):
+        from detr_core.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(source)
+        if ckpt.model_config.attention != "dense":
+            raise ValueError(f"{source.name} is not a dense DETR")
+        source = LoadedModel(ckpt.build_model().eval(), ckpt.class_names, "bundled checkpoint", source, ckpt)
+    return source, run_inference(source.model, image, source.class_names, capture=True)
 
 
 class DeformableView(AnalysisView):
@@ -183,6 +192,7 @@ class DeformableView(AnalysisView):
         self.pages.addWidget(page)
         self.colormap = pg.colormap.get("plasma")
 
+        self.jobFailed.connect(self._dense_failed)
         state.modelChanged.connect(self._on_model)
         state.resultChanged.connect(self._on_result)
         state.imageChanged.connect(lambda _: self._refresh_dense())
@@ -414,42 +424,40 @@ class DeformableView(AnalysisView):
         item.setData([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
 
     # --- the dense model beside it -------------------------------------------------------------
-    def _dense_source(self) -> LoadedModel | None:
-        if self.dense_model is None and self.bundled_dense is not None and self.bundled_dense.is_file():
-            from detr_core.checkpoint import load_checkpoint
-
-            try:
-                ckpt = load_checkpoint(self.bundled_dense)
-                if ckpt.model_config.attention == "dense":
-                    self.dense_model = LoadedModel(ckpt.build_model().eval(), ckpt.class_names,
-                                                   "bundled checkpoint", self.bundled_dense, ckpt)
-            except Exception as e:  # noqa: BLE001 - a comparison only: say why and go on
-                self.dense_caption.setText(f"The bundled dense model could not be opened: {e}")
-                self.bundled_dense = None
-        return self.dense_model
-
     def _refresh_dense(self) -> None:
-        """Run the dense model on the current image (off the GUI thread) when either changed."""
+        """Run the dense model on the current image (off the GUI thread) when either changed; the
+        bundled checkpoint is opened there too when no dense model was open before."""
         if not self.is_deformable or self.state.image is None:
             return
-        dense = self._dense_source()
-        if dense is None:
+        source: LoadedModel | Path | None = self.dense_model
+        if source is None and self.bundled_dense is not None and self.bundled_dense.is_file():
+            source = self.bundled_dense
+        if source is None:
             self.dense_result = None
             self.dense_caption.setText("No dense model to compare with: open a plain DETR checkpoint once and "
                                        "it is kept here.")
             return
-        key = (id(dense.model), self.state.image_id)
+        key = (id(source.model) if isinstance(source, LoadedModel) else id(source), self.state.image_id)
         if key == self._dense_key:
             return
         if self.busy:
             self.cancel_job()
             self.wait_job()
         self._dense_key = key
-        self.run_job(_dense_inference, dense, self.state.image, on_done=self._dense_done)
+        if not self.run_job(_dense_inference, source, self.state.image, on_done=self._dense_done):
+            self._dense_key = None
 
-    def _dense_done(self, result: InferenceResult) -> None:
-        self.dense_result = result
+    def _dense_done(self, done: tuple[LoadedModel, InferenceResult]) -> None:
+        loaded, self.dense_result = done
+        if self.dense_model is None:
+            self.dense_model = loaded
+            self._dense_key = (id(loaded.model), self._dense_key[1] if self._dense_key else None)
         self.redraw()
+
+    def _dense_failed(self, message: str) -> None:
+        if self.dense_model is None:  # the bundled file: do not try it again
+            self.bundled_dense = None
+            self.dense_caption.setText(f"The bundled dense model could not be opened: {message}")
 
     def _draw_dense(self) -> None:
         r, dense = self.dense_result, self.dense_model
