@@ -129,6 +129,9 @@ def test_deformable_config_says_what_it_needs():
         DETRConfig(attention="deformable", classifier="focal", d_model=48, nheads=4)
     with pytest.raises(ValueError, match="unknown attention"):
         DETRConfig(attention="sparse")
+    from detr_core.export import export_problems
+
+    assert "deformable" in " ".join(export_problems(DETRConfig(attention="deformable", classifier="focal"), "hf"))
 
 
 def test_inference_result_carries_the_sampling_points_in_image_pixels():
