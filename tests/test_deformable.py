@@ -55,23 +55,27 @@ def _images():
 
 
 def _hf_forward(model, images):
-    """HF logits, boxes and the decoder's sampling locations (read where its attention uses them)."""
+    """HF logits, boxes, the decoder's and encoder's sampling locations (read where its attention
+    uses them) and the decoder's attention weights."""
     batch = nested_tensor_from_tensor_list(images)
-    locations = []
+    locations, encoder = [], []
     hooks = [layer.encoder_attn.attn.register_forward_pre_hook(lambda m, args: locations.append(args[4]))
              for layer in model.model.decoder.layers]
+    hooks += [layer.self_attn.attn.register_forward_pre_hook(lambda m, args: encoder.append(args[4]))
+              for layer in model.model.encoder.layers]
     with torch.no_grad():
         out = model(pixel_values=batch.tensors, pixel_mask=(~batch.mask).long(), output_attentions=True)
     for h in hooks:
         h.remove()
-    return [out.logits, out.pred_boxes, *locations, *out.cross_attentions]
+    return [out.logits, out.pred_boxes, *locations, *out.cross_attentions, *encoder]
 
 
 def _our_forward(model, images):
     with torch.no_grad():
         out = model(images, capture=True)
     cap = out["deformable"]
-    return [out["pred_logits"], out["pred_boxes"], *cap.decoder_locations, *cap.decoder_weights]
+    return [out["pred_logits"], out["pred_boxes"], *cap.decoder_locations, *cap.decoder_weights,
+            *cap.encoder_locations]
 
 
 @pytest.mark.parametrize("refine,two_stage", [(False, False), (True, True)])
@@ -87,7 +91,7 @@ def test_hf_deformable_folder_opens_to_the_same_outputs_and_sampling_points(tmp_
     images = _images()
     for batch in (images[:1], images):  # one image, then a padded batch of two sizes
         expected, got = _hf_forward(hf, batch), _our_forward(ours, batch)
-        assert len(expected) == len(got) == 2 + 2 * 2
+        assert len(expected) == len(got) == 2 + 2 * 2 + 1
         for x, y in zip(got, expected):
             torch.testing.assert_close(x, y, **TOL)
 
