@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("paths", nargs="*", type=Path, help="an image and/or a checkpoint to open")
 
     train = sub.add_parser("train", help="train on toy shapes and save a checkpoint")
-    train.add_argument("--preset", default="fast", help="fast (default), vanilla or r18")
+    train.add_argument("--preset", default="fast", help="fast (default), vanilla, r18 or deformable")
     train.add_argument("--watch", action="store_true",
                        help="the doctor watches the run: no-object collapse, flat or diverging loss, ...")
     budget = train.add_mutually_exclusive_group()

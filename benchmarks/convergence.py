@@ -2,6 +2,7 @@
 seconds of training.
 
     uv run benchmarks/convergence.py --preset fast --seconds 120 [--seed K | --seeds 0 1 2] [--plot out.png]
+    uv run benchmarks/convergence.py --presets vanilla fast deformable --seconds 120 --threads 2
     uv run benchmarks/convergence.py --data coco:PATH ...   (the same on a COCO or VOC folder)
 
 Every ~10 s of training it evaluates with pycocotools on the 500-image held-out toy split
@@ -162,6 +163,9 @@ def over_seeds(summaries: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fast")
+    ap.add_argument("--presets", nargs="+", metavar="NAME",
+                    help="several presets one after another in this run (same seconds, threads and "
+                         "evaluation), then one comparison object (key compare)")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="+", metavar="K",
@@ -186,15 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     curves: dict[str, list[dict]] = {}
     summaries = []
-    for seed in args.seeds or [args.seed]:
-        args.seed = seed
+    runs = [(name, seed) for name in (args.presets or [args.preset]) for seed in (args.seeds or [args.seed])]
+    for name, seed in runs:
+        args.preset, args.seed = name, seed
         summary = run(args)
         curve = summary.pop("curve")
         print(json.dumps(summary), flush=True)
         summaries.append({**summary, "curve": curve})
         curves[_label(summary)] = curve
-    if args.seeds:
+    if args.seeds and not args.presets:
         print(json.dumps(over_seeds(summaries)), flush=True)
+    if args.presets:
+        keys = ("preset", "seed", "seconds", "steps", "AP", "AP50", "seconds_to_AP50_0.9", "images_per_sec")
+        print(json.dumps({"compare": [{k: s.get(k) for k in keys} for s in summaries],
+                          "threads": args.threads}), flush=True)
     if args.save_summary:
         saved = summaries[0] if len(summaries) == 1 else {**over_seeds(summaries), "runs": summaries}
         args.save_summary.write_text(json.dumps(saved))

@@ -19,6 +19,9 @@ FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face
 def export_problems(config: DETRConfig, fmt: str) -> list[str]:
     """The model options ``fmt`` cannot hold (empty when the export is exact)."""
     problems = []
+    if config.attention == "deformable":
+        problems.append("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
+                        "folder opens here but is not written)")
     if config.backbone == "tiny":
         problems.append("the toy 'tiny' backbone (both formats hold ResNets only)")
     if config.query_type != "learned":

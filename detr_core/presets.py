@@ -103,7 +103,25 @@ def r18() -> tuple[DETRConfig, TrainConfig]:
     return model, TrainConfig(lr=1e-4, lr_backbone=1e-5, batch_size=16, steps=2000)
 
 
-PRESETS = {"vanilla": vanilla, "fast": fast, "r18": r18}
+def deformable() -> tuple[DETRConfig, TrainConfig]:
+    """Deformable DETR on toy shapes: the toy conv net at strides 8, 16 and 32 (16x16, 8x8 and 4x4
+    on 128 px) plus one extra stride-64 level (2x2), four sampling points per head and level,
+    iterative box refinement, focal classification; the optimiser of ``fast``."""
+    model = DETRConfig(
+        **{**TOY_MODEL, "tiny_stride": 32},
+        dropout=0.0,
+        classifier="focal",
+        attention="deformable",
+        num_feature_levels=4,
+        enc_n_points=4,
+        dec_n_points=4,
+        with_box_refine=True,
+    )
+    _, train = fast()
+    return model, dataclasses.replace(train, lr=2e-3, lr_backbone=2e-3)
+
+
+PRESETS = {"vanilla": vanilla, "fast": fast, "r18": r18, "deformable": deformable}
 
 
 def preset(name: str) -> tuple[DETRConfig, TrainConfig]:

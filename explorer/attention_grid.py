@@ -78,7 +78,12 @@ class AttentionGrid(QWidget):
             self.cells = []
             self.colorbar = None
             self._key = None
-            self.note.setText("No attention to show yet.")
+            if result is not None and result.deformable is not None:
+                from .attention_panel import DEFORMABLE_NOTE
+
+                self.note.setText(DEFORMABLE_NOTE)
+            else:
+                self.note.setText("No attention to show yet.")
             return
         queries = queries[: self.MAX_CELLS]
         key = (tuple(queries), image.shape)

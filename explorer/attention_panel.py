@@ -20,6 +20,9 @@ from PySide6.QtWidgets import (
 from .help import help_button
 from .state import MODE_CROSS, MODE_ENCODER, MODE_NONE, AppState, HeatmapStyle
 
+# a Deformable DETR attends to a few sampling points, not to every cell: no dense map to draw
+DEFORMABLE_NOTE = ("This model uses deformable attention: each query reads a few sampling points per level, "
+                   "not every pixel, so there is no dense heatmap. See the Deformable attention tab.")
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "CET-L3")
 
 
@@ -124,6 +127,9 @@ class AttentionPanel(QWidget):
 
     def _update_info(self, *_: object) -> None:
         s, r = self.state, self.state.result
+        if r is not None and r.deformable is not None:
+            self.info.setText(DEFORMABLE_NOTE)
+            return
         if r is None or r.cross_attention is None:
             return
         layer = max(s.layer, 0)

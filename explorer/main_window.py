@@ -64,6 +64,7 @@ ANALYSIS_VIEWS = (
     ("runs", "Runs", "explorer.views.runs", "RunsView", True),
     ("datasets", "Dataset", "explorer.views.datasets", "DatasetBrowser", False),
     ("doctor", "Doctor", "explorer.views.doctor", "DoctorView", True),
+    ("deformable", "Deformable attention", "explorer.views.deformable", "DeformableView", True),
 )
 # what building the views imports, warmed off the GUI thread first
 VIEW_IMPORTS = ("torchvision", "scipy.optimize", "pycocotools.coco", "explorer.dataset_views", "explorer.training_panel",
@@ -237,6 +238,8 @@ class MainWindow(QMainWindow):
                 view = view_class(self._runs_folder)
             elif attr == "datasets":
                 view = view_class(self.state, settings=self.settings)
+            elif attr == "deformable":  # beside a dense model's heatmap: the bundled one by default
+                view = view_class(self.state, BUNDLED_CHECKPOINT)
             else:
                 view = view_class(self.state)
             views[attr] = view
@@ -251,7 +254,10 @@ class MainWindow(QMainWindow):
             view.add_help(title)
             if attr != "doctor":
                 dock.visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
-        self.views = tuple(views[a] for a in ("specialization", "matching", "layers", "counting", "runs", "datasets"))
+        self.views = tuple(views[a] for a in ("specialization", "matching", "layers", "counting", "runs", "datasets",
+                                               "deformable"))
+        self.deformable.openRequested.connect(lambda: self.choose_checkpoint())
+        self.deformable.trainRequested.connect(self._train_deformable)
         self.runs.openCheckpoint.connect(lambda p: self.open_checkpoint(Path(p)))
         self.datasets.showImage.connect(lambda rgb, name: self.state.set_image(rgb, name))
         from .dataset_views import DatasetViews
@@ -867,6 +873,12 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
 
     # --- analysis views ---------------------------------------------------------------------
+    def _train_deformable(self) -> None:
+        """The training panel with the deformable preset, in front (the user presses Start)."""
+        self.training.preset.setCurrentText("deformable")
+        self.training_dock.show()
+        self.training_dock.raise_()
+
     def _check_dataset(self) -> None:
         self.doctor_dock.show()
         self.doctor_dock.raise_()

@@ -233,7 +233,7 @@ class TrainingPanel(QWidget):
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
 
         self.preset = QComboBox()
-        self.preset.addItems(["fast", "vanilla"])
+        self.preset.addItems(["fast", "vanilla", "deformable"])
         self.preset.setToolTip("The recipe the settings start from (--preset). fast: the levers that learn toy "
                                "shapes in minutes; vanilla: the paper's recipe")
         self.queries = _spin(1, 300, 20)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling, level_strides
 from detr_core.analysis.predict import evaluating
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.images import prepare
@@ -44,6 +45,8 @@ class InferenceResult:
     encoder_queries: Tensor | None  # [L_enc, heads, h*w, d_head] (for encoder attention on demand)
     encoder_keys: Tensor | None  # [L_enc, heads, h*w, d_head]
     seconds: float = 0.0  # wall time of the forward pass
+    # a deformable model's sampling points (it has no dense attention maps: the three above are None)
+    deformable: DeformableSampling | None = None
 
     @property
     def num_queries(self) -> int:
@@ -130,10 +133,12 @@ def run_inference(
     layer_xyxy = normalized_cxcywh_to_pixel_xyxy(boxes, h_img, w_img)
     scores, labels = scores_and_labels(layer_probs[-1])
 
-    cross = dec_self = enc_q = enc_k = None
+    cross = dec_self = enc_q = enc_k = sampling = None
     stride = model.stride
     fh, fw = (int(v) for v in _feature_size(x.shape[-2:], out, stride))
-    if capture:
+    if capture and cfg.attention == "deformable":
+        sampling = deformable_sampling(out["deformable"], level_strides(model), tuple(x.shape[-2:]), (h_img, w_img))
+    elif capture:
         cap = out["attention"]
         cross = torch.stack([c.weights[0] for c in cap.decoder_cross]).float().cpu()  # [L, heads, Q, S]
         cross = cross.reshape(*cross.shape[:3], fh, fw)
@@ -161,11 +166,14 @@ def run_inference(
         encoder_queries=enc_q,
         encoder_keys=enc_k,
         seconds=seconds,
+        deformable=sampling,
     )
 
 
 def _feature_size(input_hw: torch.Size, out: dict, stride: int) -> tuple[int, int]:
     if "feature_mask" in out:
         return tuple(out["feature_mask"].shape[-2:])  # type: ignore[return-value]
+    if "feature_masks" in out:  # deformable: the finest level
+        return tuple(out["feature_masks"][0].shape[-2:])  # type: ignore[return-value]
     h, w = input_hw
     return -(-h // stride), -(-w // stride)

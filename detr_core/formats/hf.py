@@ -38,7 +38,7 @@ def _is_detr_config(path: Path) -> bool:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and str(data.get("model_type", "")) == "detr"
+    return isinstance(data, dict) and str(data.get("model_type", "")) in ("detr", "deformable_detr")
 
 
 def is_hf_checkpoint(path: str | Path) -> bool:
@@ -258,9 +258,11 @@ def load_hf_checkpoint(path: str | Path):
         hf = json.loads(config_path.read_text())
     except (OSError, ValueError) as e:
         raise _error(f"{config_path.name}: not readable JSON ({e})") from None
+    if isinstance(hf, dict) and hf.get("model_type") == "deformable_detr":
+        return load_hf_deformable(hf, config_path, weights_path)
     if not isinstance(hf, dict) or hf.get("model_type") != "detr":
         kind = hf.get("model_type") if isinstance(hf, dict) else None
-        raise _error(f"{config_path.name}: not a DETR config (model_type {kind!r}; this app opens 'detr')")
+        raise _error(f"{config_path.name}: not a DETR config (model_type {kind!r}; this app opens 'detr' and 'deformable_detr')")
     raw = read_weights(weights_path)
     state = hf_to_detr_state(raw)
     if "class_embed.weight" not in state:
@@ -315,3 +317,137 @@ def hf_config(config: DETRConfig, class_names: list[str]) -> dict[str, Any]:
         "id2label": {str(i): n for i, n in enumerate(class_names)},
         "label2id": {n: i for i, n in enumerate(class_names)},
     }
+
+
+# --- Deformable DETR -----------------------------------------------------------------------------
+
+_DEF_ENCODER_LAYER = {"self_attn_layer_norm": "norm1", "final_layer_norm": "norm2", "fc1": "linear1",
+                      "fc2": "linear2", "mlp.fc1": "linear1", "mlp.fc2": "linear2", "self_attn": "self_attn"}
+_DEF_DECODER_LAYER = {"encoder_attn": "cross_attn", "encoder_attn_layer_norm": "norm1", "self_attn_layer_norm": "norm2",
+                      "final_layer_norm": "norm3", "fc1": "linear1", "fc2": "linear2", "mlp.fc1": "linear1",
+                      "mlp.fc2": "linear2"}
+_DEF_TRANSFORMER = ("level_embed", "reference_points.", "enc_output.", "enc_output_norm.", "pos_trans.",
+                    "pos_trans_norm.")
+
+
+def hf_deformable_to_state(hf: dict[str, torch.Tensor], num_pred: int) -> dict[str, torch.Tensor]:
+    """Hugging Face ``DeformableDetrForObjectDetection`` names -> this project's (the authors').
+
+    Per-layer heads Hugging Face ties (and so writes once) are filled from the one written: a
+    head ``i`` missing from the file is ``model.decoder``'s copy, else head 0."""
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    heads: dict[str, dict[int, torch.Tensor]] = {}
+    for key, value in hf.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        new = None
+        for prefix in _BACKBONE_PREFIXES:
+            if key.startswith(prefix):
+                rest = key[len(prefix):].removeprefix("_backbone.")
+                for pattern, repl in _HF_RESNET:
+                    rest = re.sub(pattern, repl, rest)
+                new = "backbone.0.body." + rest
+        m = re.match(r"^model\.(encoder|decoder)\.layers\.(\d+)\.(.+)$", key)
+        h = re.match(r"^(?:model\.decoder\.)?(class_embed|bbox_embed)\.(\d+)\.(.+)$", key)
+        if new is not None:
+            pass
+        elif m:
+            part, i, rest = m[1], m[2], m[3]
+            table = _DEF_ENCODER_LAYER if part == "encoder" else _DEF_DECODER_LAYER
+            base = f"transformer.{part}.layers.{i}"
+            a = re.match(r"^self_attn\.(q|k|v|o|out)_proj\.(weight|bias)$", rest)
+            d = re.match(r"^(self_attn|encoder_attn)\.(sampling_offsets|attention_weights|value_proj|output_proj)\.(\w+)$", rest)
+            if d:
+                new = f"{base}.{table[d[1]]}.{d[2]}.{d[3]}"
+            elif a and part == "decoder":
+                if a[1] in ("o", "out"):
+                    new = f"{base}.self_attn.out_proj.{a[2]}"
+                else:
+                    qkv.setdefault(f"{base}.self_attn.in_proj_{a[2]}", {})[a[1]] = value
+                    continue
+            else:
+                module, param = rest.rsplit(".", 1)
+                if module in table:
+                    new = f"{base}.{table[module]}.{param}"
+        elif h:
+            # the top-level head wins over model.decoder's copy (they are the same tensors when tied)
+            slot = heads.setdefault(f"{h[1]}.{{}}.{h[3]}", {})
+            if int(h[2]) not in slot or not key.startswith("model.decoder."):
+                slot[int(h[2])] = value
+            continue
+        elif key.startswith("model.input_proj."):
+            new = "input_proj." + key[len("model.input_proj."):]
+        elif key == "model.query_position_embeddings.weight":
+            new = "query_embed.weight"
+        elif key.startswith("model.") and key[len("model."):].startswith(_DEF_TRANSFORMER):
+            new = "transformer." + key[len("model."):]
+        if new is not None:
+            out[new] = value
+    for name, parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise _error(f"incomplete attention weights for {name} (found {sorted(parts)})")
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    for pattern, by_layer in heads.items():
+        if 0 not in by_layer:
+            raise _error(f"no {pattern.format(0)} in the file")
+        for i in range(num_pred):
+            out[pattern.format(i)] = by_layer.get(i, by_layer[0])
+    return out
+
+
+def deformable_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
+    """The DETRConfig a Hugging Face Deformable DETR ``config.json`` describes."""
+    from detr_core.checkpoint import resnet_layout
+
+    if hf.get("position_embedding_type", "sine") != "sine":
+        raise _error(f"position_embedding_type {hf['position_embedding_type']!r} (only sine is supported)")
+    if hf.get("activation_function", "relu") != "relu":
+        raise _error(f"activation_function {hf['activation_function']!r} (Deformable DETR uses relu)")
+    heads = {hf.get("encoder_attention_heads", 8), hf.get("decoder_attention_heads", 8)}
+    ffn = {hf.get("encoder_ffn_dim", 1024), hf.get("decoder_ffn_dim", 1024)}
+    if len(heads) > 1 or len(ffn) > 1:
+        raise _error("different encoder and decoder head counts or FFN widths are not supported")
+    backbone = hf.get("backbone_config") or {}
+    stages = backbone.get("out_features") or []
+    levels = int(hf.get("num_feature_levels", 4))
+    if stages and stages != ["stage2", "stage3", "stage4"][-min(levels, 3):]:
+        raise _error(f"backbone stages {stages} (this app reads the last {min(levels, 3)} of stage2..stage4)")
+    two_stage = bool(hf.get("two_stage", False))
+    return DETRConfig(
+        **resnet_layout(state),
+        dilation=bool(hf.get("dilation") or backbone.get("output_stride") == 16),
+        pretrained_backbone=False,
+        attention="deformable",
+        classifier="focal",
+        d_model=int(hf.get("d_model", 256)),
+        nheads=int(heads.pop()),
+        num_encoder_layers=int(hf.get("encoder_layers", 6)),
+        num_decoder_layers=int(hf.get("decoder_layers", 6)),
+        dim_feedforward=int(ffn.pop()),
+        dropout=0.0,
+        num_queries=int(hf.get("two_stage_num_proposals", 300) if two_stage else hf.get("num_queries", 300)),
+        num_classes=int(state["class_embed.0.weight"].shape[0]),
+        num_feature_levels=levels,
+        enc_n_points=int(hf.get("encoder_n_points", 4)),
+        dec_n_points=int(hf.get("decoder_n_points", 4)),
+        with_box_refine=bool(hf.get("with_box_refine", False)),
+        two_stage=two_stage,
+    )
+
+
+def load_hf_deformable(hf: dict[str, Any], config_path: Path, weights_path: Path):
+    """A Hugging Face ``DeformableDetrForObjectDetection`` folder as a Checkpoint."""
+    from detr_core.checkpoint import Checkpoint
+
+    raw = read_weights(weights_path)
+    num_pred = int(hf.get("decoder_layers", 6)) + (1 if hf.get("two_stage") else 0)
+    state = hf_deformable_to_state(raw, num_pred)
+    if "class_embed.0.weight" not in state:
+        raise _error(f"{weights_path.name}: no Deformable DETR detection head inside")
+    try:
+        config = deformable_config_from_hf(hf, state)
+    except ValueError as e:
+        raise _error(f"{config_path.name}: {e}") from None
+    names = class_names_from_hf(hf, config.num_classes)
+    return Checkpoint(config, names, state, source="huggingface/transformers")

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from detr_core.box_ops import inverse_sigmoid
 from detr_core.config import DETRConfig
 from detr_core.model.backbone import build_backbone
+from detr_core.model.deformable import build_deformable, forward_deformable
 from detr_core.model.denoising import build_denoising_queries, query_visibility
 from detr_core.model.dense_head import DenseHead
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
@@ -28,6 +29,9 @@ class DETR(nn.Module):
     def __init__(self, config: DETRConfig) -> None:
         super().__init__()
         self.config = config
+        if config.attention == "deformable":
+            build_deformable(self, config)
+            return
         d = config.d_model
         self.num_queries = config.num_queries
         self.transformer = Transformer(
@@ -89,9 +93,13 @@ class DETR(nn.Module):
           dn_outputs / dn_meta: denoising predictions per layer (training with dn_groups > 0);
           dense: the dense auxiliary head's per-token predictions (training with dense_aux);
           attention / feature_mask / memory: when ``capture`` is set (see ``inspect.py``).
+        With ``attention="deformable"`` see :func:`detr_core.model.deformable.forward_deformable`
+        (the same keys; ``capture`` gives ``deformable``, a DeformableCapture, instead of ``attention``).
         """
         if not isinstance(samples, NestedTensor):
             samples = nested_tensor_from_tensor_list(samples)
+        if self.config.attention == "deformable":
+            return forward_deformable(self, samples, capture)
         features, pos = self.backbone(samples)
         src, mask = features.decompose()  # [B, C, h, w], [B, h, w]
         cfg = self.config

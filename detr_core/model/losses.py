@@ -15,7 +15,7 @@ to know what a loss name means (the run records, the plots) looks it up there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,8 @@ def loss_terms(model_config: DETRConfig, loss_config: LossConfig | None = None) 
             terms[f"dn_{part}"] = LossTerm(part, "denoising", None, w * lc.weight_dn)
         if model_config.dense_aux:
             terms[f"dense_{part}"] = LossTerm(part, "dense", None, w * lc.weight_dense)
+        if model_config.two_stage:  # Deformable DETR's encoder proposals (class-agnostic)
+            terms[f"enc_{part}"] = LossTerm(part, "encoder", None, w)
         for i in earlier:
             terms[f"{part}_{i}"] = LossTerm(part, "decoder", i, w)
         for i in earlier if denoising else ():
@@ -197,8 +199,21 @@ class SetCriterion(nn.Module):
                     losses["dn_" + k + suffix] = v
         if "dense" in outputs:
             losses.update(self.dense_losses(outputs["dense"], packed))
+        if "enc_outputs" in outputs:
+            losses.update(self.proposal_losses(outputs["enc_outputs"], packed, num_boxes))
         losses["loss"] = self.weighted_total(losses)
         return losses
+
+    def proposal_losses(self, enc: dict, packed: PackedTargets, num_boxes: float) -> dict[str, Tensor]:
+        """Two-stage Deformable DETR: the encoder's per-token proposals, matched one to one to the
+        objects as if every object were class 0 (the authors' class-agnostic proposal loss)."""
+        binary = replace(packed, labels=torch.zeros_like(packed.labels),
+                         padded_labels=torch.zeros_like(packed.padded_labels))
+        logits, boxes = enc["pred_logits"].float(), enc["pred_boxes"].float()  # [B, S, C], [B, S, 4]
+        matched = self.matcher.match_layers_flat([(logits.detach(), boxes.detach())], binary, 1)[0]
+        parts = self.loss_labels(logits, binary, matched, num_boxes, log=False, boxes=boxes)
+        parts.update(self.loss_boxes(boxes, binary, matched, num_boxes))
+        return {"enc_" + k: v for k, v in parts.items()}
 
     def dense_losses(self, dense: dict, targets: list[dict[str, Tensor]] | PackedTargets) -> dict[str, Tensor]:
         """The dense auxiliary head: focal classification over all tokens, L1 + GIoU on the
