@@ -162,6 +162,7 @@ class MainWindow(QMainWindow):
         self.training_dock = self._view_docks["training"]
         self.datasets_dock = self._view_docks["datasets"]
         self.doctor_dock = self._view_docks["doctor"]
+        self.deformable_dock = self._view_docks["deformable"]
         # what the model is, and what its file did not say (a weights-only file's head count)
         self.model_info = ModelInfoPanel(self.state)
         self.model_info_dock = self._dock("Model", self.model_info, Qt.DockWidgetArea.RightDockWidgetArea)
