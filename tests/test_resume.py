@@ -68,7 +68,7 @@ def test_folder_dataset_resumes_across_an_epoch(tmp_path, tiny_config):
     root = write_toy_dataset(tmp_path / "coco", 6, 2, "coco", seed=1)
     train_cfg = TrainConfig(batch_size=4, steps=4, bf16=False, threads=1, eval_images=2,
                             dataset=DatasetConfig(source=f"coco:{root}", scales=(64,), max_size=96,
-                                                  crop_resize=(64,), crop_min=48, crop_max=64))
+                                                  crop_resize=(64,), crop_min=48, crop_max=64, augment="reference"))
     model_cfg = dataclasses.replace(tiny_config, dropout=0.1)  # random: the RNG states must come back too
 
     def trainer():

@@ -1,5 +1,7 @@
 """Augmentation and resizing of file-backed images with ``torchvision.transforms.v2``.
 
+By default (``augment="light"``) training images get a random horizontal flip and the size the
+model infers at; ``augment="reference"`` is the whole reference recipe below, for long runs.
 The reference recipe (facebookresearch/detr ``datasets/coco.py``): a random horizontal flip,
 then either a random resize of the shorter side among ``scales`` (longer side at most
 ``max_size``), or a random resize among ``crop_resize``, a random crop of side
@@ -65,6 +67,11 @@ class _Pipeline:
 
 
 def train_transform(config: DatasetConfig) -> Transform:
+    """The training augmentation ``config.augment`` names (see DatasetConfig)."""
+    if config.augment != "reference":
+        steps = [v2.RandomHorizontalFlip(p=config.hflip)] if config.augment == "light" else []
+        steps.append(v2.Resize(size=max(config.scales), max_size=config.max_size, antialias=True))
+        return _Pipeline(v2.Compose(steps))
     scales = list(config.scales)
     resize = v2.RandomShortestSize(min_size=scales, max_size=config.max_size)
     return _Pipeline(v2.Compose([

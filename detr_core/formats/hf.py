@@ -213,30 +213,38 @@ def detr_to_hf_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 # --- configs -------------------------------------------------------------------------------------
 
-def detr_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
-    """The DETRConfig a Hugging Face ``config.json`` describes (backbone read off the weights)."""
+def _shared_config_fields(hf: dict[str, Any], state: dict[str, torch.Tensor], model: str,
+                          ffn_default: int) -> dict[str, Any]:
+    """The DETRConfig fields DETR and Deformable DETR configs spell alike (backbone from the
+    weights, transformer sizes), after refusing what this app cannot run."""
     from detr_core.checkpoint import resnet_layout
 
     if hf.get("position_embedding_type", "sine") != "sine":
         raise _error(f"position_embedding_type {hf['position_embedding_type']!r} (only sine is supported)")
     if hf.get("activation_function", "relu") != "relu":
-        raise _error(f"activation_function {hf['activation_function']!r} (DETR uses relu)")
+        raise _error(f"activation_function {hf['activation_function']!r} ({model} uses relu)")
     heads = {hf.get("encoder_attention_heads", 8), hf.get("decoder_attention_heads", 8)}
-    ffn = {hf.get("encoder_ffn_dim", 2048), hf.get("decoder_ffn_dim", 2048)}
+    ffn = {hf.get("encoder_ffn_dim", ffn_default), hf.get("decoder_ffn_dim", ffn_default)}
     if len(heads) > 1 or len(ffn) > 1:
         raise _error("different encoder and decoder head counts or FFN widths are not supported")
     backbone = hf.get("backbone_config") or {}
-    dilation = bool(hf.get("dilation") or backbone.get("output_stride") == 16)
-    return DETRConfig(
+    return {
         **resnet_layout(state),
-        dilation=dilation,
-        pretrained_backbone=False,
-        d_model=int(hf.get("d_model", 256)),
-        nheads=int(heads.pop()),
-        num_encoder_layers=int(hf.get("encoder_layers", 6)),
-        num_decoder_layers=int(hf.get("decoder_layers", 6)),
-        dim_feedforward=int(ffn.pop()),
-        dropout=0.0,
+        "dilation": bool(hf.get("dilation") or backbone.get("output_stride") == 16),
+        "pretrained_backbone": False,
+        "d_model": int(hf.get("d_model", 256)),
+        "nheads": int(heads.pop()),
+        "num_encoder_layers": int(hf.get("encoder_layers", 6)),
+        "num_decoder_layers": int(hf.get("decoder_layers", 6)),
+        "dim_feedforward": int(ffn.pop()),
+        "dropout": 0.0,
+    }
+
+
+def detr_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
+    """The DETRConfig a Hugging Face ``config.json`` describes (backbone read off the weights)."""
+    return DETRConfig(
+        **_shared_config_fields(hf, state, "DETR", 2048),
         num_queries=int(hf.get("num_queries", 100)),
         num_classes=int(state["class_embed.weight"].shape[0]) - 1,
         pre_norm=False,  # Hugging Face DETR is post-norm only (no encoder norm to hold pre-norm)
@@ -398,16 +406,7 @@ def hf_deformable_to_state(hf: dict[str, torch.Tensor], num_pred: int) -> dict[s
 
 def deformable_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
     """The DETRConfig a Hugging Face Deformable DETR ``config.json`` describes."""
-    from detr_core.checkpoint import resnet_layout
-
-    if hf.get("position_embedding_type", "sine") != "sine":
-        raise _error(f"position_embedding_type {hf['position_embedding_type']!r} (only sine is supported)")
-    if hf.get("activation_function", "relu") != "relu":
-        raise _error(f"activation_function {hf['activation_function']!r} (Deformable DETR uses relu)")
-    heads = {hf.get("encoder_attention_heads", 8), hf.get("decoder_attention_heads", 8)}
-    ffn = {hf.get("encoder_ffn_dim", 1024), hf.get("decoder_ffn_dim", 1024)}
-    if len(heads) > 1 or len(ffn) > 1:
-        raise _error("different encoder and decoder head counts or FFN widths are not supported")
+    shared = _shared_config_fields(hf, state, "Deformable DETR", 1024)
     backbone = hf.get("backbone_config") or {}
     stages = backbone.get("out_features") or []
     levels = int(hf.get("num_feature_levels", 4))
@@ -415,17 +414,9 @@ def deformable_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]
         raise _error(f"backbone stages {stages} (this app reads the last {min(levels, 3)} of stage2..stage4)")
     two_stage = bool(hf.get("two_stage", False))
     return DETRConfig(
-        **resnet_layout(state),
-        dilation=bool(hf.get("dilation") or backbone.get("output_stride") == 16),
-        pretrained_backbone=False,
+        **shared,
         attention="deformable",
         classifier="focal",
-        d_model=int(hf.get("d_model", 256)),
-        nheads=int(heads.pop()),
-        num_encoder_layers=int(hf.get("encoder_layers", 6)),
-        num_decoder_layers=int(hf.get("decoder_layers", 6)),
-        dim_feedforward=int(ffn.pop()),
-        dropout=0.0,
         num_queries=int(hf.get("two_stage_num_proposals", 300) if two_stage else hf.get("num_queries", 300)),
         num_classes=int(state["class_embed.0.weight"].shape[0]),
         num_feature_levels=levels,

@@ -52,6 +52,20 @@ class _PicturePage(LessonPage):
             p.scale_lines = 2.0 if on else 1.0
             p.update()
 
+    def has_result(self) -> bool:
+        """True when a result of the open model on the current image is there to draw; else the
+        page says so."""
+        if self.state.result is None or self.state.model is None or self.state.image is None:
+            self.info_label.setText(NO_RESULT)
+            return False
+        return True
+
+    def _pick_cell(self, y: float, x: float) -> None:
+        """A click on the picture selects the feature cell under it (pages with a ``cell``)."""
+        if self.state.result is not None:
+            self.cell = self.state.result.cell_at(y, x)
+            self.draw()
+
     def live_data(self) -> np.ndarray:
         parts = [self.picture.rgb.ravel().astype(np.float32)] if self.picture.rgb is not None else []
         parts += [np.asarray(b.xyxy, np.float32) for b in self.picture.overlay.boxes]
@@ -71,18 +85,12 @@ class BackbonePage(_PicturePage):
         super().__init__(panel)
         self.cell: tuple[int, int] | None = None
         self.grid: core.BackboneGrid | None = None
-        self.picture.clicked.connect(self._click)
-
-    def _click(self, y: float, x: float) -> None:
-        if self.state.result is not None:
-            self.cell = self.state.result.cell_at(y, x)
-            self.draw()
+        self.picture.clicked.connect(self._pick_cell)
 
     def draw(self) -> None:
-        r, loaded = self.state.result, self.state.model
-        if r is None or loaded is None or self.state.image is None:
-            self.info_label.setText(NO_RESULT)
+        if not self.has_result():
             return
+        r, loaded = self.state.result, self.state.model
         self.grid = g = core.backbone_grid(loaded.model, r)
         eh, ew = r.grid_extent()
         o = Overlay(grid=(g.feature_size[0], g.feature_size[1], eh, ew))
@@ -133,18 +141,12 @@ class PositionPage(_PicturePage):
         self.live.insertWidget(0, self.channels_picture, 3)
         self.cell: tuple[int, int] | None = None
         self.similarity: np.ndarray | None = None
-        self.picture.clicked.connect(self._click)
-
-    def _click(self, y: float, x: float) -> None:
-        if self.state.result is not None:
-            self.cell = self.state.result.cell_at(y, x)
-            self.draw()
+        self.picture.clicked.connect(self._pick_cell)
 
     def draw(self) -> None:
-        r, loaded = self.state.result, self.state.model
-        if r is None or loaded is None or self.state.image is None:
-            self.info_label.setText(NO_RESULT)
+        if not self.has_result():
             return
+        r, loaded = self.state.result, self.state.model
         ch = core.sine_channels(loaded.model, r.feature_size)  # [2F, h, w]
         f = ch.shape[0] // 2
         picks = [c for c in range(0, 12, 2) if c < f]  # sine channels, from the highest frequency down
@@ -210,10 +212,9 @@ class EncoderPage(_PicturePage):
         self.picture.clicked.connect(lambda y, x: self.state.set_encoder_point((y, x)))
 
     def draw(self) -> None:
-        r = self.state.result
-        if r is None or self.state.image is None:
-            self.info_label.setText(NO_RESULT)
+        if not self.has_result():
             return
+        r = self.state.result
         if r.encoder_queries is None:
             self.info_label.setText("This result has no encoder attention (a model without an encoder?).")
             return
@@ -273,10 +274,9 @@ class QueriesPage(_PicturePage):
         self.live.addLayout(column, 2)
 
     def draw(self) -> None:
-        r, loaded = self.state.result, self.state.model
-        if r is None or loaded is None or self.state.image is None:
-            self.info_label.setText(NO_RESULT)
+        if not self.has_result():
             return
+        r, loaded = self.state.result, self.state.model
         o = Overlay(boxes=_kept_boxes(r, self.state.kept_queries()))
         model = loaded.model
         anchors = ""
@@ -342,10 +342,9 @@ class HeadsPage(_PicturePage):
         row.insertWidget(2, self.query_spin)
 
     def draw(self) -> None:
-        r = self.state.result
-        if r is None or self.state.image is None:
-            self.info_label.setText(NO_RESULT)
+        if not self.has_result():
             return
+        r = self.state.result
         q = self.state.selected_query if self.state.selected_query is not None else 0
         q = min(q, r.num_queries - 1)
         self.query_spin.blockSignals(True)
@@ -683,10 +682,9 @@ class InferencePage(_PicturePage):
         self.live.addWidget(self.thumbs, 2)
 
     def draw(self) -> None:
-        r = self.state.result
-        if r is None or self.state.image is None:
-            self.info_label.setText(NO_RESULT)
+        if not self.has_result():
             return
+        r = self.state.result
         kept = self.state.kept_queries()
         self.picture.set_content(self.state.image, Overlay(boxes=_kept_boxes(r, kept)))
         if r.cross_attention is not None and kept:

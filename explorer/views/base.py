@@ -20,6 +20,7 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -33,6 +34,17 @@ from torch import nn
 from detr_core.checkpoint import check_writable
 
 from ..workers import Worker, readable_error
+
+
+def fill_sources(combo: QComboBox, toy: str, dataset: str | None) -> None:
+    """A view's Source list: the toy data, then the open dataset when there is one (silently:
+    the caller chooses the current entry)."""
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem(toy)
+    if dataset is not None:
+        combo.addItem(dataset)
+    combo.blockSignals(False)
 
 
 class AnalysisView(QWidget):

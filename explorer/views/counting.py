@@ -27,7 +27,7 @@ from detr_core.data.files import FileDataset
 
 from ..state import AppState, DataSource, LoadedModel
 from ..workers import WorkContext
-from .base import AnalysisView
+from .base import AnalysisView, fill_sources
 
 BACKGROUND = "#202124"
 JITTER = 0.18  # horizontal spread of the per-image points, in counts
@@ -156,12 +156,7 @@ class CountingView(AnalysisView):
             self.summary.setText("New data: press Run.")
 
     def _update_sources(self) -> None:
-        self.source.blockSignals(True)
-        self.source.clear()
-        self.source.addItem("toy images with 1..N objects")
-        if self.file_dataset is not None:
-            self.source.addItem(f"{self.file_dataset_name}, by count")
-        self.source.blockSignals(False)
+        fill_sources(self.source, "toy images with 1..N objects", f"{self.file_dataset_name}, by count" if self.file_dataset is not None else None)
 
     def _on_source_changed(self, *_: object) -> None:
         grouped = self.on_open_dataset

@@ -40,7 +40,7 @@ from detr_core.data.files import FileDataset
 from ..canvas import ImageCanvas
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext
-from .base import AnalysisView
+from .base import AnalysisView, fill_sources
 
 LAYER_COLORMAP = "plasma"
 
@@ -223,12 +223,7 @@ class LayerView(AnalysisView):
         self._invalidate("New data: press “Compute AP by layer”.")
 
     def _update_sources(self) -> None:
-        self.source.blockSignals(True)
-        self.source.clear()
-        self.source.addItem("toy held-out split")
-        if self.file_dataset is not None:
-            self.source.addItem(f"{self.file_dataset_name} ({len(self.file_dataset)} images)")
-        self.source.blockSignals(False)
+        fill_sources(self.source, "toy held-out split", f"{self.file_dataset_name} ({len(self.file_dataset)} images)" if self.file_dataset is not None else None)
 
     def describe_data(self) -> str:
         """What AP by layer is measured on, in words (the view's "Data: …" note)."""

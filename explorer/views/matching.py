@@ -59,7 +59,7 @@ from ..colors import query_color
 from ..stable_label import StableLabel
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
-from .base import AnalysisView
+from .base import AnalysisView, fill_sources
 
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
@@ -270,12 +270,7 @@ class MatchingView(AnalysisView):
         self._on_source_changed()
 
     def _update_sources(self) -> None:
-        self.source.blockSignals(True)
-        self.source.clear()
-        self.source.addItem("toy training stream")
-        if self.file_dataset is not None:
-            self.source.addItem(f"{self.file_dataset_name} ({len(self.file_dataset)} images)")
-        self.source.blockSignals(False)
+        fill_sources(self.source, "toy training stream", f"{self.file_dataset_name} ({len(self.file_dataset)} images)" if self.file_dataset is not None else None)
 
     def _on_source_changed(self, *_: object) -> None:
         """The sample picker walks the chosen data: an endless stream or the split's images."""
