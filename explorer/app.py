@@ -14,13 +14,49 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QRect, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
-from PySide6.QtWidgets import QApplication, QSplashScreen
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 if TYPE_CHECKING:
     from .main_window import MainWindow
 
 
-def make_splash() -> QSplashScreen:
+class Splash(QLabel):
+    """The splash: a frameless picture with a status line. (Not QSplashScreen: its show() waits
+    up to a second for the window system to report the window exposed, measured as a full second
+    offscreen and on X without a window manager, added to every launch.)"""
+
+    def __init__(self, pixmap: QPixmap) -> None:
+        super().__init__()
+        self.setWindowFlags(Qt.WindowType.SplashScreen | Qt.WindowType.FramelessWindowHint
+                            | Qt.WindowType.WindowStaysOnTopHint)
+        self._picture = pixmap
+        self._message = ""
+        self.setPixmap(pixmap)
+        self.resize(pixmap.size())
+        screen = QApplication.primaryScreen()
+        if screen is not None:
+            self.move(screen.availableGeometry().center() - self.rect().center())
+
+    def message(self) -> str:
+        return self._message
+
+    def showMessage(self, text: str) -> None:  # noqa: N802 (QSplashScreen's name)
+        self._message = text
+        pixmap = QPixmap(self._picture)
+        painter = QPainter(pixmap)
+        painter.setPen(QColor("#f1f3f4"))
+        painter.drawText(pixmap.rect().adjusted(0, 0, 0, -8),
+                         Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, text)
+        painter.end()
+        self.setPixmap(pixmap)
+        if self.isVisible():
+            self.repaint()
+
+    def finish(self, window: QWidget) -> None:  # noqa: ARG002 (QSplashScreen's signature)
+        self.close()
+
+
+def make_splash() -> Splash:
     """A plain splash (drawn, no image file) with room for a status line at the bottom."""
     pixmap = QPixmap(460, 200)
     pixmap.fill(QColor("#202124"))
@@ -38,9 +74,8 @@ def make_splash() -> QSplashScreen:
     painter.drawText(QRect(0, 90, 460, 30), Qt.AlignmentFlag.AlignCenter,
                      "End-to-End Object Detection with Transformers, to see and touch")
     painter.end()
-    splash = QSplashScreen(pixmap)
-    splash.showMessage("Loading PyTorch…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
-                       QColor("#f1f3f4"))
+    splash = Splash(pixmap)
+    splash.showMessage("Loading PyTorch…")
     return splash
 
 
@@ -67,8 +102,7 @@ def run_app(paths: list[str] | None = None, on_window: Callable[[MainWindow], No
 
     from .main_window import MainWindow  # the slow import: torch
 
-    splash.showMessage("Opening the model…", Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
-                       QColor("#f1f3f4"))
+    splash.showMessage("Opening the model…")
     app.processEvents()
     window = MainWindow()
     window.show()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QRect, QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QScrollArea,
+    QTabBar,
     QToolBar,
     QToolButton,
     QVBoxLayout,
@@ -268,6 +269,18 @@ class MainWindow(QMainWindow):
             "Layer by layer": self.layers, "Counting": self.counting})
         for dock in self._view_docks.values():
             guard_wheel(dock.widget())
+        self.unelide_tabs()
+
+    def unelide_tabs(self) -> None:
+        """Dock tabs keep their whole titles and scroll when they do not fit (elided to "Trai…",
+        "R…", eleven of them were unreadable on a 1366-pixel screen)."""
+        for bar in self.findChildren(QTabBar):
+            bar.setElideMode(Qt.TextElideMode.ElideNone)
+            bar.setUsesScrollButtons(True)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        self.unelide_tabs()
 
     def _on_view_dock_shown(self, seen: bool) -> None:
         # a view's tab brought up before the views were built: build them now (after the first

@@ -42,7 +42,7 @@ def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:
 class AttentionCapture:
     """What one attention call exposes when asked: weights and the per-head queries and keys."""
 
-    weights: Tensor  # [B, heads, Sq, Sk]
+    weights: Tensor | None  # [B, heads, Sq, Sk] (None where only q and k were kept)
     q: Tensor  # [B, heads, Sq, dh]
     k: Tensor  # [B, heads, Sk, dh]
 
@@ -73,6 +73,7 @@ class MultiheadAttention(nn.Module):
         allowed: Tensor | None = None,  # bool, broadcastable to [B, heads, Sq, Sk]
         capture: bool = False,
         same_qk: bool = False,  # query is key (self-attention): project both in one matmul
+        keep_weights: bool = True,  # with capture: False keeps q and k only (the fused kernel runs)
     ) -> tuple[Tensor, AttentionCapture | None]:
         d = self.d_model
         w, b = self.in_proj_weight, self.in_proj_bias
@@ -87,7 +88,7 @@ class MultiheadAttention(nn.Module):
         captured = None
         # On the CPU, PyTorch's fused kernel is slow to train in bfloat16 and falls back to an
         # unfused path with dropout; the explicit form below is faster there (benchmarks/README).
-        explicit = capture or (
+        explicit = (capture and keep_weights) or (
             q.device.type == "cpu" and torch.is_grad_enabled() and (q.dtype == torch.bfloat16 or p > 0)
         )
         if explicit:
@@ -97,6 +98,8 @@ class MultiheadAttention(nn.Module):
                 captured = AttentionCapture(weights, q, k)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+            if capture:  # the encoder's weights are recomputed from q and k where a view needs them
+                captured = AttentionCapture(None, q, k)
         out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], d)  # [B, Sq, D]
         return self.out_proj(out), captured
 
@@ -124,12 +127,12 @@ class TransformerEncoderLayer(nn.Module):
         if self.pre_norm:
             x = self.norm1(src)
             qk = x + pos
-            attn, cap = self.self_attn(qk, qk, x, allowed, capture, same_qk=True)
+            attn, cap = self.self_attn(qk, qk, x, allowed, capture, same_qk=True, keep_weights=False)
             src = src + self.dropout1(attn)
             src = src + self.dropout2(self._ffn(self.norm2(src)))
             return src, cap
         qk = src + pos
-        attn, cap = self.self_attn(qk, qk, src, allowed, capture, same_qk=True)
+        attn, cap = self.self_attn(qk, qk, src, allowed, capture, same_qk=True, keep_weights=False)
         src = self.norm1(src + self.dropout1(attn))
         src = self.norm2(src + self.dropout2(self._ffn(src)))
         return src, cap
