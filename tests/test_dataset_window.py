@@ -234,10 +234,12 @@ def test_matching_layers_and_counting_run_on_the_open_dataset(qtbot, window, coc
     assert m.on_open_dataset and f"{coco_root.name} · train" in m.data_note.text()
     assert m.sample_spin.maximum() == len(train) - 1
     m.set_sample_index(3)
-    qtbot.waitUntil(lambda: m.snapshot is not None and m.snapshot.sample_index == 3 and not m.busy, timeout=20000)
-    s, record = m.snapshot, train.records[3]
+    record = train.records[3]
+    # (a compute asked for while one ran follows it: wait until the view has settled on sample 3)
+    qtbot.waitUntil(lambda: m.snapshot is not None and m.snapshot.sample_index == 3 and not m.busy
+                    and record.path.name in m.status.text(), timeout=20000)
+    s = m.snapshot
     assert (s.image_name, s.image_id) == (record.path.name, record.image_id)
-    assert record.path.name in m.status.text()
     assert s.target_labels.tolist() == record.labels.tolist()
     h, w = s.image_size  # resized as evaluation does: the same boxes, relative to the image
     scale = np.array([record.width, record.height] * 2, np.float32)
