@@ -91,3 +91,21 @@ def test_watch_rules_on_recorded_numbers() -> None:
     assert [w.key for s in range(1, 41) for w in diverging.on_step(s, {"loss": 1.0 if s < 30 else 10.0})] == ["loss_diverging"]
     same = TrainingWatch(min_steps=0)
     assert [w.key for s in (10, 20) for w in same.on_probe(ProbeStats(s, 0.5, 0.5, 0.001))] == ["same_boxes"]
+
+
+def test_watch_stays_quiet_on_a_falling_noisy_loss_clipped_every_step() -> None:
+    """The fast preset's run: every step clipped (by design), the loss falling under noise as
+    large as its fall over half a window. A healthy 120-second fast run once drew a false
+    "gradient at the clip limit" from comparing two halves of one window."""
+    from detr_core.doctor.watch import TrainingWatch
+
+    watch = TrainingWatch(clip_max_norm=0.5)
+    warnings = []
+    for s in range(1, 901):
+        noise = 1.0 if (s // 25) % 2 else -1.0  # alternating 25-step stretches above and below
+        warnings += watch.on_step(s, {"loss": 20.0 - 0.015 * s + noise, "grad_norm": 30.0})
+    assert warnings == []
+    stalled = TrainingWatch(clip_max_norm=0.5)  # the same noise on a loss that stopped falling
+    keys = [w.key for s in range(1, 901)
+            for w in stalled.on_step(s, {"loss": 10.0 + (1.0 if (s // 25) % 2 else -1.0), "grad_norm": 30.0})]
+    assert "gradient_clipped" in keys
