@@ -85,7 +85,7 @@ def test_watch_rules_on_recorded_numbers() -> None:
     from detr_core.doctor.watch import ProbeStats, TrainingWatch
 
     watch = TrainingWatch(clip_max_norm=0.1, window=20, min_steps=40)
-    keys = [w.key for s in range(1, 61) for w in watch.on_step(s, {"loss": 5.0, "grad_norm": 30.0})]
+    keys = [w.key for s in range(1, 101) for w in watch.on_step(s, {"loss": 5.0, "grad_norm": 30.0})]
     assert keys == ["loss_flat", "gradient_clipped"]
     diverging = TrainingWatch()
     assert [w.key for s in range(1, 41) for w in diverging.on_step(s, {"loss": 1.0 if s < 30 else 10.0})] == ["loss_diverging"]

@@ -90,15 +90,15 @@ class TrainingWatch:
                                   "check the data (main.py doctor --overfit); then raise the learning rate")
         # DETR's gradient norm is above the usual clip (0.1) on most steps of a healthy run (the
         # fast preset's high learning rate is clipped on every step by design); it is a problem
-        # when every step is clipped and the loss does not move over two windows (one window
-        # against the one before: two halves of one window differed by noise alone in a healthy
-        # 120-second fast run, which this rule then flagged)
+        # when every step is clipped and the loss has not moved for several windows: the last
+        # window against the one three windows earlier. (Two halves of one window, and then two
+        # neighbouring windows, flagged healthy 120-second fast runs: noise there, and a slow but
+        # steady fall late in the run.)
         norms = [h["grad_norm"] for h in self.history[-self.window:] if "grad_norm" in h]
-        if (self.clip_max_norm > 0 and len(norms) >= self.window and len(loss) >= 2 * self.window
-                and step >= self.min_steps):
+        w = self.window
+        if self.clip_max_norm > 0 and len(norms) >= w and len(loss) >= 4 * w and step >= self.min_steps:
             clipped = sum(n > self.clip_max_norm for n in norms) / len(norms)
-            w = self.window
-            before, after = statistics.fmean(loss[-2 * w:-w]), statistics.fmean(loss[-w:])
+            before, after = statistics.fmean(loss[-4 * w:-3 * w]), statistics.fmean(loss[-w:])
             if clipped >= 0.98 and after >= 0.98 * before:
                 out += self._warn(step, "gradient_clipped", "The gradient norm sits at the clip limit",
                                   f"{clipped:.0%} of the last {len(norms)} steps clipped (median norm "
