@@ -2,6 +2,7 @@ import glob
 import multiprocessing
 import os
 import sys
+import gc
 import threading
 import time
 
@@ -113,7 +114,7 @@ def _leftovers(before: tuple[set[threading.Thread], set[object], dict[int, str]]
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_running():
+def nothing_left_running(request):
     """Fails a test that leaves a thread, an ``explorer.workers`` Worker, a training session or a
     child process running after it ends (napari's suite has the same). Each gets
     LEFTOVER_GRACE seconds to end, with Qt events processed meanwhile so finished signals are
@@ -131,6 +132,11 @@ def nothing_left_running():
         time.sleep(0.05)
     if leftovers:
         pytest.fail("left running after the test: " + "; ".join(leftovers), pytrace=False)
+    # a window test's garbage is collected now, while nothing of it runs, rather than at some
+    # allocation of the next test: a window closed with training running, collected in the middle
+    # of the next test's work, hung the collector (seen with the project's bytecode cached)
+    if "qtbot" in request.fixturenames:
+        gc.collect()
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
