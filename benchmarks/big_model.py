@@ -123,7 +123,8 @@ def window_figures(path: Path, image: np.ndarray, images: int = 2) -> dict[str, 
     a 10 ms timer fires on the GUI thread meanwhile (the window's responsiveness)."""
     if "DISPLAY" not in os.environ:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+    from gui_latency import LatenessProbe, percentile  # (benchmarks/ is on the path)
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from explorer.main_window import MainWindow
@@ -143,19 +144,8 @@ def window_figures(path: Path, image: np.ndarray, images: int = 2) -> dict[str, 
                 time.sleep(0.001)
 
         until(lambda: window.state.result is not None and not window.controller.queue.busy)
-        clock, interval, last, lateness = QElapsedTimer(), 10, [0], []
-        timer = QTimer()
-        timer.setInterval(interval)
-
-        def tick() -> None:
-            now = clock.elapsed()
-            if last[0]:
-                lateness.append(max(0, now - last[0] - interval))
-            last[0] = now
-
-        timer.timeout.connect(tick)
-        clock.start()
-        timer.start()
+        probe = LatenessProbe()
+        probe.start()
         seconds = []
         for i in range(images):
             before = window.state.result
@@ -163,13 +153,13 @@ def window_figures(path: Path, image: np.ndarray, images: int = 2) -> dict[str, 
             window.state.set_image(image.copy(), f"photo {i}")
             until(lambda: window.state.result is not before)  # noqa: B023
             seconds.append(time.perf_counter() - t0)
-        timer.stop()
+        probe.stop()
         window.controller.shutdown()
         window.close()
-    late = sorted(lateness)
+    late = probe.lateness
     return {"image_to_result_s_median": statistics.median(seconds),
-            "lateness_ms_p99": late[min(len(late) - 1, int(0.99 * len(late)))] if late else 0.0,
-            "lateness_ms_max": late[-1] if late else 0.0, "ticks": len(late)}
+            "lateness_ms_p99": percentile(late, 99) if late else 0.0,
+            "lateness_ms_max": max(late, default=0.0), "ticks": len(late)}
 
 
 def timed(fn) -> float:

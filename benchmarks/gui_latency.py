@@ -76,6 +76,35 @@ def time_to_first_window() -> float:
     return _time_to_marker(code, "FIRST_RESULT")
 
 
+class LatenessProbe:
+    """A timer on the GUI thread every ``interval`` ms; ``lateness`` collects how late each tick
+    came (ms beyond the interval), from :meth:`start` to :meth:`stop`."""
+
+    def __init__(self, interval: int = 10) -> None:
+        from PySide6.QtCore import QElapsedTimer, QTimer
+
+        self.interval = interval
+        self.lateness: list[float] = []
+        self._clock = QElapsedTimer()
+        self._last = 0
+        self._timer = QTimer()
+        self._timer.setInterval(interval)
+        self._timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = self._clock.elapsed()
+        if self._last:
+            self.lateness.append(max(0, now - self._last - self.interval))
+        self._last = now
+
+    def start(self) -> None:
+        self._clock.start()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -96,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     import torch
-    from PySide6.QtCore import QElapsedTimer, QSettings, QTimer
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     torch.set_num_threads(args.threads)
@@ -156,20 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     panel.load_preset("fast")
     panel.minutes.setValue(args.train_seconds / 60 + 1)
     panel.eval_every.setValue(0)
-    lateness: list[float] = []
-    clock = QElapsedTimer()
-    interval = 10
-    timer = QTimer()
-    timer.setInterval(interval)
-    last = [0]
-
-    def tick() -> None:
-        now = clock.elapsed()
-        if last[0]:
-            lateness.append(max(0, now - last[0] - interval))
-        last[0] = now
-
-    timer.timeout.connect(tick)
+    probe = LatenessProbe()
     rates_app: list[float] = []
     first_step = [False]
 
@@ -189,18 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     while not first_step[0]:
         app.processEvents()
         time.sleep(0.001)
-    clock.start()
-    timer.start()
+    probe.start()
     cpu0, t0 = time.process_time(), time.perf_counter()
     t_end = t0 + args.train_seconds
     while time.perf_counter() < t_end:
         app.processEvents()
         time.sleep(0.001)
-    timer.stop()
+    probe.stop()
     gui_cpu = (time.process_time() - cpu0) / (time.perf_counter() - t0)
     panel.stop(wait_ms=60000)
     app.processEvents()
-    late = lateness[20:]  # skip the start-up of the worker
+    late = probe.lateness[20:]  # skip the start-up of the worker
     print(json.dumps({"event_loop_lateness_ms_p99": round(percentile(late, 99), 1),
                       "event_loop_lateness_ms_max": round(max(late), 1),
                       "timer_ticks": len(late),
