@@ -1,14 +1,14 @@
 """DETR Explorer.
 
     uv run main.py                      open the explorer window
-    uv run main.py train [options]      train on toy shapes (or --data coco:PATH | voc:PATH), save a checkpoint
+    uv run main.py train [options]      train on toy shapes (or --data coco:PATH | voc:PATH | yolo:PATH), save a checkpoint
     torchrun --nproc_per_node=N main.py train [options]   the same on N processes (GPUs or CPUs)
     uv run main.py train --resume CKPT  continue a run from its last checkpoint
     uv run main.py eval CKPT [--json]   COCO AP on the held-out toy split (or --data's validation split)
     uv run main.py predict CKPT IMAGE   print the detections in an image (or a folder; --coco-results)
     uv run main.py info CKPT            describe a checkpoint (a file, or a Hugging Face model folder)
     uv run main.py export CKPT --format reference|hf OUT   write it for the reference or transformers
-    uv run main.py make-dataset OUT     write toy shapes as a COCO or VOC folder
+    uv run main.py make-dataset OUT     write toy shapes as a COCO, VOC or YOLO folder
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override any setting, e.g. --set dn_groups=0 --set lr=2e-4 (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH",
-                       help="train on a COCO or VOC folder instead of the toy generator")
+    train.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH|yolo:PATH",
+                       help="train on a COCO, VOC or YOLO folder instead of the toy generator")
     train.add_argument("--train-split", default="", metavar="NAME", help="e.g. train2017 (COCO), trainval (VOC)")
     train.add_argument("--val-split", default="", metavar="NAME", help="e.g. val2017 (COCO), val or test (VOC)")
     train.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (0: none)")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", type=Path)
     ev.add_argument("--images", type=_positive_int, default=None, help="first N images (toy default 500)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH", help="evaluate on this dataset")
+    ev.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH|yolo:PATH", help="evaluate on this dataset")
     ev.add_argument("--split", default="", metavar="NAME", help="the dataset's split (default: validation)")
 
     pr = sub.add_parser("predict", help="detect objects in an image or a folder of images")
@@ -126,15 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="model_set",
                        help="a model setting the file cannot say, e.g. --set nheads=4 (repeatable)")
 
-    make = sub.add_parser("make-dataset", help="write toy shapes as a COCO or VOC dataset folder")
+    make = sub.add_parser("make-dataset", help="write toy shapes as a COCO, VOC or YOLO dataset folder")
     make.add_argument("out", type=Path)
     make.add_argument("--train", type=_positive_int, default=1000, help="training images")
     make.add_argument("--val", type=_positive_int, default=200, help="validation images")
-    make.add_argument("--format", choices=("coco", "voc"), default="coco")
+    make.add_argument("--format", choices=("coco", "voc", "yolo"), default="coco")
     make.add_argument("--seed", type=int, default=0)
 
     doc = sub.add_parser("doctor", help="check a dataset before training; --overfit checks the pipeline")
-    doc.add_argument("--data", default="toy", help="toy (default), coco:PATH, voc:PATH or a folder")
+    doc.add_argument("--data", default="toy", help="toy (default), coco:PATH, voc:PATH, yolo:PATH or a folder")
     doc.add_argument("--split", default="", help="split to check (default: the training split)")
     doc.add_argument("--checkpoint", type=Path, default=None, help="check for this model (queries, stride, size)")
     doc.add_argument("--preset", default="fast", help="else for this preset's model (default fast)")

@@ -1,5 +1,6 @@
 """The dataset opened in the window: what a path means (a COCO folder or annotation file, a VOC
-devkit), opening its splits off the GUI thread, and what opening left out.
+devkit, a YOLO folder or its data.yaml), opening its splits off the GUI thread, and what opening
+left out.
 
     opened = open_path(Path("data/coco"))     # on a worker thread; raises DatasetError
     opened.summary                            # one line per split, then what was skipped
@@ -19,7 +20,7 @@ from detr_core.data.sources import detect_format, open_dataset
 class OpenedDataset:
     """A dataset's splits as stored (no transform), by name ("train", "val"); at least one."""
 
-    source: str  # what DatasetConfig.source takes: "coco:PATH", "voc:PATH" or "coco:IMAGES,JSON"
+    source: str  # what DatasetConfig.source takes: "coco:PATH", "voc:PATH", "yolo:PATH" or "coco:IMAGES,JSON"
     path: Path  # what the user opened
     splits: dict[str, FileDataset]
     failed: dict[str, str] = field(default_factory=dict)  # split -> why it could not be opened
@@ -61,8 +62,10 @@ class OpenedDataset:
 def source_for_path(path: Path) -> str:
     """The dataset source a dropped or chosen path names. A COCO annotation file (.json) pairs with
     the images folder its name gives (``annotations/instances_NAME.json`` -> ``NAME/``), else the
-    folder it is in. Raises DatasetError for anything else."""
+    folder it is in. A YOLO data.yaml names its folder. Raises DatasetError for anything else."""
     path = Path(path)
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        return f"yolo:{path}"
     if path.is_file() and path.suffix.lower() == ".json":
         name = path.stem.removeprefix("instances_")
         images = path.parent.parent / name if path.parent.name == "annotations" else path.parent
@@ -70,7 +73,8 @@ def source_for_path(path: Path) -> str:
             images = path.parent
         return f"coco:{images},{path}"
     if path.is_file():
-        raise DatasetError(f"{path}: not a dataset (open a COCO folder or annotation .json, or a VOC devkit)")
+        raise DatasetError(f"{path}: not a dataset (open a COCO folder or annotation .json, a VOC devkit, "
+                           "or a YOLO folder or its data.yaml)")
     return f"{detect_format(path)}:{path}"
 
 
@@ -94,7 +98,7 @@ def open_path(path: Path) -> OpenedDataset:
 
 
 def looks_like_dataset(path: Path) -> bool:
-    """Whether a dropped path is meant as a dataset (a folder or a .json), not an image or a
-    checkpoint."""
+    """Whether a dropped path is meant as a dataset (a folder, a .json or a YOLO .yaml), not an
+    image or a checkpoint."""
     path = Path(path)
-    return path.is_dir() or path.suffix.lower() == ".json"
+    return path.is_dir() or path.suffix.lower() in (".json", ".yaml", ".yml")

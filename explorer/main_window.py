@@ -396,7 +396,7 @@ class MainWindow(QMainWindow):
         self.act_open_ckpt = self._action("Open &Checkpoint…", self.choose_checkpoint, "Ctrl+Shift+O",
                                           "Open a DETR Explorer or official DETR checkpoint")
         self.act_open_dataset = self._action("Open &Dataset…", self.choose_dataset, "Ctrl+D",
-                                             "Open a COCO folder or a VOC devkit")
+                                             "Open a COCO folder, a VOC devkit or a YOLO folder")
         self.act_open_coco_json = self._action("Open COCO &Annotations…", self.choose_coco_annotations, None,
                                                "Open a COCO annotation .json (images in the folder it names)")
         self.act_save_ckpt = self._action("&Save Checkpoint…", self.choose_save_checkpoint,
@@ -795,7 +795,8 @@ class MainWindow(QMainWindow):
 
     def choose_dataset(self) -> None:
         start = str(self.settings.value("lastDatasetDir", str(Path.home())))
-        path = QFileDialog.getExistingDirectory(self, "Open dataset: a COCO folder or a VOC devkit", start)
+        path = QFileDialog.getExistingDirectory(self, "Open dataset: a COCO folder, a VOC devkit or a YOLO folder",
+                                                start)
         if path:
             self.open_dataset(Path(path))
 

@@ -341,8 +341,10 @@ def test_folders_that_are_no_dataset(tmp_path):
         open_dataset(f"voc:{tmp_path / 'pictures'}")
     with pytest.raises(DatasetError, match="no such folder"):
         open_dataset(str(tmp_path / "nowhere"))
-    with pytest.raises(DatasetError, match="unknown dataset format 'yolo'"):
-        open_dataset("yolo:/x")
+    with pytest.raises(DatasetError, match="unknown dataset format 'kitti'"):
+        open_dataset("kitti:/x")
+    with pytest.raises(DatasetError, match="not a YOLO dataset"):
+        open_dataset(f"yolo:{tmp_path / 'pictures'}")
 
 
 def test_a_dataset_with_nothing_usable_says_so(folders, tmp_path):

@@ -1,8 +1,9 @@
-"""Toy shapes written as a real COCO or VOC folder, so the whole file path can be tried (and
+"""Toy shapes written as a real COCO, VOC or YOLO folder, so the whole file path can be tried (and
 tested) without a download.
 
 COCO: ``OUT/train2017/*.jpg``, ``OUT/val2017/*.jpg``, ``OUT/annotations/instances_{train,val}2017.json``.
 VOC: ``OUT/VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}`` plus ``class_names.txt``.
+YOLO: ``OUT/data.yaml``, ``OUT/images/{train,val}/*.jpg``, ``OUT/labels/{train,val}/*.txt``.
 The train split is the toy training stream of ``seed``; the val split is the fixed held-out
 split every toy evaluation uses.
 """
@@ -20,7 +21,7 @@ from detr_core.config import ToyDataConfig
 from detr_core.data.toy import HELDOUT_SEED, ToyShapes
 from detr_core.data.voc import CLASS_FILE
 
-FORMATS = ("coco", "voc")
+FORMATS = ("coco", "voc", "yolo")
 JPEG = {"quality": 98, "subsampling": 0}  # 4:4:4, near lossless: the toy noise survives
 
 
@@ -29,7 +30,7 @@ def write_toy_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write ``train`` + ``val`` toy images in ``fmt`` under ``out``; returns the dataset root
-    (``out`` for COCO, ``out/VOCdevkit`` for VOC)."""
+    (``out`` for COCO and YOLO, ``out/VOCdevkit`` for VOC)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     config = config or ToyDataConfig()
@@ -49,6 +50,11 @@ def write_toy_dataset(
     if fmt == "coco":
         for name, data in splits.items():
             _write_coco_split(out, f"{name}2017", data, tick)
+        return out
+    if fmt == "yolo":
+        for name, data in splits.items():
+            _write_yolo_split(out, name, data, tick)
+        _write_yolo_yaml(out, config.classes)
         return out
     year = out / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
@@ -109,3 +115,27 @@ def _write_voc_image(year: Path, image_name: str, smp, class_names: list[str]) -
             ET.SubElement(box, tag).text = str(round(value))
     ET.indent(root)
     ET.ElementTree(root).write(year / "Annotations" / f"{image_name}.xml")
+
+
+def _write_yolo_split(out: Path, split: str, data: ToyShapes, tick: Callable[[], None]) -> None:
+    images, labels = out / "images" / split, out / "labels" / split
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    for i in range(len(data)):
+        smp = data.sample(i)
+        h, w = smp.image.shape[:2]
+        stem = f"{split}_{i:06d}"
+        Image.fromarray(smp.image).save(images / f"{stem}.jpg", **JPEG)
+        lines = []
+        for label, (x0, y0, x1, y1) in zip(smp.labels.tolist(), smp.boxes_xyxy.tolist()):
+            cx, cy, bw, bh = (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h  # normalised
+            lines.append(f"{label} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}\n")
+        (labels / f"{stem}.txt").write_text("".join(lines))
+        tick()
+
+
+def _write_yolo_yaml(out: Path, classes: tuple[str, ...] | list[str]) -> None:
+    """data.yaml as Ultralytics writes it: splits relative to ``path`` (the dataset folder)."""
+    names = "".join(f"  {k}: {json.dumps(n)}\n" for k, n in enumerate(classes))  # JSON strings are YAML
+    (out / "data.yaml").write_text(f"# DETR Explorer toy shapes\npath: .\ntrain: images/train\nval: images/val\n"
+                                   f"nc: {len(classes)}\nnames:\n{names}")

@@ -1,9 +1,11 @@
-"""Opening a dataset by name: ``toy``, ``coco:PATH``, ``voc:PATH`` or a bare PATH (detected).
+"""Opening a dataset by name: ``toy``, ``coco:PATH``, ``voc:PATH``, ``yolo:PATH`` or a bare PATH (detected).
 
 COCO ``PATH`` is the reference layout's root (``ROOT/NAME/`` + ``ROOT/annotations/
 instances_NAME.json``; splits ``train2017`` / ``val2017`` unless named) or a pair
 ``IMAGES_DIR,ANNOTATIONS_FILE``; a split may be such a pair too. VOC ``PATH`` is a devkit
 (``VOCdevkit``, or ``VOC2007`` / ``VOC2012`` inside it); splits ``train`` / ``val`` unless named.
+YOLO ``PATH`` is a folder with a ``data.yaml`` (or the .yaml file); splits are its keys, ``train`` /
+``val`` unless named.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from detr_core.config import DatasetConfig, DETRConfig, TrainConfig
-from detr_core.data import coco, voc
+from detr_core.data import coco, voc, yolo
 from detr_core.data.dataset import DatasetError, DetectionDataset
 from detr_core.data.files import FileDataset
 from detr_core.data.stream import AugmentedStream
 from detr_core.data.transforms import eval_transform, train_transform
 
-FORMATS = ("coco", "voc")
+FORMATS = ("coco", "voc", "yolo")
 
 
 def parse_source(source: str) -> tuple[str, Path | None]:
@@ -28,7 +30,7 @@ def parse_source(source: str) -> tuple[str, Path | None]:
     if sep and kind in FORMATS and rest:
         return kind, Path(rest)
     if sep and len(kind) > 1 and kind not in FORMATS:
-        raise DatasetError(f"unknown dataset format {kind!r} in {source!r}; use toy, coco:PATH or voc:PATH")
+        raise DatasetError(f"unknown dataset format {kind!r} in {source!r}; use toy, coco:PATH, voc:PATH or yolo:PATH")
     return detect_format(Path(source)), Path(source)
 
 
@@ -41,12 +43,15 @@ def detect_format(path: Path) -> str:
         return "coco"
     if path.is_dir() and voc.find_year_dir(path) is not None:
         return "voc"
-    raise DatasetError(f"{path}: neither a COCO folder (annotations/instances_NAME.json with the images in NAME/) "
-                       "nor a VOC devkit (VOC20xx/ with Annotations/, JPEGImages/ and ImageSets/Main/)")
+    if yolo.is_yolo_root(path):
+        return "yolo"
+    raise DatasetError(f"{path}: neither a COCO folder (annotations/instances_NAME.json with the images in NAME/), "
+                       "nor a VOC devkit (VOC20xx/ with Annotations/, JPEGImages/ and ImageSets/Main/), "
+                       "nor a YOLO folder (data.yaml with images/ and labels/)")
 
 
 def open_dataset(source: str, split: str = "", role: str = "train", check_images: bool = True) -> FileDataset:
-    """One split of a COCO or VOC dataset, as stored (no transform). ``split`` "" takes the
+    """One split of a COCO, VOC or YOLO dataset, as stored (no transform). ``split`` "" takes the
     layout's default for ``role`` ("train" or "val"). Raises DatasetError naming the problem."""
     kind, path = parse_source(source)
     if kind == "toy" or path is None:
@@ -54,6 +59,8 @@ def open_dataset(source: str, split: str = "", role: str = "train", check_images
     default = 0 if role == "train" else 1
     if kind == "voc":
         return voc.open_voc(path, split or voc.SPLITS[default], check_images)
+    if kind == "yolo":
+        return yolo.open_yolo(path, split or yolo.SPLITS[default], check_images)
     pair = split if "," in split else str(path) if "," in str(path) else ""
     if pair:
         images, annotations = (Path(p.strip()) for p in pair.split(",", 1))

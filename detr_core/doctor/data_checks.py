@@ -3,14 +3,16 @@
 The COCO and VOC loaders clip, skip and remap boxes so that training can start; that hides the
 mistakes people make when they write their own annotations. This module reads the files again,
 as declared (COCO ``bbox`` is ``[x, y, width, height]`` in pixels; VOC ``bndbox`` is 1-based
-inclusive ``xmin ymin xmax ymax`` in pixels), and names each problem once:
+inclusive ``xmin ymin xmax ymax`` in pixels; a YOLO label line is ``class cx cy w h`` normalised
+to [0, 1], turned into pixels with the size read from the image), and names each problem once:
 
     report = check_dataset("coco:my-data", num_queries=100, stride=32, train_size=800)
     for f in report.findings:
         print(f.title, f.images, f.objects, f.examples, f.fix)
 
-A finding that explains others comes alone: boxes in another format than declared, or normalised
-where pixels are expected, are the one finding about box geometry (the rest would follow from it);
+A finding that explains others comes alone: boxes in another format than declared, normalised
+where pixels are expected, or pixels where normalised coordinates are expected (YOLO), are the
+one finding about box geometry (the rest would follow from it);
 class ids shifted by one are not also reported as an empty category.
 """
 
@@ -36,6 +38,7 @@ FORMAT_FRACTION = 0.2  # share of boxes that must read better in another format 
 TINY_FRACTION = 0.01  # share of objects below one feature cell before it is worth a finding
 IMBALANCE_RATIO = 10.0  # most frequent class / least frequent (with objects)
 DUPLICATE_IOU = 0.9  # same class, this much overlap: one object annotated twice
+PIXEL_SHARE = 0.5  # share of a normalised format's boxes with a coordinate above 1 to call them pixels
 
 
 @dataclass
@@ -59,7 +62,7 @@ class RawImage:
 @dataclass
 class RawDataset:
     name: str
-    format: str  # "coco" (xywh pixels), "voc" (xyxy 1-based pixels) or "toy"
+    format: str  # "coco" (xywh pixels), "voc" (xyxy 1-based pixels), "yolo" (cxcywh in [0, 1]) or "toy"
     categories: list[int | str]  # as declared, in label order
     category_names: list[str]
     images: list[RawImage]
@@ -135,9 +138,9 @@ class DataReport:
 # --- reading the files as declared -------------------------------------------------------------
 
 def read_raw(source: str, split: str = "", toy_images: int = 200, check_images: bool = True) -> RawDataset:
-    """The annotations of ``source`` ("toy", "coco:PATH", "voc:PATH" or a path) as written.
+    """The annotations of ``source`` ("toy", "coco:PATH", "voc:PATH", "yolo:PATH" or a path) as written.
     Raises DatasetError when the files cannot be read at all."""
-    from detr_core.data import coco, voc
+    from detr_core.data import coco, voc, yolo
     from detr_core.data.sources import parse_source
 
     kind, path = parse_source(source)
@@ -145,6 +148,8 @@ def read_raw(source: str, split: str = "", toy_images: int = 200, check_images: 
         return _read_toy(toy_images)
     if kind == "voc":
         return _read_voc(path, split or voc.SPLITS[0], check_images)
+    if kind == "yolo":
+        return _read_yolo(path, split or yolo.SPLITS[0])
     pair = split if "," in split else str(path) if "," in str(path) else ""
     if pair:
         images_dir, annotations = (Path(p.strip()) for p in pair.split(",", 1))
@@ -247,6 +252,29 @@ def _read_voc(root: Path, split: str, check_images: bool) -> RawDataset:
     return RawDataset(f"{year.name} {split}", "voc", list(names), list(names), images)
 
 
+def _read_yolo(root: Path, split: str) -> RawDataset:
+    """YOLO labels as written; every image is measured (the format stores no sizes), so
+    ``check_images`` does not apply. A label file that does not parse is left to the loader."""
+    from detr_core.data.yolo import label_path, read_labels, read_layout, split_images, to_pixels
+
+    layout = read_layout(root)
+    images = []
+    for image in split_images(layout, split):
+        img = RawImage(image.stem, image, 0, 0)
+        size = image_size(image)
+        if isinstance(size, str):
+            img.open_problem = size
+        else:
+            img.width, img.height = size
+        lines, why = read_labels(label_path(image))
+        for line in ([] if why else lines):
+            box = to_pixels(line.box_cxcywh(), img.width, img.height)
+            img.objects.append(RawObject(line.category, line.coords, tuple(box)))
+        images.append(img)
+    names = layout.class_names
+    return RawDataset(f"YOLO {layout.yaml_file.parent.name} {split}", "yolo", list(range(len(names))), names, images)
+
+
 # --- the checks ---------------------------------------------------------------------------------
 
 def check_dataset(
@@ -299,7 +327,8 @@ def check_raw(
                     f"the annotations use ids {_span([o.category for _, o in objects])} but the category list "
                     f"has {_span(raw.categories)}: every object would be trained as its neighbour's class, and "
                     "the objects of the last id are dropped",
-                    f"subtract {shift} from every category_id (0-based vs 1-based ids)", unknown)
+                    f"subtract {shift} from every {'class id' if raw.format == 'yolo' else 'category_id'} "
+                    "(0-based vs 1-based ids)", unknown)
         else:
             missing = sorted({str(o.category) for _, o in unknown})
             finding("unknown_class", "Class ids missing from the category list",
@@ -335,7 +364,14 @@ def check_raw(
             finding("box_format", "Boxes look like [x, y, width, height], not VOC's xmin ymin xmax ymax",
                     "many boxes end before they start (xmax < xmin or ymax < ymin), as width and height would",
                     "write xmax = x + width and ymax = y + height", misread)
-    elif _normalised(valid_size):
+    elif raw.format == "yolo" and _pixels(valid_size):
+        geometry_ok = False
+        finding("box_pixels", "Boxes are in pixels, normalised [0, 1] expected",
+                "YOLO label lines are 'class cx cy w h' as fractions of the image, but most boxes here have "
+                "coordinates above 1: read as fractions they lie far outside the image, and the loader drops them",
+                "divide cx and w by the image width, cy and h by its height (and check the numbers are "
+                "centre, width, height, not corners)", valid_size)
+    elif raw.format in ("coco", "voc") and _normalised(valid_size):
         geometry_ok = False
         finding("box_units", "Boxes are normalised to [0, 1], pixels expected",
                 f"every coordinate is at most 1, so in {raw.format.upper()} pixels every object is under a "
@@ -434,6 +470,12 @@ def _normalised(objects: list[tuple[RawImage, RawObject]]) -> bool:
         return False
     top = max(max(abs(v) for v in o.coords) for _, o in objects)
     return top <= 1.0 + 1e-6 and min(min(img.width, img.height) for img, _ in objects) > 4
+
+
+def _pixels(objects: list[tuple[RawImage, RawObject]]) -> bool:
+    """Most boxes of a normalised format have a coordinate above 1 (pixels, not fractions)."""
+    above = sum(max(o.coords) > 1.0 + 1e-3 for _, o in objects)
+    return bool(objects) and above >= PIXEL_SHARE * len(objects)
 
 
 def _duplicates(images: list[RawImage]) -> list[tuple[RawImage, RawObject]]:
