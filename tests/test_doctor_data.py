@@ -26,6 +26,11 @@ def healthy_voc(tmp_path_factory) -> Path:
     return write_toy_dataset(tmp_path_factory.mktemp("toyvoc") / "voc", train=30, val=2, fmt="voc")
 
 
+@pytest.fixture(scope="module")
+def healthy_yolo(tmp_path_factory) -> Path:
+    return write_toy_dataset(tmp_path_factory.mktemp("toyyolo") / "yolo", train=30, val=2, fmt="yolo")
+
+
 def broken(healthy: Path, tmp_path: Path, edit) -> Path:
     """A copy of the healthy COCO export with ``edit(data, root)`` applied to its train annotations."""
     root = tmp_path / "broken"
@@ -40,11 +45,13 @@ def keys(root: Path, **kw) -> list[str]:
     return [f.key for f in check_dataset(f"coco:{root}", **kw).findings]
 
 
-def test_healthy_exports_give_no_findings(healthy: Path, healthy_voc: Path) -> None:
+def test_healthy_exports_give_no_findings(healthy: Path, healthy_voc: Path, healthy_yolo: Path) -> None:
     report = check_dataset(f"coco:{healthy}")
     assert report.findings == [], report.text()
     assert report.images == 30 and report.objects > 60
     assert check_dataset(f"voc:{healthy_voc}").findings == []
+    yolo = check_dataset(f"yolo:{healthy_yolo}")
+    assert yolo.findings == [] and (yolo.images, yolo.objects) == (report.images, report.objects), yolo.text()
     assert check_dataset("toy", toy_images=60).findings == []
 
 
@@ -137,6 +144,45 @@ def test_voc_boxes_written_as_xywh(healthy_voc: Path, tmp_path: Path) -> None:
             box.find("ymax").text = str(int(box.findtext("ymax")) - y0)
         tree.write(xml)
     assert [f.key for f in check_dataset(f"voc:{root}").findings] == ["box_format"]
+
+
+def _yolo_pixels(rows, size):  # "class cx cy w h" in pixels, the numbers a COCO-minded tool writes
+    return [[c, x * size[0], y * size[1], w * size[0], h * size[1]] for c, x, y, w, h in rows]
+
+
+def _yolo_shifted(rows, size):
+    return [[c + 1, *rest] for c, *rest in rows]
+
+
+def _yolo_tiny(rows, size):
+    return [[c, x, y, 0.04, 0.04] if k % 3 == 0 else [c, x, y, w, h] for k, (c, x, y, w, h) in enumerate(rows)]
+
+
+def _yolo_outside(rows, size):
+    return [[c, x + 1.5, y, w, h] if k == 0 else [c, x, y, w, h] for k, (c, x, y, w, h) in enumerate(rows)]
+
+
+@pytest.mark.parametrize("edit, key", [
+    (_yolo_pixels, "box_pixels"), (_yolo_shifted, "class_ids_shifted"), (_yolo_tiny, "tiny_objects"),
+    (_yolo_outside, "outside_image"),
+])
+def test_yolo_causes_give_their_own_finding(healthy_yolo: Path, tmp_path: Path, edit, key: str) -> None:
+    """YOLO declares normalised boxes: pixels written there are one finding (not also 'outside the
+    image'), and the other checks read the boxes in pixels of the measured image."""
+    root = tmp_path / "yolo"
+    shutil.copytree(healthy_yolo, root)
+    for txt in sorted((root / "labels" / "train").glob("*.txt")):
+        rows = [[int(f[0]), *map(float, f[1:])] for f in (line.split() for line in txt.read_text().splitlines())]
+        txt.write_text("".join(" ".join(f"{v:g}" for v in row) + "\n" for row in edit(rows, (128, 128))))
+    report = check_dataset(f"yolo:{root}")
+    assert [f.key for f in report.findings] == [key], report.text()
+    f = report.findings[0]
+    assert f.fix and f.cause and f.examples and all(str(e) in report.paths for e in f.examples)
+    if key == "box_pixels":
+        assert f.title == "Boxes are in pixels, normalised [0, 1] expected" and f.images == 30
+        assert "divide" in f.fix
+    if key == "class_ids_shifted":
+        assert "class id" in f.fix
 
 
 def test_model_limits(healthy: Path) -> None:
