@@ -27,6 +27,8 @@ class OpenedDataset:
 
     @property
     def name(self) -> str:
+        if self.path.suffix.lower() in (".yaml", ".yml"):  # a YOLO data.yaml: its dataset folder
+            return self.path.parent.name or str(self.path)
         return self.path.name or str(self.path)
 
     @property

@@ -146,3 +146,47 @@ def test_make_dataset_train_eval_and_doctor_through_main(tmp_path: Path, run_cli
     assert [f["key"] for f in found] == ["box_pixels"] and found[0]["images"] == 6, r.stdout
     skipped = open_dataset(f"yolo:{root}").skipped  # the loader's note says what the doctor says
     assert len(skipped) == found[0]["objects"] and "pixels, not fractions of the image?" in skipped[0]
+
+
+def test_the_window_opens_a_yolo_folder_and_its_data_yaml(qtbot, tmp_path: Path, no_blocking_questions) -> None:
+    """Dropping data.yaml (or the folder) opens the dataset in the browser with its boxes; the
+    doctor tab checks it and shows an example of pixel boxes as declared."""
+    from PySide6.QtCore import QSettings
+
+    from explorer.dataset_session import looks_like_dataset, source_for_path
+    from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+    root = write_toy_dataset(tmp_path / "shapes", train=3, val=3, fmt="yolo")
+    assert looks_like_dataset(root / "data.yaml") and source_for_path(root) == f"yolo:{root}"
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                   checkpoint=BUNDLED_CHECKPOINT, runs_folder=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.state.result is not None, timeout=20000)
+    try:
+        with qtbot.waitSignal(w.state.datasetChanged, timeout=20000):
+            w.open_path(root / "data.yaml")  # what dropping the file does
+        qtbot.waitUntil(lambda: bool(w.datasets.errors), timeout=20000)
+        opened = w.state.dataset
+        assert opened.source == f"yolo:{root / 'data.yaml'}" and opened.name == "shapes"
+        assert set(opened.splits) == {"train", "val"} and w.datasets.table.rowCount() == 3
+        browser = w.datasets
+        browser.select_index(1)
+        assert browser.gt_title.text().startswith(f"Ground truth: {len(browser.dataset.records[1].labels)} objects")
+
+        for txt in (root / "labels" / "train").glob("*.txt"):  # pixels where fractions belong
+            rows = [line.split() for line in txt.read_text().splitlines()]
+            txt.write_text("".join(f"{c} " + " ".join(f"{float(v) * 128:g}" for v in rest) + "\n" for c, *rest in rows))
+        doctor = w.doctor
+        with qtbot.waitSignal(doctor.jobFinished, timeout=20000):
+            assert doctor.check(opened.source)
+        assert [f.key for f in doctor.report.findings] == ["box_pixels"]
+        example = doctor.report.findings[0].examples[0]
+        doctor.open_example(str(example))
+        assert "objects as declared" in doctor.verdicts.text()
+    finally:
+        w.datasets.cancel_job()
+        w.datasets.wait_job(10000)
+        w.doctor.cancel_job()
+        w.doctor.wait_job(10000)
+        w.controller.wait(10000)

@@ -74,7 +74,7 @@ class DoctorView(AnalysisView):
         self._boxes: list[pg.PlotDataItem] = []
 
         self.source = QLineEdit("toy")
-        self.source.setToolTip("toy, coco:FOLDER, voc:FOLDER or a folder")
+        self.source.setToolTip("toy, coco:FOLDER, voc:FOLDER, yolo:FOLDER or a folder")
         browse = QPushButton("Folder…")
         browse.clicked.connect(self._browse)
         self.check_button = QPushButton("Check dataset")
