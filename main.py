@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--data", default=None, metavar="coco:PATH|voc:PATH|yolo:PATH",
                        help="train on a COCO, VOC or YOLO folder instead of the toy generator")
-    train.add_argument("--train-split", default="", metavar="NAME", help="e.g. train2017 (COCO), trainval (VOC)")
+    train.add_argument("--train-split", default="", metavar="NAME", help="e.g. train2017 (COCO), trainval (VOC), a data.yaml key (YOLO)")
     train.add_argument("--val-split", default="", metavar="NAME", help="e.g. val2017 (COCO), val or test (VOC)")
     train.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (0: none)")
     train.add_argument("--init", type=Path, default=None, metavar="CKPT",

@@ -220,16 +220,16 @@ AUGMENTS = ("none", "light", "reference")  # DatasetConfig.augment
 class DatasetConfig:
     """Where training data comes from and how file-backed images are augmented.
 
-    ``source`` is ``"toy"`` (the generator, configured by :class:`ToyDataConfig`), ``"coco:PATH"``
-    or ``"voc:PATH"`` (see :func:`detr_core.data.sources.open_dataset`). Augmentation follows the
+    ``source`` is ``"toy"`` (the generator, configured by :class:`ToyDataConfig`), ``"coco:PATH"``,
+    ``"voc:PATH"`` or ``"yolo:PATH"`` (see :func:`detr_core.data.sources.open_dataset`). Augmentation follows the
     reference recipe with sizes scaled down for CPUs (the reference: scales 480..800, max 1333,
     crop resize 400/500/600, crop 384..600). Evaluation resizes the shorter side to
     ``max(scales)``, the longer at most ``max_size``.
     """
 
     source: str = "toy"
-    train_split: str = ""  # "" = the layout's default (COCO train2017, VOC train)
-    val_split: str = ""  # "" = COCO val2017, VOC val
+    train_split: str = ""  # "" = the layout's default (COCO train2017, VOC train, YOLO train)
+    val_split: str = ""  # "" = COCO val2017, VOC val, YOLO val
     scales: tuple[int, ...] = (96, 112, 128)  # random shorter side, pixels
     max_size: int = 256  # longer side at most, pixels
     crop_resize: tuple[int, ...] = (100, 125, 150)  # shorter side before the random crop

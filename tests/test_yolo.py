@@ -94,6 +94,8 @@ def test_bad_input_is_named_by_file_and_line(hand_made: Path, tmp_path: Path) ->
     (labels / "c.txt").write_text("0 0.5 nan 0.2 0.2\n")  # nothing usable left: one clear error
     with pytest.raises(DatasetError, match=r"no usable images \(.*a\.txt line 2"):
         open_dataset(f"yolo:{hand_made}")
+    with pytest.raises(DatasetError, match="nowhere: no such folder"):
+        open_dataset(f"yolo:{tmp_path / 'nowhere'}")
     with pytest.raises(DatasetError, match="no split 'test'"):
         open_dataset(f"yolo:{hand_made}", split="test")
     (hand_made / "data.yaml").write_text("train: images/train\nval: images/nowhere\nnames: [cat, dog]\n")

@@ -1,5 +1,5 @@
 """Datasets behind one interface (:class:`DetectionDataset`): the seeded toy-shapes generator
-(``toy``), COCO and VOC folders (:func:`detr_core.data.sources.open_dataset`), augmentation and
+(``toy``), COCO, VOC and YOLO folders (:func:`detr_core.data.sources.open_dataset`), augmentation and
 batching, reading and preparing images for the model (``images``), and the COCO class names of the
 official checkpoints (``coco_names``)."""
 

@@ -2,15 +2,15 @@
 
 A :class:`DetectionDataset` is a map from an index to a :class:`Sample` (the image as people see
 it, with its boxes in pixels) and to model input (``batch``). The toy generator
-(:class:`~detr_core.data.toy.ToyShapes`), COCO and Pascal VOC folders
-(:mod:`detr_core.data.coco`, :mod:`detr_core.data.voc`) and the augmented training stream
+(:class:`~detr_core.data.toy.ToyShapes`), COCO, Pascal VOC and YOLO folders
+(:mod:`detr_core.data.coco`, :mod:`detr_core.data.voc`, :mod:`detr_core.data.yolo`) and the augmented training stream
 (:mod:`detr_core.data.stream`) implement it.
 
 Targets, one dict per image, are what the losses and evaluation read:
     labels [N] int64 contiguous class indices into ``class_names``;
     boxes [N, 4] cxcywh normalized to the image as fed to the model (not the padding);
     orig_size [2] (h, w) of the image on disk, to turn predictions back into its pixels;
-    image_id [] the dataset's own image id (COCO's ``id``; an index for toy and VOC).
+    image_id [] the dataset's own image id (COCO's ``id``; an index for toy, VOC and YOLO).
 """
 
 from __future__ import annotations

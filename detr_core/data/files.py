@@ -1,4 +1,4 @@
-"""What COCO and VOC folders share: image records checked on opening, loading, resizing, and the
+"""What COCO, VOC and YOLO folders share: image records checked on opening, loading, resizing, and the
 list of what was left out and why.
 
 Images are read as stored (no EXIF rotation), as the annotation tools and pycocotools see them.
@@ -125,7 +125,7 @@ class FileDataset(DetectionDataset):
         self.problems = problems
         self._ground_truth = ground_truth
         self.transform = transform
-        self.format = format  # "coco" or "voc"
+        self.format = format  # "coco", "voc" or "yolo"
 
     @property
     def class_names(self) -> list[str]:

@@ -87,6 +87,8 @@ def read_layout(path: Path) -> YoloLayout:
     import yaml
 
     path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such folder")
     yaml_file = find_yaml(path)
     if yaml_file is None:
         hint = (" (it has images/ and labels/: write a data.yaml with train, val and names)"
