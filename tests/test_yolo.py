@@ -15,6 +15,7 @@ from detr_core.data.dataset import DatasetError
 from detr_core.data.export import write_toy_dataset
 from detr_core.data.sources import detect_format, open_dataset, parse_source
 from detr_core.data.yolo import label_path
+from detr_core.doctor.data_checks import check_dataset
 
 SMALL = ["--set", "d_model=32", "--set", "dim_feedforward=64", "--set", "num_encoder_layers=1",
          "--set", "num_decoder_layers=2", "--set", "tiny_width=8", "--set", "batch_size=2",
@@ -101,6 +102,10 @@ def test_bad_input_is_named_by_file_and_line(hand_made: Path, tmp_path: Path) ->
     (hand_made / "data.yaml").write_text("train: images/train\nval: images/nowhere\nnames: [cat, dog]\n")
     with pytest.raises(DatasetError, match="images/nowhere: no such folder"):
         open_dataset(f"yolo:{hand_made}", role="val")
+    (hand_made / "labels" / "empty").mkdir()
+    (hand_made / "data.yaml").write_text("train: images/train\nval: labels/empty\nnames: [cat, dog]\n")
+    with pytest.raises(DatasetError, match="split 'val' has no images"):
+        check_dataset(f"yolo:{hand_made}", split="val")  # the doctor does not call an empty split healthy
     (hand_made / "data.yaml").write_text("train: images/train\nnc: 3\nnames: [cat, dog]\n")
     with pytest.raises(DatasetError, match="nc is 3 but names lists 2"):
         open_dataset(f"yolo:{hand_made}")

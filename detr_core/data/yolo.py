@@ -95,7 +95,7 @@ def read_layout(path: Path) -> YoloLayout:
                 if (path / "images").is_dir() else "")
         raise DatasetError(f"{path}: not a YOLO dataset (no data.yaml){hint}")
     try:
-        data = yaml.safe_load(yaml_file.read_text(encoding="utf-8"))
+        data = yaml.safe_load(yaml_file.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -159,10 +159,13 @@ def split_images(layout: YoloLayout, split: str) -> list[Path]:
             images += sorted(p for p in where.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         else:  # a .txt list of image paths, relative to the list's folder
             try:
-                lines = [ln.strip() for ln in where.read_text(encoding="utf-8").splitlines() if ln.strip()]
+                lines = [ln.strip() for ln in where.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
             except (OSError, UnicodeDecodeError) as e:
                 raise DatasetError(f"{where}: cannot read ({e})") from None
             images += [(where.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines]
+    if not images:
+        raise DatasetError(f"{layout.yaml_file}: split {split!r} has no images "
+                           f"({', '.join(layout.splits[split])}; {', '.join(IMAGE_SUFFIXES)})")
     return list(dict.fromkeys(images))
 
 
@@ -181,7 +184,7 @@ def read_labels(path: Path) -> tuple[list[LabelLine], str]:
     """The objects of one label file, and "" or why the file cannot be used (naming the line).
     A missing file is an image without objects."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         return [], ""
     except (OSError, UnicodeDecodeError) as e:
