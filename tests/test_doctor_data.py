@@ -162,22 +162,46 @@ def _yolo_outside(rows, size):
     return [[c, x + 1.5, y, w, h] if k == 0 else [c, x, y, w, h] for k, (c, x, y, w, h) in enumerate(rows)]
 
 
+def _yolo_duplicates(rows, size):
+    return rows + rows[:1]
+
+
+def _yolo_unreadable(root: Path) -> None:
+    for jpg in sorted((root / "images" / "train").glob("*.jpg"))[:2]:
+        jpg.write_bytes(b"not a jpeg")
+
+
+def _yolo_empty_category(root: Path) -> None:
+    yaml = root / "data.yaml"
+    yaml.write_text(yaml.read_text().replace("nc: 3", "nc: 4") + '  3: "hexagon"\n')
+
+
+def _yolo_crowded(root: Path) -> None:  # a 5x5 grid of 24 px boxes, no overlap, classes in turn
+    (root / "labels" / "train" / "train_000000.txt").write_text("".join(
+        f"{k % 3} {(14 + 25 * (k % 5)) / 128:.6f} {(14 + 25 * (k // 5)) / 128:.6f} 0.1875 0.1875\n" for k in range(25)))
+
+
 @pytest.mark.parametrize("edit, key", [
     (_yolo_pixels, "box_pixels"), (_yolo_shifted, "class_ids_shifted"), (_yolo_tiny, "tiny_objects"),
-    (_yolo_outside, "outside_image"),
+    (_yolo_outside, "outside_image"), (_yolo_duplicates, "duplicate_boxes"), (_yolo_unreadable, "unreadable_images"),
+    (_yolo_empty_category, "empty_category"), (_yolo_crowded, "too_many_objects"),
 ])
 def test_yolo_causes_give_their_own_finding(healthy_yolo: Path, tmp_path: Path, edit, key: str) -> None:
     """YOLO declares normalised boxes: pixels written there are one finding (not also 'outside the
     image'), and the other checks read the boxes in pixels of the measured image."""
     root = tmp_path / "yolo"
     shutil.copytree(healthy_yolo, root)
-    for txt in sorted((root / "labels" / "train").glob("*.txt")):
-        rows = [[int(f[0]), *map(float, f[1:])] for f in (line.split() for line in txt.read_text().splitlines())]
-        txt.write_text("".join(" ".join(f"{v:g}" for v in row) + "\n" for row in edit(rows, (128, 128))))
+    if edit.__code__.co_argcount == 1:  # an edit of the folder
+        edit(root)
+    else:  # an edit of every label file's rows
+        for txt in sorted((root / "labels" / "train").glob("*.txt")):
+            rows = [[int(f[0]), *map(float, f[1:])] for f in (line.split() for line in txt.read_text().splitlines())]
+            txt.write_text("".join(" ".join(f"{v:g}" for v in row) + "\n" for row in edit(rows, (128, 128))))
     report = check_dataset(f"yolo:{root}")
     assert [f.key for f in report.findings] == [key], report.text()
     f = report.findings[0]
-    assert f.fix and f.cause and f.examples and all(str(e) in report.paths for e in f.examples)
+    assert f.fix and f.cause and (f.examples or key == "empty_category")
+    assert all(str(e) in report.paths for e in f.examples)
     if key == "box_pixels":
         assert f.title == "Boxes are in pixels, normalised [0, 1] expected" and f.images == 30
         assert "divide" in f.fix
