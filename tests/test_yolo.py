@@ -64,6 +64,11 @@ def test_a_hand_made_folder_reads_to_the_pixel(hand_made: Path) -> None:
     _, target = train.item(0)
     np.testing.assert_allclose(target["boxes"].numpy(), [[0.5, 0.5, 0.2, 0.4], [0.1, 0.2, 0.2, 0.2]], atol=1e-6)
     assert label_path(hand_made / "images/train/a.jpg") == hand_made / "labels/train/a.txt"
+    # a split given as a .txt list of images (relative to the list), names from nc alone
+    (hand_made / "some.txt").write_text("./images/train/a.jpg\nimages/val/d.jpg\n")
+    (hand_made / "data.yaml").write_text("train: images/train\ntest: some.txt\nnc: 2\n")
+    listed = open_dataset(f"yolo:{hand_made}", split="test")
+    assert [r.path.name for r in listed.records] == ["a.jpg", "d.jpg"] and listed.class_names == ["class0", "class1"]
 
 
 def test_names_as_a_list_and_roboflow_paths(tmp_path: Path) -> None:

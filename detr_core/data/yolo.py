@@ -4,11 +4,12 @@
     ROOT/images/train/*.jpg            (any folder depth; .jpg .jpeg .png .bmp .tif .tiff .webp)
     ROOT/labels/train/<stem>.txt       one object a line: ``class cx cy w h``, normalised to [0, 1]
 
-``data.yaml`` keys: ``train`` and ``val`` (a folder of images, a ``.txt`` list of image paths, or
-a list of those), relative to ``path`` (optional; itself relative to the folder of data.yaml,
+``data.yaml`` keys: ``train`` and ``val`` (a folder of images, a ``.txt`` list of image paths
+relative to the list's folder, or a list of those), relative to ``path`` (optional; itself relative to the folder of data.yaml,
 where Ultralytics would use its datasets folder; a split not found there is looked for relative
 to the folder of data.yaml too, which also reads Roboflow's ``../train/images``), ``names`` (a
-list, or an ``{id: name}`` dict numbered 0..N-1), ``nc`` (optional, must match ``names``).
+list, or an ``{id: name}`` dict numbered 0..N-1), ``nc`` (optional, must match ``names``; alone,
+the classes are named ``class0``, ``class1``, ... as Ultralytics names them).
 
 An image's label file is its path with the last ``images`` folder replaced by ``labels`` and the
 suffix by ``.txt`` (Ultralytics' rule); no label file, or an empty one, means no objects. A line
@@ -116,10 +117,12 @@ def read_layout(path: Path) -> YoloLayout:
         class_names = [by_id[i] for i in range(len(by_id))]
     elif isinstance(names, list) and names:
         class_names = [str(n) for n in names]
+    elif names is None and isinstance(data.get("nc"), int) and data["nc"] > 0:  # Ultralytics' default names
+        class_names = [f"class{i}" for i in range(data["nc"])]
     else:
         raise DatasetError(f"{yaml_file}: no 'names' (a list of class names, or {{id: name}})")
     nc = data.get("nc")
-    if nc is not None and nc != len(class_names):
+    if nc is not None and str(nc).strip() != str(len(class_names)):
         raise DatasetError(f"{yaml_file}: nc is {nc} but names lists {len(class_names)} classes")
     root = yaml_file.parent
     base = Path(str(data["path"])) if data.get("path") not in (None, "") else root
