@@ -79,6 +79,9 @@ class DETRConfig:
     dn_box_noise: float = 0.4  # box noise scale (fraction of the box size)
     classifier: str = "softmax"  # "softmax" with a no-object class, or "focal" (sigmoid per class)
     dense_aux: bool = False  # Co-DETR-style dense one-to-many head on the encoder (training only)
+    # DINO's mixed query selection: anchor queries start from the dense head's best-scoring encoder
+    # boxes (per image) instead of learned boxes; their content stays learned. Needs dense_aux.
+    query_select: bool = False
     # Deformable DETR (Zhu et al. 2021): multi-scale deformable attention in the encoder and in the
     # decoder's cross-attention, around learned reference points (needs classifier="focal")
     attention: str = "dense"  # "dense" (DETR) or "deformable"
@@ -118,6 +121,8 @@ class DETRConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.num_encoder_layers < 0 or self.dn_groups < 0:
             raise ValueError("layer and group counts cannot be negative")
+        if self.query_select and (self.query_type != "anchor" or not self.dense_aux or self.dn_groups > 0):
+            raise ValueError("query_select needs query_type='anchor', dense_aux=True and dn_groups=0")
         if self.dn_groups > 0 and self.query_type != "anchor":
             raise ValueError("denoising queries (dn_groups > 0) need query_type='anchor'")
         for name in ("d_model", "dim_feedforward", "tiny_width", "image_min_size"):

@@ -255,6 +255,10 @@ class TrainingPanel(QWidget):
         self.query_groups = _spin(1, 20, 1)
         self.focal = QCheckBox("Focal (sigmoid) classification")
         self.dense = QCheckBox("Dense auxiliary head (training only)")
+        self.query_select = QCheckBox("Anchors from the encoder's best boxes")
+        self.query_select.setToolTip("DINO's query selection: each image's anchor boxes are the dense head's "
+                                     "best-scoring encoder boxes (needs anchor queries and the dense head; "
+                                     "the head then also runs at inference)")
         self.bf16 = QCheckBox("bfloat16 autocast")
         self.precision_label = QLabel()  # which precision runs and why (from the CPU's flags)
         self.precision_label.setWordWrap(True)
@@ -292,6 +296,7 @@ class TrainingPanel(QWidget):
         lf.addRow("Query groups", self.query_groups)
         lf.addRow(self.focal)
         lf.addRow(self.dense)
+        lf.addRow(self.query_select)
         lf.addRow(self.bf16)
         lf.addRow(self.precision_label)
 
@@ -364,6 +369,7 @@ class TrainingPanel(QWidget):
         self.query_groups.setValue(model.num_query_groups)
         self.focal.setChecked(model.classifier == "focal")
         self.dense.setChecked(model.dense_aux)
+        self.query_select.setChecked(model.query_select)
         self.bf16.setChecked(train.bf16)
         self.precision_label.setText(precision_note(train.bf16))
 
@@ -384,6 +390,8 @@ class TrainingPanel(QWidget):
             "num_query_groups": self.query_groups.value(),
             "classifier": "focal" if self.focal.isChecked() else "softmax",
             "dense_aux": self.dense.isChecked(), "bf16": self.bf16.isChecked(),
+            # like the denoising groups, query selection needs anchor queries (and the dense head)
+            "query_select": self.query_select.isChecked() and self.anchor.isChecked() and self.dense.isChecked(),
             "eval_every": self.eval_every.value(), "eval_images": 100,
         }
         return apply_overrides(model, train, overrides)
@@ -558,8 +566,8 @@ class TrainingPanel(QWidget):
         self.btn_stop.setEnabled(running)
         for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.batch,
                   self.no_object, self.self_attention, self.aux_loss, self.seed, self.minutes, self.anchor,
-                  self.dn_groups, self.query_groups, self.focal, self.dense, self.bf16, self.eval_every,
-                  self.start_from):
+                  self.dn_groups, self.query_groups, self.focal, self.dense, self.query_select, self.bf16,
+                  self.eval_every, self.start_from):
             w.setEnabled(not running)
 
 

@@ -245,3 +245,55 @@ def test_resnet_freezes_stem_and_layer1_like_the_reference():
     assert trainable and all(n.split(".")[2] in ("layer2", "layer3", "layer4") for n in trainable)
     frozen = {n for n, p in model.backbone.named_parameters() if not p.requires_grad}
     assert "0.body.conv1.weight" in frozen and any(n.startswith("0.body.layer1.") for n in frozen)
+
+
+def _query_select_config(tiny_config, **kw):
+    from dataclasses import replace
+
+    return replace(tiny_config, query_type="anchor", dense_aux=True, classifier="focal", query_select=True, **kw)
+
+
+def test_query_selection_needs_anchor_queries_and_the_dense_head(tiny_config):
+    from dataclasses import replace
+
+    for bad in (dict(query_type="learned", dense_aux=True), dict(query_type="anchor", dense_aux=False),
+                dict(query_type="anchor", dense_aux=True, dn_groups=2)):
+        with pytest.raises(ValueError, match="query_select needs"):
+            replace(tiny_config, query_select=True, **bad)
+
+
+def test_query_selection_starts_each_query_from_a_best_encoder_box(tiny_config):
+    """With query selection, query i of every group starts from the i-th best-scoring box of the
+    dense head on the encoder output, never from a padded token. The box refinement starts as the
+    identity, so a fresh model's first decoder layer predicts exactly its starting boxes."""
+    cfg = _query_select_config(tiny_config, num_query_groups=2)
+    torch.manual_seed(0)
+    model = DETR(cfg).train()
+    with torch.no_grad():  # a dense head whose scores differ from token to token
+        model.dense_head.class_embed.weight.normal_(0, 1.0)
+        model.dense_head.bbox_embed.layers[-1].weight.normal_(0, 0.5)
+    a, b = torch.randn(3, 64, 64), torch.randn(3, 48, 32)  # the second image is padded
+    samples = nested_tensor_from_tensor_list([a, b])
+    with torch.no_grad():
+        out = model(samples)
+    dense = out["dense"]
+    q = cfg.num_queries
+    score = dense["logits"].amax(-1).masked_fill(~dense["valid"], float("-inf"))  # [B, S]
+    best = score.topk(q, dim=1).indices
+    expected = dense["boxes"].gather(1, best[..., None].expand(-1, -1, 4))  # [B, Q, 4]
+    first_layer = out["aux_outputs"][0]["pred_boxes"]  # [B, 2Q, 4]
+    torch.testing.assert_close(first_layer[:, :q], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first_layer[:, q:], expected, atol=1e-5, rtol=1e-5)  # the extra group too
+    assert dense["valid"][1].sum() < dense["valid"][1].numel()  # the check covered padding
+    chosen_valid = dense["valid"].gather(1, best)
+    assert chosen_valid.all()
+    # inference: one group, starting from the boxes of the dense head, which runs at inference too
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(samples, capture=True)
+        dense_eval = model.dense_head(out_eval["memory"], dense["grid"])
+    score = dense_eval["logits"].amax(-1).masked_fill(~dense["valid"], float("-inf"))
+    best = score.topk(q, dim=1).indices
+    expected = dense_eval["boxes"].gather(1, best[..., None].expand(-1, -1, 4))
+    torch.testing.assert_close(out_eval["aux_outputs"][0]["pred_boxes"], expected, atol=1e-5, rtol=1e-5)
+    assert "refpoint_embed" not in dict(model.named_modules())

@@ -68,8 +68,28 @@ class DETR(nn.Module):
             nn.init.constant_(self.class_embed.bias, -math.log((1 - prior) / prior))
         if config.dense_aux:
             self.dense_head = DenseHead(d, config.num_logits)
+        if config.query_select:
+            del self.refpoint_embed  # the anchors come from the encoder's boxes
         self.backbone = build_backbone(config)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
+
+    def _selected_anchors(self, dense: dict[str, Tensor], mask: Tensor, groups: int) -> Tensor:
+        """The Q best-scoring encoder boxes of each image, detached (DINO's mixed query selection),
+        the same for every query group. dense: logits [B, S, C], boxes [B, S, 4]; mask [B, h, w]
+        (True on padding). Returns [B, Q * groups, 4] cxcywh in [0, 1]."""
+        logits = dense["logits"].detach().float()
+        if self.config.classifier == "focal":
+            score = logits.amax(-1)  # the sigmoid is monotonic: rank the logits
+        else:
+            score = logits.softmax(-1)[..., :-1].amax(-1)  # [B, S], the best real class
+        score = score.masked_fill(mask.flatten(1), float("-inf"))
+        q = self.num_queries
+        k = min(q, score.shape[1])
+        idx = score.topk(k, dim=1).indices  # [B, k], best first
+        boxes = dense["boxes"].detach().gather(1, idx[..., None].expand(-1, -1, 4))
+        if k < q:  # fewer tokens than queries: the rest repeat the best boxes
+            boxes = boxes[:, torch.arange(q, device=boxes.device) % k]
+        return boxes.repeat(1, groups, 1)
 
     @property
     def stride(self) -> int:
@@ -113,7 +133,8 @@ class DETR(nn.Module):
             tgt = torch.zeros_like(query_pos)
         else:
             tgt = self.query_content.weight[:n_match][None]  # [1, Q, D]
-            refpoints = self.refpoint_embed.weight[:n_match].sigmoid()[None]  # [1, Q, 4]
+            if not cfg.query_select:
+                refpoints = self.refpoint_embed.weight[:n_match].sigmoid()[None]  # [1, Q, 4]
 
         dn = None
         if self.training and cfg.dn_groups > 0 and targets is not None:
@@ -125,6 +146,12 @@ class DETR(nn.Module):
                 tgt = torch.cat([dn_content, tgt.expand(b, -1, -1)], dim=1)
                 refpoints = torch.cat([dn_refs, refpoints.expand(b, -1, -1)], dim=1)  # type: ignore[union-attr]
         self_allowed = query_visibility(n_match, groups, dn, src.device)
+        grid = (src.shape[-2], src.shape[-1])
+        dense: dict[str, Tensor] = {}
+
+        def select_refpoints(memory: Tensor) -> Tensor:
+            dense.update(self.dense_head(memory, grid))
+            return self._selected_anchors(dense, mask, groups)
 
         dec, memory, cap = self.transformer(
             self.input_proj(src),
@@ -136,6 +163,7 @@ class DETR(nn.Module):
             box_head=self.bbox_embed if cfg.query_type == "anchor" else None,
             self_allowed=self_allowed,
             capture=capture,
+            select_refpoints=select_refpoints if cfg.query_select else None,
         )
         logits = self.class_embed(dec.hs)  # [L, B, P + Q, C], the P denoising queries first
         boxes = dec.boxes if dec.boxes is not None else self.bbox_embed(dec.hs).sigmoid()  # [L, B, P + Q, 4]
@@ -149,8 +177,8 @@ class DETR(nn.Module):
             "query_groups": groups,
         }
         if self.training and cfg.dense_aux:
-            grid = (src.shape[-2], src.shape[-1])
-            out["dense"] = {**self.dense_head(memory, grid), "grid": grid, "valid": ~mask.flatten(1)}
+            dense = dense or self.dense_head(memory, grid)
+            out["dense"] = {**dense, "grid": grid, "valid": ~mask.flatten(1)}
         if dn is not None:
             out["dn_outputs"] = [{"pred_logits": lg[:, :pad], "pred_boxes": bx[:, :pad]} for lg, bx in zip(logits, boxes)]
             out["dn_meta"] = dn

@@ -274,6 +274,7 @@ class Transformer(nn.Module):
         box_head: Callable[[Tensor], Tensor] | None = None,  # anchor queries: hs -> box delta (logit)
         self_allowed: Tensor | None = None,  # [B or 1, 1, Q, Q] bool, query visibility (groups, denoising)
         capture: bool = False,
+        select_refpoints: Callable[[Tensor], Tensor] | None = None,  # memory [B, S, D] -> [B, Q, 4]
     ) -> tuple[DecoderOutput, Tensor, TransformerCapture | None]:
         b = src.shape[0]
         src = src.flatten(2).transpose(1, 2)  # [B, S, D]
@@ -283,6 +284,8 @@ class Transformer(nn.Module):
         allowed = (~key_padding)[:, None, None, :] if bool(key_padding.any()) else None
         cap = TransformerCapture(memory_allowed=allowed) if capture else None
         memory = self.encoder(src, pos, allowed, cap)
+        if select_refpoints is not None:  # query selection: the anchors come from the encoder
+            refpoints = select_refpoints(memory)
         tgt = tgt.expand(b, -1, -1)
         out = self.decoder(
             tgt, memory, memory + pos, allowed, self_allowed, cap,
