@@ -42,7 +42,16 @@ def test_training_steps_match_the_reference(case, one_thread):
             assert math.isclose(a[k], b[k], rel_tol=2e-4, abs_tol=1e-5), (case, step, k, a[k], b[k])
     assert now["grad_norms"].keys() == ref["grad_norms"].keys()
     for k, v in now["grad_norms"].items():
-        assert math.isclose(v, ref["grad_norms"][k], rel_tol=1e-4, abs_tol=1e-7), (case, k, v, ref["grad_norms"][k])
+        # the toy conv net now runs channels-last too: its BatchNorm backward sums in plain float32
+        # (~1e-3 from float64, measured), where the NCHW kernel the reference was recorded with
+        # sums to ~1e-6; everything else keeps the tight tolerance
+        tol = 5e-3 if case != "r18" and k.startswith("backbone.0.body.") else 1e-4
+        assert math.isclose(v, ref["grad_norms"][k], rel_tol=tol, abs_tol=1e-7), (case, k, v, ref["grad_norms"][k])
     for k, (norm, _) in now["params"].items():
         ref_norm = ref["params"][k][0]
-        assert math.isclose(norm, ref_norm, rel_tol=1e-4, abs_tol=1e-6), (case, k, norm, ref_norm)
+        # Adam divides by the gradient's running scale, so that rounding shows in the toy net's
+        # weights too; its biases are still near zero after three steps (a few Adam steps of lr
+        # 1e-4), so they get an absolute margin of a fifth of one such step
+        toy = case != "r18" and k.startswith("backbone.0.body.")
+        rel, abs_ = (5e-3, 2e-5) if toy else (1e-4, 1e-6)
+        assert math.isclose(norm, ref_norm, rel_tol=rel, abs_tol=abs_), (case, k, norm, ref_norm)

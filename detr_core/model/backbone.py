@@ -190,9 +190,12 @@ class Backbone(nn.Module):
             self.stride = body.stride
             if not config.train_backbone:
                 self.body.requires_grad_(False)
-            # contiguous (NCHW): channels-last ran this net's trained BatchNorm about 1.15x faster,
-            # but its backward kernel sums less accurately (gradients ~1e-3 from float64, not ~1e-6)
-            self.channels_last = False
+            # channels-last (NHWC), as the ResNets: the fast preset's float32 training step runs
+            # 1.14x faster (1.08x in bfloat16). The price: the channels-last BatchNorm backward sums
+            # in plain float32, so this net's gradients sit ~1e-3 (relative) from float64 instead of
+            # ~1e-6 in NCHW; bfloat16 autocast is ~100x coarser still.
+            self.body.to(memory_format=torch.channels_last)
+            self.channels_last = True
             return
         import torchvision  # on use: importing torchvision costs seconds at startup
         from torchvision.models._utils import IntermediateLayerGetter
