@@ -121,8 +121,8 @@ class DETRConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.num_encoder_layers < 0 or self.dn_groups < 0:
             raise ValueError("layer and group counts cannot be negative")
-        if self.query_select and (self.query_type != "anchor" or not self.dense_aux or self.dn_groups > 0):
-            raise ValueError("query_select needs query_type='anchor', dense_aux=True and dn_groups=0")
+        if self.query_select and (self.query_type != "anchor" or not self.dense_aux):
+            raise ValueError("query_select needs query_type='anchor' and dense_aux=True")
         if self.dn_groups > 0 and self.query_type != "anchor":
             raise ValueError("denoising queries (dn_groups > 0) need query_type='anchor'")
         for name in ("d_model", "dim_feedforward", "tiny_width", "image_min_size"):

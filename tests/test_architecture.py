@@ -256,17 +256,18 @@ def _query_select_config(tiny_config, **kw):
 def test_query_selection_needs_anchor_queries_and_the_dense_head(tiny_config):
     from dataclasses import replace
 
-    for bad in (dict(query_type="learned", dense_aux=True), dict(query_type="anchor", dense_aux=False),
-                dict(query_type="anchor", dense_aux=True, dn_groups=2)):
+    for bad in (dict(query_type="learned", dense_aux=True), dict(query_type="anchor", dense_aux=False)):
         with pytest.raises(ValueError, match="query_select needs"):
             replace(tiny_config, query_select=True, **bad)
 
 
-def test_query_selection_starts_each_query_from_a_best_encoder_box(tiny_config):
+@pytest.mark.parametrize("dn", [0, 2])
+def test_query_selection_starts_each_query_from_a_best_encoder_box(tiny_config, dn):
     """With query selection, query i of every group starts from the i-th best-scoring box of the
     dense head on the encoder output, never from a padded token. The box refinement starts as the
-    identity, so a fresh model's first decoder layer predicts exactly its starting boxes."""
-    cfg = _query_select_config(tiny_config, num_query_groups=2)
+    identity, so a fresh model's first decoder layer predicts exactly its starting boxes. Denoising
+    queries (dn > 0) keep their own noised ground-truth boxes beside them."""
+    cfg = _query_select_config(tiny_config, num_query_groups=2, dn_groups=dn)
     torch.manual_seed(0)
     model = DETR(cfg).train()
     with torch.no_grad():  # a dense head whose scores differ from token to token
@@ -274,8 +275,11 @@ def test_query_selection_starts_each_query_from_a_best_encoder_box(tiny_config):
         model.dense_head.bbox_embed.layers[-1].weight.normal_(0, 0.5)
     a, b = torch.randn(3, 64, 64), torch.randn(3, 48, 32)  # the second image is padded
     samples = nested_tensor_from_tensor_list([a, b])
+    targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.3, 0.6, 0.1, 0.1]])},
+               {"labels": torch.tensor([1]), "boxes": torch.tensor([[0.2, 0.2, 0.3, 0.3]])}]
     with torch.no_grad():
-        out = model(samples)
+        out = model(samples, targets)
+    assert ("dn_outputs" in out) == (dn > 0)
     dense = out["dense"]
     q = cfg.num_queries
     score = dense["logits"].amax(-1).masked_fill(~dense["valid"], float("-inf"))  # [B, S]

@@ -144,14 +144,16 @@ class DETR(nn.Module):
             if built is not None:
                 dn_content, dn_refs, dn = built
                 tgt = torch.cat([dn_content, tgt.expand(b, -1, -1)], dim=1)
-                refpoints = torch.cat([dn_refs, refpoints.expand(b, -1, -1)], dim=1)  # type: ignore[union-attr]
+                if not cfg.query_select:
+                    refpoints = torch.cat([dn_refs, refpoints.expand(b, -1, -1)], dim=1)  # type: ignore[union-attr]
         self_allowed = query_visibility(n_match, groups, dn, src.device)
         grid = (src.shape[-2], src.shape[-1])
         dense: dict[str, Tensor] = {}
 
-        def select_refpoints(memory: Tensor) -> Tensor:
+        def select_refpoints(memory: Tensor) -> Tensor:  # [B, P + Q * groups, 4], denoising first
             dense.update(self.dense_head(memory, grid))
-            return self._selected_anchors(dense, mask, groups)
+            selected = self._selected_anchors(dense, mask, groups)
+            return torch.cat([dn_refs, selected], dim=1) if dn is not None else selected
 
         dec, memory, cap = self.transformer(
             self.input_proj(src),
