@@ -82,6 +82,9 @@ class DETRConfig:
     # DINO's mixed query selection: anchor queries start from the dense head's best-scoring encoder
     # boxes (per image) instead of learned boxes; their content stays learned. Needs dense_aux.
     query_select: bool = False
+    # SMCA: the decoder's cross-attention favours tokens near each query's current box (a Gaussian
+    # added to its logits, learned width per layer and head). Needs anchor queries.
+    spatial_prior: bool = False
     # Deformable DETR (Zhu et al. 2021): multi-scale deformable attention in the encoder and in the
     # decoder's cross-attention, around learned reference points (needs classifier="focal")
     attention: str = "dense"  # "dense" (DETR) or "deformable"
@@ -121,6 +124,8 @@ class DETRConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.num_encoder_layers < 0 or self.dn_groups < 0:
             raise ValueError("layer and group counts cannot be negative")
+        if self.spatial_prior and self.query_type != "anchor":
+            raise ValueError("spatial_prior needs query_type='anchor'")
         if self.query_select and (self.query_type != "anchor" or not self.dense_aux):
             raise ValueError("query_select needs query_type='anchor' and dense_aux=True")
         if self.dn_groups > 0 and self.query_type != "anchor":

@@ -1,5 +1,6 @@
 """The model's structure: output shapes, reference-compatible parameters, Qt-free core."""
 
+import math
 import ast
 from pathlib import Path
 
@@ -301,3 +302,44 @@ def test_query_selection_starts_each_query_from_a_best_encoder_box(tiny_config, 
     expected = dense_eval["boxes"].gather(1, best[..., None].expand(-1, -1, 4))
     torch.testing.assert_close(out_eval["aux_outputs"][0]["pred_boxes"], expected, atol=1e-5, rtol=1e-5)
     assert "refpoint_embed" not in dict(model.named_modules())
+
+
+def test_spatial_prior_centres_each_query_cross_attention_on_its_box(tiny_config):
+    """SMCA's Gaussian prior: with narrow learned widths, every query's cross-attention peaks on
+    the token under its current box centre, in every layer; the fused kernel (float mask) and the
+    explicit weights the views capture give the same predictions, padded batch included."""
+    from dataclasses import replace
+
+    from detr_core.model.transformer import token_centres
+
+    cfg = replace(tiny_config, query_type="anchor", spatial_prior=True)
+    torch.manual_seed(0)
+    model = DETR(cfg).eval()
+    with torch.no_grad():
+        model.transformer.decoder.prior_log_scale.fill_(math.log(0.05))  # very narrow
+    samples = nested_tensor_from_tensor_list([torch.randn(3, 64, 64), torch.randn(3, 64, 32)])
+    with torch.no_grad():
+        captured = model(samples, capture=True)
+        fused = model(samples)
+    torch.testing.assert_close(captured["pred_boxes"], fused["pred_boxes"], atol=1e-4, rtol=1e-4)
+    mask = captured["feature_mask"]  # [B, h, w]
+    centres = token_centres(mask)  # [B, S, 2]
+    refs = [model.refpoint_embed.weight.sigmoid()[None].expand(2, -1, -1)]  # layer 0 starts at the anchors
+    refs += [a["pred_boxes"] for a in captured["aux_outputs"]]  # each later layer at the previous box
+    for layer, ref in enumerate(refs):
+        weights = captured["attention"].decoder_cross[layer].weights  # [B, heads, Q, S]
+        peak = weights.mean(1).argmax(-1)  # [B, Q]
+        nearest = torch.cdist(ref[..., :2].float(), centres).argmin(-1)  # [B, Q]
+        assert torch.equal(peak, nearest), layer
+        assert (weights[1][..., mask[1].flatten()] == 0).all()  # never on padding
+
+
+def test_token_centres_use_each_images_unpadded_grid():
+    from detr_core.model.transformer import token_centres
+
+    mask = torch.zeros(2, 2, 4, dtype=torch.bool)
+    mask[1, :, 2:] = True  # the second image is half as wide: two valid columns
+    c = token_centres(mask)
+    assert torch.allclose(c[0, :4, 0], torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert torch.allclose(c[1, :2, 0], torch.tensor([0.25, 0.75]))
+    assert torch.allclose(c[:, [0, 4], 1], torch.tensor([[0.25, 0.75], [0.25, 0.75]]))

@@ -45,6 +45,7 @@ class DETR(nn.Module):
             decoder_self_attention=config.decoder_self_attention,
             anchor_queries=config.query_type == "anchor",
             look_forward_twice=config.look_forward_twice,
+            spatial_prior=config.spatial_prior,
         )
         self.class_embed = nn.Linear(d, config.num_logits)
         self.bbox_embed = MLP(d, d, 4, 3)

@@ -26,13 +26,16 @@ from detr_core.box_ops import inverse_sigmoid
 from detr_core.model.position_encoding import sine_box_embedding
 
 
-def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(d)) with masked keys removed.
+def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias) with masked keys removed.
 
     q: [B, heads, Sq, dh], k: [B, heads, Sk, dh], allowed: bool broadcastable to
-    [B, heads, Sq, Sk] (True = may attend). Returns [B, heads, Sq, Sk]; every row sums to 1.
+    [B, heads, Sq, Sk] (True = may attend); bias: float, the same shape (a spatial prior).
+    Returns [B, heads, Sq, Sk]; every row sums to 1.
     """
     scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))
+    if bias is not None:
+        scores = scores + bias
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     return scores.softmax(dim=-1)
@@ -74,6 +77,7 @@ class MultiheadAttention(nn.Module):
         capture: bool = False,
         same_qk: bool = False,  # query is key (self-attention): project both in one matmul
         keep_weights: bool = True,  # with capture: False keeps q and k only (the fused kernel runs)
+        bias: Tensor | None = None,  # float, broadcastable to [B, heads, Sq, Sk]: added to the logits
     ) -> tuple[Tensor, AttentionCapture | None]:
         d = self.d_model
         w, b = self.in_proj_weight, self.in_proj_bias
@@ -92,12 +96,15 @@ class MultiheadAttention(nn.Module):
             q.device.type == "cpu" and torch.is_grad_enabled() and (q.dtype == torch.bfloat16 or p > 0)
         )
         if explicit:
-            weights = attention_weights(q, k, allowed)
+            weights = attention_weights(q, k, allowed, bias)
             out = torch.matmul(F.dropout(weights, p, self.training), v)
             if capture:
                 captured = AttentionCapture(weights, q, k)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+            mask = allowed
+            if bias is not None:  # one float mask: the prior, and -inf where a key is not allowed
+                mask = bias.to(q.dtype) if allowed is None else bias.to(q.dtype).masked_fill(~allowed, float("-inf"))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
             if capture:  # the encoder's weights are recomputed from q and k where a view needs them
                 captured = AttentionCapture(None, q, k)
         out = out.transpose(1, 2).reshape(query.shape[0], query.shape[1], d)  # [B, Sq, D]
@@ -177,6 +184,7 @@ class TransformerDecoderLayer(nn.Module):
         memory_allowed: Tensor | None,  # bool [B, 1, 1, S]
         self_allowed: Tensor | None,  # bool [B or 1, 1, Q, Q]: which queries may see which
         capture: bool = False,
+        cross_bias: Tensor | None = None,  # float [B, heads, Q, S]: the spatial prior, if any
     ) -> tuple[Tensor, AttentionCapture | None, AttentionCapture | None]:
         self_cap = None
         if self.pre_norm:
@@ -186,7 +194,8 @@ class TransformerDecoderLayer(nn.Module):
                 attn, self_cap = self.self_attn(qk, qk, x, self_allowed, capture, same_qk=True)
                 tgt = tgt + self.dropout1(attn)
             x = self.norm2(tgt)
-            attn, cross_cap = self.multihead_attn(x + query_pos, memory_keys, memory, memory_allowed, capture)
+            attn, cross_cap = self.multihead_attn(x + query_pos, memory_keys, memory, memory_allowed, capture,
+                                                  bias=cross_bias)
             tgt = tgt + self.dropout2(attn)
             tgt = tgt + self.dropout3(self._ffn(self.norm3(tgt)))
             return tgt, self_cap, cross_cap
@@ -194,7 +203,8 @@ class TransformerDecoderLayer(nn.Module):
             qk = tgt + query_pos
             attn, self_cap = self.self_attn(qk, qk, tgt, self_allowed, capture, same_qk=True)
             tgt = self.norm1(tgt + self.dropout1(attn))
-        attn, cross_cap = self.multihead_attn(tgt + query_pos, memory_keys, memory, memory_allowed, capture)
+        attn, cross_cap = self.multihead_attn(tgt + query_pos, memory_keys, memory, memory_allowed, capture,
+                                              bias=cross_bias)
         tgt = self.norm2(tgt + self.dropout2(attn))
         tgt = self.norm3(tgt + self.dropout3(self._ffn(tgt)))
         return tgt, self_cap, cross_cap
@@ -245,6 +255,7 @@ class Transformer(nn.Module):
         decoder_self_attention: bool = True,
         anchor_queries: bool = False,
         look_forward_twice: bool = True,
+        spatial_prior: bool = False,
     ) -> None:
         super().__init__()
         enc = TransformerEncoderLayer(d_model, nheads, dim_feedforward, dropout, pre_norm)
@@ -262,6 +273,12 @@ class Transformer(nn.Module):
         for p in self.parameters():  # the reference's _reset_parameters
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        if spatial_prior:
+            # SMCA (Gao et al. 2021): cross-attention logits get a Gaussian around each query's
+            # current box, sigma = scale * box side, one learned scale per layer and head; the
+            # heads start from narrow (0.35) to wide (1.4)
+            start = torch.linspace(math.log(0.35), math.log(1.4), nheads)
+            self.decoder.prior_log_scale = nn.Parameter(start.repeat(num_decoder_layers, 1))
 
     def forward(
         self,
@@ -291,6 +308,7 @@ class Transformer(nn.Module):
             tgt, memory, memory + pos, allowed, self_allowed, cap,
             query_pos=query_pos, refpoints=refpoints, box_head=box_head,
             look_forward_twice=self.look_forward_twice,
+            key_xy=token_centres(mask) if hasattr(self.decoder, "prior_log_scale") else None,
         )
         return out, memory, cap
 
@@ -332,19 +350,23 @@ class TransformerDecoder(nn.Module):
         refpoints: Tensor | None = None,
         box_head: Callable[[Tensor], Tensor] | None = None,
         look_forward_twice: bool = True,
+        key_xy: Tensor | None = None,  # [B, S, 2] token centres in image fractions (the spatial prior)
     ) -> DecoderOutput:
         capture = cap is not None
         hs, boxes = [], []
         out = tgt
         ref = refpoints  # anchor queries: [B, Q, 4], the box the next layer starts from
         ref_for_pred = refpoints
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             if ref is not None:
                 d = tgt.shape[-1]
                 query_pos = self.ref_point_head(sine_box_embedding(ref, d // 2))  # [B, Q, D]
             assert query_pos is not None
+            bias = None
+            if key_xy is not None and ref is not None:
+                bias = gaussian_prior(ref, key_xy, self.prior_log_scale[i])
             out, self_cap, cross_cap = layer(
-                out, query_pos, memory, memory_keys, memory_allowed, self_allowed, capture
+                out, query_pos, memory, memory_keys, memory_allowed, self_allowed, capture, cross_bias=bias
             )
             hidden = self.norm(out)
             hs.append(hidden)
@@ -360,3 +382,30 @@ class TransformerDecoder(nn.Module):
                 # look forward twice (DINO): the next layer's box loss also reaches this layer
                 ref_for_pred = box if look_forward_twice else ref
         return DecoderOutput(torch.stack(hs), torch.stack(boxes) if boxes else None)
+
+
+def token_centres(mask: Tensor) -> Tensor:
+    """[B, h, w] padding mask (True on padding) -> [B, h*w, 2] (x, y) of each token's centre as a
+    fraction of its image's unpadded feature grid (the frame boxes are normalised in)."""
+    b, h, w = mask.shape
+    valid = ~mask
+    rows = valid[:, :, 0].sum(1).clamp(min=1).to(torch.float32)  # [B] unpadded rows
+    cols = valid[:, 0, :].sum(1).clamp(min=1).to(torch.float32)
+    ys = (torch.arange(h, device=mask.device, dtype=torch.float32) + 0.5)[None, :, None] / rows[:, None, None]
+    xs = (torch.arange(w, device=mask.device, dtype=torch.float32) + 0.5)[None, None, :] / cols[:, None, None]
+    return torch.stack([xs.expand(b, h, w), ys.expand(b, h, w)], dim=-1).flatten(1, 2)
+
+
+def gaussian_prior(ref: Tensor, key_xy: Tensor, log_scale: Tensor) -> Tensor:
+    """SMCA's spatial prior: -((x - cx)^2 / sx^2 + (y - cy)^2 / sy^2) / 2 with sx = scale * w.
+
+    ref: [B or 1, Q, 4] boxes cxcywh (no gradient flows into them); key_xy: [B, S, 2];
+    log_scale: [heads]. Returns [B, heads, Q, S] float32 logits to add to cross-attention."""
+    ref = ref.detach().float()
+    scale = log_scale.float().exp()[None, :, None, None]  # [1, H, 1, 1]
+    side = ref[..., 2:].clamp(min=1e-2)  # [B, Q, 2]
+    dx = key_xy[:, None, None, :, 0] - ref[:, None, :, None, 0]  # [B, 1, Q, S]
+    dy = key_xy[:, None, None, :, 1] - ref[:, None, :, None, 1]
+    sx = side[:, None, :, None, 0] * scale  # [B, H, Q, 1]
+    sy = side[:, None, :, None, 1] * scale
+    return -0.5 * ((dx / sx) ** 2 + (dy / sy) ** 2)
