@@ -1,7 +1,7 @@
 """The model's structure: output shapes, reference-compatible parameters, Qt-free core."""
 
-import math
 import ast
+import math
 from pathlib import Path
 
 import pytest
