@@ -139,8 +139,8 @@ def nothing_left_running(request):
     # load, a training reader) may run Python in the middle of the collection, which CPython's
     # collector is not safe against (python/cpython#61465, #112564): the likely cause of what was
     # seen without this line, the next test hanging or crashing with a segfault while the main
-    # thread was "Garbage-collecting" (first seen with cached bytecode; here 2 of 18 runs of
-    # tests/test_gui.py without it)
+    # thread was "Garbage-collecting" (first seen with cached bytecode; here in 2 of 18 runs of
+    # tests/test_gui.py, both of the 6 without it)
     if "qtbot" in request.fixturenames:
         gc.collect()
 
