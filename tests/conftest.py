@@ -132,9 +132,15 @@ def nothing_left_running(request):
         time.sleep(0.05)
     if leftovers:
         pytest.fail("left running after the test: " + "; ".join(leftovers), pytrace=False)
-    # a window test's garbage is collected now, while nothing of it runs, rather than at some
-    # allocation of the next test: a window closed with training running, collected in the middle
-    # of the next test's work, hung the collector (seen with the project's bytecode cached)
+    # a window test's garbage is collected now, while no other thread runs Python, rather than at
+    # some allocation of the next test. A closed window's Python-owned Qt objects (its workers'
+    # QThreads, pyqtgraph's menus, ...) are freed by the cyclic collector, and shiboken releases the
+    # GIL around each C++ destructor it calls, so a worker thread of the next test (a checkpoint
+    # load, a training reader) may run Python in the middle of the collection, which CPython's
+    # collector is not safe against (python/cpython#61465, #112564): the likely cause of what was
+    # seen without this line, the next test hanging or crashing with a segfault while the main
+    # thread was "Garbage-collecting" (first seen with cached bytecode; here in 2 of 18 runs of
+    # tests/test_gui.py, both of the 6 without it)
     if "qtbot" in request.fixturenames:
         gc.collect()
 
