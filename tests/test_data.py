@@ -83,36 +83,3 @@ def test_batch_equals_items():
         img, t = ds[i]
         torch.testing.assert_close(images[i], img)
         torch.testing.assert_close(targets[i]["boxes"], t["boxes"])
-
-
-def test_toy_batches_drawn_ahead_in_a_thread_are_the_in_line_batches():
-    """Training draws toy batches one step ahead in a background thread: the same batches, in
-    order, from any start step; the thread ends with the stream, and a drawing error reaches the
-    training loop."""
-    import threading
-
-    from detr_core.data.stream import batches
-
-    data = ToyShapes(ToyDataConfig(max_objects=3), seed=5)
-    stream = batches(data, 3, start_step=7)
-    got = [next(stream) for _ in range(4)]
-    assert any(t.name == "toy-batches" for t in threading.enumerate())
-    stream.close()
-    assert not any(t.name == "toy-batches" for t in threading.enumerate())
-    for k, (images, targets) in enumerate(got):
-        ref_images, ref_targets = data.batch(range((7 + k) * 3, (8 + k) * 3))
-        assert torch.equal(images, ref_images)
-        for t, r in zip(targets, ref_targets):
-            assert torch.equal(t["boxes"], r["boxes"]) and torch.equal(t["labels"], r["labels"])
-
-    class Broken(ToyShapes):
-        def sample(self, index):
-            if index >= 6:
-                raise ValueError("cannot draw sample 6")
-            return super().sample(index)
-
-    stream = batches(Broken(seed=1), 3)
-    next(stream), next(stream)
-    with pytest.raises(ValueError, match="cannot draw sample 6"):
-        next(stream)
-    assert not any(t.name == "toy-batches" for t in threading.enumerate())

@@ -13,10 +13,6 @@ with any number of DataLoader workers, and a resumed run continues the same stre
 from __future__ import annotations
 
 import itertools
-import os
-import queue
-import sys
-import threading
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -25,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from detr_core.data.dataset import DetectionDataset, Sample
 from detr_core.data.files import FileDataset, Problem, note_problem, padded_batch
-from detr_core.data.toy import ToyShapes
 from detr_core.model.nested_tensor import NestedTensor
 
 
@@ -98,55 +93,6 @@ class _StepBatches(Dataset):
         return images, targets, problems[before:]
 
 
-def _drawn_ahead(stream: ToyShapes, batch_size: int, start_step: int) -> Iterator[tuple[Tensor, list[dict[str, Tensor]]]]:
-    """Toy batches drawn one step ahead in a background thread: numpy's array maths releases the
-    GIL, so the drawing fills the moments a training step leaves a core idle (its Python, the
-    matcher, small operators) instead of adding to every step. The same batches as drawn in line:
-    batch ``k`` is a pure function of (seed, k). The thread runs at a lower priority where the
-    system allows it, and ends with this generator."""
-    ready: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def draw() -> None:
-        _lower_priority()
-        for step in itertools.count(start_step):
-            try:
-                item: object = stream.draw_batch(range(step * batch_size, (step + 1) * batch_size))
-            except BaseException as e:  # handed to the consumer, raised there
-                item = e
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set() or isinstance(item, BaseException):
-                return
-
-    thread = threading.Thread(target=draw, name="toy-batches", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield stream.finish_batch(item)
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _lower_priority(niceness: int = 5) -> None:
-    """Lower the calling thread's scheduling priority by ``niceness`` (Linux, where a thread is a
-    task of its own; elsewhere nothing)."""
-    if sys.platform.startswith("linux"):
-        tid = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
-        except OSError:
-            pass
-
-
 def _as_is(batch):
     return batch
 
@@ -157,9 +103,6 @@ def batches(stream: DetectionDataset, batch_size: int, start_step: int = 0, num_
     else built ahead by that many worker processes (same batches either way; ``pin_memory``: the
     workers' batches are page-locked in a background thread, for non-blocking copies to a GPU)."""
     if num_workers == 0:
-        if isinstance(stream, ToyShapes):
-            yield from _drawn_ahead(stream, batch_size, start_step)
-            return
         for step in itertools.count(start_step):
             yield stream.batch(range(step * batch_size, (step + 1) * batch_size))
         return

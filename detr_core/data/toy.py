@@ -78,19 +78,9 @@ class ToyShapes(DetectionDataset):
 
     def batch(self, indices: range | list[int]) -> tuple[Tensor, list[dict[str, Tensor]]]:
         """[B, 3, S, S] normalized images and their targets (converted in one go: fast)."""
-        return self.finish_batch(self.draw_batch(indices))
-
-    def draw_batch(self, indices: range | list[int]) -> tuple[np.ndarray, list[dict[str, Tensor]]]:
-        """The drawing half of :meth:`batch`: [B, S, S, 3] uint8 images and their targets. Numpy
-        only (no torch threads, no torch random state), so another thread may run it."""
         samples = [self.sample(i) for i in indices]
-        return np.stack([smp.image for smp in samples]), [self.target(smp, i) for smp, i in zip(samples, indices)]
-
-    @staticmethod
-    def finish_batch(drawn: tuple[np.ndarray, list[dict[str, Tensor]]]) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        """The other half: uint8 -> [B, 3, S, S] normalized float (torch's threads)."""
-        images, targets = drawn
-        return to_tensor(images), targets
+        images = to_tensor(np.stack([smp.image for smp in samples]))  # [B, 3, S, S]
+        return images, [self.target(smp, i) for smp, i in zip(samples, indices)]
 
     # --- drawing ------------------------------------------------------------------------
     def sample(self, index: int) -> ToySample:
