@@ -65,7 +65,7 @@ def measure(preset_name: str, overrides: list[str], seconds: float, threads: int
 
 def measure_loop(preset_name: str, overrides: list[str], seconds: float, threads: int) -> dict:
     """Images per second through the training loop itself (``Trainer.events``): the toy batches
-    are drawn as training draws them (one step ahead, in a background thread), so this is the rate
+    are drawn as training draws them, so this is the rate
     a run gets, data included."""
     model_cfg, train_cfg = apply_overrides(*preset(preset_name), overrides + [f"threads={threads}", "steps=100000",
                                                                              "max_seconds=none", "eval_every=0"])
@@ -85,7 +85,7 @@ def measure_loop(preset_name: str, overrides: list[str], seconds: float, threads
     events.close()
     return {
         "config": preset_name,
-        "measured": "training loop (data drawn ahead)",
+        "measured": "training loop (data included)",
         "bf16": train_cfg.bf16,
         "batch_size": train_cfg.batch_size,
         "threads": torch.get_num_threads(),
