@@ -143,8 +143,12 @@ _SHIFT = torch.tensor([-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])  # 
 def to_tensor(image_rgb: np.ndarray) -> Tensor:
     """[..., H, W, 3] uint8 -> [..., 3, H, W] float32, ImageNet-normalized."""
     # channels first while still uint8 (cheap), then one in-place multiply-add per element
-    t = torch.from_numpy(np.ascontiguousarray(image_rgb)).movedim(-1, -3).contiguous().float()
-    return t.mul_(_SCALE[:, None, None]).add_(_SHIFT[:, None, None])
+    return normalize_uint8(torch.from_numpy(np.ascontiguousarray(image_rgb)).movedim(-1, -3).contiguous())
+
+
+def normalize_uint8(pixels: Tensor) -> Tensor:
+    """[..., 3, H, W] uint8 (channels first) -> float32, ImageNet-normalized."""
+    return pixels.float().mul_(_SCALE[:, None, None]).add_(_SHIFT[:, None, None])
 
 
 def to_uint8(image: Tensor) -> np.ndarray:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from detr_core.config import ToyDataConfig
 from detr_core.data.dataset import DetectionDataset, Sample
-from detr_core.data.images import to_tensor
+from detr_core.data.images import normalize_uint8, to_tensor
 
 HELDOUT_SEED = 20201  # the fixed held-out split every evaluation uses
 
@@ -77,13 +77,24 @@ class ToyShapes(DetectionDataset):
         }
 
     def batch(self, indices: range | list[int]) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        """[B, 3, S, S] normalized images and their targets (converted in one go: fast)."""
-        samples = [self.sample(i) for i in indices]
-        images = to_tensor(np.stack([smp.image for smp in samples]))  # [B, 3, S, S]
+        """[B, 3, S, S] normalized images and their targets: the images of :meth:`sample`, drawn
+        straight into one channels-first uint8 array (no round trip through [S, S, 3]) and
+        normalized in one go."""
+        s = self.config.image_size
+        pixels = np.empty((len(indices), 3, s, s), dtype=np.uint8)
+        samples = [self._draw(i, pixels[k]) for k, i in enumerate(indices)]
+        images = normalize_uint8(torch.from_numpy(pixels))  # [B, 3, S, S]
         return images, [self.target(smp, i) for smp, i in zip(samples, indices)]
 
     # --- drawing ------------------------------------------------------------------------
     def sample(self, index: int) -> ToySample:
+        s = self.config.image_size
+        out = np.empty((s, s, 3), dtype=np.uint8)
+        return self._draw(index, out.transpose(2, 0, 1))
+
+    def _draw(self, index: int, pixels: np.ndarray) -> ToySample:
+        """Draw sample ``index`` into ``pixels`` ([3, S, S] uint8, any strides); the returned
+        sample's image is ``pixels`` seen as [S, S, 3]."""
         cfg = self.config
         s = cfg.image_size
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, _split_code(self.split), index])
@@ -115,10 +126,9 @@ class ToyShapes(DetectionDataset):
         np.clip(image, 0.0, 1.0, out=image)
         image *= 255.0
         image += 0.5
-        out = np.empty((s, s, 3), dtype=np.uint8)
-        np.copyto(out, image.transpose(1, 2, 0), casting="unsafe")  # [S, S, 3]
+        np.copyto(pixels, image, casting="unsafe")  # truncation: rounds the +0.5 above
         return ToySample(
-            out,
+            pixels.transpose(1, 2, 0),  # [S, S, 3]
             np.array(labels, dtype=np.int64),
             np.stack(boxes) if boxes else np.zeros((0, 4), np.float32),
             index,
