@@ -78,7 +78,7 @@ class DETRConfig:
     dn_label_noise: float = 0.2  # fraction of denoising labels flipped to a random class
     dn_box_noise: float = 0.4  # box noise scale (fraction of the box size)
     classifier: str = "softmax"  # "softmax" with a no-object class, or "focal" (sigmoid per class)
-    dense_aux: bool = False  # Co-DETR-style dense one-to-many head on the encoder (training only)
+    dense_aux: bool = False  # Co-DETR-style dense one-to-many head on the encoder (its loss: training only)
     # DINO's mixed query selection: anchor queries start from the dense head's best-scoring encoder
     # boxes (per image) instead of learned boxes; their content stays learned. Needs dense_aux.
     query_select: bool = False

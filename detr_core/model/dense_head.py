@@ -3,8 +3,10 @@
 Every encoder token predicts a class and a box for the object whose centre region it lies in
 (one-to-many, FCOS-style centre sampling), as in Co-DETR's collaborative auxiliary heads. It
 gives the backbone and encoder a strong, dense training signal from the first step, which the
-Hungarian-matched queries alone provide only slowly. The head is not used at inference: the
-detector's predictions still come from its fixed set of queries, one per query, without NMS.
+Hungarian-matched queries alone provide only slowly. Its own predictions are never the
+detector's output: those still come from the fixed set of queries, one per query, without NMS.
+With query selection (``query_select``) the head also runs at inference, to choose each
+image's anchor boxes for the queries (see ``DETR._selected_anchors``).
 """
 
 from __future__ import annotations
