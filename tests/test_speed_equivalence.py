@@ -32,10 +32,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# Preset changes since the recording, which change what is computed (not how fast): the replay
+# undoes them, so the comparison stays one of the same computation.
+SINCE_RECORDING = {"fast": ["num_decoder_layers=4", "query_select=off", "weight_dense=1"]}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_training_steps_match_the_reference(case, one_thread):
     ref = REFERENCE[case]
-    now = record(*CASES[case])
+    preset_name, overrides = CASES[case]
+    now = record(preset_name, overrides + SINCE_RECORDING.get(case, []))
     for step, (a, b) in enumerate(zip(now["steps"], ref["steps"]), 1):
         assert a.keys() == b.keys()
         for k in a:
