@@ -323,3 +323,20 @@ def test_export_png_csv_and_json(view, tmp_path):
     assert len(data["slots"]) == 8 and data["slots"][0]["mean_cx"] is None
     assert torch.tensor(data["predictions"]["boxes_cxcywh"]).shape == (5, 8, 4)
     assert data["settings"]["confident_only"] is True
+
+
+def test_view_says_slots_are_ranks_under_query_selection(qtbot, view, tiny_config):
+    """With query selection a slot is a rank among each image's encoder boxes, not a learned
+    place: the view says so (the paper's figure assumes the latter)."""
+    from dataclasses import replace
+
+    from detr_core.model.detr import DETR
+
+    for select, expected in ((False, False), (True, True)):
+        cfg = replace(tiny_config, query_type="anchor", dense_aux=True, classifier="focal", query_select=select)
+        set_model(view, DETR(cfg).eval(), ToyDataConfig())
+        view.num_images.setValue(4)
+        with qtbot.waitSignal(view.jobFinished, timeout=20000):
+            assert view.run()
+        assert ("slots are ranks" in view.status.text()) == expected
+        assert bool(view.status.toolTip()) == expected

@@ -326,6 +326,12 @@ class SpecializationView(AnalysisView):
         if confident:
             shown = sum(s.shown for s in self.summaries)
             text += f" · showing {shown} predictions with score ≥ {threshold:.2f}"
+        config = getattr(self.model, "config", None)
+        ranked = getattr(config, "query_select", False)
+        if ranked:  # the paper's figure assumes learned, fixed slots; here a slot is a rank
+            text += " · slots are ranks (query selection)"
+        self.status.setToolTip("With query selection, slot i starts from each image's i-th best-scoring encoder box: "
+                               "slots specialise by rank, not by place in the image." if ranked else "")
         self.status.setText(text)
 
     def _build_cells(self) -> None:
