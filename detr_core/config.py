@@ -279,6 +279,7 @@ class TrainConfig:
 
     lr: float = 1e-4
     lr_backbone: float = 1e-5
+    lr_linear_proj_mult: float = 0.1  # Deformable DETR: sampling offsets and reference points at lr x this
     weight_decay: float = 1e-4
     batch_size: int = 16
     clip_max_norm: float = 0.1
@@ -303,7 +304,7 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
         check_number("lr", self.lr, 0, above=True)
-        for name in ("lr_backbone", "weight_decay", "clip_max_norm"):
+        for name in ("lr_backbone", "lr_linear_proj_mult", "weight_decay", "clip_max_norm"):
             check_number(name, getattr(self, name), 0)
         for name in ("lr_drop", "decay_fraction", "min_lr_ratio"):
             check_number(name, getattr(self, name), 0, 1)

@@ -219,3 +219,30 @@ def test_two_stage_trains_its_encoder_proposals():
     last = events[-1].losses
     assert {"enc_loss_ce", "enc_loss_bbox", "enc_loss_giou"} <= last.keys()
     assert all(torch.isfinite(torch.tensor(v)) for v in last.values())
+
+
+def test_sampling_offsets_and_reference_points_train_at_a_tenth_of_the_rate(tiny_config):
+    """The authors' optimiser: sampling offsets and reference points at lr * 0.1
+    (lr_linear_proj_mult), the backbone at lr_backbone, the rest at lr; the schedule scales all
+    three. Plain DETR keeps its two groups."""
+    from dataclasses import replace
+
+    from detr_core.config import TrainConfig
+    from detr_core.train.trainer import build_optimizer, lr_factor
+
+    model = DETR(tiny_deformable())
+    train = TrainConfig(lr=2e-3, lr_backbone=1e-3, warmup_steps=10)
+    opt = build_optimizer(model, train)
+    ids = {id(p): n for n, p in model.named_parameters()}
+    names = [[ids[id(p)] for p in g["params"]] for g in opt.param_groups]
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 1e-3, 2e-4])
+    assert all(n.startswith("backbone.") for n in names[1])
+    proj = set(names[2])
+    assert proj and all("sampling_offsets" in n or "reference_points" in n for n in proj)
+    assert not any("sampling_offsets" in n or "reference_points" in n for n in names[0])
+    assert len(proj) + len(names[0]) + len(names[1]) == sum(1 for p in model.parameters() if p.requires_grad)
+    factor = lr_factor(train, 4, 0.0)  # mid warm-up: every group scaled alike
+    assert factor < 1 and [g["base_lr"] * factor for g in opt.param_groups] == pytest.approx(
+        [2e-3 * factor, 1e-3 * factor, 2e-4 * factor])
+    plain = build_optimizer(DETR(replace(tiny_config, query_type="anchor")), train)
+    assert [g["lr"] for g in plain.param_groups] == pytest.approx([2e-3, 1e-3])

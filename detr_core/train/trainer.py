@@ -177,16 +177,27 @@ class History:
         return cls({k: list(map(float, v)) for k, v in d.get("steps", {}).items()}, list(d.get("evals", [])))
 
 
+# Deformable DETR's sampling offsets and reference points train at lr * lr_linear_proj_mult (the
+# authors' lr_linear_proj_names); plain DETR has no such parameters
+LINEAR_PROJ_NAMES = ("sampling_offsets", "reference_points")
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with the reference's two groups: the backbone at ``lr_backbone``, the rest at ``lr``."""
-    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.") and p.requires_grad]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+    """AdamW with the reference's two groups: the backbone at ``lr_backbone``, the rest at ``lr``;
+    for Deformable DETR a third, its sampling offsets and reference points at ``lr *
+    lr_linear_proj_mult``, as in the authors' code."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    backbone = [p for n, p in named if n.startswith("backbone.")]
+    proj = [p for n, p in named if not n.startswith("backbone.") and any(k in n for k in LINEAR_PROJ_NAMES)]
+    rest = [p for n, p in named if not n.startswith("backbone.") and not any(k in n for k in LINEAR_PROJ_NAMES)]
     groups = [{"params": rest, "lr": config.lr}]
     if backbone and config.lr_backbone > 0:
         groups.append({"params": backbone, "lr": config.lr_backbone})
     elif backbone:
         for p in backbone:
             p.requires_grad_(False)
+    if proj:  # last, so plain DETR's optimizer state keeps its two groups in the same order
+        groups.append({"params": proj, "lr": config.lr * config.lr_linear_proj_mult})
     for g in groups:
         g["base_lr"] = g["lr"]
     device_type = next(model.parameters()).device.type
