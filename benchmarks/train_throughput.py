@@ -27,10 +27,15 @@ from detr_core.presets import apply_overrides, cpu_has_fast_bf16, preset
 from detr_core.train.trainer import StepEvent, Trainer
 
 
+def _trainer(preset_name: str, overrides: list[str], threads: int) -> Trainer:
+    """The preset with ``overrides``, on ``threads`` threads, with no end and no evaluation."""
+    extra = [f"threads={threads}", "steps=100000", "max_seconds=none", "eval_every=0"]
+    return Trainer(*apply_overrides(*preset(preset_name), overrides + extra))
+
+
 def measure(preset_name: str, overrides: list[str], seconds: float, threads: int) -> dict:
-    model_cfg, train_cfg = apply_overrides(*preset(preset_name), overrides + [f"threads={threads}", "steps=100000",
-                                                                             "max_seconds=none", "eval_every=0"])
-    trainer = Trainer(model_cfg, train_cfg)
+    trainer = _trainer(preset_name, overrides, threads)
+    model_cfg, train_cfg = trainer.model_config, trainer.config
     bs = train_cfg.batch_size
     data = ToyShapes(train_cfg.data, seed=1)
     batches = [data.batch(range(i * bs, (i + 1) * bs)) for i in range(8)]
@@ -67,9 +72,8 @@ def measure_loop(preset_name: str, overrides: list[str], seconds: float, threads
     """Images per second through the training loop itself (``Trainer.events``): the toy batches
     are drawn as training draws them, so this is the rate
     a run gets, data included."""
-    model_cfg, train_cfg = apply_overrides(*preset(preset_name), overrides + [f"threads={threads}", "steps=100000",
-                                                                             "max_seconds=none", "eval_every=0"])
-    trainer = Trainer(model_cfg, train_cfg)
+    trainer = _trainer(preset_name, overrides, threads)
+    train_cfg = trainer.config
     events = trainer.events()
     steps, t0, deadline = -5, 0.0, 0.0  # five warm-up steps
     for event in events:

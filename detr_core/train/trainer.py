@@ -186,10 +186,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     """AdamW with the reference's two groups: the backbone at ``lr_backbone``, the rest at ``lr``;
     for Deformable DETR a third, its sampling offsets and reference points at ``lr *
     lr_linear_proj_mult``, as in the authors' code."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    backbone = [p for n, p in named if n.startswith("backbone.")]
-    proj = [p for n, p in named if not n.startswith("backbone.") and any(k in n for k in LINEAR_PROJ_NAMES)]
-    rest = [p for n, p in named if not n.startswith("backbone.") and not any(k in n for k in LINEAR_PROJ_NAMES)]
+    backbone, proj, rest = [], [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            group = backbone if n.startswith("backbone.") else proj if any(k in n for k in LINEAR_PROJ_NAMES) else rest
+            group.append(p)
     groups = [{"params": rest, "lr": config.lr}]
     if backbone and config.lr_backbone > 0:
         groups.append({"params": backbone, "lr": config.lr_backbone})
