@@ -34,7 +34,10 @@ import torch
 import detr_core
 from detr_core.data import ToyShapes
 from detr_core.presets import apply_overrides, preset
-from detr_core.train.trainer import Trainer
+try:
+    from detr_core.train.trainer import Trainer
+except ImportError:  # revisions before detr_core/train/ became a package
+    from detr_core.train import Trainer
 spec = json.loads(sys.argv[2])
 torch.set_num_threads(spec["threads"])
 m, t = apply_overrides(*preset(spec["preset"]), spec["set"] + [f"threads={spec['threads']}", "steps=100000",
