@@ -28,6 +28,9 @@ def attention_colorbar(label: str = "attention weight") -> pg.ColorBarItem:
     return bar
 
 
+LIMIT_SPAN = 24  # how far the view may zoom out: this many times the image's longer side
+
+
 class ImageCanvas(pg.GraphicsLayoutWidget):
     """Shows an RGB image in pixel coordinates (y down), boxes, a heatmap and a point marker.
 
@@ -71,9 +74,11 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.image_item.setImage(rgb, levels=(0, 255))
         self.image_item.setRect(QRectF(0, 0, w, h))
         self.image_shape = (h, w)
-        # zoom out to a few times the image at most, in to a few pixels: never lost or tiny
-        self.view.setLimits(xMin=-2 * w, xMax=3 * w, yMin=-2 * h, yMax=3 * h,
-                            minXRange=4, minYRange=4, maxXRange=5 * w, maxYRange=5 * h)
+        # zoom in to a few pixels, out far enough that the whole image still fits a flat strip
+        # of a view (a small screen with a tall dock below: 16:1 and more), never farther away
+        s = LIMIT_SPAN * max(w, h)
+        self.view.setLimits(xMin=(w - s) / 2, xMax=(w + s) / 2, yMin=(h - s) / 2, yMax=(h + s) / 2,
+                            minXRange=4, minYRange=4, maxXRange=s, maxYRange=s)
         self.fit()
 
     def fit(self) -> None:

@@ -117,6 +117,31 @@ def test_a_new_toy_sample_after_a_large_photo_fills_the_view(qtbot, settings, sm
     window.controller.wait(10000)
 
 
+@pytest.mark.parametrize("shape", [(128, 128), (90, 160), (160, 90)])
+def test_a_fitted_image_stays_whole_as_the_view_gets_flat_or_narrow(qtbot, shape):
+    """A tall dock below (the lesson, on a laptop screen) leaves the image a flat strip: the view
+    must still show all of the image, letterboxed, not a band across its middle."""
+    from explorer.canvas import ImageCanvas
+
+    canvas = ImageCanvas()  # closed by hand: pyqtgraph's close() under qtbot crashed after a failure
+    try:
+        canvas.resize(900, 400)
+        canvas.show()
+        h, w = shape
+        canvas.set_image(np.zeros((h, w, 3), np.uint8))
+        for size in ((900, 300), (900, 165), (1300, 90), (900, 400), (240, 700), (900, 400)):
+            canvas.resize(*size)
+            _settle(qtbot, 20)
+            (x0, x1), (y0, y1) = canvas.view.viewRange()
+            assert x0 <= 0 and y0 <= 0 and x1 >= w and y1 >= h, (size, canvas.view.viewRange())
+            # and fitted, not merely inside: the image spans the view's full height or width
+            assert max(w / (x1 - x0), h / (y1 - y0)) > 0.9, (size, canvas.view.viewRange())
+    finally:
+        canvas.hide()
+        canvas.deleteLater()
+        _settle(qtbot, 0)
+
+
 def test_the_wheel_zooms_around_the_cursor(qtbot, settings, small_checkpoint):  # noqa: F811
     window = _open(qtbot, settings, small_checkpoint)
     canvas, view = window.canvas, window.canvas.view
