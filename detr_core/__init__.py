@@ -25,3 +25,7 @@ D the model width, C class logits (K real classes, + 1 "no object" for softmax),
 objects of an image, N detections of an image (fewer than Q after a threshold or NMS), and P
 denoising queries (in front of the Q matching queries while training with them).
 """
+
+from detr_core.device import skip_triton_without_cuda
+
+skip_triton_without_cuda()  # before anything imports torchvision (see there why)
