@@ -90,7 +90,8 @@ class CountingView(AnalysisView):
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.setLabel("bottom", "true number of objects")
         plot.setLabel("left", "detected (score ≥ threshold)")
-        self.legend = plot.addLegend(offset=(10, 10))
+        # bottom right: the points run up the diagonal, and the markers' labels sit along the top
+        self.legend = plot.addLegend(offset=(-10, -10))
         self.beyond_training = pg.LinearRegionItem(orientation="vertical", movable=False,
                                                    brush=pg.mkBrush(255, 255, 255, 14), pen=pg.mkPen(None))
         self.beyond_queries = pg.LinearRegionItem(orientation="vertical", movable=False,
@@ -122,6 +123,8 @@ class CountingView(AnalysisView):
         self.summary.setWordWrap(True)
         self.body.addWidget(self.summary)
         self._show_markers(None, None)
+        self._preview_range()
+        self.max_count.valueChanged.connect(self._preview_range)
         self._update_sources()
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self._on_source_changed()
@@ -191,6 +194,7 @@ class CountingView(AnalysisView):
         for item in (self.points, self.mean_curve, self.correct_curve):
             item.setData([], [])
         self._show_markers(None, data_config.max_objects if data_config else None)
+        self._preview_range()
         self.summary.setText("Press Run." if model is not None else "No model.")
 
     # --- collection ------------------------------------------------------------------------
@@ -263,6 +267,13 @@ class CountingView(AnalysisView):
         if last.true_count > q:
             parts.append(f"At least {last.true_count - q} of those {last.true_count} must be missed.")
         return " ".join(parts)
+
+    def _preview_range(self, *_: object) -> None:
+        """Before a run, the axes the run will have (counts 0 to the largest asked for), not the
+        auto-range of lines that reach to 1000."""
+        if self.result is None:
+            n = self.max_count.value()
+            self.plot.setRange(xRange=(0, n + 1), yRange=(0, n + 1), padding=0.02)
 
     def _show_markers(self, num_queries: int | None, train_max: int | None) -> None:
         far = 1000.0
