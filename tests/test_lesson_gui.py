@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
@@ -190,8 +191,18 @@ def test_presentation_mode_persists_and_full_screen_is_f11(qtbot, settings, wind
     lesson = window.lesson
     text = lesson.panel.pages[0].text_label
     normal = text.fontInfo().pointSizeF()
+    charts = lesson.panel.findChildren(pg.PlotWidget)
+    assert len(charts) >= 4
     lesson.act_presentation.setChecked(True)
     assert text.fontInfo().pointSizeF() > normal * 1.5
+    for chart in charts:  # the charts' text grows with the rest, for the back of the room
+        item = chart.getPlotItem()
+        assert item.getAxis("bottom").style["tickFont"].pointSize() >= 13
+        assert item.getAxis("left").style["tickFont"].pointSize() >= 13
+        assert not item.titleLabel.text or "font-size:16pt" in item.titleLabel.item.toHtml()
+    lesson.act_presentation.setChecked(False)
+    assert all(chart.getPlotItem().getAxis("bottom").style["tickFont"] is None for chart in charts)
+    lesson.act_presentation.setChecked(True)
     assert all(not t.isVisible() for t in window.findChildren(QToolBar))
     assert lesson.act_full_screen.shortcut().toString() == "F11"
     window.close()

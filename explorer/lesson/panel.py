@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
@@ -21,6 +22,7 @@ from detr_core.data.toy import ToyShapes
 from ..state import AppState
 from .page import LessonPage
 from .pages import PAGES, TrainingPage
+from .widgets import present_chart
 
 PRESENTATION_STYLE = """
 #lesson_title { font-size: %(title)dpt; font-weight: bold; }
@@ -144,6 +146,8 @@ class LessonPanel(QWidget):
         for page in self.pages:
             page.side_widget.setMaximumWidth(560 if on else 420)
             page.set_presentation(on)
+        for chart in self.findChildren(pg.PlotWidget):
+            present_chart(chart, on)
 
     def wait_jobs(self, msecs: int = 30000) -> bool:
         return all(page.wait(msecs) for page in self.pages)

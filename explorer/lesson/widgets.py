@@ -225,6 +225,45 @@ class Picture(QWidget):
         self.update()
 
 
+# chart text in presentation mode, in points (the lesson's own text is 18, its titles 22)
+CHART_POINTS = {"tick": 13, "label": 14, "title": 16, "legend": 13}
+
+
+def present_chart(widget: pg.PlotWidget, on: bool) -> None:
+    """A chart's title, axis labels, tick labels and legend at projector size (``on``), or back
+    to pyqtgraph's own sizes; the plotted data is left as it is."""
+    item = widget.getPlotItem()
+    pts = CHART_POINTS
+    tick_font = None
+    if on:
+        tick_font = QFont(widget.font())
+        tick_font.setPointSize(pts["tick"])
+    for name in ("left", "bottom", "right", "top"):
+        axis = item.getAxis(name)
+        axis.setTickFont(tick_font)
+        style = {k: v for k, v in axis.labelStyle.items() if k != "font-size"}
+        if on:
+            style["font-size"] = f"{pts['label']}pt"
+        axis.labelStyle = style
+        if axis.labelText or axis.labelUnits:
+            axis.setLabel(axis.labelText, axis.labelUnits, axis.labelUnitPrefix, **style)
+    title = item.titleLabel
+    if title.isVisible() and title.text:
+        title.opts.pop("size", None)
+        height = 30  # pyqtgraph's title row
+        if on:
+            title.opts["size"] = f"{pts['title']}pt"
+            height = int(pts["title"] * 2.2)
+        title.setText(title.text)
+        title.setMaximumHeight(height)
+        item.layout.setRowFixedHeight(0, height)
+    legend = item.legend
+    if legend is not None:
+        legend.setLabelTextSize(f"{pts['legend']}pt" if on else "9pt")
+        for _, label in legend.items:  # (setLabelTextSize stores the size; setText draws it)
+            label.setText(label.text)
+
+
 class BarChart(pg.PlotWidget):
     """Bars with category names under them (pyqtgraph), updated with :meth:`set_bars`."""
 
