@@ -223,3 +223,34 @@ def test_export_lesson_writes_every_page(qtbot, window, tmp_path):
         assert page.title.replace("\"", "&quot;") in html
     assert len(re.findall(r"src='data:image/png;base64,", html)) == 9
     assert written[-1].name == "lesson.html"
+
+
+def test_pages_6_to_8_take_their_ground_truth_from_the_open_dataset(qtbot, window, tmp_path):
+    """With a dataset open whose classes are the model's, matching, the set loss and the training
+    page use its images and boxes, not toy samples: the shown dataset image itself when it is one."""
+    from detr_core.data.export import write_toy_dataset
+
+    root = write_toy_dataset(tmp_path / "shapes", train=4, val=2, fmt="coco")
+    with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
+        assert window.open_dataset(root)
+    split = window.state.dataset.splits["train"]
+    # the current image is a toy sample: pages 6-8 keep it (it has its ground truth)
+    assert "toy sample" in _show(window, 5).info_label.text()
+    # an image with no ground truth (a photo): a dataset image stands in, and says which
+    with qtbot.waitSignal(window.state.resultChanged, timeout=20000):
+        window.state.set_image(np.full((96, 120, 3), 127, np.uint8), "photo.png")
+    page = _show(window, 5)
+    qtbot.waitUntil(lambda: page.snapshot is not None and "of shapes train" in page.info_label.text(), timeout=20000)
+    # a dataset image shown from the Dataset view: its own boxes
+    smp = split.sample(2)
+    with qtbot.waitSignal(window.state.resultChanged, timeout=20000):
+        window.datasets.showImage.emit(smp.image, split.records[2].path.name)
+    page = _show(window, 5)
+    name = split.records[2].path.name
+    qtbot.waitUntil(lambda: f"the current image ({name}" in page.info_label.text(), timeout=20000)
+    assert page.snapshot.num_targets == len(smp.labels)
+    loss = _show(window, 6)
+    qtbot.waitUntil(lambda: f"the current image ({name}" in loss.info_label.text(), timeout=20000)
+    assert "Note:" not in loss.info_label.text()
+    _run(qtbot, _show(window, 7))
+    assert "on 4 images of shapes train" in window.lesson.panel.pages[7].result_label.text()

@@ -22,6 +22,7 @@ from detr_core.analysis.matching import (
     matcher_for,
 )
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
+from detr_core.data.dataset import target_dict
 from detr_core.data.images import to_tensor
 from detr_core.data.toy import ToyShapes
 
@@ -395,10 +396,43 @@ def _stream(data_source: Any) -> ToyShapes:
     return ToyShapes(data_source.data_config, seed=0, split="train")
 
 
-# --- ground truth for pages 6 and 7 ------------------------------------------------------------
+# --- ground truth for pages 6, 7 and 8 ---------------------------------------------------------
+def open_dataset_split(state: Any) -> tuple[str, Any] | None:
+    """(split name, split) of the open dataset, its training split or else its first, when the
+    open model knows exactly its classes (else its class costs would mean nothing)."""
+    opened = state.dataset
+    if opened is None or not opened.splits or list(opened.class_names) != list(state.class_names):
+        return None
+    name = "train" if "train" in opened.splits else next(iter(opened.splits))
+    return name, opened.splits[name]
+
+
+def _from_dataset(smp: Any) -> dict[str, torch.Tensor]:
+    h, w = smp.image.shape[:2]
+    return target_dict(smp, (h, w), (h, w))
+
+
+def _current_dataset_image(state: Any) -> tuple[np.ndarray, dict[str, torch.Tensor], str] | None:
+    """The current image's objects when it is an image of the open dataset (shown from the
+    Dataset view: same file name, same pixels)."""
+    opened, image = state.dataset, state.image
+    if opened is None or image is None or not state.image_name:
+        return None
+    for split_name, split in opened.splits.items():
+        for index, record in enumerate(split.records):
+            if record.path.name != state.image_name:
+                continue
+            smp = split.sample(index)
+            if smp.image.shape == image.shape and np.array_equal(smp.image, image):
+                return smp.image, _from_dataset(smp), f"the current image ({record.path.name}, {opened.name} {split_name})"
+    return None
+
+
 def ground_truth(panel: Any) -> tuple[np.ndarray, dict[str, torch.Tensor], str] | None:
     """(image, target, where it comes from): the current image's objects when it is one of the
-    explorer's toy samples, else sample 0 of the model's training stream (or the default toy data)."""
+    explorer's toy samples or an image of the open dataset; else, when the open model was made for
+    the open dataset, one of that dataset's images; else sample ``panel.sample_index`` of the
+    model's training stream (or the default toy data)."""
     state = panel.state
     toy: ToyShapes | None = panel.toy_stream
     found = re.fullmatch(r"toy sample #(\d+)", state.image_name or "")
@@ -407,6 +441,16 @@ def ground_truth(panel: Any) -> tuple[np.ndarray, dict[str, torch.Tensor], str] 
         sample = toy.sample(index)
         if sample.image.shape == state.image.shape and np.array_equal(sample.image, state.image):
             return sample.image, toy.target(sample, index), f"the current image (toy sample #{index})"
+    split = open_dataset_split(state)
+    if split is not None:
+        current = _current_dataset_image(state)
+        if current is not None:
+            return current
+        name, data = split
+        index = panel.sample_index % len(data)
+        smp = data.sample(index)
+        return (smp.image, _from_dataset(smp), f"{data.records[index].path.name}, image #{index} of "
+                f"{state.dataset.name} {name} (the current image has no ground truth)")
     stream = _stream(state.data_source)
     index = panel.sample_index
     sample = stream.sample(index)
@@ -414,6 +458,8 @@ def ground_truth(panel: Any) -> tuple[np.ndarray, dict[str, torch.Tensor], str] 
 
 
 def _classes_note(panel: Any) -> str:
+    if open_dataset_split(panel.state) is not None:  # the open dataset's own images and classes
+        return ""
     toy = list(panel.state.data_source.data_config.classes) if panel.state.data_source.data_config else \
         list(ToyShapes().class_names)
     if panel.state.class_names != toy:
@@ -651,15 +697,21 @@ class TrainingPage(LessonPage):
     def experiment(self):
         loaded = self.state.model
         ds = self.state.data_source
-        stream = _stream(ds)
         matcher = matcher_for(loaded.model, ds.loss_config)
+        split = open_dataset_split(self.state)
+        if split is not None:  # the model was made for the open dataset: its images, as stored
+            name, data = split
+            stream, count = data, min(8, len(data))
+            where = f"{count} images of {self.state.dataset.name} {name}"
+        else:
+            stream, count, where = _stream(ds), 8, "8 training images"
 
         def work(ctx: Any, model: Any) -> core.NoObjectPoint:
-            images, targets = stream.batch(list(range(8)))
+            images, targets = stream.batch(list(range(count)))
             return core.no_object_point(model, matcher, images, targets)
 
         def on_result(p: core.NoObjectPoint) -> None:
-            self.result_label.setText(f"The open model, on 8 training images: matched slots give their true class "
+            self.result_label.setText(f"The open model, on {where}: matched slots give their true class "
                                       f"<b>{p.matched_true_class:.2f}</b>, unmatched slots say no object "
                                       f"<b>{p.unmatched_no_object:.2f}</b>." + _classes_note(self.panel))
         return (work, (), on_result)
