@@ -31,6 +31,12 @@ def _cancelled(ctx, x):
     raise Cancelled()
 
 
+def _run_to_the_end(qtbot, worker):
+    with qtbot.waitSignal(worker.finished, timeout=10000):
+        worker.start()
+    qtbot.waitUntil(lambda: worker not in running_workers(), timeout=5000)  # its thread has ended
+
+
 @pytest.mark.parametrize(("fn", "end"), [(_double, "result"), (_count, "result"), (_fail, "error"),
                                          (_cancelled, "cancelled")], ids=["result", "generator", "error", "cancelled"])
 def test_a_finished_worker_and_its_thread_are_freed_by_reference_counting(qtbot, fn, end):
@@ -41,9 +47,7 @@ def test_a_finished_worker_and_its_thread_are_freed_by_reference_counting(qtbot,
         worker = Worker(fn, 3)
         for name in ("result", "error", "cancelled"):
             getattr(worker, name).connect(lambda *a, name=name: ended.append(name))
-        with qtbot.waitSignal(worker.finished, timeout=10000):
-            worker.start()
-        qtbot.waitUntil(lambda: worker not in running_workers(), timeout=5000)
+        _run_to_the_end(qtbot, worker)
         assert ended == [end]
         assert not worker.is_running and worker.wait(0)  # the API as before
         with pytest.raises(RuntimeError, match="runs once"):
@@ -62,10 +66,10 @@ def test_a_finished_worker_goes_with_its_parent_and_takes_its_thread(qtbot):
     try:
         parent = QObject()
         worker = Worker(_double, 3, parent=parent)
-        with qtbot.waitSignal(worker.result, timeout=10000) as got:
-            worker.start()
-        assert got.args == [6]
-        qtbot.waitUntil(lambda: worker not in running_workers(), timeout=5000)
+        got = []
+        worker.result.connect(got.append)
+        _run_to_the_end(qtbot, worker)
+        assert got == [6]
         worker_ref, thread_ref = weakref.ref(worker), weakref.ref(worker._thread)
         del worker
         assert worker_ref() is not None  # its parent keeps it
