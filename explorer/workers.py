@@ -125,6 +125,7 @@ class Worker(QObject):
         self.ctx = WorkContext(self)
         self._thread: _Thread | None = None
         self._done = threading.Event()
+        self._ended = False  # its thread has ended (and is deleted by Qt soon after)
 
     # --- control, from the GUI thread ------------------------------------------------------
     def start(self) -> Worker:
@@ -134,6 +135,9 @@ class Worker(QObject):
             _running.add(self)
         self._thread = _Thread(self._run)
         self._thread.finished.connect(self._forget)
+        # Qt deletes the ended QThread on this thread's event loop, whoever still refers to its
+        # (Python-owned) wrapper: its C++ destructor never runs inside a garbage collection
+        self._thread.finished.connect(self._thread.deleteLater)
         self._thread.start()
         return self
 
@@ -146,7 +150,7 @@ class Worker(QObject):
 
     def wait(self, msecs: int = 30000) -> bool:
         """Block until the function has returned (True) or ``msecs`` passed (False)."""
-        if self._thread is None:
+        if self._thread is None or self._ended:  # not started, or its thread has ended
             return True
         return self._thread.wait(msecs)
 
@@ -185,13 +189,16 @@ class Worker(QObject):
         :meth:`WorkQueue.submit` connects its callbacks through a holder it empties instead.
 
         The thread's body (this worker's ``_run``) is dropped too, once the thread has really
-        ended: that breaks the cycle worker -> thread -> ``_run`` -> worker, so the worker and its
-        parentless QThread are freed by reference counting when the worker goes (with its parent,
-        or its last reference), not later by the cyclic collector, which would run the QThread's
-        C++ destructor in the middle of a collection while other threads may run Python."""
+        ended: that breaks the cycle worker -> thread -> ``_run`` -> worker, so a finished worker
+        and its thread's wrapper are freed by reference counting when the worker goes (with its
+        parent, or its last reference). The QThread itself is deleted by Qt (``deleteLater`` on
+        ``finished``, connected after this slot): the cyclic collector would otherwise run its C++
+        destructor in the middle of a collection (a worker still referred to from a closed
+        window's cyclic garbage), while other threads may run Python."""
         with _running_lock:
             _running.discard(self)
         self.fn, self.args = None, ()
+        self._ended = True
         if self._thread is not None:
             self._thread.wait()  # finished is emitted as run() returns: the thread ends at once
             self._thread._body = None

@@ -7,6 +7,7 @@ import gc
 import weakref
 
 import pytest
+import shiboken6
 from PySide6.QtCore import QObject
 
 from detr_core.cancel import Cancelled
@@ -78,3 +79,12 @@ def test_a_finished_worker_goes_with_its_parent_and_takes_its_thread(qtbot):
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_qt_deletes_an_ended_thread_while_its_worker_lives_on(qtbot):
+    """Whoever still refers to a finished worker (a closed window's cyclic garbage, say), its
+    QThread's C++ object is deleted by Qt on the event loop, not by a garbage collection."""
+    worker = Worker(_double, 3)
+    _run_to_the_end(qtbot, worker)
+    qtbot.waitUntil(lambda: not shiboken6.isValid(worker._thread), timeout=5000)
+    assert worker.wait() and not worker.is_running  # the API as before
