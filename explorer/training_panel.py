@@ -484,7 +484,8 @@ class TrainingPanel(QWidget):
         worker.trained.connect(self._on_trained)
         worker.finished.connect(self._on_thread_finished)
         self.worker = worker
-        self.workerCreated.emit(worker)
+        self.workerCreated.emit(worker)  # the state replaces (and deletes) the previous run's session
+        self._let_go_of_ended_runs()
         worker.start()
         self.progress_label.setText("Starting the training process…")
         self.running.emit(True)
@@ -556,6 +557,17 @@ class TrainingPanel(QWidget):
             f"Finished at step {e.step} ({e.elapsed:.0f} s of training)." if e else "Not training.")
         self.status.emit("Ready")
         self._update_buttons()
+        self._let_go_of_ended_runs()
+
+    def _let_go_of_ended_runs(self) -> None:
+        """A run that has ended has handed its model over (``trained`` comes before ``finished``;
+        the state holds it, to show and save): its worker lets go of it, and the workers of
+        runs before the panel's latest are deleted (with their reader, session and pipes)."""
+        for worker in self.findChildren(TrainingWorker, options=Qt.FindChildOption.FindDirectChildrenOnly):
+            if worker.ended:
+                worker.release()
+                if worker is not self.worker:
+                    worker.deleteLater()
 
     def _update_buttons(self) -> None:
         running = self.is_running

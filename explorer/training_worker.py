@@ -93,11 +93,12 @@ class TrainingWorker(QObject):
         self.session = LiveSession(job, nice=TRAINING_NICENESS)
         self._paused = start_paused
         self.info: dict | None = None  # set by trainingStarted
-        self.result: Any = None  # what ``trained`` carried, once it has
+        self.result: Any = None  # what ``trained`` carried, once it has (until ``release``)
+        self.ended = False  # ``finished`` has been emitted: every message was delivered
         self.reader = Worker(self._read, context=False, parent=self)
         self.reader.yielded.connect(self._dispatch)
         self.reader.error.connect(self.failed)  # a bug in the reader itself, still reported
-        self.reader.finished.connect(self.finished)
+        self.reader.finished.connect(self._on_reader_finished)
 
     @property
     def paused(self) -> bool:
@@ -141,6 +142,18 @@ class TrainingWorker(QObject):
     def start(self) -> None:
         self.reader.start()
 
+    def release(self) -> None:
+        """Once the run has ended (``ended``): let go of what it handed over or started from,
+        its result (the trained model, delivered as ``trained``: whoever took it keeps it) and
+        its job's preview image and initial weights, so a finished run keeps no model alive.
+        Its session (ended, joined) stays, with its exit code."""
+        if not self.ended:
+            raise RuntimeError("release() before the run has ended")
+        self.result = None
+        if isinstance(self.job, LiveJob):
+            self.job.preview_image = None
+            self.job.initial_weights = None
+
     # --- on the reader's thread ------------------------------------------------------------
     def _read(self) -> Iterator[tuple]:
         """Start the child and yield its messages, the final result already converted (a
@@ -176,6 +189,10 @@ class TrainingWorker(QObject):
         )
 
     # --- on the GUI thread -----------------------------------------------------------------
+    def _on_reader_finished(self) -> None:
+        self.ended = True
+        self.finished.emit()
+
     def _dispatch(self, message: tuple) -> None:
         kind, *payload = message
         if kind == "progress":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import threading
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -64,16 +65,19 @@ def readable_error(e: BaseException, subject: str = "") -> str:
 
 
 class WorkContext:
-    """Given to a worker's function: report progress, check for cancellation."""
+    """Given to a worker's function: report progress, check for cancellation. It refers to its
+    worker weakly (the worker holds it: no reference cycle for the cyclic collector to break)."""
 
     def __init__(self, worker: Worker) -> None:
-        self._worker = worker
+        self._worker = weakref.ref(worker)
         self._cancel = threading.Event()
 
     def progress(self, done: int, total: int, text: str = "") -> None:
         """Report progress; raises Cancelled once the work was cancelled."""
         self.check()
-        self._worker.progress.emit(int(done), int(total), text)
+        worker = self._worker()  # alive while it runs (``_running`` holds it)
+        if worker is not None:
+            worker.progress.emit(int(done), int(total), text)
 
     def core_progress(self, done: int, total: int) -> None:
         """The ``progress`` callback for ``detr_core`` functions."""
@@ -121,6 +125,7 @@ class Worker(QObject):
         self.ctx = WorkContext(self)
         self._thread: _Thread | None = None
         self._done = threading.Event()
+        self._ended = False  # its thread has ended (and is deleted by Qt soon after)
 
     # --- control, from the GUI thread ------------------------------------------------------
     def start(self) -> Worker:
@@ -130,6 +135,9 @@ class Worker(QObject):
             _running.add(self)
         self._thread = _Thread(self._run)
         self._thread.finished.connect(self._forget)
+        # Qt deletes the ended QThread on this thread's event loop, whoever still refers to its
+        # (Python-owned) wrapper: its C++ destructor never runs inside a garbage collection
+        self._thread.finished.connect(self._thread.deleteLater)
         self._thread.start()
         return self
 
@@ -142,7 +150,7 @@ class Worker(QObject):
 
     def wait(self, msecs: int = 30000) -> bool:
         """Block until the function has returned (True) or ``msecs`` passed (False)."""
-        if self._thread is None:
+        if self._thread is None or self._ended:  # not started, or its thread has ended
             return True
         return self._thread.wait(msecs)
 
@@ -178,10 +186,22 @@ class Worker(QObject):
         """Its thread has ended: drop the work and its arguments, so a finished worker (still a
         child of its queue or view) keeps no image or model alive. Slots are not disconnected
         here (PySide6 can crash disconnecting a signal while events are being delivered);
-        :meth:`WorkQueue.submit` connects its callbacks through a holder it empties instead."""
+        :meth:`WorkQueue.submit` connects its callbacks through a holder it empties instead.
+
+        The thread's body (this worker's ``_run``) is dropped too, once the thread has really
+        ended: that breaks the cycle worker -> thread -> ``_run`` -> worker, so a finished worker
+        and its thread's wrapper are freed by reference counting when the worker goes (with its
+        parent, or its last reference). The QThread itself is deleted by Qt (``deleteLater`` on
+        ``finished``, connected after this slot): the cyclic collector would otherwise run its C++
+        destructor in the middle of a collection (a worker still referred to from a closed
+        window's cyclic garbage), while other threads may run Python."""
         with _running_lock:
             _running.discard(self)
         self.fn, self.args = None, ()
+        self._ended = True
+        if self._thread is not None:
+            self._thread.wait()  # finished is emitted as run() returns: the thread ends at once
+            self._thread._body = None
 
 
 class WorkQueue(QObject):

@@ -187,18 +187,41 @@ def test_an_interrupt_during_a_save_waits_until_the_file_is_in_place(tmp_path, t
         time.sleep(0.05)
         torch.save({"format": "detr-explorer-checkpoint", "x": torch.zeros(3)}, f)
 
-    with pytest.raises(KeyboardInterrupt):  # delivered, but only after the file is complete
-        write_atomically(path, write)
+    # The handler is set here, not assumed: a test run started as a background job of a
+    # non-interactive shell (`pytest &` in a script) inherits SIGINT ignored, Python then installs
+    # no KeyboardInterrupt handler, and a held SIGINT is rightly dropped (the next test).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # delivered, but only after the file is complete
+            write_atomically(path, write)
+        assert torch.load(path, weights_only=True)["x"].shape == (3,)
+        assert _listing(tmp_path) == ["m.pt"]
+        with hold_signals() as held:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+            held_now = list(held)
+            held.clear()  # (so leaving the block does not deliver it and end the test run)
+        assert held_now == [signal.SIGTERM]
+        save_checkpoint(path, model, NAMES)  # the handlers are back to what they were
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_an_ignored_interrupt_stays_ignored_through_a_save(tmp_path):
+    path = tmp_path / "m.pt"
+
+    def write(f):
+        os.kill(os.getpid(), signal.SIGINT)  # held, then handed to the handler before: none
+        torch.save({"x": torch.zeros(3)}, f)
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        write_atomically(path, write)  # no KeyboardInterrupt
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert torch.load(path, weights_only=True)["x"].shape == (3,)
-    assert _listing(tmp_path) == ["m.pt"]
-    with hold_signals() as held:
-        os.kill(os.getpid(), signal.SIGTERM)
-        signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
-        held_now = list(held)
-        held.clear()  # (so leaving the block does not deliver it and end the test run)
-    assert held_now == [signal.SIGTERM]
-    save_checkpoint(path, model, NAMES)  # the handlers are back to what they were
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # --- 5. temporaries of killed saves ------------------------------------------------------------
