@@ -40,6 +40,7 @@ from .attention_grid import AttentionGrid
 from .attention_panel import AttentionPanel
 from .canvas import ImageView
 from .controller import Controller
+from .gc_policy import GuiThreadCollector
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
 from .lesson import install_lesson
 from .model_info import ModelInfoPanel, distribution_warning
@@ -122,6 +123,9 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings | None = None, checkpoint: Path | None = BUNDLED_CHECKPOINT,
                  sample_seed: int = 0, runs_folder: Path | None = None) -> None:
         super().__init__()
+        # cyclic garbage is collected on this (the GUI) thread only, while the window is open:
+        # never Qt objects destroyed by a worker thread's allocation (see gc_policy)
+        self._collector = GuiThreadCollector(self)
         self.settings = settings or QSettings("DETR Explorer", "DETR Explorer")
         self.setWindowTitle("DETR Explorer")
         self.setAcceptDrops(True)
@@ -943,6 +947,7 @@ class MainWindow(QMainWindow):
         self.lesson.shutdown()
         self.controller.shutdown(30000)
         self._save_settings()
+        self._collector.stop()  # the last window closed gives automatic collection back
         event.accept()
 
     def _about(self) -> None:
