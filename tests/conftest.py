@@ -143,7 +143,7 @@ def nothing_left_running(request):
     # tests/test_gui.py, both of the 6 without it). Since then the windows collect cyclic garbage
     # on the GUI thread only (explorer/gc_policy.py), and finished workers free their threads by
     # reference counting: without this line tests/test_gui.py then passed 24 runs of 24 (with and
-    # without cached bytecode, 10 of them writing it). It stays, as cheap insurance: a hang would
+    # without cached bytecode, 12 of them writing it). It stays, as cheap insurance: a hang would
     # cost a whole CI run, and the collection here costs about 5 s of the suite.
     if "qtbot" in request.fixturenames:
         gc.collect()
