@@ -32,8 +32,8 @@ COLUMNS = ("query", "class", "score", "box x0,y0,x1,y1 px")
 class QueryTableModel(QAbstractTableModel):
     checkToggled = Signal(int, bool)  # a row's box ticked or unticked by the user
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
         self.labels: list[str] = []
         self.scores = np.zeros(0)
         self.boxes = np.zeros((0, 4))
@@ -121,7 +121,7 @@ class QueryPanel(QWidget):
     def __init__(self, state: AppState, parent=None) -> None:  # noqa: ANN001
         super().__init__(parent)
         self.state = state
-        self.model = QueryTableModel()
+        self.model = QueryTableModel(self)  # Qt owns it with the panel (not the cyclic collector)
         self.model.threshold = state.threshold
         self.table = QTableView()
         self.table.setModel(self.model)
