@@ -178,8 +178,10 @@ class MainWindow(QMainWindow):
         # the right column (queries, attention controls) runs the full height of the window
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self._previous_model: LoadedModel | None = None  # what Stop replaced, to go back to
+        self._back_from: LoadedModel | None = None  # the model "Back to" would replace
 
         self.state.modelChanged.connect(self._update_model_label)
+        self.state.modelChanged.connect(self._forget_back_to)
         self.state.modelChanged.connect(self._update_warning)
         self.state.imageChanged.connect(self._update_warning)
         for signal in (self.state.modelChanged, self.state.modelSaved, self.state.imageChanged):
@@ -703,7 +705,7 @@ class MainWindow(QMainWindow):
         """A run ended: its model replaces the one shown, and a notice offers to go back."""
         previous = self.state.model
         self.controller.use_trained(trained)
-        self._previous_model = previous
+        self._previous_model, self._back_from = previous, self.state.model
         back = None if previous is None else self.back_to_previous_model
         name = "" if previous is None else (previous.path.name if previous.path else previous.source)
         self.notify(f"Training {trained.reason} at step {trained.step}: the explorer now shows the trained "
@@ -715,9 +717,15 @@ class MainWindow(QMainWindow):
         previous, self._previous_model = self._previous_model, self.state.model
         if previous is None:
             return
+        self._back_from = previous
         self.state.set_model(previous)
         self.notify(f"Back to {previous.path.name if previous.path else previous.source}.",
                     "Use the trained model again", self.back_to_previous_model)
+
+    def _forget_back_to(self, loaded: LoadedModel | None) -> None:
+        """Another model was opened: "Back to" no longer applies, and keeps no model alive."""
+        if loaded is not self._back_from and loaded is not self._previous_model:
+            self._previous_model = self._back_from = None
 
     def new_toy_sample(self) -> None:
         self.controller.new_toy_sample()

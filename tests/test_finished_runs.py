@@ -52,4 +52,16 @@ def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, 
     saved = load_checkpoint(out)
     assert saved.step == 1
     assert all(v.equal(saved.state_dict[k]) for k, v in second().state_dict().items())
+    # going back and forth keeps the pair; opening another model forgets "Back to" and its model
+    window.back_to_previous_model()
+    assert window.state.model is bundled and window._previous_model.model is second()
+    window.back_to_previous_model()
+    assert window.state.model.model is second() and window._previous_model is bundled
+    with qtbot.waitSignal(window.state.modelChanged, timeout=20000):
+        window.open_checkpoint(out)
+    qtbot.waitUntil(lambda: window.state.model.path == out, timeout=20000)
+    assert window._previous_model is None
+    window.controller.wait(10000)
+    gc.collect()
+    assert second() is None  # neither shown nor offered: freed
     window.controller.wait(10000)
