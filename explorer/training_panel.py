@@ -44,6 +44,9 @@ PART_COLORS = {"loss": "#ffffff", "loss_ce": "#ff6b6b", "loss_bbox": "#51cf66", 
 LAYER_SHADES = ["#ffd43b", "#cc5de8", "#20c997", "#ff922b", "#748ffc", "#f06595"]
 
 
+AP_TITLE = "held-out AP"
+
+
 class LossPlots(pg.GraphicsLayoutWidget):
     """Total loss, its parts (class, L1, GIoU) and AP, against the training step."""
 
@@ -63,7 +66,7 @@ class LossPlots(pg.GraphicsLayoutWidget):
             p.setDownsampling(auto=True, mode="peak")
             p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             self.plots[key] = p
-        self.ap_plot = self.addPlot(title="held-out AP", colspan=2)
+        self.ap_plot = self.addPlot(title=AP_TITLE, colspan=2)
         self.ap_plot.setYRange(0, 1)
         self.ap_plot.showGrid(x=True, y=True, alpha=0.2)
         self.ap_plot.addLegend(offset=(-5, 5), labelTextSize="7pt")
@@ -102,6 +105,7 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.ap50: list[float] = []
         self.ap_curve.setData([], [])
         self.ap50_curve.setData([], [])
+        self.ap_plot.setTitle(AP_TITLE)
         self._dirty = set()
         self._redraw_timer.stop()
         self.x_max = 0.0
@@ -152,6 +156,8 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.ap50.append(event.metrics["AP50"])
         self.ap_curve.setData(self.ap_steps, self.ap)
         self.ap50_curve.setData(self.ap_steps, self.ap50)
+        # the latest figures in words: the curve alone cannot be read to two decimals
+        self.ap_plot.setTitle(f"{AP_TITLE}: AP {self.ap[-1]:.2f}, AP50 {self.ap50[-1]:.2f} at step {event.step}")
 
     def set_per_layer(self, on: bool) -> None:
         self.per_layer = on

@@ -337,3 +337,20 @@ def test_an_opened_checkpoint_shows_the_curves_of_its_training(qtbot, settings):
     assert len(x) == len(history["step"]) and np.allclose(y, history["loss"], equal_nan=True)
     assert "4000 steps" in w.training.progress_label.text()
     w.controller.wait(10000)
+
+
+def test_the_held_out_ap_plot_says_its_latest_figures(qtbot):
+    """The AP curve cannot be read to two decimals: its title says the latest AP and AP50."""
+    from detr_core.train.trainer import EvalEvent
+    from explorer.training_panel import AP_TITLE, LossPlots
+
+    plots = LossPlots()
+    qtbot.addWidget(plots)
+    plots.reset()
+    assert plots.ap_plot.titleLabel.text == AP_TITLE
+    plots.add_eval(EvalEvent(200, 20.0, {"AP": 0.4123, "AP50": 0.7}, 1.0))
+    plots.add_eval(EvalEvent(400, 40.0, {"AP": 0.6789, "AP50": 0.912}, 1.0))
+    assert plots.ap_plot.titleLabel.text == f"{AP_TITLE}: AP 0.68, AP50 0.91 at step 400"
+    assert list(plots.ap_curve.getData()[1]) == [0.4123, 0.6789]
+    plots.reset()  # a new run
+    assert plots.ap_plot.titleLabel.text == AP_TITLE
