@@ -237,6 +237,9 @@ def _train(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist) 
                                extra={"category_ids": trainer.dataset.category_ids,
                                       "dataset": train_cfg.dataset.source, "resume": state})
 
+    if not quiet:
+        print(f"threads: {trainer.threads.reason}", file=sys.stderr)
+    threads_said = trainer.threads.reason
     periodic = PeriodicSave(args.save_every or 0, (args.save_minutes or 0) * 60)
     periodic.start(trainer.step, trainer.elapsed)
     stop_signal: list[int] = []
@@ -259,6 +262,9 @@ def _train(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist) 
                 now = event.step if by_steps else int(event.elapsed)
                 bar.update(now - shown)
                 shown = now
+                if trainer.threads.reason != threads_said and not quiet:
+                    threads_said = trainer.threads.reason
+                    bar.write(f"threads: {threads_said}")
                 if periodic.due(event.step, event.elapsed):  # the same answer in every process
                     state = trainer.resume_state()
                     if main_rank:

@@ -30,7 +30,6 @@ from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.losses import LOSS_PARTS, LossTerm, loss_terms
 from detr_core.precision import precision_note
 from detr_core.presets import PRESETS, apply_overrides, preset
-from detr_core.train.live import LiveSession
 from detr_core.train.trainer import EvalEvent, History, StepEvent
 
 from .dataset_session import OpenedDataset
@@ -234,7 +233,7 @@ class TrainingPanel(QWidget):
         self.preview_image: np.ndarray | None = None
         self.preview_image_id: object = None
         self._last_step: StepEvent | None = None
-        self._shared = ""  # how the CPU is shared with another run, for the progress text
+        self._threads = ""  # the run's CPU threads and why, for the progress text
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
 
@@ -478,7 +477,7 @@ class TrainingPanel(QWidget):
             return False
         self.plots.reset(loss_terms(model_cfg, train_cfg.loss))
         self._last_step = None
-        self._shared = ""
+        self._threads = ""
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self,
                                 initial_weights=weights, preview_image_id=self.preview_image_id)
         worker.trainingStarted.connect(self._on_training_started)
@@ -525,9 +524,8 @@ class TrainingPanel(QWidget):
             return self.worker.wait(5000)
         return True
 
-    def _on_threads(self, threads: int) -> None:
-        shared = threads < LiveSession.cpu_budget
-        self._shared = f" · sharing the CPU ({threads} thread{'s' if threads > 1 else ''})" if shared else ""
+    def _on_threads(self, threads: int, reason: str) -> None:
+        self._threads = f" · {reason}"
 
     def _on_training_started(self, info: dict) -> None:
         if self._last_step is None:
@@ -545,7 +543,7 @@ class TrainingPanel(QWidget):
             left = f" · {int(remaining // 60)}:{int(remaining % 60):02d} left"
         paused = " · paused" if self.worker is not None and self.worker.paused else ""
         text = (f"step {e.step} · loss {e.losses['loss']:.3f} · {e.images_per_sec:.0f} img/s{left}"
-                f"{self._shared}{paused}")
+                f"{self._threads}{paused}")
         self.progress_label.setText(text)
         self.status.emit(f"Training: {text}")
 

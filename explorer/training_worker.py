@@ -64,7 +64,7 @@ class TrainingWorker(QObject):
     trained = Signal(object)  # once, when the run ends for any reason: a TrainedModel (LiveJob)
     # or the job's own result (a RunRecord for a RunJob)
     probed = Signal(str, object)  # (probe name, its result), see add_probe
-    threadsChanged = Signal(int)  # the run's CPU threads (fewer while another run trains too)
+    threadsChanged = Signal(int, str)  # the run's CPU threads and why (fewer while other work runs)
     event = Signal(object)  # a trainer Event, from a job that forwards them (RunJob)
     finished = Signal()  # the reader has ended (last, however the run ended)
 
@@ -208,7 +208,7 @@ class TrainingWorker(QObject):
         elif kind == "failed":
             self.failed.emit(payload[0])
         elif kind == "threads":
-            self.threadsChanged.emit(payload[0])
+            self.threadsChanged.emit(payload[0], payload[1])
         elif kind == "started":
             self.info = payload[0]
             self.trainingStarted.emit(payload[0])

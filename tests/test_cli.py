@@ -5,6 +5,7 @@ main.py as real processes (signals, exit codes)."""
 import contextlib
 import io
 import json
+import re
 
 import pytest
 from conftest import call_main
@@ -73,3 +74,15 @@ def test_unreadable_files(trained, tmp_path, run_cli):
     save_checkpoint(coco_like, ckpt.build_model(), ["cat", "dog", "cow"])
     r = run_cli("eval", str(coco_like))
     assert r.returncode == 1 and "not the toy shapes" in r.stderr
+
+
+def test_train_says_first_how_many_threads_it_uses_and_why(tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = call_main("train", "--preset", "fast", "--steps", "1", "--out", tmp_path / "t.pt",
+                         "--set", "d_model=32", "--set", "dim_feedforward=64", "--set", "num_decoder_layers=1",
+                         "--set", "tiny_width=8", "--set", "batch_size=2", "--set", "eval_every=0")
+    assert code == 0
+    line = next(t for t in err.getvalue().splitlines() if t.startswith("threads: "))
+    assert re.fullmatch(r"threads: \d threads? \((\d cores? free|\d of \d cores busy with other work|.* usable cores?)\)",
+                        line), line

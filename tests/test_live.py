@@ -157,14 +157,20 @@ def test_unknown_commands_are_ignored():
     assert [e.step for e in _steps(sent)] == [1]
 
 
+def _thread_counts(messages: list[tuple]) -> list[int]:
+    """The thread counts a run reported, in order, each change once."""
+    return [m[1] for m in messages if m[0] == "threads"]
+
+
 def test_runs_at_the_same_time_share_the_threads(monkeypatch):
     """A second session halves the first one's threads before either oversubscribes the CPU,
-    starts with its share from its first step, and hands the threads back when it ends."""
+    starts with its share from its first step, and hands the threads back when it ends; each
+    says why it runs on the threads it has."""
     import threading
     import time
 
     monkeypatch.setattr(LiveSession, "cpu_budget", 2)
-    first = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=None)))
+    first = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=2)))
     first.start()
     seen: list[tuple] = []
     reader = threading.Thread(target=lambda: seen.extend(first.messages()))
@@ -173,17 +179,20 @@ def test_runs_at_the_same_time_share_the_threads(monkeypatch):
         deadline = time.time() + 60
         while not _steps(list(seen)) and time.time() < deadline:
             time.sleep(0.05)
+        assert _thread_counts(seen) == [2]
         mark = len(seen)
-        second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=3, threads=None)))
+        second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=3, threads=2)))
         second.start()
         messages = _collect(second)
-        assert ("threads", 1) in messages
-        assert messages.index(("threads", 1)) < next(i for i, m in enumerate(messages) if m[0] == "progress")
+        assert _thread_counts(messages)[-1] == 1
+        first_progress = next(i for i, m in enumerate(messages) if m[0] == "progress")
+        assert any(m[0] == "threads" and m[1] == 1 for m in messages[:first_progress])
+        assert ("threads", 1, "1 thread (sharing the CPU with another run)") in messages
         deadline = time.time() + 30
-        while ("threads", 2) not in seen[mark:] and time.time() < deadline:
+        while 2 not in _thread_counts(seen[mark:]) and time.time() < deadline:
             time.sleep(0.05)
-        later = [m for m in seen[mark:] if m[0] == "threads"]
-        assert later == [("threads", 1), ("threads", 2)]  # shared, then given back
+        assert _thread_counts(seen[mark:]) == [1, 2]  # shared, then given back
+        assert [m for m in seen[mark:] if m[0] == "threads"][-1] == ("threads", 2, "2 threads (as asked)")
     finally:
         first.stop()
         reader.join(30)
@@ -195,9 +204,9 @@ def test_a_reader_that_stops_early_leaves_no_session_behind(monkeypatch):
     the running ones, the other run gets its threads back, the command thread ends and the child
     is stopped and joined."""
     monkeypatch.setattr(LiveSession, "cpu_budget", 2)
-    first = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=None)))
+    first = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=2)))
     first.start()
-    second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=None)))
+    second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=2)))
     second.start()
     try:
         assert LiveSession._running == [first, second]
@@ -210,6 +219,5 @@ def test_a_reader_that_stops_early_leaves_no_session_behind(monkeypatch):
     finally:
         first.stop()
         seen = _collect(first)
-    threads = [m for m in seen if m[0] == "threads"]
-    assert threads[-2:] == [("threads", 1), ("threads", 2)]  # shared, then given back
+    assert _thread_counts(seen)[-2:] == [1, 2]  # shared, then given back
     assert seen[-1][0] == "done" and not LiveSession._running

@@ -36,12 +36,15 @@ Its messages are ``(kind, *payload)`` tuples of plain, picklable CPU data, and t
 event and ends with ``("done", RunRecord)``.
 
 Commands to the child: pause, resume, step, stop, a new preview image, attribute updates for a
-probe (``update_probe``), and a thread count. Sessions that run at the same time share the CPU:
-each gets an equal part of :attr:`LiveSession.cpu_budget` threads, and a run that is left alone
-gets its threads back. (Two runs with two threads each on two cores ran 26 times slower than
-one, as their OpenMP threads spun against each other; with one thread each, both ran at 80%
-of the lone run's speed.) The child reports each change as ``("threads", n)``. A probe is any picklable callable ``probe(trainer) -> result``;
-it runs in the child between steps, so it may read the live model.
+probe (``update_probe``), and a thread limit. Each run picks its threads from the cores free to it
+and keeps re-checking (:mod:`detr_core.train.threads`); sessions of one process that run at the
+same time also share the CPU: each is limited to an equal part of :attr:`LiveSession.cpu_budget`
+threads, and a run that is left alone gets its threads back. (Two runs with two threads each on
+two cores ran 26 times slower than one, as their OpenMP threads spun against each other; with one
+thread each, both ran at 80% of the lone run's speed.) A :class:`LiveJob` reports its thread count
+and why as ``("threads", n, reason)`` at the start and at each change. A probe is any picklable
+callable ``probe(trainer) -> result``; it runs in the child between steps, so it may read the
+live model.
 """
 
 from __future__ import annotations
@@ -56,14 +59,16 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from detr_core.analysis.capture import run_inference
 from detr_core.config import DETRConfig, TrainConfig
+from detr_core.device import usable_cores
 from detr_core.model.detr import DETR
+from detr_core.train.threads import limit_threads
 from detr_core.train.trainer import (
     ErrorEvent,
     EvalEvent,
@@ -92,10 +97,6 @@ class LiveJob:
     probes: list[tuple[str, Probe, int]] = field(default_factory=list)  # (name, probe, every_steps)
     # fine-tuning: start from these weights (every tensor whose name and shape fit; the rest fresh)
     initial_weights: dict[str, torch.Tensor] | None = None
-
-    @property
-    def threads(self) -> int | None:
-        return self.train_config.threads
 
     def run(self, send: Callable[..., None], control: TrainControl,
             inbox: queue.SimpleQueue | None = None) -> TrainedState:
@@ -138,13 +139,21 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     trainer = Trainer(job.model_config, job.train_config, control=control, model=model)
     send("started", {"parameters": sum(p.numel() for p in trainer.model.parameters()),
                      "device": str(trainer.device)})
+    threads_said: tuple[int, str] | None = None
+
+    def say_threads() -> None:
+        nonlocal threads_said
+        now = (trainer.threads.count, trainer.threads.reason)
+        if now != threads_said:
+            send("threads", *now)
+            threads_said = now
 
     def apply_commands() -> None:
+        trainer.threads.follow_limit()
+        say_threads()
         while inbox is not None and not inbox.empty():
             command, *args = inbox.get_nowait()
-            if command == "threads":
-                set_threads(args[0], send)
-            elif command == "preview_image":
+            if command == "preview_image":
                 job.preview_image = args[0]
                 job.preview_image_id = args[1] if len(args) > 1 else None
             elif command == "probe" and args[0] in probes:
@@ -201,24 +210,6 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     )
 
 
-def set_threads(threads: int, send: Callable[..., None] | None = None) -> None:
-    """Set torch's intra-op threads; call it on the training thread (OpenMP's count is per
-    thread). Reports ``("threads", n)`` through ``send`` when it changes."""
-    threads = max(1, int(threads))
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
-        if send is not None:
-            send("threads", threads)
-
-
-def apply_thread_commands(inbox: queue.SimpleQueue | None, send: Callable[..., None]) -> None:
-    """For jobs that take no other commands: apply the latest thread counts in ``inbox``."""
-    while inbox is not None and not inbox.empty():
-        command, *args = inbox.get_nowait()
-        if command == "threads":
-            set_threads(args[0], send)
-
-
 def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> None:
     """Child side: apply commands as they arrive. The parent going away stops training."""
     while True:
@@ -236,6 +227,8 @@ def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> N
             control.step_once()
         elif name == "stop":
             control.stop()
+        elif name == "threads":
+            limit_threads(command[1])
         else:
             inbox.put(command)
 
@@ -318,8 +311,8 @@ class LiveSession:
     """The parent's handle on one training process. ``messages()`` is read by one thread (a
     GUI's reader thread); the control methods may be called from any thread and never block."""
 
-    cpu_budget: int = torch.get_num_threads()  # threads shared by the sessions that run at once
-    _running: list[LiveSession] = []
+    cpu_budget: int = usable_cores()  # threads shared by the sessions that run at once
+    _running: ClassVar[list[LiveSession]] = []
     _running_lock = threading.Lock()
 
     def __init__(self, job: Any, nice: int = 0) -> None:
@@ -353,12 +346,11 @@ class LiveSession:
 
     @classmethod
     def share_threads(cls) -> None:
-        """Give each running session its part of :attr:`cpu_budget` (at most what it asked for)."""
+        """Limit each running session to its part of :attr:`cpu_budget` (no limit when alone)."""
         with cls._running_lock:
             running = list(cls._running)
         for session in running:
-            wanted = getattr(session.job, "threads", None) or cls.cpu_budget
-            session.send("threads", max(1, min(wanted, cls.cpu_budget // len(running))))
+            session.send("threads", max(1, cls.cpu_budget // len(running)) if len(running) > 1 else None)
 
     def _forward_commands(self) -> None:
         while True:

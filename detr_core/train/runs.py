@@ -27,7 +27,6 @@ from detr_core.cancel import Cancelled, check_stop
 from detr_core.checkpoint import save_checkpoint
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
-from detr_core.train.live import apply_thread_commands
 from detr_core.train.run_store import RunRecord, RunStore
 from detr_core.train.trainer import (
     ErrorEvent,
@@ -168,14 +167,8 @@ class RunJob:
     spec: RunSpec
     store_root: str
 
-    @property
-    def threads(self) -> int | None:
-        return self.spec.configs()[1].threads
-
     def run(self, send: Callable[..., None], control: TrainControl, inbox: Any = None) -> RunRecord:
         def on_event(event: Event) -> None:
-            apply_thread_commands(inbox, send)  # on the training thread, between steps
             send("event", event)
 
-        apply_thread_commands(inbox, send)
         return execute_run(self.spec, RunStore(self.store_root), on_event=on_event, control=control)

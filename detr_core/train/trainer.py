@@ -34,7 +34,7 @@ from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.dataset import DatasetError, DetectionDataset
 from detr_core.data.sources import training_datasets
 from detr_core.data.stream import batches
-from detr_core.device import clamp_threads, pick_device
+from detr_core.device import pick_device
 from detr_core.model.detr import DETR
 from detr_core.model.losses import SetCriterion
 from detr_core.model.nested_tensor import NestedTensor
@@ -47,6 +47,7 @@ from detr_core.train.resume import (
     seed_fresh,
     set_rng_state,
 )
+from detr_core.train.threads import ThreadTuner
 
 
 @dataclass
@@ -57,6 +58,7 @@ class StepEvent:
     images_per_sec: float  # smoothed over recent steps
     elapsed: float  # seconds of training so far, excluding evaluation and pauses
     progress: float  # fraction of the budget (steps or seconds) used, in [0, 1]
+    threads: int = 0  # CPU threads this step ran on (see detr_core.train.threads)
 
 
 @dataclass
@@ -256,10 +258,9 @@ class Trainer:
         self.config = train_config
         self.control = control or TrainControl()
         self.dist = dist
-        if train_config.threads:
-            torch.set_num_threads(clamp_threads(train_config.threads))
         torch.manual_seed(train_config.seed)
         self.device = dist.device if dist is not None else pick_device(train_config.device)
+        self.threads = ThreadTuner.for_run(train_config.threads, self.device, tune=dist is None)
         # the toy generator by default; a COCO or VOC folder when train_config.dataset names one
         self.dataset, self.heldout = datasets or training_datasets(train_config, model_config)
         names = self.dataset.class_names
@@ -430,6 +431,7 @@ class Trainer:
             if self.dist is None and not self.control.wait_for_go():
                 yield FinishedEvent(self.step, self.elapsed, "stopped")
                 return
+            self.threads.follow_limit()
             t0 = time.perf_counter()
             try:
                 images, targets = next(stream)
@@ -465,6 +467,8 @@ class Trainer:
                 return
             dt = time.perf_counter() - t0
             self.elapsed += dt
+            threads = self.threads.count
+            self.threads.record(dt)  # may change the count for the next step
             if self.dist is not None:  # the logged losses of the whole batch; one clock for all processes
                 names = list(losses)
                 self.elapsed, *values = self.dist.mean([self.elapsed, *losses.values()])
@@ -472,7 +476,7 @@ class Trainer:
             rate = cfg.batch_size / dt if rate == 0 else 0.9 * rate + 0.1 * cfg.batch_size / dt
             lr = self.optimizer.param_groups[0]["lr"]
             self.history.add_step({"step": self.step, "elapsed": self.elapsed, "lr": lr, **losses})
-            yield StepEvent(self.step, losses, lr, rate, self.elapsed, self.progress())
+            yield StepEvent(self.step, losses, lr, rate, self.elapsed, self.progress(), threads)
             if cfg.eval_every and self.step - last_eval_step >= cfg.eval_every:
                 last_eval_step = self.eval_step = self.step
                 if (yield from self._evaluate_or_stop()):
