@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_core.checkpoint import Checkpoint, check_writable, model_summary
+from detr_core.checkpoint import Checkpoint, model_summary
 from detr_core.data.images import MAX_SIDE
 from detr_core.device import device_summary
 
@@ -46,6 +46,7 @@ from .lesson import install_lesson
 from .model_info import ModelInfoPanel, distribution_warning
 from .notice import Notice
 from .query_panel import QueryPanel
+from .saving import save_png
 from .settings import RecentFiles, read_setting
 from .stable_label import StableLabel
 from .state import AppState, LoadedModel, TrainingSession
@@ -846,17 +847,13 @@ class MainWindow(QMainWindow):
             self.export_png(Path(path))
 
     def export_png(self, path: Path) -> bool:
-        try:
-            check_writable(path)  # says why a file cannot be written there (QImage.save does not)
-            ok = self.canvas.grab().save(str(path), "PNG")
+        try:  # a temporary file renamed into place: a failure keeps the old file, and says why
+            save_png(path, self.canvas.grab())
         except OSError as e:
             self.show_error("Export", readable_error(e, str(path)))
             return False
-        if not ok:
-            self.show_error("Export", f"cannot save {path}: the PNG could not be written")
-        else:
-            self.notify(f"Exported the image view to {path}.")
-        return ok
+        self.notify(f"Exported the image view to {path}.")
+        return True
 
     def _remember(self, path: Path, kind: str) -> None:
         self.recent.add(path)  # merged with what other windows stored meanwhile

@@ -502,7 +502,7 @@ class SpecializationView(AnalysisView):
             },
         }
         text = json.dumps(data)
-        return self.write_file(path, lambda p: p.write_text(text))
+        return self.write_file(path, text)
 
 
 def _collect(ctx: WorkContext, model: nn.Module, dataset: ImageBatches, count: int) -> SlotPredictions:
