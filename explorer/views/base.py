@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from torch import nn
 
 from ..saving import csv_text, save_bytes, save_png
+from ..stable_label import wrap_label
 from ..workers import Worker, readable_error
 
 
@@ -60,7 +61,7 @@ class AnalysisView(QWidget):
         self._job_button: QPushButton | None = None
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
-        self.progress_label = QLabel("")
+        self.progress_label = wrap_label(QLabel(""))  # also the view's errors: they wrap
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_job)
