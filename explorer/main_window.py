@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_core.checkpoint import Checkpoint, check_writable, model_summary
+from detr_core.checkpoint import Checkpoint, model_summary
 from detr_core.data.images import MAX_SIDE
 from detr_core.device import device_summary
 
@@ -46,6 +46,8 @@ from .lesson import install_lesson
 from .model_info import ModelInfoPanel, distribution_warning
 from .notice import Notice
 from .query_panel import QueryPanel
+from .saving import save_png
+from .settings import RecentFiles, read_setting
 from .stable_label import StableLabel
 from .state import AppState, LoadedModel, TrainingSession
 from .wheel_guard import guard_wheel
@@ -78,7 +80,6 @@ CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.gif *.tif *.tiff);;All files (*)"
 CHECKPOINT_FILTER = ("Checkpoints (*.pt *.pth *.ckpt *.safetensors *.bin config.json);;"
                      "Hugging Face DETR (config.json *.safetensors *.bin);;All files (*)")
-MAX_RECENT = 10
 DEFAULT_SIZE = QSize(1400, 900)  # on screens with room for it
 MIN_SIZE = QSize(800, 560)  # every dock stays usable down to a 1024x700 screen
 SETTINGS_VERSION = 2  # a saved dock layout from another version of the window is not restored
@@ -127,6 +128,7 @@ class MainWindow(QMainWindow):
         # never Qt objects destroyed by a worker thread's allocation (see gc_policy)
         self._collector = GuiThreadCollector(self)
         self.settings = settings or QSettings("DETR Explorer", "DETR Explorer")
+        self.recent = RecentFiles(self.settings)
         self.setWindowTitle("DETR Explorer")
         self.setAcceptDrops(True)
         self.last_error = ""
@@ -373,7 +375,7 @@ class MainWindow(QMainWindow):
         return centre
 
     def _settings_bool(self, key: str) -> bool:
-        return str(self.settings.value(key, "false")).lower() in ("true", "1")
+        return read_setting(self.settings, key, False)
 
     def dismiss_hint(self) -> None:
         """Hide the first-launch hint; it does not come back."""
@@ -493,7 +495,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(MIN_SIZE)
         # the last size and place, if they still fit this screen; else the size that fits it
         available = self.available_geometry()
-        saved = self.settings.value("windowRect")
+        saved = read_setting(self.settings, "windowRect", None, kind=QRect)
         if isinstance(saved, QRect) and saved.width() <= available.width() and saved.height() <= available.height() \
                 and available.intersects(saved):
             x = min(max(saved.x(), available.x()), available.right() + 1 - saved.width())
@@ -503,14 +505,17 @@ class MainWindow(QMainWindow):
             self.fit_to_screen(available)
         if self._settings_bool("maximized"):
             self.setWindowState(self.windowState() | Qt.WindowState.WindowMaximized)
-        state = self.settings.value("windowState")
+        state = read_setting(self.settings, "windowState", None, kind=QByteArray)
         if not (isinstance(state, QByteArray) and self.restoreState(state, SETTINGS_VERSION)):
             QTimer.singleShot(0, self._default_dock_sizes)  # once the window has its real size
-        self.state.set_threshold(round(float(self.settings.value("threshold", 0.5)), 2))
-        cmap = str(self.settings.value("colormap", "inferno"))
-        if self.attention.colormap.findText(cmap) < 0:
-            cmap = self.state.heatmap_style.colormap
-        self.state.set_heatmap_style(colormap=cmap, opacity=int(self.settings.value("opacity", 55)) / 100)
+        threshold = read_setting(self.settings, "threshold", 0.5, valid=lambda t: 0 <= t <= 1,
+                                 expect="a number from 0 to 1")
+        self.state.set_threshold(round(threshold, 2))
+        cmap = read_setting(self.settings, "colormap", self.state.heatmap_style.colormap,
+                            valid=lambda c: self.attention.colormap.findText(c) >= 0, expect="a colormap's name")
+        opacity = read_setting(self.settings, "opacity", 55, valid=lambda o: 0 <= o <= 100,
+                               expect="a whole number from 0 to 100")
+        self.state.set_heatmap_style(colormap=cmap, opacity=opacity / 100)
 
     def _default_dock_sizes(self) -> None:
         """The right column a third of the width at most; the tabs under the image about a third
@@ -544,6 +549,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("colormap", style.colormap)
         self.settings.setValue("opacity", round(style.opacity * 100))
         self.settings.sync()
+        self.recent.store()  # this window's files, merged into what other windows stored
 
     # --- help --------------------------------------------------------------------------------
     def show_quick_start(self) -> QMessageBox:
@@ -669,7 +675,7 @@ class MainWindow(QMainWindow):
         if not ok:
             return
         fmt = self.EXPORT_FORMATS[label]
-        start = str(self.settings.value("lastCheckpointDir", str(ROOT / "checkpoints")))
+        start = read_setting(self.settings, "lastCheckpointDir", str(ROOT / "checkpoints"))
         if fmt == "hf":
             path = QFileDialog.getExistingDirectory(self, "Export to folder", start)
         else:
@@ -800,33 +806,33 @@ class MainWindow(QMainWindow):
 
     # --- files -------------------------------------------------------------------------------
     def choose_image(self) -> None:
-        start = str(self.settings.value("lastImageDir", str(Path.home())))
+        start = read_setting(self.settings, "lastImageDir", str(Path.home()))
         path, _ = QFileDialog.getOpenFileName(self, "Open image", start, IMAGE_FILTER)
         if path:
             self.open_image(Path(path))
 
     def choose_dataset(self) -> None:
-        start = str(self.settings.value("lastDatasetDir", str(Path.home())))
+        start = read_setting(self.settings, "lastDatasetDir", str(Path.home()))
         path = QFileDialog.getExistingDirectory(self, "Open dataset: a COCO folder, a VOC devkit or a YOLO folder",
                                                 start)
         if path:
             self.open_dataset(Path(path))
 
     def choose_coco_annotations(self) -> None:
-        start = str(self.settings.value("lastDatasetDir", str(Path.home())))
+        start = read_setting(self.settings, "lastDatasetDir", str(Path.home()))
         path, _ = QFileDialog.getOpenFileName(self, "Open COCO annotations", start,
                                               "COCO annotations (*.json);;All files (*)")
         if path:
             self.open_dataset(Path(path))
 
     def choose_checkpoint(self) -> None:
-        start = str(self.settings.value("lastCheckpointDir", str(ROOT / "checkpoints")))
+        start = read_setting(self.settings, "lastCheckpointDir", str(ROOT / "checkpoints"))
         path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", start, CHECKPOINT_FILTER)
         if path:
             self.open_checkpoint(Path(path))
 
     def choose_save_checkpoint(self) -> bool:
-        start = Path(str(self.settings.value("lastCheckpointDir", str(Path.home()))))
+        start = Path(read_setting(self.settings, "lastCheckpointDir", str(Path.home())))
         loaded = self.state.model
         name = loaded.path.name if loaded and loaded.path else "trained.pt"
         path, _ = QFileDialog.getSaveFileName(self, "Save checkpoint", str(start / name), CHECKPOINT_FILTER)
@@ -835,35 +841,26 @@ class MainWindow(QMainWindow):
         return self.save_checkpoint(Path(path))
 
     def choose_export(self) -> None:
-        start = Path(str(self.settings.value("lastImageDir", str(Path.home()))))
+        start = Path(read_setting(self.settings, "lastImageDir", str(Path.home())))
         path, _ = QFileDialog.getSaveFileName(self, "Export view", str(start / "detr_view.png"), "PNG (*.png)")
         if path:
             self.export_png(Path(path))
 
     def export_png(self, path: Path) -> bool:
-        try:
-            check_writable(path)  # says why a file cannot be written there (QImage.save does not)
-            ok = self.canvas.grab().save(str(path), "PNG")
+        try:  # a temporary file renamed into place: a failure keeps the old file, and says why
+            save_png(path, self.canvas.grab())
         except OSError as e:
             self.show_error("Export", readable_error(e, str(path)))
             return False
-        if not ok:
-            self.show_error("Export", f"cannot save {path}: the PNG could not be written")
-        else:
-            self.notify(f"Exported the image view to {path}.")
-        return ok
+        self.notify(f"Exported the image view to {path}.")
+        return True
 
     def _remember(self, path: Path, kind: str) -> None:
-        entries = [e for e in self.recent_files() if e != str(path)]
-        entries.insert(0, str(path))
-        self.settings.setValue("recentFiles", entries[:MAX_RECENT])
+        self.recent.add(path)  # merged with what other windows stored meanwhile
         self._rebuild_recent()
 
     def recent_files(self) -> list[str]:
-        value = self.settings.value("recentFiles", [])
-        if isinstance(value, str):
-            return [value]
-        return [str(v) for v in (value or [])]
+        return self.recent.entries()
 
     def _rebuild_recent(self) -> None:
         self.recent_menu.clear()

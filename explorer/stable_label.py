@@ -5,13 +5,18 @@ QMainWindow's layout, which re-lays out (and animates) every dock and repaints t
 At a few updates a second during training that kept the GUI thread busy and halved the
 training speed. Text that changes that often (training progress, status) is drawn by this widget
 instead: ``setText`` only repaints it. Text too long for the width is elided.
+
+Messages that must be read whole (an error) go in a :func:`wrap_label` instead: it wraps, and its
+width never follows its text either.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QPainter, QPaintEvent
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
+
+WRAPPED_MIN_WIDTH = 80  # pixels: what a wrapping label asks of its dock, however long its text
 
 
 class StableLabel(QWidget):
@@ -43,3 +48,12 @@ class StableLabel(QWidget):
         p.setPen(self.palette().windowText().color())
         p.drawText(rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), text)
         p.end()
+
+
+def wrap_label(label: QLabel) -> QLabel:
+    """``label`` wrapping its text at word boundaries, with a minimum width of its own: a long
+    message (an error of 2000 characters, a long path) makes it taller, never its dock wider (a
+    word-wrapped QLabel's minimum width is otherwise its longest word)."""
+    label.setWordWrap(True)
+    label.setMinimumWidth(WRAPPED_MIN_WIDTH)
+    return label

@@ -35,7 +35,7 @@ from detr_core.train.trainer import EvalEvent, History, StepEvent
 from .dataset_session import OpenedDataset
 from .dataset_training import dataset_configs, describe
 from .help import help_button
-from .stable_label import StableLabel
+from .stable_label import StableLabel, wrap_label
 from .state import LoadedModel
 from .training_worker import TrainedModel, TrainingWorker
 
@@ -274,8 +274,7 @@ class TrainingPanel(QWidget):
         self.start_from.addItems(["a new model", "the open model (fine-tune)"])
         self.start_from.setToolTip("Fine-tuning keeps the open model's architecture and every weight that fits "
                                    "(the class head starts fresh if the dataset has other classes)")
-        self.data_label = QLabel(describe(None, None))
-        self.data_label.setWordWrap(True)
+        self.data_label = wrap_label(QLabel(describe(None, None)))
         self.start_from.currentIndexChanged.connect(lambda _: self._update_data_label())
 
         form = QFormLayout()
@@ -321,6 +320,11 @@ class TrainingPanel(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         self.progress_label = StableLabel("Not training.")
+        self.error_label = wrap_label(QLabel(""))  # why the last run stopped or could not start
+        self.error_label.setObjectName("training_error")
+        self.error_label.setStyleSheet("#training_error { color: #ff8787; }")
+        self.error_label.setVisible(False)
+        self.failed.connect(self._show_failure)
 
         settings = QWidget()
         sl = QVBoxLayout(settings)
@@ -349,6 +353,7 @@ class TrainingPanel(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(controls)
         layout.addWidget(self.progress_label)
+        layout.addWidget(self.error_label)
         layout.addWidget(split, 1)
 
         self.preset.currentTextChanged.connect(self.load_preset)
@@ -470,6 +475,7 @@ class TrainingPanel(QWidget):
     def start(self, paused: bool = False) -> bool:
         if self.is_running:
             return False
+        self.error_label.setVisible(False)
         try:
             model_cfg, train_cfg, weights = self._run_configs()
         except ValueError as e:
@@ -523,6 +529,10 @@ class TrainingPanel(QWidget):
             self.worker.kill()  # it did not stop in time: end the process, lose its last steps
             return self.worker.wait(5000)
         return True
+
+    def _show_failure(self, message: str) -> None:
+        self.error_label.setText(message)
+        self.error_label.setVisible(True)
 
     def _on_threads(self, threads: int, reason: str) -> None:
         self._threads = f" · {reason}"

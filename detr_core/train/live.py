@@ -54,6 +54,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -233,6 +234,12 @@ def _listen(commands: Any, control: TrainControl, inbox: queue.SimpleQueue) -> N
             inbox.put(command)
 
 
+def expected_failure(e: BaseException) -> bool:
+    """A failure of the input, not of the program: a refused setting or a dataset that cannot be
+    read (ValueError, DatasetError, OSError such as FileNotFoundError), or too little memory."""
+    return isinstance(e, (ValueError, OSError, MemoryError))
+
+
 def failure_message(e: BaseException) -> str:
     """One line for a run that raised: the problem in words for a refused setting or input
     (ValueError, OSError), else an unexpected error with its type (its traceback goes to stderr)."""
@@ -269,7 +276,10 @@ def _child_main(events: Any, commands: Any, job: Any, nice: int) -> None:
     except (BrokenPipeError, EOFError, ConnectionResetError):
         pass  # the parent has gone: nobody to report to
     except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
-        traceback.print_exc()
+        if expected_failure(e):  # a refused setting or input (a dataset folder that vanished): one line
+            print(f"detr-training: {failure_message(e)}", file=sys.stderr, flush=True)
+        else:  # a bug: its traceback, for a report
+            traceback.print_exc()
         try:
             send("failed", failure_message(e))
         except OSError:

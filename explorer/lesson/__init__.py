@@ -17,6 +17,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QFileDialog, QFrame, QLabel, QScrollArea, QToolBar
 
+from ..settings import read_setting
+
 if TYPE_CHECKING:
     from .panel import LessonPanel
 
@@ -83,7 +85,7 @@ class Lesson:
         toolbar = window.findChild(QToolBar, "main_toolbar")
         if toolbar is not None:
             toolbar.addAction(self.act_lesson)
-        on = str(window.settings.value(PRESENTATION_KEY, "false")).lower() in ("true", "1")
+        on = read_setting(window.settings, PRESENTATION_KEY, False)
         self.act_presentation.setChecked(on)
 
     # --- the panel, built on demand -----------------------------------------------------------
@@ -166,7 +168,7 @@ class Lesson:
             w.setWindowState(w.windowState() & ~Qt.WindowState.WindowFullScreen)
 
     def choose_export(self) -> None:
-        start = str(self.window.settings.value("lastImageDir", str(Path.home())))
+        start = read_setting(self.window.settings, "lastImageDir", str(Path.home()))
         folder = QFileDialog.getExistingDirectory(self.window, "Export the lesson to folder", start)
         if folder:
             self.export(Path(folder))

@@ -7,9 +7,9 @@ import base64
 import html
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice
 from PySide6.QtWidgets import QApplication
 
+from ..saving import png_bytes, save_bytes, save_text
 from .panel import LessonPanel
 
 
@@ -30,16 +30,11 @@ def export_lesson(panel: LessonPanel, folder: Path) -> list[Path]:
         page.wait(30000)  # a page that computes its view (matching, loss) finishes first
         for _ in range(3):  # its result is delivered, then the texts it sets are laid out
             QApplication.processEvents()
-        pixmap = page.grab()
         path = folder / f"page_{i + 1:02d}_{_slug(page.title)}.png"
-        if not pixmap.save(str(path), "PNG"):
-            raise OSError(f"cannot save {path}: the PNG could not be written")
+        png = png_bytes(page.grab(), path)
+        save_bytes(path, png)  # a temporary file renamed into place; SaveError says why not
         written.append(path)
-        data = QByteArray()
-        buffer = QBuffer(data)
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        pixmap.save(buffer, "PNG")
-        encoded = base64.b64encode(bytes(data.data())).decode("ascii")
+        encoded = base64.b64encode(png).decode("ascii")
         result = page.result_label.text()
         sections.append(
             f"<section><h2>{html.escape(page.title)}</h2><p>{html.escape(page.text)}</p>"
@@ -57,6 +52,6 @@ def export_lesson(panel: LessonPanel, folder: Path) -> list[Path]:
            f"<p>Model: {model}; image: {html.escape(panel.state.image_name or '')}.</p>" + "".join(sections)
            + "</body></html>")
     out = folder / "lesson.html"
-    out.write_text(doc, encoding="utf-8")
+    save_text(out, doc)
     written.append(out)
     return written

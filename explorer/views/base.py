@@ -11,14 +11,13 @@ callback calling ``ctx.progress``) to the core, so Cancel raises
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QShowEvent
+from PySide6.QtGui import QPixmap, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -31,8 +30,8 @@ from PySide6.QtWidgets import (
 )
 from torch import nn
 
-from detr_core.checkpoint import check_writable
-
+from ..saving import csv_text, save_bytes, save_png
+from ..stable_label import wrap_label
 from ..workers import Worker, readable_error
 
 
@@ -62,7 +61,7 @@ class AnalysisView(QWidget):
         self._job_button: QPushButton | None = None
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
-        self.progress_label = QLabel("")
+        self.progress_label = wrap_label(QLabel(""))  # also the view's errors: they wrap
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_job)
@@ -208,15 +207,7 @@ class AnalysisView(QWidget):
     def export_png(self, path: Path) -> bool:
         """Save the view as a PNG; False (and a message naming the file and why) if it cannot."""
         self.flush_deferred()
-        try:
-            check_writable(path)
-        except OSError as e:
-            self.show_error(readable_error(e, str(path)))
-            return False
-        if not self.grab().save(str(path), "PNG"):
-            self.show_error(f"cannot save {path}: the PNG could not be written")
-            return False
-        return True
+        return self.write_file(Path(path), self.grab())
 
     def export_data_to(self, path: Path) -> bool:
         """Write :meth:`export_data` as CSV or JSON; False (and a message) if it cannot."""
@@ -224,33 +215,25 @@ class AnalysisView(QWidget):
         if data is None:
             self.show_error("Nothing to export yet.")
             return False
-        return self.write_file(Path(path), lambda p: self._write_data(p, data))
+        path = Path(path)
+        as_csv = path.suffix.lower() == ".csv"
+        return self.write_file(path, csv_text(data if isinstance(data, list) else [data]) if as_csv
+                               else json.dumps(data, indent=1, default=float))
 
-    def write_file(self, path: Path, write: Callable[[Path], Any]) -> bool:
-        """``write(path)``; on failure a message naming the file and why (and False)."""
+    def write_file(self, path: Path, content: str | bytes | QPixmap) -> bool:
+        """Write ``content`` (text, bytes or a picture, as PNG) to ``path`` through a temporary file
+        renamed into place; on failure the old file is kept, a message names the file and why, and
+        False."""
         try:
-            check_writable(path)
-            write(Path(path))
+            if isinstance(content, QPixmap):
+                save_png(path, content)
+            else:
+                save_bytes(path, content.encode("utf-8") if isinstance(content, str) else content)
         except OSError as e:
             message = readable_error(e, str(path))
             self.show_error(message if message.startswith("cannot save") else f"cannot save {message}")
             return False
         return True
-
-    @staticmethod
-    def _write_data(path: Path, data: list[dict[str, Any]] | dict[str, Any]) -> None:
-        if path.suffix.lower() == ".csv":
-            if not isinstance(data, list):
-                data = [data]
-            fields: list[str] = []
-            for row in data:
-                fields += [k for k in row if k not in fields]
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(data)
-        else:
-            path.write_text(json.dumps(data, indent=1, default=float))
 
     def _choose_png(self) -> None:
         name = self.title.lower().replace(" ", "_") + ".png"

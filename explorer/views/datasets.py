@@ -59,6 +59,7 @@ from detr_core.data.files import FileDataset, thumbnail
 from detr_core.data.transforms import eval_transform
 
 from ..dataset_session import OpenedDataset
+from ..settings import read_setting
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext, Worker
 from .base import AnalysisView
@@ -274,7 +275,8 @@ class DatasetBrowser(AnalysisView):
         self.sort.currentTextChanged.connect(lambda _: self.refresh_list())
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.thumbs.currentItemChanged.connect(self._on_thumb)
-        thumbnails = settings is not None and str(settings.value(VIEW_KEY, "list")) == "thumbnails"
+        thumbnails = settings is not None and read_setting(
+            settings, VIEW_KEY, "list", valid=lambda v: v in ("list", "thumbnails"), expect="list or thumbnails") == "thumbnails"
         (self.thumbs_button if thumbnails else self.list_button).setChecked(True)
         self.pages.setCurrentIndex(1 if thumbnails else 0)
         self.view_buttons.buttonToggled.connect(self._on_view_toggled)

@@ -643,4 +643,4 @@ class RunsView(AnalysisView):
             self.show_error("Nothing to export yet.")
             return False
         text = json.dumps({"runs": [r.to_dict() for r in self.records]}, indent=1)
-        return self.write_file(path, lambda p: p.write_text(text))
+        return self.write_file(path, text)

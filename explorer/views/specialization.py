@@ -44,6 +44,7 @@ from detr_core.analysis.specialization import (
 from detr_core.config import ToyDataConfig
 
 from ..colors import query_color
+from ..stable_label import wrap_label
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView
@@ -203,7 +204,7 @@ class SpecializationView(AnalysisView):
         legend.addWidget(QLabel(f"(large: √(w·h) ≥ {LARGE_SIDE:g} of the image side; "
                                 "centres in the normalized image square, y down)"))
         legend.addStretch(1)
-        self.status = QLabel("Load a model and press Run.")
+        self.status = wrap_label(QLabel("Load a model and press Run."))  # or why it cannot run
         legend.addWidget(self.status)
         self.body.addLayout(legend)
         self._update_sources()
@@ -502,7 +503,7 @@ class SpecializationView(AnalysisView):
             },
         }
         text = json.dumps(data)
-        return self.write_file(path, lambda p: p.write_text(text))
+        return self.write_file(path, text)
 
 
 def _collect(ctx: WorkContext, model: nn.Module, dataset: ImageBatches, count: int) -> SlotPredictions:
