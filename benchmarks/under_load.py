@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.wait_policy:
         env["OMP_WAIT_POLICY"] = args.wait_policy
-    print(json.dumps({"cpu": cpu_line(), "overrides": args.set, "wait_policy": args.wait_policy or "default"}),
+    print(json.dumps({"cpu": cpu_line(), "overrides": args.set, "wait_policy": args.wait_policy or os.environ.get("OMP_WAIT_POLICY") or "PASSIVE (the project default)"}),
           flush=True)
     if not args.gui_only:
         headless(args, env)
