@@ -78,7 +78,7 @@ def test_the_training_child_tags_each_preview_with_its_image_id():
 
     def send(*message):
         sent.append(message)
-        if message[0] == "preview" and len(sent) < 3:  # after the first preview: a new image
+        if message[0] == "preview" and sum(m[0] == "preview" for m in sent) == 1:  # after the first: a new image
             inbox.put(("preview_image", second, "second"))
 
     job.run(send, TrainControl(), inbox)
