@@ -18,7 +18,7 @@ from explorer.state import LoadedModel
 from explorer.training_panel import TrainingPanel
 
 
-def optimizer_groups(trainer) -> list[dict]:  # noqa: ANN001 - a probe, run between steps
+def optimizer_groups(trainer) -> list[dict]:
     """Each parameter group of the run's optimizer: its parameters' names, sizes and learning rate."""
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     return [{"names": [names[id(p)] for p in g["params"]], "numel": [p.numel() for p in g["params"]],
