@@ -30,6 +30,7 @@ from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.losses import LOSS_PARTS, LossTerm, loss_terms
 from detr_core.precision import precision_note
 from detr_core.presets import PRESETS, apply_overrides, preset
+from detr_core.train.finetune import finetune_train_config
 from detr_core.train.trainer import EvalEvent, History, StepEvent
 
 from .dataset_session import OpenedDataset
@@ -236,6 +237,7 @@ class TrainingPanel(QWidget):
         self._threads = ""  # the run's CPU threads and why, for the progress text
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
+        self._optimisation_for_fine_tuning = False  # whose learning rates the fields hold
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla", "deformable"])
@@ -247,6 +249,9 @@ class TrainingPanel(QWidget):
         self.d_model = QComboBox()
         self.d_model.addItems(["32", "64", "128", "256"])
         self.lr = _dspin(1e-6, 1e-1, 1e-3, 6, 1e-4)
+        self.lr_backbone = _dspin(0.0, 1e-1, 1e-5, 6, 1e-5)
+        self.lr_backbone.setToolTip("Learning rate of the backbone (lr_backbone; 0 keeps it fixed). Fine-tuning "
+                                    "starts at the reference's 1e-5, so a pretrained backbone is kept, not wrecked")
         self.batch = _spin(1, 256, 32)
         self.no_object = _dspin(0.0, 1.0, 0.1, 3, 0.05)
         self.self_attention = QCheckBox("Decoder self-attention")
@@ -286,6 +291,7 @@ class TrainingPanel(QWidget):
         form.addRow("Decoder layers", self.dec_layers)
         form.addRow("d_model", self.d_model)
         form.addRow("Learning rate", self.lr)
+        form.addRow("Backbone learning rate", self.lr_backbone)
         form.addRow("Batch size", self.batch)
         form.addRow("No-object weight", self.no_object)
         form.addRow("Seed", self.seed)
@@ -367,9 +373,7 @@ class TrainingPanel(QWidget):
         self.enc_layers.setValue(model.num_encoder_layers)
         self.dec_layers.setValue(model.num_decoder_layers)
         self.d_model.setCurrentText(str(model.d_model))
-        self.lr.setValue(train.lr)
-        self.batch.setValue(train.batch_size)
-        self.no_object.setValue(train.loss.no_object_weight)
+        self._load_optimisation(finetune_train_config() if self.fine_tuning else train)
         self.self_attention.setChecked(model.decoder_self_attention)
         self.aux_loss.setChecked(model.aux_loss)
         self.seed.setValue(train.seed)
@@ -383,15 +387,27 @@ class TrainingPanel(QWidget):
         self.bf16.setChecked(train.bf16)
         self.precision_label.setText(precision_note(train.bf16))
 
+    def _load_optimisation(self, train: TrainConfig) -> None:
+        """The learning rates, batch size and no-object weight of ``train`` (the preset's, or when
+        fine-tuning the reference's fine-tuning recipe, as ``main.py train --init`` uses)."""
+        self._optimisation_for_fine_tuning = self.fine_tuning
+        self.lr.setValue(train.lr)
+        self.lr_backbone.setValue(train.lr_backbone)
+        self.batch.setValue(train.batch_size)
+        self.no_object.setValue(train.loss.no_object_weight)
+
     def configs(self) -> tuple[DETRConfig, TrainConfig]:
-        """The preset with this panel's settings applied (raises ValueError on a bad combination)."""
+        """The preset with this panel's settings applied (raises ValueError on a bad combination);
+        when fine-tuning, the training settings start from the fine-tuning recipe instead."""
         model, train = preset(self.preset.currentText())
+        if self.fine_tuning:
+            train = finetune_train_config()
         d = int(self.d_model.currentText())
         heads = model.nheads if d % model.nheads == 0 else 4
         overrides = {
             "num_queries": self.queries.value(), "num_encoder_layers": self.enc_layers.value(),
             "num_decoder_layers": self.dec_layers.value(), "d_model": d, "nheads": heads,
-            "dim_feedforward": 4 * d, "lr": self.lr.value(), "lr_backbone": self.lr.value(),
+            "dim_feedforward": 4 * d, "lr": self.lr.value(), "lr_backbone": self.lr_backbone.value(),
             "batch_size": self.batch.value(), "loss.no_object_weight": self.no_object.value(),
             "decoder_self_attention": self.self_attention.isChecked(), "aux_loss": self.aux_loss.isChecked(),
             "seed": self.seed.value(), "max_seconds": self.minutes.value() * 60, "steps": 0,
@@ -444,6 +460,8 @@ class TrainingPanel(QWidget):
 
     def _update_data_label(self) -> None:
         self.data_label.setText(describe(self.dataset, self.open_model if self.fine_tuning else None))
+        if self.fine_tuning != self._optimisation_for_fine_tuning:  # fine-tuning has its own defaults
+            self._load_optimisation(finetune_train_config() if self.fine_tuning else preset(self.preset.currentText())[1])
 
     def run_configs(self) -> tuple[DETRConfig, TrainConfig]:
         """:meth:`configs` on the open dataset (and from the open model when fine-tuning)."""
@@ -590,7 +608,7 @@ class TrainingPanel(QWidget):
         self.btn_pause.setEnabled(running)
         self.btn_pause.setText("Resume" if paused else "Pause")
         self.btn_stop.setEnabled(running)
-        for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.batch,
+        for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.lr_backbone, self.batch,
                   self.no_object, self.self_attention, self.aux_loss, self.seed, self.minutes, self.anchor,
                   self.dn_groups, self.query_groups, self.focal, self.dense, self.query_select, self.bf16,
                   self.eval_every, self.start_from):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
+
 from detr_core.checkpoint import Checkpoint
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.detr import DETR
@@ -33,14 +35,24 @@ def finetune_train_config(**changes: object) -> TrainConfig:
                        steps=1000, schedule="step", bf16=cpu_has_fast_bf16(), **changes)  # type: ignore[arg-type]
 
 
-def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig) -> tuple[DETR, list[str]]:
-    """A model of ``config`` holding every checkpoint tensor that fits it; and notes on what
-    was re-initialized (empty when everything was kept)."""
+def model_from_weights(config: DETRConfig, weights: dict[str, torch.Tensor],
+                       seed: int | None = None) -> tuple[DETR, list[str]]:
+    """A model of ``config`` holding every tensor of ``weights`` whose name and shape fit it (the
+    rest initialized from ``seed``, reproducibly); and the names of the tensors that start fresh."""
+    if seed is not None:
+        torch.manual_seed(seed)
     model = DETR(config)
     own = model.state_dict()
-    fitting = {k: v for k, v in ckpt.state_dict.items() if k in own and own[k].shape == v.shape}
+    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
-    fresh = sorted(k for k in own if k not in fitting and not k.endswith("num_batches_tracked"))
+    return model, sorted(k for k in own if k not in fitting and not k.endswith("num_batches_tracked"))
+
+
+def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig, seed: int | None = None) -> tuple[DETR, list[str]]:
+    """A model of ``config`` holding every checkpoint tensor that fits it; and notes on what
+    was re-initialized (empty when everything was kept)."""
+    model, fresh = model_from_weights(config, ckpt.state_dict, seed)
+    own = model.state_dict()
     notes = []
     old = ckpt.model_config
     if old.num_classes != config.num_classes:

@@ -69,6 +69,8 @@ from detr_core.analysis.capture import run_inference
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.device import usable_cores
 from detr_core.model.detr import DETR
+from detr_core.train.finetune import model_from_weights
+from detr_core.train.session import TrainingSession
 from detr_core.train.threads import limit_threads
 from detr_core.train.trainer import (
     ErrorEvent,
@@ -132,22 +134,16 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     probes = {name: probe for name, probe, _ in job.probes}
     model = None
     if job.initial_weights is not None:
-        torch.manual_seed(job.train_config.seed)  # the re-initialized parts, reproducibly
-        model = DETR(job.model_config)
-        own = model.state_dict()
-        model.load_state_dict({k: v for k, v in job.initial_weights.items()
-                               if k in own and own[k].shape == v.shape}, strict=False)
-    trainer = Trainer(job.model_config, job.train_config, control=control, model=model)
+        model, _ = model_from_weights(job.model_config, job.initial_weights, seed=job.train_config.seed)
+    session = TrainingSession(job.model_config, job.train_config, control=control, model=model)
+    trainer = session.trainer
     send("started", {"parameters": sum(p.numel() for p in trainer.model.parameters()),
                      "device": str(trainer.device)})
-    threads_said: tuple[int, str] | None = None
 
     def say_threads() -> None:
-        nonlocal threads_said
-        now = (trainer.threads.count, trainer.threads.reason)
-        if now != threads_said:
-            send("threads", *now)
-            threads_said = now
+        changed = session.threads_changed()
+        if changed is not None:
+            send("threads", changed.count, changed.reason)
 
     def apply_commands() -> None:
         trainer.threads.follow_limit()
@@ -176,7 +172,7 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     reason = "completed"
     apply_commands()  # a thread count sent at start applies from the first step
     preview()
-    for event in trainer.events():
+    for event in session.events():
         apply_commands()
         now = time.perf_counter()
         if isinstance(event, StepEvent):

@@ -24,10 +24,10 @@ from typing import Any
 from detr_core.analysis.duplicates import duplicate_rate
 from detr_core.analysis.evaluate import coco_evaluate, collect_predictions
 from detr_core.cancel import Cancelled, check_stop
-from detr_core.checkpoint import save_checkpoint
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
 from detr_core.train.run_store import RunRecord, RunStore
+from detr_core.train.session import ThreadsEvent, TrainingSession
 from detr_core.train.trainer import (
     ErrorEvent,
     EvalEvent,
@@ -77,10 +77,12 @@ def execute_run(
         spec, run_id=store.new_id(spec.name), status="running", created=time.time(),
         config={"model": to_dict(model_cfg), "train": to_dict(train_cfg)},
     )
+    session: TrainingSession | None = None
     trainer: Trainer | None = None
     reason = "completed"
     try:
-        trainer = Trainer(model_cfg, train_cfg, control=control)
+        session = TrainingSession(model_cfg, train_cfg, control=control)
+        trainer = session.trainer
         next_eval_seconds = spec.eval_every_seconds or math.inf
         last_eval_step = 0
 
@@ -101,7 +103,9 @@ def execute_run(
             emit(EvalEvent(trainer.step, trainer.elapsed, {**metrics, "duplicate_rate": dup}, seconds))
             return True
 
-        for event in trainer.events():
+        for event in session.events():
+            if isinstance(event, ThreadsEvent):
+                continue  # the Runs tab shows no thread count
             if isinstance(event, FinishedEvent):
                 reason = event.reason
                 continue
@@ -130,7 +134,7 @@ def execute_run(
         record.status = "failed"
         record.message = f"{type(e).__name__}: {e}"
         reason = "error"
-    if trainer is not None:
+    if session is not None and trainer is not None:
         record.step = trainer.step
         record.elapsed = trainer.elapsed
         earlier_layers = {name for name, term in trainer.criterion.terms.items() if term.layer is not None}
@@ -139,9 +143,8 @@ def execute_run(
         record.evals = [dict(e) for e in trainer.history.evals]
         if trainer.step > 0:
             try:
-                path = save_checkpoint(
-                    store.checkpoint_path(record.run_id), trainer.model, trainer.class_names, None,
-                    trainer.history.to_dict(), train_cfg, trainer.step,
+                path = session.save(
+                    store.checkpoint_path(record.run_id),
                     extra={"run": spec.name, "run_id": record.run_id, "AP": record.ap, "AP50": record.ap50,
                            "duplicate_rate": record.duplicate_rate},
                 )

@@ -1,8 +1,8 @@
 """The runs panel: the classic DETR ablations one click each, and a comparison of training runs.
 
 "Run ablations" queues the baseline and the checked ablations (same base preset, seed and time
-budget); they train one at a time, each in its own process read by a
-:class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
+budget); they train one at a time (the :class:`~explorer.run_queue.RunQueue` this tab shows), each in
+its own process read by a :class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
 current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
 table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
 overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
@@ -44,9 +44,9 @@ from detr_core.config import TrainConfig
 from detr_core.presets import PRESETS
 from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
 from detr_core.train.run_store import RunRecord, RunStore
-from detr_core.train.runs import RunJob
 from detr_core.train.trainer import EvalEvent, Event, StepEvent
 
+from ..run_queue import RunQueue
 from ..training_worker import TrainingWorker
 from .base import AnalysisView
 
@@ -115,14 +115,13 @@ class RunsView(AnalysisView):
         self.store = store if isinstance(store, RunStore) else RunStore(store or default_store_folder())
         self.common_overrides = list(common_overrides)  # into every ablation run (e.g. threads=2)
         self.records: list[RunRecord] = []
-        self.pending: list[RunSpec] = []
+        self.runs = RunQueue(str(self.store.root), parent=self)  # the queue this tab shows
+        self.runs.event.connect(self._on_event)
+        self.runs.ended.connect(self._on_run_ended)
         self.live: _LiveRun | None = None
-        self.worker: TrainingWorker | None = None  # the current (or last) run's training process
         self._batch: list[tuple[int, float, dict[str, float]]] = []  # steps not yet drawn
         self._batch_progress = 0.0  # fraction of the budget used at the batch's last step
         self._last_drawn = 0.0
-        self._cancelled = False
-        self._failure = ""  # the current run's last "failed" message
         self._rows: list[tuple[str, RunRecord | RunSpec]] = []  # (key, what) per table row
         self._items: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.jobFailed.connect(self._on_run_failed)
@@ -283,30 +282,32 @@ class RunsView(AnalysisView):
             except ValueError as e:
                 self.show_error(f"{spec.name}: {e}")
                 return
-        self.pending.extend(specs)
+        self.runs.add(specs)
         self._refresh_table()
         self._start_next()
 
     @property
+    def pending(self) -> list[RunSpec]:
+        return self.runs.pending
+
+    @property
+    def worker(self) -> TrainingWorker | None:
+        return self.runs.worker
+
+    @property
     def busy(self) -> bool:
-        return self.worker is not None and self.worker.is_running
+        return self.runs.busy
 
     def _start_next(self) -> None:
         if self.live is not None or self.busy:
             return
-        if not self.pending:
+        spec = self.runs.start_next()
+        if spec is None:
             self.queueFinished.emit()
             return
-        spec = self.pending.pop(0)
         self.live = _LiveRun(spec)
-        self._batch, self._last_drawn, self._cancelled, self._failure = [], 0.0, False, ""
-        worker = TrainingWorker(job=RunJob(spec, str(self.store.root)), parent=self)
-        worker.event.connect(self._on_event)
-        worker.failed.connect(self._on_failed_message)
-        worker.finished.connect(self._on_session_ended)
-        self.worker = worker
+        self._batch, self._last_drawn = [], 0.0
         self._job_started()
-        worker.start()
         self._refresh_table()
         self._replot()
 
@@ -329,7 +330,7 @@ class RunsView(AnalysisView):
                         f"({event.progress:.0%} of {spec.budget_text})")
                 if self.pending:
                     text += f", {len(self.pending)} queued"
-                if not self._cancelled:
+                if not self.runs.cancelled:
                     self._job_progress(round(event.progress * 1000), 1000, text)
         elif isinstance(event, EvalEvent):
             self._flush_steps()
@@ -342,35 +343,22 @@ class RunsView(AnalysisView):
             batch, self._batch = self._batch, []
             self._on_live_steps(batch, self._batch_progress)
 
-    def _on_failed_message(self, message: str) -> None:
-        self._failure = message  # shown when the run ends without a record
-
-    def _on_session_ended(self) -> None:
-        """The run's process has ended: a record (done), a cancelled run, or a failure (the
-        last ``failed`` message: the session says why a process ended without a record)."""
-        worker = self.worker
-        if worker is None:
-            return
+    def _on_run_ended(self, record: RunRecord | None, failure: str, cancelled: bool) -> None:
         self._flush_steps()
-        record: RunRecord | None = worker.result
-        if self._cancelled:
+        if cancelled:
             self._job_cancelled()  # the stopped run was saved by its process
         elif record is not None:
             self._job_succeeded(record, self._on_run_done)
         else:
-            name = self.live.spec.name if self.live is not None else "run"
-            self._job_failed(self._failure or f"{name}: the training process ended without a result")
+            self._job_failed(failure)
 
     def cancel_job(self) -> None:
         """Stop the current run (it is kept, as "stopped") and drop the queue."""
-        self.pending.clear()
-        if self.busy and self.worker is not None:
-            self._cancelled = True
-            self.worker.stop()
+        self.runs.cancel()
         self._refresh_table()
 
     def wait_job(self, msecs: int = 60000) -> bool:
-        return self.worker.wait(msecs) if self.worker is not None else True
+        return self.runs.wait(msecs)
 
     def shutdown(self, msecs: int = 30000) -> bool:
         """Cancel everything and wait for the run's process and reader; True when they have
