@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from detr_core.config import DETRConfig, TrainConfig, to_dict
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 
 
 class CheckpointError(ValueError):
@@ -55,14 +56,14 @@ class Checkpoint:
             config = DETRConfig(**{**to_dict(config), "pretrained_backbone": False})
         return config
 
-    def problem(self, model: DETR | None = None) -> str | None:
+    def problem(self, model: nn.Module | None = None) -> str | None:
         """Why these weights cannot make a working model (None when they can), in one line:
         names missing, unexpected or wrongly shaped weights (the first of them, with both shapes)
         and weights that are NaN or infinite. ``model``: the model the file describes, when
         already built (else one is built on the CPU: laying it out on the meta device instead
         would run PyTorch's Python meta kernels, whose import costs seconds at the app's start)."""
         if model is None:
-            model = DETR(self._buildable_config())
+            model = build_model(self._buildable_config())
         expected = model.state_dict()
         missing = [k for k in expected if k not in self.state_dict]
         unexpected = [k for k in self.state_dict if k not in expected]
@@ -84,10 +85,10 @@ class Checkpoint:
                         "made this file diverged)")
         return None
 
-    def build_model(self, device: torch.device | str = "cpu") -> DETR:
+    def build_model(self, device: torch.device | str = "cpu") -> nn.Module:
         """A model with these weights, in eval mode. Raises CheckpointError on a mismatch or on
         non-finite weights."""
-        model = DETR(self._buildable_config())
+        model = build_model(self._buildable_config())
         problem = self.problem(model)
         if problem:
             raise CheckpointError(problem)

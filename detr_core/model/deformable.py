@@ -1,8 +1,8 @@
-"""Deformable DETR inside :class:`~detr_core.model.detr.DETR` (``DETRConfig(attention="deformable")``).
+"""The Deformable DETR family (``DETRConfig(attention="deformable")``): :class:`DeformableDETR`.
 
-The same detector class and output dict as plain DETR (``pred_logits``, ``pred_boxes``,
-``aux_outputs``), so checkpoints, the trainer, evaluation and the views take either model. What
-changes is inside: multi-scale features (the backbone's last three stages, each through a 1x1
+The same output dict as plain DETR (``pred_logits``, ``pred_boxes``, ``aux_outputs``) and the same
+capture protocol (with :class:`~detr_core.model.capture_protocol.SamplingPoints` for attention),
+so checkpoints, the trainer, evaluation and the views take either model. What changes is inside: multi-scale features (the backbone's last three stages, each through a 1x1
 conv + GroupNorm, plus ``num_feature_levels - 3`` extra levels from 3x3 stride-2 convs), the
 deformable transformer, per-layer class and box heads predicting offsets from each query's
 reference point, and the sigmoid focal classifier (``classifier="focal"``, whose loss and matcher
@@ -17,28 +17,52 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from detr_core.box_ops import inverse_sigmoid
-from detr_core.config import DETRConfig
+from detr_core.config import DETRConfig, check_number
+from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.deformable_transformer import (
     DeformableTransformer,
     MultiScaleBackbone,
     centered_sine_position,
 )
-from detr_core.model.nested_tensor import NestedTensor
+from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 from detr_core.model.transformer import MLP
 
-if TYPE_CHECKING:
-    from detr_core.model.detr import DETR
+
+class DeformableDETR(nn.Module):
+    """Multi-scale backbone -> per-level projections -> deformable transformer -> per-layer heads."""
+
+    def __init__(self, config: DETRConfig) -> None:
+        super().__init__()
+        self.config = config
+        _build(self, config)
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per cell of the finest feature map."""
+        return self.backbone.stride
+
+    def forward(
+        self,
+        samples: NestedTensor | Tensor | list[Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        capture: bool = False,
+    ) -> dict[str, Any]:
+        """Run the detector: samples [B, 3, H, W], a list of [3, H_i, W_i] or a NestedTensor;
+        ``targets`` are not used (no denoising queries). See :func:`_forward` for the outputs."""
+        if not isinstance(samples, NestedTensor):
+            samples = nested_tensor_from_tensor_list(samples)
+        return _forward(self, samples, capture)
 
 
-def build_deformable(model: DETR, config: DETRConfig) -> None:
-    """Give ``model`` (a DETR being constructed) Deformable DETR's modules."""
+def _build(model: DeformableDETR, config: DETRConfig) -> None:
+    """Give ``model`` Deformable DETR's modules (in the authors' order, so seeded inits stay the same)."""
     d = config.d_model
     model.num_queries = config.num_queries
     model.backbone = MultiScaleBackbone(config)
@@ -75,14 +99,14 @@ def build_deformable(model: DETR, config: DETRConfig) -> None:
             nn.init.constant_(box.layers[-1].bias[2:], 0.0)
 
 
-def forward_deformable(model: DETR, samples: NestedTensor, capture: bool = False) -> dict[str, Any]:
-    """DETR.forward for the deformable model.
+def _forward(model: DeformableDETR, samples: NestedTensor, capture: bool = False) -> dict[str, Any]:
+    """DeformableDETR.forward.
 
     Returns pred_logits [B, Q, K] (sigmoid per class), pred_boxes [B, Q, 4] cxcywh in [0, 1],
     aux_outputs (every earlier decoder layer), query_groups (1); two-stage adds enc_outputs (the
-    encoder's proposals, [B, S, K] and [B, S, 4]). With ``capture``: ``deformable`` (a
-    :class:`~detr_core.model.deformable_transformer.DeformableCapture`), ``feature_masks`` (per
-    level [B, h_l, w_l]) and ``memory`` [B, S, D].
+    encoder's proposals, [B, S, K] and [B, S, 4]). With ``capture``: ``capture``, a
+    :class:`~detr_core.model.capture_protocol.ModelCapture` whose attention is
+    :class:`~detr_core.model.capture_protocol.SamplingPoints`.
     """
     cfg = model.config
     feats, masks, pos = model.backbone(samples)
@@ -122,7 +146,47 @@ def forward_deformable(model: DETR, samples: NestedTensor, capture: bool = False
     if out.enc_logits is not None:
         result["enc_outputs"] = {"pred_logits": out.enc_logits, "pred_boxes": out.enc_boxes}
     if capture:
-        result["deformable"] = out.capture
-        result["feature_masks"] = masks
-        result["memory"] = out.memory
+        sampling = out.capture
+        assert sampling is not None
+        sampling.strides = level_strides(model)
+        sampling.feature_masks = masks
+        result["capture"] = ModelCapture(
+            layer_logits=torch.stack(logits), layer_boxes=torch.stack(boxes), attention=sampling, memory=out.memory,
+            selected_tokens=out.selected_tokens,
+        )
     return result
+
+
+def level_strides(model: DeformableDETR) -> list[int]:
+    """Input pixels per cell of each of the model's feature levels (extra levels halve the last)."""
+    strides = list(model.backbone.strides)
+    while len(strides) < model.config.num_feature_levels:
+        strides.append(strides[-1] * 2)
+    return strides
+
+
+# The family's entries in :mod:`detr_core.model.registry`
+build = DeformableDETR
+EXPORT_PROBLEM = ("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
+                  "folder opens here but is not written)")
+
+
+def check_config(config: DETRConfig) -> None:
+    """Raise ValueError on options Deformable DETR cannot build."""
+    for name in ("num_feature_levels", "enc_n_points", "dec_n_points"):
+        check_number(name, getattr(config, name), 1, 16, whole=True)
+    if config.d_model % 32 != 0:
+        raise ValueError(f"deformable attention needs d_model divisible by 32 (GroupNorm), got {config.d_model}")
+    unsupported = {
+        "classifier='focal'": config.classifier == "focal",
+        "query_type='learned'": config.query_type == "learned",
+        "dn_groups=0": config.dn_groups == 0,
+        "num_query_groups=1": config.num_query_groups == 1,
+        "dense_aux=False": not config.dense_aux,
+        "pre_norm=False": not config.pre_norm,
+        "decoder_self_attention=True": config.decoder_self_attention,
+        "with_box_refine=True for two_stage": config.with_box_refine or not config.two_stage,
+    }
+    missing = [k for k, ok in unsupported.items() if not ok]
+    if missing:
+        raise ValueError("deformable attention needs " + ", ".join(missing))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from torch import nn
+
 from detr_core.checkpoint import Checkpoint
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from detr_core.presets import cpu_has_fast_bf16
 
 FREEZE = ("none", "backbone", "transformer")
@@ -33,10 +35,10 @@ def finetune_train_config(**changes: object) -> TrainConfig:
                        steps=1000, schedule="step", bf16=cpu_has_fast_bf16(), **changes)  # type: ignore[arg-type]
 
 
-def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig) -> tuple[DETR, list[str]]:
+def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig) -> tuple[nn.Module, list[str]]:
     """A model of ``config`` holding every checkpoint tensor that fits it; and notes on what
     was re-initialized (empty when everything was kept)."""
-    model = DETR(config)
+    model = build_model(config)
     own = model.state_dict()
     fitting = {k: v for k, v in ckpt.state_dict.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
@@ -54,7 +56,7 @@ def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig) -> tuple[DETR, li
     return model, notes
 
 
-def freeze(model: DETR, part: str) -> int:
+def freeze(model: nn.Module, part: str) -> int:
     """Stop training ``part`` ("none", "backbone" or "transformer": encoder, decoder and the
     input projection). Returns how many parameters are frozen."""
     if part not in FREEZE:

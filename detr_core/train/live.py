@@ -63,11 +63,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from detr_core.analysis.capture import run_inference
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.device import usable_cores
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from detr_core.train.threads import limit_threads
 from detr_core.train.trainer import (
     ErrorEvent,
@@ -114,8 +115,8 @@ class TrainedState:
     reason: str  # "completed", "stopped" or "error"
     elapsed: float
 
-    def build_model(self, model_config: DETRConfig) -> DETR:
-        model = DETR(model_config)
+    def build_model(self, model_config: DETRConfig) -> nn.Module:
+        model = build_model(model_config)
         model.load_state_dict(self.state_dict)
         return model.eval()
 
@@ -132,7 +133,7 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
     model = None
     if job.initial_weights is not None:
         torch.manual_seed(job.train_config.seed)  # the re-initialized parts, reproducibly
-        model = DETR(job.model_config)
+        model = build_model(job.model_config)
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in job.initial_weights.items()
                                if k in own and own[k].shape == v.shape}, strict=False)

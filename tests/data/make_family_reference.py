@@ -36,7 +36,7 @@ from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import load_checkpoint, save_checkpoint
 from detr_core.config import DETRConfig
 from detr_core.formats.reference import reference_payload
-from detr_core.model.detr import DETR as build_model
+from detr_core.model.registry import build_model
 
 REFERENCE = Path(__file__).with_name("family_reference.pt")
 MODELS = ("bundled", "deformable", "hf", "official")
@@ -148,8 +148,11 @@ def outputs(model: torch.nn.Module, class_names: list[str]) -> dict[str, torch.T
     for key in ("pred_logits", "pred_boxes", "aux_outputs", "enc_outputs"):
         if key in forward:
             _flatten(f"forward.{key}", forward[key], out)
-    capture = forward.get("attention", forward.get("deformable"))
-    _flatten("forward.capture", capture, out)
+    capture = forward["capture"]  # the capture protocol: its attention as the families captured it ...
+    _flatten("forward.capture", capture.attention, out)
+    for f in fields(capture):  # ... and the rest of it (layers, memory, extras)
+        if f.name != "attention":
+            _flatten(f"forward.protocol.{f.name}", getattr(capture, f.name), out)
     _flatten("inference", result, out)
     return out
 
