@@ -22,12 +22,17 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from detr_core.config import DETRConfig
+
+class FamilyConfig(Protocol):
+    """A :class:`~detr_core.config.DETRConfig` as the registry sees it (``config.py`` imports this
+    module to check a config's family, so this one does not import ``config.py``)."""
+
+    attention: str  # the family's name, a key of FAMILIES
 
 FAMILIES: dict[str, str] = {  # config.attention: the family's module
     "dense": "detr_core.model.detr",
@@ -42,16 +47,16 @@ def family(name: str) -> ModuleType:
     return importlib.import_module(FAMILIES[name])
 
 
-def check_config(config: DETRConfig) -> None:
+def check_config(config: FamilyConfig) -> None:
     """Raise ValueError when ``config``'s family cannot build it (or does not exist)."""
     family(config.attention).check_config(config)
 
 
-def build_model(config: DETRConfig) -> nn.Module:
+def build_model(config: FamilyConfig) -> nn.Module:
     """A new model of ``config``'s family (in training mode, as nn.Modules start)."""
     return family(config.attention).build(config)
 
 
-def export_problem(config: DETRConfig) -> str:
+def export_problem(config: FamilyConfig) -> str:
     """Why other libraries' DETR formats cannot hold ``config``'s family ("" when they can)."""
     return family(config.attention).EXPORT_PROBLEM
