@@ -41,7 +41,41 @@ class DeformableDETR(nn.Module):
     def __init__(self, config: DETRConfig) -> None:
         super().__init__()
         self.config = config
-        _build(self, config)
+        # the authors' modules in the authors' order (so seeded initializations stay the same)
+        d = config.d_model
+        self.num_queries = config.num_queries
+        self.backbone = MultiScaleBackbone(config)
+        channels = self.backbone.num_channels
+        projections = [nn.Sequential(nn.Conv2d(c, d, kernel_size=1), nn.GroupNorm(32, d)) for c in channels]
+        c_in = channels[-1]
+        for _ in range(config.num_feature_levels - len(channels)):
+            projections.append(nn.Sequential(nn.Conv2d(c_in, d, kernel_size=3, stride=2, padding=1), nn.GroupNorm(32, d)))
+            c_in = d
+        self.input_proj = nn.ModuleList(projections)
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.constant_(proj[0].bias, 0)
+        self.transformer = DeformableTransformer(config)
+        if not config.two_stage:
+            self.query_embed = nn.Embedding(config.num_queries, 2 * d)  # [Q, 2D]: position half, content half
+
+        class_embed = nn.Linear(d, config.num_logits)
+        nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
+        bbox_embed = MLP(d, d, 4, 3)
+        nn.init.zeros_(bbox_embed.layers[-1].weight)
+        nn.init.zeros_(bbox_embed.layers[-1].bias)
+        num_pred = config.num_decoder_layers + (1 if config.two_stage else 0)
+        if config.with_box_refine:
+            self.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_pred))
+            self.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_pred))
+            nn.init.constant_(self.bbox_embed[0].layers[-1].bias[2:], -2.0)
+        else:
+            nn.init.constant_(bbox_embed.layers[-1].bias[2:], -2.0)
+            self.class_embed = nn.ModuleList([class_embed] * num_pred)  # one head shared by every layer
+            self.bbox_embed = nn.ModuleList([bbox_embed] * num_pred)
+        if config.two_stage:
+            for box in self.bbox_embed:
+                nn.init.constant_(box.layers[-1].bias[2:], 0.0)
 
     @property
     def stride(self) -> int:
@@ -55,106 +89,63 @@ class DeformableDETR(nn.Module):
         capture: bool = False,
     ) -> dict[str, Any]:
         """Run the detector: samples [B, 3, H, W], a list of [3, H_i, W_i] or a NestedTensor;
-        ``targets`` are not used (no denoising queries). See :func:`_forward` for the outputs."""
+        ``targets`` are not used (no denoising queries).
+
+        Returns pred_logits [B, Q, K] (sigmoid per class), pred_boxes [B, Q, 4] cxcywh in [0, 1],
+        aux_outputs (every earlier decoder layer), query_groups (1); two-stage adds enc_outputs (the
+        encoder's proposals, [B, S, K] and [B, S, 4]). With ``capture``: ``capture``, a
+        :class:`~detr_core.model.capture_protocol.ModelCapture` whose attention is
+        :class:`~detr_core.model.capture_protocol.SamplingPoints`.
+        """
         if not isinstance(samples, NestedTensor):
             samples = nested_tensor_from_tensor_list(samples)
-        return _forward(self, samples, capture)
+        cfg = self.config
+        feats, masks, pos = self.backbone(samples)
+        srcs = [proj(f) for proj, f in zip(self.input_proj, feats)]  # per level [B, D, h_l, w_l]
+        n_backbone = len(feats)
+        for level in range(n_backbone, cfg.num_feature_levels):
+            src = self.input_proj[level](feats[-1] if level == n_backbone else srcs[-1])
+            mask = F.interpolate(samples.mask[None].float(), size=src.shape[-2:]).to(torch.bool)[0]
+            srcs.append(src)
+            masks.append(mask)
+            pos.append(centered_sine_position(mask, cfg.d_model // 2).to(src.dtype))
 
-
-def _build(model: DeformableDETR, config: DETRConfig) -> None:
-    """Give ``model`` Deformable DETR's modules (in the authors' order, so seeded inits stay the same)."""
-    d = config.d_model
-    model.num_queries = config.num_queries
-    model.backbone = MultiScaleBackbone(config)
-    channels = model.backbone.num_channels
-    projections = [nn.Sequential(nn.Conv2d(c, d, kernel_size=1), nn.GroupNorm(32, d)) for c in channels]
-    c_in = channels[-1]
-    for _ in range(config.num_feature_levels - len(channels)):
-        projections.append(nn.Sequential(nn.Conv2d(c_in, d, kernel_size=3, stride=2, padding=1), nn.GroupNorm(32, d)))
-        c_in = d
-    model.input_proj = nn.ModuleList(projections)
-    for proj in model.input_proj:
-        nn.init.xavier_uniform_(proj[0].weight, gain=1)
-        nn.init.constant_(proj[0].bias, 0)
-    model.transformer = DeformableTransformer(config)
-    if not config.two_stage:
-        model.query_embed = nn.Embedding(config.num_queries, 2 * d)  # [Q, 2D]: position half, content half
-
-    class_embed = nn.Linear(d, config.num_logits)
-    nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))  # prior probability 0.01
-    bbox_embed = MLP(d, d, 4, 3)
-    nn.init.zeros_(bbox_embed.layers[-1].weight)
-    nn.init.zeros_(bbox_embed.layers[-1].bias)
-    num_pred = config.num_decoder_layers + (1 if config.two_stage else 0)
-    if config.with_box_refine:
-        model.class_embed = nn.ModuleList(copy.deepcopy(class_embed) for _ in range(num_pred))
-        model.bbox_embed = nn.ModuleList(copy.deepcopy(bbox_embed) for _ in range(num_pred))
-        nn.init.constant_(model.bbox_embed[0].layers[-1].bias[2:], -2.0)
-    else:
-        nn.init.constant_(bbox_embed.layers[-1].bias[2:], -2.0)
-        model.class_embed = nn.ModuleList([class_embed] * num_pred)  # one head shared by every layer
-        model.bbox_embed = nn.ModuleList([bbox_embed] * num_pred)
-    if config.two_stage:
-        for box in model.bbox_embed:
-            nn.init.constant_(box.layers[-1].bias[2:], 0.0)
-
-
-def _forward(model: DeformableDETR, samples: NestedTensor, capture: bool = False) -> dict[str, Any]:
-    """DeformableDETR.forward.
-
-    Returns pred_logits [B, Q, K] (sigmoid per class), pred_boxes [B, Q, 4] cxcywh in [0, 1],
-    aux_outputs (every earlier decoder layer), query_groups (1); two-stage adds enc_outputs (the
-    encoder's proposals, [B, S, K] and [B, S, 4]). With ``capture``: ``capture``, a
-    :class:`~detr_core.model.capture_protocol.ModelCapture` whose attention is
-    :class:`~detr_core.model.capture_protocol.SamplingPoints`.
-    """
-    cfg = model.config
-    feats, masks, pos = model.backbone(samples)
-    srcs = [proj(f) for proj, f in zip(model.input_proj, feats)]  # per level [B, D, h_l, w_l]
-    n_backbone = len(feats)
-    for level in range(n_backbone, cfg.num_feature_levels):
-        src = model.input_proj[level](feats[-1] if level == n_backbone else srcs[-1])
-        mask = F.interpolate(samples.mask[None].float(), size=src.shape[-2:]).to(torch.bool)[0]
-        srcs.append(src)
-        masks.append(mask)
-        pos.append(centered_sine_position(mask, cfg.d_model // 2).to(src.dtype))
-
-    out = model.transformer(
-        srcs, masks, pos,
-        None if cfg.two_stage else model.query_embed.weight,
-        box_heads=model.bbox_embed if cfg.with_box_refine else None,
-        proposal_heads=(model.class_embed[-1], model.bbox_embed[-1]) if cfg.two_stage else None,
-        capture=capture,
-    )
-    logits, boxes = [], []
-    for level in range(out.hs.shape[0]):
-        hs = out.hs[level]
-        reference = inverse_sigmoid(out.references[level])
-        delta = model.bbox_embed[level](hs)
-        if reference.shape[-1] == 4:
-            coord = delta + reference
-        else:
-            coord = torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1)
-        logits.append(model.class_embed[level](hs))
-        boxes.append(coord.sigmoid())
-    result: dict[str, Any] = {
-        "pred_logits": logits[-1],
-        "pred_boxes": boxes[-1],
-        "aux_outputs": [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])],
-        "query_groups": 1,
-    }
-    if out.enc_logits is not None:
-        result["enc_outputs"] = {"pred_logits": out.enc_logits, "pred_boxes": out.enc_boxes}
-    if capture:
-        sampling = out.capture
-        assert sampling is not None
-        sampling.strides = level_strides(model)
-        sampling.feature_masks = masks
-        result["capture"] = ModelCapture(
-            layer_logits=torch.stack(logits), layer_boxes=torch.stack(boxes), attention=sampling, memory=out.memory,
-            selected_tokens=out.selected_tokens,
+        out = self.transformer(
+            srcs, masks, pos,
+            None if cfg.two_stage else self.query_embed.weight,
+            box_heads=self.bbox_embed if cfg.with_box_refine else None,
+            proposal_heads=(self.class_embed[-1], self.bbox_embed[-1]) if cfg.two_stage else None,
+            capture=capture,
         )
-    return result
+        logits, boxes = [], []
+        for level in range(out.hs.shape[0]):
+            hs = out.hs[level]
+            reference = inverse_sigmoid(out.references[level])
+            delta = self.bbox_embed[level](hs)
+            if reference.shape[-1] == 4:
+                coord = delta + reference
+            else:
+                coord = torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1)
+            logits.append(self.class_embed[level](hs))
+            boxes.append(coord.sigmoid())
+        result: dict[str, Any] = {
+            "pred_logits": logits[-1],
+            "pred_boxes": boxes[-1],
+            "aux_outputs": [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in zip(logits[:-1], boxes[:-1])],
+            "query_groups": 1,
+        }
+        if out.enc_logits is not None:
+            result["enc_outputs"] = {"pred_logits": out.enc_logits, "pred_boxes": out.enc_boxes}
+        if capture:
+            sampling = out.capture
+            assert sampling is not None
+            sampling.strides = level_strides(self)
+            sampling.feature_masks = masks
+            result["capture"] = ModelCapture(
+                layer_logits=torch.stack(logits), layer_boxes=torch.stack(boxes), attention=sampling, memory=out.memory,
+                selected_tokens=out.selected_tokens,
+            )
+        return result
 
 
 def level_strides(model: DeformableDETR) -> list[int]:
