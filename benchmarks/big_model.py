@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -53,7 +54,7 @@ from detr_core.data.coco_names import COCO_CLASS_NAMES
 from detr_core.data.images import prepare
 from detr_core.export import export, export_problems
 from detr_core.formats.reference import reference_payload
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 
 HEIGHT, WIDTH = 800, 1066  # the reference's shorter side, a 4:3 photo
 
@@ -82,12 +83,12 @@ def photo_like(height: int = HEIGHT, width: int = WIDTH, seed: int = 0) -> np.nd
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def reference_detr(folder: Path) -> tuple[DETR, DETRConfig]:
+def reference_detr(folder: Path) -> tuple[nn.Module, DETRConfig]:
     """A random DETR-R50 written as an official file and opened from it."""
     torch.manual_seed(0)
     config = DETRConfig(backbone="resnet50", pretrained_backbone=False, dropout=0.0)
     assert not export_problems(config, "reference"), export_problems(config, "reference")
-    model = DETR(config).eval()
+    model = build_model(config).eval()
     with torch.no_grad():  # non-trivial frozen batch norms, as trained weights have
         for name, buf in model.named_buffers():
             if name.endswith("running_var"):
@@ -101,7 +102,7 @@ def reference_detr(folder: Path) -> tuple[DETR, DETRConfig]:
     return opened, config
 
 
-def hf_detr(model: DETR, folder: Path):
+def hf_detr(model: nn.Module, folder: Path):
     from detr_core.checkpoint import load_checkpoint
 
     try:

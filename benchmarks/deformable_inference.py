@@ -20,23 +20,24 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import load_checkpoint
 from detr_core.data.toy import ToyShapes
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from detr_core.presets import preset
 
 
-def _model(path: Path | None, name: str) -> tuple[DETR, list[str]]:
+def _model(path: Path | None, name: str) -> tuple[nn.Module, list[str]]:
     if path is not None:
         ckpt = load_checkpoint(path)
         return ckpt.build_model().eval(), ckpt.class_names
     torch.manual_seed(0)
-    return DETR(preset(name)[0]).eval(), ["rectangle", "ellipse", "triangle"]
+    return build_model(preset(name)[0]).eval(), ["rectangle", "ellipse", "triangle"]
 
 
-def _time(model: DETR, names: list[str], images: list, runs: int) -> list[float]:
+def _time(model: nn.Module, names: list[str], images: list, runs: int) -> list[float]:
     for img in images[:3]:
         run_inference(model, img, names, capture=True)  # warm-up
     ms = []

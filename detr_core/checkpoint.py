@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
 import math
 import os
@@ -26,23 +25,21 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
+from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig, TrainConfig, config_from_dict, to_dict
 from detr_core.data.coco_names import COCO_CLASS_NAMES
+from detr_core.formats import hf
+from detr_core.formats.resnet_layout import resnet_layout
 from detr_core.model.detr import DETR
 
 FORMAT = "detr-explorer-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be used as a checkpoint; the message says why."""
 
 
 class SaveError(OSError):
@@ -51,86 +48,6 @@ class SaveError(OSError):
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
         self.errno = code
-
-
-@dataclass
-class Checkpoint:
-    model_config: DETRConfig
-    class_names: list[str]
-    state_dict: dict[str, torch.Tensor]
-    optimizer_state: dict | None = None
-    history: dict | None = None
-    train_config: TrainConfig | None = None
-    step: int = 0
-    source: str = "detr-explorer"  # or "facebookresearch/detr"
-    extra: dict[str, Any] = field(default_factory=dict)
-    # settings the file does not hold and that were guessed, e.g. {"nheads": 8} for a weights-only
-    # file (the head count cannot be read off the shapes); the window and ``main.py info`` say so
-    assumptions: dict[str, Any] = field(default_factory=dict)
-
-    def with_settings(self, **settings: Any) -> Checkpoint:
-        """The same weights with some architecture settings replaced (e.g. ``nheads=4``): for what
-        a file could not say. Raises CheckpointError on a setting the model does not have."""
-        known = set(to_dict(self.model_config))
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise CheckpointError(f"unknown model setting(s): {', '.join(unknown)}")
-        try:
-            config = DETRConfig(**{**to_dict(self.model_config), **settings})
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(str(e)) from None
-        assumptions = {k: v for k, v in self.assumptions.items() if k not in settings}
-        return dataclasses.replace(self, model_config=config, assumptions=assumptions)
-
-    def _buildable_config(self) -> DETRConfig:
-        config = self.model_config
-        if config.backbone != "tiny":
-            # the file brings its own weights; never look for ImageNet ones
-            config = DETRConfig(**{**to_dict(config), "pretrained_backbone": False})
-        return config
-
-    def problem(self, model: DETR | None = None) -> str | None:
-        """Why these weights cannot make a working model (None when they can), in one line:
-        names missing, unexpected or wrongly shaped weights (the first of them, with both shapes)
-        and weights that are NaN or infinite. ``model``: the model the file describes, when
-        already built (else one is built on the CPU: laying it out on the meta device instead
-        would run PyTorch's Python meta kernels, whose import costs seconds at the app's start)."""
-        if model is None:
-            model = DETR(self._buildable_config())
-        expected = model.state_dict()
-        missing = [k for k in expected if k not in self.state_dict]
-        unexpected = [k for k in self.state_dict if k not in expected]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-            return "the weights do not fit the model described in the file: " + "; ".join(parts)
-        for k, v in expected.items():
-            if tuple(self.state_dict[k].shape) != tuple(v.shape):
-                return (f"the weights do not fit the model described in the file: {k} has shape "
-                        f"{_shape(self.state_dict[k])} in the file but the model needs {_shape(v)}")
-        for k, v in self.state_dict.items():
-            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                what = "NaN" if bool(torch.isnan(v).any()) else "infinite"
-                return (f"the weights are not usable: {k} holds {what} values (the training that "
-                        "made this file diverged)")
-        return None
-
-    def build_model(self, device: torch.device | str = "cpu") -> DETR:
-        """A model with these weights, in eval mode. Raises CheckpointError on a mismatch or on
-        non-finite weights."""
-        model = DETR(self._buildable_config())
-        problem = self.problem(model)
-        if problem:
-            raise CheckpointError(problem)
-        model.load_state_dict(self.state_dict)
-        return model.to(device).eval()
-
-
-def _shape(t: torch.Tensor) -> str:
-    return "[" + ", ".join(str(d) for d in t.shape) + "]"
 
 
 def save_checkpoint(
@@ -341,8 +258,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     name = path.name
     if not path.exists():
         raise CheckpointError(f"{name}: no such file")
-    from detr_core.formats import hf
-
     if hf.is_hf_checkpoint(path):
         return hf.load_hf_checkpoint(path)
     if path.is_dir():
@@ -414,14 +329,6 @@ def _from_explorer(raw: dict, name: str) -> Checkpoint:
     )
 
 
-STANDARD_RESNETS = {  # name: (block, depths, widths: stem then each stage's output)
-    "resnet18": ("basic", (2, 2, 2, 2), (64, 64, 128, 256, 512)),
-    "resnet34": ("basic", (3, 4, 6, 3), (64, 64, 128, 256, 512)),
-    "resnet50": ("bottleneck", (3, 4, 6, 3), (64, 256, 512, 1024, 2048)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3), (64, 256, 512, 1024, 2048)),
-}
-
-
 def _detection_part(state: dict) -> dict[str, torch.Tensor] | None:
     """The detector's weights of an official file: the state itself, or for a panoptic model
     (``detr.`` + the detector, plus ``bbox_attention`` and ``mask_head``) its ``detr.`` part."""
@@ -432,28 +339,6 @@ def _detection_part(state: dict) -> dict[str, torch.Tensor] | None:
     if "detr.class_embed.weight" in state:
         return {k[len("detr."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("detr.")}
     return None
-
-
-def resnet_layout(state: dict[str, torch.Tensor], prefix: str = "backbone.0.body.") -> dict[str, Any]:
-    """Backbone settings read off a torchvision-style ResNet's weights: a named ResNet when the
-    shapes are a standard one's, else ``backbone="resnet"`` with its depths and widths."""
-
-    def count(p: str) -> int:
-        idx = {int(k[len(p):].split(".")[0]) for k in state if k.startswith(p)}
-        return max(idx) + 1 if idx else 0
-
-    depths = tuple(count(f"{prefix}layer{i}.") for i in range(1, 5))
-    if 0 in depths or f"{prefix}conv1.weight" not in state:
-        raise CheckpointError(f"unrecognised backbone (blocks per stage: {depths})")
-    block = "bottleneck" if f"{prefix}layer1.0.conv3.weight" in state else "basic"
-    last = "conv3" if block == "bottleneck" else "conv2"
-    widths = (int(state[f"{prefix}conv1.weight"].shape[0]),) + tuple(
-        int(state[f"{prefix}layer{i}.0.{last}.weight"].shape[0]) for i in range(1, 5)
-    )
-    for name, layout in STANDARD_RESNETS.items():
-        if layout == (block, depths, widths):
-            return {"backbone": name}
-    return {"backbone": "resnet", "resnet_block": block, "resnet_depths": depths, "resnet_widths": widths}
 
 
 def official_config(state: dict[str, torch.Tensor], args: Any = None, nheads: int | None = None) -> DETRConfig:

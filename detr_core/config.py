@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from detr_core.model.registry import check_config
+
 T = TypeVar("T")
 
 
@@ -40,7 +42,6 @@ BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet")
 RESNET_BLOCKS = ("bottleneck", "basic")
 QUERY_TYPES = ("learned", "anchor")
 CLASSIFIERS = ("softmax", "focal")
-ATTENTIONS = ("dense", "deformable")
 SCHEDULES = ("step", "cosine", "constant", "wsd")
 
 
@@ -87,7 +88,7 @@ class DETRConfig:
     spatial_prior: bool = False
     # Deformable DETR (Zhu et al. 2021): multi-scale deformable attention in the encoder and in the
     # decoder's cross-attention, around learned reference points (needs classifier="focal")
-    attention: str = "dense"  # "dense" (DETR) or "deformable"
+    attention: str = "dense"  # the model family: "dense" (DETR) or "deformable" (see model/registry.py)
     num_feature_levels: int = 4  # deformable: the last min(3, n) backbone stages + strided extra levels
     enc_n_points: int = 4  # deformable: sampling points per head and level in the encoder
     dec_n_points: int = 4  # deformable: ... and in the decoder's cross-attention
@@ -136,30 +137,7 @@ class DETRConfig:
         check_number("dropout", self.dropout, 0, 0.99)
         check_number("dn_label_noise", self.dn_label_noise, 0, 1)
         check_number("dn_box_noise", self.dn_box_noise, 0)
-        self._check_deformable()
-
-    def _check_deformable(self) -> None:
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"unknown attention {self.attention!r}; choose one of {ATTENTIONS}")
-        if self.attention != "deformable":
-            return
-        for name in ("num_feature_levels", "enc_n_points", "dec_n_points"):
-            check_number(name, getattr(self, name), 1, 16, whole=True)
-        if self.d_model % 32 != 0:
-            raise ValueError(f"deformable attention needs d_model divisible by 32 (GroupNorm), got {self.d_model}")
-        unsupported = {
-            "classifier='focal'": self.classifier == "focal",
-            "query_type='learned'": self.query_type == "learned",
-            "dn_groups=0": self.dn_groups == 0,
-            "num_query_groups=1": self.num_query_groups == 1,
-            "dense_aux=False": not self.dense_aux,
-            "pre_norm=False": not self.pre_norm,
-            "decoder_self_attention=True": self.decoder_self_attention,
-            "with_box_refine=True for two_stage": self.with_box_refine or not self.two_stage,
-        }
-        missing = [k for k, ok in unsupported.items() if not ok]
-        if missing:
-            raise ValueError("deformable attention needs " + ", ".join(missing))
+        check_config(self)  # the family's own limits (detr_core/model/registry.py)
 
     @property
     def num_logits(self) -> int:

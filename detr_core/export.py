@@ -11,6 +11,7 @@ import torch
 
 from detr_core.checkpoint import Checkpoint, SaveError, write_atomically
 from detr_core.config import DETRConfig
+from detr_core.model.registry import export_problem
 
 FORMATS = ("reference", "hf")
 FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face format"}
@@ -19,9 +20,8 @@ FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face
 def export_problems(config: DETRConfig, fmt: str) -> list[str]:
     """The model options ``fmt`` cannot hold (empty when the export is exact)."""
     problems = []
-    if config.attention == "deformable":
-        problems.append("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
-                        "folder opens here but is not written)")
+    if export_problem(config):
+        problems.append(export_problem(config))
     if config.backbone == "tiny":
         problems.append("the toy 'tiny' backbone (both formats hold ResNets only)")
     if config.query_type != "learned":

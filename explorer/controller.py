@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PySide6.QtCore import QObject, Signal
+from torch import nn
 
 from detr_core.analysis.capture import InferenceResult, run_inference
 from detr_core.checkpoint import Checkpoint, check_writable, load_model, save_checkpoint
 from detr_core.data import ToyShapes
 from detr_core.data.images import load_image
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from detr_core.presets import preset
 
 from .state import AppState, LoadedModel
@@ -74,7 +75,7 @@ class Controller(QObject):
     def use_untrained_model(self) -> None:
         model_cfg, _ = preset("fast")
         torch.manual_seed(0)
-        model = DETR(model_cfg).eval()
+        model = build_model(model_cfg).eval()
         self.state.set_model(LoadedModel(model, list(ToyShapes().class_names), "untrained model"))
 
     def open_checkpoint(self, path: Path, on_opened: Callable[[Path, Checkpoint], None] | None = None) -> None:
@@ -85,11 +86,11 @@ class Controller(QObject):
         path = Path(path)
         self.busy.emit(f"Loading {path.name}…")
 
-        def load() -> tuple[Checkpoint, DETR]:
+        def load() -> tuple[Checkpoint, nn.Module]:
             model, ckpt = load_model(path)  # checks the weights (shapes, NaN, inf) first
             return ckpt, model
 
-        def done(payload: tuple[Checkpoint, DETR]) -> None:
+        def done(payload: tuple[Checkpoint, nn.Module]) -> None:
             ckpt, model = payload
             self.busy.emit(None)
             self.state.set_model(LoadedModel(model, ckpt.class_names, ckpt.source, path, ckpt))
@@ -118,12 +119,12 @@ class Controller(QObject):
         set_before = dict(ckpt.extra.get(ASSUMED_SETTINGS_KEY, {}))
         self.busy.emit(f"Reopening {name}…")
 
-        def build() -> tuple[Checkpoint, DETR]:
+        def build() -> tuple[Checkpoint, nn.Module]:
             changed = ckpt.with_settings(**settings)  # CheckpointError (a ValueError) on a bad setting
             changed.extra = {**changed.extra, ASSUMED_SETTINGS_KEY: {**set_before, **settings}}
             return changed, changed.build_model()
 
-        def done(payload: tuple[Checkpoint, DETR]) -> None:
+        def done(payload: tuple[Checkpoint, nn.Module]) -> None:
             changed, model = payload
             self.busy.emit(None)
             self.state.set_model(LoadedModel(model, changed.class_names, source, path, changed))

@@ -201,7 +201,7 @@ def test_decoder_norm_applies_to_every_layer(tiny_config):
     with torch.no_grad():
         out = model(x, capture=True)
     # the class head sees LayerNorm-ed features at every layer: recompute layer 0 by hand
-    cap = out["attention"]
+    cap = out["capture"].attention
     assert len(cap.decoder_cross) == tiny_config.num_decoder_layers
     for layer_out in out["aux_outputs"]:
         assert torch.isfinite(layer_out["pred_logits"]).all()
@@ -296,7 +296,7 @@ def test_query_selection_starts_each_query_from_a_best_encoder_box(tiny_config, 
     model.eval()
     with torch.no_grad():
         out_eval = model(samples, capture=True)
-        dense_eval = model.dense_head(out_eval["memory"], dense["grid"])
+        dense_eval = model.dense_head(out_eval["capture"].memory, dense["grid"])
     score = dense_eval["logits"].amax(-1).masked_fill(~dense["valid"], float("-inf"))
     best = score.topk(q, dim=1).indices
     expected = dense_eval["boxes"].gather(1, best[..., None].expand(-1, -1, 4))
@@ -322,12 +322,12 @@ def test_spatial_prior_centres_each_query_cross_attention_on_its_box(tiny_config
         captured = model(samples, capture=True)
         fused = model(samples)
     torch.testing.assert_close(captured["pred_boxes"], fused["pred_boxes"], atol=1e-4, rtol=1e-4)
-    mask = captured["feature_mask"]  # [B, h, w]
+    mask = captured["capture"].attention.feature_mask  # [B, h, w]
     centres = token_centres(mask)  # [B, S, 2]
     refs = [model.refpoint_embed.weight.sigmoid()[None].expand(2, -1, -1)]  # layer 0 starts at the anchors
     refs += [a["pred_boxes"] for a in captured["aux_outputs"]]  # each later layer at the previous box
     for layer, ref in enumerate(refs):
-        weights = captured["attention"].decoder_cross[layer].weights  # [B, heads, Q, S]
+        weights = captured["capture"].attention.decoder_cross[layer].weights  # [B, heads, Q, S]
         peak = weights.mean(1).argmax(-1)  # [B, Q]
         nearest = torch.cdist(ref[..., :2].float(), centres).argmin(-1)  # [B, Q]
         assert torch.equal(peak, nearest), layer

@@ -18,6 +18,7 @@ from detr_core.checkpoint import load_checkpoint, save_checkpoint
 from detr_core.config import DETRConfig
 from detr_core.model.detr import DETR
 from detr_core.model.nested_tensor import nested_tensor_from_tensor_list
+from detr_core.model.registry import build_model
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 
@@ -73,7 +74,7 @@ def _hf_forward(model, images):
 def _our_forward(model, images):
     with torch.no_grad():
         out = model(images, capture=True)
-    cap = out["deformable"]
+    cap = out["capture"].attention
     return [out["pred_logits"], out["pred_boxes"], *cap.decoder_locations, *cap.decoder_weights,
             *cap.encoder_locations]
 
@@ -105,13 +106,13 @@ def tiny_deformable(**kw):
 @pytest.mark.parametrize("kw", [{}, {"with_box_refine": True}])
 def test_capture_changes_no_output_and_checkpoint_reopens(tmp_path, kw):
     torch.manual_seed(0)
-    model = DETR(tiny_deformable(**kw)).eval()
+    model = build_model(tiny_deformable(**kw)).eval()
     images = [torch.randn(3, 64, 64), torch.randn(3, 48, 56)]
     with torch.no_grad():
         plain, captured = model(images), model(images, capture=True)
     for key in ("pred_logits", "pred_boxes"):
         assert torch.equal(plain[key], captured[key])
-    cap = captured["deformable"]
+    cap = captured["capture"].attention
     assert cap.shapes == [(8, 8), (4, 4), (2, 2), (1, 1)]  # 64 px at strides 8, 16, 32 and the extra level
     s = sum(h * w for h, w in cap.shapes)
     assert cap.encoder_locations[0].shape == (2, s, 2, 4, 4, 2)
@@ -144,7 +145,7 @@ def test_inference_result_carries_the_sampling_points_in_image_pixels():
     from detr_core.analysis.capture import run_inference
 
     torch.manual_seed(0)
-    model = DETR(tiny_deformable(with_box_refine=True))
+    model = build_model(tiny_deformable(with_box_refine=True))
     rgb = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
     captured = run_inference(model, rgb, ["a", "b", "c"], capture=True)
     plain = run_inference(model, rgb, ["a", "b", "c"], capture=False)
@@ -197,7 +198,7 @@ def test_the_analyses_of_plain_detr_run_on_the_deformable_model():
     from detr_core.data.toy import ToyShapes
 
     torch.manual_seed(0)
-    model = DETR(tiny_deformable(with_box_refine=True)).eval()
+    model = build_model(tiny_deformable(with_box_refine=True)).eval()
     data = ToyShapes(ToyDataConfig(image_size=64, max_objects=3), seed=0, length=6)
     assert collect_slot_predictions(model, data, 4, batch_size=2).boxes_cxcywh.shape[:2] == (4, 5)
     assert len(layerwise_ap(model, data, 4, batch_size=2)) == 2
@@ -230,7 +231,7 @@ def test_sampling_offsets_and_reference_points_train_at_a_tenth_of_the_rate(tiny
     from detr_core.config import TrainConfig
     from detr_core.train.trainer import build_optimizer, lr_factor
 
-    model = DETR(tiny_deformable())
+    model = build_model(tiny_deformable())
     train = TrainConfig(lr=2e-3, lr_backbone=1e-3, warmup_steps=10)
     opt = build_optimizer(model, train)
     ids = {id(p): n for n, p in model.named_parameters()}

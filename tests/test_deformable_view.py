@@ -8,6 +8,7 @@ import torch
 
 from detr_core.analysis.capture import run_inference
 from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from explorer.state import AppState, LoadedModel
 from explorer.views.deformable import MODE_PIXEL, DeformableView
 from tests.test_deformable import tiny_deformable
@@ -26,7 +27,7 @@ def view(qtbot, tiny_config):
     dense = DETR(tiny_config).eval()
     state.set_model(LoadedModel(dense, NAMES, "a dense test model"))  # remembered for the comparison
     assert v.pages.currentIndex() == 0 and "open or train a deformable model" in v.dense_note.text()
-    model = DETR(tiny_deformable(with_box_refine=True)).eval()
+    model = build_model(tiny_deformable(with_box_refine=True)).eval()
     rgb = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     state.set_model(LoadedModel(model, NAMES, "test"))
     state.set_image(rgb, "noise")
@@ -91,7 +92,7 @@ def test_the_window_opens_a_deformable_checkpoint_and_every_view_says_what_it_sh
 
     torch.manual_seed(0)
     dense = save_checkpoint(tmp_path / "dense.pt", DETR(tiny_config).eval(), NAMES)
-    deformable = save_checkpoint(tmp_path / "deformable.pt", DETR(tiny_deformable()).eval(), NAMES)
+    deformable = save_checkpoint(tmp_path / "deformable.pt", build_model(tiny_deformable()).eval(), NAMES)
     w = MainWindow(settings=settings, checkpoint=dense, runs_folder=tmp_path / "runs")
     qtbot.addWidget(w)
     w.resize(1200, 800)
@@ -126,7 +127,7 @@ def test_without_a_dense_model_open_before_the_bundled_one_is_opened_off_the_gui
 
     torch.manual_seed(0)
     bundled = save_checkpoint(tmp_path / "bundled.pt", DETR(tiny_config).eval(), NAMES)
-    model = DETR(tiny_deformable()).eval()
+    model = build_model(tiny_deformable()).eval()
     not_dense = save_checkpoint(tmp_path / "deformable.pt", model, NAMES)
     rgb = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
     for path, opens in ((bundled, True), (not_dense, False)):

@@ -66,7 +66,7 @@ def _hf_forward(model, images):
 def _our_forward(model, images):
     with torch.no_grad():
         out = model(images, capture=True)
-    cross = out["attention"].decoder_cross[-1].weights  # [B, heads, Q, S]
+    cross = out["capture"].attention.decoder_cross[-1].weights  # [B, heads, Q, S]
     return out["pred_logits"], out["pred_boxes"], cross
 
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling, level_strides
+from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling
 from detr_core.analysis.predict import evaluating
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.images import prepare
-from detr_core.model.detr import DETR
+from detr_core.model.capture_protocol import DenseAttention, ModelCapture
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 from detr_core.model.transformer import attention_weights
 
@@ -107,7 +107,7 @@ class InferenceResult:
 
 @torch.no_grad()
 def run_inference(
-    model: DETR,
+    model: nn.Module,  # any family's (see detr_core/model/registry.py)
     image_rgb: np.ndarray,  # [H, W, 3] uint8
     class_names: list[str],
     capture: bool = True,
@@ -135,18 +135,22 @@ def run_inference(
 
     cross = dec_self = enc_q = enc_k = sampling = None
     stride = model.stride
-    fh, fw = (int(v) for v in _feature_size(x.shape[-2:], out, stride))
-    if capture and cfg.attention == "deformable":
-        sampling = deformable_sampling(out["deformable"], level_strides(model), tuple(x.shape[-2:]), (h_img, w_img))
-    elif capture:
-        cap = out["attention"]
-        cross = torch.stack([c.weights[0] for c in cap.decoder_cross]).float().cpu()  # [L, heads, Q, S]
+    cap: ModelCapture | None = out.get("capture")
+    if cap is None:
+        fh, fw = -(-int(x.shape[-2]) // stride), -(-int(x.shape[-1]) // stride)
+    else:
+        fh, fw = cap.grid
+    if cap is not None and isinstance(cap.attention, DenseAttention):
+        att = cap.attention
+        cross = torch.stack([c.weights[0] for c in att.decoder_cross]).float().cpu()  # [L, heads, Q, S]
         cross = cross.reshape(*cross.shape[:3], fh, fw)
-        if all(c is not None for c in cap.decoder_self):
-            dec_self = torch.stack([c.weights[0] for c in cap.decoder_self]).float().cpu()
-        if cap.encoder:
-            enc_q = torch.stack([c.q[0] for c in cap.encoder]).float().cpu()  # [L, heads, S, dh]
-            enc_k = torch.stack([c.k[0] for c in cap.encoder]).float().cpu()
+        if all(c is not None for c in att.decoder_self):
+            dec_self = torch.stack([c.weights[0] for c in att.decoder_self]).float().cpu()
+        if att.encoder:
+            enc_q = torch.stack([c.q[0] for c in att.encoder]).float().cpu()  # [L, heads, S, dh]
+            enc_k = torch.stack([c.k[0] for c in att.encoder]).float().cpu()
+    elif cap is not None:  # sampling points
+        sampling = deformable_sampling(cap.attention, tuple(x.shape[-2:]), (h_img, w_img))
     return InferenceResult(
         class_names=list(class_names),
         image_size=(h_img, w_img),
@@ -169,11 +173,3 @@ def run_inference(
         deformable=sampling,
     )
 
-
-def _feature_size(input_hw: torch.Size, out: dict, stride: int) -> tuple[int, int]:
-    if "feature_mask" in out:
-        return tuple(out["feature_mask"].shape[-2:])  # type: ignore[return-value]
-    if "feature_masks" in out:  # deformable: the finest level
-        return tuple(out["feature_masks"][0].shape[-2:])  # type: ignore[return-value]
-    h, w = input_hw
-    return -(-h // stride), -(-w // stride)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from detr_core.model.deformable_transformer import DeformableCapture
+from detr_core.model.capture_protocol import SamplingPoints
 
 
 @dataclass
@@ -88,15 +88,14 @@ def _to_pixels(locations: Tensor, extents: Tensor) -> Tensor:
 
 
 def deformable_sampling(
-    capture: DeformableCapture, strides: list[int], input_size: tuple[int, int], image_size: tuple[int, int]
+    capture: SamplingPoints, input_size: tuple[int, int], image_size: tuple[int, int]
 ) -> DeformableSampling:
     """Image 0 of a batch's capture, in pixels of the image as given.
 
-    strides: input pixels per cell of each level; input_size: (H', W') of the model's input;
-    image_size: (H, W) of the image as given."""
+    input_size: (H', W') of the model's input; image_size: (H, W) of the image as given."""
     sy = image_size[0] / input_size[0]
     sx = image_size[1] / input_size[1]
-    extents = [(h * s * sy, w * s * sx) for (h, w), s in zip(capture.shapes, strides)]
+    extents = [(h * s * sy, w * s * sx) for (h, w), s in zip(capture.shapes, capture.strides)]
     wh = torch.tensor([[e[1], e[0]] for e in extents], dtype=torch.float32)  # [levels, 2] (width, height)
     dec_points = torch.stack([loc[0] for loc in capture.decoder_locations]).float().cpu()
     dec_weights = torch.stack([w[0] for w in capture.decoder_weights]).float().cpu()
@@ -127,10 +126,3 @@ def deformable_sampling(
         encoder_weights=enc_weights,
     )
 
-
-def level_strides(model) -> list[int]:
-    """Input pixels per cell of each of the model's feature levels (extra levels halve the last)."""
-    strides = list(model.backbone.strides)
-    while len(strides) < model.config.num_feature_levels:
-        strides.append(strides[-1] * 2)
-    return strides

@@ -1,5 +1,5 @@
 """Hugging Face DETR files: a ``save_pretrained`` folder (``config.json`` plus ``model.safetensors``
-or ``pytorch_model.bin``) opened as a :class:`~detr_core.checkpoint.Checkpoint`, and written back.
+or ``pytorch_model.bin``) opened as a :class:`~detr_core.checkpoint_types.Checkpoint`, and written back.
 
 The architecture comes from ``config.json`` (queries, d_model, heads, layers, FFN width, dilation,
 ``id2label``); parameter names are mapped onto this project's modules, which follow the
@@ -21,15 +21,15 @@ from typing import Any
 
 import torch
 
+from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig
+from detr_core.formats.resnet_layout import STANDARD_RESNETS, resnet_layout
 
 CONFIG_NAME = "config.json"
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _error(message: str) -> Exception:
-    from detr_core.checkpoint import CheckpointError
-
     return CheckpointError(message)
 
 
@@ -217,8 +217,6 @@ def _shared_config_fields(hf: dict[str, Any], state: dict[str, torch.Tensor], mo
                           ffn_default: int) -> dict[str, Any]:
     """The DETRConfig fields DETR and Deformable DETR configs spell alike (backbone from the
     weights, transformer sizes), after refusing what this app cannot run."""
-    from detr_core.checkpoint import resnet_layout
-
     if hf.get("position_embedding_type", "sine") != "sine":
         raise _error(f"position_embedding_type {hf['position_embedding_type']!r} (only sine is supported)")
     if hf.get("activation_function", "relu") != "relu":
@@ -258,8 +256,6 @@ def class_names_from_hf(hf: dict[str, Any], num_classes: int) -> list[str]:
 
 def load_hf_checkpoint(path: str | Path):
     """A Hugging Face DETR folder (or its config.json or weights file) as a Checkpoint."""
-    from detr_core.checkpoint import Checkpoint
-
     path = Path(path)
     config_path, weights_path = _files(path)
     try:
@@ -286,8 +282,6 @@ def load_hf_checkpoint(path: str | Path):
 
 def hf_config(config: DETRConfig, class_names: list[str]) -> dict[str, Any]:
     """The ``config.json`` of a DETRConfig, for transformers' ``DetrForObjectDetection``."""
-    from detr_core.checkpoint import STANDARD_RESNETS
-
     if config.backbone == "resnet":
         block, depths, widths = config.resnet_block, config.resnet_depths, config.resnet_widths
     else:
@@ -429,8 +423,6 @@ def deformable_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]
 
 def load_hf_deformable(hf: dict[str, Any], config_path: Path, weights_path: Path):
     """A Hugging Face ``DeformableDetrForObjectDetection`` folder as a Checkpoint."""
-    from detr_core.checkpoint import Checkpoint
-
     raw = read_weights(weights_path)
     num_pred = int(hf.get("decoder_layers", 6)) + (1 if hf.get("two_stage") else 0)
     state = hf_deformable_to_state(raw, num_pred)

@@ -11,13 +11,13 @@
 
 Module names follow the authors' code (``level_embed``, ``reference_points``, ``cross_attn``,
 ``norm1`` ...). With ``capture`` the transformer also returns, for every layer, the sampling
-locations and attention weights it used (:class:`DeformableCapture`): nothing is recomputed.
+locations and attention weights it used (:class:`SamplingPoints`): nothing is recomputed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from detr_core.box_ops import inverse_sigmoid
 from detr_core.config import DETRConfig
 from detr_core.model.backbone import Backbone, TinyBody
+from detr_core.model.capture_protocol import SamplingPoints
 from detr_core.model.deformable_attention import MultiScaleDeformableAttention
 from detr_core.model.nested_tensor import NestedTensor
 
@@ -156,25 +157,6 @@ class DeformableDecoderLayer(nn.Module):
 
 
 @dataclass
-class DeformableCapture:
-    """What each deformable attention layer did (batch first; detached only by the caller).
-
-    encoder_locations[l]: [B, S, heads, L, P, 2] (x, y) in [0, 1] of the padded input, for all S
-    tokens of all levels; encoder_weights[l]: [B, S, heads, L, P].
-    decoder_references[l]: [B, Q, 2 or 4] the reference point (or box, cxcywh) layer l used, before
-    scaling by the valid ratios; decoder_locations[l]: [B, Q, heads, L, P, 2]; decoder_weights[l].
-    """
-
-    shapes: list[tuple[int, int]]
-    valid_ratios: Tensor  # [B, L, 2] (w, h) fraction of each level that is image, not padding
-    encoder_locations: list[Tensor] = field(default_factory=list)
-    encoder_weights: list[Tensor] = field(default_factory=list)
-    decoder_references: list[Tensor] = field(default_factory=list)
-    decoder_locations: list[Tensor] = field(default_factory=list)
-    decoder_weights: list[Tensor] = field(default_factory=list)
-
-
-@dataclass
 class DeformableOutput:
     hs: Tensor  # [L_dec, B, Q, D] every decoder layer's output
     references: list[Tensor]  # per decoder layer [B, Q, 2 or 4]: the reference it predicts its box from
@@ -182,7 +164,8 @@ class DeformableOutput:
     memory: Tensor  # [B, S, D]
     enc_logits: Tensor | None = None  # two-stage: [B, S, C] the encoder's proposal scores
     enc_boxes: Tensor | None = None  # two-stage: [B, S, 4] cxcywh proposals
-    capture: DeformableCapture | None = None
+    capture: SamplingPoints | None = None
+    selected_tokens: Tensor | None = None  # two-stage: [B, Q] the encoder tokens the queries start from
 
 
 def valid_ratio(mask: Tensor) -> Tensor:
@@ -300,7 +283,7 @@ class DeformableTransformer(nn.Module):
         )
         shapes_tensor = torch.as_tensor(shapes, dtype=torch.long, device=src_flat.device)
         valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1).to(src_flat.dtype)  # [B, L, 2]
-        cap = DeformableCapture(shapes=shapes, valid_ratios=valid_ratios) if capture else None
+        cap = SamplingPoints(shapes=shapes, valid_ratios=valid_ratios) if capture else None
 
         memory = src_flat
         enc_refs = encoder_reference_points(shapes, valid_ratios)  # [B, S, L, 2]
@@ -311,7 +294,7 @@ class DeformableTransformer(nn.Module):
                 cap.encoder_weights.append(w)
 
         b, _, d = memory.shape
-        enc_logits = enc_boxes = None
+        enc_logits = enc_boxes = topk = None
         if self.two_stage:
             assert proposal_heads is not None
             query, props = self._encoder_proposals(memory, mask_flat, shapes)
@@ -352,5 +335,5 @@ class DeformableTransformer(nn.Module):
             hs.append(tgt)
         return DeformableOutput(
             hs=torch.stack(hs), references=refs, memory=memory,
-            enc_logits=enc_logits, enc_boxes=enc_boxes, capture=cap,
+            enc_logits=enc_logits, enc_boxes=enc_boxes, capture=cap, selected_tokens=topk,
         )

@@ -1,4 +1,4 @@
-"""The DETR detector: backbone -> 1x1 projection -> transformer -> class and box heads.
+"""The DETR family (``attention="dense"``): backbone -> 1x1 projection -> transformer -> class and box heads.
 
 With the default config this is the paper's model, module for module (state-dict keys and
 shapes equal the official checkpoints'). The fast-convergence levers in ``DETRConfig``
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from detr_core.box_ops import inverse_sigmoid
 from detr_core.config import DETRConfig
 from detr_core.model.backbone import build_backbone
-from detr_core.model.deformable import build_deformable, forward_deformable
+from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.denoising import build_denoising_queries, query_visibility
 from detr_core.model.dense_head import DenseHead
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
@@ -29,9 +29,6 @@ class DETR(nn.Module):
     def __init__(self, config: DETRConfig) -> None:
         super().__init__()
         self.config = config
-        if config.attention == "deformable":
-            build_deformable(self, config)
-            return
         d = config.d_model
         self.num_queries = config.num_queries
         self.transformer = Transformer(
@@ -113,14 +110,11 @@ class DETR(nn.Module):
           query_groups: how many groups of Q queries the outputs hold (> 1 only in training);
           dn_outputs / dn_meta: denoising predictions per layer (training with dn_groups > 0);
           dense: the dense auxiliary head's per-token predictions (training with dense_aux);
-          attention / feature_mask / memory: when ``capture`` is set (see ``inspect.py``).
-        With ``attention="deformable"`` see :func:`detr_core.model.deformable.forward_deformable`
-        (the same keys; ``capture`` gives ``deformable``, a DeformableCapture, instead of ``attention``).
+          capture: with ``capture``, a :class:`~detr_core.model.capture_protocol.ModelCapture`
+          whose attention is :class:`~detr_core.model.capture_protocol.DenseAttention`.
         """
         if not isinstance(samples, NestedTensor):
             samples = nested_tensor_from_tensor_list(samples)
-        if self.config.attention == "deformable":
-            return forward_deformable(self, samples, capture)
         features, pos = self.backbone(samples)
         src, mask = features.decompose()  # [B, C, h, w], [B, h, w]
         cfg = self.config
@@ -186,8 +180,21 @@ class DETR(nn.Module):
             out["dn_outputs"] = [{"pred_logits": lg[:, :pad], "pred_boxes": bx[:, :pad]} for lg, bx in zip(logits, boxes)]
             out["dn_meta"] = dn
         if capture:
-            out["attention"] = cap
-            out["feature_mask"] = mask
-            out["memory"] = memory
+            assert cap is not None
+            cap.feature_mask = mask
+            out["capture"] = ModelCapture(
+                layer_logits=logits[:, :, pad:], layer_boxes=boxes[:, :, pad:], attention=cap, memory=memory,
+                denoising_logits=logits[:, :, :pad] if dn is not None else None,
+                denoising_boxes=boxes[:, :, :pad] if dn is not None else None,
+            )
         return out
+
+
+# The family's entries in :mod:`detr_core.model.registry`
+build = DETR
+EXPORT_PROBLEM = ""  # the official and Hugging Face formats hold this family (within export_problems' limits)
+
+
+def check_config(config: DETRConfig) -> None:
+    """DETR builds every option :class:`DETRConfig` itself accepts."""
 

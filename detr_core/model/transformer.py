@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detr_core.box_ops import inverse_sigmoid
+from detr_core.model.capture_protocol import AttentionCapture, DenseAttention
 from detr_core.model.position_encoding import sine_box_embedding
 
 
@@ -39,15 +40,6 @@ def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None, bias: Tensor
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     return scores.softmax(dim=-1)
-
-
-@dataclass
-class AttentionCapture:
-    """What one attention call exposes when asked: weights and the per-head queries and keys."""
-
-    weights: Tensor | None  # [B, heads, Sq, Sk] (None where only q and k were kept)
-    q: Tensor  # [B, heads, Sq, dh]
-    k: Tensor  # [B, heads, Sk, dh]
 
 
 class MultiheadAttention(nn.Module):
@@ -227,16 +219,6 @@ class MLP(nn.Module):
 
 
 @dataclass
-class TransformerCapture:
-    """Attention captured during one forward pass (batch-first)."""
-
-    encoder: list[AttentionCapture] = field(default_factory=list)  # per encoder layer
-    decoder_self: list[AttentionCapture | None] = field(default_factory=list)
-    decoder_cross: list[AttentionCapture] = field(default_factory=list)
-    memory_allowed: Tensor | None = None  # [B, 1, 1, S] or None when nothing is padded
-
-
-@dataclass
 class DecoderOutput:
     hs: Tensor  # [L, B, Q, D], every layer's output after the decoder's final LayerNorm
     boxes: Tensor | None  # [L, B, Q, 4] cxcywh in [0, 1], anchor queries only (refined per layer)
@@ -292,14 +274,14 @@ class Transformer(nn.Module):
         self_allowed: Tensor | None = None,  # [B or 1, 1, Q, Q] bool, query visibility (groups, denoising)
         capture: bool = False,
         select_refpoints: Callable[[Tensor], Tensor] | None = None,  # memory [B, S, D] -> [B, Q, 4]
-    ) -> tuple[DecoderOutput, Tensor, TransformerCapture | None]:
+    ) -> tuple[DecoderOutput, Tensor, DenseAttention | None]:
         b = src.shape[0]
         src = src.flatten(2).transpose(1, 2)  # [B, S, D]
         pos = pos.flatten(2).transpose(1, 2)  # [B, S, D]
         key_padding = mask.flatten(1)  # [B, S]
         # No padding (the usual case for a single image or equal sizes): no mask, fastest kernel.
         allowed = (~key_padding)[:, None, None, :] if bool(key_padding.any()) else None
-        cap = TransformerCapture(memory_allowed=allowed) if capture else None
+        cap = DenseAttention(memory_allowed=allowed) if capture else None
         memory = self.encoder(src, pos, allowed, cap)
         if select_refpoints is not None:  # query selection: the anchors come from the encoder
             refpoints = select_refpoints(memory)
@@ -320,7 +302,7 @@ class TransformerEncoder(nn.Module):
         self.norm = norm
 
     def forward(
-        self, src: Tensor, pos: Tensor, allowed: Tensor | None, cap: TransformerCapture | None
+        self, src: Tensor, pos: Tensor, allowed: Tensor | None, cap: DenseAttention | None
     ) -> Tensor:
         out = src
         for layer in self.layers:
@@ -345,7 +327,7 @@ class TransformerDecoder(nn.Module):
         memory_keys: Tensor,  # [B, S, D]
         memory_allowed: Tensor | None,
         self_allowed: Tensor | None,
-        cap: TransformerCapture | None,
+        cap: DenseAttention | None,
         query_pos: Tensor | None = None,
         refpoints: Tensor | None = None,
         box_head: Callable[[Tensor], Tensor] | None = None,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch import nn
 
 from detr_core.checkpoint import Checkpoint
 from detr_core.config import DETRConfig, TrainConfig
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from detr_core.presets import cpu_has_fast_bf16
 
 FREEZE = ("none", "backbone", "transformer")
@@ -36,19 +37,19 @@ def finetune_train_config(**changes: object) -> TrainConfig:
 
 
 def model_from_weights(config: DETRConfig, weights: dict[str, torch.Tensor],
-                       seed: int | None = None) -> tuple[DETR, list[str]]:
+                       seed: int | None = None) -> tuple[nn.Module, list[str]]:
     """A model of ``config`` holding every tensor of ``weights`` whose name and shape fit it (the
     rest initialized from ``seed``, reproducibly); and the names of the tensors that start fresh."""
     if seed is not None:
         torch.manual_seed(seed)
-    model = DETR(config)
+    model = build_model(config)
     own = model.state_dict()
     fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
     return model, sorted(k for k in own if k not in fitting and not k.endswith("num_batches_tracked"))
 
 
-def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig, seed: int | None = None) -> tuple[DETR, list[str]]:
+def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig, seed: int | None = None) -> tuple[nn.Module, list[str]]:
     """A model of ``config`` holding every checkpoint tensor that fits it; and notes on what
     was re-initialized (empty when everything was kept)."""
     model, fresh = model_from_weights(config, ckpt.state_dict, seed)
@@ -66,7 +67,7 @@ def init_from_checkpoint(ckpt: Checkpoint, config: DETRConfig, seed: int | None 
     return model, notes
 
 
-def freeze(model: DETR, part: str) -> int:
+def freeze(model: nn.Module, part: str) -> int:
     """Stop training ``part`` ("none", "backbone" or "transformer": encoder, decoder and the
     input projection). Returns how many parameters are frozen."""
     if part not in FREEZE:

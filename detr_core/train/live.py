@@ -64,11 +64,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from detr_core.analysis.capture import run_inference
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.device import usable_cores
-from detr_core.model.detr import DETR
+from detr_core.model.registry import build_model
 from detr_core.train.finetune import model_from_weights
 from detr_core.train.session import TrainingSession
 from detr_core.train.threads import limit_threads
@@ -117,8 +118,8 @@ class TrainedState:
     reason: str  # "completed", "stopped" or "error"
     elapsed: float
 
-    def build_model(self, model_config: DETRConfig) -> DETR:
-        model = DETR(model_config)
+    def build_model(self, model_config: DETRConfig) -> nn.Module:
+        model = build_model(model_config)
         model.load_state_dict(self.state_dict)
         return model.eval()
 

@@ -26,10 +26,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from detr_core.checkpoint import Checkpoint, SaveError, save_checkpoint
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.dataset import DetectionDataset
-from detr_core.model.detr import DETR
 from detr_core.train.distributed import Distributed
 from detr_core.train.resume import PeriodicSave
 from detr_core.train.trainer import StepEvent, TrainControl, Trainer
@@ -68,7 +69,7 @@ class TrainingSession:
         model_config: DETRConfig,
         train_config: TrainConfig,
         *,
-        model: DETR | None = None,
+        model: nn.Module | None = None,
         datasets: tuple[DetectionDataset, DetectionDataset] | None = None,  # (train, held-out); None: the config's
         dist: Distributed | None = None,  # under torchrun
         control: TrainControl | None = None,

@@ -35,9 +35,9 @@ from detr_core.data.dataset import DatasetError, DetectionDataset
 from detr_core.data.sources import training_datasets
 from detr_core.data.stream import batches
 from detr_core.device import pick_device
-from detr_core.model.detr import DETR
 from detr_core.model.losses import SetCriterion
 from detr_core.model.nested_tensor import NestedTensor
+from detr_core.model.registry import build_model
 from detr_core.train.distributed import Distributed, RankShard, evaluate_sharded, wrap_model
 from detr_core.train.resume import (
     RESUME_VERSION,
@@ -251,7 +251,7 @@ class Trainer:
         train_config: TrainConfig,
         control: TrainControl | None = None,
         datasets: tuple[DetectionDataset, DetectionDataset] | None = None,
-        model: DETR | None = None,
+        model: nn.Module | None = None,
         dist: Distributed | None = None,
     ) -> None:
         self.model_config = model_config
@@ -269,7 +269,7 @@ class Trainer:
                 f"the model has {model_config.num_classes} classes but {self.dataset.name} has "
                 f"{len(names)} ({', '.join(names[:10])}{'...' if len(names) > 10 else ''})"
             )
-        self.model = (model or DETR(model_config)).to(self.device)  # a model to fine-tune, or a new one
+        self.model = (model or build_model(model_config)).to(self.device)  # a model to fine-tune, or a new one
         self.criterion = SetCriterion(model_config, train_config.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, train_config)
         self.history = History()

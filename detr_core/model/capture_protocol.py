@@ -1,0 +1,95 @@
+"""The capture protocol: what every model family exposes of one forward pass with ``capture=True``
+(``out["capture"]``), and the only thing views and analyses read of it.
+
+    cap = model(images, capture=True)["capture"]       # a ModelCapture, whatever the family
+    cap.layer_boxes[layer]                             # [B, Q, 4] cxcywh in [0, 1]
+    if isinstance(cap.attention, DenseAttention): ...  # dense maps [B, heads, Q, S]
+    else: ...                                          # SamplingPoints: locations, weights, levels
+
+Attention comes in one of two kinds: dense maps over one feature grid (:class:`DenseAttention`,
+DETR and its variants) or sampling points over multi-scale maps (:class:`SamplingPoints`,
+Deformable DETR and its kin). A family's extras (the encoder tokens its queries were selected
+from, denoising queries) are optional fields of :class:`ModelCapture`; a view that needs one says
+so when it is absent. Tensors are batch-first and not detached (the caller detaches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class AttentionCapture:
+    """What one dense attention call exposes when asked: weights and the per-head queries and keys."""
+
+    weights: Tensor | None  # [B, heads, Sq, Sk] (None where only q and k were kept)
+    q: Tensor  # [B, heads, Sq, dh]
+    k: Tensor  # [B, heads, Sk, dh]
+
+
+@dataclass
+class DenseAttention:
+    """Dense attention over the S = h * w tokens of one feature grid, per layer.
+
+    decoder_cross[l].weights: [B, heads, Q, S], rows sum to 1 over the tokens;
+    decoder_self[l].weights: [B, heads, Q, Q] (None per layer without decoder self-attention);
+    encoder[l]: q and k [B, heads, S, dh] only (an encoder map, [S, S] per head, is computed on demand).
+    """
+
+    encoder: list[AttentionCapture] = field(default_factory=list)  # per encoder layer
+    decoder_self: list[AttentionCapture | None] = field(default_factory=list)
+    decoder_cross: list[AttentionCapture] = field(default_factory=list)
+    memory_allowed: Tensor | None = None  # [B, 1, 1, S] or None when nothing is padded
+    feature_mask: Tensor | None = None  # [B, h, w] True on padding: the grid the maps live on
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the feature grid."""
+        assert self.feature_mask is not None
+        return int(self.feature_mask.shape[-2]), int(self.feature_mask.shape[-1])
+
+
+@dataclass
+class SamplingPoints:
+    """Sampling points over multi-scale feature maps, per layer (levels: the maps, finest first).
+
+    encoder_locations[l]: [B, S, heads, levels, P, 2] (x, y) in [0, 1] of the padded input, for all
+    S tokens of all levels; encoder_weights[l]: [B, S, heads, levels, P].
+    decoder_references[l]: [B, Q, 2 or 4] the reference point (or box, cxcywh) layer l used, before
+    scaling by the valid ratios; decoder_locations[l]: [B, Q, heads, levels, P, 2]; decoder_weights[l].
+    """
+
+    shapes: list[tuple[int, int]]  # (h_l, w_l) of each level's map
+    valid_ratios: Tensor  # [B, levels, 2] (w, h) fraction of each level that is image, not padding
+    encoder_locations: list[Tensor] = field(default_factory=list)
+    encoder_weights: list[Tensor] = field(default_factory=list)
+    decoder_references: list[Tensor] = field(default_factory=list)
+    decoder_locations: list[Tensor] = field(default_factory=list)
+    decoder_weights: list[Tensor] = field(default_factory=list)
+    strides: list[int] = field(default_factory=list)  # input pixels per cell of each level
+    feature_masks: list[Tensor] = field(default_factory=list)  # per level [B, h_l, w_l] True on padding
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the finest level."""
+        return self.shapes[0]
+
+
+@dataclass
+class ModelCapture:
+    """One forward pass, as every family reports it."""
+
+    layer_logits: Tensor  # [L, B, Q, C] every decoder layer's class logits (the family's classifier)
+    layer_boxes: Tensor  # [L, B, Q, 4] cxcywh in [0, 1]
+    attention: DenseAttention | SamplingPoints
+    memory: Tensor  # [B, S, D] the encoder's output tokens
+    selected_tokens: Tensor | None = None  # [B, Q] encoder tokens the queries started from (two-stage)
+    denoising_logits: Tensor | None = None  # [L, B, P, C] denoising queries (training with targets)
+    denoising_boxes: Tensor | None = None  # [L, B, P, 4]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(h, w) of the (finest) feature grid."""
+        return self.attention.grid

@@ -1,0 +1,62 @@
+"""The model families, by name: :func:`build_model` builds the one a config names.
+
+    model = build_model(config)          # config.attention names the family: "dense" or "deformable"
+
+A family is one module (``detr.py``, ``deformable.py``) that composes the shared parts (backbone,
+heads, matcher, losses, post-processing) with its own transformer and queries, and offers:
+
+- ``build(config) -> nn.Module``: the detector. Its ``forward(samples, targets=None, capture=False)``
+  returns ``pred_logits`` [B, Q, C], ``pred_boxes`` [B, Q, 4] cxcywh in [0, 1] and ``aux_outputs``
+  (every earlier decoder layer), and with ``capture`` a ``capture`` entry: a
+  :class:`~detr_core.model.capture.ModelCapture` (the protocol every view renders from);
+- ``check_config(config)``: raise ValueError on options the family cannot build;
+- ``EXPORT_PROBLEM``: why other libraries' DETR formats cannot hold it ("" when they can).
+
+Adding a family is one new module with these three and one entry in :data:`FAMILIES`. The
+config key stays ``attention`` (its first two families differ by their attention) so that every
+saved checkpoint still opens. Families are imported when first used: opening a plain DETR never
+imports the deformable one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class FamilyConfig(Protocol):
+    """A :class:`~detr_core.config.DETRConfig` as the registry sees it (``config.py`` imports this
+    module to check a config's family, so this one does not import ``config.py``)."""
+
+    attention: str  # the family's name, a key of FAMILIES
+
+FAMILIES: dict[str, str] = {  # config.attention: the family's module
+    "dense": "detr_core.model.detr",
+    "deformable": "detr_core.model.deformable",
+}
+
+
+def family(name: str) -> ModuleType:
+    """The module of the family called ``name``. Raises ValueError on an unknown name."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown attention {name!r}; choose one of {tuple(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
+
+
+def check_config(config: FamilyConfig) -> None:
+    """Raise ValueError when ``config``'s family cannot build it (or does not exist)."""
+    family(config.attention).check_config(config)
+
+
+def build_model(config: FamilyConfig) -> nn.Module:
+    """A new model of ``config``'s family (in training mode, as nn.Modules start)."""
+    return family(config.attention).build(config)
+
+
+def export_problem(config: FamilyConfig) -> str:
+    """Why other libraries' DETR formats cannot hold ``config``'s family ("" when they can)."""
+    return family(config.attention).EXPORT_PROBLEM
