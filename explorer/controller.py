@@ -67,6 +67,7 @@ class Controller(QObject):
         self._inference_waiting = False
         self._started_request = 0  # the request the model last started on
         self.inference_superseded = 0  # requests replaced before they ran (for tests and benchmarks)
+        self._preview_request = 0  # the newest request when a training preview was last shown
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
 
@@ -284,6 +285,15 @@ class Controller(QObject):
         (``AppState.image_id``): shown only if that is the current image."""
         if self.state.image is not None and image_id == self.state.image_id:
             self.state.set_result(result, preview=True)
+            self._preview_request = self._request
+
+    def training_ended(self) -> None:
+        """A training run has ended. If a live result of its weights is still shown and no newer
+        request will replace it (a run killed before it handed back a model: nothing replaced
+        the model), the model the explorer keeps runs on the image again, so the view shows
+        that model's own result, not the dead run's last preview."""
+        if self.state.result_is_preview and self._request == self._preview_request:
+            self.run_inference()
 
     def wait(self, msecs: int = 30000) -> bool:
         """Block until the running load or inference has returned (True) or ``msecs`` passed."""

@@ -793,6 +793,8 @@ class MainWindow(QMainWindow):
 
     def _on_training_running(self, running: bool) -> None:
         self.act_open_ckpt.setEnabled(not running)
+        if not running:
+            self.controller.training_ended()
         if running:
             self.training_dock.raise_()
             if self.training_dock.height() < self.height() * 0.4:  # room for the live plots
