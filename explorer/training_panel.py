@@ -5,6 +5,7 @@ live loss and AP plots, a progress bar. Training runs in a child process, read b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -237,6 +238,8 @@ class TrainingPanel(QWidget):
         self._shared = ""  # how the CPU is shared with another run, for the progress text
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
+        # asked before a run starts (its model will replace the one shown): False keeps it idle
+        self.confirm_start: Callable[[], bool] | None = None
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla", "deformable"])
@@ -470,6 +473,8 @@ class TrainingPanel(QWidget):
 
     def start(self, paused: bool = False) -> bool:
         if self.is_running:
+            return False
+        if self.confirm_start is not None and not self.confirm_start():
             return False
         try:
             model_cfg, train_cfg, weights = self._run_configs()

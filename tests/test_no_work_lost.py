@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import small_training
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from detr_core.analysis.capture import run_inference
-from detr_core.checkpoint import save_checkpoint
-from detr_core.config import DETRConfig
+from detr_core.checkpoint import load_checkpoint, save_checkpoint
+from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.detr import DETR
+from detr_core.train.trainer import History
 from explorer.main_window import MainWindow
+from explorer.training_worker import TrainedModel
+from explorer.unsaved import TITLE
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
                    num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=3, dropout=0.0,
@@ -94,3 +97,63 @@ def test_a_killed_training_process_leaves_the_kept_models_own_result_on_screen(q
     assert state.result.num_layers == kept.config.num_decoder_layers == 2
     fresh = run_inference(kept.model, state.image, kept.class_names, capture=True)
     assert torch.allclose(state.result.boxes_cxcywh, fresh.boxes_cxcywh)
+
+
+# --- 5. unsaved trained weights are never replaced without a question ------------------------------
+def _trained(window, seed: int = 1):
+    """A run of this session ends (as the training panel says it): its model is shown, unsaved."""
+    torch.manual_seed(seed)
+    trained = TrainedModel(DETR(SMALL).eval(), NAMES, SMALL, TrainConfig(), History(), step=7, reason="stopped")
+    window.training.trained.emit(trained)
+    assert window.state.model.trained is trained and window.state.model.unsaved
+    return window.state.model
+
+
+def test_opening_a_checkpoint_over_unsaved_weights_asks_and_cancel_keeps_them(qtbot, window, questions,
+                                                                                small_checkpoint, tmp_path,
+                                                                                monkeypatch):
+    trained = _trained(window)
+    questions.answers[TITLE] = Button.Cancel
+    window.open_checkpoint(small_checkpoint)  # as File > Open Checkpoint, a recent file or a drop do
+    qtbot.waitUntil(lambda: bool(questions.asked), timeout=20000)
+    window.controller.wait(10000)
+    title, text = questions.asked[-1]
+    assert title == TITLE and "Opening small.pt replaces it" in text and "7 steps" in text
+    assert window.state.model is trained and trained.unsaved and "*" in window.windowTitle()
+    # a new run asks too, before it starts; Cancel leaves the panel idle
+    window.training.btn_start.click()
+    assert questions.asked[-1][1].startswith("The model trained in this session (7 steps)")
+    assert window.training.worker is None and not window.training.is_running
+    # Save: the weights are written first, then the checkpoint opens
+    questions.answers[TITLE] = Button.Save
+    out = tmp_path / "kept.pt"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
+    with qtbot.waitSignal(window.state.modelChanged, timeout=20000):
+        window.open_path(small_checkpoint)
+    assert window.state.model.path == small_checkpoint and not window.state.model.unsaved
+    assert out.exists() and load_checkpoint(out).step == 7
+
+
+def test_quitting_after_a_cancelled_open_still_offers_to_save(qtbot, window, questions, small_checkpoint):
+    _trained(window)
+    questions.answers[TITLE] = Button.Cancel
+    window.open_checkpoint(small_checkpoint)
+    qtbot.waitUntil(lambda: bool(questions.asked), timeout=20000)
+    window.controller.wait(10000)
+    questions.asked.clear()
+    assert not window.close()  # Cancel again: the window stays
+    assert questions.titles == [TITLE] and "before quitting" in questions.asked[0][1]
+    questions.answers[TITLE] = Button.Discard
+    assert window.close()
+
+
+def test_back_to_over_unsaved_weights_asks_and_cancel_keeps_them(qtbot, window, questions):
+    before = window.state.model
+    trained = _trained(window)
+    questions.answers[TITLE] = Button.Cancel
+    window.back_to_previous_model()
+    assert questions.asked[-1][0] == TITLE and "Going back to small.pt replaces it" in questions.asked[-1][1]
+    assert window.state.model is trained and window._previous_model is before  # as it was
+    questions.answers[TITLE] = Button.Discard
+    window.back_to_previous_model()
+    assert window.state.model is before and window._previous_model is trained  # can come back
