@@ -39,6 +39,7 @@ from detr_core.device import device_summary
 from .attention_grid import AttentionGrid
 from .attention_panel import AttentionPanel
 from .canvas import ImageView
+from .closing import CloseGuard
 from .controller import Controller
 from .gc_policy import GuiThreadCollector
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
@@ -48,7 +49,7 @@ from .notice import Notice
 from .query_panel import QueryPanel
 from .stable_label import StableLabel
 from .state import AppState, LoadedModel, TrainingSession
-from .unsaved import ask_to_save, quit_question, replace_question
+from .unsaved import ask_to_save, replace_question
 from .wheel_guard import guard_wheel
 from .workers import readable_error
 
@@ -190,6 +191,7 @@ class MainWindow(QMainWindow):
         self.controller.busy.connect(self._set_busy)
         self.controller.failed.connect(self.show_error)
         self.controller.confirm_replace = self._confirm_replace
+        self.close_guard = CloseGuard(self)
 
         self._build_menus()
         self._build_status_bar()
@@ -934,21 +936,11 @@ class MainWindow(QMainWindow):
         return self._views_built and self.training.is_running
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if self.training_running:
-            answer = QMessageBox.question(
-                self, "Training is running", "Stop training and quit?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-            self.training.stop(wait_ms=60000)
-            QApplication.processEvents()  # deliver the finished run (its model) to this window
-        if self.state.model is not None and self.state.model.unsaved \
-                and not ask_to_save(self, quit_question(), self.choose_save_checkpoint):
+        if not self.close_guard.may_close():  # asks; waits for runs to stop, then closes again
             event.ignore()
             return
         if self._views_built:
-            self.runs.shutdown()
+            self.runs.stop_keeping_queue()  # (has ended: may_close waited for it)
             self.matching.shutdown()
             self.layers.shutdown()
             for view in self.views:

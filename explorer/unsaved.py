@@ -14,12 +14,12 @@ from .state import LoadedModel
 TITLE = "Unsaved trained weights"
 
 
-def ask_to_save(parent: QWidget, text: str, save: Callable[[], bool]) -> bool:
+def ask_to_save(parent: QWidget, text: str, save: Callable[[], bool], title: str = TITLE) -> bool:
     """Ask ``text`` with Save / Discard / Cancel. True to go on: saved (``save()`` returned
     True) or discarded; False when cancelled or when saving did not happen (a file dialog
     closed without a name, a write that failed and said why)."""
     buttons = QMessageBox.StandardButton
-    answer = QMessageBox.question(parent, TITLE, text, buttons.Save | buttons.Discard | buttons.Cancel,
+    answer = QMessageBox.question(parent, title, text, buttons.Save | buttons.Discard | buttons.Cancel,
                                   buttons.Save)
     if answer == buttons.Save:
         return save()

@@ -17,7 +17,11 @@ from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import load_checkpoint, save_checkpoint
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.detr import DETR
+from detr_core.train.ablations import RunSpec
+from detr_core.train.run_store import RunStore
 from detr_core.train.trainer import History
+from explorer.closing import NO_ANSWER_TITLE, RUNS_TITLE
+from explorer.closing import TRAINING_TITLE as CLOSING_TITLE
 from explorer.main_window import MainWindow
 from explorer.training_worker import TrainedModel
 from explorer.unsaved import TITLE
@@ -27,6 +31,12 @@ SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nh
                    image_min_size=128, image_max_size=256)
 NAMES = ["rectangle", "ellipse", "triangle"]
 Button = QMessageBox.StandardButton
+TINY_RUN = ["d_model=32", "dim_feedforward=64", "num_encoder_layers=1", "num_decoder_layers=2", "tiny_width=8",
+            "batch_size=2", "eval_images=8"]
+
+
+def tiny_spec(name: str, steps: int = 3) -> RunSpec:
+    return RunSpec(name, overrides=TINY_RUN, seed=0, seconds=None, steps=steps, eval_every_steps=0)
 
 
 @pytest.fixture
@@ -157,3 +167,70 @@ def test_back_to_over_unsaved_weights_asks_and_cancel_keeps_them(qtbot, window, 
     questions.answers[TITLE] = Button.Discard
     window.back_to_previous_model()
     assert window.state.model is before and window._previous_model is trained  # can come back
+
+
+# --- 4. quitting while the training process is frozen ------------------------------------------------
+def _process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_quitting_while_the_training_process_is_frozen_stays_responsive_says_so_and_ends_it(qtbot, window,
+                                                                                           questions):
+    state, panel = window.state, window.training
+    _trained(window)  # the window holds unsaved trained weights, which it offers to save at the end
+    small_training(window)
+    panel.btn_start.click()  # (asked about them: Discard, the new run's model will replace them)
+    qtbot.waitUntil(lambda: panel.worker is not None and panel.worker.started_training, timeout=60000)
+    worker = panel.worker
+    process = worker.session.process
+    os.kill(process.pid, signal.SIGSTOP)  # frozen: it reads no command and sends nothing
+    qtbot.waitUntil(lambda: _process_state(process.pid) == "T", timeout=5000)
+    questions.answers[CLOSING_TITLE] = Button.Yes
+    questions.asked.clear()
+    t0 = time.monotonic()
+    assert not window.close()  # returns at once: nothing waits on the GUI thread
+    assert time.monotonic() - t0 < 2.0
+    assert not window.close()  # a second close only says the window is still stopping
+    assert questions.titles == [CLOSING_TITLE]
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=20000)
+    assert questions.titles == [CLOSING_TITLE, NO_ANSWER_TITLE]
+    assert "did not answer" in questions.asked[-1][1] and "Save it before quitting?" in questions.asked[-1][1]
+    assert state.model.unsaved  # discarded, as answered: the window held them until then
+    process.join(5)
+    assert not process.is_alive() and process.exitcode == -signal.SIGKILL  # ended, not left frozen
+    assert not worker.is_running
+
+
+# --- 6. quitting during a Runs queue ------------------------------------------------------------------
+def test_quitting_during_a_runs_queue_asks_and_the_next_window_has_the_queue(qtbot, settings, small_checkpoint,
+                                                                              questions):
+    window = _open(qtbot, settings, small_checkpoint)
+    runs = window.runs
+    folder = runs.store.root
+    runs.queue([tiny_spec("long", steps=100_000), tiny_spec("second"), tiny_spec("third"), tiny_spec("fourth")])
+    qtbot.waitUntil(lambda: runs.live is not None and len(runs.live.curves["step"]) > 0, timeout=60000)
+    questions.answers[RUNS_TITLE] = Button.Cancel
+    assert not window.close()  # Cancel: everything goes on
+    assert questions.asked[-1] == (RUNS_TITLE, ("1 run is training and 3 are queued: stop them and quit? "
+                                                "The running one is kept as stopped; the queue is kept, to "
+                                                "resume in the Runs tab next time."))
+    assert runs.busy and [s.name for s in runs.pending] == ["second", "third", "fourth"]
+    questions.answers[RUNS_TITLE] = Button.Yes
+    window.close()
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30000)
+    assert not runs.busy
+    assert [s.name for s in RunStore(folder).load_queue()] == ["second", "third", "fourth"]
+
+    again = _open(qtbot, settings, small_checkpoint)  # the next session, on the same store
+    kept = again.runs
+    assert kept.store.root == folder
+    assert [s.name for s in kept.pending] == ["second", "third", "fourth"] and kept.queue_held
+    assert [(r.name, r.status) for r in kept.records] == [("long", "stopped")]
+    statuses = [kept.table.item(r, 1).text() for r in range(kept.table.rowCount())]
+    assert statuses == ["stopped", "queued", "queued", "queued"]
+    assert not kept.busy and kept.kept_bar.isVisibleTo(kept) and "3 runs queued" in kept.kept_label.text()
+    kept.drop_queue()
+    assert kept.pending == [] and RunStore(folder).load_queue() == []
+    questions.asked.clear()
+    assert again.close() and questions.asked == []  # nothing queued, nothing asked

@@ -4,6 +4,8 @@
 budget); they train one at a time, each in its own process read by a
 :class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
 current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
+queued runs are kept in the store as they change, so quitting (or a crash) does not lose them:
+the next view over the store shows them, held, with Resume and Drop. The
 table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
 overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
 Runs live in a :class:`~detr_core.train.run_store.RunStore` folder and are reloaded when the view is made.
@@ -123,15 +125,35 @@ class RunsView(AnalysisView):
         self._last_drawn = 0.0
         self._cancelled = False
         self._failure = ""  # the current run's last "failed" message
+        self.queue_held = False  # queued runs kept from the last session wait for Resume
+        self._closing = False  # quitting: the queue in the store stays as it is
         self._rows: list[tuple[str, RunRecord | RunSpec]] = []  # (key, what) per table row
         self._items: dict[str, tuple[pg.PlotDataItem, pg.PlotDataItem]] = {}
         self.jobFailed.connect(self._on_run_failed)
         self.jobCancelled.connect(self._on_cancelled)
         self._build()
         self.reload()
+        self._restore_queue()
 
     # --- layout ------------------------------------------------------------------------------
     def _build(self) -> None:
+        self.kept_bar = QWidget()  # the queue kept from the last session: Resume / Drop
+        kept = QHBoxLayout(self.kept_bar)
+        kept.setContentsMargins(0, 0, 0, 0)
+        self.kept_label = QLabel("")
+        self.kept_label.setWordWrap(True)
+        self.resume_button = QPushButton("Resume queue")
+        self.resume_button.setToolTip("Train the kept runs, one at a time")
+        self.resume_button.clicked.connect(self.resume_queue)
+        self.drop_button = QPushButton("Drop queue")
+        self.drop_button.setToolTip("Forget the kept runs (nothing was trained for them yet)")
+        self.drop_button.clicked.connect(self.drop_queue)
+        kept.addWidget(self.kept_label, 1)
+        kept.addWidget(self.resume_button)
+        kept.addWidget(self.drop_button)
+        self.kept_bar.setVisible(False)
+        self.body.addWidget(self.kept_bar)
+
         setup = QHBoxLayout()
         self.base_combo = QComboBox()
         self.base_combo.addItems(list(PRESETS))
@@ -284,20 +306,79 @@ class RunsView(AnalysisView):
                 self.show_error(f"{spec.name}: {e}")
                 return
         self.pending.extend(specs)
+        self._save_queue()
+        self._hold_queue(False)  # runs queued now start, after any kept from the last session
         self._refresh_table()
         self._start_next()
+
+    # --- the queue kept across sessions ----------------------------------------------------------
+    def _save_queue(self) -> None:
+        """Keep the queued runs in the store (not while quitting: they stay as they were)."""
+        if self._closing:
+            return
+        try:
+            self.store.save_queue(self.pending)
+        except OSError as e:
+            self.show_error(f"The queue could not be kept for next time: {e}")
+
+    def _restore_queue(self) -> None:
+        """The runs queued when the app last closed: shown as queued, held until Resume."""
+        known = len(self.store.errors)
+        kept = self.store.load_queue()
+        if self.store.errors[known:]:
+            self.show_error("The kept queue could not be read: " + "; ".join(self.store.errors[known:]))
+        if not kept:
+            return
+        self.pending = kept + self.pending
+        self._hold_queue(True)
+        self._refresh_table()
+
+    def _hold_queue(self, held: bool) -> None:
+        self.queue_held = held and bool(self.pending)
+        n = len(self.pending)
+        self.kept_label.setText(f"{n} run{'s' if n != 1 else ''} queued when DETR Explorer last closed "
+                                f"{'are' if n != 1 else 'is'} kept: resume to train {'them' if n != 1 else 'it'}.")
+        self.kept_bar.setVisible(self.queue_held)
+
+    def resume_queue(self) -> None:
+        """Train the kept runs (one at a time, as queued)."""
+        self._hold_queue(False)
+        self._start_next()
+
+    def drop_queue(self) -> None:
+        """Forget the kept runs."""
+        self.pending.clear()
+        self._save_queue()
+        self._hold_queue(False)
+        self._refresh_table()
+
+    def stop_keeping_queue(self) -> None:
+        """For quitting: stop the running run (its process saves it, as "stopped") and start no
+        other; the queued runs stay in the store, for the next session. Does not wait."""
+        self._closing = True
+        if self.busy and self.worker is not None:
+            self._cancelled = True
+            self.worker.stop()
+
+    def quit_cancelled(self) -> None:
+        """Quitting was cancelled after :meth:`stop_keeping_queue`: the queue stays, held."""
+        if self._closing:
+            self._closing = False
+            self._hold_queue(True)
+            self._refresh_table()
 
     @property
     def busy(self) -> bool:
         return self.worker is not None and self.worker.is_running
 
     def _start_next(self) -> None:
-        if self.live is not None or self.busy:
+        if self.live is not None or self.busy or self.queue_held or self._closing:
             return
         if not self.pending:
             self.queueFinished.emit()
             return
         spec = self.pending.pop(0)
+        self._save_queue()
         self.live = _LiveRun(spec)
         self._batch, self._last_drawn, self._cancelled, self._failure = [], 0.0, False, ""
         worker = TrainingWorker(job=RunJob(spec, str(self.store.root)), parent=self)
@@ -364,6 +445,8 @@ class RunsView(AnalysisView):
     def cancel_job(self) -> None:
         """Stop the current run (it is kept, as "stopped") and drop the queue."""
         self.pending.clear()
+        self._save_queue()
+        self._hold_queue(False)
         if self.busy and self.worker is not None:
             self._cancelled = True
             self.worker.stop()
@@ -405,7 +488,8 @@ class RunsView(AnalysisView):
 
     def _on_cancelled(self) -> None:
         self._job_done()
-        self.pending.clear()
+        if not self._closing:  # (quitting keeps the queue)
+            self.pending.clear()
         self.reload()  # the stopped run was saved by its process
         self.queueFinished.emit()
 
@@ -458,6 +542,9 @@ class RunsView(AnalysisView):
         for spec in queued:
             if spec in self.pending:
                 self.pending.remove(spec)
+        if queued:
+            self._save_queue()
+            self._hold_queue(self.queue_held)
         if records:
             names = ", ".join(r.name for r in records)
             answer = QMessageBox.question(
