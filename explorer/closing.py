@@ -123,6 +123,8 @@ class CloseGuard(QObject):
             return False
         if not self._ask_to_save():
             return self._cancel()
+        self._confirmed.clear()
+        self.not_answering = False
         return True
 
     def _ask_to_save(self) -> bool:
