@@ -804,8 +804,8 @@ class MainWindow(QMainWindow):
     def _on_training_running(self, running: bool) -> None:
         self.act_open_ckpt.setEnabled(not running)
         if not running:
-            self.controller.training_ended()
-        if running:
+            self.controller.training_ended()  # a killed run's last live result does not stay
+        else:
             self.training_dock.raise_()
             if self.training_dock.height() < self.height() * 0.4:  # room for the live plots
                 self.resizeDocks([self.training_dock], [int(self.height() * 0.45)], Qt.Orientation.Vertical)

@@ -234,3 +234,16 @@ def test_quitting_during_a_runs_queue_asks_and_the_next_window_has_the_queue(qtb
     assert kept.pending == [] and RunStore(folder).load_queue() == []
     questions.asked.clear()
     assert again.close() and questions.asked == []  # nothing queued, nothing asked
+
+
+def test_the_run_store_keeps_a_queue_and_names_an_unreadable_one(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    assert store.load_queue() == []
+    specs = [tiny_spec("a"), tiny_spec("b", steps=5)]
+    store.save_queue(specs)
+    assert RunStore(store.root).load_queue() == specs
+    store.save_queue([])
+    assert not (store.root / RunStore.QUEUE).exists()
+    (store.root / RunStore.QUEUE).write_text("{not json")
+    assert store.load_queue() == [] and store.errors[-1].startswith("queue.json: ")
+    assert store.list() == []  # the queue file is not a run
