@@ -68,15 +68,38 @@ class Controller(QObject):
         self._inference_waiting = False
         self._started_request = 0  # the request the model last started on
         self.inference_superseded = 0  # requests replaced before they ran (for tests and benchmarks)
+        self._preview_request = 0  # the newest request when a training preview was last shown
+        # asked before trained weights that were never saved are replaced: (the model shown, what
+        # replaces it in words: "Opening small.pt") -> go on? The window's Save / Discard / Cancel.
+        self.confirm_replace: Callable[[LoadedModel, str], bool] | None = None
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
 
     # --- models ----------------------------------------------------------------------------
+    def may_replace_model(self, replacing: str) -> bool:
+        """Whether the model shown may be replaced (``replacing`` says by what: "Opening
+        small.pt"). True unless its weights were trained in this session and never saved and
+        ``confirm_replace`` says no (the user cancelled, or chose Save and did not save)."""
+        loaded = self.state.model
+        if loaded is None or not loaded.unsaved or self.confirm_replace is None:
+            return True
+        return self.confirm_replace(loaded, replacing)
+
+    def set_model(self, loaded: LoadedModel, replacing: str) -> bool:
+        """Show ``loaded`` instead of the model shown: the one way a model is replaced, so unsaved
+        trained weights are never let go of without the question of :meth:`may_replace_model`,
+        whatever replaces them. False (nothing changed) when the user keeps them."""
+        if loaded is not self.state.model and not self.may_replace_model(replacing):
+            return False
+        self.state.set_model(loaded)
+        return True
+
     def use_untrained_model(self) -> None:
         model_cfg, _ = preset("fast")
         torch.manual_seed(0)
         model = build_model(model_cfg).eval()
-        self.state.set_model(LoadedModel(model, list(ToyShapes().class_names), "untrained model"))
+        self.set_model(LoadedModel(model, list(ToyShapes().class_names), "untrained model"),
+                       "The untrained model")
 
     def open_checkpoint(self, path: Path, on_opened: Callable[[Path, Checkpoint], None] | None = None) -> None:
         """Load a checkpoint off the GUI thread; its model becomes the state's, then
@@ -93,7 +116,9 @@ class Controller(QObject):
         def done(payload: tuple[Checkpoint, nn.Module]) -> None:
             ckpt, model = payload
             self.busy.emit(None)
-            self.state.set_model(LoadedModel(model, ckpt.class_names, ckpt.source, path, ckpt))
+            loaded = LoadedModel(model, ckpt.class_names, ckpt.source, path, ckpt)
+            if not self.set_model(loaded, f"Opening {path.name}"):
+                return  # the unsaved trained model stays
             if on_opened is not None:
                 on_opened(path, ckpt)
 
@@ -127,7 +152,9 @@ class Controller(QObject):
         def done(payload: tuple[Checkpoint, nn.Module]) -> None:
             changed, model = payload
             self.busy.emit(None)
-            self.state.set_model(LoadedModel(model, changed.class_names, source, path, changed))
+            if not self.set_model(LoadedModel(model, changed.class_names, source, path, changed),
+                                  f"Reopening {name}"):
+                return
             if on_opened is not None:
                 on_opened(changed)
 
@@ -168,7 +195,9 @@ class Controller(QObject):
         return export(ckpt, fmt, path)
 
     def use_trained(self, trained: TrainedModel) -> None:
-        """The model a training run of this session handed back."""
+        """The model a training run of this session handed back. Not asked here: the question
+        came when the run started (the panel's ``confirm_start``), and a run that has ended is
+        not kept waiting; the model it replaces stays, to go back to."""
         self.state.set_model(LoadedModel(trained.model, trained.class_names, "trained in this session", None,
                                          trained=trained))
 
@@ -285,6 +314,15 @@ class Controller(QObject):
         (``AppState.image_id``): shown only if that is the current image."""
         if self.state.image is not None and image_id == self.state.image_id:
             self.state.set_result(result, preview=True)
+            self._preview_request = self._request
+
+    def training_ended(self) -> None:
+        """A training run has ended. If a live result of its weights is still shown and no newer
+        request will replace it (a run killed before it handed back a model: nothing replaced
+        the model), the model the explorer keeps runs on the image again, so the view shows
+        that model's own result, not the dead run's last preview."""
+        if self.state.result_is_preview and self._request == self._preview_request:
+            self.run_inference()
 
     def wait(self, msecs: int = 30000) -> bool:
         """Block until the running load or inference has returned (True) or ``msecs`` passed."""

@@ -39,6 +39,7 @@ from detr_core.device import device_summary
 from .attention_grid import AttentionGrid
 from .attention_panel import AttentionPanel
 from .canvas import ImageView
+from .closing import CloseGuard
 from .controller import Controller
 from .gc_policy import GuiThreadCollector
 from .help import FIRST_LAUNCH_HINT, QUICK_START, VIEW_HELP
@@ -50,6 +51,7 @@ from .saving import save_png
 from .settings import RecentFiles, read_setting
 from .stable_label import StableLabel
 from .state import AppState, LoadedModel, TrainingSession
+from .unsaved import ask_to_save, replace_question
 from .wheel_guard import guard_wheel
 from .workers import readable_error
 
@@ -190,6 +192,8 @@ class MainWindow(QMainWindow):
             signal.connect(self._update_title)
         self.controller.busy.connect(self._set_busy)
         self.controller.failed.connect(self.show_error)
+        self.controller.confirm_replace = self._confirm_replace
+        self.close_guard = CloseGuard(self)
 
         self._build_menus()
         self._build_status_bar()
@@ -232,6 +236,7 @@ class MainWindow(QMainWindow):
         self._view_docks["training"].setWidget(self._scrolled(self.training))
         self.training.setWhatsThis(VIEW_HELP.get("Training", ""))
         self.training.workerCreated.connect(lambda worker: self.state.set_training(TrainingSession(worker)))
+        self.training.confirm_start = lambda: self.controller.may_replace_model("The new training run's model")
         self.training.trained.connect(self._on_trained)
         self.training.preview.connect(self.controller.accept_preview)
         self.training.failed.connect(lambda msg: self.show_error("Training", msg))
@@ -720,13 +725,18 @@ class MainWindow(QMainWindow):
 
     def back_to_previous_model(self) -> None:
         """Show the model the last training run replaced (the trained one can come back)."""
-        previous, self._previous_model = self._previous_model, self.state.model
+        previous, current = self._previous_model, self.state.model
         if previous is None:
             return
-        self._back_from = previous
-        self.state.set_model(previous)
-        self.notify(f"Back to {previous.path.name if previous.path else previous.source}.",
-                    "Use the trained model again", self.back_to_previous_model)
+        name = previous.path.name if previous.path else previous.source
+        if not self.controller.set_model(previous, f"Going back to {name}"):
+            return  # the unsaved trained model stays
+        self._previous_model, self._back_from = current, previous
+        self.notify(f"Back to {name}.", "Use the trained model again", self.back_to_previous_model)
+
+    def _confirm_replace(self, loaded: LoadedModel, replacing: str) -> bool:
+        """The controller's guard: Save / Discard / Cancel before unsaved trained weights go."""
+        return ask_to_save(self, replace_question(loaded, replacing), self.choose_save_checkpoint)
 
     def _forget_back_to(self, loaded: LoadedModel | None) -> None:
         """Another model was opened: "Back to" no longer applies, and keeps no model alive."""
@@ -799,7 +809,9 @@ class MainWindow(QMainWindow):
 
     def _on_training_running(self, running: bool) -> None:
         self.act_open_ckpt.setEnabled(not running)
-        if running:
+        if not running:
+            self.controller.training_ended()  # a killed run's last live result does not stay
+        else:
             self.training_dock.raise_()
             if self.training_dock.height() < self.height() * 0.4:  # room for the live plots
                 self.resizeDocks([self.training_dock], [int(self.height() * 0.45)], Qt.Orientation.Vertical)
@@ -921,29 +933,11 @@ class MainWindow(QMainWindow):
         return self._views_built and self.training.is_running
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        if self.training_running:
-            answer = QMessageBox.question(
-                self, "Training is running", "Stop training and quit?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-            self.training.stop(wait_ms=60000)
-            QApplication.processEvents()  # deliver the finished run (its model) to this window
-        if self.state.model is not None and self.state.model.unsaved:
-            answer = QMessageBox.question(
-                self, "Unsaved trained weights",
-                "The model trained in this session has not been saved. Save it before quitting?",
-                QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                | QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Save)
-            if answer == QMessageBox.StandardButton.Cancel:
-                event.ignore()
-                return
-            if answer == QMessageBox.StandardButton.Save and not self.choose_save_checkpoint():
-                event.ignore()
-                return
+        if not self.close_guard.may_close():  # asks; waits for runs to stop, then closes again
+            event.ignore()
+            return
         if self._views_built:
-            self.runs.shutdown()
+            self.runs.stop_keeping_queue()  # (has ended: may_close waited for it)
             self.matching.shutdown()
             self.layers.shutdown()
             for view in self.views:

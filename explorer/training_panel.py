@@ -5,6 +5,7 @@ live loss and AP plots, a progress bar. Training runs in a child process, read b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -238,6 +239,8 @@ class TrainingPanel(QWidget):
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
         self._optimisation_for_fine_tuning = False  # whose learning rates the fields hold
+        # asked before a run starts (its model will replace the one shown): False keeps it idle
+        self.confirm_start: Callable[[], bool] | None = None
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla", "deformable"])
@@ -492,6 +495,8 @@ class TrainingPanel(QWidget):
 
     def start(self, paused: bool = False) -> bool:
         if self.is_running:
+            return False
+        if self.confirm_start is not None and not self.confirm_start():
             return False
         self.error_label.setVisible(False)
         try:

@@ -9,6 +9,7 @@ emitted and reading goes on until the child has ended (``finished``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class TrainingWorker(QObject):
         self.info: dict | None = None  # set by trainingStarted
         self.result: Any = None  # what ``trained`` carried, once it has (until ``release``)
         self.ended = False  # ``finished`` has been emitted: every message was delivered
+        self.last_heard = time.monotonic()  # when the child's last message arrived (or the start)
         self.reader = Worker(self._read, context=False, parent=self)
         self.reader.yielded.connect(self._dispatch)
         self.reader.error.connect(self.failed)  # a bug in the reader itself, still reported
@@ -140,6 +142,7 @@ class TrainingWorker(QObject):
         self.session.set_preview_image(image, image_id)
 
     def start(self) -> None:
+        self.last_heard = time.monotonic()
         self.reader.start()
 
     def release(self) -> None:
@@ -166,6 +169,7 @@ class TrainingWorker(QObject):
         try:
             with closing(self.session.messages()) as messages:
                 for kind, *payload in messages:
+                    self.last_heard = time.monotonic()
                     if kind == "done":
                         payload = [self._result(payload[0])]
                     yield (kind, *payload)

@@ -248,7 +248,8 @@ def test_closing_while_training_stops_it_and_asks_to_save(qtbot, window, monkeyp
 
     monkeypatch.setattr(QMessageBox, "question", answer)
     worker = panel.worker
-    assert window.close()
+    assert not window.close()  # the window stays (and answers) while the run stops, then closes
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=30000)
     assert asked == ["Training is running", "Unsaved trained weights"]
     assert not worker.is_running and not worker.session.alive
 

@@ -451,3 +451,17 @@ class LiveSession:
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
+    @property
+    def suspended(self) -> bool:
+        """The child is stopped by a signal (SIGSTOP, Ctrl+Z, a debugger): it cannot answer
+        until it is continued. From /proc (Linux); False where that cannot be read."""
+        pid = self.process.pid if self.process is not None else None
+        if pid is None or not self.alive:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state in ("T", "t")
+

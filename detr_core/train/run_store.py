@@ -16,6 +16,8 @@ from detr_core.train.ablations import RunSpec
 
 RECORD_FORMAT = "detr-explorer-run"
 RECORD_VERSION = 1
+QUEUE_FORMAT = "detr-explorer-run-queue"
+QUEUE_VERSION = 1
 STATUSES = ("queued", "running", "completed", "stopped", "failed")
 
 
@@ -113,10 +115,12 @@ class RunRecord:
 
 # --- the store -------------------------------------------------------------------------------
 class RunStore:
-    """A folder of runs, one sub-folder each: ``run.json`` (the record) and ``checkpoint.pt``."""
+    """A folder of runs, one sub-folder each: ``run.json`` (the record) and ``checkpoint.pt``;
+    and ``queue.json``, the specs of the runs queued but not started (kept across a quit)."""
 
     RECORD = "run.json"
     CHECKPOINT = "checkpoint.pt"
+    QUEUE = "queue.json"
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -183,3 +187,33 @@ class RunStore:
             raise ValueError(f"{run_id}: not a run of this store")
         if folder.exists():
             shutil.rmtree(folder)
+
+    def save_queue(self, specs: list[RunSpec]) -> None:
+        """Keep the queued runs' specs (atomically); an empty queue removes the file."""
+        path = self.root / self.QUEUE
+        if not specs:
+            path.unlink(missing_ok=True)
+            return
+        text = json.dumps({"format": QUEUE_FORMAT, "format_version": QUEUE_VERSION,
+                           "runs": [asdict(spec) for spec in specs]}, indent=1)
+        write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+
+    def load_queue(self) -> list[RunSpec]:
+        """The queued runs' specs kept by :meth:`save_queue` (none if there is no file). An
+        unreadable queue gives none and is named in ``errors``; the file stays, for a person to
+        look at, until a queue is saved again."""
+        path = self.root / self.QUEUE
+        if not path.exists():
+            return []
+        try:
+            d = json.loads(path.read_text())
+            if not isinstance(d, dict) or d.get("format") != QUEUE_FORMAT:
+                raise ValueError("not a DETR Explorer run queue")
+            if not isinstance(d.get("format_version"), int) or d["format_version"] > QUEUE_VERSION:
+                raise ValueError(f"a queue of format {d.get('format_version')}; this version reads {QUEUE_VERSION}")
+            return [RunSpec(**spec) for spec in d["runs"]]
+        except OSError as e:
+            self.errors.append(f"{self.QUEUE}: cannot read it ({e.strerror or e})")
+        except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+            self.errors.append(f"{self.QUEUE}: {e}")
+        return []

@@ -4,6 +4,8 @@
 budget); they train one at a time (the :class:`~explorer.run_queue.RunQueue` this tab shows), each in
 its own process read by a :class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
 current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
+queued runs are kept in the store as they change, so quitting (or a crash) does not lose them:
+the next view over the store shows them, held, with Resume and Drop. The
 table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
 overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
 Runs live in a :class:`~detr_core.train.run_store.RunStore` folder and are reloaded when the view is made.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +117,7 @@ class RunsView(AnalysisView):
         self.store = store if isinstance(store, RunStore) else RunStore(store or default_store_folder())
         self.common_overrides = list(common_overrides)  # into every ablation run (e.g. threads=2)
         self.records: list[RunRecord] = []
-        self.runs = RunQueue(str(self.store.root), parent=self)  # the queue this tab shows
+        self.runs = RunQueue(self.store, parent=self)  # the queue this tab shows
         self.runs.event.connect(self._on_event)
         self.runs.ended.connect(self._on_run_ended)
         self.live: _LiveRun | None = None
@@ -128,9 +130,27 @@ class RunsView(AnalysisView):
         self.jobCancelled.connect(self._on_cancelled)
         self._build()
         self.reload()
+        self._restore_queue()
 
     # --- layout ------------------------------------------------------------------------------
     def _build(self) -> None:
+        self.kept_bar = QWidget()  # the queue kept from the last session: Resume / Drop
+        kept = QHBoxLayout(self.kept_bar)
+        kept.setContentsMargins(0, 0, 0, 0)
+        self.kept_label = QLabel("")
+        self.kept_label.setWordWrap(True)
+        self.resume_button = QPushButton("Resume queue")
+        self.resume_button.setToolTip("Train the kept runs, one at a time")
+        self.resume_button.clicked.connect(self.resume_queue)
+        self.drop_button = QPushButton("Drop queue")
+        self.drop_button.setToolTip("Forget the kept runs (nothing was trained for them yet)")
+        self.drop_button.clicked.connect(self.drop_queue)
+        kept.addWidget(self.kept_label, 1)
+        kept.addWidget(self.resume_button)
+        kept.addWidget(self.drop_button)
+        self.kept_bar.setVisible(False)
+        self.body.addWidget(self.kept_bar)
+
         setup = QHBoxLayout()
         self.base_combo = QComboBox()
         self.base_combo.addItems(list(PRESETS))
@@ -282,9 +302,60 @@ class RunsView(AnalysisView):
             except ValueError as e:
                 self.show_error(f"{spec.name}: {e}")
                 return
-        self.runs.add(specs)
+        self._keep_queue(lambda: self.runs.add(specs))
         self._refresh_table()
         self._start_next()
+
+    # --- the queue kept across sessions (the RunQueue keeps it in the store) --------------------
+    def _keep_queue(self, change: Callable[[], None]) -> None:
+        """Apply a change of the queue; a queue that cannot be kept for next time is said."""
+        try:
+            change()
+        except OSError as e:
+            self.show_error(f"The queue could not be kept for next time: {e}")
+        self._show_held()
+
+    def _restore_queue(self) -> None:
+        """The runs queued when the app last closed: shown as queued, held until Resume."""
+        known = len(self.store.errors)
+        kept = self.runs.restore()
+        if self.store.errors[known:]:
+            self.show_error("The kept queue could not be read: " + "; ".join(self.store.errors[known:]))
+        if kept:
+            self._show_held()
+            self._refresh_table()
+
+    @property
+    def queue_held(self) -> bool:
+        return self.runs.held
+
+    def _show_held(self) -> None:
+        n = len(self.pending)
+        self.kept_label.setText(f"{n} run{'s' if n != 1 else ''} queued when DETR Explorer last closed "
+                                f"{'are' if n != 1 else 'is'} kept: resume to train {'them' if n != 1 else 'it'}.")
+        self.kept_bar.setVisible(self.runs.held)
+
+    def resume_queue(self) -> None:
+        """Train the kept runs (one at a time, as queued)."""
+        self.runs.resume()
+        self._show_held()
+        self._start_next()
+
+    def drop_queue(self) -> None:
+        """Forget the kept runs."""
+        self._keep_queue(self.runs.drop)
+        self._refresh_table()
+
+    def stop_keeping_queue(self) -> None:
+        """For quitting: stop the running run (its process saves it, as "stopped") and start no
+        other; the queued runs stay in the store, for the next session. Does not wait."""
+        self.runs.stop_keeping_queue()
+
+    def quit_cancelled(self) -> None:
+        """Quitting was cancelled after :meth:`stop_keeping_queue`: the queue stays, held."""
+        self.runs.quit_cancelled()
+        self._show_held()
+        self._refresh_table()
 
     @property
     def pending(self) -> list[RunSpec]:
@@ -354,7 +425,7 @@ class RunsView(AnalysisView):
 
     def cancel_job(self) -> None:
         """Stop the current run (it is kept, as "stopped") and drop the queue."""
-        self.runs.cancel()
+        self._keep_queue(self.runs.cancel)
         self._refresh_table()
 
     def wait_job(self, msecs: int = 60000) -> bool:
@@ -393,7 +464,8 @@ class RunsView(AnalysisView):
 
     def _on_cancelled(self) -> None:
         self._job_done()
-        self.pending.clear()
+        if not self.runs.closing:  # (quitting keeps the queue)
+            self._keep_queue(self.runs.drop)
         self.reload()  # the stopped run was saved by its process
         self.queueFinished.emit()
 
@@ -443,9 +515,8 @@ class RunsView(AnalysisView):
         chosen = self.selected()
         queued = [what for _, what in chosen if isinstance(what, RunSpec)]
         records = [what for _, what in chosen if isinstance(what, RunRecord)]
-        for spec in queued:
-            if spec in self.pending:
-                self.pending.remove(spec)
+        if queued:
+            self._keep_queue(lambda: self.runs.remove(queued))
         if records:
             names = ", ".join(r.name for r in records)
             answer = QMessageBox.question(
