@@ -6,7 +6,7 @@ the reference the one analysis path over ``DetectionDataset`` is held to.
 ``git archive`` exports ``detr_core`` of the given revision (by default the last one with the
 twins: ``evaluate_model`` / ``evaluate_on``, ``layerwise_ap`` / ``layerwise_ap_on``,
 ``count_objects`` / ``count_dataset``, ``match_sample`` / ``match_toy_sample``) to a temporary
-folder and runs them there on one thread, with the bundled toy model: on 12 held-out toy images,
+folder and runs them there on one thread, with the bundled toy model: on 60 held-out toy images,
 on crowded toy images drawn with 1, 4 and 9 objects, on toy training samples, and on a small COCO
 and VOC folder written by ``write_toy_dataset`` (6 validation images each). The AP figures,
 per-layer AP, counts and Hungarian assignments are recorded. ``tests/test_analysis_reference.py``
@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TOY_IMAGES = 12
+TOY_IMAGES = 60  # enough that rounding the submitted boxes to 0.01 px would move the AP
 COUNTS = [1, 4, 9]
 IMAGES_PER_COUNT = 2
 MATCHED_SAMPLES = [0, 1, 2]
@@ -57,9 +57,9 @@ def assignment(snapshot) -> dict:
 def record() -> dict:
     """With the twins (run inside the exported old ``detr_core``)."""
     import torch
+    from detr_core.analysis.dataset_eval import evaluate_on
 
     from detr_core.analysis.counting import count_dataset, count_objects
-    from detr_core.analysis.dataset_eval import evaluate_on
     from detr_core.analysis.evaluate import evaluate_model, heldout_split
     from detr_core.analysis.layerwise import layerwise_ap, layerwise_ap_on
     from detr_core.analysis.matching import match_toy_sample, matcher_for
