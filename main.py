@@ -553,8 +553,9 @@ def _load(path: Path, pairs: list[str] | None = None):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from detr_core.analysis.evaluate import evaluate_model, heldout_split
+    from detr_core.analysis.evaluate import evaluate_model
     from detr_core.config import ToyDataConfig
+    from detr_core.data.toy import heldout_split
 
     if args.data:
         return _eval_dataset(args)
@@ -580,7 +581,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_dataset(args: argparse.Namespace) -> int:
     """COCO AP (and VOC mAP@0.5) of a checkpoint on a dataset's validation split."""
-    from detr_core.analysis.dataset_eval import COCO_STATS, evaluate_on, label_map_for
+    from detr_core.analysis.evaluate import COCO_STATS, evaluate_model
+    from detr_core.analysis.label_map import label_map_for
     from detr_core.data.dataset import DatasetError
     from detr_core.data.sources import open_dataset
     from detr_core.data.transforms import eval_transform
@@ -597,7 +599,7 @@ def _eval_dataset(args: argparse.Namespace) -> int:
     cfg = model.config
     dataset = dataset.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size))
     try:
-        metrics = evaluate_on(model, dataset, args.images, label_map=label_map)
+        metrics = evaluate_model(model, dataset, args.images, label_map=label_map)
     except DatasetError as e:
         raise CLIError(str(e)) from None
     if args.json:
@@ -619,7 +621,7 @@ def _predict_many(args: argparse.Namespace) -> int:
     """Every image of a folder (or one image): detections printed, and with --coco-results
     written in the COCO results format (image_id: the file name's number, else its position)."""
     from detr_core.analysis.capture import run_inference
-    from detr_core.analysis.dataset_eval import checkpoint_category_ids
+    from detr_core.analysis.label_map import checkpoint_category_ids
     from detr_core.checkpoint import write_atomically
     from detr_core.data.images import ImageLoadError, load_image
 

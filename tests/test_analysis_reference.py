@@ -23,13 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def now(tmp_path_factory):
     """The same figures as the reference, computed with the current code."""
-    from detr_core.analysis.counting import count_dataset, count_objects
-    from detr_core.analysis.dataset_eval import evaluate_on
-    from detr_core.analysis.evaluate import evaluate_model, heldout_split
-    from detr_core.analysis.layerwise import layerwise_ap, layerwise_ap_on
-    from detr_core.analysis.matching import match_toy_sample, matcher_for
+    from detr_core.analysis.counting import count_crowded, count_objects
+    from detr_core.analysis.evaluate import evaluate_model
+    from detr_core.analysis.layerwise import layerwise_ap
+    from detr_core.analysis.matching import match_sample, matcher_for
     from detr_core.checkpoint import load_model
-    from detr_core.data.toy import ToyShapes
+    from detr_core.data.toy import ToyShapes, heldout_split
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -41,18 +40,18 @@ def now(tmp_path_factory):
     out = {"toy": {
         "evaluate": evaluate_model(model, heldout, ref.TOY_IMAGES),
         "layerwise": [r.as_dict() for r in layerwise_ap(model, heldout, ref.TOY_IMAGES)],
-        "counting": ref.counting_rows(count_objects(model, ref.COUNTS, ref.IMAGES_PER_COUNT, data_config=data_config,
+        "counting": ref.counting_rows(count_crowded(model, ref.COUNTS, ref.IMAGES_PER_COUNT, data_config=data_config,
                                                     train_max_objects=data_config.max_objects)),
-        "matching": [ref.assignment(match_toy_sample(model, matcher, stream, i)) for i in ref.MATCHED_SAMPLES],
+        "matching": [ref.assignment(match_sample(model, matcher, stream, i)) for i in ref.MATCHED_SAMPLES],
     }}
     root = tmp_path_factory.mktemp("folders")
     for fmt in ("coco", "voc"):
         dataset = ref.folder(root, fmt, model)
         out[fmt] = {
-            "evaluate": evaluate_on(model, dataset),
-            "layerwise": [r.as_dict() for r in layerwise_ap_on(model, dataset, ref.FOLDER_VAL_IMAGES)],
-            "counting": ref.counting_rows(count_dataset(model, dataset, threshold=0.5)),
-            "matching": [ref.assignment(match_toy_sample(model, matcher, dataset, i)) for i in ref.MATCHED_SAMPLES],
+            "evaluate": evaluate_model(model, dataset),
+            "layerwise": [r.as_dict() for r in layerwise_ap(model, dataset, ref.FOLDER_VAL_IMAGES)],
+            "counting": ref.counting_rows(count_objects(model, dataset, threshold=0.5)),
+            "matching": [ref.assignment(match_sample(model, matcher, dataset, i)) for i in ref.MATCHED_SAMPLES],
         }
     torch.set_num_threads(threads)
     return out

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from detr_core.analysis.dataset_eval import predict_dataset
+from detr_core.analysis.evaluate import collect_predictions, image_ids
 from detr_core.cancel import Progress
 from detr_core.data.dataset import DetectionDataset, Sample
 
@@ -117,7 +117,8 @@ def predict_images(
 ) -> tuple[list[int], list[dict[str, Tensor]]]:
     """Image ids and {scores [Q], labels [Q], boxes [Q, 4] xyxy pixels of the stored image} of
     every image ``dataset`` can read (resized as the model infers)."""
-    return predict_dataset(model, dataset, len(dataset), batch_size, progress=progress)
+    preds, gts = collect_predictions(model, dataset, len(dataset), batch_size, progress=progress)
+    return image_ids(gts), preds
 
 
 def match_predictions(
@@ -126,7 +127,7 @@ def match_predictions(
 ) -> list[ImageErrors]:
     """:class:`ImageErrors` of each predicted image against ``stored`` (the images as stored: its
     ground truth, in its pixels). ``label_map``: each model label's dataset label (-1: none), see
-    :func:`~detr_core.analysis.dataset_eval.label_map_for`."""
+    :func:`~detr_core.analysis.label_map.label_map_for`."""
     records = getattr(stored, "records", None)
     # an unreadable image is left out of the predictions: they are aligned by image id
     index_of = {rec.image_id: i for i, rec in enumerate(records)} if records is not None else None

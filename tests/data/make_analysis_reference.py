@@ -15,10 +15,6 @@ computes the same with the current code and compares.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -91,29 +87,8 @@ def record() -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rev", default="c65b91c")
-    ap.add_argument("--here", action="store_true", help="record the working tree instead (internal)")
-    args = ap.parse_args()
-    if args.here:
-        import detr_core
-
-        assert detr_core.__file__.startswith(os.environ.get("PYTHONPATH", str(ROOT))), detr_core.__file__
-        print(json.dumps(record()))
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.rev, "detr_core"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        env = {**os.environ, "PYTHONPATH": tmp}  # the exported detr_core comes first on the path
-        out = subprocess.run([sys.executable, __file__, "--here"], check=True, stdout=subprocess.PIPE, text=True,
-                             cwd=tmp, env=env).stdout
-    data = json.loads(out)
-    data["_revision"] = args.rev
-    print(json.dumps(data, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).parent))
+    from at_revision import main
+
+    sys.exit(main(__file__, "c65b91c", record))
