@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 from detr_core.analysis.evaluate import collect_predictions, image_ids
+from detr_core.analysis.voc_map import all_point_ap
 from detr_core.cancel import Progress
 from detr_core.data.dataset import DetectionDataset, Sample
 
@@ -102,13 +103,7 @@ def _image_ap50(gt_labels: np.ndarray, labels: np.ndarray, status: np.ndarray) -
     for c in np.unique(gt_labels):
         mine = status[(labels == c) & (status != IGNORED)]
         positives = int((gt_labels == c).sum())
-        tp = np.cumsum(mine == TP, dtype=np.float64)
-        fp = np.cumsum(mine == FP, dtype=np.float64)
-        recall = np.concatenate([[0.0], tp / positives, [1.0]])
-        precision = np.concatenate([[0.0], tp / np.maximum(tp + fp, 1e-12), [0.0]])
-        precision = np.maximum.accumulate(precision[::-1])[::-1]
-        steps = np.flatnonzero(recall[1:] != recall[:-1])
-        aps.append(float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1])))
+        aps.append(all_point_ap(mine == TP, positives))
     return float(np.mean(aps)) if aps else math.nan
 
 

@@ -46,13 +46,17 @@ def voc_map50(dataset: FileDataset, image_ids: list[int], predictions: list[dict
         if positives == 0:
             continue
         scored = sorted((s for s in scored if s[1] is not None), key=lambda s: -s[0])
-        tp = np.cumsum([s[1] for s in scored], dtype=np.float64)
-        fp = np.cumsum([not s[1] for s in scored], dtype=np.float64)
-        recall = tp / positives
-        precision = tp / np.maximum(tp + fp, 1e-12)
-        mrec = np.concatenate([[0.0], recall, [1.0]])
-        mpre = np.concatenate([[0.0], precision, [0.0]])
-        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-        steps = np.flatnonzero(mrec[1:] != mrec[:-1])
-        aps.append(float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1])))
+        aps.append(all_point_ap(np.array([s[1] for s in scored], dtype=bool), positives))
     return float(np.mean(aps)) if aps else 0.0
+
+
+def all_point_ap(true_positive: np.ndarray, positives: int) -> float:
+    """All-point interpolated AP (VOC2010+) of predictions in score order, best first:
+    ``true_positive`` [N] bool, ``positives`` the objects there were to find (> 0)."""
+    tp = np.cumsum(true_positive, dtype=np.float64)
+    fp = np.cumsum(~true_positive, dtype=np.float64)
+    recall = np.concatenate([[0.0], tp / positives, [1.0]])
+    precision = np.concatenate([[0.0], tp / np.maximum(tp + fp, 1e-12), [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
