@@ -4,7 +4,9 @@ A :class:`DetectionDataset` is a map from an index to a :class:`Sample` (the ima
 it, with its boxes in pixels) and to model input (``batch``). The toy generator
 (:class:`~detr_core.data.toy.ToyShapes`), COCO, Pascal VOC and YOLO folders
 (:mod:`detr_core.data.coco`, :mod:`detr_core.data.voc`, :mod:`detr_core.data.yolo`) and the augmented training stream
-(:mod:`detr_core.data.stream`) implement it.
+(:mod:`detr_core.data.stream`) implement it. Its ground truth, without the pixels, is
+:meth:`~DetectionDataset.annotations` per image and :meth:`~DetectionDataset.coco_ground_truth` as
+one pycocotools object, which every evaluation scores against.
 
 Targets, one dict per image, are what the losses and evaluation read:
     labels [N] int64 contiguous class indices into ``class_names``;
@@ -66,7 +68,6 @@ class DetectionDataset(ABC):
 
     name: str = "dataset"
     eval_batch_size: int = 8  # images per batch when the analyses run a model over it
-
 
     @property
     @abstractmethod
