@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from detr_core.analysis.dataset_eval import evaluate_on
+from detr_core.analysis.evaluate import evaluate_model
 from detr_core.data.sources import fit_to_data
 from detr_core.presets import apply_overrides, preset
 from detr_core.train.trainer import ErrorEvent, StepEvent, Trainer
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def evaluate(ev_step: int, elapsed: float) -> None:
         nonlocal reached
-        m = evaluate_on(trainer.model, heldout, args.eval_images, device=trainer.device)
+        m = evaluate_model(trainer.model, heldout, args.eval_images, device=trainer.device)
         point = {"seconds": round(elapsed, 1), "steps": ev_step, "AP": round(m["AP"], 4), "AP50": round(m["AP50"], 4)}
         points.append(point)
         if reached is None and m["AP50"] >= 0.9:

@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detr_core.analysis.evaluate import evaluate_model, heldout_split
+    from detr_core.analysis.evaluate import evaluate_model
+    from detr_core.data.toy import heldout_split
     from detr_core.config import ToyDataConfig
 
     if args.data:
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _eval_dataset(args: argparse.Namespace) -> int:
     """COCO AP (and VOC mAP@0.5) of a checkpoint on a dataset's validation split."""
-    from detr_core.analysis.dataset_eval import COCO_STATS, evaluate_on, label_map_for
+    from detr_core.analysis.evaluate import COCO_STATS, evaluate_model
+    from detr_core.analysis.label_map import label_map_for
     from detr_core.data.dataset import DatasetError
     from detr_core.data.sources import open_dataset
     from detr_core.data.transforms import eval_transform
@@ -65,7 +67,7 @@ def _eval_dataset(args: argparse.Namespace) -> int:
     cfg = model.config
     dataset = dataset.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size))
     try:
-        metrics = evaluate_on(model, dataset, args.images, label_map=label_map)
+        metrics = evaluate_model(model, dataset, args.images, label_map=label_map)
     except DatasetError as e:
         raise CLIError(str(e)) from None
     if args.json:

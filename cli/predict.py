@@ -29,7 +29,7 @@ def _predict_many(args: argparse.Namespace) -> int:
     """Every image of a folder (or one image): detections printed, and with --coco-results
     written in the COCO results format (image_id: the file name's number, else its position)."""
     from detr_core.analysis.capture import run_inference
-    from detr_core.analysis.dataset_eval import checkpoint_category_ids
+    from detr_core.analysis.label_map import checkpoint_category_ids
     from detr_core.checkpoint import write_atomically
     from detr_core.data.images import ImageLoadError, load_image
 

@@ -13,11 +13,10 @@ from detr_core.analysis.counting import (
     CountingResult,
     CountRow,
     correct_detections,
-    count_objects,
-    crowded_config,
-    draw_count,
+    count_crowded,
 )
 from detr_core.config import DETRConfig, ToyDataConfig
+from detr_core.data.crowded import crowded_config, draw_count
 from detr_core.data.toy import ToyShapes
 from detr_core.model.detr import DETR
 
@@ -73,7 +72,7 @@ def test_correct_detections_is_one_to_one_and_class_aware():
 
 def test_counting_returns_rows_for_the_asked_counts(tiny_model):
     calls = []
-    result = count_objects(tiny_model, [1, 5, 12], images_per_count=2, threshold=0.3,
+    result = count_crowded(tiny_model, [1, 5, 12], images_per_count=2, threshold=0.3,
                            data_config=ToyDataConfig(), train_max_objects=6, batch_size=4,
                            progress=lambda d, t: calls.append((d, t)))
     assert [(r.asked, r.image) for r in result.rows] == [(1, 0), (1, 1), (5, 0), (5, 1), (12, 0), (12, 1)]
@@ -86,11 +85,11 @@ def test_counting_returns_rows_for_the_asked_counts(tiny_model):
 
 def test_detections_never_exceed_the_number_of_queries(tiny_model):
     # threshold 0 keeps every query: exactly Q detections, even with more objects than queries
-    result = count_objects(tiny_model, [3, 12], images_per_count=2, threshold=0.0)
+    result = count_crowded(tiny_model, [3, 12], images_per_count=2, threshold=0.0)
     assert [r.detected for r in result.rows] == [8, 8, 8, 8]
     assert [r.true_count for r in result.rows[2:]] == [12, 12]
     # the result does not depend on the batch size
-    again = count_objects(tiny_model, [3, 12], images_per_count=2, threshold=0.0, batch_size=1)
+    again = count_crowded(tiny_model, [3, 12], images_per_count=2, threshold=0.0, batch_size=1)
     assert again.rows == result.rows
 
 
@@ -105,9 +104,9 @@ def test_means_group_by_true_count():
 
 def test_bad_arguments_are_refused(tiny_model):
     with pytest.raises(ValueError):
-        count_objects(tiny_model, [], images_per_count=1)
+        count_crowded(tiny_model, [], images_per_count=1)
     with pytest.raises(ValueError):
-        count_objects(tiny_model, [2], images_per_count=0)
+        count_crowded(tiny_model, [2], images_per_count=0)
 
 
 # --- view -------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def test_training_panel_and_views_on_the_open_dataset(qtbot, window, coco_root):
 def test_matching_layers_and_counting_run_on_the_open_dataset(qtbot, window, coco_root):
     """Each view runs on the open dataset and shows data only it has: the matched image's file,
     id and boxes; AP per layer scored against its annotations; its images grouped by count."""
-    from detr_core.analysis.dataset_eval import evaluate_on
+    from detr_core.analysis.evaluate import evaluate_model
 
     with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
         window.open_dataset(coco_root)
@@ -257,7 +257,7 @@ def test_matching_layers_and_counting_run_on_the_open_dataset(qtbot, window, coc
     rows = layers.ap_rows
     assert len(rows) == window.state.model.config.num_decoder_layers
     assert f"6 images of {coco_root.name}" in layers.ap_summary.text()
-    assert rows[-1].ap == pytest.approx(evaluate_on(window.state.model.model, layers.file_dataset)["AP"], abs=1e-6)
+    assert rows[-1].ap == pytest.approx(evaluate_model(window.state.model.model, layers.file_dataset)["AP"], abs=1e-6)
     assert rows[-1].ap > 0  # the bundled model finds the shapes
 
     # counting: the validation images grouped by their ground-truth count

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from detr_core.analysis.dataset_eval import coco_metrics, evaluate_on, label_map_for, voc_map50
+from detr_core.analysis.evaluate import coco_metrics, evaluate_model
+from detr_core.analysis.label_map import label_map_for
+from detr_core.analysis.voc_map import voc_map50
 from detr_core.checkpoint import Checkpoint
 from detr_core.config import DatasetConfig, DETRConfig
 from detr_core.data.coco import open_coco
@@ -221,7 +223,7 @@ def test_training_and_evaluation_on_a_coco_folder(folders):
     assert metrics["images"] == 4 and {"AP", "AP50", "AP_small", "AP/ellipse"} <= metrics.keys()
     assert trainer.class_names == ["rectangle", "ellipse", "triangle"]
     voc = open_dataset(f"voc:{folders}/voc", role="val").with_transform(eval_transform(128, 256))
-    assert "mAP50_voc" in evaluate_on(trainer.model, voc, 2)
+    assert "mAP50_voc" in evaluate_model(trainer.model, voc, 2)
 
 
 def test_toy_default_is_still_the_generator():

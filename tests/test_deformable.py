@@ -189,10 +189,10 @@ def test_a_short_deformable_training_run_lowers_the_loss():
 def test_the_analyses_of_plain_detr_run_on_the_deformable_model():
     """Query specialization, counting, layer by layer, matching and evaluation read the same output
     dict, so they take a deformable model as they are."""
-    from detr_core.analysis.counting import count_objects
+    from detr_core.analysis.counting import count_crowded
     from detr_core.analysis.evaluate import evaluate_model
     from detr_core.analysis.layerwise import layerwise_ap
-    from detr_core.analysis.matching import match_toy_sample, matcher_for
+    from detr_core.analysis.matching import match_sample, matcher_for
     from detr_core.analysis.specialization import collect_slot_predictions
     from detr_core.config import ToyDataConfig
     from detr_core.data.toy import ToyShapes
@@ -203,8 +203,8 @@ def test_the_analyses_of_plain_detr_run_on_the_deformable_model():
     assert collect_slot_predictions(model, data, 4, batch_size=2).boxes_cxcywh.shape[:2] == (4, 5)
     assert len(layerwise_ap(model, data, 4, batch_size=2)) == 2
     assert set(evaluate_model(model, data, 4, batch_size=2)) >= {"AP", "AP50"}
-    assert match_toy_sample(model, matcher_for(model, None), data, 0) is not None
-    counted = count_objects(model, [1, 2], images_per_count=1, data_config=ToyDataConfig(image_size=64))
+    assert match_sample(model, matcher_for(model, None), data, 0) is not None
+    counted = count_crowded(model, [1, 2], images_per_count=1, data_config=ToyDataConfig(image_size=64))
     assert len(counted.rows) == 2 and counted.num_queries == 5
 
 

@@ -28,7 +28,7 @@ _WORKER = r'''
 import json, sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from detr_core.analysis.dataset_eval import evaluate_on
+from detr_core.analysis.evaluate import evaluate_model
 from detr_core.config import DETRConfig, TrainConfig, config_from_dict
 from detr_core.train.distributed import setup
 from detr_core.train.trainer import StepEvent, Trainer
@@ -42,7 +42,7 @@ trainer = Trainer(config_from_dict(DETRConfig, configs["model"]), config_from_di
                   dist=d)
 losses = [e.losses for e in trainer.events() if isinstance(e, StepEvent)]
 sharded = trainer.evaluate()  # shared out over the two processes
-whole = evaluate_on(trainer.model, trainer.heldout, trainer.config.eval_images)  # this process alone
+whole = evaluate_model(trainer.model, trainer.heldout, trainer.config.eval_images)  # this process alone
 torch.save({"model": trainer.model.state_dict(), "losses": losses, "sharded": sharded, "whole": whole,
             "rank": d.rank, "world": d.world_size, "backend": d.backend}, f"{out}/rank{d.rank}.pt")
 # part B: the command line resumes a one-process checkpoint on these two processes

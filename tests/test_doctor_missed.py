@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from detr_core.analysis.capture import run_inference
-from detr_core.analysis.evaluate import heldout_split
+from detr_core.data.toy import heldout_split
 from detr_core.doctor.missed import diagnose_missed
 from detr_core.doctor.report import markdown_report
 

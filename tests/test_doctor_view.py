@@ -76,9 +76,9 @@ def test_a_missed_object_layer_by_layer_and_in_the_image_view(qtbot) -> None:
     box at every layer and its cross-attention; the main image view then shows that query."""
     import numpy as np
 
-    from detr_core.analysis.evaluate import heldout_split
     from detr_core.analysis.heatmaps import cross_attention_map
     from detr_core.checkpoint import load_model
+    from detr_core.data.toy import heldout_split
     from explorer.canvas import ImageView
     from explorer.controller import Controller
 

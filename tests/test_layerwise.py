@@ -10,15 +10,18 @@ import torch
 from torch import nn
 
 from detr_core.analysis.capture import run_inference
-from detr_core.analysis.evaluate import coco_evaluate, collect_predictions, heldout_split
+from detr_core.analysis.evaluate import (
+    coco_evaluate,
+    collect_predictions,
+    collect_predictions_by_layer,
+)
 from detr_core.analysis.layerwise import (
     LayerAP,
-    collect_layer_predictions,
     layerwise_ap,
     nms_predictions,
 )
 from detr_core.config import DETRConfig, ToyDataConfig
-from detr_core.data.toy import ToyShapes
+from detr_core.data.toy import ToyShapes, heldout_split
 from detr_core.model.detr import DETR
 
 SMALL = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
@@ -96,7 +99,7 @@ def test_one_row_per_layer_and_the_last_agrees_with_the_evaluator(model):
 
 def test_collect_layer_predictions_match_single_layer_collection(model):
     data = heldout_split(ToyDataConfig(), 4)
-    per_layer, gts = collect_layer_predictions(model, data, 4, batch_size=3)
+    per_layer, gts = collect_predictions_by_layer(model, data, 4, batch_size=3)
     assert len(per_layer) == 3 and all(len(p) == 4 for p in per_layer) and len(gts) == 4
     for layer in range(3):
         preds, _ = collect_predictions(model, data, 4, batch_size=3, layer=layer)
@@ -298,7 +301,7 @@ def test_a_model_with_other_classes_fails_readably(qtbot, view):
 def test_pixel_boxes_of_the_scripted_model_are_the_ground_truth():
     """The scripted stand-in really predicts the ground truth (so the NMS test means what it says)."""
     data = heldout_split(ToyDataConfig(), 3)
-    per_layer, gts = collect_layer_predictions(ScriptedDETR(data), data, 3)
+    per_layer, gts = collect_predictions_by_layer(ScriptedDETR(data), data, 3)
     for pred, gt in zip(per_layer[-1], gts):
         n = len(gt["labels"])
         torch.testing.assert_close(pred["boxes"][:n], gt["boxes"], atol=1e-3, rtol=0)

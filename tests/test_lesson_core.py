@@ -6,7 +6,7 @@ import torch
 
 from detr_core.analysis import lesson as core
 from detr_core.analysis.capture import run_inference
-from detr_core.analysis.matching import match_toy_sample, matcher_for
+from detr_core.analysis.matching import match_sample, matcher_for
 from detr_core.checkpoint import load_checkpoint
 from detr_core.data.toy import ToyShapes
 from detr_core.model.detr import DETR
@@ -117,7 +117,7 @@ def test_box_loss_comparison_l1_is_blind_to_size_giou_is_not():
 def test_rematch_keeps_and_changes_the_assignment(bundled):
     model, ckpt = bundled
     ds = ToyShapes(ckpt.train_config.data, seed=0)
-    s = match_toy_sample(model, matcher_for(model, ckpt.train_config.loss), ds, 0)
+    s = match_sample(model, matcher_for(model, ckpt.train_config.loss), ds, 0)
     same = core.rematch(s, s.target_boxes_cxcywh)
     np.testing.assert_array_equal(same.query_indices, s.query_indices)
     np.testing.assert_allclose(same.cost["total"], s.cost["total"], atol=1e-4)

@@ -14,8 +14,8 @@ from PySide6.QtCore import QPointF
 from detr_core.analysis.matching import (
     COST_PARTS,
     MatchingStability,
+    match_image,
     match_sample,
-    match_toy_sample,
 )
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
 from detr_core.data.toy import ToyShapes
@@ -71,7 +71,7 @@ def dataset():
 # --- core -------------------------------------------------------------------------------------
 def test_snapshot_cost_and_assignment_agree_with_the_matcher(model, matcher, dataset):
     images, targets = dataset.batch([4])
-    snap = match_sample(model, matcher, images[0], targets[0], sample_index=4, step=11, class_names=NAMES)
+    snap = match_image(model, matcher, images[0], targets[0], sample_index=4, step=11, class_names=NAMES)
     with torch.no_grad():
         out = model(images)
     parts = matcher.cost_parts(out["pred_logits"][0], out["pred_boxes"][0], targets[0]["labels"], targets[0]["boxes"])
@@ -100,7 +100,7 @@ def test_focal_classification_uses_the_focal_class_cost(dataset):
     focal = _model(DETRConfig(**{**ANCHOR.__dict__, "classifier": "focal"}))
     matcher = matcher_for(focal, LossConfig(cost_class=2.0))
     assert matcher.classifier == "focal" and matcher.cost_class == 2.0
-    snap = match_toy_sample(focal, matcher, dataset, 1)
+    snap = match_sample(focal, matcher, dataset, 1)
     images, targets = dataset.batch([1])
     with torch.no_grad():
         out = focal(images)
@@ -113,7 +113,7 @@ def test_focal_classification_uses_the_focal_class_cost(dataset):
 def test_match_toy_sample_keeps_training_mode_and_needs_no_grad(matcher, dataset):
     model = _model()
     model.train()
-    snap = match_toy_sample(model, matcher, dataset, 2, step=3)
+    snap = match_sample(model, matcher, dataset, 2, step=3)
     assert model.training  # restored
     assert snap.class_names == NAMES
     assert all(isinstance(v, np.ndarray) for v in snap.cost.values())
@@ -121,13 +121,13 @@ def test_match_toy_sample_keeps_training_mode_and_needs_no_grad(matcher, dataset
 
 def test_empty_image_and_more_objects_than_queries(matcher):
     empty = ToyShapes(ToyDataConfig(min_objects=0, max_objects=0), seed=1)
-    snap = match_toy_sample(_model(), matcher, empty, 0)
+    snap = match_sample(_model(), matcher, empty, 0)
     assert snap.num_targets == 0 and snap.cost["total"].shape == (SMALL.num_queries, 0)
     assert len(snap.query_indices) == 0 and snap.rows() == [] and snap.matched_cost() == 0.0
 
     two_queries = DETRConfig(**{**SMALL.__dict__, "num_queries": 2})
     crowded = ToyShapes(ToyDataConfig(min_objects=5, max_objects=6), seed=1)
-    snap = match_toy_sample(_model(two_queries), matcher, crowded, 0)
+    snap = match_sample(_model(two_queries), matcher, crowded, 0)
     assert snap.num_targets >= 3
     per_object = snap.matched_queries()
     assert sorted(per_object[per_object >= 0].tolist()) == [0, 1]  # each query once
@@ -152,8 +152,8 @@ def test_stability_is_zero_for_an_unchanged_model_and_one_after_permuting_querie
         np.testing.assert_array_equal(new, (old + 1) % q)
     assert [p.step for p in stability.history] == [0, 1, 2]
     assert stability.history[-1].changed == stability.history[-1].objects == stability.num_objects
-    # the per-image assignment is the one match_toy_sample shows
-    snap = match_toy_sample(model, matcher, dataset, 3)
+    # the per-image assignment is the one match_sample shows
+    snap = match_sample(model, matcher, dataset, 3)
     np.testing.assert_array_equal(after[3], snap.matched_queries())
     stability.reset()
     assert stability.history == [] and math.isnan(stability.check(model, matcher))

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
 
-from detr_core.analysis.evaluate import heldout_split
 from detr_core.analysis.specialization import (
     LARGE_SIDE,
     BoxSize,
@@ -21,6 +20,7 @@ from detr_core.analysis.specialization import (
     slot_summaries,
 )
 from detr_core.config import DETRConfig, ToyDataConfig
+from detr_core.data.toy import heldout_split
 from detr_core.model.detr import DETR
 from detr_core.model.postprocess import class_probabilities
 

@@ -1,19 +1,16 @@
 """Counting beyond training (the paper's Figures 5 and 12).
 
-Draw toy images with a fixed number of objects, from one up to more than any training image
-held and up to more than the model has queries, run the detector, and compare the number of
-confident detections with the true count. A DETR can never detect more objects than it has
+Run the detector over a dataset's images, group them by their ground-truth object count, and
+compare the number of confident detections with the true count (:func:`count_objects`). On toy
+shapes the images can be drawn with exactly N objects, from one up to more than any training
+image held and up to more than the model has queries (:func:`count_crowded`, over a
+:class:`~detr_core.data.crowded.CrowdedShapes`). A DETR can never detect more objects than it has
 query slots, so past ``num_queries`` the detected count must flatten.
-
-A COCO or VOC split cannot draw images with exactly N objects, but its images can be grouped by
-their ground-truth object count (:func:`count_dataset`): per count, the mean number of
-confident predictions and the count error answer the same question on real images.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,39 +20,16 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from detr_core.analysis.predict import batches, evaluating, forward
+from detr_core.analysis.evaluate import collect_predictions, image_ids
+from detr_core.analysis.label_map import relabel
+from detr_core.analysis.predict import image_count
 from detr_core.box_ops import cxcywh_to_xyxy
 from detr_core.cancel import Progress
 from detr_core.config import ToyDataConfig
-from detr_core.data.files import FileDataset
-from detr_core.data.images import to_tensor
-from detr_core.data.toy import ToySample, ToyShapes
-from detr_core.model.postprocess import class_probabilities, scores_and_labels
+from detr_core.data.crowded import CrowdedShapes
+from detr_core.data.dataset import DetectionDataset
 
-# Objects per image area that a crowded image aims at: n objects of side s with n * s^2 <= 0.4
-# still leave the random placement room to put every one of them down.
-CROWD_DENSITY = 0.4
-PLACEMENT_ATTEMPTS = 20  # images drawn per wanted image until one holds every asked object
 MATCH_IOU = 0.5  # a detection is correct if matched one-to-one to a same-class object at this IoU
-
-
-def crowded_config(base: ToyDataConfig | None, max_count: int) -> ToyDataConfig:
-    """The toy config of the counting images: ``base`` (the training data) with object sides
-    shrunk just enough that ``max_count`` objects fit, and at most the training's largest side.
-    The same sizes serve every count, so the count is the only thing that changes."""
-    base = base or ToyDataConfig()
-    max_side = min(base.max_side, math.sqrt(CROWD_DENSITY / max(max_count, 1)))
-    max_side = max(max_side, 4 / base.image_size)  # at least a few pixels wide
-    return ToyDataConfig(
-        image_size=base.image_size,
-        min_objects=0,
-        max_objects=max(max_count, 0),
-        classes=base.classes,
-        min_side=min(base.min_side, max_side),
-        max_side=max_side,
-        max_overlap=base.max_overlap,
-        noise=base.noise,
-    )
 
 
 @dataclass
@@ -126,20 +100,6 @@ class CountingResult:
         return out
 
 
-def draw_count(dataset: ToyShapes, count: int, image: int) -> ToySample:
-    """Image number ``image`` with exactly ``count`` objects if the placement allows: draws up to
-    PLACEMENT_ATTEMPTS samples of ``dataset`` and keeps the first full one (else the fullest)."""
-    best: ToySample | None = None
-    for attempt in range(PLACEMENT_ATTEMPTS):
-        sample = dataset.sample(image * PLACEMENT_ATTEMPTS + attempt)
-        if best is None or len(sample.labels) > len(best.labels):
-            best = sample
-        if len(sample.labels) >= count:
-            break
-    assert best is not None
-    return best
-
-
 def correct_detections(
     boxes_cxcywh: Tensor, labels: Tensor, true_boxes_xyxy: Tensor, true_labels: Tensor, iou: float = MATCH_IOU
 ) -> int:
@@ -163,87 +123,60 @@ def correct_xyxy(boxes_xyxy: Tensor, labels: Tensor, true_boxes_xyxy: Tensor, tr
 
 def count_objects(
     model: nn.Module,
+    dataset: DetectionDataset,
+    num_images: int | None = None,
+    threshold: float = 0.5,
+    train_max_objects: int | None = None,
+    label_map: list[int] | None = None,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+    data_name: str = "",
+) -> CountingResult:
+    """Detected against true count on the first ``num_images`` images of ``dataset`` (None: all;
+    an unreadable image is left out), grouped by their ground-truth object count (crowd /
+    difficult objects not counted). ``label_map``: the dataset label of each model label, for the
+    "correct" count (see :func:`~detr_core.analysis.label_map.label_map_for`). The model is only
+    read (see :func:`~detr_core.analysis.predict.evaluating`). ``progress(done, total)`` is called
+    before the first batch and after each one, and cancels by raising
+    :class:`~detr_core.cancel.Cancelled`. ``data_name``: what to call the data (default: the
+    dataset's name)."""
+    n = image_count(dataset, num_images)
+    preds, gts = collect_predictions(model, dataset, n, batch_size, progress=progress)
+    truth = [dataset.annotations(i) for i in range(n)]
+    index = {a.image_id: i for i, a in enumerate(truth)}
+    rows: list[CountRow] = []
+    for image_id, pred in zip(image_ids(gts), preds):
+        i = index[image_id]
+        keep = pred["scores"] >= threshold
+        kept = {k: v[keep] for k, v in pred.items()}
+        if label_map is not None:
+            kept = relabel(kept, label_map)
+        true = len(truth[i].labels)
+        correct = correct_xyxy(kept["boxes"], kept["labels"], torch.from_numpy(truth[i].boxes_xyxy),
+                               torch.from_numpy(truth[i].labels))
+        rows.append(CountRow(true, true, int(keep.sum()), correct, i, image_id))
+    num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
+    return CountingResult(rows, num_queries, float(threshold), train_max_objects, None, data_name or dataset.name)
+
+
+def count_crowded(
+    model: nn.Module,
     counts: Sequence[int],
     images_per_count: int = 10,
     threshold: float = 0.5,
     data_config: ToyDataConfig | None = None,
     train_max_objects: int | None = None,
-    batch_size: int = 50,
+    batch_size: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> CountingResult:
-    """Detected against true count on crowded toy images (see :func:`crowded_config`).
-
-    ``data_config`` is the training data's config (image size, classes, sizes); ``counts`` the
-    object counts to draw, ``images_per_count`` images each. The model is only read (see
-    :func:`~detr_core.analysis.predict.evaluating`). ``progress(done, total)`` is called before
-    the first batch and after each one, and cancels by raising :class:`~detr_core.cancel.Cancelled`.
-    """
-    counts = [int(c) for c in counts]
-    if not counts or min(counts) < 0 or images_per_count < 1:
-        raise ValueError("count_objects needs non-negative counts and at least one image per count")
-    config = crowded_config(data_config, max(counts))
-    datasets = {
-        c: ToyShapes(dataclasses.replace(config, min_objects=c, max_objects=c), seed, split=f"counting-{c}")
-        for c in sorted(set(counts))
-    }
-    jobs = [(c, j) for c in counts for j in range(images_per_count)]
-    classifier = model.config.classifier  # type: ignore[attr-defined]
-    size = config.image_size
-    rows: list[CountRow] = []
-    with evaluating(model):
-        for idx in batches(len(jobs), batch_size, progress):
-            chunk = jobs[idx.start : idx.stop]
-            samples = [draw_count(datasets[c], c, j) for c, j in chunk]
-            images = to_tensor(np.stack([s.image for s in samples]))  # [B, 3, H, W]
-            out = forward(model, images)
-            probs = class_probabilities(out["pred_logits"].cpu(), classifier)  # [B, Q, K + 1]
-            scores, labels = scores_and_labels(probs)  # [B, Q]
-            boxes = out["pred_boxes"].float().cpu()  # [B, Q, 4] cxcywh in [0, 1]
-            for (c, j), sample, s, lab, bx in zip(chunk, samples, scores, labels, boxes):
-                keep = s >= threshold
-                true_xyxy = torch.from_numpy(sample.boxes_xyxy) / size  # [M, 4] in [0, 1]
-                true_labels = torch.from_numpy(sample.labels)
-                rows.append(CountRow(c, len(sample.labels), int(keep.sum()),
-                                     correct_detections(bx[keep], lab[keep], true_xyxy, true_labels), j))
-    num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
-    return CountingResult(rows, num_queries, float(threshold), train_max_objects, config)
-
-
-def count_dataset(
-    model: nn.Module,
-    dataset: FileDataset,
-    num_images: int | None = None,
-    threshold: float = 0.5,
-    train_max_objects: int | None = None,
-    label_map: list[int] | None = None,
-    batch_size: int = 8,
-    progress: Progress | None = None,
-    data_name: str = "",
-) -> CountingResult:
-    """Detected against true count on a COCO or VOC split (resized as the model infers), its
-    images grouped by their ground-truth object count (crowd / difficult objects not counted).
-
-    ``num_images`` None: the whole split (an unreadable image is left out). ``label_map``: the
-    dataset label of each model label, for the "correct" count (see
-    :func:`~detr_core.analysis.dataset_eval.label_map_for`). ``progress`` as in
-    :func:`count_objects`. ``data_name``: what to call the data (default: the split's name)."""
-    from detr_core.analysis.dataset_eval import predict_dataset, relabel
-
-    n = len(dataset) if num_images is None else min(num_images, len(dataset))
-    ids, preds = predict_dataset(model, dataset, n, batch_size, progress=progress)
-    index = {r.image_id: i for i, r in enumerate(dataset.records[:n])}
-    rows: list[CountRow] = []
-    for image_id, pred in zip(ids, preds):
-        i = index[image_id]
-        record = dataset.records[i]
-        keep = pred["scores"] >= threshold
-        kept = {k: v[keep] for k, v in pred.items()}
-        if label_map is not None:
-            kept = relabel(kept, label_map)
-        true = len(record.labels)
-        correct = correct_xyxy(kept["boxes"], kept["labels"], torch.from_numpy(record.boxes_xyxy),
-                               torch.from_numpy(record.labels))
-        rows.append(CountRow(true, true, int(keep.sum()), correct, i, image_id))
-    num_queries = int(model.config.num_queries)  # type: ignore[attr-defined]
-    return CountingResult(rows, num_queries, float(threshold), train_max_objects, None, data_name or dataset.name)
+    """:func:`count_objects` on toy images drawn with each of ``counts`` objects,
+    ``images_per_count`` images each (a :class:`~detr_core.data.crowded.CrowdedShapes` of the
+    training data's config ``data_config``); each row says how many objects its image was asked
+    for and its number among the images of that count."""
+    dataset = CrowdedShapes(data_config, counts, images_per_count, seed)
+    result = count_objects(model, dataset, threshold=threshold, train_max_objects=train_max_objects,
+                           batch_size=batch_size, progress=progress)
+    rows = [dataclasses.replace(r, asked=dataset.asked(r.image), image=dataset.image_number(r.image), image_id=-1)
+            for r in result.rows]
+    return dataclasses.replace(result, rows=rows, data_config=dataset.config, data_name="")

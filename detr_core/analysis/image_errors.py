@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from detr_core.analysis.dataset_eval import predict_dataset
+from detr_core.analysis.evaluate import collect_predictions, image_ids
+from detr_core.analysis.voc_map import all_point_ap
 from detr_core.cancel import Progress
 from detr_core.data.dataset import DetectionDataset, Sample
 
@@ -102,13 +103,7 @@ def _image_ap50(gt_labels: np.ndarray, labels: np.ndarray, status: np.ndarray) -
     for c in np.unique(gt_labels):
         mine = status[(labels == c) & (status != IGNORED)]
         positives = int((gt_labels == c).sum())
-        tp = np.cumsum(mine == TP, dtype=np.float64)
-        fp = np.cumsum(mine == FP, dtype=np.float64)
-        recall = np.concatenate([[0.0], tp / positives, [1.0]])
-        precision = np.concatenate([[0.0], tp / np.maximum(tp + fp, 1e-12), [0.0]])
-        precision = np.maximum.accumulate(precision[::-1])[::-1]
-        steps = np.flatnonzero(recall[1:] != recall[:-1])
-        aps.append(float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1])))
+        aps.append(all_point_ap(mine == TP, positives))
     return float(np.mean(aps)) if aps else math.nan
 
 
@@ -117,7 +112,8 @@ def predict_images(
 ) -> tuple[list[int], list[dict[str, Tensor]]]:
     """Image ids and {scores [Q], labels [Q], boxes [Q, 4] xyxy pixels of the stored image} of
     every image ``dataset`` can read (resized as the model infers)."""
-    return predict_dataset(model, dataset, len(dataset), batch_size, progress=progress)
+    preds, gts = collect_predictions(model, dataset, len(dataset), batch_size, progress=progress)
+    return image_ids(gts), preds
 
 
 def match_predictions(
@@ -126,7 +122,7 @@ def match_predictions(
 ) -> list[ImageErrors]:
     """:class:`ImageErrors` of each predicted image against ``stored`` (the images as stored: its
     ground truth, in its pixels). ``label_map``: each model label's dataset label (-1: none), see
-    :func:`~detr_core.analysis.dataset_eval.label_map_for`."""
+    :func:`~detr_core.analysis.label_map.label_map_for`."""
     records = getattr(stored, "records", None)
     # an unreadable image is left out of the predictions: they are aligned by image id
     index_of = {rec.image_id: i for i, rec in enumerate(records)} if records is not None else None

@@ -1,7 +1,7 @@
 """Hungarian matching made visible: the cost matrix of one training sample, its optimal
 assignment, and how stable the assignment is over training.
 
-    snapshot = match_toy_sample(model, criterion.matcher, dataset, index=3, step=trainer.step)
+    snapshot = match_sample(model, criterion.matcher, dataset, index=3, step=trainer.step)
     snapshot.cost["giou"]            # [Q, M] -GIoU between every query and every object
     snapshot.matched_query(0)        # the query object 0 was assigned to
 
@@ -134,7 +134,7 @@ def _eval_outputs(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
             "pred_boxes": out["pred_boxes"].detach().float().cpu()}  # [B, Q, 4] cxcywh in [0, 1]
 
 
-def match_sample(
+def match_image(
     model: nn.Module,
     matcher: HungarianMatcher,
     image: Tensor,
@@ -143,7 +143,8 @@ def match_sample(
     step: int | None = None,
     class_names: Sequence[str] = (),
 ) -> MatchingSnapshot:
-    """Cost parts and optimal assignment of one sample.
+    """Cost parts and optimal assignment of one image with its ground truth, from a dataset or
+    not (see :func:`match_sample` for a dataset's).
 
     image: [3, H, W] ImageNet-normalized; target: "labels" [M], "boxes" [M, 4] cxcywh in [0, 1].
     """
@@ -172,12 +173,12 @@ def match_sample(
     )
 
 
-def match_toy_sample(
+def match_sample(
     model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset, index: int, step: int | None = None,
     model_labels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
 ) -> MatchingSnapshot:
-    """:func:`match_sample` on sample ``index`` of a dataset: the toy training stream, or a COCO /
-    VOC split resized as training evaluates (its image id and file name are kept).
+    """:func:`match_image` on sample ``index`` of a dataset: the toy training stream, or a COCO /
+    VOC split resized as training evaluates (an image read from a file keeps its id and name).
 
     ``model_labels``: the model's label of each dataset label, when the model's classes are
     ordered otherwise (None: the same); ``class_names`` then the model's names."""
@@ -187,12 +188,12 @@ def match_toy_sample(
     target = targets[0]
     if model_labels is not None:
         target = {**target, "labels": torch.as_tensor(list(model_labels), dtype=torch.int64)[target["labels"]]}
-    snapshot = match_sample(model, matcher, image, target, index, step,
-                            dataset.class_names if class_names is None else class_names)
-    records = getattr(dataset, "records", None)
-    if records is not None:  # a file dataset: say which image it is
+    snapshot = match_image(model, matcher, image, target, index, step,
+                           dataset.class_names if class_names is None else class_names)
+    file_name = dataset.annotations(index).file_name
+    if file_name:  # an image read from a file: say which
         snapshot.image_id = int(target["image_id"])
-        snapshot.image_name = records[index].path.name
+        snapshot.image_name = file_name
     return snapshot
 
 
@@ -212,7 +213,7 @@ class MatchingStability:
     things. Not thread-safe: create and check it on one thread (the training thread).
     """
 
-    def __init__(self, dataset: ToyShapes, num_images: int = 16, indices: Sequence[int] | None = None) -> None:
+    def __init__(self, dataset: DetectionDataset, num_images: int = 16, indices: Sequence[int] | None = None) -> None:
         chosen = list(indices) if indices is not None else list(range(num_images))
         self.indices = chosen
         self.images, self.targets = dataset.batch(chosen)  # [B, 3, H, W], targets cxcywh in [0, 1]
@@ -268,8 +269,8 @@ class MatchingProbe:
     def __call__(self, trainer: Any) -> MatchingSnapshot | None:
         if not self.active:
             return None
-        return match_toy_sample(trainer.model, trainer.criterion.matcher, trainer.dataset,
-                                self.sample_index, trainer.step)
+        return match_sample(trainer.model, trainer.criterion.matcher, trainer.dataset,
+                            self.sample_index, trainer.step)
 
 
 class StabilityProbe:

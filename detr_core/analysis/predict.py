@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.cancel import Progress, report
+from detr_core.data.dataset import DetectionDataset
 from detr_core.model.nested_tensor import NestedTensor
 
 
@@ -47,6 +48,18 @@ def batches(total: int, batch_size: int, progress: Progress | None = None) -> It
         idx = range(start, min(start + batch_size, total))
         yield idx
         report(progress, idx.stop, total)
+
+
+def image_count(dataset: DetectionDataset, num_images: int | None) -> int:
+    """How many images an analysis of the first ``num_images`` runs: all when None, never more
+    than the dataset holds (an endless stream has no end to stop at)."""
+    try:
+        size = len(dataset)
+    except TypeError:  # an endless stream
+        if num_images is None:
+            raise ValueError(f"{dataset.name} is endless: say how many images") from None
+        return num_images
+    return size if num_images is None else min(num_images, size)
 
 
 def forward(model: nn.Module, images: Tensor | NestedTensor | list[Tensor], device: torch.device | None = None) -> dict:

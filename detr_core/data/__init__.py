@@ -1,5 +1,7 @@
 """Datasets behind one interface (:class:`DetectionDataset`): the seeded toy-shapes generator
-(``toy``), COCO, VOC and YOLO folders (:func:`detr_core.data.sources.open_dataset`), augmentation and
+(``toy``, with the fixed held-out split ``heldout_split``), crowded toy images drawn with a given
+number of objects (``crowded``), the ground truth of any of them as a pycocotools object
+(``ground_truth``), COCO, VOC and YOLO folders (:func:`detr_core.data.sources.open_dataset`), augmentation and
 batching, reading and preparing images for the model (``images``), and the COCO class names of the
 official checkpoints (``coco_names``)."""
 

@@ -25,10 +25,10 @@ from detr_core.data.files import (
     ImageRecord,
     Problem,
     clip_box,
-    coco_from_dict,
     image_size,
     record_arrays,
 )
+from detr_core.data.ground_truth import coco_from_dict
 
 SPLITS = ("train2017", "val2017")  # the reference layout's default train and val splits
 

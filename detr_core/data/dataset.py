@@ -4,7 +4,9 @@ A :class:`DetectionDataset` is a map from an index to a :class:`Sample` (the ima
 it, with its boxes in pixels) and to model input (``batch``). The toy generator
 (:class:`~detr_core.data.toy.ToyShapes`), COCO, Pascal VOC and YOLO folders
 (:mod:`detr_core.data.coco`, :mod:`detr_core.data.voc`, :mod:`detr_core.data.yolo`) and the augmented training stream
-(:mod:`detr_core.data.stream`) implement it.
+(:mod:`detr_core.data.stream`) implement it. Its ground truth, without the pixels, is
+:meth:`~DetectionDataset.annotations` per image and :meth:`~DetectionDataset.coco_ground_truth` as
+one pycocotools object, which every evaluation scores against.
 
 Targets, one dict per image, are what the losses and evaluation read:
     labels [N] int64 contiguous class indices into ``class_names``;
@@ -15,11 +17,10 @@ Targets, one dict per image, are what the losses and evaluation read:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -44,6 +45,20 @@ class Sample:
     ignored_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [M, 4]
 
 
+@dataclass
+class Annotations:
+    """One image's ground truth without its pixels: what evaluation and counting compare with."""
+
+    image_id: int
+    height: int  # of the image as stored
+    width: int
+    labels: np.ndarray  # [N] int64 class indices into class_names
+    boxes_xyxy: np.ndarray  # [N, 4] float32, pixels of the stored image
+    ignored_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [M] crowd / difficult
+    ignored_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # [M, 4]
+    file_name: str = ""  # "" for a drawn image
+
+
 class DatasetError(ValueError):
     """A dataset that cannot be opened at all; the message names the file and the problem."""
 
@@ -52,6 +67,7 @@ class DetectionDataset(ABC):
     """Images with boxes of ``len(class_names)`` classes, indexed 0..len-1 (or endless)."""
 
     name: str = "dataset"
+    eval_batch_size: int = 8  # images per batch when the analyses run a model over it
 
     @property
     @abstractmethod
@@ -93,10 +109,30 @@ class DetectionDataset(ABC):
             return torch.stack(images), [t for _, t in items]
         return nested_tensor_from_tensor_list(images), [t for _, t in items]
 
-    def coco_ground_truth(self) -> COCO | None:
-        """The ground truth of this dataset as a pycocotools object in its own ids (None: build
-        one from the targets, as for toy data)."""
-        return None
+    def annotations(self, index: int) -> Annotations:
+        """The ground truth of ``index`` in the pixels of the stored image (default: from
+        :meth:`sample`; a dataset that knows it without reading the image says so quicker)."""
+        return self.annotations_of(self.sample(index))
+
+    @staticmethod
+    def annotations_of(smp: Sample) -> Annotations:
+        """The ground truth of a sample, without its pixels."""
+        h, w = smp.image.shape[:2]
+        return Annotations(smp.image_id, h, w, smp.labels, smp.boxes_xyxy, smp.ignored_labels, smp.ignored_xyxy)
+
+    def coco_ground_truth(self, count: int | None = None) -> COCO:
+        """The ground truth of (at least) the first ``count`` images (None: all) as a pycocotools
+        object in the dataset's own image and category ids, made once by
+        :func:`~detr_core.data.ground_truth.build_coco` from :meth:`annotations`; ignored objects
+        are ``iscrowd`` regions."""
+        from detr_core.data.ground_truth import build_coco
+
+        n = len(self) if count is None else count
+        made: tuple[int, COCO] | None = getattr(self, "_coco_truth", None)
+        if made is None or made[0] < n:
+            made = (n, build_coco([self.annotations(i) for i in range(n)], self.class_names, self.category_ids))
+            self._coco_truth = made
+        return made[1]
 
 
 def target_dict(

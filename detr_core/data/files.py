@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from detr_core.data.dataset import DatasetError, DetectionDataset, Sample, target_dict
+from detr_core.data.dataset import Annotations, DatasetError, DetectionDataset, Sample, target_dict
 from detr_core.data.images import to_tensor
 from detr_core.data.transforms import Transform
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
@@ -183,11 +183,18 @@ class FileDataset(DetectionDataset):
     def batch(self, indices: Sequence[int]) -> tuple[Tensor | NestedTensor, list[dict[str, Tensor]]]:
         return padded_batch(self, indices, self.problems)
 
-    def coco_ground_truth(self) -> COCO:
-        """The kept annotations as a pycocotools object in the dataset's own ids; ignored objects
-        (crowd, difficult) are ``iscrowd`` regions, which COCOeval neither rewards nor punishes."""
+    def annotations(self, index: int) -> Annotations:
+        r = self.records[index]
+        return Annotations(r.image_id, r.height, r.width, r.labels, r.boxes_xyxy, r.ignored_labels,
+                           r.ignored_xyxy, r.path.name)
+
+    def coco_ground_truth(self, count: int | None = None) -> COCO:
+        """The annotations file's own pycocotools object when it was kept as read, else the
+        kept annotations of every image (see :meth:`DetectionDataset.coco_ground_truth`);
+        ignored objects (crowd, difficult) are ``iscrowd`` regions, which COCOeval neither
+        rewards nor punishes."""
         if self._ground_truth is None:
-            self._ground_truth = build_coco(self.records, self.class_names, self.category_ids)
+            self._ground_truth = super().coco_ground_truth()
         return self._ground_truth
 
 
@@ -214,31 +221,3 @@ def note_problem(problems: list[Problem], problem: Problem) -> bool:
         return False
     problems.append(problem)
     return True
-
-
-def build_coco(records: list[ImageRecord], class_names: list[str], category_ids: list[int]) -> COCO:
-    images, annotations = [], []
-    for r in records:
-        images.append({"id": r.image_id, "width": r.width, "height": r.height, "file_name": r.path.name})
-        for crowd, labels, boxes in ((0, r.labels, r.boxes_xyxy), (1, r.ignored_labels, r.ignored_xyxy)):
-            for label, (x0, y0, x1, y1) in zip(labels.tolist(), boxes.tolist()):
-                annotations.append({
-                    "id": len(annotations) + 1, "image_id": r.image_id, "category_id": category_ids[label],
-                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": crowd,
-                })
-    categories = [{"id": c, "name": n} for c, n in zip(category_ids, class_names)]
-    return coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
-
-
-def coco_from_dict(dataset: dict) -> COCO:
-    """A pycocotools COCO object over an in-memory dict, without its progress prints."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco

@@ -81,8 +81,7 @@ def open_dataset(source: str, split: str = "", role: str = "train", check_images
 def training_datasets(train_config: TrainConfig, model_config: DETRConfig) -> tuple[DetectionDataset, DetectionDataset]:
     """The training stream and the held-out set of a run: the toy generator's (unchanged) or a
     dataset's train split (augmented, endless) and val split (resized as the model infers)."""
-    from detr_core.analysis.evaluate import heldout_split
-    from detr_core.data.toy import ToyShapes
+    from detr_core.data.toy import ToyShapes, heldout_split
 
     cfg = train_config.dataset
     if cfg.is_toy:

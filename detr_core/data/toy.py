@@ -31,6 +31,7 @@ class ToyShapes(DetectionDataset):
     """A map-style dataset of toy images; ``length=None`` means an endless stream."""
 
     name = "toy shapes"
+    eval_batch_size = 50  # small images of one size
 
     def __init__(
         self, config: ToyDataConfig | None = None, seed: int = 0, split: str = "train", length: int | None = None
@@ -217,6 +218,11 @@ class ToyShapes(DetectionDataset):
         for (px, py), (qx, qy) in ((pts[0], pts[1]), (pts[1], pts[2]), (pts[2], pts[0])):
             inside &= sign * ((qx - px) * (ys - py) - (qy - py) * (xs - px)) >= 0
         return inside
+
+
+def heldout_split(dataset_config: ToyDataConfig | None = None, size: int = 500) -> ToyShapes:
+    """The fixed held-out toy split (never trained on)."""
+    return ToyShapes(dataset_config, seed=HELDOUT_SEED, split="heldout", length=size)
 
 
 def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

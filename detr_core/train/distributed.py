@@ -214,40 +214,28 @@ class _Subset:
 
 def evaluate_sharded(model: nn.Module, dataset: DetectionDataset, num_images: int | None, d: Distributed,
                      device: torch.device | None = None) -> dict[str, float]:
-    """:func:`detr_core.analysis.dataset_eval.evaluate_on` with the images shared out: process
+    """:func:`detr_core.analysis.evaluate.evaluate_model` with the images shared out: process
     ``r`` predicts images ``r, r + W, ...``; the predictions are gathered in the images' order and
     scored by pycocotools once (the numbers one process gets). Every process returns rank 0's
     metrics. Not cancellable part-way (every process must take part to the end)."""
-    from detr_core.analysis.dataset_eval import coco_metrics, predict_dataset, voc_map50
-    from detr_core.analysis.evaluate import coco_evaluate, collect_predictions
+    from detr_core.analysis.evaluate import coco_metrics, collect_predictions, image_ids
+    from detr_core.analysis.voc_map import voc_map50
     from detr_core.data.files import FileDataset
-    from detr_core.data.toy import ToyShapes
 
-    toy = isinstance(dataset, ToyShapes)
     n = len(dataset) if num_images is None else min(num_images, len(dataset))
     mine = list(range(d.rank, n, d.world_size))
     view = _Subset(dataset, mine)
-    if toy:
-        preds, gts = collect_predictions(model, view, len(mine), device=device) if mine else ([], [])  # type: ignore[arg-type]
-        share: tuple = (mine, preds, gts)
-    else:
-        ids, preds = predict_dataset(model, view, len(mine), device=device) if mine else ([], [])  # type: ignore[arg-type]
-        share = (ids, preds)
-    shares = d.gather(share)
+    preds, gts = collect_predictions(model, view, len(mine), dataset.eval_batch_size, device) \
+        if mine else ([], [])  # type: ignore[arg-type]
+    shares = d.gather((image_ids(gts), preds))
     metrics = None
     if d.is_main:
-        if toy:
-            rows = sorted((i, p, g) for idx, ps, gs in shares for i, p, g in zip(idx, ps, gs))
-            size = dataset.config.image_size
-            metrics = coco_evaluate([p for _, p, _ in rows], [g for _, _, g in rows], dataset.class_names,
-                                    [(size, size)] * len(rows))
-        else:
-            position = {image_id: k for k, image_id in enumerate(r.image_id for r in dataset.records)} \
-                if isinstance(dataset, FileDataset) else {}
-            rows = sorted(((i, p) for ids, ps in shares for i, p in zip(ids, ps)),
-                          key=lambda r: position.get(r[0], r[0]))
-            ids, preds = [i for i, _ in rows], [p for _, p in rows]
-            metrics = coco_metrics(dataset, ids, preds)
-            if isinstance(dataset, FileDataset) and dataset.format == "voc":
-                metrics["mAP50_voc"] = voc_map50(dataset, ids, preds)
+        position = {image_id: k for k, image_id in enumerate(r.image_id for r in dataset.records)} \
+            if isinstance(dataset, FileDataset) else {}
+        rows = sorted(((i, p) for ids, ps in shares for i, p in zip(ids, ps)),
+                      key=lambda r: position.get(r[0], r[0]))
+        ids, preds = [i for i, _ in rows], [p for _, p in rows]
+        metrics = coco_metrics(dataset, ids, preds, n)
+        if isinstance(dataset, FileDataset) and dataset.format == "voc":
+            metrics["mAP50_voc"] = voc_map50(dataset, ids, preds)
     return d.broadcast(metrics)

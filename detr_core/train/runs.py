@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detr_core.analysis.duplicates import duplicate_rate
-from detr_core.analysis.evaluate import coco_evaluate, collect_predictions
+from detr_core.analysis.evaluate import coco_metrics, collect_predictions, image_ids
 from detr_core.cancel import Cancelled, check_stop
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
@@ -49,8 +49,7 @@ def _evaluate(trainer: Trainer, control: TrainControl) -> tuple[dict[str, float]
         )
     except Cancelled:
         return None
-    size = trainer.heldout.config.image_size
-    metrics = coco_evaluate(preds, gts, trainer.class_names, [(size, size)] * len(preds))
+    metrics = coco_metrics(trainer.heldout, image_ids(gts), preds, trainer.config.eval_images)
     return {k: metrics[k] for k in ("AP", "AP50", "AP75")}, duplicate_rate(preds)
 
 

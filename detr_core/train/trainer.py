@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from detr_core.analysis.dataset_eval import evaluate_on
+from detr_core.analysis.evaluate import evaluate_model
 from detr_core.cancel import Cancelled, Progress, check_stop
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.data.dataset import DatasetError, DetectionDataset
@@ -370,8 +370,8 @@ class Trainer:
         Distributed: shared out over the processes, and not cancellable part-way."""
         if self.dist is not None:
             return evaluate_sharded(self.model, self.heldout, self.config.eval_images, self.dist, self.device)
-        return evaluate_on(self.model, self.heldout, self.config.eval_images, device=self.device,
-                           progress=progress)
+        return evaluate_model(self.model, self.heldout, self.config.eval_images, device=self.device,
+                              progress=progress)
 
     # --- resuming ------------------------------------------------------------------------
     def resume_state(self, gather: bool = True) -> dict:

@@ -18,7 +18,7 @@ from detr_core.analysis.matching import (
     COST_PART_NAMES,
     COST_PARTS,
     MatchingSnapshot,
-    match_sample,
+    match_image,
     matcher_for,
 )
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
@@ -506,7 +506,7 @@ class MatchingPage(_PicturePage):
         names = self.state.class_names
 
         def work(ctx: Any, model: Any) -> MatchingSnapshot:
-            return match_sample(model, matcher, to_tensor(image), target, -1, None, names)
+            return match_image(model, matcher, to_tensor(image), target, -1, None, names)
 
         def done(snapshot: MatchingSnapshot) -> None:
             self.snapshot = self.original = snapshot

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
 )
 from torch import nn
 
-from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_dataset, count_objects
-from detr_core.analysis.dataset_eval import label_map_for
+from detr_core.analysis.counting import MATCH_IOU, CountingResult, count_crowded, count_objects
+from detr_core.analysis.label_map import label_map_for
 from detr_core.config import ToyDataConfig
 from detr_core.data.files import FileDataset
 
@@ -306,7 +306,7 @@ class CountingView(AnalysisView):
 def _count(ctx: WorkContext, model: nn.Module, counts: list[int], images_per_count: int, threshold: float,
            data_config: ToyDataConfig | None, train_max: int | None) -> CountingResult:
     """Worker-thread job."""
-    return count_objects(
+    return count_crowded(
         model, counts, images_per_count, threshold, data_config, train_max, batch_size=25,
         progress=lambda done, total: ctx.progress(done, total, f"{done} / {total} images"))
 
@@ -316,6 +316,6 @@ def _count_dataset(ctx: WorkContext, model: nn.Module, dataset: FileDataset, num
                    train_max: int | None, class_names: list[str], name: str) -> CountingResult:
     """Worker-thread job: the split's images grouped by their ground-truth count."""
     label_map = label_map_for(class_names, dataset.class_names)  # ValueError: said in the view
-    return count_dataset(
+    return count_objects(
         model, dataset, num_images, threshold, train_max, label_map, batch_size=8,
         progress=lambda done, total: ctx.progress(done, total, f"{done} / {total} images"), data_name=name)

@@ -45,7 +45,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from detr_core.analysis.dataset_eval import label_map_for
 from detr_core.analysis.image_errors import (
     FP,
     IGNORED,
@@ -54,6 +53,7 @@ from detr_core.analysis.image_errors import (
     match_predictions,
     predict_images,
 )
+from detr_core.analysis.label_map import label_map_for
 from detr_core.data.dataset import DatasetError, Sample
 from detr_core.data.files import FileDataset, thumbnail
 from detr_core.data.transforms import eval_transform

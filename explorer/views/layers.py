@@ -31,11 +31,11 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detr_core.analysis.capture import InferenceResult, run_inference
-from detr_core.analysis.dataset_eval import label_map_for
-from detr_core.analysis.evaluate import heldout_split
-from detr_core.analysis.layerwise import LayerAP, layerwise_ap, layerwise_ap_on
+from detr_core.analysis.label_map import label_map_for
+from detr_core.analysis.layerwise import LayerAP, layerwise_ap
 from detr_core.config import ToyDataConfig
 from detr_core.data.files import FileDataset
+from detr_core.data.toy import heldout_split
 
 from ..canvas import ImageCanvas
 from ..state import AppState, LoadedModel
@@ -75,8 +75,8 @@ def _ap_job(ctx: WorkContext, model: nn.Module, data_config: ToyDataConfig, num_
 
     ctx.progress(0, num_images + int(model.config.num_decoder_layers), "Running the model…")  # type: ignore[attr-defined]
     if dataset is not None:
-        return layerwise_ap_on(model, dataset, num_images, nms_iou, batch_size=8, progress=progress,
-                               label_map=label_map)
+        return layerwise_ap(model, dataset, num_images, nms_iou, batch_size=8, progress=progress,
+                            label_map=label_map)
     return layerwise_ap(model, heldout_split(data_config, num_images), num_images, nms_iou, batch_size=25,
                         progress=progress)
 

@@ -44,7 +44,7 @@ from detr_core.analysis.matching import (
     MatchingSnapshot,
     StabilityPoint,
     StabilityProbe,
-    match_toy_sample,
+    match_sample,
     matcher_for,
     training_stream,
 )
@@ -70,7 +70,7 @@ REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while trai
 def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset,
                index: int, model_labels: list[int] | None, class_names: list[str] | None) -> MatchingSnapshot:
     ctx.progress(0, 1, f"Matching sample {index}…")
-    snapshot = match_toy_sample(model, matcher, dataset, index, model_labels=model_labels, class_names=class_names)
+    snapshot = match_sample(model, matcher, dataset, index, model_labels=model_labels, class_names=class_names)
     ctx.progress(1, 1, "")
     return snapshot
 

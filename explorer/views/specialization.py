@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (
 )
 from torch import nn
 
-from detr_core.analysis.evaluate import heldout_split
 from detr_core.analysis.specialization import (
     LARGE_SIDE,
     BoxSize,
@@ -42,6 +41,7 @@ from detr_core.analysis.specialization import (
     slot_summaries,
 )
 from detr_core.config import ToyDataConfig
+from detr_core.data.toy import heldout_split
 
 from ..colors import query_color
 from ..stable_label import wrap_label

@@ -12,12 +12,8 @@ current code and compares.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,29 +47,8 @@ def record(preset_name: str, overrides: list[str]) -> dict:
     return {"steps": steps, "grad_norms": grad_norms, "params": params}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rev", default="4f76727")
-    ap.add_argument("--here", action="store_true", help="record the working tree instead (internal)")
-    args = ap.parse_args()
-    if args.here:
-        import detr_core
-
-        assert detr_core.__file__.startswith(os.environ.get("PYTHONPATH", str(ROOT))), detr_core.__file__
-        print(json.dumps({name: record(*case) for name, case in CASES.items()}))
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.rev, "detr_core"], check=True,
-                                 capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        env = {**os.environ, "PYTHONPATH": tmp}  # the exported detr_core comes first on the path
-        out = subprocess.run([sys.executable, __file__, "--here"], check=True, stdout=subprocess.PIPE, text=True,
-                             cwd=tmp, env=env).stdout
-    data = json.loads(out)
-    data["_revision"] = args.rev
-    print(json.dumps(data, indent=1))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(Path(__file__).parent))
+    from at_revision import main
+
+    sys.exit(main(__file__, "4f76727", lambda: {name: record(*case) for name, case in CASES.items()}))
