@@ -127,8 +127,8 @@ def test_the_capture_protocol_and_the_view_result(stub_config, tmp_path):
 
 
 def test_every_analysis_and_a_training_step_run_on_the_new_family(stub_config):
-    from detr_core.analysis.counting import count_objects
-    from detr_core.analysis.dataset_eval import evaluate_on
+    from detr_core.analysis.counting import count_crowded, count_objects
+    from detr_core.analysis.evaluate import evaluate_model
     from detr_core.analysis.layerwise import layerwise_ap
     from detr_core.analysis.matching import match_sample, matcher_for
     from detr_core.analysis.specialization import collect_slot_predictions
@@ -138,12 +138,12 @@ def test_every_analysis_and_a_training_step_run_on_the_new_family(stub_config):
     torch.manual_seed(0)
     model = registry.build_model(stub_config).eval()
     data = ToyShapes(ToyDataConfig(image_size=64, max_objects=3), seed=0, length=6)
-    assert set(evaluate_on(model, data, 4, batch_size=2)) >= {"AP", "AP50"}
-    assert len(layerwise_ap(model, data, 4, batch_size=2)) == 2  # the toy set has no COCO ground truth yet for layerwise_ap_on
-    image, target = data[0]
-    assert match_sample(model, matcher_for(model, None), image, target) is not None
+    assert set(evaluate_model(model, data, 4, batch_size=2)) >= {"AP", "AP50"}
+    assert len(layerwise_ap(model, data, 4, batch_size=2)) == 2
+    assert match_sample(model, matcher_for(model, None), data, 0) is not None
     assert collect_slot_predictions(model, data, 4, batch_size=2).boxes_cxcywh.shape[:2] == (4, 6)
-    counted = count_objects(model, [1, 2], images_per_count=1, data_config=ToyDataConfig(image_size=64))
+    assert len(count_objects(model, data, 4).rows) == 4
+    counted = count_crowded(model, [1, 2], images_per_count=1, data_config=ToyDataConfig(image_size=64))
     assert len(counted.rows) == 2 and counted.num_queries == 6
     # the trainer builds the family through the registry; matcher and losses take its outputs
     trainer = Trainer(stub_config, TrainConfig(batch_size=2, steps=1, seed=0, eval_every=0, eval_images=1,
