@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal
 
 from detr_core.cancel import Cancelled
@@ -208,7 +209,7 @@ class Worker(QObject):
         if self._thread is not None:
             self._thread.wait()  # finished is emitted as run() returns: the thread ends at once
             self._thread._body = None
-        if self.parent() is not None:
+        if shiboken6.isValid(self) and self.parent() is not None:  # (its parent may have gone first)
             self.deleteLater()
 
 
