@@ -1,8 +1,16 @@
 """Soak: does the window hold up, and give its memory back, over a long session?
 
     uv run benchmarks/soak.py [--steps 1000] [--files 200] [--interval 0.5]
+    uv run benchmarks/soak.py --images 2000
 
-In one window (offscreen unless a DISPLAY is set), through the window's own paths:
+With ``--images N``, only images, in one window (offscreen unless a DISPLAY is set): N new
+images, three of four a New Toy Sample and every fourth a switch to one of a few image files
+opened as a drop would (``open_path``), each waited for until its result is on screen. Prints the
+app's RSS after a warm-up of 50 images and at the end, the growth per image, and the window's
+QObjects and the app's Python objects before and after (a leak of a few KB per image shows in
+all three).
+
+Otherwise, in one window (offscreen unless a DISPLAY is set), through the window's own paths:
 
 - trains ``--steps`` steps in the Training panel (the ``fast`` preset, made small, with a step
   budget instead of minutes), in its training child process, with live previews on;
@@ -105,6 +113,73 @@ def make_files(folder: Path, count: int, seed: int = 0) -> list[tuple[Path, str]
     return files
 
 
+def soak_images(count: int, warm_up: int = 50, seed: int = 0) -> None:
+    """``count`` new images in one window, after ``warm_up`` of them: RSS, QObjects and Python
+    objects before and after (see the module's docstring)."""
+    import gc
+
+    from PIL import Image
+    from PySide6.QtCore import QCoreApplication, QEvent, QObject, QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from detr_core.data import ToyShapes
+    from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    work = Path(tempfile.mkdtemp(prefix="detr_soak_images_"))
+    toy = ToyShapes(seed=seed, split="soak")
+    files = []
+    for i, size in enumerate((128, 200, 320, 480, 640)):
+        path = work / f"image_{i}.png"
+        Image.fromarray(toy.sample(i).image).resize((size, size * 3 // 4)).save(path)
+        files.append(path)
+    window = MainWindow(settings=QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat),
+                        checkpoint=BUNDLED_CHECKPOINT, runs_folder=work / "runs")
+    window.resize(1400, 900)
+    window.show()
+
+    def settle() -> None:
+        while window.controller.queue.busy:
+            app.processEvents()
+            time.sleep(0.001)
+        app.processEvents()
+
+    shown = [0]
+
+    def show(n: int) -> None:
+        for _ in range(n):
+            if shown[0] % 4 == 3:
+                window.open_path(files[(shown[0] // 4) % len(files)])
+            else:
+                window.new_toy_sample()
+            settle()
+            shown[0] += 1
+
+    def measure() -> tuple[float, int, int]:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        gc.collect()
+        return rss_mb(os.getpid()) or float("nan"), len(window.findChildren(QObject)), len(gc.get_objects())
+
+    settle()
+    window.build_views()
+    show(warm_up)
+    rss0, qobjects0, objects0 = measure()
+    t0 = time.perf_counter()
+    for done in range(0, count, 250):
+        show(min(250, count - done))
+        print(f"[{time.perf_counter() - t0:6.1f} s] {shown[0] - warm_up:5d} images: RSS {rss_mb(os.getpid()):.1f} MB",
+              flush=True)
+    rss1, qobjects1, objects1 = measure()
+    print()
+    print(f"{count} new images ({count - count // 4} toy samples, {count // 4} image files) in "
+          f"{time.perf_counter() - t0:.0f} s, after {warm_up} to warm up")
+    print(f"RSS            {rss0:9.1f} MB -> {rss1:9.1f} MB: {(rss1 - rss0) * 1024 / count:+.2f} KB per image")
+    print(f"QObjects       {qobjects0:9d}    -> {qobjects1:9d}   : {(qobjects1 - qobjects0) / count:+.3f} per image")
+    print(f"Python objects {objects0:9d}    -> {objects1:9d}   : {(objects1 - objects0) / count:+.2f} per image")
+    window.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -113,7 +188,12 @@ def main() -> None:
     parser.add_argument("--niceness", type=int, default=None,
                         help="the training child's niceness (default: the app's, 10); 0 on a busy shared "
                              "machine, where a niced child barely runs (memory does not depend on it)")
+    parser.add_argument("--images", type=int, default=0,
+                        help="only show this many new images (toy samples and image switches): memory per image")
     args = parser.parse_args()
+    if args.images:
+        soak_images(args.images)
+        return
 
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal
 
 from detr_core.cancel import Cancelled
@@ -183,10 +184,16 @@ class Worker(QObject):
             generator.close()
 
     def _forget(self) -> None:
-        """Its thread has ended: drop the work and its arguments, so a finished worker (still a
-        child of its queue or view) keeps no image or model alive. Slots are not disconnected
-        here (PySide6 can crash disconnecting a signal while events are being delivered);
-        :meth:`WorkQueue.submit` connects its callbacks through a holder it empties instead.
+        """Its thread has ended: drop the work and its arguments, so a finished worker keeps no
+        image or model alive. Slots are not disconnected here (PySide6 can crash disconnecting a
+        signal while events are being delivered); :meth:`WorkQueue.submit` connects its
+        callbacks through a holder it empties instead.
+
+        A worker with a parent (a queue's, a view's job) is then deleted by Qt (``deleteLater``:
+        every signal it emitted has been delivered, as they were posted before its thread's
+        ``finished``). Its parent kept it otherwise: one worker per image shown, some 8 KB each,
+        never given back. A Python reference to it (a view's ``job``) still answers
+        :attr:`is_running`, :meth:`wait` and :meth:`cancel`.
 
         The thread's body (this worker's ``_run``) is dropped too, once the thread has really
         ended: that breaks the cycle worker -> thread -> ``_run`` -> worker, so a finished worker
@@ -202,6 +209,8 @@ class Worker(QObject):
         if self._thread is not None:
             self._thread.wait()  # finished is emitted as run() returns: the thread ends at once
             self._thread._body = None
+        if shiboken6.isValid(self) and self.parent() is not None:  # (its parent may have gone first)
+            self.deleteLater()
 
 
 class WorkQueue(QObject):

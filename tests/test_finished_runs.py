@@ -1,7 +1,15 @@
 """A finished training run keeps no model: the window holds the model it shows (and the one it
-offers to go back to), not every model trained in the session."""
+offers to go back to), not every model trained in the session.
+
+A job that runs with a model holds it until it ends: the matching view matches a sample with
+every new model, off the GUI thread, whatever the tab in front. So the checks wait until no job
+runs (and each has let go of its work) before they collect. Without that wait the last check
+failed in 3 of 9 runs on a busy machine: the matching view's job on the model before could
+still be running (its worker's arguments hold the model; a matching job made 3 s slower, as on
+a busy machine, fails it every time)."""
 
 import gc
+import types
 import weakref
 
 import pytest
@@ -11,6 +19,7 @@ from PySide6.QtCore import QCoreApplication, QEvent
 from detr_core.checkpoint import load_checkpoint
 from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
 from explorer.training_worker import TrainingWorker
+from explorer.workers import running_workers
 
 pytestmark = pytest.mark.usefixtures("no_blocking_questions")
 
@@ -27,6 +36,34 @@ def _one_step_run(qtbot, window):
     return weakref.ref(window.state.model.model)
 
 
+def _once_jobs_end(qtbot):
+    """Wait until no job runs and every finished one has let go of its work (its thread's end
+    delivered), then collect cyclic garbage."""
+    qtbot.waitUntil(lambda: not running_workers(), timeout=30000)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
+
+
+def _held_by(obj: object, depth: int = 4) -> str:
+    """Who keeps ``obj`` alive, for the failure message: chains of referrers up to an object
+    that is not a plain container (a Worker, a view...)."""
+    containers = (dict, list, tuple, set, types.CellType, types.MethodType)
+    chains, level, seen = [], [(obj, "")], {id(obj)}
+    for _ in range(depth):
+        above = []
+        for thing, chain in level:
+            for r in gc.get_referrers(thing):
+                if isinstance(r, types.FrameType) or r is level or r is above or id(r) in seen:
+                    continue
+                seen.add(id(r))
+                if isinstance(r, containers):
+                    above.append((r, f"{chain} in {type(r).__qualname__}" if chain else type(r).__qualname__))
+                else:
+                    chains.append(f"{chain} in {r!r:.80}" if chain else f"{r!r:.80}")
+        level = above
+    return "held by: " + ("; ".join(chains) or ", ".join(c for _, c in level) or "nothing tracked")
+
+
 def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, settings, tmp_path):
     window = MainWindow(settings=settings, checkpoint=BUNDLED_CHECKPOINT, runs_folder=tmp_path / "runs")
     qtbot.addWidget(window)
@@ -38,10 +75,9 @@ def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, 
     window.back_to_previous_model()  # the first run's model is now kept only to come back to
     assert window.state.model is bundled and window._previous_model.model is first()
     second = _one_step_run(qtbot, window)  # replaces it as the model to go back from
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    gc.collect()
+    _once_jobs_end(qtbot)
 
-    assert first() is None  # the first run's model is freed
+    assert first() is None, _held_by(first())  # the first run's model is freed
     panel = window.training
     assert panel.findChildren(TrainingWorker) == [panel.worker]  # with its worker
     assert panel.worker.result is None  # the latest one handed its model over and let go of it
@@ -61,7 +97,6 @@ def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, 
         window.open_checkpoint(out)
     qtbot.waitUntil(lambda: window.state.model.path == out, timeout=20000)
     assert window._previous_model is None
-    window.controller.wait(10000)
-    gc.collect()
-    assert second() is None  # neither shown nor offered: freed
+    _once_jobs_end(qtbot)
+    assert second() is None, _held_by(second())  # neither shown nor offered: freed
     window.controller.wait(10000)

@@ -61,7 +61,8 @@ def test_a_finished_worker_and_its_thread_are_freed_by_reference_counting(qtbot,
             gc.enable()
 
 
-def test_a_finished_worker_goes_with_its_parent_and_takes_its_thread(qtbot):
+def test_a_finished_worker_leaves_its_parent_and_takes_its_thread(qtbot):
+    """A queue or a view that runs a worker per image does not keep every finished one."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -71,11 +72,13 @@ def test_a_finished_worker_goes_with_its_parent_and_takes_its_thread(qtbot):
         worker.result.connect(got.append)
         _run_to_the_end(qtbot, worker)
         assert got == [6]
+        qtbot.waitUntil(lambda w=worker: not shiboken6.isValid(w), timeout=5000)  # Qt deleted it
+        assert parent.children() == []
+        assert not worker.is_running and worker.wait(0)  # a reference to it still answers
+        worker.cancel()
         worker_ref, thread_ref = weakref.ref(worker), weakref.ref(worker._thread)
         del worker
-        assert worker_ref() is not None  # its parent keeps it
-        del parent
-        assert worker_ref() is None and thread_ref() is None
+        assert worker_ref() is None and thread_ref() is None  # the parent kept nothing
     finally:
         if was_enabled:
             gc.enable()
