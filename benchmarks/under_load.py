@@ -14,9 +14,8 @@ against it. Three scenarios, one after the other:
 
 Prints one JSON line per training and the ratios against alone. Goals on 2 cores: beside a busy
 core at least 0.45 of the speed alone; two at once at least 0.4 each. ``--set threads=2`` gives
-the fixed thread count of the code before the tuner, to compare. The OpenMP wait policy is the
-project's default (``PASSIVE``, set by :mod:`detr_core`); ``--wait-policy ACTIVE`` measures the
-other.
+the fixed thread count of the code before the tuner, to compare; ``--wait-policy PASSIVE`` (or
+``ACTIVE``) sets ``OMP_WAIT_POLICY`` for the trainings (libgomp's default otherwise).
 
 With ``--gui``, also the window: a training in the Training panel (its own child process, at each
 niceness of ``--nice``) with and without a busy process, printing the event loop's lateness (a
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0, help="timed seconds of each headless training")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting")
-    ap.add_argument("--wait-policy", default=None, help="OMP_WAIT_POLICY for the trainings (default PASSIVE)")
+    ap.add_argument("--wait-policy", default=None, help="OMP_WAIT_POLICY for the trainings (default: unset)")
     ap.add_argument("--gui", action="store_true", help="also measure the window")
     ap.add_argument("--gui-only", action="store_true", help="only the window")
     ap.add_argument("--gui-seconds", type=float, default=20.0)
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.wait_policy:
         env["OMP_WAIT_POLICY"] = args.wait_policy
-    print(json.dumps({"cpu": cpu_line(), "overrides": args.set, "wait_policy": args.wait_policy or os.environ.get("OMP_WAIT_POLICY") or "PASSIVE (the project default)"}),
+    print(json.dumps({"cpu": cpu_line(), "overrides": args.set, "wait_policy": env.get("OMP_WAIT_POLICY", "libgomp's default")}),
           flush=True)
     if not args.gui_only:
         headless(args, env)

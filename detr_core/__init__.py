@@ -26,15 +26,6 @@ objects of an image, N detections of an image (fewer than Q after a threshold or
 denoising queries (in front of the Q matching queries while training with them).
 """
 
-import os
-
-# torch's OpenMP threads wait at a barrier after every operation. Spinning there burns the core
-# that a thread it waits for may need (a busy laptop: one busy process made two spinning threads
-# 25 times slower); sleeping costs a wake-up instead. libgomp reads this once, when torch loads
-# it, so it is set before anything imports torch; a user's own setting is kept.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-from detr_core.device import skip_triton_without_cuda  # noqa: E402
+from detr_core.device import skip_triton_without_cuda
 
 skip_triton_without_cuda()  # before anything imports torchvision (see there why)
