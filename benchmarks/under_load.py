@@ -183,7 +183,7 @@ def gui(args: argparse.Namespace, env: dict[str, str]) -> None:
         env.pop("QT_QPA_PLATFORM")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for nice in args.nice:
-        for load in (0, max(1, cores - 1)):
+        for load in args.gui_busy or (0, max(1, cores - 1)):
             busy = busy_processes(load)
             try:
                 out = subprocess.run([sys.executable, "-c", GUI_CODE, str(nice), str(args.gui_seconds), str(ROOT)],
@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gui-only", action="store_true", help="only the window")
     ap.add_argument("--gui-seconds", type=float, default=20.0)
     ap.add_argument("--nice", type=int, nargs="+", default=[10], help="training niceness values for --gui")
+    ap.add_argument("--gui-busy", type=int, nargs="+", default=None,
+                    help="busy processes beside the window (default: none, then one per core minus one)")
     args = ap.parse_args(argv)
     env = dict(os.environ)
     if args.wait_policy:

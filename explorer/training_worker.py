@@ -25,11 +25,13 @@ from detr_core.train.trainer import History
 
 from .workers import Worker, readable_error
 
-# The training process runs at a lower priority than the window. When the window needs the CPU
-# (a repaint, a preview) it gets it at once; when it is idle, training has both cores anyway.
-# Measured with benchmarks/gui_latency.py on 2 cores: event-loop lateness p99 10 ms and max 27 ms
-# at niceness 10, against 23 ms and 83 ms at 0, for the same training speed.
-TRAINING_NICENESS = 10
+# The training process runs at the window's priority. A lower one (niceness 10) bought a few ms of
+# event-loop lateness and starved training whenever other programs kept the cores busy. Measured
+# with benchmarks/under_load.py --gui on 2 cores (fast preset, training picking its own threads),
+# p99 lateness and training images/s at niceness 0 / 5 / 10: idle 9 / 8 / 5 ms and 300 / 306 /
+# 310; one busy process 10 / 9 / 5 ms and 270 / 227 / 243; two busy processes 11 / 9 / 8 ms and
+# 182 / 64 / 19. The window's goal is p99 <= 20 ms: niceness 0 meets it and keeps training going.
+TRAINING_NICENESS = 0
 
 
 @dataclass
