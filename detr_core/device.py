@@ -2,18 +2,71 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from pathlib import Path
 
 import torch
 
 
 def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    """CPU cores this process may run on: its affinity mask where the system has one, and no more
+    than its cgroup's CPU quota (a container or CI runner limited to 1.5 CPUs gets 2)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cpu_quota()
+    return cores if quota is None else max(1, min(cores, math.ceil(quota)))
+
+
+def cpu_quota(cgroup_root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """The CPU time this process's cgroup may use, in cores (``cpu.max`` of cgroup v2, or
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` of v1, the smallest along the path up to the
+    root), as containers and CI runners set it; None when there is no limit or no cgroup."""
+    root = Path(cgroup_root)
+    try:
+        lines = Path(self_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    limits: list[float] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        names = controllers.split(",")
+        if controllers == "":  # v2: one hierarchy, "0::/path"
+            folders, read = [root], _v2_quota
+        elif "cpu" in names:
+            folders, read = [root / controllers, root / "cpu"], _v1_quota
+        else:
+            continue
+        for base in folders:
+            node = base / path.lstrip("/")
+            while True:
+                quota = read(node)
+                if quota is not None:
+                    limits.append(quota)
+                if node == base or base not in node.parents:
+                    break
+                node = node.parent
+    return min(limits) if limits else None
+
+
+def _v2_quota(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def clamp_threads(threads: int) -> int:

@@ -62,7 +62,7 @@ def test_watch_probe_in_the_training_loop() -> None:
 
     torch.set_num_threads(1)
     model = dataclasses.replace(tiny(), num_queries=20, dropout=0.0)
-    train = TrainConfig(batch_size=4, lr=1e-2, lr_backbone=1e-2, schedule="constant", steps=30, eval_images=4,
+    train = TrainConfig(batch_size=4, lr=1e-2, lr_backbone=1e-2, schedule="constant", steps=30, eval_images=4, threads=1,
                         data=ToyDataConfig(image_size=64, max_objects=2), loss=LossConfig(no_object_weight=1.0))
     trainer, watch_probe = Trainer(model, train), WatchProbe()
     keys = [w.key for e in trainer.events() if isinstance(e, StepEvent) and (e.step == 1 or e.step % 10 == 0)

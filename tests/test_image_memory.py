@@ -37,6 +37,6 @@ def test_new_images_keep_nothing_per_image(qtbot, settings, tmp_path):
 
     show_new_images(10)
     qobjects, workers = len(window.findChildren(QObject)), _workers()
-    show_new_images(100)  # a clear signal (100 against 2 at most), in seconds on a quiet machine
+    show_new_images(40)  # a clear signal (40 against 5 at most), in seconds on a quiet machine
     assert len(window.findChildren(QObject)) <= qobjects + 5  # was one more per image (a Worker)
     assert _workers() <= workers + 2  # the one running and the one its thread just ended, at most

@@ -175,3 +175,25 @@ def test_the_meter_says_nothing_where_the_system_does_not_tell(tmp_path):
     meter = CpuMeter(str(tmp_path / "no-such-file"))
     assert meter.busy_elsewhere() is None
     assert threads_module.free_cores(meter, 0.0)[0] == usable_cores()
+
+
+def test_a_cgroup_cpu_quota_limits_the_usable_cores(tmp_path):
+    from detr_core.device import cpu_quota
+
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    (v2 / "ci" / "job").mkdir(parents=True)
+    (v2 / "ci" / "cpu.max").write_text("150000 100000\n")  # a parent's limit holds below it too
+    (v2 / "ci" / "job" / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "v2.cgroup").write_text("0::/ci/job\n")
+    assert cpu_quota(str(v2), str(tmp_path / "v2.cgroup")) == 1.5
+    (v1 / "cpu,cpuacct" / "docker").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "docker" / "cpu.cfs_quota_us").write_text("50000\n")
+    (v1 / "cpu,cpuacct" / "docker" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "v1.cgroup").write_text("4:memory:/docker\n3:cpu,cpuacct:/docker\n")
+    assert cpu_quota(str(v1), str(tmp_path / "v1.cgroup")) == 0.5
+    (none / "cpu").mkdir(parents=True)
+    (none / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (none / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "none.cgroup").write_text("1:cpu:/\n0::/\n")
+    assert cpu_quota(str(none), str(tmp_path / "none.cgroup")) is None
+    assert cpu_quota(str(none), str(tmp_path / "missing")) is None

@@ -90,7 +90,7 @@ class CpuMeter:
         return self.busy_elsewhere()
 
 
-def free_cores(meter: CpuMeter | None = None, seconds: float = 0.2) -> tuple[int, str]:
+def free_cores(meter: CpuMeter | None = None, seconds: float = 0.1) -> tuple[int, str]:
     """(cores free to this process now, why): usable cores (affinity, cgroup quota) less the ones
     other processes keep busy, measured over ``seconds``; at least 1."""
     usable = usable_cores()
