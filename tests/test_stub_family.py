@@ -3,7 +3,7 @@ the shared parts (backbone, attention, heads; matcher, losses and post-processin
 trainer and the analyses), registered in ``FAMILIES`` and then reached through the registry alone.
 It answers the capture protocol, and every view-level result and analysis runs on it unchanged.
 
-This test module is the stub family's module: ``build``, ``check_config`` and ``EXPORT_PROBLEM``
+This test module is the stub family's module: ``build``, ``check_config``, ``ATTENTION_KIND`` and ``EXPORT_PROBLEM``
 below are what the registry asks of a family."""
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class StubDETR(nn.Module):
 
 
 build = StubDETR
+ATTENTION_KIND = "dense"
 EXPORT_PROBLEM = "the stub family (a test's)"
 
 

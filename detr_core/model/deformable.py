@@ -158,6 +158,7 @@ def level_strides(model: DeformableDETR) -> list[int]:
 
 # The family's entries in :mod:`detr_core.model.registry`
 build = DeformableDETR
+ATTENTION_KIND = "sampling"  # its capture's cross-attention: SamplingPoints
 EXPORT_PROBLEM = ("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
                   "folder opens here but is not written)")
 

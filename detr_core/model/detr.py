@@ -192,6 +192,7 @@ class DETR(nn.Module):
 
 # The family's entries in :mod:`detr_core.model.registry`
 build = DETR
+ATTENTION_KIND = "dense"  # its capture's cross-attention: DenseAttention maps
 EXPORT_PROBLEM = ""  # the official and Hugging Face formats hold this family (within export_problems' limits)
 
 

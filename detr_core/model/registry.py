@@ -60,3 +60,8 @@ def build_model(config: FamilyConfig) -> nn.Module:
 def export_problem(config: FamilyConfig) -> str:
     """Why other libraries' DETR formats cannot hold ``config``'s family ("" when they can)."""
     return family(config.attention).EXPORT_PROBLEM
+
+
+def attention_kind(config: FamilyConfig) -> str:
+    """``"dense"`` or ``"sampling"``: the kind of cross-attention ``config``'s family captures."""
+    return family(config.attention).ATTENTION_KIND

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from detr_core.analysis.capture import InferenceResult, run_inference
 from detr_core.analysis.deformable_capture import DeformableSampling
 from detr_core.analysis.heatmaps import cross_attention_map
+from detr_core.model.registry import attention_kind
 
 from ..help import VIEW_HELP
 from ..state import AppState, LoadedModel
@@ -64,7 +65,7 @@ def _dense_inference(ctx: WorkContext, source: LoadedModel | Path, image: np.nda
         from detr_core.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(source)
-        if ckpt.model_config.attention != "dense":
+        if attention_kind(ckpt.model_config) != "dense":
             raise ValueError(f"{source.name} is not a dense DETR")
         source = LoadedModel(ckpt.build_model().eval(), ckpt.class_names, "bundled checkpoint", source, ckpt)
     return source, run_inference(source.model, image, source.class_names, capture=True)
@@ -208,12 +209,13 @@ class DeformableView(AnalysisView):
 
     @property
     def is_deformable(self) -> bool:
-        """The open model is deformable, or the result shown is (a live preview of one in training)."""
+        """The open model captures sampling points, or the result shown has them (a live preview of
+        one in training)."""
         m = self.state.model
-        return self.sampling is not None or (m is not None and m.config.attention == "deformable")
+        return self.sampling is not None or (m is not None and attention_kind(m.config) == "sampling")
 
     def _on_model(self, loaded: LoadedModel | None) -> None:
-        if loaded is not None and loaded.config.attention != "deformable" and loaded.trained is None:
+        if loaded is not None and attention_kind(loaded.config) == "dense" and loaded.trained is None:
             self.dense_model = loaded  # the dense model to compare with, once a deformable one is open
             self._dense_key = None
         self.pages.setCurrentIndex(1 if self.is_deformable else 0)
