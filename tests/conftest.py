@@ -210,6 +210,20 @@ def no_blocking_questions(monkeypatch):
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Discard)
 
 
+def shown_window(qtbot, settings, checkpoint=None):
+    """A MainWindow on the test's settings (runs beside them), 1000x700, shown, its first result in."""
+    from pathlib import Path
+
+    from explorer.main_window import MainWindow
+
+    window = MainWindow(settings=settings, checkpoint=checkpoint, runs_folder=Path(settings.fileName()).parent / "runs")
+    qtbot.addWidget(window)
+    window.resize(1000, 700)
+    window.show()
+    qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=20000)
+    return window
+
+
 def small_training(window):
     """Set the window's training panel to a small, quick run of the fast preset."""
     t = window.training

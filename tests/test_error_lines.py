@@ -5,13 +5,12 @@ in a panel wraps: it never widens its dock or squeezes the Queries column."""
 import multiprocessing
 import pickle
 import signal
-from pathlib import Path
 
 import pytest
+from conftest import shown_window
 
 from detr_core.config import DatasetConfig, DETRConfig, TrainConfig
 from detr_core.train.live import LiveJob, _child_main
-from explorer.main_window import MainWindow
 
 pytestmark = pytest.mark.usefixtures("no_blocking_questions")
 
@@ -70,11 +69,7 @@ LONG = ("Training could not go on: /data/gone/" + "very_long_folder_name_" * 6 +
 
 @pytest.fixture
 def window(qtbot, settings):
-    w = MainWindow(settings=settings, checkpoint=None, runs_folder=Path(settings.fileName()).parent / "runs")
-    qtbot.addWidget(w)
-    w.resize(1000, 700)
-    w.show()
-    qtbot.waitUntil(lambda: w.state.result is not None and w.state.model is not None, timeout=20000)
+    w = shown_window(qtbot, settings)
     w.build_views()
     yield w
     w.controller.wait(10000)

@@ -13,9 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import shown_window
 from PySide6.QtGui import QColor, QImage
 
-from explorer.main_window import MainWindow
 from explorer.saving import png_bytes
 from explorer.views.base import AnalysisView
 
@@ -24,11 +24,7 @@ pytestmark = pytest.mark.usefixtures("no_blocking_questions")
 
 @pytest.fixture
 def window(qtbot, settings):
-    w = MainWindow(settings=settings, checkpoint=None, runs_folder=Path(settings.fileName()).parent / "runs")
-    qtbot.addWidget(w)
-    w.resize(1000, 700)
-    w.show()
-    qtbot.waitUntil(lambda: w.state.result is not None and w.state.model is not None, timeout=20000)
+    w = shown_window(qtbot, settings)
     yield w
     w.controller.wait(10000)
 

@@ -5,12 +5,12 @@ windows on one settings file keep each other's recent files."""
 import logging
 import math
 import os
-from pathlib import Path
 
 import pytest
+from conftest import shown_window
 from PySide6.QtCore import QByteArray, QRect, QSettings
 
-from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+from explorer.main_window import BUNDLED_CHECKPOINT
 from explorer.settings import RecentFiles, read_setting
 
 pytestmark = pytest.mark.usefixtures("no_blocking_questions")
@@ -36,12 +36,7 @@ view=grid
 
 
 def _open(qtbot, settings, checkpoint=BUNDLED_CHECKPOINT):
-    window = MainWindow(settings=settings, checkpoint=checkpoint, runs_folder=Path(settings.fileName()).parent / "runs")
-    qtbot.addWidget(window)
-    window.resize(1000, 700)
-    window.show()
-    qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=20000)
-    return window
+    return shown_window(qtbot, settings, checkpoint)
 
 
 def _settings_file(tmp_path, text, name="settings.ini"):
