@@ -142,6 +142,9 @@ def run_job(job: LiveJob, send: Callable[..., None], control: TrainControl,
                      "device": str(trainer.device)})
 
     def say_threads() -> None:
+        # called before each event is handled, so a change (a limit applied before the step, or
+        # the tuner's after it) is reported ahead of that step's progress; the session's own
+        # ThreadsEvent, asked after the step, then finds nothing new and is not needed here
         changed = session.threads_changed()
         if changed is not None:
             send("threads", changed.count, changed.reason)
