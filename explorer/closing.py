@@ -96,7 +96,7 @@ class CloseGuard(QObject):
             w.notify("Still stopping the training before quitting…")
             return False
         training = w.training.worker if w.training_running else None
-        runs = w.runs if w._views_built else None  # (asking for them would build them)
+        runs = w.runs if w.views_built else None  # (asking for them would build them)
         runs_worker = runs.worker if runs is not None and runs.busy else None
         queued = len(runs.pending) if runs is not None and not runs.queue_held else 0
         if training is not None and "training" not in self._confirmed:
@@ -142,7 +142,7 @@ class CloseGuard(QObject):
         """The user keeps the window: every question is asked again next time."""
         self._confirmed.clear()
         self.not_answering = False
-        if self.window._views_built:
+        if self.window.views_built:
             self.window.runs.quit_cancelled()
         return False
 

@@ -47,10 +47,16 @@ def release_memory() -> None:
         pass
 
 
+def model_name(loaded: LoadedModel) -> str:
+    """How the window names a model: its file's name, else where it came from."""
+    return loaded.path.name if loaded.path else loaded.source
+
+
 class Controller(QObject):
     busy = Signal(object)  # what is running ("Running the model…"), or None once idle
     failed = Signal(str, str)  # title, readable message
     inference_started = Signal(int)  # the number of the request the model now runs on (from its thread)
+    backChanged = Signal(str)  # the name of the model "Back to" would show again, or "" (none)
 
     def __init__(self, state: AppState, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -72,8 +78,13 @@ class Controller(QObject):
         # asked before trained weights that were never saved are replaced: (the model shown, what
         # replaces it in words: "Opening small.pt") -> go on? The window's Save / Discard / Cancel.
         self.confirm_replace: Callable[[LoadedModel, str], bool] | None = None
+        # what the last training run's model replaced, to go back to; and the model going back
+        # would replace (so it can come back in turn)
+        self.previous_model: LoadedModel | None = None
+        self._back_from: LoadedModel | None = None
         state.modelChanged.connect(self.run_inference)
         state.imageChanged.connect(self.run_inference)
+        state.modelChanged.connect(self._forget_back_to)
 
     # --- models ----------------------------------------------------------------------------
     def may_replace_model(self, replacing: str) -> bool:
@@ -197,9 +208,32 @@ class Controller(QObject):
     def use_trained(self, trained: TrainedModel) -> None:
         """The model a training run of this session handed back. Not asked here: the question
         came when the run started (the panel's ``confirm_start``), and a run that has ended is
-        not kept waiting; the model it replaces stays, to go back to."""
+        not kept waiting; the model it replaces stays, to go back to (:meth:`back_to_previous`)."""
+        previous = self.state.model
         self.state.set_model(LoadedModel(trained.model, trained.class_names, "trained in this session", None,
                                          trained=trained))
+        self._set_back(previous, self.state.model)
+
+    def back_to_previous(self) -> str | None:
+        """Show the model the last training run replaced; the model it replaces can come back in
+        turn. Its name, or None when there is none (or the user kept unsaved weights)."""
+        previous, current = self.previous_model, self.state.model
+        if previous is None:
+            return None
+        name = model_name(previous)
+        if not self.set_model(previous, f"Going back to {name}"):
+            return None  # the unsaved trained model stays
+        self._set_back(current, previous)
+        return name
+
+    def _set_back(self, previous: LoadedModel | None, replaced_by: LoadedModel | None) -> None:
+        self.previous_model, self._back_from = previous, replaced_by
+        self.backChanged.emit(model_name(previous) if previous is not None else "")
+
+    def _forget_back_to(self, loaded: LoadedModel | None) -> None:
+        """Another model was opened: "Back to" no longer applies, and keeps no model alive."""
+        if self.previous_model is not None and loaded is not self._back_from and loaded is not self.previous_model:
+            self._set_back(None, None)
 
     # --- images ----------------------------------------------------------------------------
     def new_toy_sample(self) -> None:
@@ -265,8 +299,7 @@ class Controller(QObject):
         self._request += 1
         large = self._large_image or image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
         self._large_image = image.shape[0] * image.shape[1] > LARGE_IMAGE_PIXELS
-        model_name = loaded.path.name if loaded.path is not None else loaded.source
-        subject = f"Running {model_name} on {self.state.image_name or 'the image'}"
+        subject = f"Running {model_name(loaded)} on {self.state.image_name or 'the image'}"
         self.busy.emit("Running the model…")
         with self._inference_lock:
             self._next_inference = (self._request, loaded, image, large, subject)

@@ -9,31 +9,38 @@ from PySide6.QtWidgets import QMessageBox, QToolButton, QWidget
 
 QUICK_START = """\
 <h3>Quick start</h3>
+<p>The window has five <b>workspaces</b>, one per task: the tabs at the top right, or
+Ctrl+1 … Ctrl+5. Each keeps its own panel layout; View ▸ Reset Layout puts the current one back.</p>
 <ol>
-<li><b>Look at the boxes.</b> The window opens with a small DETR trained on toy shapes and a toy
-image. Every coloured box is one <i>object query</i>'s prediction; the table on the right lists
-all of them, including the ones that predict "no object".</li>
+<li><b>Explore: look at the boxes.</b> The window opens with a small DETR trained on toy shapes
+and a toy image. Every coloured box is one <i>object query</i>'s prediction; the table on the
+right lists all of them, including the ones that predict "no object" (ticked rows are drawn).</li>
 <li><b>Click a query</b> (a box on the image or a row of the table). The heatmap shows where that
-query's decoder cross-attention reads the image.</li>
-<li><b>Change the layer or head</b> in the Attention panel: early decoder layers look around,
-the last one looks at the object's edges.</li>
-<li><b>Train your own.</b> Open the Training tab and press Start (Ctrl+Enter). Loss curves move,
-and every few seconds the current weights predict on your image. Stop (Ctrl+.) keeps the
-trained model in the explorer; a notice lets you go back to the one you had.</li>
-<li><b>See inside.</b> The tabs under the image (Query specialization, Matching, Layer by layer,
-Counting, Runs) reproduce the paper's figures on the current model. Each has a <b>?</b> button
-that says what it shows.</li>
+query's decoder cross-attention reads the image. Change the layer or head in the Attention
+panel: early decoder layers look around, the last one looks at the object's edges.</li>
+<li><b>Train: your own model.</b> Press Start (Ctrl+Enter). Loss curves move, and every few
+seconds the current weights predict on your image. Stop (Ctrl+.) keeps the trained model;
+File ▸ Back to … returns to the one you had. The Runs tab queues experiments.</li>
+<li><b>Analyse: see inside.</b> Query specialization, Matching, Layer by layer and Counting
+reproduce the paper's figures on the current model. Each has a <b>?</b> button that says what it
+shows.</li>
+<li><b>Data: your own dataset.</b> File ▸ Open Dataset (Ctrl+D) opens a COCO folder or
+annotation .json, a VOC devkit or a YOLO folder; the browser shows ground truth beside the
+predictions. The <b>Doctor</b> (Data ▸ Check Dataset) finds what makes DETR learn nothing:
+boxes in another format than declared, class ids shifted by one, more objects than queries.</li>
+<li><b>Lesson: teach it.</b> DETR block by block, live on the open model, with an experiment per
+page (Ctrl+L). View ▸ Presentation Mode (Ctrl+Shift+P) makes it readable on a projector.</li>
 <li><b>Your own images:</b> File ▸ Open Image (Ctrl+O), drag and drop, or paste (Ctrl+V).
 The bundled model only knows three toy shapes: on a photo its boxes are guesses, and the
-window says so.</li>
+window says so. File ▸ Open Recent always lists the bundled model.</li>
 </ol>
 <p>Zoom the image with the mouse wheel (around the cursor); double-click it or press Ctrl+0 to
-fit it again. View ▸ Reset Layout puts every panel back.</p>
+fit it again.</p>
 """
 
 FIRST_LAUNCH_HINT = ("Start here: click a box or a row of the query table to see where that query looks; "
-                     "change the layer in the Attention panel; press Start in the Training tab to train "
-                     "your own. Help ▸ Quick Start (F1) says more.")
+                     "change the layer in the Attention panel. The workspaces at the top right (Train, "
+                     "Analyse, Data, Lesson) do one task each. Help ▸ Quick Start (F1) says more.")
 
 # what each view shows, in a few sentences (keys: the dock titles)
 VIEW_HELP: dict[str, str] = {

@@ -166,12 +166,12 @@ def test_voc_and_broken_datasets(qtbot, window, voc_root, coco_root, tmp_path):
     (root / "val2017" / data["images"][-1]["file_name"]).unlink()  # a missing image
     with qtbot.waitSignal(window.state.datasetChanged, timeout=20000):
         window.open_dataset(root)
-    qtbot.waitUntil(lambda: getattr(window, "dataset_box", None) is not None, timeout=5000)
-    text = window.dataset_box.informativeText()
+    qtbot.waitUntil(lambda: window.files.dataset_box is not None, timeout=5000)
+    text = window.files.dataset_box.informativeText()
     assert "instances_val2017.json" in text or "val2017" in text
     assert "negative" in text and "77" in text
     assert window.datasets.split.currentText() == "val" and len(window.datasets.dataset) == 5
-    window.dataset_box.close()
+    window.files.dataset_box.close()
 
 
 def test_training_panel_and_views_on_the_open_dataset(qtbot, window, coco_root):

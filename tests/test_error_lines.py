@@ -83,8 +83,7 @@ def _widths(qtbot, window, dock, panel):
 @pytest.mark.parametrize("where", ["training", "datasets", "counting", "specialization"])
 def test_a_2000_character_error_wraps_and_widens_nothing(qtbot, window, where):
     assert len(LONG) == 2000
-    dock, panel = window._view_docks[where], getattr(window, where)
-    dock.raise_()
+    dock, panel = window.workspaces.show_dock(where), getattr(window, where)
     before = _widths(qtbot, window, dock, panel)
     if where == "training":
         panel.failed.emit(LONG)
@@ -94,6 +93,7 @@ def test_a_2000_character_error_wraps_and_widens_nothing(qtbot, window, where):
         label = panel.progress_label
     after = _widths(qtbot, window, dock, panel)
     assert after[0] <= before[0], "the window's minimum width grew"
-    assert after[1:] == before[1:], "a dock, or the panel in it, changed width"
+    assert after[1:3] == before[1:3], "a dock changed width"
+    assert after[3] <= before[3], "the panel widened"  # (narrower by a scroll bar, where the dock is short)
     assert label.text() == LONG and label.isVisibleTo(window) and label.wordWrap()
     assert label.height() > 3 * label.fontMetrics().height()  # wrapped over lines, not cut off

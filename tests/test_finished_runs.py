@@ -73,7 +73,7 @@ def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, 
     small_training(window)
     first = _one_step_run(qtbot, window)
     window.back_to_previous_model()  # the first run's model is now kept only to come back to
-    assert window.state.model is bundled and window._previous_model.model is first()
+    assert window.state.model is bundled and window.controller.previous_model.model is first()
     second = _one_step_run(qtbot, window)  # replaces it as the model to go back from
     _once_jobs_end(qtbot)
 
@@ -81,7 +81,7 @@ def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, 
     panel = window.training
     assert panel.findChildren(TrainingWorker) == [panel.worker]  # with its worker
     assert panel.worker.result is None  # the latest one handed its model over and let go of it
-    assert second() is window.state.model.model and window._previous_model is bundled
+    assert second() is window.state.model.model and window.controller.previous_model is bundled
 
     out = tmp_path / "latest.pt"
     assert window.save_checkpoint(out)  # the latest can be saved, as trained
@@ -90,13 +90,13 @@ def test_a_finished_run_lets_go_of_its_model_and_the_latest_can_be_saved(qtbot, 
     assert all(v.equal(saved.state_dict[k]) for k, v in second().state_dict().items())
     # going back and forth keeps the pair; opening another model forgets "Back to" and its model
     window.back_to_previous_model()
-    assert window.state.model is bundled and window._previous_model.model is second()
+    assert window.state.model is bundled and window.controller.previous_model.model is second()
     window.back_to_previous_model()
-    assert window.state.model.model is second() and window._previous_model is bundled
+    assert window.state.model.model is second() and window.controller.previous_model is bundled
     with qtbot.waitSignal(window.state.modelChanged, timeout=20000):
         window.open_checkpoint(out)
     qtbot.waitUntil(lambda: window.state.model.path == out, timeout=20000)
-    assert window._previous_model is None
+    assert window.controller.previous_model is None
     _once_jobs_end(qtbot)
     assert second() is None, _held_by(second())  # neither shown nor offered: freed
     window.controller.wait(10000)

@@ -67,7 +67,7 @@ def test_every_dock_and_the_status_bar_fit_at_each_screen_size(qtbot, settings, 
     for name, available in SCREENS.items():
         window.fit_to_screen(available)
         _settle(qtbot)
-        window._default_dock_sizes()
+        window.workspaces.reset()
         _settle(qtbot)
         assert available.contains(window.geometry()), name
         inside = window.rect()
@@ -308,8 +308,8 @@ def test_a_scripted_first_ten_minutes(qtbot, settings, tmp_path):
     window.queries.btn_all.click()
     window.state.set_query_visible(0, False)
     # every tab, every help text
-    for dock in window.findChildren(QDockWidget):
-        dock.raise_()
+    for key, dock in window.docks.items():
+        window.workspaces.show_dock(key)
         _settle(qtbot, 30)
         assert not dock.visibleRegion().isEmpty(), dock.objectName()
         assert not _clipped_labels(window), (dock.objectName(), _clipped_labels(window))

@@ -151,12 +151,11 @@ def test_selecting_a_box_or_row_selects_the_query_everywhere(window):
 
 
 def test_a_view_behind_a_tab_draws_the_selected_query_when_its_tab_comes_forward(qtbot, window):
-    layers_dock = window.dock_of(window.layers)
-    layers_dock.raise_()
+    layers_dock = window.workspaces.show_dock("layers")  # the Analyse workspace
     qtbot.waitUntil(lambda: window.layers.result is not None and window.layers.on_screen, timeout=20000)
     window.state.set_selected_query(1)
     assert window.layers.legend.text().startswith("Query 1:")
-    window.grid_dock.raise_()
+    window.docks["matching"].raise_()  # the tab beside it
     qtbot.waitUntil(lambda: not window.layers.on_screen, timeout=5000)
     window.state.set_selected_query(4)
     assert window.layers.selected_query == 4

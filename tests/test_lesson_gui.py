@@ -203,12 +203,13 @@ def test_presentation_mode_persists_and_full_screen_is_f11(qtbot, settings, wind
     lesson.act_presentation.setChecked(False)
     assert all(chart.getPlotItem().getAxis("bottom").style["tickFont"] is None for chart in charts)
     lesson.act_presentation.setChecked(True)
-    assert all(not t.isVisible() for t in window.findChildren(QToolBar))
+    assert not window.findChild(QToolBar, "main_toolbar").isVisible()  # the workspace bar stays
+    assert window.findChild(QToolBar, "workspace_toolbar").isVisible()
     assert lesson.act_full_screen.shortcut().toString() == "F11"
     window.close()
     again = _open(qtbot, settings)
     assert again.lesson.act_presentation.isChecked()
-    assert all(not t.isVisible() for t in again.findChildren(QToolBar))
+    assert not again.findChild(QToolBar, "main_toolbar").isVisible()
     again.lesson.act_presentation.setChecked(False)
     assert all(t.isVisible() for t in again.findChildren(QToolBar))
     again.controller.wait(10000)

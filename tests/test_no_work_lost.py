@@ -163,10 +163,10 @@ def test_back_to_over_unsaved_weights_asks_and_cancel_keeps_them(qtbot, window, 
     questions.answers[TITLE] = Button.Cancel
     window.back_to_previous_model()
     assert questions.asked[-1][0] == TITLE and "Going back to small.pt replaces it" in questions.asked[-1][1]
-    assert window.state.model is trained and window._previous_model is before  # as it was
+    assert window.state.model is trained and window.controller.previous_model is before  # as it was
     questions.answers[TITLE] = Button.Discard
     window.back_to_previous_model()
-    assert window.state.model is before and window._previous_model is trained  # can come back
+    assert window.state.model is before and window.controller.previous_model is trained  # can come back
 
 
 # --- 4. quitting while the training process is frozen ------------------------------------------------

@@ -24,7 +24,7 @@ maximized=sometimes
 hintDismissed=perhaps
 presentationMode=2
 windowRect=abc
-windowState=abc
+workspace=nowhere
 recentFiles=@Rect(1 2 3 4)
 lastImageDir=one, two
 lastDatasetDir=@Rect(0 0 1 1)
@@ -32,6 +32,9 @@ lastCheckpointDir=@Size(3 4)
 
 [datasetBrowser]
 view=grid
+
+[workspaces]
+explore=abc
 """
 
 
@@ -62,7 +65,7 @@ def test_a_damaged_settings_file_starts_the_app_with_defaults_and_says_which_val
     logged = [r.getMessage() for r in caplog.records if r.name == "explorer.settings"]
     for key, value in (("threshold", "abc"), ("opacity", "1e3"), ("colormap", "no such map"),
                        ("maximized", "sometimes"), ("hintDismissed", "perhaps"), ("presentationMode", "2"),
-                       ("windowRect", "abc"), ("windowState", "abc"), ("recentFiles", "PySide6.QtCore.QRect(1, 2, 3, 4)"),
+                       ("windowRect", "abc"), ("workspace", "nowhere"), ("workspaces/explore", "abc"), ("recentFiles", "PySide6.QtCore.QRect(1, 2, 3, 4)"),
                        ("lastImageDir", "['one', 'two']"), ("datasetBrowser/view", "grid")):
         lines = [line for line in logged if line.startswith(f"Settings: {key}={value} ")]
         assert lines, f"no log line names {key}={value}: {logged}"

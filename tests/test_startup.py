@@ -56,12 +56,12 @@ def test_views_built_after_the_first_result_see_the_current_state(qtbot, setting
     qtbot.addWidget(window)
     window.show()
     qtbot.waitUntil(lambda: window.state.result is not None, timeout=20000)
-    assert not window._views_built
-    assert window._view_docks["matching"].widget().__class__.__name__ == "QLabel"  # "Loading…"
+    assert not window.views_built
+    assert window.docks["matching"].widget().__class__.__name__ == "QLabel"  # "Loading…"
     window.state.set_selected_query(window.state.kept_queries()[0])
     with qtbot.waitSignal(window.viewsBuilt, timeout=60000):
         window.warm_up_views()
-    window._import_thread.join(10)
+    assert window.registry._warming.wait(10000)
     # each view was told the model and result that were set before it existed
     assert window.layers.result is window.state.result
     assert window.training.open_model is window.state.model

@@ -1,12 +1,13 @@
-"""Lesson mode: DETR's pipeline, block by block, live on the open model (View ▸ Lesson).
+"""Lesson mode: DETR's pipeline, block by block, live on the open model (the Lesson workspace,
+View ▸ Lesson, Ctrl+L).
 
-:func:`install_lesson` adds it to the main window: a Lesson dock, its menu entries (View ▸
-Lesson, View ▸ Presentation Mode, View ▸ Full Screen (F11), File ▸ Export Lesson…) and a toolbar
-button. Presentation mode persists in the window's QSettings.
+:class:`Lesson` adds it to the main window: the Lesson dock (the Lesson workspace's one panel)
+and its menu entries (View ▸ Lesson, View ▸ Presentation Mode, View ▸ Full Screen (F11),
+File ▸ Export Lesson…). Presentation mode persists in the window's QSettings.
 
-Like the window's analysis views, the panel is built when it is first needed (its tab shown, a
-menu entry, a training run starting), never before the first picture: its pages import the
-analysis core (torchvision, scipy), which the first picture does without."""
+Like the window's analysis views, the panel is built when it is first needed (its workspace
+shown, a menu entry, a training run starting), never before the first picture: its pages
+import the analysis core (torchvision, scipy), which the first picture does without."""
 
 from __future__ import annotations
 
@@ -50,19 +51,18 @@ class Lesson:
         self.presentation = False
         placeholder = QLabel("Loading…")
         placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.dock = window.add_view("Lesson", placeholder)
-        window.grid_dock.raise_()  # the attention grid stays the tab in front at first
+        self.dock = window.add_view("Lesson", placeholder)  # the Lesson workspace shows it
         self.dock.visibilityChanged.connect(lambda seen: seen and self._build_when_ready())
         # a run starting: the training page adds its probe to it
         window.state.trainingChanged.connect(self._on_training)
         self.act_lesson = QAction("&Lesson", window)
         self.act_lesson.setShortcut(QKeySequence("Ctrl+L"))
-        self.act_lesson.setStatusTip("DETR block by block, live on the open model")
+        self.act_lesson.setStatusTip("DETR block by block, live on the open model (the Lesson workspace)")
         self.act_lesson.triggered.connect(self.show)
         self.act_presentation = QAction("&Presentation Mode", window)
         self.act_presentation.setCheckable(True)
         self.act_presentation.setShortcut(QKeySequence("Ctrl+Shift+P"))
-        self.act_presentation.setStatusTip("Large fonts and lines, high contrast, no toolbars: for a projector")
+        self.act_presentation.setStatusTip("Large fonts and lines, high contrast, no toolbar: for a projector")
         self.act_presentation.toggled.connect(self.set_presentation)
         self.act_full_screen = QAction("&Full Screen", window)
         self.act_full_screen.setCheckable(True)
@@ -71,6 +71,11 @@ class Lesson:
         self.act_export = QAction("Export &Lesson…", window)
         self.act_export.setStatusTip("Every lesson page as a PNG, and one HTML file to hand out")
         self.act_export.triggered.connect(self.choose_export)
+
+    def add_to_window(self) -> None:
+        """Its menu entries (once the window's menus exist); presentation mode
+        as it was left."""
+        window = self.window
         view = window.view_menu
         first = view.actions()[0] if view.actions() else None
         view.insertAction(first, self.act_lesson)
@@ -82,9 +87,6 @@ class Lesson:
                 menu = action.menu()
                 menu.insertAction(window.act_quit, self.act_export)
                 menu.insertSeparator(window.act_quit)
-        toolbar = window.findChild(QToolBar, "main_toolbar")
-        if toolbar is not None:
-            toolbar.addAction(self.act_lesson)
         on = read_setting(window.settings, PRESENTATION_KEY, False)
         self.act_presentation.setChecked(on)
 
@@ -132,13 +134,9 @@ class Lesson:
 
     # --- actions ------------------------------------------------------------------------------
     def show(self) -> None:
-        """Bring the lesson to the front with room for its pictures (over half the height)."""
-        w = self.window
+        """The Lesson workspace: the lesson with the whole window for its pictures."""
         self.panel  # noqa: B018 - builds it
-        self.dock.show()
-        self.dock.raise_()
-        if not self.dock.isFloating() and self.dock.height() < w.height() * 0.55:
-            w.resizeDocks([self.dock], [int(w.height() * 0.62)], Qt.Orientation.Vertical)
+        self.window.workspaces.show_dock("lesson")
 
     def set_presentation(self, on: bool) -> None:
         w = self.window
@@ -153,8 +151,9 @@ class Lesson:
             w.setFont(QApplication.font())
         if self._panel is not None:
             self._panel.set_presentation(on)  # after the window's palette and font: its style sheet builds on them
-        for toolbar in w.findChildren(QToolBar):
-            toolbar.setVisible(not on)
+        for toolbar in w.findChildren(QToolBar):  # the workspace bar stays: the teacher switches with it
+            if toolbar.objectName() != "workspace_toolbar":
+                toolbar.setVisible(not on)
         if on and w.state.result is not None:
             self.show()
         w.settings.setValue(PRESENTATION_KEY, bool(on))
@@ -186,9 +185,4 @@ class Lesson:
         return written
 
 
-def install_lesson(window: Any) -> Lesson:
-    """Add lesson mode to the main window; the window keeps it as ``window.lesson``."""
-    return Lesson(window)
-
-
-__all__ = ["Lesson", "install_lesson"]
+__all__ = ["Lesson"]
