@@ -1,0 +1,189 @@
+"""The panels around the image (issue 29): the query selected and the queries ticked when a new
+image comes, box labels that stay readable, and the Queries, Attention, Model, Attention grid and
+Layer by layer panels at the sizes their workspaces give them. With the bundled toy-shapes model,
+built on an AppState as the window builds them (no window: fast)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QPoint, QRect, Qt
+from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
+
+from detr_core.analysis.capture import run_inference
+from detr_core.checkpoint import load_model
+from detr_core.data.toy import ToyShapes
+from explorer.state import AppState, LoadedModel
+
+BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_shapes.pt"
+pytestmark = pytest.mark.skipif(not BUNDLED.exists(), reason="checkpoints/toy_shapes.pt is missing")
+
+# the dock sizes of tests' /tmp/sizes.md (issue 29): (small: a 1024x700 window, laptop: 1366x768)
+RIGHT_COLUMN = {"Queries": ((340, 300), (430, 330)), "Attention": ((340, 260), (430, 290))}
+EXPLORE_BOTTOM = ((680, 260), (930, 300))
+ANALYSE = ((600, 560), (800, 630))
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    torch.manual_seed(0)
+    model, ckpt = load_model(BUNDLED)
+    return model.eval(), ckpt
+
+
+@pytest.fixture(scope="module")
+def samples(bundled):
+    """Four toy images and the bundled model's results on them."""
+    model, ckpt = bundled
+    images = [ToyShapes(seed=0).sample(i).image for i in range(4)]
+    return [(image, run_inference(model, image, ckpt.class_names, capture=True)) for image in images]
+
+
+@pytest.fixture
+def state(qtbot, bundled):
+    model, ckpt = bundled
+    s = AppState()
+    s.set_model(LoadedModel(model, ckpt.class_names, ckpt.source, BUNDLED, ckpt))
+    return s
+
+
+def _show(state, image, result):
+    """A new image and its result, as the window's inference sets them."""
+    state.set_image(image, "toy")
+    state.set_result(result)
+
+
+def _hosted(qtbot, widget, size=(500, 500)):
+    """``widget`` (a pyqtgraph view) shown inside a plain widget, as the window holds it: qtbot
+    closing a top-level pyqtgraph view after a failed test crashes the interpreter."""
+    host = QWidget()
+    qtbot.addWidget(host)
+    QVBoxLayout(host).addWidget(widget)
+    host.resize(*size)
+    host.show()
+    widget.test_host = host  # qtbot holds it weakly
+    return widget
+
+
+def _settle(n=3):
+    for _ in range(n):
+        QApplication.processEvents()
+
+
+def _carried_over(samples):
+    """(first, second, query): a query drawn on the first image, not its best, and below the
+    threshold on the second."""
+    for first in samples:
+        for second in samples:
+            for q in first[1].kept(0.5)[1:]:
+                if float(second[1].scores[q]) < 0.5:
+                    return first, second, q
+    raise AssertionError("no query is kept on one sample and not on another")
+
+
+# --- 6: a new image selects its own best query ----------------------------------------------------
+def test_a_new_images_result_selects_its_best_query_and_draws_its_box(qtbot, state, bundled, samples):
+    from explorer.canvas import ImageView
+
+    canvas = _hosted(qtbot, ImageView(state))
+    (image, result), (new_image, new_result), q = _carried_over(samples)
+    _show(state, image, result)
+    state.set_selected_query(q)  # the user's choice, on this image
+    model, ckpt = bundled
+    state.set_result(run_inference(model, image, ckpt.class_names, capture=True))  # same image (a preview)
+    assert state.selected_query == q
+    _show(state, new_image, new_result)  # New Toy Sample
+    best = int(new_result.scores.argmax())
+    assert state.selected_query == best != q
+    assert canvas.rects[best].isVisible() and canvas.rects[best].pen().width() == 4  # the heatmap's box is drawn
+    assert not canvas.rects[q].isVisible()
+    # another model on the same image (a run's model, "Back to", a reopened file): its own best too
+    state.set_selected_query(q)
+    state.set_model(LoadedModel(model, ckpt.class_names, "trained in this session"))
+    state.set_result(run_inference(model, new_image, ckpt.class_names, capture=True))
+    assert state.selected_query == best
+
+
+# --- 9: a ticked row is a drawn box ----------------------------------------------------------------
+def _ticked(panel):
+    m = panel.model
+    return [r for r in range(m.rowCount())
+            if m.data(m.index(r, 0), Qt.ItemDataRole.CheckStateRole) == Qt.CheckState.Checked]
+
+
+def _drawn(canvas):
+    return [i for i, r in enumerate(canvas.rects) if r.isVisible()]
+
+
+def _tick(panel, query, on):
+    m = panel.model
+    m.setData(m.index(query, 0), Qt.CheckState.Checked if on else Qt.CheckState.Unchecked,
+              Qt.ItemDataRole.CheckStateRole)
+
+
+def test_a_row_is_ticked_exactly_when_its_box_is_drawn(qtbot, state, samples):
+    from explorer.canvas import ImageView
+    from explorer.query_panel import QueryPanel
+
+    panel, canvas = QueryPanel(state), _hosted(qtbot, ImageView(state))
+    qtbot.addWidget(panel)
+    (image, result), (new_image, new_result), _ = _carried_over(samples)
+    _show(state, image, result)
+    scores = result.scores.numpy()
+
+    def above(t):
+        return [q for q in range(len(scores)) if scores[q] >= t]
+
+    assert _ticked(panel) == _drawn(canvas) == above(0.5) and 0 < len(above(0.5)) < len(scores)
+    low = min(above(0.5), key=lambda q: scores[q])  # the weakest drawn query
+    panel.set_threshold(float(scores[low]) + 0.01)  # the threshold moves past it: its tick goes
+    assert low not in _ticked(panel) and _ticked(panel) == _drawn(canvas) == above(float(scores[low]) + 0.01)
+    below = int(np.argmin(scores))
+    _tick(panel, below, True)  # ticking a query below the threshold draws it, not dimmed
+    assert below in _drawn(canvas) and canvas.rects[below].pen().style() == Qt.PenStyle.SolidLine
+    strong = int(np.argmax(scores))
+    _tick(panel, strong, False)  # unticking one above hides it
+    assert strong not in _drawn(canvas)
+    assert _ticked(panel) == _drawn(canvas)
+    # the user's ticks stay while the threshold moves; the other rows follow it
+    panel.set_threshold(0.0)
+    assert strong not in _ticked(panel) and _ticked(panel) == _drawn(canvas) == [q for q in above(0.0) if q != strong]
+    panel.set_threshold(1.0)
+    assert _ticked(panel) == _drawn(canvas) == [below]
+    assert panel.summary.text().startswith("1 of 20")
+    panel.show_all_slots.setChecked(True)  # the no-object slots too, dimmed: ticked as they are drawn
+    assert _ticked(panel) == _drawn(canvas) == [q for q in range(len(scores)) if q != strong]
+    panel.show_all_slots.setChecked(False)
+    panel.set_threshold(0.5)
+    panel.btn_above.click()  # back to the threshold's ticks
+    assert _ticked(panel) == _drawn(canvas) == above(0.5)
+    _tick(panel, below, True)
+    _show(state, new_image, new_result)  # a new image: ticks by the threshold again
+    assert _ticked(panel) == _drawn(canvas) == sorted(new_result.kept(0.5))
+    assert state.kept_queries() == new_result.kept(0.5)  # best first
+    panel.btn_none.click()
+    assert _ticked(panel) == _drawn(canvas) == []
+    panel.set_threshold(0.0)  # "None" holds whatever the threshold
+    assert _ticked(panel) == []
+    panel.btn_all.click()
+    panel.set_threshold(0.9)
+    assert _ticked(panel) == _drawn(canvas) == list(range(len(scores)))
+
+
+# --- the captions and the Model panel ------------------------------------------------------------------
+def _shows_whole(label) -> bool:
+    """The label is visible, inside its window, and as tall as its text needs at its width."""
+    window = label.window()
+    inside = window.rect().contains(QRect(label.mapTo(window, QPoint(0, 0)), label.size()))
+    return label.isVisible() and inside and label.height() >= label.heightForWidth(label.width())
+
+
+def test_the_model_panel_says_a_session_model_once(qtbot, bundled):
+    from explorer.model_info import architecture_text
+
+    model, ckpt = bundled
+    trained = LoadedModel(model, ckpt.class_names, "trained in this session")
+    assert architecture_text(trained).count("trained in this session") == 1
+    opened = LoadedModel(model, ckpt.class_names, ckpt.source, BUNDLED, ckpt)
+    assert "toy_shapes.pt" in architecture_text(opened) and f"({ckpt.source})" in architecture_text(opened)
