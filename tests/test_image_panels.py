@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QPoint, QRect, Qt
+from PySide6.QtCore import QPoint, QRect, QRectF, Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
 
 from detr_core.analysis.capture import run_inference
@@ -169,6 +170,46 @@ def test_a_row_is_ticked_exactly_when_its_box_is_drawn(qtbot, state, samples):
     panel.btn_all.click()
     panel.set_threshold(0.9)
     assert _ticked(panel) == _drawn(canvas) == list(range(len(scores)))
+
+
+# --- 10: labels stay inside the image and apart ------------------------------------------------------
+def _label_rects(canvas):
+    return [label.mapRectToScene(label.boundingRect()) for label in canvas.labels if label.isVisible()]
+
+
+def _overlap(a: QRectF, b: QRectF) -> float:
+    r = a.intersected(b)
+    return max(r.width(), 0) * max(r.height(), 0)
+
+
+@pytest.mark.parametrize("size", [(340, 340), (600, 420)], ids=["small", "large"])
+def test_box_labels_stay_inside_the_image_and_do_not_overlap(qtbot, size):
+    from explorer.canvas import ImageCanvas
+
+    canvas = _hosted(qtbot, ImageCanvas(), size)
+    canvas.set_image(np.full((128, 128, 3), 90, np.uint8))
+    boxes = np.array([[2, 0, 60, 30],  # at the top edge
+                      [4, 2, 62, 34],  # almost the same box
+                      [40, 1, 127, 20],  # at the top and the right edge
+                      [100, 60, 128, 128],  # narrow, at the right edge
+                      [0, 100, 30, 128],  # at the bottom-left corner
+                      [10, 50, 70, 90]], float)
+    texts = [f"{q}: rectangle 0.9{q}" for q in range(len(boxes))]
+    canvas.set_boxes(boxes, texts, [QColor("#e6194b")] * len(boxes))
+    canvas.style_boxes(np.ones(len(boxes), bool), np.zeros(len(boxes), bool), 0)
+    _settle()
+    image = canvas.image_item.mapRectToScene(canvas.image_item.boundingRect())
+    rects = _label_rects(canvas)
+    assert len(rects) == len(boxes)
+    for r in rects:
+        assert image.adjusted(-0.5, -0.5, 0.5, 0.5).contains(r), (r, image)
+    for i in range(len(rects)):
+        for j in range(i):
+            assert _overlap(rects[i], rects[j]) < 1, (i, j, rects[i], rects[j])
+    canvas.window().resize(size[0] + 200, size[1] + 100)  # a new scale: placed again
+    _settle()
+    image = canvas.image_item.mapRectToScene(canvas.image_item.boundingRect())
+    assert all(image.adjusted(-0.5, -0.5, 0.5, 0.5).contains(r) for r in _label_rects(canvas))
 
 
 # --- the captions and the Model panel ------------------------------------------------------------------
