@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fit import fit_in
 from PySide6.QtCore import QPoint, QRect, QRectF, Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
@@ -104,6 +105,28 @@ def test_a_new_images_result_selects_its_best_query_and_draws_its_box(qtbot, sta
     state.set_model(LoadedModel(model, ckpt.class_names, "trained in this session"))
     state.set_result(run_inference(model, new_image, ckpt.class_names, capture=True))
     assert state.selected_query == best
+
+
+def test_the_layer_view_follows_a_new_image_to_its_best_query(qtbot, state, samples):
+    from explorer.views.layers import LayerView
+
+    view = LayerView(state)
+    qtbot.addWidget(view)
+    view.resize(*ANALYSE[1])
+    view.show()
+    (image, result), (new_image, new_result), q = _carried_over(samples)
+    _show(state, image, result)
+    state.set_selected_query(q)
+    assert view.selected_query == q
+    _show(state, new_image, new_result)
+    best = int(new_result.scores.argmax())
+    assert view.selected_query == view.query_spin.value() == best
+    # the view's own inference (an image of its own) starts from that image's best query too
+    view.set_selected_query(q)
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        assert view.set_image(image)
+    assert view.selected_query == int(result.scores.argmax()) != q
+    view.shutdown()
 
 
 # --- 9: a ticked row is a drawn box ----------------------------------------------------------------
@@ -228,3 +251,31 @@ def test_the_model_panel_says_a_session_model_once(qtbot, bundled):
     assert architecture_text(trained).count("trained in this session") == 1
     opened = LoadedModel(model, ckpt.class_names, ckpt.source, BUNDLED, ckpt)
     assert "toy_shapes.pt" in architecture_text(opened) and f"({ckpt.source})" in architecture_text(opened)
+
+
+# --- fit: each panel at its workspace's sizes -------------------------------------------------------------
+def _fits(widget, sizes):
+    """Small: no sideways scrolling; laptop: none at all. The fits, for a message."""
+    (small, laptop) = sizes
+    fits = [fit_in(widget, *small), fit_in(widget, *laptop)]
+    return fits[0].sideways == 0 and fits[1].fits, fits
+
+
+def _cells_laid_out(grid):
+    """Every cell on screen, apart from the others, and not tiny."""
+    _settle()
+    rects = [cell.view.sceneBoundingRect() for cell in grid.cells]
+    for i, r in enumerate(rects):
+        assert min(r.width(), r.height()) >= 80 and grid.graphics.sceneRect().contains(r), r
+        assert all(_overlap(r, other) < 1 for other in rects[:i])
+
+
+def test_the_layer_view_fits_the_analyse_workspace(qtbot, state, samples):
+    from explorer.views.layers import LayerView
+
+    view = LayerView(state)
+    qtbot.addWidget(view)
+    _show(state, *samples[0])
+    ok, fits = _fits(view, ANALYSE)
+    assert ok, fits
+    view.shutdown()
