@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
 from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import load_model
 from detr_core.data.toy import ToyShapes
-from explorer.state import AppState, LoadedModel
+from explorer.state import MODE_ENCODER, AppState, LoadedModel
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_shapes.pt"
 pytestmark = pytest.mark.skipif(not BUNDLED.exists(), reason="checkpoints/toy_shapes.pt is missing")
@@ -243,6 +243,25 @@ def _shows_whole(label) -> bool:
     return label.isVisible() and inside and label.height() >= label.heightForWidth(label.width())
 
 
+@pytest.mark.parametrize("size", RIGHT_COLUMN["Attention"], ids=["small", "laptop"])
+def test_the_attention_caption_shows_whole(qtbot, state, samples, size):
+    from explorer.attention_panel import AttentionPanel
+
+    panel = AttentionPanel(state)
+    qtbot.addWidget(panel)
+    panel.resize(*size)
+    panel.show()
+    _show(state, *samples[0])
+    _settle()
+    assert (panel.width(), panel.height()) == size
+    assert panel.info.text().startswith(f"Query {state.selected_query} ")
+    assert _shows_whole(panel.info), (panel.info.geometry(), panel.info.heightForWidth(panel.info.width()))
+    state.set_encoder_point((40.0, 60.0))
+    _settle()
+    assert state.attention_mode == MODE_ENCODER and "encoder" in panel.info.text()
+    assert _shows_whole(panel.info)
+
+
 def test_the_model_panel_says_a_session_model_once(qtbot, bundled):
     from explorer.model_info import architecture_text
 
@@ -261,6 +280,22 @@ def _fits(widget, sizes):
     return fits[0].sideways == 0 and fits[1].fits, fits
 
 
+def test_the_right_column_panels_fit(qtbot, state, samples):
+    from explorer.attention_panel import AttentionPanel
+    from explorer.model_info import ModelInfoPanel
+    from explorer.query_panel import QueryPanel
+
+    panels = {"Queries": QueryPanel(state), "Attention": AttentionPanel(state), "Model": ModelInfoPanel(state)}
+    for panel in panels.values():
+        qtbot.addWidget(panel)
+    _show(state, *samples[3])  # five boxes
+    for name, panel in panels.items():
+        sizes = RIGHT_COLUMN.get(name, RIGHT_COLUMN["Attention"])  # the Model tab shares Attention's dock
+        ok, fits = _fits(panel, sizes)
+        assert ok, (name, fits)
+        assert fits[0].fits, (name, fits)  # these small panels need no scrolling at the small size either
+
+
 def _cells_laid_out(grid):
     """Every cell on screen, apart from the others, and not tiny."""
     _settle()
@@ -268,6 +303,26 @@ def _cells_laid_out(grid):
     for i, r in enumerate(rects):
         assert min(r.width(), r.height()) >= 80 and grid.graphics.sceneRect().contains(r), r
         assert all(_overlap(r, other) < 1 for other in rects[:i])
+
+
+def test_the_attention_grid_fits_and_reuses_its_cells(qtbot, state, samples):
+    from explorer.attention_grid import AttentionGrid
+
+    grid = AttentionGrid(state)
+    qtbot.addWidget(grid)
+    grid.resize(*EXPLORE_BOTTOM[1])
+    grid.show()
+    _settle()
+    _show(state, *samples[3])
+    assert [c.query for c in grid.cells] == samples[3][1].kept(0.5)
+    _cells_laid_out(grid)
+    views = [c.view for c in grid.cells]
+    _show(state, *samples[1])  # other queries, one fewer: the same plot items, updated
+    assert [c.query for c in grid.cells] == samples[1][1].kept(0.5)
+    assert [c.view for c in grid.cells] == views[:len(grid.cells)]
+    _cells_laid_out(grid)
+    ok, fits = _fits(grid, EXPLORE_BOTTOM)
+    assert ok, fits
 
 
 def test_the_layer_view_fits_the_analyse_workspace(qtbot, state, samples):
