@@ -148,7 +148,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
             rect.setZValue(10)
             self.view.addItem(rect)
             label = pg.TextItem(anchor=(0, 0))  # placed by its top-left corner (see place_labels)
-            label.setZValue(11)
+            label.setZValue(16)  # over every box (the selected one's thick edge too) and link line
             self.view.addItem(label)
             self.rects.append(rect)
             self.labels.append(label)
@@ -188,7 +188,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
                 pen.setStyle(Qt.PenStyle.DashLine)
             rect.setPen(pen)
             rect.setZValue(12 if i == selected else 10)
-            label.setZValue(13 if i == selected else 11)
+            label.setZValue(17 if i == selected else 16)
         self.place_labels()
 
     def place_labels(self, *_: object) -> None:

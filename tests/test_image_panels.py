@@ -229,6 +229,8 @@ def test_box_labels_stay_inside_the_image_and_do_not_overlap(qtbot, size):
     for i in range(len(rects)):
         for j in range(i):
             assert _overlap(rects[i], rects[j]) < 1, (i, j, rects[i], rects[j])
+    # over every box: the selected box's thick edge does not cross out another label
+    assert min(lab.zValue() for lab in canvas.labels) > max(r.zValue() for r in canvas.rects)
     canvas.window().resize(size[0] + 200, size[1] + 100)  # a new scale: placed again
     _settle()
     image = canvas.image_item.mapRectToScene(canvas.image_item.boundingRect())
