@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
-    QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QRadioButton,
@@ -54,28 +54,40 @@ class AttentionPanel(QWidget):
         self.colormap.addItems(COLORMAPS)
         self.colormap.setCurrentText(style.colormap)
         self.colormap.currentTextChanged.connect(lambda name: state.set_heatmap_style(colormap=name))
-        self.smooth = QCheckBox("Smooth (bilinear upsampling)")
+        self.smooth = QCheckBox("Smooth")
+        self.smooth.setToolTip("Bilinear upsampling of the attention grid (off: one flat square per cell)")
         self.smooth.setChecked(style.smooth)
         self.smooth.toggled.connect(lambda on: state.set_heatmap_style(smooth=on))
-        self.info = QLabel("")
+        self.opacity.setToolTip("Opacity of the heatmap over the image")
+        self.colormap.setToolTip("Colour map of the heatmap")
+        for combo in (self.layer, self.head, self.colormap):  # they share a row: may shrink, eliding
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
+        self.info = QLabel("")  # what the heatmap shows, in words: always whole (the panel fits a laptop's column)
         self.info.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Layer", self.layer)
-        form.addRow("Head", self.head)
-        row = QHBoxLayout()
-        row.addWidget(self.opacity)
-        form.addRow("Opacity", row)
-        form.addRow("Colour map", self.colormap)
+        # compact: the panel shares a laptop's right column with the query table
+        last = QHBoxLayout()  # the "?" beside the shortest choice: the longest keeps the width
+        last.addWidget(self.mode_none, 1)
+        last.addWidget(help_button("Attention"))
+        controls = QGridLayout()
+        controls.addWidget(QLabel("Layer"), 0, 0)
+        controls.addWidget(self.layer, 0, 1)
+        controls.addWidget(QLabel("Head"), 0, 2)
+        controls.addWidget(self.head, 0, 3)
+        controls.addWidget(QLabel("Opacity"), 1, 0)
+        controls.addWidget(self.opacity, 1, 1)
+        controls.addWidget(QLabel("Colours"), 1, 2)
+        controls.addWidget(self.colormap, 1, 3)
+        controls.setColumnStretch(1, 1)
+        controls.setColumnStretch(3, 1)
         layout = QVBoxLayout(self)
-        heading = QHBoxLayout()
-        heading.addWidget(QLabel("Heatmap on the image:"), 1)
-        heading.addWidget(help_button("Attention"))
-        layout.addLayout(heading)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
         layout.addWidget(self.mode_cross)
         layout.addWidget(self.mode_encoder)
-        layout.addWidget(self.mode_none)
-        layout.addLayout(form)
+        layout.addLayout(last)
+        layout.addLayout(controls)
         layout.addWidget(self.smooth)
         layout.addWidget(self.info)
         layout.addStretch(1)
@@ -102,8 +114,8 @@ class AttentionPanel(QWidget):
         s, r = self.state, self.state.result
         if r is not None:
             kind = "encoder" if s.attention_mode == MODE_ENCODER else "decoder"
-            self._fill(self.layer, [f"{kind} layer {i + 1}" for i in range(s.layer_count)], s.layer)
-            self._fill(self.head, ["mean over heads"] + [f"head {i + 1}" for i in range(r.num_heads)],
+            self._fill(self.layer, [f"{kind} {i + 1}" for i in range(s.layer_count)], s.layer)
+            self._fill(self.head, ["mean of all"] + [f"{i + 1}" for i in range(r.num_heads)],
                        0 if s.head is None else s.head + 1)
         self._update_info()
 

@@ -28,6 +28,42 @@ def attention_colorbar(label: str = "attention weight") -> pg.ColorBarItem:
     return bar
 
 
+def label_spot(box: np.ndarray, width: float, height: float, image_hw: tuple[int, int],
+               placed: list[QRectF], slide_past_box: bool = False, gap: float = 0.0) -> QRectF:
+    """Where a ``width`` x ``height`` label of ``box`` (x0, y0, x1, y1) goes, in image pixels:
+    the first free spot inside the image of: above the box's top edge, under it (inside the box),
+    under the bottom edge, above it; each also slid right past the labels in the way while it
+    stays over the box (or, ``slide_past_box``, in the image). Else the nearest free spot in the
+    column, else above the box anyway. Labels keep ``gap`` apart where there is room for it."""
+    h, w = image_hw
+    x0, y0, x1, y1 = (float(v) for v in box)
+
+    def inside(x: float, y: float) -> QRectF:
+        return QRectF(min(max(x, 0.0), max(w - width, 0.0)), min(max(y, 0.0), max(h - height, 0.0)), width, height)
+
+    def blocking(r: QRectF, gap: float = gap) -> list[QRectF]:
+        r = r.adjusted(-gap, -gap, gap, gap)
+        return [o for o in placed if (c := r.intersected(o)).width() > 1e-6 and c.height() > 1e-6]
+
+    candidates = [inside(x0, y0 - height), inside(x0, y0), inside(x0, y1), inside(x0, y1 - height)]
+    for spot in candidates:
+        while (ahead := blocking(spot)):
+            x = max(o.right() for o in ahead) + gap
+            if (not slide_past_box and x >= x1) or x + width > w:
+                break
+            spot = QRectF(x, spot.y(), width, height)
+        else:
+            return spot
+    first = candidates[0]
+    ys = np.arange(0.0, max(h - height, 0.0) + 1e-9, max(height / 4, 0.5))
+    for room in (gap, 0.0):
+        for y in sorted(ys, key=lambda y: abs(y - first.y())):
+            spot = QRectF(first.x(), float(y), width, height)
+            if not blocking(spot, room):
+                return spot
+    return first
+
+
 LIMIT_SPAN = 24  # how far the view may zoom out: this many times the image's longer side
 
 
@@ -63,6 +99,11 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.image_shape: tuple[int, int] = (0, 0)
         self._boxes = np.zeros((0, 4))
         self._shown = np.zeros(0, bool)
+        self._priority = np.zeros(0)  # which labels keep their natural place first (higher first)
+        self._selected: int | None = None
+        self.labels_in_a_row = False  # True: a label may slide past its box's right edge (boxes of one object)
+        # a label's size in image pixels depends on the zoom: placed again whenever it changes
+        self.view.sigTransformChanged.connect(self.place_labels)
         self.scene().sigMouseClicked.connect(self._on_click)
         self._fitted = False  # the image is fitted and the user has not zoomed or panned since
         self.view.sigRangeChangedManually.connect(self._on_manual_range)
@@ -97,15 +138,17 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         if getattr(self, "_fitted", False):  # (also called while the base class is built)
             self.fit()
 
-    def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor]) -> None:
-        """One rectangle and label per query; call :meth:`style_boxes` to show them."""
+    def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor],
+                  priority: np.ndarray | None = None) -> None:
+        """One rectangle and label per query; call :meth:`style_boxes` to show them. Labels are
+        placed by ``priority`` (higher first, after the selected one; default: in order)."""
         n = len(boxes_xyxy)
         while len(self.rects) < n:
             rect = QGraphicsRectItem()
             rect.setZValue(10)
             self.view.addItem(rect)
-            label = pg.TextItem(anchor=(0, 1))
-            label.setZValue(11)
+            label = pg.TextItem(anchor=(0, 0))  # placed by its top-left corner (see place_labels)
+            label.setZValue(16)  # over every box (the selected one's thick edge too) and link line
             self.view.addItem(label)
             self.rects.append(rect)
             self.labels.append(label)
@@ -120,11 +163,13 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
             label.fill = pg.mkBrush(colors[i].darker(160))
             label.setPos(x0, y0)
             rect.setData(0, colors[i])
-        self._boxes = np.asarray(boxes_xyxy, dtype=float)
+        self._boxes = np.asarray(boxes_xyxy, dtype=float).reshape(-1, 4)
+        self._priority = -np.arange(n, dtype=float) if priority is None else np.asarray(priority, dtype=float)
 
     def style_boxes(self, shown: np.ndarray, dimmed: np.ndarray, selected: int | None) -> None:
         """shown / dimmed: [Q] bool. Dimmed boxes are drawn dashed and faint."""
         self._shown = shown.copy()
+        self._selected = selected
         for i, (rect, label) in enumerate(zip(self.rects, self.labels)):
             if i >= len(shown):
                 break
@@ -143,6 +188,33 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
                 pen.setStyle(Qt.PenStyle.DashLine)
             rect.setPen(pen)
             rect.setZValue(12 if i == selected else 10)
+            label.setZValue(17 if i == selected else 16)
+        self.place_labels()
+
+    def place_labels(self, *_: object) -> None:
+        """Put each shown label at its box's top-left corner, above the box, or inside it when
+        above would leave the image, always inside the image and clear of the labels placed
+        before it (the selected query's first, then by priority): a label that would overlap
+        one moves along beside it, to the box's other edges, or up or down its column. A label's
+        size is fixed in screen pixels, so the layout follows the zoom."""
+        h, w = self.image_shape
+        order = [i for i in range(min(len(self.labels), len(self._boxes))) if self.labels[i].isVisible()]
+        if not (h and w and order):
+            return
+        try:
+            px, py = (abs(float(v)) for v in self.view.viewPixelSize())  # image pixels per screen pixel
+        except (ZeroDivisionError, np.linalg.LinAlgError):
+            return
+        if not (np.isfinite(px) and np.isfinite(py) and px > 0 and py > 0):
+            return
+        order.sort(key=lambda i: (i != self._selected, -self._priority[i] if i < len(self._priority) else 0))
+        placed: list[QRectF] = []
+        for i in order:
+            size = self.labels[i].textItem.boundingRect()
+            spot = label_spot(self._boxes[i], size.width() * px, size.height() * py, (h, w), placed,
+                              slide_past_box=self.labels_in_a_row, gap=2 * px)
+            self.labels[i].setPos(spot.x(), spot.y())
+            placed.append(spot)
 
     def set_heatmap(
         self, heat: np.ndarray | None, extent_hw: tuple[float, float] = (0, 0), colormap: str = "inferno",
@@ -257,7 +329,8 @@ class ImageView(ImageCanvas):
         if result is not None:
             labels = [result.class_names[int(i)] for i in result.labels]
             texts = [f"{q}: {labels[q]} {float(result.scores[q]):.2f}" for q in range(result.num_queries)]
-            self.set_boxes(result.boxes_xyxy.numpy(), texts, [query_color(q) for q in range(result.num_queries)])
+            self.set_boxes(result.boxes_xyxy.numpy(), texts, [query_color(q) for q in range(result.num_queries)],
+                           priority=result.scores.numpy())
         self.redraw()
 
     def _on_point_or_mode(self, *_: object) -> None:

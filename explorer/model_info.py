@@ -37,6 +37,29 @@ def knowledge_text(loaded: LoadedModel | None) -> str:
     return f"{classes} Training data: not recorded in the checkpoint."
 
 
+def knowledge_brief(loaded: LoadedModel | None) -> str:
+    """:func:`knowledge_text` in a line or two, for beside the query table: the classes (the
+    first few) and the training data in a word."""
+    if loaded is None:
+        return "No model."
+    names = loaded.class_names
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    classes = f"Knows {shown}" if len(names) <= 6 else f"Knows {len(names)} classes ({shown})"
+    tc = loaded.train_config
+    if (loaded.checkpoint is not None and loaded.checkpoint.source == "facebookresearch/detr"
+            and names == list(COCO_CLASS_NAMES)):
+        return f"{classes} · trained on COCO photos (official weights)"
+    if tc is not None and list(tc.data.classes) == names:
+        d = tc.data
+        step = loaded.trained.step if loaded.trained is not None else (
+            loaded.checkpoint.step if loaded.checkpoint is not None else 0)
+        return (f"{classes} · trained on toy shapes ({d.image_size}×{d.image_size}, {d.min_objects}–"
+                f"{d.max_objects} shapes{f', {step} steps' if step else ''})")
+    if loaded.source == "untrained model":
+        return f"{classes} · untrained: its boxes mean nothing yet"
+    return f"{classes} · training data not recorded"
+
+
 def trained_on_toy_shapes(loaded: LoadedModel | None) -> bool:
     if loaded is None:
         return False
@@ -116,10 +139,11 @@ def architecture_text(loaded: LoadedModel | None) -> str:
     if loaded is None:
         return "No model."
     cfg = loaded.model.config
-    name = loaded.path.name if loaded.path is not None else loaded.source
+    # a file and where it came from; a model without a file is named by where it came from, once
+    name = f"{loaded.path.name} ({loaded.source})" if loaded.path is not None else loaded.source
     backbone = cfg.backbone + (" (DC5)" if cfg.dilation else "")
     params = sum(p.numel() for p in loaded.model.parameters())
-    return (f"{name} ({loaded.source})\n{backbone} · d_model {cfg.d_model} · {heads_text(loaded)} · "
+    return (f"{name}\n{backbone} · d_model {cfg.d_model} · {heads_text(loaded)} · "
             f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers · {cfg.num_queries} queries · "
             f"{cfg.num_classes} classes · {params / 1e6:.1f} M parameters")
 
@@ -137,6 +161,9 @@ class ModelInfoPanel(QWidget):
         self.summary = QLabel("No model.")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.knowledge = QLabel("")  # the classes and training data, in full (the Queries panel has a line)
+        self.knowledge.setWordWrap(True)
+        self.knowledge.setStyleSheet("QLabel { color: #9aa0a6; }")
         self.heads = QSpinBox()
         self.heads.setRange(1, 64)
         self.heads.setToolTip("Attention heads: the weights have the same shapes for any head count that divides "
@@ -154,6 +181,7 @@ class ModelInfoPanel(QWidget):
         row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
+        layout.addWidget(self.knowledge)
         layout.addWidget(self.heads_hint)
         layout.addWidget(self.heads_row)
         layout.addStretch(1)
@@ -162,6 +190,7 @@ class ModelInfoPanel(QWidget):
 
     def show_model(self, loaded: LoadedModel | None) -> None:
         self.summary.setText(architecture_text(loaded))
+        self.knowledge.setText(knowledge_text(loaded) if loaded is not None else "")
         unknown = head_count_unknown(loaded)
         self.heads_row.setVisible(unknown)
         self.heads_hint.setVisible(unknown)

@@ -1,10 +1,12 @@
-"""The query table: every object query's prediction, a checkbox to show its box, a threshold.
-It shows the application state's result, ticks, threshold and selection, and changes them."""
+"""The query table: every object query's prediction, a tick that draws its box, a threshold.
+It shows the application state's result, ticks, threshold and selection, and changes them. A
+row is ticked exactly when its box is drawn: the threshold ticks the rows, the user's own ticks
+override it (see AppState's ticks)."""
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -23,8 +25,8 @@ from detr_core.analysis.capture import InferenceResult
 
 from .colors import query_color
 from .help import help_button
-from .model_info import knowledge_text
-from .state import AppState
+from .model_info import knowledge_brief, knowledge_text
+from .state import AppState, LoadedModel
 
 COLUMNS = ("query", "class", "score", "box x0,y0,x1,y1 px")
 
@@ -114,6 +116,15 @@ class QueryTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(0, 0), self.index(len(self.labels) - 1, len(COLUMNS) - 1))
 
 
+class _QueryTable(QTableView):
+    """The query table asks for little height: the panel's word-wrapped line makes a dock's
+    scroll area give the panel its preferred height, which would otherwise be a table's worth
+    of rows more than a laptop's right column has. It takes whatever room is left."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(super().sizeHint().width(), 120)
+
+
 class QueryPanel(QWidget):
     """The state's predictions, one row per query: tick a row to draw its box, select a row to
     select the query."""
@@ -123,7 +134,7 @@ class QueryPanel(QWidget):
         self.state = state
         self.model = QueryTableModel(self)  # Qt owns it with the panel (not the cyclic collector)
         self.model.threshold = state.threshold
-        self.table = QTableView()
+        self.table = _QueryTable()
         self.table.setModel(self.model)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -132,6 +143,7 @@ class QueryPanel(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)  # one line per query; a narrow column elides
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
         self.table.setMinimumHeight(90)
         self.table.selectionModel().currentRowChanged.connect(self._on_row)
         # a Ctrl+click that deselects the row: the selected query's row stays highlighted
@@ -146,7 +158,7 @@ class QueryPanel(QWidget):
         self.threshold_slider.valueChanged.connect(lambda v: state.set_threshold(v / 100))
 
         self.show_all_slots = QCheckBox('Show "no object" slots (dimmed)')
-        self.show_all_slots.setToolTip("Also draw the queries whose score is below the threshold")
+        self.show_all_slots.setToolTip("Also tick and draw (dimmed) the queries whose score is below the threshold")
         self.show_all_slots.setChecked(state.show_dimmed)
         self.show_all_slots.toggled.connect(state.set_show_dimmed)
 
@@ -155,7 +167,11 @@ class QueryPanel(QWidget):
         self.btn_above = QPushButton("Above threshold")
         self.btn_all.clicked.connect(lambda: state.set_visible_queries(np.ones(len(self.model.labels), bool)))
         self.btn_none.clicked.connect(lambda: state.set_visible_queries(np.zeros(len(self.model.labels), bool)))
-        self.btn_above.clicked.connect(lambda: state.set_visible_queries(self.model.scores >= state.threshold))
+        self.btn_all.setToolTip("Tick every query: its box is drawn whatever the threshold")
+        self.btn_none.setToolTip("Untick every query: no box is drawn whatever the threshold")
+        self.btn_above.setToolTip("Tick the queries at or above the threshold, and let the threshold tick them "
+                                  "again as it moves (a row you tick or untick keeps your choice until then)")
+        self.btn_above.clicked.connect(state.tick_by_threshold)
         self.model.checkToggled.connect(state.set_query_visible)
 
         self.summary = QLabel("")
@@ -168,21 +184,22 @@ class QueryPanel(QWidget):
         for b in (self.btn_all, self.btn_none, self.btn_above):
             buttons.addWidget(b)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
+        self.knowledge = QLabel("")  # above the results, always in sight (in full: its tooltip, the Model tab)
+        self.knowledge.setWordWrap(True)
+        self.knowledge.setStyleSheet("QLabel { color: #9aa0a6; }")
+        layout.addWidget(self.knowledge)
         layout.addLayout(row)
-        layout.addWidget(self.show_all_slots)
         layout.addLayout(buttons)
+        layout.addWidget(self.show_all_slots)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.summary)
-        self.knowledge = QLabel("")
-        layout.insertWidget(0, self.knowledge)  # above the results, always in sight
-        self.knowledge.setWordWrap(True)
-        self.knowledge.setToolTip("From the checkpoint: the classes this model can name and the data it learnt from")
-        self.knowledge.setStyleSheet("QLabel { color: #9aa0a6; }")
-        state.modelChanged.connect(lambda loaded: self.knowledge.setText("What the model knows: "
-                                                                         + knowledge_text(loaded)))
+        state.modelChanged.connect(self._on_model)
 
         state.resultChanged.connect(self._on_result)
         state.visibleQueriesChanged.connect(self.model.set_checked)
+        state.visibleQueriesChanged.connect(self._update_summary)
         state.thresholdChanged.connect(self._on_threshold)
         state.showDimmedChanged.connect(self._on_show_dimmed)
         state.selectedQueryChanged.connect(self.select)
@@ -203,6 +220,10 @@ class QueryPanel(QWidget):
         self.model.set_threshold(value)
         self._update_summary()
 
+    def _on_model(self, loaded: LoadedModel | None) -> None:
+        self.knowledge.setText(knowledge_brief(loaded))
+        self.knowledge.setToolTip("What the model knows, from the checkpoint: " + knowledge_text(loaded))
+
     def _on_show_dimmed(self, on: bool) -> None:
         self.show_all_slots.blockSignals(True)
         self.show_all_slots.setChecked(on)
@@ -221,10 +242,11 @@ class QueryPanel(QWidget):
         if current.isValid():
             self.state.set_selected_query(current.row())
 
-    def _update_summary(self) -> None:
+    def _update_summary(self, *_: object) -> None:
         n = len(self.model.labels)
-        kept = int((self.model.scores >= self.threshold).sum()) if n else 0
-        self.summary.setText(f"{kept} of {n} queries at or above {self.threshold:.2f}")
+        above = int((self.model.scores >= self.threshold).sum()) if n else 0
+        ticked = int(self.state.visible_queries.sum()) if n else 0
+        self.summary.setText(f"{ticked} of {n} drawn · {above} at or above {self.threshold:.2f}")
 
     def select(self, query: int | None) -> None:
         sel = self.table.selectionModel()

@@ -3,9 +3,10 @@
 Views read it and render; what a user does in a view becomes a call to one of its setters.
 Every field has its own changed-signal, emitted on the GUI thread and only when the value really
 changed, so a view that both sets a field and follows it never loops (ndv's model, napari's layer
-events). A setter may keep the state consistent (a new result clamps the selected query and the
-layer, selecting a query shows its cross-attention); it assigns every field first and then emits,
-so each signal's listeners see the whole new state.
+events). A setter may keep the state consistent (a new image's result selects its best query,
+moving the threshold ticks the queries it lets through, selecting a query shows its
+cross-attention); it assigns every field first and then emits, so each signal's listeners see the
+whole new state.
 
     state.modelChanged.connect(view.on_model)  # the view then reads state.model, state.data_source
     state.set_selected_query(3)
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .training_worker import TrainedModel
 
 MODE_NONE, MODE_CROSS, MODE_ENCODER = "none", "cross", "encoder"  # what the heatmap shows
+TICK_AUTO = -1  # a query's row that the threshold ticks (the user has not ticked or unticked it)
 # the state's one-value signals and their fields, in the order a new listener is told them
 REPLAYED = (
     ("modelChanged", "_model"), ("dataSourceChanged", "_data_source"), ("datasetChanged", "_dataset"),
@@ -164,7 +166,7 @@ class AppState(QObject):
     imageChanged = Signal(object)  # [H, W, 3] uint8 | None; image_name is set with it
     resultChanged = Signal(object)  # InferenceResult | None, of the current image
     selectedQueryChanged = Signal(object)  # int | None
-    visibleQueriesChanged = Signal(object)  # [Q] bool: the queries ticked in the table
+    visibleQueriesChanged = Signal(object)  # [Q] bool: the queries ticked in the table, whose boxes are drawn
     thresholdChanged = Signal(float)
     showDimmedChanged = Signal(bool)  # also draw the queries below the threshold, dimmed
     attentionModeChanged = Signal(str)  # MODE_CROSS, MODE_ENCODER or MODE_NONE
@@ -186,7 +188,12 @@ class AppState(QObject):
         self._result: InferenceResult | None = None
         self._result_is_preview = False
         self._selected_query: int | None = None
-        self._visible_queries = np.zeros(0, bool)
+        self._result_of: tuple[int, LoadedModel | None] | None = None  # (image id, model) of the last result
+        # the ticks: a query's box is drawn iff its row is ticked. A row follows the threshold (and
+        # "show the no-object slots") until the user ticks or unticks it; then it keeps the user's
+        # choice until "Above threshold" or a new image: TICK_AUTO, else 1 (ticked) or 0.
+        self._user_ticks = np.zeros(0, np.int8)
+        self._visible_queries = np.zeros(0, bool)  # the ticks, derived from the above
         self._threshold = 0.5
         self._show_dimmed = False
         self._attention_mode = MODE_CROSS
@@ -316,8 +323,10 @@ class AppState(QObject):
         return self._result_is_preview
 
     def set_result(self, result: InferenceResult | None, preview: bool = False) -> None:
-        """A new result of the current image. Keeps the ticks when the number of queries is
-        unchanged; keeps the selection when it still exists, else selects the best kept query."""
+        """A new result of the current image. The first result of a new image (or model) selects
+        its best-scoring query and lets the threshold tick every row: slot numbers of another
+        image are other objects. A result of the same image (a training preview) keeps the
+        selection and the user's ticks while the number of queries is unchanged."""
         if result is self._result:
             return
         self._result = result
@@ -325,12 +334,14 @@ class AppState(QObject):
         pending: list = [(self.resultChanged, result)]
         if result is not None:
             n = result.num_queries
-            if len(self._visible_queries) != n:
-                self._assign("_visible_queries", np.ones(n, bool), self.visibleQueriesChanged, pending)
-            if self._selected_query is None or self._selected_query >= n:
-                kept = result.kept(self._threshold)
-                self._assign("_selected_query", kept[0] if kept else int(result.scores.argmax()),
-                             self.selectedQueryChanged, pending)
+            new_image = (self._result_of is None or self._result_of[0] != self._image_id
+                         or self._result_of[1] is not self._model)
+            self._result_of = (self._image_id, self._model)
+            if new_image or len(self._user_ticks) != n:
+                self._user_ticks = np.full(n, TICK_AUTO, np.int8)
+            self._assign_ticks(pending)
+            if new_image or self._selected_query is None or self._selected_query >= n:
+                self._assign("_selected_query", int(result.scores.argmax()), self.selectedQueryChanged, pending)
             self._clamp_layer_and_head(pending)
         self._emit(pending)
 
@@ -352,50 +363,89 @@ class AppState(QObject):
 
     @property
     def visible_queries(self) -> np.ndarray:
-        """[Q] bool: the queries ticked to be drawn (a copy)."""
+        """[Q] bool: the ticked queries, whose boxes are drawn (a copy)."""
         return self._visible_queries.copy()
 
+    @property
+    def user_ticks(self) -> np.ndarray:
+        """[Q] int8: the user's own tick of each query (1 or 0), or TICK_AUTO (a copy)."""
+        return self._user_ticks.copy()
+
     def set_visible_queries(self, mask: np.ndarray) -> None:
-        self._set("_visible_queries", np.asarray(mask, dtype=bool).copy(), self.visibleQueriesChanged)
+        """Tick exactly ``mask`` ([Q] bool, e.g. All or None): the threshold no longer moves them."""
+        mask = np.asarray(mask, dtype=bool)
+        if self._result is not None and len(mask) != self._result.num_queries:
+            return
+        self._set_user_ticks(mask.astype(np.int8))
 
     def set_query_visible(self, query: int, visible: bool) -> None:
-        mask = self.visible_queries
-        if 0 <= query < len(mask):
-            mask[query] = visible
-            self.set_visible_queries(mask)
+        """Tick or untick one query: its box is drawn (or not) whatever its score."""
+        ticks = self.user_ticks
+        if 0 <= query < len(ticks):
+            ticks[query] = int(bool(visible))
+            self._set_user_ticks(ticks)
+
+    def tick_by_threshold(self) -> None:
+        """Forget the user's ticks: the queries at or above the threshold are ticked."""
+        self._set_user_ticks(np.full(len(self._user_ticks), TICK_AUTO, np.int8))
+
+    def _set_user_ticks(self, ticks: np.ndarray) -> None:
+        self._user_ticks = ticks
+        pending: list = []
+        self._assign_ticks(pending)
+        self._emit(pending)
+
+    def _assign_ticks(self, pending: list) -> None:
+        """The ticks from the user's, the threshold and "show the no-object slots"."""
+        if self._result is None or len(self._user_ticks) != self._result.num_queries:
+            ticks = self._user_ticks == 1
+        else:
+            auto = self._above_threshold() | self._show_dimmed
+            ticks = np.where(self._user_ticks == TICK_AUTO, auto, self._user_ticks == 1)
+        self._assign("_visible_queries", ticks, self.visibleQueriesChanged, pending)
+
+    def _above_threshold(self) -> np.ndarray:
+        return self._result.scores.numpy() >= self._threshold if self._result is not None else np.zeros(0, bool)
 
     @property
     def threshold(self) -> float:
         return self._threshold
 
     def set_threshold(self, threshold: float) -> None:
-        self._set("_threshold", float(threshold), self.thresholdChanged)
+        """Rows the user has not ticked or unticked follow the threshold."""
+        pending: list = []
+        self._assign("_threshold", float(threshold), self.thresholdChanged, pending)
+        self._assign_ticks(pending)
+        self._emit(pending)
 
     @property
     def show_dimmed(self) -> bool:
         return self._show_dimmed
 
     def set_show_dimmed(self, on: bool) -> None:
-        self._set("_show_dimmed", bool(on), self.showDimmedChanged)
+        """Also tick (and draw, dimmed) the queries below the threshold the user has not unticked."""
+        pending: list = []
+        self._assign("_show_dimmed", bool(on), self.showDimmedChanged, pending)
+        self._assign_ticks(pending)
+        self._emit(pending)
 
     def shown_and_dimmed(self) -> tuple[np.ndarray, np.ndarray]:
-        """[Q] bool each: which boxes to draw, and which of those faintly."""
+        """[Q] bool each: which boxes to draw (the ticked ones), and which of those faintly: the
+        ones below the threshold that only "show the no-object slots" ticked."""
         if self._result is None:
             return np.zeros(0, bool), np.zeros(0, bool)
-        above = self._result.scores.numpy() >= self._threshold
-        checked = self._visible_queries
-        if len(checked) != len(above):
-            checked = np.ones(len(above), bool)
-        if self._show_dimmed:
-            return checked.copy(), checked & ~above
-        return checked & above, np.zeros_like(above)
+        shown = self._visible_queries.copy()
+        return shown, shown & ~self._above_threshold() & (self._user_ticks != 1)
 
     def kept_queries(self) -> list[int]:
-        """The ticked queries at or above the threshold."""
+        """The queries drawn in full (ticked, and above the threshold or ticked by the user), best
+        first."""
         if self._result is None:
             return []
-        ticked = self._visible_queries
-        return [q for q in self._result.kept(self._threshold) if q < len(ticked) and ticked[q]]
+        shown, dimmed = self.shown_and_dimmed()
+        kept = np.flatnonzero(shown & ~dimmed).tolist()
+        scores = self._result.scores
+        return sorted(kept, key=lambda q: -float(scores[q]))
 
     # --- what the heatmap shows ----------------------------------------------------------------
     @property

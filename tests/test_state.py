@@ -104,7 +104,7 @@ def test_a_result_keeps_or_fixes_the_selection_ticks_and_layer(qtbot, model, ima
     names = [n for n, _ in seen]
     assert names[0] == "resultChanged"  # then what the result made consistent
     assert {"visibleQueriesChanged", "selectedQueryChanged", "layerChanged"} <= set(names)
-    assert state.visible_queries.tolist() == [True] * SMALL.num_queries
+    assert state.visible_queries.tolist() == (result.scores.numpy() >= state.threshold).tolist()  # ticked: drawn
     assert state.layer == result.num_layers - 1  # the last layer by default
     assert state.selected_query == int(result.scores.argmax())  # nothing above 0.5 yet
     state.set_selected_query(5)

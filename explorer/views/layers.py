@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -124,45 +125,48 @@ class LayerView(AnalysisView):
         self.iou_spin.setValue(0.7)
         self.iou_spin.setToolTip("NMS IoU threshold (class-wise, torchvision.ops.batched_nms)")
         self.run_button = QPushButton("Compute AP by layer")
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Query"))
-        row.addWidget(self.query_spin)
-        row.addStretch(1)
-        row.addWidget(self.source)
-        row.addWidget(QLabel("Images"))
-        row.addWidget(self.images_spin)
-        row.addWidget(QLabel("NMS IoU"))
-        row.addWidget(self.iou_spin)
-        row.addWidget(self.run_button)
-        self.body.addLayout(row)
 
-        # --- the query's box at every layer
+        # --- the query's box at every layer (left), AP per layer (right), the query's table below:
+        # each side has its own controls, so the view fits beside the image (600 px wide)
         self.canvas = ImageCanvas()
-        self.canvas.setMinimumSize(220, 220)
+        self.canvas.setMinimumSize(200, 180)
+        self.canvas.labels_in_a_row = True  # the boxes of one query: its labels side by side
         self.legend = QLabel(" ")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["layer", "class", "score", "box xyxy (px)", "IoU with last",
-                                              "moved (px)"])
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.legend.setWordWrap(True)
+        query_row = QHBoxLayout()
+        query_row.addWidget(QLabel("Query"))
+        query_row.addWidget(self.query_spin)
+        query_row.addStretch(1)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
-        left_layout.addWidget(self.canvas, 3)
+        left_layout.addLayout(query_row)
+        left_layout.addWidget(self.canvas, 1)
         left_layout.addWidget(self.legend)
-        left_layout.addWidget(self.table, 1)
 
         # --- AP per layer, with and without NMS
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(12)  # a long dataset name is elided (its tooltip says it)
+        ap_controls = QGridLayout()
+        ap_controls.addWidget(QLabel("Data"), 0, 0)
+        ap_controls.addWidget(self.source, 0, 1, 1, 3)
+        ap_controls.addWidget(QLabel("Images"), 1, 0)
+        ap_controls.addWidget(self.images_spin, 1, 1)
+        ap_controls.addWidget(QLabel("NMS IoU"), 1, 2)
+        ap_controls.addWidget(self.iou_spin, 1, 3)
+        ap_controls.addWidget(self.run_button, 2, 0, 1, 4)
+        ap_controls.setColumnStretch(1, 1)
+        ap_controls.setColumnStretch(3, 1)
         self.ap_plot = pg.PlotWidget(background="#202124")
         self.ap_plot.setMenuEnabled(False)
-        self.ap_plot.setTitle("AP of each decoder layer's predictions")
+        self.ap_plot.setTitle("AP by decoder layer")
         self.ap_plot.setLabel("bottom", "decoder layer")
         self.ap_plot.setLabel("left", "AP (0 to 1)")
         self.ap_plot.getAxis("left").enableAutoSIPrefix(False)
         self.ap_plot.setYRange(0, 1, padding=0.05)
-        self.ap_plot.addLegend(offset=(10, 10))
+        self.ap_plot.setMinimumSize(200, 160)
+        self.ap_plot.addLegend(offset=(-4, -4), colCount=2)  # bottom right: AP rises to the top
         blue, orange = "#4f8fe6", "#f58231"
         self.curves = {
             "AP": self.ap_plot.plot([], [], name="AP", pen=pg.mkPen(blue, width=2), symbol="o",
@@ -181,14 +185,30 @@ class LayerView(AnalysisView):
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addLayout(ap_controls)
         right_layout.addWidget(self.ap_plot, 1)
         right_layout.addWidget(self.ap_summary)
+
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["layer", "class", "score", "box x0, y0, x1, y1 (px)", "IoU with last",
+                                              "moved (px)"])
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumHeight(90)
 
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(left)
         self.splitter.addWidget(right)
         self.splitter.setSizes([500, 500])
-        self.body.addWidget(self.splitter, 1)
+        self.splitter.setChildrenCollapsible(False)
+        self.rows_splitter = QSplitter(Qt.Orientation.Vertical)  # the pictures above, the table below
+        self.rows_splitter.addWidget(self.splitter)
+        self.rows_splitter.addWidget(self.table)
+        self.rows_splitter.setStretchFactor(0, 3)
+        self.rows_splitter.setStretchFactor(1, 1)
+        self.rows_splitter.setChildrenCollapsible(False)
+        self.body.addWidget(self.rows_splitter, 1)
 
         self.query_spin.valueChanged.connect(self._on_query_spin)
         self._update_sources()
@@ -253,27 +273,30 @@ class LayerView(AnalysisView):
         if self.state.result_is_preview:
             return  # of the training weights, not of the model whose AP this view measures
         if result is not None and self.state.image is not None:
-            if self.state.selected_query is not None:
-                self.selected_query = self.state.selected_query
-            self.set_result(result, self.state.image)
+            self.set_result(result, self.state.image, self.state.selected_query)
 
     def _on_selected_query(self, query: int | None) -> None:
         if query is not None:
             self.set_selected_query(query)
 
-    def set_result(self, result: InferenceResult, image: np.ndarray) -> None:
-        """An inference result (with every layer's boxes) and the [H, W, 3] uint8 image it is of."""
+    def set_result(self, result: InferenceResult, image: np.ndarray, query: int | None = None) -> None:
+        """An inference result (with every layer's boxes) and the [H, W, 3] uint8 image it is of;
+        ``query`` is followed (default: the one followed so far on the same image, else the best
+        scoring: a slot number of another image is another object)."""
+        new_image = image is not self.image
         self.result = result
         self.image = image
+        if query is None and (new_image or self.selected_query >= result.num_queries):
+            query = int(result.scores.argmax())
+        if query is not None:
+            self.selected_query = int(query)
         self.query_spin.blockSignals(True)
         self.query_spin.setRange(0, max(result.num_queries - 1, 0))
-        self.query_spin.blockSignals(False)
-        if self.selected_query >= result.num_queries:
-            self.selected_query = 0
-        self.query_spin.blockSignals(True)
         self.query_spin.setValue(self.selected_query)
         self.query_spin.blockSignals(False)
-        self.canvas.set_image(image)
+        if new_image:
+            self.canvas.set_image(image)
+            self.canvas.set_heatmap(None)  # boxes only: no colour bar
         self._draw_query()
 
     def set_image(self, image: np.ndarray) -> bool:
@@ -324,14 +347,10 @@ class LayerView(AnalysisView):
         layers = r.num_layers
         colors = layer_colors(layers)
         texts = [f"L{i + 1}" for i in range(layers)]
-        self.canvas.set_boxes(boxes, texts, colors)
+        # the last layer's label first; converged boxes put the others in a row beside it
+        self.canvas.set_boxes(boxes, texts, colors, priority=np.arange(layers))
         shown = np.ones(layers, dtype=bool)
         self.canvas.style_boxes(shown, np.zeros(layers, dtype=bool), layers - 1)
-        # the labels in one row above all the boxes: readable even once the boxes converge
-        x0, y0 = float(boxes[:, 0].min()), float(boxes[:, 1].min())
-        for i, label in enumerate(self.canvas.labels[:layers]):
-            label.setPos(x0, y0)
-            label.setAnchor((-1.1 * i, 1))
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [L, 2] (x, y) pixels
         self.canvas.set_links([((float(a[0]), float(a[1])), (float(b[0]), float(b[1])), colors[i + 1])
                                for i, (a, b) in enumerate(itertools.pairwise(centres))])
@@ -345,7 +364,7 @@ class LayerView(AnalysisView):
         self.table.setRowCount(layers)
         for i in range(layers):
             cells = [f"L{i + 1}", r.class_names[int(labels[i])] if int(labels[i]) < len(r.class_names) else "?",
-                     f"{float(scores[i]):.3f}", ", ".join(f"{v:.1f}" for v in boxes[i]), f"{iou_last[i]:.3f}",
+                     f"{float(scores[i]):.3f}", ", ".join(f"{v:.0f}" for v in boxes[i]), f"{iou_last[i]:.3f}",
                      "" if i == 0 else f"{moved[i]:.1f}"]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -355,6 +374,10 @@ class LayerView(AnalysisView):
                     item.setBackground(tint)
                 self.table.setItem(i, col, item)
         self.table.resizeColumnsToContents()
+        # every layer's row in sight (up to 6): the pictures above give way
+        shown = min(layers, 6)
+        self.table.setMinimumHeight(self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
+                                    + sum(self.table.rowHeight(i) for i in range(shown)))
 
     def query_rows(self) -> list[dict[str, Any]]:
         """The selected query's prediction at every layer, as flat rows."""
