@@ -45,23 +45,25 @@ FIRST_LAUNCH_HINT = ("Start here: click a box or a row of the query table to see
 # what each view shows, in a few sentences (keys: the dock titles)
 VIEW_HELP: dict[str, str] = {
     "Image": (
-        "The image with every object query's predicted box. Boxes below the confidence threshold are "
-        "hidden (or drawn dashed with 'Show \"no object\" slots'). The selected query is drawn thick, and "
+        "The image with the predicted boxes of the ticked queries (the query table's ticks; the threshold "
+        "ticks the queries at or above it; 'Show \"no object\" slots' adds the rest, dimmed). The selected query is drawn thick, and "
         "the heatmap over the image is its decoder cross-attention: where it reads the image features "
         "(the colour bar gives the attention weight of one feature-grid cell). In encoder mode, click a "
         "point to see where that cell's encoder self-attention goes. Wheel: zoom around the cursor; "
         "double-click or Ctrl+0: fit the image."),
     "Queries": (
         "One row per object query: its most likely class, its score and its box in image pixels. DETR "
-        "always predicts one box per query; most queries predict 'no object' with a low score. Tick a "
-        "row to draw its box; select a row to select the query. The threshold hides the boxes below it. "
-        "'What the model knows' lists the classes and the data the model was trained on."),
+        "always predicts one box per query; most queries predict 'no object' with a low score. A row is "
+        "ticked exactly when its box is drawn: the threshold ticks the rows at or above it; a row you tick or "
+        "untick keeps your choice while the threshold moves, until Above threshold or a new image. Select a "
+        "row to select the query. The line above the table is what the model knows (in full: its tooltip "
+        "and the Model tab)."),
     "Attention": (
         "What the heatmap on the image shows: the selected query's decoder cross-attention, or the "
         "encoder self-attention of a clicked point, in one layer and one head (or the mean over heads). "
         "Opacity and colour map change only the drawing."),
     "Attention grid": (
-        "The cross-attention of every query above the threshold side by side, in the chosen decoder "
+        "The cross-attention of every query drawn (ticked) side by side, in the chosen decoder "
         "layer and head, on one colour scale (the bar on the right, attention weight per feature-grid "
         "cell). Click a cell to select its query."),
     "Training": (
