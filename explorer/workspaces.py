@@ -79,8 +79,8 @@ WORKSPACES: tuple[Workspace, ...] = (
         Group(("specialization", "matching", "layers", "counting"), Area.RightDockWidgetArea, 0.58),
     ), "How the queries specialise, how matching assigns them, layer by layer, counting"),
     Workspace("data", "Data", False, (
-        Group(("datasets",), Area.LeftDockWidgetArea, 0.58),
-        Group(("doctor",), Area.RightDockWidgetArea, 0.42),
+        Group(("datasets",), Area.LeftDockWidgetArea, 0.56),
+        Group(("doctor",), Area.RightDockWidgetArea, 0.44, least=420),
     ), "Browse a dataset and check it for what makes DETR learn nothing"),
     Workspace("lesson", "Lesson", False, (
         Group(("lesson",), Area.BottomDockWidgetArea, 1.0),
@@ -188,6 +188,7 @@ class Workspaces(QObject):
                 w.tabifyDockWidget(first, self.docks[key])
                 self.docks[key].show()
             first.raise_()
+        w.layout().activate()  # the docks' and the image's sizes in this arrangement, for size_docks
         self.size_docks(workspace)
         QTimer.singleShot(0, lambda: self.current == workspace.key and self.size_docks(workspace))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from PySide6.QtCore import QPoint, QRect
 from PySide6.QtWidgets import QApplication, QFrame, QScrollArea, QWidget
 
 
@@ -43,3 +44,50 @@ def fit_in(widget: QWidget, width: int, height: int) -> Fit:
 def scroll_needed(area: QScrollArea) -> tuple[int, int]:
     """(sideways, down) pixels a shown scroll area would scroll."""
     return area.horizontalScrollBar().maximum(), area.verticalScrollBar().maximum()
+
+
+# --- the window's workspaces ----------------------------------------------------------------------
+def rect_in_window(window, widget) -> QRect:
+    return QRect(widget.mapTo(window, QPoint(0, 0)), widget.size())
+
+
+def survey(window, settle) -> list[dict]:
+    """Every workspace, every one of its docks brought to the front: how it fits."""
+    rows = []
+    from explorer.workspaces import WORKSPACES
+
+    for workspace in WORKSPACES:
+        window.workspaces.show(workspace.key)
+        window.workspaces.reset()
+        settle()
+        image = window.canvas.height() / window.height() if window.canvas.isVisible() else None
+        for key in workspace.docks:
+            dock = window.docks[key]
+            dock.raise_()
+            settle()
+            area = dock.widget()
+            sideways = down = 0
+            if isinstance(area, QScrollArea):
+                sideways, down = area.horizontalScrollBar().maximum(), area.verticalScrollBar().maximum()
+            rect = rect_in_window(window, dock)
+            rows.append({"workspace": workspace.key, "dock": key, "sideways": sideways, "down": down,
+                         "inside": window.rect().contains(rect) and not dock.visibleRegion().isEmpty(),
+                         "image": image, "size": [rect.width(), rect.height()]})
+    return rows
+
+
+def problems(rows: list[dict], strict_height: bool) -> list[str]:
+    from explorer.workspaces import IMAGE_SHARE
+
+    found = []
+    for r in rows:
+        where = f"{r['workspace']}/{r['dock']} {r['size']}"
+        if r["sideways"]:
+            found.append(f"{where} scrolls sideways by {r['sideways']} px")
+        if strict_height and r["down"]:
+            found.append(f"{where} scrolls down by {r['down']} px")
+        if not r["inside"]:
+            found.append(f"{where} is not on the window")
+        if r["image"] is not None and r["image"] < IMAGE_SHARE:
+            found.append(f"{r['workspace']}: the image has {r['image']:.0%} of the height")
+    return sorted(set(found))
