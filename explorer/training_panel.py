@@ -4,8 +4,11 @@ live loss and AP plots, a progress bar. Training runs in a child process, read b
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -218,6 +221,119 @@ def _dspin(lo: float, hi: float, value: float, decimals: int, step: float) -> QD
     return s
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+Values = Mapping[str, Any]  # config field (as in SETTINGS) -> the value the panel's widgets give it
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A config field the panel edits with one of its widgets, and the conversions both ways.
+
+    ``field`` is the name :func:`~detr_core.presets.apply_overrides` knows (``loss.`` for the loss
+    config's); ``widget`` the panel's attribute (a spin box, a check box or a combo box).
+    ``to_widget`` turns the config's value into the widget's (None: a preset does not set it, the
+    panel keeps its own value); ``from_widget`` the widget's into the config's. ``when``: the
+    field is only on when the other fields allow it (else its off value, 0 or False).
+    ``optimisation``: fine-tuning takes it from the fine-tuning recipe instead of the preset."""
+
+    field: str
+    widget: str
+    to_widget: Callable[[Any], Any] | None = _same
+    from_widget: Callable[[Any], Any] = _same
+    when: Callable[[Values], bool] | None = None
+    optimisation: bool = False
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A config field the panel sets from its other fields (``value(fields, preset's model)``),
+    with no widget of its own."""
+
+    field: str
+    value: Callable[[Values, DETRConfig], Any]
+
+
+def _anchors(v: Values) -> bool:
+    return v["query_type"] == "anchor"
+
+
+# Every field the panel edits, in one place: loading a preset shows each field's value in its
+# widget, and configs() reads the widgets back through the same rows.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("num_queries", "queries"),
+    Setting("num_encoder_layers", "enc_layers"),
+    Setting("num_decoder_layers", "dec_layers"),
+    Setting("d_model", "d_model", str, int),
+    Setting("lr", "lr", optimisation=True),
+    Setting("lr_backbone", "lr_backbone", optimisation=True),
+    Setting("batch_size", "batch", optimisation=True),
+    Setting("loss.no_object_weight", "no_object", optimisation=True),
+    Setting("decoder_self_attention", "self_attention"),
+    Setting("aux_loss", "aux_loss"),
+    Setting("seed", "seed"),
+    # the panel trains for a time (minutes); a preset without one gets two minutes
+    Setting("max_seconds", "minutes", lambda s: (s or 120) / 60, lambda m: m * 60),
+    # the panel's own: it evaluates every 200 steps unless told otherwise (the presets never do)
+    Setting("eval_every", "eval_every", None),
+    Setting("query_type", "anchor", lambda t: t == "anchor", lambda on: "anchor" if on else "learned"),
+    Setting("dn_groups", "dn_groups", when=_anchors),  # denoising needs anchor queries
+    Setting("num_query_groups", "query_groups"),
+    Setting("classifier", "focal", lambda c: c == "focal", lambda on: "focal" if on else "softmax"),
+    Setting("dense_aux", "dense"),
+    # query selection needs anchor queries (whose boxes it picks) and the dense head (that scores them)
+    Setting("query_select", "query_select", when=lambda v: _anchors(v) and v["dense_aux"]),
+    Setting("bf16", "bf16"),
+)
+DERIVED: tuple[Derived, ...] = (
+    Derived("dim_feedforward", lambda v, model: 4 * v["d_model"]),
+    # the preset's heads when they divide d_model, else 4 (which divides every d_model offered)
+    Derived("nheads", lambda v, model: model.nheads if v["d_model"] % model.nheads == 0 else 4),
+    Derived("steps", lambda v, model: 0),  # a run of the panel ends after its minutes, not a step count
+)
+
+
+def config_value(model: DETRConfig, train: TrainConfig, name: str) -> Any:
+    """The value of the setting ``name`` (as :func:`~detr_core.presets.apply_overrides` names it)
+    in these configs. Raises LookupError for a name they do not have."""
+    sections = {"model": model, "train": train, "loss": train.loss, "data": train.data, "dataset": train.dataset}
+    if "." in name:
+        section, key = name.split(".", 1)
+        owners = [section] if section in sections else []
+    else:
+        key = name
+        owners = [s for s, config in sections.items() if s != "train" or key not in ("loss", "data", "dataset")]
+    found = [s for s in owners if key in {f.name for f in dataclasses.fields(sections[s])}]
+    if len(found) != 1:
+        raise LookupError(f"no setting {name!r} in the configs" if not found else f"ambiguous setting {name!r}")
+    return getattr(sections[found[0]], key)
+
+
+def widget_value(widget: QWidget) -> Any:
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        return widget.value()
+    raise TypeError(f"a setting cannot be read from a {type(widget).__name__}")
+
+
+def set_widget_value(widget: QWidget, value: Any) -> None:
+    if isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
+    elif isinstance(widget, QComboBox):
+        if widget.findText(str(value)) < 0:
+            raise ValueError(f"{value!r} is not one of the choices {[widget.itemText(i) for i in range(widget.count())]}")
+        widget.setCurrentText(str(value))
+    elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        widget.setValue(value)
+    else:
+        raise TypeError(f"a setting cannot be shown in a {type(widget).__name__}")
+
+
 class TrainingPanel(QWidget):
     """Emits ``trained`` when a run ends (with the model), ``preview`` with live results,
     ``running`` when training starts or stops, ``failed`` with a readable message."""
@@ -365,39 +481,55 @@ class TrainingPanel(QWidget):
         layout.addWidget(self.error_label)
         layout.addWidget(split, 1)
 
+        self._check_settings()
         self.preset.currentTextChanged.connect(self.load_preset)
         self.load_preset("fast")
         self._update_buttons()
 
     # --- settings --------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        """Every row of SETTINGS names a widget of this panel and a field of the configs: a row
+        that does not fails here, when the panel is made, not when a run starts."""
+        model, train = preset("fast")
+        for row in SETTINGS:
+            widget = getattr(self, row.widget, None)
+            if not isinstance(widget, (QCheckBox, QComboBox, QSpinBox, QDoubleSpinBox)):
+                raise LookupError(f"setting {row.field!r}: the training panel has no widget {row.widget!r} "
+                                  f"(a spin box, check box or combo box)")
+            config_value(model, train, row.field)
+        for derived in DERIVED:
+            config_value(model, train, derived.field)
+
+    def _widget(self, row: Setting) -> QWidget:
+        return getattr(self, row.widget)
+
     def load_preset(self, name: str) -> None:
+        """Show the preset ``name`` in the widgets (the optimisation fields: the fine-tuning
+        recipe's when fine-tuning)."""
         model, train = preset(name)
-        self.queries.setValue(model.num_queries)
-        self.enc_layers.setValue(model.num_encoder_layers)
-        self.dec_layers.setValue(model.num_decoder_layers)
-        self.d_model.setCurrentText(str(model.d_model))
+        for row in SETTINGS:
+            if row.to_widget is not None and not row.optimisation:
+                set_widget_value(self._widget(row), row.to_widget(config_value(model, train, row.field)))
         self._load_optimisation(finetune_train_config() if self.fine_tuning else train)
-        self.self_attention.setChecked(model.decoder_self_attention)
-        self.aux_loss.setChecked(model.aux_loss)
-        self.seed.setValue(train.seed)
-        self.minutes.setValue((train.max_seconds or 120) / 60)
-        self.anchor.setChecked(model.query_type == "anchor")
-        self.dn_groups.setValue(model.dn_groups)
-        self.query_groups.setValue(model.num_query_groups)
-        self.focal.setChecked(model.classifier == "focal")
-        self.dense.setChecked(model.dense_aux)
-        self.query_select.setChecked(model.query_select)
-        self.bf16.setChecked(train.bf16)
         self.precision_label.setText(precision_note(train.bf16))
 
     def _load_optimisation(self, train: TrainConfig) -> None:
         """The learning rates, batch size and no-object weight of ``train`` (the preset's, or when
         fine-tuning the reference's fine-tuning recipe, as ``main.py train --init`` uses)."""
         self._optimisation_for_fine_tuning = self.fine_tuning
-        self.lr.setValue(train.lr)
-        self.lr_backbone.setValue(train.lr_backbone)
-        self.batch.setValue(train.batch_size)
-        self.no_object.setValue(train.loss.no_object_weight)
+        model = DETRConfig()  # (the optimisation fields are all the train config's)
+        for row in SETTINGS:
+            if row.optimisation and row.to_widget is not None:
+                set_widget_value(self._widget(row), row.to_widget(config_value(model, train, row.field)))
+
+    def setting_values(self) -> dict[str, Any]:
+        """The fields of SETTINGS as the widgets give them (a field whose ``when`` does not
+        hold is off)."""
+        values = {row.field: row.from_widget(widget_value(self._widget(row))) for row in SETTINGS}
+        for row in SETTINGS:
+            if row.when is not None and not row.when(values):
+                values[row.field] = type(values[row.field])()  # 0, False
+        return values
 
     def configs(self) -> tuple[DETRConfig, TrainConfig]:
         """The preset with this panel's settings applied (raises ValueError on a bad combination);
@@ -405,24 +537,8 @@ class TrainingPanel(QWidget):
         model, train = preset(self.preset.currentText())
         if self.fine_tuning:
             train = finetune_train_config()
-        d = int(self.d_model.currentText())
-        heads = model.nheads if d % model.nheads == 0 else 4
-        overrides = {
-            "num_queries": self.queries.value(), "num_encoder_layers": self.enc_layers.value(),
-            "num_decoder_layers": self.dec_layers.value(), "d_model": d, "nheads": heads,
-            "dim_feedforward": 4 * d, "lr": self.lr.value(), "lr_backbone": self.lr_backbone.value(),
-            "batch_size": self.batch.value(), "loss.no_object_weight": self.no_object.value(),
-            "decoder_self_attention": self.self_attention.isChecked(), "aux_loss": self.aux_loss.isChecked(),
-            "seed": self.seed.value(), "max_seconds": self.minutes.value() * 60, "steps": 0,
-            "query_type": "anchor" if self.anchor.isChecked() else "learned",
-            "dn_groups": self.dn_groups.value() if self.anchor.isChecked() else 0,
-            "num_query_groups": self.query_groups.value(),
-            "classifier": "focal" if self.focal.isChecked() else "softmax",
-            "dense_aux": self.dense.isChecked(), "bf16": self.bf16.isChecked(),
-            # like the denoising groups, query selection needs anchor queries (and the dense head)
-            "query_select": self.query_select.isChecked() and self.anchor.isChecked() and self.dense.isChecked(),
-            "eval_every": self.eval_every.value(), "eval_images": 100,
-        }
+        values = self.setting_values()
+        overrides = {**values, **{d.field: d.value(values, model) for d in DERIVED}}
         return apply_overrides(model, train, overrides)
 
     def set_dataset(self, opened: OpenedDataset | None) -> None:
@@ -613,10 +729,7 @@ class TrainingPanel(QWidget):
         self.btn_pause.setEnabled(running)
         self.btn_pause.setText("Resume" if paused else "Pause")
         self.btn_stop.setEnabled(running)
-        for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.lr_backbone, self.batch,
-                  self.no_object, self.self_attention, self.aux_loss, self.seed, self.minutes, self.anchor,
-                  self.dn_groups, self.query_groups, self.focal, self.dense, self.query_select, self.bf16,
-                  self.eval_every, self.start_from):
+        for w in (self.preset, self.start_from, *(self._widget(row) for row in SETTINGS)):
             w.setEnabled(not running)
 
 
