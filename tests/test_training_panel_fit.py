@@ -79,3 +79,11 @@ def test_a_setting_the_configs_do_not_have_fails_when_the_panel_is_made(qtbot, m
     monkeypatch.setattr(training_panel, "SETTINGS", broken)
     with pytest.raises(LookupError, match="num_querys"):
         training_panel.TrainingPanel()
+
+
+def test_the_data_line_names_every_format_a_dataset_can_be_opened_in():
+    """Defect 12: the panel's data line listed COCO and VOC, not YOLO."""
+    from explorer.dataset_training import describe
+
+    line = describe(None, None)
+    assert all(name in line for name in ("COCO", "VOC", "YOLO")), line
