@@ -5,6 +5,7 @@ live loss and AP plots, a progress bar. Training runs in a child process, read b
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -49,6 +51,15 @@ LAYER_SHADES = ["#ffd43b", "#cc5de8", "#20c997", "#ff922b", "#748ffc", "#f06595"
 
 
 AP_TITLE = "held-out AP"
+TITLE_SIZE = "10pt"  # pyqtgraph's own titles (11 pt in a 30 px row) take a fifth of a short dock's plots
+
+
+def set_title(plot: pg.PlotItem, title: str) -> None:
+    """``plot``'s title, in a row just tall enough for it."""
+    plot.setTitle(title, size=TITLE_SIZE)
+    height = QFontMetrics(plot.titleLabel.item.font()).height() + 4
+    plot.titleLabel.setMaximumHeight(height)
+    plot.layout.setRowFixedHeight(0, height)
 
 
 class LossPlots(pg.GraphicsLayoutWidget):
@@ -63,21 +74,35 @@ class LossPlots(pg.GraphicsLayoutWidget):
         for i, (key, title) in enumerate(titles.items()):
             if i == 3:
                 self.nextRow()
-            p = self.addPlot(title=title)
+            p = self.addPlot()
+            set_title(p, title)
             # No grid here: pyqtgraph draws it with the axes, so every new point would repaint
             # both axes' text too; without it the window spends half the time on these plots.
             p.setClipToView(True)
             p.setDownsampling(auto=True, mode="peak")
             p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             self.plots[key] = p
-        self.ap_plot = self.addPlot(title=AP_TITLE, colspan=2)
-        self.ap_plot.setYRange(0, 1)
-        self.ap_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.ap_plot = self.addPlot(colspan=2)
+        set_title(self.ap_plot, AP_TITLE)
+        # AP is a fraction: the axis always spans 0 to 1, with room for the labels at both ends
+        self.ap_plot.setYRange(0, 1, padding=0.1)
+        self.ap_plot.setMouseEnabled(x=True, y=False)
+        left = self.ap_plot.getAxis("left")
+        left.setTicks([[(v, f"{v:g}") for v in (0.0, 0.5, 1.0)], [(v, "") for v in (0.25, 0.75)]])
+        left.setStyle(autoExpandTextSpace=False, tickTextWidth=self.fontMetrics().horizontalAdvance("0.50"))
+        # faint guides rather than a grid: with a grid pyqtgraph drops the labels at 0 and 1 of a short plot
+        for y in (0.25, 0.5, 0.75, 1.0):
+            self.ap_plot.addItem(pg.InfiniteLine(y, angle=0, pen=pg.mkPen(255, 255, 255, 40)))
         self.ap_plot.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        # the curves join the legend with their first point: an empty plot has no markers that look like data
         self.ap50_curve = self.ap_plot.plot([], [], pen=pg.mkPen("#ffd43b", width=2), symbol="o", symbolSize=6,
-                                            symbolBrush="#ffd43b", name="AP50")
+                                            symbolBrush="#ffd43b")
         self.ap_curve = self.ap_plot.plot([], [], pen=pg.mkPen("#4dabf7", width=2), symbol="s", symbolSize=6,
-                                          symbolBrush="#4dabf7", name="AP")
+                                          symbolBrush="#4dabf7")
+        # why the plot is empty (no evaluation yet, or none in the file), in the middle of the plot
+        self.ap_note = pg.TextItem("", color="#adb5bd", anchor=(0.5, 0.5))
+        self.ap_note.setParentItem(self.ap_plot.getViewBox())  # in the box's pixels, not in steps and AP
+        self.ap_plot.getViewBox().sigResized.connect(self._place_ap_note)
         self.ap_plot.setXLink(self.plots["loss"])
         for key in ("loss_ce", "loss_bbox", "loss_giou"):
             self.plots[key].setXLink(self.plots["loss"])
@@ -94,8 +119,9 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self._turn = 0
         self.reset()
 
-    def reset(self, terms: dict[str, LossTerm] | None = None) -> None:
-        """Clear the plots for a run whose criterion has these :func:`loss_terms`."""
+    def reset(self, terms: dict[str, LossTerm] | None = None, no_evals: str = "No held-out evaluation yet.") -> None:
+        """Clear the plots for a run whose criterion has these :func:`loss_terms`; ``no_evals``
+        says on the AP plot why it is empty until the first evaluation."""
         self.terms = terms or {}
         for p in self.plots.values():
             for c in list(p.listDataItems()):
@@ -109,7 +135,9 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.ap50: list[float] = []
         self.ap_curve.setData([], [])
         self.ap50_curve.setData([], [])
-        self.ap_plot.setTitle(AP_TITLE)
+        self.ap_plot.legend.clear()
+        set_title(self.ap_plot, AP_TITLE)
+        self.set_ap_note(no_evals)
         self._dirty = set()
         self._redraw_timer.stop()
         self.x_max = 0.0
@@ -154,14 +182,30 @@ class LossPlots(pg.GraphicsLayoutWidget):
                 return
         self._redraw_timer.stop()  # nothing new: idle until the next steps arrive
 
+    def set_ap_note(self, text: str) -> None:
+        """Say on the AP plot why it has no points (shown until the first evaluation)."""
+        self.ap_note.setHtml(f'<div style="text-align: center">{html.escape(text)}</div>')
+        self.ap_note.setVisible(bool(text) and not self.ap_steps)
+        self._place_ap_note()
+
+    def _place_ap_note(self) -> None:
+        """In the middle of the plot, wrapped to its width."""
+        box = self.ap_plot.getViewBox().rect()
+        self.ap_note.setTextWidth(max(80.0, box.width() - 16))
+        self.ap_note.setPos(box.center())
+
     def add_eval(self, event: EvalEvent) -> None:
+        if not self.ap_steps:
+            self.ap_note.setVisible(False)
+            self.ap_plot.legend.addItem(self.ap50_curve, "AP50")
+            self.ap_plot.legend.addItem(self.ap_curve, "AP")
         self.ap_steps.append(event.step)
         self.ap.append(event.metrics["AP"])
         self.ap50.append(event.metrics["AP50"])
         self.ap_curve.setData(self.ap_steps, self.ap)
         self.ap50_curve.setData(self.ap_steps, self.ap50)
         # the latest figures in words: the curve alone cannot be read to two decimals
-        self.ap_plot.setTitle(f"{AP_TITLE}: AP {self.ap[-1]:.2f}, AP50 {self.ap50[-1]:.2f} at step {event.step}")
+        set_title(self.ap_plot, f"{AP_TITLE}: AP {self.ap[-1]:.2f}, AP50 {self.ap50[-1]:.2f} at step {event.step}")
 
     def set_per_layer(self, on: bool) -> None:
         self.per_layer = on
@@ -219,6 +263,13 @@ def _dspin(lo: float, hi: float, value: float, decimals: int, step: float) -> QD
     s.setSingleStep(step)
     s.setValue(value)
     return s
+
+
+def no_evals_note(eval_every: int) -> str:
+    """What the AP plot says before a run's first held-out evaluation."""
+    if eval_every:
+        return f"No evaluation yet: the first at step {eval_every}"
+    return "No evaluations in this run (Evaluate every: 0)"
 
 
 def _same(value: Any) -> Any:
@@ -355,6 +406,7 @@ class TrainingPanel(QWidget):
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
         self._optimisation_for_fine_tuning = False  # whose learning rates the fields hold
+        self._plotted: object = None  # whose curves the plots show: a Checkpoint, a TrainedModel, None (a run's)
         # asked before a run starts (its model will replace the one shown): False keeps it idle
         self.confirm_start: Callable[[], bool] | None = None
 
@@ -456,30 +508,53 @@ class TrainingPanel(QWidget):
         sl.addLayout(form)
         sl.addWidget(levers)
         sl.addStretch(1)
-        scroll = QScrollArea()
+        self.settings_scroll = scroll = QScrollArea()
         scroll.setWidget(settings)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(300)
+        # the form scrolls down only: it is as wide as its widest row, with room for the scroll bar
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(settings.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                               + 2 * scroll.frameWidth())
+
+        # left: the controls above the settings; right: how the run goes, above its curves (which
+        # get the panel's whole height: a dock along the bottom of a laptop screen is short)
+        buttons = QHBoxLayout()
+        for b in (self.btn_start, self.btn_pause, self.btn_step, self.btn_stop):
+            buttons.addWidget(b)
+        buttons.addWidget(help_button("Training"))
+        checks = QHBoxLayout()
+        checks.addWidget(self.follow)
+        checks.addWidget(self.per_layer)
+        checks.addStretch(1)
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addLayout(buttons)
+        side_layout.addLayout(checks)
+        side_layout.addWidget(scroll, 1)
 
         self.plots = LossPlots()
         self.per_layer.toggled.connect(self.plots.set_per_layer)
+        self.progress_bar.setFixedWidth(self.fontMetrics().horizontalAdvance("0") * 18)
+        status = QHBoxLayout()
+        status.addWidget(self.progress_bar)
+        status.addWidget(self.progress_label, 1)
+        run = QWidget()
+        run_layout = QVBoxLayout(run)
+        run_layout.setContentsMargins(0, 0, 0, 0)
+        run_layout.addLayout(status)
+        run_layout.addWidget(self.error_label)
+        run_layout.addWidget(self.plots, 1)
+
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(scroll)
-        split.addWidget(self.plots)
+        split.addWidget(side)
+        split.addWidget(run)
+        split.setCollapsible(0, False)
+        split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        controls = QHBoxLayout()  # always visible, above the settings and plots
-        for b in (self.btn_start, self.btn_pause, self.btn_step, self.btn_stop):
-            controls.addWidget(b)
-        controls.addWidget(self.progress_bar, 1)
-        controls.addWidget(self.follow)
-        controls.addWidget(self.per_layer)
-        controls.addWidget(help_button("Training"))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addLayout(controls)
-        layout.addWidget(self.progress_label)
-        layout.addWidget(self.error_label)
-        layout.addWidget(split, 1)
+        layout.addWidget(split)
 
         self._check_settings()
         self.preset.currentTextChanged.connect(self.load_preset)
@@ -552,25 +627,44 @@ class TrainingPanel(QWidget):
         self.show_history(loaded)
 
     def show_history(self, loaded: LoadedModel | None) -> bool:
-        """Plot the loss and AP curves stored in the opened model's file (a run of the CLI, of
-        several processes, or of this window), unless a run is training. True if it had curves."""
-        ckpt = loaded.checkpoint if loaded is not None else None
-        if self.is_running or ckpt is None or not ckpt.history:
+        """Plot the loss and AP curves of the model shown: those stored in its file (a run of the
+        CLI, of several processes, or of this window) or of its run in this session, unless a run
+        is training. A model with none clears the plots and says so. True if it had curves."""
+        if self.is_running or loaded is None:
             return False
-        history = History.from_dict(ckpt.history)
+        ckpt, trained = loaded.checkpoint, loaded.trained
+        source: object = ckpt if ckpt is not None else trained
+        if source is None:
+            return False
+        if source is self._plotted:
+            return True  # (the run that just ended: its curves are up already)
+        if ckpt is not None:
+            history, tc, model_config = History.from_dict(ckpt.history), ckpt.train_config, ckpt.model_config
+            name = loaded.path.name if loaded.path is not None else loaded.source
+            kind = "checkpoint"
+        else:
+            assert trained is not None
+            history, tc, model_config = trained.history, trained.train_config, trained.model_config
+            name, kind = "the model trained in this session", "run"
+        evaluated = any("AP" in point and "AP50" in point for point in history.evals)
+        never = tc is not None and not tc.eval_every
+        no_evals = f"No evaluations in this {kind}" + (" (it was trained without any)" if never else "")
+        self.plots.reset(loss_terms(model_config, tc.loss if tc is not None else None), no_evals=no_evals)
+        self._plotted = source
+        self.progress_bar.reset()  # the bar was the last run's
         if not len(history):
+            self.progress_label.setText(f"{name} keeps no training curves.")
             return False
-        tc = ckpt.train_config
-        self.plots.reset(loss_terms(ckpt.model_config, tc.loss if tc is not None else None))
         self.plots.history = history
-        for point in history.evals:
-            if "AP" in point and "AP50" in point:
-                self.plots.add_eval(EvalEvent(int(point["step"]), float(point.get("elapsed", 0.0)),
-                                              {"AP": point["AP"], "AP50": point["AP50"]}, 0.0))
+        if evaluated:
+            for point in history.evals:
+                if "AP" in point and "AP50" in point:
+                    self.plots.add_eval(EvalEvent(int(point["step"]), float(point.get("elapsed", 0.0)),
+                                                  {"AP": point["AP"], "AP50": point["AP50"]}, 0.0))
         self.plots.redraw()
-        name = loaded.path.name if loaded.path is not None else loaded.source
-        last = history.steps["step"][-1]
-        self.progress_label.setText(f"The curves of {name}: its training, {int(last)} steps (from the file).")
+        steps = int(history.steps["step"][-1])
+        self.progress_label.setText(f"The curves of {name}: its training, {steps} steps (from the file)." if ckpt
+                                    else f"The curves of {name}: {steps} steps.")
         return True
 
     @property
@@ -620,7 +714,8 @@ class TrainingPanel(QWidget):
         except ValueError as e:
             self.failed.emit(f"Cannot start training: {e}")
             return False
-        self.plots.reset(loss_terms(model_cfg, train_cfg.loss))
+        self.plots.reset(loss_terms(model_cfg, train_cfg.loss), no_evals=no_evals_note(train_cfg.eval_every))
+        self._plotted = None  # the plots follow this run now
         self._last_step = None
         self._threads = ""
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self,
@@ -701,6 +796,7 @@ class TrainingPanel(QWidget):
             self.preview.emit(result, image_id)
 
     def _on_trained(self, trained: TrainedModel) -> None:
+        self._plotted = trained  # the plots show its curves: the window opening its model keeps them
         self.trained.emit(trained)
 
     def _on_thread_finished(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from PySide6.QtCore import QObject, Signal
 
 from detr_core.presets import preset
 
@@ -87,3 +88,147 @@ def test_the_data_line_names_every_format_a_dataset_can_be_opened_in():
 
     line = describe(None, None)
     assert all(name in line for name in ("COCO", "VOC", "YOLO")), line
+
+
+# --- the held-out AP plot (defect 8) ---------------------------------------------------------------
+class FakeWorker(QObject):
+    """A training run without its process: the panel's signals, fed by the test."""
+
+    trainingStarted = Signal(dict)
+    threadsChanged = Signal(int, str)
+    progress = Signal(list)
+    evaluated = Signal(object)
+    preview = Signal(object, object)
+    failed = Signal(str)
+    trained = Signal(object)
+    finished = Signal()
+
+    def __init__(self, model_config, train_config, image, start_paused=False, parent=None, **_):  # noqa: ANN001
+        super().__init__(parent)
+        self.train_config = train_config
+        self.is_running = self.ended = False
+        self.paused = start_paused
+
+    def start(self) -> None:
+        self.is_running = True
+
+    def stop(self) -> None:
+        self.is_running, self.ended = False, True
+        self.finished.emit()
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    from explorer import training_panel
+
+    monkeypatch.setattr(training_panel, "TrainingWorker", FakeWorker)
+
+
+def steps(first: int, last: int, total: int = 1000) -> list:
+    from detr_core.train.trainer import StepEvent
+
+    return [StepEvent(s, {"loss": 3.0 / s, "loss_ce": 1.0 / s, "loss_bbox": 0.5 / s, "loss_giou": 0.8 / s},
+                      1e-3, 60.0, s * 0.1, s / total) for s in range(first, last + 1)]
+
+
+def drawn_axis_labels(axis) -> list[tuple[str, bool]]:
+    """The tick labels a left axis draws, each with whether it fits in the axis's width (".5":
+    it did not)."""
+    from PySide6.QtGui import QImage, QPainter
+
+    image = QImage(200, 400, QImage.Format.Format_ARGB32)
+    painter = QPainter(image)
+    try:
+        _, _, texts = axis.generateDrawSpecs(painter)
+    finally:
+        painter.end()
+    width = axis.size().width()
+    return [(text, 0 <= rect.left() and rect.right() <= width) for rect, _, text in texts]
+
+
+def bundled_model():
+    from detr_core.checkpoint import load_checkpoint
+    from explorer.main_window import BUNDLED_CHECKPOINT
+    from explorer.state import LoadedModel
+
+    ckpt = load_checkpoint(BUNDLED_CHECKPOINT)
+    return LoadedModel(ckpt.build_model(), ckpt.class_names, ckpt.source, BUNDLED_CHECKPOINT, ckpt)
+
+
+def test_the_bundled_models_empty_ap_plot_says_why_and_shows_no_legend(qtbot, panel):
+    from tests.fit import fit_in
+
+    panel.set_open_model(bundled_model())  # its file has 4000 steps of curves, no evaluation
+    fit_in(panel, 1360, 300)
+    plots = panel.plots
+    assert len(plots.steps) == 4000 and plots.ap_steps == []
+    assert plots.ap_plot.legend.items == []  # no markers that look like data
+    low, high = plots.ap_plot.getViewBox().viewRange()[1]
+    assert low <= 0 and high >= 1
+    labels = drawn_axis_labels(plots.ap_plot.getAxis("left"))
+    assert {"0", "0.5", "1"} <= {text for text, _ in labels}
+    assert all(inside for _, inside in labels), labels  # none cut (".5")
+    assert plots.ap_note.isVisible() and "No evaluations in this checkpoint" in plots.ap_note.textItem.toPlainText()
+
+
+def test_a_run_says_when_its_first_evaluation_comes_and_its_points_join_the_legend(qtbot, panel, fake_runs):
+    from detr_core.train.trainer import EvalEvent
+
+    panel.eval_every.setValue(150)
+    assert panel.start()
+    plots = panel.plots
+    assert plots.ap_note.isVisible() and "the first at step 150" in plots.ap_note.textItem.toPlainText()
+    assert plots.ap_plot.legend.items == []
+    panel.worker.progress.emit(steps(1, 149))
+    assert plots.ap_note.isVisible()
+    panel.worker.evaluated.emit(EvalEvent(150, 15.0, {"AP": 0.25, "AP50": 0.5}, 1.0))
+    assert not plots.ap_note.isVisible()
+    assert [label.text for _, label in plots.ap_plot.legend.items] == ["AP50", "AP"]
+    panel.eval_every.setValue(0)
+    panel.worker.stop()
+    assert panel.start()  # a run that never evaluates says so
+    assert "Evaluate every: 0" in plots.ap_note.textItem.toPlainText() and plots.ap_plot.legend.items == []
+    panel.worker.stop()
+
+
+# --- fitting the Train workspace's bottom dock (issue 29) -------------------------------------------
+TRAIN_SIZES = [(1020, 280), (1360, 300)]  # small (1024x700) and laptop (1366x768) windows
+
+
+def titles_fit(plots) -> list[str]:
+    """The titles of the five plots that are wider than their plot (clipped)."""
+    from PySide6.QtGui import QFontMetrics
+
+    clipped = []
+    for plot in [*plots.plots.values(), plots.ap_plot]:
+        label = plot.titleLabel
+        if QFontMetrics(label.item.font()).horizontalAdvance(label.text) > plot.width():
+            clipped.append(label.text)
+    return clipped
+
+
+@pytest.mark.parametrize("width,height", TRAIN_SIZES)
+def test_the_training_panel_fits_the_train_dock_mid_training(qtbot, panel, fake_runs, width, height):
+    from detr_core.train.trainer import EvalEvent
+    from tests.fit import fit_in
+
+    assert panel.start()
+    worker = panel.worker
+    worker.threadsChanged.emit(2, "2 threads (1 of 4 cores busy with other work)")
+    worker.progress.emit(steps(1, 400))
+    worker.evaluated.emit(EvalEvent(200, 20.0, {"AP": 0.3123, "AP50": 0.6}, 1.0))
+    worker.evaluated.emit(EvalEvent(400, 40.0, {"AP": 0.4123, "AP50": 0.7}, 1.0))
+    panel.plots.redraw()
+    fit = fit_in(panel, width, height)
+    assert fit.sideways == 0, fit
+    if (width, height) == (1360, 300):
+        assert fit.down == 0, fit
+    from PySide6.QtWidgets import QScrollArea
+
+    form = panel.findChild(QScrollArea)  # the settings form: the one part that may scroll, and only down
+    assert form.horizontalScrollBar().maximum() == 0 and form.width() >= form.widget().minimumSizeHint().width()
+    assert not titles_fit(panel.plots)
+    worker.stop()
