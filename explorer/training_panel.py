@@ -616,6 +616,22 @@ class TrainingPanel(QWidget):
         overrides = {**values, **{d.field: d.value(values, model) for d in DERIVED}}
         return apply_overrides(model, train, overrides)
 
+    def show_preset(self, name: str) -> None:
+        """Choose the preset ``name`` and bring it in sight (the settings form scrolled to it), for
+        "Train a deformable model": the user then presses Start. A finished run's progress is
+        cleared (a running run's stays). Raises ValueError for a preset the panel does not offer."""
+        if self.preset.findText(name) < 0:
+            raise ValueError(f"the training panel has no preset {name!r}")
+        self.preset.setCurrentText(name)
+        self._scroll_to_preset()
+        QTimer.singleShot(0, self, self._scroll_to_preset)  # again once a dock shown with it is laid out
+        if not self.is_running:
+            self.progress_bar.reset()
+            self.progress_label.setText("Not training.")
+
+    def _scroll_to_preset(self) -> None:
+        self.settings_scroll.ensureWidgetVisible(self.preset)
+
     def set_dataset(self, opened: OpenedDataset | None) -> None:
         """The next run trains on ``opened`` (None: toy shapes)."""
         self.dataset = opened

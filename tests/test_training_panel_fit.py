@@ -232,3 +232,38 @@ def test_the_training_panel_fits_the_train_dock_mid_training(qtbot, panel, fake_
     assert form.horizontalScrollBar().maximum() == 0 and form.width() >= form.widget().minimumSizeHint().width()
     assert not titles_fit(panel.plots)
     worker.stop()
+
+
+# --- "Train a deformable model" (defect 12) --------------------------------------------------------
+def preset_in_sight(panel) -> bool:
+    from PySide6.QtCore import QRect
+
+    viewport = panel.settings_scroll.viewport()
+    where = QRect(panel.preset.mapTo(viewport, panel.preset.rect().topLeft()), panel.preset.size())
+    return viewport.rect().contains(where)
+
+
+def test_show_preset_chooses_it_in_sight_and_clears_a_finished_runs_progress(qtbot, panel, fake_runs):
+    panel.resize(1360, 300)
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert panel.start()
+    panel.worker.progress.emit(steps(1, 500))
+    panel.worker.stop()
+    assert panel.progress_label.text().startswith("Finished at step 500") and panel.progress_bar.value() == 500
+    bar = panel.settings_scroll.verticalScrollBar()
+    bar.setValue(bar.maximum())  # the user had scrolled to the levers
+    assert bar.maximum() > 0 and not preset_in_sight(panel)
+    panel.show_preset("deformable")
+    qtbot.waitUntil(lambda: preset_in_sight(panel))
+    assert panel.preset.currentText() == "deformable" and panel.configs()[0].attention == "deformable"
+    assert panel.progress_label.text() == "Not training." and panel.progress_bar.value() < panel.progress_bar.minimum()
+
+    assert panel.start()  # while a run goes, its progress stays
+    panel.worker.progress.emit(steps(1, 300))
+    panel.show_preset("fast")
+    assert panel.preset.currentText() == "fast"
+    assert panel.progress_label.text().startswith("step 300") and panel.progress_bar.value() == 300
+    panel.worker.stop()
+    with pytest.raises(ValueError, match="no_such_preset"):
+        panel.show_preset("no_such_preset")
