@@ -267,3 +267,106 @@ def test_show_preset_chooses_it_in_sight_and_clears_a_finished_runs_progress(qtb
     panel.worker.stop()
     with pytest.raises(ValueError, match="no_such_preset"):
         panel.show_preset("no_such_preset")
+
+
+# --- the Runs view: an estimate before Run (defect 11), and the fit -------------------------------------
+class FakeRunWorker(QObject):
+    """A queued run's training process, without the process: the test sends its events."""
+
+    event = Signal(object)
+    failed = Signal(str)
+    finished = Signal()
+
+    def __init__(self, job=None, parent=None) -> None:  # noqa: ANN001
+        super().__init__(parent)
+        self.is_running = False
+        self.result = None
+
+    def start(self) -> None:
+        self.is_running = True
+
+    def stop(self) -> None:
+        self.is_running = False
+        self.finished.emit()
+
+    def wait(self, msecs: int = 0) -> bool:
+        return True
+
+
+@pytest.fixture
+def runs_view(qtbot, tmp_path, monkeypatch):
+    from explorer import run_queue
+    from explorer.views.runs import RunsView
+
+    monkeypatch.setattr(run_queue, "TrainingWorker", FakeRunWorker)
+
+    def make() -> RunsView:
+        view = RunsView(tmp_path / "runs")
+        view.add_help("Runs")  # as the window adds it
+        qtbot.addWidget(view)
+        return view
+
+    return make
+
+
+def spec(name: str, seconds: float = 120.0):
+    from detr_core.train.ablations import RunSpec
+
+    return RunSpec(name, seconds=seconds)
+
+
+def test_runs_says_how_long_the_checked_runs_take_before_run(runs_view):
+    view = runs_view()
+    assert view.estimate_label.text() == "5 runs · about 10 minutes"  # the default queue: 5 x 2 minutes
+    view.ablation_checks["one-query"].setChecked(False)
+    view.ablation_checks["ten-queries"].setChecked(False)
+    assert view.estimate_label.text() == "3 runs · about 6 minutes"
+    view.minutes_spin.setValue(40)
+    assert view.estimate_label.text() == "3 runs · about 2 hours"
+    view.minutes_spin.setValue(35)
+    assert view.estimate_label.text() == "3 runs · about 1.8 hours"
+    view.minutes_spin.setValue(0.2)
+    assert view.estimate_label.text() == "3 runs · about 1 minute"
+    view.minutes_spin.setValue(0.1)
+    assert view.estimate_label.text() == "3 runs · under a minute"
+    for box in view.ablation_checks.values():
+        box.setChecked(False)
+    assert view.estimate_label.text() == "No run checked"
+
+
+def test_the_runs_estimate_follows_the_queue(runs_view, tmp_path):
+    from detr_core.train.run_store import RunStore
+    from detr_core.train.trainer import StepEvent
+
+    RunStore(tmp_path / "runs").save_queue([spec("a", 60), spec("b", 60), spec("c", 60)])
+    view = runs_view()  # the queue kept from the last session: held
+    assert view.queue_held and view.estimate_label.text() == "5 runs · about 10 minutes · queue: about 3 minutes left"
+    view.drop_queue()
+    assert view.estimate_label.text() == "5 runs · about 10 minutes"
+
+    view.queue([spec("first"), spec("second")])  # one runs, one waits
+    assert view.is_running and view.estimate_label.text().endswith("queue: about 4 minutes left")
+    view.worker.event.emit(StepEvent(100, {"loss": 1.0}, 1e-3, 50.0, 60.0, 0.5))
+    assert view.estimate_label.text().endswith("queue: about 3 minutes left")
+    view.run_checked()  # 5 more behind them
+    assert view.estimate_label.text().endswith("queue: about 13 minutes left")
+    view.cancel_job()
+    assert not view.is_running and view.estimate_label.text() == "5 runs · about 10 minutes"
+
+
+@pytest.mark.parametrize("width,height", TRAIN_SIZES)
+@pytest.mark.parametrize("state", ["running", "kept queue"])
+def test_the_runs_view_fits_the_train_dock(runs_view, tmp_path, state, width, height):
+    from detr_core.train.run_store import RunStore
+    from tests.fit import fit_in
+
+    if state == "kept queue":  # its Resume / Drop row shown
+        RunStore(tmp_path / "runs").save_queue([spec("a", 60), spec("b", 60), spec("c", 60)])
+    view = runs_view()
+    if state == "running":  # with its progress row shown
+        view.queue([spec("first"), spec("second")])
+    fit = fit_in(view, width, height)
+    assert fit.sideways == 0, fit
+    if (width, height) == (1360, 300):
+        assert fit.down == 0, fit
+    view.cancel_job()  # (drops a kept queue)
