@@ -619,13 +619,14 @@ class TrainingPanel(QWidget):
     def show_preset(self, name: str) -> None:
         """Choose the preset ``name`` and bring it in sight (the settings form scrolled to it), for
         "Train a deformable model": the user then presses Start. A finished run's progress is
-        cleared (a running run's stays). Raises ValueError for a preset the panel does not offer."""
+        cleared (a running run's stays, and so does what the curves of an opened file are).
+        Raises ValueError for a preset the panel does not offer."""
         if self.preset.findText(name) < 0:
             raise ValueError(f"the training panel has no preset {name!r}")
         self.preset.setCurrentText(name)
         self._scroll_to_preset()
         QTimer.singleShot(0, self, self._scroll_to_preset)  # again once a dock shown with it is laid out
-        if not self.is_running:
+        if not self.is_running and self.progress_bar.value() >= self.progress_bar.minimum():  # a run's, ended
             self.progress_bar.reset()
             self.progress_label.setText("Not training.")
 

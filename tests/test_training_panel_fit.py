@@ -268,6 +268,10 @@ def test_show_preset_chooses_it_in_sight_and_clears_a_finished_runs_progress(qtb
     with pytest.raises(ValueError, match="no_such_preset"):
         panel.show_preset("no_such_preset")
 
+    panel.set_open_model(bundled_model())  # the curves of a file: they stay described
+    panel.show_preset("deformable")
+    assert panel.progress_label.text().startswith("The curves of toy_shapes.pt")
+
 
 # --- the Runs view: an estimate before Run (defect 11), and the fit -------------------------------------
 class FakeRunWorker(QObject):
@@ -369,4 +373,6 @@ def test_the_runs_view_fits_the_train_dock(runs_view, tmp_path, state, width, he
     assert fit.sideways == 0, fit
     if (width, height) == (1360, 300):
         assert fit.down == 0, fit
+    labels = {text for text, inside in drawn_axis_labels(view.metric_plot.getAxis("left")) if inside}
+    assert "0" in labels and {"1", "1.0"} & labels, labels  # AP's axis reads 0 to 1
     view.cancel_job()  # (drops a kept queue)

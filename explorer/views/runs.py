@@ -288,7 +288,11 @@ class RunsView(AnalysisView):
         self.metric_plot.setXLink(self.loss_plot)
         # AP, AP50, AP75 and the duplicate rate are fractions: the axis always spans 0 to 1, so
         # noise between two runs never looks like a trend
-        self.metric_plot.setYRange(0, 1, padding=0.08)  # (room for the labels at 0 and 1)
+        self.metric_plot.setYRange(0, 1, padding=0.05)
+        # faint guides rather than the y grid, with which pyqtgraph drops the labels at 0 and 1 of a short plot
+        self.metric_plot.showGrid(x=True, y=False, alpha=0.2)
+        for y in (0.25, 0.5, 0.75, 1.0):
+            self.metric_plot.addItem(pg.InfiniteLine(y, angle=0, pen=pg.mkPen(255, 255, 255, 40)))
         self.metric_plot.setMouseEnabled(x=True, y=False)
         self.metric_plot.enableAutoRange(y=False)
         plots = QSplitter(Qt.Orientation.Horizontal)
