@@ -174,6 +174,29 @@ def test_the_bundled_models_empty_ap_plot_says_why_and_shows_no_legend(qtbot, pa
     assert plots.ap_note.isVisible() and "No evaluations in this checkpoint" in plots.ap_note.textItem.toPlainText()
 
 
+def test_the_curves_follow_the_model_shown(qtbot, panel):
+    """Its file's curves, its run's (back to a model trained in this session), or none."""
+    from detr_core.train.trainer import History
+    from explorer.state import LoadedModel
+    from explorer.training_worker import TrainedModel
+
+    bundled = bundled_model()
+    panel.set_open_model(bundled)
+    assert len(panel.plots.steps) == 4000
+    ckpt = bundled.checkpoint
+    history = History({"step": [1.0, 2.0, 3.0], "loss": [3.0, 2.0, 1.0]}, [{"step": 3, "AP": 0.5, "AP50": 0.7}])
+    trained = TrainedModel(bundled.model, ckpt.class_names, ckpt.model_config, ckpt.train_config, history, 3, "finished")
+    panel.set_open_model(LoadedModel(bundled.model, ckpt.class_names, "trained in this session", trained=trained))
+    assert panel.plots.steps == [1.0, 2.0, 3.0] and panel.plots.ap == [0.5] and not panel.plots.ap_note.isVisible()
+    assert panel.progress_label.text() == "The curves of the model trained in this session: 3 steps."
+
+    bare = dataclasses.replace(ckpt, history=None)  # a file that keeps no curves
+    panel.set_open_model(LoadedModel(bundled.model, ckpt.class_names, ckpt.source, bundled.path, bare))
+    assert panel.plots.steps == [] and panel.plots.ap == []
+    assert "No evaluations in this checkpoint" in panel.plots.ap_note.textItem.toPlainText()
+    assert panel.progress_label.text() == "toy_shapes.pt keeps no training curves."
+
+
 def test_a_run_says_when_its_first_evaluation_comes_and_its_points_join_the_legend(qtbot, panel, fake_runs):
     from detr_core.train.trainer import EvalEvent
 
