@@ -1,5 +1,7 @@
 """The training panel: a preset and its main settings, Start / Pause / Resume / Step / Stop,
-live loss and AP plots, a progress bar. Training runs in a child process, read by a
+live loss and AP plots, a progress bar. The settings are bound to the configs by one table,
+``SETTINGS`` (and ``DERIVED`` for the fields the panel computes), which loading a preset and
+reading the configs back both use. Training runs in a child process, read by a
 ``TrainingWorker``."""
 
 from __future__ import annotations
@@ -355,7 +357,7 @@ def config_value(model: DETRConfig, train: TrainConfig, name: str) -> Any:
         owners = [section] if section in sections else []
     else:
         key = name
-        owners = [s for s, config in sections.items() if s != "train" or key not in ("loss", "data", "dataset")]
+        owners = [s for s in sections if s != "train" or key not in ("loss", "data", "dataset")]
     found = [s for s in owners if key in {f.name for f in dataclasses.fields(sections[s])}]
     if len(found) != 1:
         raise LookupError(f"no setting {name!r} in the configs" if not found else f"ambiguous setting {name!r}")
@@ -363,6 +365,7 @@ def config_value(model: DETRConfig, train: TrainConfig, name: str) -> Any:
 
 
 def widget_value(widget: QWidget) -> Any:
+    """What a setting's widget holds: a check box's state, a combo box's text, a spin box's value."""
     if isinstance(widget, QCheckBox):
         return widget.isChecked()
     if isinstance(widget, QComboBox):
@@ -373,6 +376,7 @@ def widget_value(widget: QWidget) -> Any:
 
 
 def set_widget_value(widget: QWidget, value: Any) -> None:
+    """Show ``value`` in a setting's widget; a value a combo box does not offer raises ValueError."""
     if isinstance(widget, QCheckBox):
         widget.setChecked(bool(value))
     elif isinstance(widget, QComboBox):
