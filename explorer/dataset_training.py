@@ -39,7 +39,7 @@ def dataset_configs(
 def describe(opened: OpenedDataset | None, start_from: LoadedModel | None) -> str:
     """What the next run trains on and from, for the panel."""
     if opened is None:
-        data = "Data: toy shapes (File ▸ Open Dataset… to train on a COCO or VOC folder)."
+        data = "Data: toy shapes (File ▸ Open Dataset… to train on a COCO, VOC or YOLO dataset)."
     elif not opened.can_train:
         data = f"Data: {opened.short()} cannot be trained on (no train + val splits)."
     else:

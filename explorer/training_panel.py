@@ -1,15 +1,22 @@
 """The training panel: a preset and its main settings, Start / Pause / Resume / Step / Stop,
-live loss and AP plots, a progress bar. Training runs in a child process, read by a
+live loss and AP plots, a progress bar. The settings are bound to the configs by one table,
+``SETTINGS`` (and ``DERIVED`` for the fields the panel computes), which loading a preset and
+reading the configs back both use. Training runs in a child process, read by a
 ``TrainingWorker``."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -46,6 +53,15 @@ LAYER_SHADES = ["#ffd43b", "#cc5de8", "#20c997", "#ff922b", "#748ffc", "#f06595"
 
 
 AP_TITLE = "held-out AP"
+TITLE_SIZE = "10pt"  # pyqtgraph's own titles (11 pt in a 30 px row) take a fifth of a short dock's plots
+
+
+def set_title(plot: pg.PlotItem, title: str) -> None:
+    """``plot``'s title, in a row just tall enough for it."""
+    plot.setTitle(title, size=TITLE_SIZE)
+    height = QFontMetrics(plot.titleLabel.item.font()).height() + 4
+    plot.titleLabel.setMaximumHeight(height)
+    plot.layout.setRowFixedHeight(0, height)
 
 
 class LossPlots(pg.GraphicsLayoutWidget):
@@ -60,21 +76,35 @@ class LossPlots(pg.GraphicsLayoutWidget):
         for i, (key, title) in enumerate(titles.items()):
             if i == 3:
                 self.nextRow()
-            p = self.addPlot(title=title)
+            p = self.addPlot()
+            set_title(p, title)
             # No grid here: pyqtgraph draws it with the axes, so every new point would repaint
             # both axes' text too; without it the window spends half the time on these plots.
             p.setClipToView(True)
             p.setDownsampling(auto=True, mode="peak")
             p.addLegend(offset=(-5, 5), labelTextSize="7pt")
             self.plots[key] = p
-        self.ap_plot = self.addPlot(title=AP_TITLE, colspan=2)
-        self.ap_plot.setYRange(0, 1)
-        self.ap_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.ap_plot = self.addPlot(colspan=2)
+        set_title(self.ap_plot, AP_TITLE)
+        # AP is a fraction: the axis always spans 0 to 1, with room for the labels at both ends
+        self.ap_plot.setYRange(0, 1, padding=0.1)
+        self.ap_plot.setMouseEnabled(x=True, y=False)
+        left = self.ap_plot.getAxis("left")
+        left.setTicks([[(v, f"{v:g}") for v in (0.0, 0.5, 1.0)], [(v, "") for v in (0.25, 0.75)]])
+        left.setStyle(autoExpandTextSpace=False, tickTextWidth=self.fontMetrics().horizontalAdvance("0.50"))
+        # faint guides rather than a grid: with a grid pyqtgraph drops the labels at 0 and 1 of a short plot
+        for y in (0.25, 0.5, 0.75, 1.0):
+            self.ap_plot.addItem(pg.InfiniteLine(y, angle=0, pen=pg.mkPen(255, 255, 255, 40)))
         self.ap_plot.addLegend(offset=(-5, 5), labelTextSize="7pt")
+        # the curves join the legend with their first point: an empty plot has no markers that look like data
         self.ap50_curve = self.ap_plot.plot([], [], pen=pg.mkPen("#ffd43b", width=2), symbol="o", symbolSize=6,
-                                            symbolBrush="#ffd43b", name="AP50")
+                                            symbolBrush="#ffd43b")
         self.ap_curve = self.ap_plot.plot([], [], pen=pg.mkPen("#4dabf7", width=2), symbol="s", symbolSize=6,
-                                          symbolBrush="#4dabf7", name="AP")
+                                          symbolBrush="#4dabf7")
+        # why the plot is empty (no evaluation yet, or none in the file), in the middle of the plot
+        self.ap_note = pg.TextItem("", color="#adb5bd", anchor=(0.5, 0.5))
+        self.ap_note.setParentItem(self.ap_plot.getViewBox())  # in the box's pixels, not in steps and AP
+        self.ap_plot.getViewBox().sigResized.connect(self._place_ap_note)
         self.ap_plot.setXLink(self.plots["loss"])
         for key in ("loss_ce", "loss_bbox", "loss_giou"):
             self.plots[key].setXLink(self.plots["loss"])
@@ -91,8 +121,9 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self._turn = 0
         self.reset()
 
-    def reset(self, terms: dict[str, LossTerm] | None = None) -> None:
-        """Clear the plots for a run whose criterion has these :func:`loss_terms`."""
+    def reset(self, terms: dict[str, LossTerm] | None = None, no_evals: str = "No held-out evaluation yet.") -> None:
+        """Clear the plots for a run whose criterion has these :func:`loss_terms`; ``no_evals``
+        says on the AP plot why it is empty until the first evaluation."""
         self.terms = terms or {}
         for p in self.plots.values():
             for c in list(p.listDataItems()):
@@ -106,7 +137,9 @@ class LossPlots(pg.GraphicsLayoutWidget):
         self.ap50: list[float] = []
         self.ap_curve.setData([], [])
         self.ap50_curve.setData([], [])
-        self.ap_plot.setTitle(AP_TITLE)
+        self.ap_plot.legend.clear()
+        set_title(self.ap_plot, AP_TITLE)
+        self.set_ap_note(no_evals)
         self._dirty = set()
         self._redraw_timer.stop()
         self.x_max = 0.0
@@ -151,14 +184,30 @@ class LossPlots(pg.GraphicsLayoutWidget):
                 return
         self._redraw_timer.stop()  # nothing new: idle until the next steps arrive
 
+    def set_ap_note(self, text: str) -> None:
+        """Say on the AP plot why it has no points (shown until the first evaluation)."""
+        self.ap_note.setHtml(f'<div style="text-align: center">{html.escape(text)}</div>')
+        self.ap_note.setVisible(bool(text) and not self.ap_steps)
+        self._place_ap_note()
+
+    def _place_ap_note(self) -> None:
+        """In the middle of the plot, wrapped to its width."""
+        box = self.ap_plot.getViewBox().rect()
+        self.ap_note.setTextWidth(max(80.0, box.width() - 16))
+        self.ap_note.setPos(box.center())
+
     def add_eval(self, event: EvalEvent) -> None:
+        if not self.ap_steps:
+            self.ap_note.setVisible(False)
+            self.ap_plot.legend.addItem(self.ap50_curve, "AP50")
+            self.ap_plot.legend.addItem(self.ap_curve, "AP")
         self.ap_steps.append(event.step)
         self.ap.append(event.metrics["AP"])
         self.ap50.append(event.metrics["AP50"])
         self.ap_curve.setData(self.ap_steps, self.ap)
         self.ap50_curve.setData(self.ap_steps, self.ap50)
         # the latest figures in words: the curve alone cannot be read to two decimals
-        self.ap_plot.setTitle(f"{AP_TITLE}: AP {self.ap[-1]:.2f}, AP50 {self.ap50[-1]:.2f} at step {event.step}")
+        set_title(self.ap_plot, f"{AP_TITLE}: AP {self.ap[-1]:.2f}, AP50 {self.ap50[-1]:.2f} at step {event.step}")
 
     def set_per_layer(self, on: bool) -> None:
         self.per_layer = on
@@ -218,6 +267,128 @@ def _dspin(lo: float, hi: float, value: float, decimals: int, step: float) -> QD
     return s
 
 
+def no_evals_note(eval_every: int) -> str:
+    """What the AP plot says before a run's first held-out evaluation."""
+    if eval_every:
+        return f"No evaluation yet: the first at step {eval_every}"
+    return "No evaluations in this run (Evaluate every: 0)"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+Values = Mapping[str, Any]  # config field (as in SETTINGS) -> the value the panel's widgets give it
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A config field the panel edits with one of its widgets, and the conversions both ways.
+
+    ``field`` is the name :func:`~detr_core.presets.apply_overrides` knows (``loss.`` for the loss
+    config's); ``widget`` the panel's attribute (a spin box, a check box or a combo box).
+    ``to_widget`` turns the config's value into the widget's (None: a preset does not set it, the
+    panel keeps its own value); ``from_widget`` the widget's into the config's. ``when``: the
+    field is only on when the other fields allow it (else its off value, 0 or False).
+    ``optimisation``: fine-tuning takes it from the fine-tuning recipe instead of the preset."""
+
+    field: str
+    widget: str
+    to_widget: Callable[[Any], Any] | None = _same
+    from_widget: Callable[[Any], Any] = _same
+    when: Callable[[Values], bool] | None = None
+    optimisation: bool = False
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A config field the panel sets from its other fields (``value(fields, preset's model)``),
+    with no widget of its own."""
+
+    field: str
+    value: Callable[[Values, DETRConfig], Any]
+
+
+def _anchors(v: Values) -> bool:
+    return v["query_type"] == "anchor"
+
+
+# Every field the panel edits, in one place: loading a preset shows each field's value in its
+# widget, and configs() reads the widgets back through the same rows.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("num_queries", "queries"),
+    Setting("num_encoder_layers", "enc_layers"),
+    Setting("num_decoder_layers", "dec_layers"),
+    Setting("d_model", "d_model", str, int),
+    Setting("lr", "lr", optimisation=True),
+    Setting("lr_backbone", "lr_backbone", optimisation=True),
+    Setting("batch_size", "batch", optimisation=True),
+    Setting("loss.no_object_weight", "no_object", optimisation=True),
+    Setting("decoder_self_attention", "self_attention"),
+    Setting("aux_loss", "aux_loss"),
+    Setting("seed", "seed"),
+    # the panel trains for a time (minutes); a preset without one gets two minutes
+    Setting("max_seconds", "minutes", lambda s: (s or 120) / 60, lambda m: m * 60),
+    # the panel's own: it evaluates every 200 steps unless told otherwise (the presets never do)
+    Setting("eval_every", "eval_every", None),
+    Setting("query_type", "anchor", lambda t: t == "anchor", lambda on: "anchor" if on else "learned"),
+    Setting("dn_groups", "dn_groups", when=_anchors),  # denoising needs anchor queries
+    Setting("num_query_groups", "query_groups"),
+    Setting("classifier", "focal", lambda c: c == "focal", lambda on: "focal" if on else "softmax"),
+    Setting("dense_aux", "dense"),
+    # query selection needs anchor queries (whose boxes it picks) and the dense head (that scores them)
+    Setting("query_select", "query_select", when=lambda v: _anchors(v) and v["dense_aux"]),
+    Setting("bf16", "bf16"),
+)
+DERIVED: tuple[Derived, ...] = (
+    Derived("dim_feedforward", lambda v, model: 4 * v["d_model"]),
+    # the preset's heads when they divide d_model, else 4 (which divides every d_model offered)
+    Derived("nheads", lambda v, model: model.nheads if v["d_model"] % model.nheads == 0 else 4),
+    Derived("steps", lambda v, model: 0),  # a run of the panel ends after its minutes, not a step count
+)
+
+
+def config_value(model: DETRConfig, train: TrainConfig, name: str) -> Any:
+    """The value of the setting ``name`` (as :func:`~detr_core.presets.apply_overrides` names it)
+    in these configs. Raises LookupError for a name they do not have."""
+    sections = {"model": model, "train": train, "loss": train.loss, "data": train.data, "dataset": train.dataset}
+    if "." in name:
+        section, key = name.split(".", 1)
+        owners = [section] if section in sections else []
+    else:
+        key = name
+        owners = [s for s in sections if s != "train" or key not in ("loss", "data", "dataset")]
+    found = [s for s in owners if key in {f.name for f in dataclasses.fields(sections[s])}]
+    if len(found) != 1:
+        raise LookupError(f"no setting {name!r} in the configs" if not found else f"ambiguous setting {name!r}")
+    return getattr(sections[found[0]], key)
+
+
+def widget_value(widget: QWidget) -> Any:
+    """What a setting's widget holds: a check box's state, a combo box's text, a spin box's value."""
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        return widget.value()
+    raise TypeError(f"a setting cannot be read from a {type(widget).__name__}")
+
+
+def set_widget_value(widget: QWidget, value: Any) -> None:
+    """Show ``value`` in a setting's widget; a value a combo box does not offer raises ValueError."""
+    if isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
+    elif isinstance(widget, QComboBox):
+        if widget.findText(str(value)) < 0:
+            raise ValueError(f"{value!r} is not one of the choices {[widget.itemText(i) for i in range(widget.count())]}")
+        widget.setCurrentText(str(value))
+    elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        widget.setValue(value)
+    else:
+        raise TypeError(f"a setting cannot be shown in a {type(widget).__name__}")
+
+
 class TrainingPanel(QWidget):
     """Emits ``trained`` when a run ends (with the model), ``preview`` with live results,
     ``running`` when training starts or stops, ``failed`` with a readable message."""
@@ -239,6 +410,7 @@ class TrainingPanel(QWidget):
         self.dataset = None  # the open OpenedDataset (None: toy shapes)
         self.open_model = None  # the LoadedModel shown, which "fine-tune" starts from
         self._optimisation_for_fine_tuning = False  # whose learning rates the fields hold
+        self._plotted: object = None  # whose curves the plots show: a Checkpoint, a TrainedModel, None (a run's)
         # asked before a run starts (its model will replace the one shown): False keeps it idle
         self.confirm_start: Callable[[], bool] | None = None
 
@@ -340,64 +512,103 @@ class TrainingPanel(QWidget):
         sl.addLayout(form)
         sl.addWidget(levers)
         sl.addStretch(1)
-        scroll = QScrollArea()
+        self.settings_scroll = scroll = QScrollArea()
         scroll.setWidget(settings)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(300)
+        # the form scrolls down only: it is as wide as its widest row, with room for the scroll bar
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(settings.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width()
+                               + 2 * scroll.frameWidth())
+
+        # left: the controls above the settings; right: how the run goes, above its curves (which
+        # get the panel's whole height: a dock along the bottom of a laptop screen is short)
+        buttons = QHBoxLayout()
+        for b in (self.btn_start, self.btn_pause, self.btn_step, self.btn_stop):
+            buttons.addWidget(b)
+        buttons.addWidget(help_button("Training"))
+        checks = QHBoxLayout()
+        checks.addWidget(self.follow)
+        checks.addWidget(self.per_layer)
+        checks.addStretch(1)
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addLayout(buttons)
+        side_layout.addLayout(checks)
+        side_layout.addWidget(scroll, 1)
 
         self.plots = LossPlots()
         self.per_layer.toggled.connect(self.plots.set_per_layer)
+        self.progress_bar.setFixedWidth(self.fontMetrics().horizontalAdvance("0") * 18)
+        status = QHBoxLayout()
+        status.addWidget(self.progress_bar)
+        status.addWidget(self.progress_label, 1)
+        run = QWidget()
+        run_layout = QVBoxLayout(run)
+        run_layout.setContentsMargins(0, 0, 0, 0)
+        run_layout.addLayout(status)
+        run_layout.addWidget(self.error_label)
+        run_layout.addWidget(self.plots, 1)
+
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(scroll)
-        split.addWidget(self.plots)
+        split.addWidget(side)
+        split.addWidget(run)
+        split.setCollapsible(0, False)
+        split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        controls = QHBoxLayout()  # always visible, above the settings and plots
-        for b in (self.btn_start, self.btn_pause, self.btn_step, self.btn_stop):
-            controls.addWidget(b)
-        controls.addWidget(self.progress_bar, 1)
-        controls.addWidget(self.follow)
-        controls.addWidget(self.per_layer)
-        controls.addWidget(help_button("Training"))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
-        layout.addLayout(controls)
-        layout.addWidget(self.progress_label)
-        layout.addWidget(self.error_label)
-        layout.addWidget(split, 1)
+        layout.addWidget(split)
 
+        self._check_settings()
         self.preset.currentTextChanged.connect(self.load_preset)
         self.load_preset("fast")
         self._update_buttons()
 
     # --- settings --------------------------------------------------------------------------
+    def _check_settings(self) -> None:
+        """Every row of SETTINGS names a widget of this panel and a field of the configs: a row
+        that does not fails here, when the panel is made, not when a run starts."""
+        model, train = preset("fast")
+        for row in SETTINGS:
+            widget = getattr(self, row.widget, None)
+            if not isinstance(widget, (QCheckBox, QComboBox, QSpinBox, QDoubleSpinBox)):
+                raise LookupError(f"setting {row.field!r}: the training panel has no widget {row.widget!r} "
+                                  f"(a spin box, check box or combo box)")
+            config_value(model, train, row.field)
+        for derived in DERIVED:
+            config_value(model, train, derived.field)
+
+    def _widget(self, row: Setting) -> QWidget:
+        return getattr(self, row.widget)
+
     def load_preset(self, name: str) -> None:
+        """Show the preset ``name`` in the widgets (the optimisation fields: the fine-tuning
+        recipe's when fine-tuning)."""
         model, train = preset(name)
-        self.queries.setValue(model.num_queries)
-        self.enc_layers.setValue(model.num_encoder_layers)
-        self.dec_layers.setValue(model.num_decoder_layers)
-        self.d_model.setCurrentText(str(model.d_model))
+        for row in SETTINGS:
+            if row.to_widget is not None and not row.optimisation:
+                set_widget_value(self._widget(row), row.to_widget(config_value(model, train, row.field)))
         self._load_optimisation(finetune_train_config() if self.fine_tuning else train)
-        self.self_attention.setChecked(model.decoder_self_attention)
-        self.aux_loss.setChecked(model.aux_loss)
-        self.seed.setValue(train.seed)
-        self.minutes.setValue((train.max_seconds or 120) / 60)
-        self.anchor.setChecked(model.query_type == "anchor")
-        self.dn_groups.setValue(model.dn_groups)
-        self.query_groups.setValue(model.num_query_groups)
-        self.focal.setChecked(model.classifier == "focal")
-        self.dense.setChecked(model.dense_aux)
-        self.query_select.setChecked(model.query_select)
-        self.bf16.setChecked(train.bf16)
         self.precision_label.setText(precision_note(train.bf16))
 
     def _load_optimisation(self, train: TrainConfig) -> None:
         """The learning rates, batch size and no-object weight of ``train`` (the preset's, or when
         fine-tuning the reference's fine-tuning recipe, as ``main.py train --init`` uses)."""
         self._optimisation_for_fine_tuning = self.fine_tuning
-        self.lr.setValue(train.lr)
-        self.lr_backbone.setValue(train.lr_backbone)
-        self.batch.setValue(train.batch_size)
-        self.no_object.setValue(train.loss.no_object_weight)
+        model = DETRConfig()  # (the optimisation fields are all the train config's)
+        for row in SETTINGS:
+            if row.optimisation and row.to_widget is not None:
+                set_widget_value(self._widget(row), row.to_widget(config_value(model, train, row.field)))
+
+    def setting_values(self) -> dict[str, Any]:
+        """The fields of SETTINGS as the widgets give them (a field whose ``when`` does not
+        hold is off)."""
+        values = {row.field: row.from_widget(widget_value(self._widget(row))) for row in SETTINGS}
+        for row in SETTINGS:
+            if row.when is not None and not row.when(values):
+                values[row.field] = type(values[row.field])()  # 0, False
+        return values
 
     def configs(self) -> tuple[DETRConfig, TrainConfig]:
         """The preset with this panel's settings applied (raises ValueError on a bad combination);
@@ -405,25 +616,26 @@ class TrainingPanel(QWidget):
         model, train = preset(self.preset.currentText())
         if self.fine_tuning:
             train = finetune_train_config()
-        d = int(self.d_model.currentText())
-        heads = model.nheads if d % model.nheads == 0 else 4
-        overrides = {
-            "num_queries": self.queries.value(), "num_encoder_layers": self.enc_layers.value(),
-            "num_decoder_layers": self.dec_layers.value(), "d_model": d, "nheads": heads,
-            "dim_feedforward": 4 * d, "lr": self.lr.value(), "lr_backbone": self.lr_backbone.value(),
-            "batch_size": self.batch.value(), "loss.no_object_weight": self.no_object.value(),
-            "decoder_self_attention": self.self_attention.isChecked(), "aux_loss": self.aux_loss.isChecked(),
-            "seed": self.seed.value(), "max_seconds": self.minutes.value() * 60, "steps": 0,
-            "query_type": "anchor" if self.anchor.isChecked() else "learned",
-            "dn_groups": self.dn_groups.value() if self.anchor.isChecked() else 0,
-            "num_query_groups": self.query_groups.value(),
-            "classifier": "focal" if self.focal.isChecked() else "softmax",
-            "dense_aux": self.dense.isChecked(), "bf16": self.bf16.isChecked(),
-            # like the denoising groups, query selection needs anchor queries (and the dense head)
-            "query_select": self.query_select.isChecked() and self.anchor.isChecked() and self.dense.isChecked(),
-            "eval_every": self.eval_every.value(), "eval_images": 100,
-        }
+        values = self.setting_values()
+        overrides = {**values, **{d.field: d.value(values, model) for d in DERIVED}}
         return apply_overrides(model, train, overrides)
+
+    def show_preset(self, name: str) -> None:
+        """Choose the preset ``name`` and bring it in sight (the settings form scrolled to it), for
+        "Train a deformable model": the user then presses Start. A finished run's progress is
+        cleared (a running run's stays, and so does what the curves of an opened file are).
+        Raises ValueError for a preset the panel does not offer."""
+        if self.preset.findText(name) < 0:
+            raise ValueError(f"the training panel has no preset {name!r}")
+        self.preset.setCurrentText(name)
+        self._scroll_to_preset()
+        QTimer.singleShot(0, self, self._scroll_to_preset)  # again once a dock shown with it is laid out
+        if not self.is_running and self.progress_bar.value() >= self.progress_bar.minimum():  # a run's, ended
+            self.progress_bar.reset()
+            self.progress_label.setText("Not training.")
+
+    def _scroll_to_preset(self) -> None:
+        self.settings_scroll.ensureWidgetVisible(self.preset)
 
     def set_dataset(self, opened: OpenedDataset | None) -> None:
         """The next run trains on ``opened`` (None: toy shapes)."""
@@ -436,25 +648,44 @@ class TrainingPanel(QWidget):
         self.show_history(loaded)
 
     def show_history(self, loaded: LoadedModel | None) -> bool:
-        """Plot the loss and AP curves stored in the opened model's file (a run of the CLI, of
-        several processes, or of this window), unless a run is training. True if it had curves."""
-        ckpt = loaded.checkpoint if loaded is not None else None
-        if self.is_running or ckpt is None or not ckpt.history:
+        """Plot the loss and AP curves of the model shown: those stored in its file (a run of the
+        CLI, of several processes, or of this window) or of its run in this session, unless a run
+        is training. A model with none clears the plots and says so. True if it had curves."""
+        if self.is_running or loaded is None:
             return False
-        history = History.from_dict(ckpt.history)
+        ckpt, trained = loaded.checkpoint, loaded.trained
+        source: object = ckpt if ckpt is not None else trained
+        if source is None:
+            return False
+        if source is self._plotted:
+            return True  # (the run that just ended: its curves are up already)
+        if ckpt is not None:
+            history, tc, model_config = History.from_dict(ckpt.history), ckpt.train_config, ckpt.model_config
+            name = loaded.path.name if loaded.path is not None else loaded.source
+            kind = "checkpoint"
+        else:
+            assert trained is not None
+            history, tc, model_config = trained.history, trained.train_config, trained.model_config
+            name, kind = "the model trained in this session", "run"
+        evaluated = any("AP" in point and "AP50" in point for point in history.evals)
+        never = tc is not None and not tc.eval_every
+        no_evals = f"No evaluations in this {kind}" + (" (it was trained without any)" if never else "")
+        self.plots.reset(loss_terms(model_config, tc.loss if tc is not None else None), no_evals=no_evals)
+        self._plotted = source
+        self.progress_bar.reset()  # the bar was the last run's
         if not len(history):
+            self.progress_label.setText(f"{name} keeps no training curves.")
             return False
-        tc = ckpt.train_config
-        self.plots.reset(loss_terms(ckpt.model_config, tc.loss if tc is not None else None))
         self.plots.history = history
-        for point in history.evals:
-            if "AP" in point and "AP50" in point:
-                self.plots.add_eval(EvalEvent(int(point["step"]), float(point.get("elapsed", 0.0)),
-                                              {"AP": point["AP"], "AP50": point["AP50"]}, 0.0))
+        if evaluated:
+            for point in history.evals:
+                if "AP" in point and "AP50" in point:
+                    self.plots.add_eval(EvalEvent(int(point["step"]), float(point.get("elapsed", 0.0)),
+                                                  {"AP": point["AP"], "AP50": point["AP50"]}, 0.0))
         self.plots.redraw()
-        name = loaded.path.name if loaded.path is not None else loaded.source
-        last = history.steps["step"][-1]
-        self.progress_label.setText(f"The curves of {name}: its training, {int(last)} steps (from the file).")
+        steps = int(history.steps["step"][-1])
+        self.progress_label.setText(f"The curves of {name}: its training, {steps} steps (from the file)." if ckpt
+                                    else f"The curves of {name}: {steps} steps.")
         return True
 
     @property
@@ -504,7 +735,8 @@ class TrainingPanel(QWidget):
         except ValueError as e:
             self.failed.emit(f"Cannot start training: {e}")
             return False
-        self.plots.reset(loss_terms(model_cfg, train_cfg.loss))
+        self.plots.reset(loss_terms(model_cfg, train_cfg.loss), no_evals=no_evals_note(train_cfg.eval_every))
+        self._plotted = None  # the plots follow this run now
         self._last_step = None
         self._threads = ""
         worker = TrainingWorker(model_cfg, train_cfg, self.preview_image, start_paused=paused, parent=self,
@@ -585,6 +817,7 @@ class TrainingPanel(QWidget):
             self.preview.emit(result, image_id)
 
     def _on_trained(self, trained: TrainedModel) -> None:
+        self._plotted = trained  # the plots show its curves: the window opening its model keeps them
         self.trained.emit(trained)
 
     def _on_thread_finished(self) -> None:
@@ -613,10 +846,7 @@ class TrainingPanel(QWidget):
         self.btn_pause.setEnabled(running)
         self.btn_pause.setText("Resume" if paused else "Pause")
         self.btn_stop.setEnabled(running)
-        for w in (self.preset, self.queries, self.enc_layers, self.dec_layers, self.d_model, self.lr, self.lr_backbone, self.batch,
-                  self.no_object, self.self_attention, self.aux_loss, self.seed, self.minutes, self.anchor,
-                  self.dn_groups, self.query_groups, self.focal, self.dense, self.query_select, self.bf16,
-                  self.eval_every, self.start_from):
+        for w in (self.preset, self.start_from, *(self._widget(row) for row in SETTINGS)):
             w.setEnabled(not running)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QItemSelectionModel, QStandardPaths, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QSize, QStandardPaths, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -49,6 +49,7 @@ from detr_core.train.run_store import RunRecord, RunStore
 from detr_core.train.trainer import EvalEvent, Event, StepEvent
 
 from ..run_queue import RunQueue
+from ..training_panel import set_title
 from ..training_worker import TrainingWorker
 from .base import AnalysisView
 
@@ -83,6 +84,17 @@ def smooth(values: np.ndarray, beta: float = 0.9) -> np.ndarray:
     return out
 
 
+def duration_text(seconds: float) -> str:
+    """About how long ``seconds`` is, in words: "about 10 minutes"."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 100:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    hours = f"{seconds / 3600:.1f}".removesuffix(".0")
+    return f"about {hours} hours"
+
+
 class _LiveRun:
     """The running run's curves, as far as they have come (GUI thread only)."""
 
@@ -98,6 +110,29 @@ class _LiveRun:
         self.curves["elapsed"].append(elapsed)
         for k in LOSS_KEYS:
             self.curves[k].append(losses.get(k, math.nan))
+
+
+class _LogAxis(pg.AxisItem):
+    """A logarithmic axis that labels 1, 2 and 5 times a power of ten (over more than two
+    decades, the powers only): pyqtgraph labels every tick from 1 to 9, on top of each other in
+    a short plot."""
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:  # noqa: N802
+        strings = super().tickStrings(values, scale, spacing)
+        if not self.logMode:
+            return strings
+        low, high = sorted(self.range)  # in decades
+        keep = (1,) if high - low > 2 else (1, 2, 5)
+        return [text if round(10 ** (v - math.floor(v + 1e-9))) in keep else "" for v, text in zip(values, strings)]
+
+
+class _Compact(QWidget):
+    """A container that asks for no more room than its minimum. Once a wrapping label shows
+    text (the progress, an error), a dock's scroll area wants the height every part of the view
+    prefers, and the plots prefer 480 px: the view would scroll in a short dock."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return self.minimumSizeHint()
 
 
 class RunsView(AnalysisView):
@@ -129,6 +164,8 @@ class RunsView(AnalysisView):
         self.jobFailed.connect(self._on_run_failed)
         self.jobCancelled.connect(self._on_cancelled)
         self._build()
+        # the run's progress text shares the top row with its bar rather than wrap in a sliver of it
+        self._top.setStretchFactor(self.progress_label, 1)
         self.reload()
         self._restore_queue()
 
@@ -169,11 +206,15 @@ class RunsView(AnalysisView):
         self.run_button = QPushButton("Run ablations")
         self.run_button.setToolTip("Queue the checked runs; they train one at a time")
         self.run_button.clicked.connect(self.run_checked)
+        # what Run would queue, and how long it and the queue before it take, before anything runs
+        self.estimate_label = QLabel("")
+        self.estimate_label.setToolTip("Training time: each run's held-out evaluations and its start add a little")
         labelled = (("Preset", self.base_combo), ("Seed", self.seed_spin), ("Minutes", self.minutes_spin))
         for label, widget in labelled:
             setup.addWidget(QLabel(label))
             setup.addWidget(widget)
         setup.addStretch(1)
+        setup.addWidget(self.estimate_label)
         setup.addWidget(self.run_button)
         self.body.addLayout(setup)
 
@@ -184,9 +225,11 @@ class RunsView(AnalysisView):
             box.setChecked(True)
             box.setToolTip(description + (f"\n{' '.join(overrides)}" if overrides else ""))
             self.ablation_checks[key] = box
+            box.toggled.connect(self._update_estimate)
             checks.addWidget(box)
         checks.addStretch(1)
         self.body.addLayout(checks)
+        self.minutes_spin.valueChanged.connect(self._update_estimate)
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -208,6 +251,11 @@ class RunsView(AnalysisView):
         self.delete_button = QPushButton("Delete")
         self.delete_button.setToolTip("Delete the selected runs (record and checkpoint), or drop queued ones")
         self.delete_button.clicked.connect(self.delete_selected)
+        actions.addWidget(self.open_button)
+        actions.addWidget(self.delete_button)
+        actions.addStretch(1)
+
+        shown = QHBoxLayout()  # what the plots show
         self.loss_combo = QComboBox()
         for key, label in LOSS_KEYS.items():
             self.loss_combo.addItem(label, key)
@@ -220,54 +268,69 @@ class RunsView(AnalysisView):
         self.smooth_check = QCheckBox("Smooth")
         self.smooth_check.setChecked(True)
         self.smooth_check.setToolTip("Exponential moving average of the per-step loss")
-        for w in (self.loss_combo, self.metric_combo, self.x_combo):
+        for w, chars in ((self.loss_combo, 17), (self.metric_combo, 9), (self.x_combo, 12)):
             w.currentIndexChanged.connect(self._replot)
+            # as wide as a usual entry, not the longest: the plots beside the table need the room
+            # (the list that drops down is as wide as it needs)
+            w.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            w.setMinimumContentsLength(chars)
+            w.view().setMinimumWidth(w.view().sizeHintForColumn(0) + 8)
         self.smooth_check.toggled.connect(self._replot)
-        actions.addWidget(self.open_button)
-        actions.addWidget(self.delete_button)
-        actions.addStretch(1)
-        actions.addWidget(QLabel("Loss"))
-        actions.addWidget(self.loss_combo)
-        actions.addWidget(QLabel("Metric"))
-        actions.addWidget(self.metric_combo)
-        actions.addWidget(QLabel("x"))
-        actions.addWidget(self.x_combo)
-        actions.addWidget(self.smooth_check)
+        for label, widget, stretch in (("Loss", self.loss_combo, 4), ("Metric", self.metric_combo, 2),
+                                       ("x", self.x_combo, 2)):
+            shown.addWidget(QLabel(label))
+            shown.addWidget(widget, stretch)
+        shown.addWidget(self.smooth_check)
 
-        self.loss_plot = self._make_plot()
+        self.loss_plot = self._make_plot(_LogAxis("left"))
         self.loss_plot.setLogMode(y=True)
         self.metric_plot = self._make_plot()
         self.metric_plot.setXLink(self.loss_plot)
         # AP, AP50, AP75 and the duplicate rate are fractions: the axis always spans 0 to 1, so
         # noise between two runs never looks like a trend
-        self.metric_plot.setYRange(0, 1, padding=0.02)
+        self.metric_plot.setYRange(0, 1, padding=0.05)
+        # faint guides rather than the y grid, with which pyqtgraph drops the labels at 0 and 1 of a short plot
+        self.metric_plot.showGrid(x=True, y=False, alpha=0.2)
+        for y in (0.25, 0.5, 0.75, 1.0):
+            self.metric_plot.addItem(pg.InfiniteLine(y, angle=0, pen=pg.mkPen(255, 255, 255, 40)))
         self.metric_plot.setMouseEnabled(x=True, y=False)
         self.metric_plot.enableAutoRange(y=False)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.loss_plot)
         plots.addWidget(self.metric_plot)
 
-        top = QWidget()
-        top_layout = QVBoxLayout(top)
-        top_layout.setContentsMargins(0, 0, 0, 0)
-        top_layout.addWidget(self.table)
-        top_layout.addLayout(actions)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(top)
-        split.addWidget(plots)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 1)
-        self.body.addWidget(split, 1)
+        # the table beside the plots, not above them: a dock along the bottom of a laptop screen
+        # is wide and short
+        runs = QWidget()
+        runs_layout = QVBoxLayout(runs)
+        runs_layout.setContentsMargins(0, 0, 0, 0)
+        runs_layout.addWidget(self.table, 1)
+        runs_layout.addLayout(actions)
+        curves = QWidget()
+        curves_layout = QVBoxLayout(curves)
+        curves_layout.setContentsMargins(0, 0, 0, 0)
+        curves_layout.addLayout(shown)
+        curves_layout.addWidget(plots, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(runs)
+        split.addWidget(curves)
+        split.setSizes([2000, 3000])  # two fifths to the table, whatever the width
+        main = _Compact()
+        main_layout = QVBoxLayout(main)
+        main_layout.setContentsMargins(0, 0, 0, 0)
+        main_layout.addWidget(split)
+        self.body.addWidget(main, 1)
         self._update_axes()
+        self._update_estimate()
 
     @staticmethod
-    def _make_plot() -> pg.PlotWidget:
-        plot = pg.PlotWidget()
+    def _make_plot(left: pg.AxisItem | None = None) -> pg.PlotWidget:
+        plot = pg.PlotWidget(axisItems={"left": left} if left is not None else None)
         plot.setBackground("#202124")
         plot.showGrid(x=True, y=True, alpha=0.2)
         legend = plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
         legend.setBrush(pg.mkBrush(32, 33, 36, 210))  # readable over the curves it covers
-        plot.setMinimumHeight(160)
+        plot.setMinimumHeight(120)
         for side in ("left", "bottom"):
             plot.getAxis(side).enableAutoSIPrefix(False)  # no "(x0.001)" on AP or loss axes
         return plot
@@ -276,6 +339,32 @@ class RunsView(AnalysisView):
     @property
     def is_running(self) -> bool:
         return self.live is not None
+
+    def queue_seconds_left(self) -> tuple[float, bool]:
+        """Training time left in the queue: the running run's rest and the queued runs' budgets;
+        and whether that is all (a run with a step budget only has no time to count)."""
+        runs = [(spec, 0.0) for spec in self.pending]
+        if self.live is not None:
+            runs.append((self.live.spec, self.live.progress))
+        left = sum(spec.seconds * (1 - done) for spec, done in runs if spec.seconds)
+        return left, all(spec.seconds for spec, _ in runs)
+
+    def estimate_text(self) -> str:
+        """What Run queues and about how long it trains; and what is left of the queue."""
+        n = len(self.checked_ablations())
+        if n:
+            text = f"{n} run{'s' if n != 1 else ''} · {duration_text(n * self.minutes_spin.value() * 60)}"
+        else:
+            text = "No run checked"
+        if self.live is not None or self.pending:
+            left, known = self.queue_seconds_left()
+            text += f" · queue: {duration_text(left)}{'' if known else ' and some steps'} left"
+        return text
+
+    def _update_estimate(self) -> None:
+        text = self.estimate_text()
+        if text != self.estimate_label.text():  # (it changes about once a minute while a run goes)
+            self.estimate_label.setText(text)
 
     def checked_ablations(self) -> list[str]:
         return [k for k, box in self.ablation_checks.items() if box.isChecked()]
@@ -477,6 +566,7 @@ class RunsView(AnalysisView):
             self.live.add(step, elapsed, losses)
         self.live.progress = progress
         self._refresh_current_row()
+        self._update_estimate()
         self._plot_run(CURRENT, self.live.spec.name + " (running)", self.live.curves, self.live.evals,
                        self._color(len(self.records)))
 
@@ -569,6 +659,7 @@ class RunsView(AnalysisView):
                 self.table.selectionModel().select(self.table.model().index(row, 0), select)
         self.table.blockSignals(False)
         self._update_buttons()
+        self._update_estimate()
 
     def _refresh_current_row(self) -> None:
         for row, (key, what) in enumerate(self._rows):
@@ -629,10 +720,11 @@ class RunsView(AnalysisView):
 
     def _update_axes(self) -> None:
         x_label = X_KEYS[self.x_combo.currentData()]
+        # what is plotted up in the titles, across: a vertical label is cut in a short plot
         self.loss_plot.setLabel("bottom", x_label)
-        self.loss_plot.setLabel("left", LOSS_KEYS[self.loss_combo.currentData()])
+        set_title(self.loss_plot.getPlotItem(), LOSS_KEYS[self.loss_combo.currentData()])
         self.metric_plot.setLabel("bottom", x_label)
-        self.metric_plot.setLabel("left", METRIC_KEYS[self.metric_combo.currentData()] + " (held-out, 0 to 1)")
+        set_title(self.metric_plot.getPlotItem(), METRIC_KEYS[self.metric_combo.currentData()] + " (held-out, 0 to 1)")
 
     def _replot(self) -> None:
         self._update_axes()
