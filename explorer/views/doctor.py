@@ -19,10 +19,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QSplitter,
     QTreeWidget,
@@ -38,9 +40,11 @@ from detr_core.doctor.overfit import OverfitResult, open_for_overfit, overfit_st
 from detr_core.doctor.report import markdown_report, write_report
 from detr_core.doctor.watch import WatchProbe, WatchWarning
 
+from ..dataset_session import OpenedDataset
 from ..state import AppState
 from ..workers import WorkContext
 from .base import AnalysisView
+from .flow import Fill, FlowLayout, labelled, side_by_side
 
 WATCH_PROBE = "doctor watch"
 OVERFIT_STEPS = 400  # most steps of overfit one batch
@@ -74,24 +78,33 @@ class DoctorView(AnalysisView):
         self._boxes: list[pg.PlotDataItem] = []
 
         self.source = QLineEdit("toy")
-        self.source.setToolTip("toy, coco:FOLDER, voc:FOLDER, yolo:FOLDER or a folder")
+        self.source.setToolTip("What to check: toy, coco:FOLDER, voc:FOLDER, yolo:FOLDER or a folder. It follows "
+                               "File ▸ Open Dataset… unless you type or choose another.")
+        self.source.textEdited.connect(lambda _: self._set_chosen(True))
         browse = QPushButton("Folder…")
         browse.clicked.connect(self._browse)
         self.check_button = QPushButton("Check dataset")
-        self.check_button.clicked.connect(self.check)
+        self.check_button.clicked.connect(lambda: self.check())  # not check(checked)
         self.overfit_button = QPushButton("Overfit one batch")
         self.overfit_button.clicked.connect(self.run_overfit)
-        self.report_button = QPushButton("Export report…")
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip("Export the findings, the overfit result and the training watch as "
+                                      "Markdown or HTML")
         self.report_button.clicked.connect(self._choose_report)
-        row = QHBoxLayout()
-        for w in (QLabel("Data:"), self.source, browse, self.check_button, self.overfit_button, self.report_button):
-            row.addWidget(w)
+        self._chosen = False  # the field holds a source the user typed or chose (kept when a dataset opens)
+        state.datasetChanged.connect(self._on_dataset)
+        row = FlowLayout()  # wraps in a narrow dock: the data on one line, the actions on the next
+        row.addWidget(labelled("Data:", self.source))
+        row.addWidget(browse)
+        row.addWidget(side_by_side(self.check_button, self.overfit_button, self.report_button))
         self.body.addLayout(row)
 
         self.findings = QTreeWidget()
         self.findings.setHeaderLabels(["Finding", "Images", "Objects"])
+        self.findings.setMinimumHeight(70)
         self.findings.itemClicked.connect(self._clicked)
         self.plot = pg.PlotWidget()
+        self.plot.setMinimumHeight(120)
         self.plot.setAspectLocked(True)
         self.plot.invertY(True)
         self.image_item = pg.ImageItem(axisOrder="row-major")
@@ -107,26 +120,43 @@ class DoctorView(AnalysisView):
         self.verdicts.setWordWrap(True)
         self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         controls = self._build_missed_panel()
-        pictures = QSplitter()  # the image, and beside it the missed object's query layer by layer
-        pictures.addWidget(self.plot)
-        pictures.addWidget(self.missed_plots)
-        pictures.setStretchFactor(0, 3)
-        pictures.setStretchFactor(1, 2)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(pictures)
-        right.addWidget(self.verdicts)
-        right.addWidget(controls)
-        right.setStretchFactor(0, 1)
-        split = QSplitter()
-        split.addWidget(self.findings)
-        split.addWidget(right)
-        self.body.addWidget(split, 1)
+        # a tall, narrow dock: findings, the image, the missed object's plots and the words, one
+        # under the other; the words scroll inside their pane when a diagnosis is long
+        words = QWidget()
+        words_layout = QVBoxLayout(words)
+        words_layout.setContentsMargins(0, 0, 0, 0)
+        words_layout.addWidget(self.verdicts)
+        words_layout.addWidget(controls)
+        words_layout.addStretch(1)
+        words_area = QScrollArea()
+        words_area.setWidget(words)
+        words_area.setWidgetResizable(True)
+        words_area.setFrameShape(QFrame.Shape.NoFrame)
+        words_area.setMinimumHeight(60)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        for part, stretch in ((self.findings, 2), (self.plot, 4), (self.missed_plots, 3), (words_area, 2)):
+            split.addWidget(part)
+            split.setStretchFactor(split.count() - 1, stretch)
+        self.splitter = split
+        self.body.addWidget(Fill(split), 1)
+        self._on_dataset(state.dataset)
 
     # --- data checks ---------------------------------------------------------------------
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder")
         if folder:
             self.source.setText(folder)
+            self._set_chosen(True)
+
+    def _set_chosen(self, chosen: bool) -> None:
+        self._chosen = chosen
+
+    def _on_dataset(self, opened: OpenedDataset | None) -> None:
+        """The field follows the open dataset (the toy data when none is open), unless the user
+        typed or chose another source."""
+        if not self._chosen:
+            self.source.setText("toy" if opened is None else opened.source)
 
     def _figures(self) -> dict[str, int]:
         loaded = self.state.model
@@ -135,6 +165,7 @@ class DoctorView(AnalysisView):
         return model_figures(loaded.model.config)
 
     def check(self, source: str | None = None) -> bool:
+        """Check ``source`` (shown in the field), else what the field says; False if a job runs."""
         if source is not None:
             self.source.setText(source)
         figures = self._figures()
@@ -145,6 +176,15 @@ class DoctorView(AnalysisView):
 
         return self.run_job(work, self.source.text().strip() or "toy", on_done=self.show_report,
                             button=self.check_button)
+
+    def check_open_dataset(self) -> bool:
+        """What Data ▸ Check Dataset runs: check the dataset opened with File ▸ Open Dataset (the
+        field then shows it and follows the open dataset again), or, with none open, the field."""
+        opened = self.state.dataset
+        if opened is None:
+            return self.check()
+        self._set_chosen(False)
+        return self.check(opened.source)
 
     def show_report(self, report: DataReport) -> None:
         self.report = report
@@ -241,6 +281,8 @@ class DoctorView(AnalysisView):
         self.image_name = ""
         self.missed_pick = QComboBox()
         self.missed_pick.setToolTip("A ground-truth object the model missed")
+        self.missed_pick.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.missed_pick.setMinimumContentsLength(14)  # long class names must not widen the dock
         self.missed_pick.currentIndexChanged.connect(lambda _: self.show_missed())
         self.layer_pick = QSpinBox()
         self.layer_pick.setToolTip("The decoder layer whose box, class probabilities and cross-attention are shown")
@@ -253,7 +295,7 @@ class DoctorView(AnalysisView):
         self.missed_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.iou_plot = pg.PlotWidget()
-        self.iou_plot.setMinimumHeight(140)
+        self.iou_plot.setMinimumHeight(110)
         self.iou_plot.setYRange(0, 1, padding=0.05)
         self.iou_plot.setMouseEnabled(False, False)
         self.iou_plot.setLabel("bottom", "decoder layer")
@@ -266,19 +308,19 @@ class DoctorView(AnalysisView):
         self.iou_plot.addItem(self.layer_line)
 
         self.prob_plot = pg.PlotWidget()
-        self.prob_plot.setMinimumHeight(140)
+        self.prob_plot.setMinimumHeight(110)
         self.prob_plot.setYRange(0, 1, padding=0.05)
         self.prob_plot.setMouseEnabled(False, False)
         self.prob_plot.setTitle("Its class probabilities")
         self.prob_bars = pg.BarGraphItem(x=[], height=[], width=0.7)
         self.prob_plot.addItem(self.prob_bars)
 
-        controls = QHBoxLayout()
-        for w in (QLabel("Missed object:"), self.missed_pick, QLabel("Layer:"), self.layer_pick, self.show_in_view):
-            controls.addWidget(w)
-        controls.addStretch(1)
-        self.missed_plots = QWidget()
-        plots = QVBoxLayout(self.missed_plots)
+        controls = FlowLayout()
+        controls.addWidget(labelled("Missed:", self.missed_pick))
+        controls.addWidget(labelled("Layer:", self.layer_pick))
+        controls.addWidget(self.show_in_view)
+        self.missed_plots = QWidget()  # side by side under the image
+        plots = QHBoxLayout(self.missed_plots)
         plots.setContentsMargins(0, 0, 0, 0)
         plots.addWidget(self.iou_plot, 1)
         plots.addWidget(self.prob_plot, 1)
