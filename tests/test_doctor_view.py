@@ -103,7 +103,7 @@ def test_a_missed_object_layer_by_layer_and_in_the_image_view(qtbot) -> None:
     assert 0.2 < y[-1] < 0.5
 
     def shown(layer: int) -> None:  # bars, boxes and heatmap are the query's at ``layer`` (0-based)
-        bars = view.prob_bars.opts["height"]
+        bars = view.prob_bars.opts["width"]  # horizontal bars: a bar's length is its probability
         np.testing.assert_allclose(bars, r.layer_probs[layer, d.query].numpy())
         assert len(bars) == 4  # 3 classes and no-object
         assert len(view._layer_boxes) == L

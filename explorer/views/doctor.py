@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -55,6 +56,7 @@ LAYER_COLOR = (251, 188, 4)  # the matched query's boxes, one per decoder layer,
 TRUE_CLASS_BRUSH = pg.mkBrush("#34a853")
 OTHER_CLASS_BRUSH = pg.mkBrush("#8ab4f8")
 NO_OBJECT_BRUSH = pg.mkBrush("#9aa0a6")
+PLOT_TITLE_SIZE = "9pt"  # the two plots share a 420 px dock: their titles must fit half of it
 FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
     "no_object": "classification (the query finds and places the object, then calls it no-object)",
     "wrong_class": "classification (the query finds and places the object, then names another class)",
@@ -63,6 +65,11 @@ FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
     "nobody_looks": "attention (no query looks at the object: neither a box nor a class near it)",
     "detected": "nothing (the object is found)",
 }
+
+
+def _short(name: str, most: int = 12) -> str:
+    """A class name short enough for a plot title or axis in half a narrow dock."""
+    return name if len(name) <= most else name[:most - 1] + "…"
 
 
 class DoctorView(AnalysisView):
@@ -101,6 +108,11 @@ class DoctorView(AnalysisView):
 
         self.findings = QTreeWidget()
         self.findings.setHeaderLabels(["Finding", "Images", "Objects"])
+        header = self.findings.header()  # the finding takes the width the counts leave (its tooltip has it all)
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.findings.setMinimumHeight(70)
         self.findings.itemClicked.connect(self._clicked)
         self.plot = pg.PlotWidget()
@@ -119,23 +131,23 @@ class DoctorView(AnalysisView):
         self.verdicts = QLabel("Check a dataset, then click an example image.")
         self.verdicts.setWordWrap(True)
         self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        controls = self._build_missed_panel()
-        # a tall, narrow dock: findings, the image, the missed object's plots and the words, one
-        # under the other; the words scroll inside their pane when a diagnosis is long
+        self._build_missed_panel()
+        # a tall, narrow dock: findings, the image, the missed object's controls and plots, and
+        # the words, one under the other; the words scroll inside their pane when they are long
         words = QWidget()
         words_layout = QVBoxLayout(words)
         words_layout.setContentsMargins(0, 0, 0, 0)
         words_layout.addWidget(self.verdicts)
-        words_layout.addWidget(controls)
+        words_layout.addWidget(self.missed_text)
         words_layout.addStretch(1)
         words_area = QScrollArea()
         words_area.setWidget(words)
         words_area.setWidgetResizable(True)
         words_area.setFrameShape(QFrame.Shape.NoFrame)
-        words_area.setMinimumHeight(60)
+        words_area.setMinimumHeight(50)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
-        for part, stretch in ((self.findings, 2), (self.plot, 4), (self.missed_plots, 3), (words_area, 2)):
+        for part, stretch in ((self.findings, 2), (self.plot, 4), (self.missed_panel, 4), (words_area, 2)):
             split.addWidget(part)
             split.setStretchFactor(split.count() - 1, stretch)
         self.splitter = split
@@ -191,20 +203,22 @@ class DoctorView(AnalysisView):
         self.findings.clear()
         head = QTreeWidgetItem([f"{report.name}: {report.images} images, {report.objects} objects",
                                 str(report.images), str(report.objects)])
+        head.setToolTip(0, head.text(0))
         self.findings.addTopLevelItem(head)
         if not report.findings:
             head.addChild(QTreeWidgetItem(["No problems found."]))
         for f in report.findings:
             item = QTreeWidgetItem([f.title, str(f.images), str(f.objects)])
             item.setToolTip(0, f"Why: {f.cause}\nFix: {f.fix}")
-            item.addChild(QTreeWidgetItem([f"Fix: {f.fix}"]))
+            fix = QTreeWidgetItem([f"Fix: {f.fix}"])
+            fix.setToolTip(0, f.fix)  # elided in a narrow dock
+            item.addChild(fix)
             for image_id in f.examples:
                 child = QTreeWidgetItem([f"image {image_id}"])
                 child.setData(0, Qt.ItemDataRole.UserRole, str(image_id))
                 item.addChild(child)
             head.addChild(item)
         self.findings.expandAll()
-        self.findings.resizeColumnToContents(0)
 
     def _clicked(self, item: QTreeWidgetItem) -> None:
         image_id = item.data(0, Qt.ItemDataRole.UserRole)
@@ -275,7 +289,9 @@ class DoctorView(AnalysisView):
         return self.run_job(work, on_done=done)
 
     # --- one missed object, layer by layer ---------------------------------------------
-    def _build_missed_panel(self) -> QWidget:
+    def _build_missed_panel(self) -> None:
+        """``missed_panel``: which missed object and layer, over two plots side by side (its IoU
+        and class probability by layer; its class probabilities at the layer); ``missed_text``."""
         self.missed_result: Any = None  # the InferenceResult the diagnoses were made on
         self.missed_image: np.ndarray | None = None
         self.image_name = ""
@@ -307,32 +323,34 @@ class DoctorView(AnalysisView):
         self.layer_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("w", width=1))
         self.iou_plot.addItem(self.layer_line)
 
+        # horizontal bars: the class names on the left axis are never cut, however narrow the plot
         self.prob_plot = pg.PlotWidget()
         self.prob_plot.setMinimumHeight(110)
-        self.prob_plot.setYRange(0, 1, padding=0.05)
+        self.prob_plot.setXRange(0, 1, padding=0.05)
+        self.prob_plot.invertY(True)  # the first class on top
         self.prob_plot.setMouseEnabled(False, False)
-        self.prob_plot.setTitle("Its class probabilities")
-        self.prob_bars = pg.BarGraphItem(x=[], height=[], width=0.7)
+        self.prob_plot.setLabel("bottom", "probability")
+        self.prob_bars = pg.BarGraphItem(x0=[], y=[], width=[], height=0.7)
         self.prob_plot.addItem(self.prob_bars)
+        for plot in (self.iou_plot, self.prob_plot):
+            plot.setTitle(" ", size=PLOT_TITLE_SIZE)
 
         controls = FlowLayout()
         controls.addWidget(labelled("Missed:", self.missed_pick))
         controls.addWidget(labelled("Layer:", self.layer_pick))
         controls.addWidget(self.show_in_view)
-        self.missed_plots = QWidget()  # side by side under the image
+        self.missed_plots = QWidget()
         plots = QHBoxLayout(self.missed_plots)
         plots.setContentsMargins(0, 0, 0, 0)
         plots.addWidget(self.iou_plot, 1)
         plots.addWidget(self.prob_plot, 1)
-        self.missed_plots.setVisible(False)
         panel = QWidget()
         layout = QVBoxLayout(panel)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
-        layout.addWidget(self.missed_text)
+        layout.addWidget(self.missed_plots, 1)
         self.missed_panel = panel
         panel.setVisible(False)
-        return panel
 
     def _clear_missed(self) -> None:
         self.missed, self.missed_result, self.missed_image = [], None, None
@@ -345,7 +363,6 @@ class DoctorView(AnalysisView):
             self.missed_pick.addItem(f"object {d.object_index} ({d.class_name}): {d.verdict.replace('_', ' ')}")
         self.missed_pick.blockSignals(False)
         self.missed_panel.setVisible(bool(self.missed) and self.missed_result is not None)
-        self.missed_plots.setVisible(self.missed_panel.isVisibleTo(self))
         if self.missed and self.missed_result is not None:
             layers = self.missed_result.num_layers
             self.layer_pick.blockSignals(True)
@@ -370,14 +387,14 @@ class DoctorView(AnalysisView):
             self.heat_item.setVisible(False)
             self.iou_curve.setData([], [])
             self.prob_curve.setData([], [])
-            self.prob_bars.setOpts(x=[], height=[])
+            self.prob_bars.setOpts(y=[], width=[])
             self.missed_text.setText("")
             return
         layer = self.layer_pick.value() - 1  # 0-based
         n = len(d.layer_ious)
         layers = np.arange(1, n + 1)
-        self.iou_plot.setTitle(f'Query {d.query}: <span style="color:#fbbc04">IoU</span> and '
-                               f'<span style="color:#34a853">p({d.class_name})</span> by layer')
+        self.iou_plot.setTitle(f'Query {d.query}: <span style="color:#fbbc04">IoU</span>, '
+                               f'<span style="color:#34a853">p({_short(d.class_name)})</span>', size=PLOT_TITLE_SIZE)
         self.iou_plot.setXRange(0.7, n + 0.3, padding=0)
         self.iou_curve.setData(layers, d.layer_ious)
         self.prob_curve.setData(layers, d.layer_class_probs)
@@ -388,9 +405,10 @@ class DoctorView(AnalysisView):
         label = d.class_names.index(d.class_name) if d.class_name in d.class_names else -1
         brushes = [TRUE_CLASS_BRUSH if i == label else NO_OBJECT_BRUSH if i == len(names) - 1 else OTHER_CLASS_BRUSH
                    for i in range(len(names))]
-        self.prob_bars.setOpts(x=np.arange(len(names)), height=probs, width=0.7, brushes=brushes)
-        self.prob_plot.getAxis("bottom").setTicks([list(enumerate(names))])
-        self.prob_plot.setTitle(f"Its class probabilities at layer {layer + 1}")
+        self.prob_bars.setOpts(x0=0, y=np.arange(len(names)), width=probs, height=0.7, brushes=brushes)
+        self.prob_plot.getAxis("left").setTicks([[(i, _short(name)) for i, name in enumerate(names)]])
+        self.prob_plot.setYRange(-0.5, len(names) - 0.5, padding=0.02)
+        self.prob_plot.setTitle(f"Its classes at layer {layer + 1}", size=PLOT_TITLE_SIZE)
         for i, (x0, y0, x1, y1) in enumerate(d.layer_boxes_xyxy):
             alpha = 255 if i == layer else 70 + int(110 * (i + 1) / n)
             pen = pg.mkPen((*LAYER_COLOR, alpha), width=3 if i == layer else 1,

@@ -128,7 +128,7 @@ def labelled(text: str, widget: QWidget, tip: str = "") -> QWidget:
     row.setSpacing(4)
     label = QLabel(text)
     row.addWidget(label)
-    row.addWidget(widget, 1)
+    row.addWidget(widget)  # no stretch: only a widget that expands (a line edit) widens the pair
     if tip:
         label.setToolTip(tip)
         widget.setToolTip(tip)
