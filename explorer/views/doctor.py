@@ -19,13 +19,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QSplitter,
     QTreeWidget,
@@ -45,7 +43,7 @@ from ..dataset_session import OpenedDataset
 from ..state import AppState
 from ..workers import WorkContext
 from .base import AnalysisView
-from .flow import Fill, FlowLayout, labelled, side_by_side
+from .flow import Fill, FlowLayout, labelled, side_by_side, text_pane
 
 WATCH_PROBE = "doctor watch"
 OVERFIT_STEPS = 400  # most steps of overfit one batch
@@ -134,17 +132,7 @@ class DoctorView(AnalysisView):
         self._build_missed_panel()
         # a tall, narrow dock: findings, the image, the missed object's controls and plots, and
         # the words, one under the other; the words scroll inside their pane when they are long
-        words = QWidget()
-        words_layout = QVBoxLayout(words)
-        words_layout.setContentsMargins(0, 0, 0, 0)
-        words_layout.addWidget(self.verdicts)
-        words_layout.addWidget(self.missed_text)
-        words_layout.addStretch(1)
-        words_area = QScrollArea()
-        words_area.setWidget(words)
-        words_area.setWidgetResizable(True)
-        words_area.setFrameShape(QFrame.Shape.NoFrame)
-        words_area.setMinimumHeight(50)
+        words_area = text_pane(self.verdicts, self.missed_text, min_height=50)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
         for part, stretch in ((self.findings, 2), (self.plot, 4), (self.missed_panel, 4), (words_area, 2)):

@@ -15,7 +15,16 @@ height of a plot (a QGraphicsView: up to 3/4 of the screen) would make every vie
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QLayout, QLayoutItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QLayoutItem,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 class FlowLayout(QLayout):
@@ -144,6 +153,24 @@ def side_by_side(*widgets: QWidget, spacing: int = 6) -> QWidget:
     for w in widgets:
         row.addWidget(w)
     return box
+
+
+def text_pane(*widgets: QWidget, min_height: int = 40) -> QScrollArea:
+    """``widgets`` (explanations, diagnoses: text of any length) one under the other in a pane
+    that scrolls its text when it is longer than the room the pane gets; the controls stay in
+    view around it."""
+    inner = QWidget()
+    layout = QVBoxLayout(inner)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        layout.addWidget(w)
+    layout.addStretch(1)
+    pane = QScrollArea()
+    pane.setWidget(inner)
+    pane.setWidgetResizable(True)
+    pane.setFrameShape(QFrame.Shape.NoFrame)
+    pane.setMinimumHeight(min_height)
+    return pane
 
 
 class Fill(QWidget):
