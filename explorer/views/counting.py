@@ -28,7 +28,7 @@ from ..stable_label import wrap_label
 from ..state import AppState, DataSource, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
-from .flow import Fill, FlowLayout, side_by_side
+from .flow import Fill, Flow, side_by_side
 
 BACKGROUND = "#202124"
 JITTER = 0.18  # horizontal spread of the per-image points, in counts
@@ -81,10 +81,10 @@ class CountingView(AnalysisView):
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.source.setMinimumContentsLength(22)  # a long dataset name must not widen the dock
         self.toy_controls = side_by_side(self.counts_label, self.max_count, self.images_per_count)
-        controls = FlowLayout()  # wraps in a narrow dock
+        controls = Flow()  # wraps in a narrow dock
         for w in (self.source, self.toy_controls, self.dataset_images, side_by_side(self.threshold, self.run_button)):
             controls.addWidget(w)
-        self.body.addLayout(controls)
+        self.body.addWidget(controls)
 
         self.plot_widget = pg.PlotWidget(background=BACKGROUND)
         plot = self.plot = self.plot_widget.getPlotItem()

@@ -63,7 +63,7 @@ from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext, Worker
 from .base import AnalysisView
-from .flow import Fill, FlowLayout, labelled, side_by_side
+from .flow import Fill, Flow, labelled, side_by_side
 
 FOUND, MISSED = "#51cf66", "#ffa94d"
 COLORS = {TP: "#51cf66", FP: "#ff6b6b", IGNORED: "#adb5bd"}
@@ -193,7 +193,7 @@ class DatasetBrowser(AnalysisView):
         self.sort.addItems(SORTS)
         self.show_button = QPushButton("Show in image view")
         self.show_button.setToolTip("Open the selected image in the main image view (attention, queries)")
-        controls = FlowLayout()  # wraps in a narrow dock
+        controls = Flow()  # wraps in a narrow dock
         for text, widget in (("Split", self.split), ("Class", self.class_filter), ("Sort", self.sort)):
             controls.addWidget(labelled(text, widget))
         self.class_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -264,7 +264,7 @@ class DatasetBrowser(AnalysisView):
         split.addWidget(right)
         split.setSizes([500, 500])  # half each: the pictures, one over the other, need no more width
         self.body.addWidget(self.header)
-        self.body.addLayout(controls)
+        self.body.addWidget(controls)
         self.body.addWidget(Fill(split), 1)
 
         self.split.currentTextChanged.connect(lambda _: self._split_changed())

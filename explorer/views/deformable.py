@@ -42,7 +42,7 @@ from ..help import VIEW_HELP
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView
-from .flow import Fill, FlowLayout, labelled, side_by_side, text_pane
+from .flow import Fill, Flow, labelled, side_by_side, text_pane
 
 BACKGROUND = "#202124"
 LEVEL_SYMBOLS = ("o", "s", "t", "d", "h", "star", "p", "x")
@@ -137,13 +137,13 @@ class DeformableView(AnalysisView):
                                       "different models need not find the same object)")
         self.dense_pairing.currentIndexChanged.connect(lambda _: self.redraw())
         self.pixel_level.currentIndexChanged.connect(lambda _: self.redraw())
-        controls = FlowLayout()
+        controls = Flow()
         controls.addWidget(self.mode_box)
         controls.addWidget(side_by_side(self.layer_label, self.layer_slider))
         controls.addWidget(labelled("clicked pixel on", self.pixel_level))
         controls.addWidget(self.dense_pairing)
-        self.level_row = FlowLayout()  # "Levels", then a box per level
-        self.head_row = FlowLayout()  # "Heads", then a box per head
+        self.level_row = Flow()  # "Levels", then a box per level
+        self.head_row = Flow()  # "Heads", then a box per head
         self.levels_label = QLabel("Levels")
         self.heads_label = QLabel("Heads")
         self.level_row.addWidget(self.levels_label)
@@ -187,9 +187,9 @@ class DeformableView(AnalysisView):
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
-        side_layout.addLayout(controls)
-        side_layout.addLayout(self.level_row)
-        side_layout.addLayout(self.head_row)
+        side_layout.addWidget(controls)
+        side_layout.addWidget(self.level_row)
+        side_layout.addWidget(self.head_row)
         side_layout.addWidget(words_area, 1)
         page = QSplitter(Qt.Orientation.Horizontal)
         page.setChildrenCollapsible(False)

@@ -43,7 +43,7 @@ from ..dataset_session import OpenedDataset
 from ..state import AppState
 from ..workers import WorkContext
 from .base import AnalysisView
-from .flow import Fill, FlowLayout, labelled, side_by_side, text_pane
+from .flow import Fill, Flow, labelled, side_by_side, text_pane
 
 WATCH_PROBE = "doctor watch"
 OVERFIT_STEPS = 400  # most steps of overfit one batch
@@ -98,11 +98,11 @@ class DoctorView(AnalysisView):
         self.report_button.clicked.connect(self._choose_report)
         self._chosen = False  # the field holds a source the user typed or chose (kept when a dataset opens)
         state.datasetChanged.connect(self._on_dataset)
-        row = FlowLayout()  # wraps in a narrow dock: the data on one line, the actions on the next
+        row = Flow()  # wraps in a narrow dock: the data on one line, the actions on the next
         row.addWidget(labelled("Data:", self.source))
         row.addWidget(browse)
         row.addWidget(side_by_side(self.check_button, self.overfit_button, self.report_button))
-        self.body.addLayout(row)
+        self.body.addWidget(row)
 
         self.findings = QTreeWidget()
         self.findings.setHeaderLabels(["Finding", "Images", "Objects"])
@@ -323,7 +323,7 @@ class DoctorView(AnalysisView):
         for plot in (self.iou_plot, self.prob_plot):
             plot.setTitle(" ", size=PLOT_TITLE_SIZE)
 
-        controls = FlowLayout()
+        controls = Flow()
         controls.addWidget(labelled("Missed:", self.missed_pick))
         controls.addWidget(labelled("Layer:", self.layer_pick))
         controls.addWidget(self.show_in_view)
@@ -335,7 +335,7 @@ class DoctorView(AnalysisView):
         panel = QWidget()
         layout = QVBoxLayout(panel)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
+        layout.addWidget(controls)
         layout.addWidget(self.missed_plots, 1)
         self.missed_panel = panel
         panel.setVisible(False)

@@ -1,9 +1,9 @@
 """Rows of controls that wrap, and pictures that take the room the controls leave: how a view
 fits a narrow dock and a wide one without scrolling sideways (issue 29).
 
-    row = FlowLayout()                        # left to right; a control that does not fit the
+    row = Flow()                              # left to right; a control that does not fit the
     row.addWidget(labelled("Sample", spin))   #   line starts the next one
-    self.body.addLayout(row)
+    self.body.addWidget(row)
     self.body.addWidget(Fill(splitter), 1)    # asks only for its minimum height
 
 A dock shows a view in a resizable scroll area. As soon as one of the view's labels wraps, the
@@ -14,109 +14,128 @@ height of a plot (a QGraphicsView: up to 3/4 of the screen) would make every vie
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPoint, QRect, QSize, Qt
+from PySide6.QtCore import QChildEvent, QEvent, QPoint, QRect, QSize, Qt
+from PySide6.QtGui import QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QLayout,
-    QLayoutItem,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
+    QWidgetItem,
 )
 
 
-class FlowLayout(QLayout):
-    """Items left to right at their preferred width, wrapping to a new line when the width runs
-    out. A line's spare width goes to its horizontally expanding items (line edits, sliders,
-    progress bars), as in a QHBoxLayout. Its height follows its width (heightForWidth)."""
+class Flow(QWidget):
+    """Its widgets left to right at their preferred width, wrapping to a new line when the width
+    runs out. A line's spare width goes to its horizontally expanding widgets (line edits,
+    sliders), as in a QHBoxLayout. Its height follows its width (heightForWidth).
+
+    A widget, not a QLayout subclass: a Python QLayout must keep the QLayoutItems Qt hands it,
+    and shiboken invalidated those wrappers at times (a crash in the next layout pass). This
+    keeps only its own child widgets, made in Python."""
 
     def __init__(self, parent: QWidget | None = None, spacing: int = 6, line_spacing: int = 4) -> None:
         super().__init__(parent)
-        self._items: list[QLayoutItem] = []
+        self._widgets: list[QWidget] = []
         self._spacing = spacing
         self._line_spacing = line_spacing
-        self.setContentsMargins(0, 0, 0, 0)
+        policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
 
-    # --- QLayout's interface ---------------------------------------------------------------
-    def addItem(self, item: QLayoutItem) -> None:  # noqa: N802
-        self._items.append(item)
+    def addWidget(self, widget: QWidget) -> None:  # noqa: N802 - as a QLayout's
+        """Add ``widget`` at the end (shown, unless it was hidden on purpose)."""
+        explicitly_hidden = widget.isHidden() and widget.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide)
+        widget.setParent(self)
+        self._widgets.append(widget)
+        widget.setVisible(not explicitly_hidden)
+        self._changed()
 
-    def count(self) -> int:
-        return len(self._items)
+    def widgets(self) -> list[QWidget]:
+        return list(self._widgets)
 
-    def itemAt(self, index: int) -> QLayoutItem | None:  # noqa: N802
-        return self._items[index] if 0 <= index < len(self._items) else None
-
-    def takeAt(self, index: int) -> QLayoutItem | None:  # noqa: N802
-        return self._items.pop(index) if 0 <= index < len(self._items) else None
-
-    def expandingDirections(self) -> Qt.Orientation:  # noqa: N802
-        return Qt.Orientation(0)
-
+    # --- what the parent layout asks -------------------------------------------------------
     def hasHeightForWidth(self) -> bool:  # noqa: N802
         return True
 
     def heightForWidth(self, width: int) -> int:  # noqa: N802
-        return self._arrange(QRect(0, 0, width, 0), apply=False)
-
-    def setGeometry(self, rect: QRect) -> None:  # noqa: N802
-        super().setGeometry(rect)
-        self._arrange(rect, apply=True)
+        return self._arrange(width, apply=False)
 
     def sizeHint(self) -> QSize:  # noqa: N802
         """Everything on one line."""
-        shown = self._shown()
-        width = sum(i.sizeHint().width() for i in shown) + self._spacing * max(len(shown) - 1, 0)
-        height = max((i.sizeHint().height() for i in shown), default=0)
-        m = self.contentsMargins()
-        return QSize(width + m.left() + m.right(), height + m.top() + m.bottom())
+        items = self._items()
+        width = sum(i.sizeHint().width() for i in items) + self._spacing * max(len(items) - 1, 0)
+        return QSize(width, max((i.sizeHint().height() for i in items), default=0))
 
-    def minimumSize(self) -> QSize:  # noqa: N802
-        """As narrow as the widest item (one item a line)."""
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        """As narrow as the widest widget (one a line)."""
         size = QSize(0, 0)
-        for item in self._shown():
+        for item in self._items():
             size = size.expandedTo(item.minimumSize())
-        m = self.contentsMargins()
-        return size + QSize(m.left() + m.right(), m.top() + m.bottom())
+        return size
 
-    # --- placing the items -----------------------------------------------------------------
-    def _shown(self) -> list[QLayoutItem]:
-        return [item for item in self._items if not item.isEmpty()]
+    # --- keeping the lines up to date ------------------------------------------------------
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.LayoutRequest:  # a widget was shown, hidden or changed its hint
+            self._changed()
+        return super().event(event)
 
-    def _arrange(self, rect: QRect, apply: bool) -> int:
-        """Place the items in ``rect`` (when ``apply``); the height they take."""
-        m = self.contentsMargins()
-        area = rect.adjusted(m.left(), m.top(), -m.right(), -m.bottom())
-        available = max(area.width(), 0)
-        lines: list[list[tuple[QLayoutItem, int]]] = [[]]
+    def childEvent(self, event: QChildEvent) -> None:  # noqa: N802
+        if event.type() == QEvent.Type.ChildRemoved:
+            gone = event.child()
+            self._widgets = [w for w in self._widgets if w is not gone]
+            self._changed()
+        super().childEvent(event)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._arrange(self.width(), apply=True)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)  # widgets shown or hidden while this was hidden
+        self._changed()
+
+    def _changed(self) -> None:
+        self.updateGeometry()
+        self._arrange(self.width(), apply=True)
+
+    # --- placing the widgets ---------------------------------------------------------------
+    def _items(self) -> list[QWidgetItem]:
+        """Layout items for the shown widgets (made afresh: they answer with the widgets' size
+        policies, minimums and maximums as a QBoxLayout would)."""
+        return [QWidgetItem(w) for w in self._widgets if not w.isHidden()]
+
+    def _arrange(self, available: int, apply: bool) -> int:
+        """Place the widgets in lines ``available`` pixels wide (when ``apply``); the height they take."""
+        available = max(available, 0)
+        lines: list[list[tuple[QWidgetItem, int]]] = [[]]
         used = 0
-        for item in self._shown():
+        for item in self._items():
             width = max(min(item.sizeHint().width(), available), item.minimumSize().width())
             if lines[-1] and used + self._spacing + width > available:
                 lines.append([])
                 used = 0
             used += (self._spacing if lines[-1] else 0) + width
             lines[-1].append((item, width))
-        y = area.top()
-        for n, line in enumerate(lines):
-            if not line:
-                continue
+        y = 0
+        for line in (line for line in lines if line):
             widths = self._share_spare(line, available)
             heights = [item.heightForWidth(w) if item.hasHeightForWidth() else item.sizeHint().height()
                        for (item, _), w in zip(line, widths)]
             line_height = max(heights)
             if apply:
-                x = area.left()
+                x = 0
                 for (item, _), w, h in zip(line, widths, heights):
                     item.setGeometry(QRect(QPoint(x, y + (line_height - h) // 2), QSize(w, h)))
                     x += w + self._spacing
-            y += line_height + (self._line_spacing if n < len(lines) - 1 else 0)
-        return y - area.top() + m.top() + m.bottom()
+            y += line_height + self._line_spacing
+        return max(y - self._line_spacing, 0)
 
-    def _share_spare(self, line: list[tuple[QLayoutItem, int]], available: int) -> list[int]:
-        """The line's widths with its spare width shared by its expanding items."""
+    def _share_spare(self, line: list[tuple[QWidgetItem, int]], available: int) -> list[int]:
+        """The line's widths with its spare width shared by its expanding widgets."""
         widths = [w for _, w in line]
         spare = available - sum(widths) - self._spacing * (len(line) - 1)
         growing = [i for i, (item, _) in enumerate(line) if item.expandingDirections() & Qt.Orientation.Horizontal]

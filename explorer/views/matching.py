@@ -60,7 +60,7 @@ from ..stable_label import StableLabel
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
-from .flow import Fill, FlowLayout, labelled, side_by_side
+from .flow import Fill, Flow, labelled, side_by_side
 
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
@@ -126,14 +126,14 @@ class MatchingView(AnalysisView):
         self.status = StableLabel("No model yet.")  # elided: a file name must not widen the view
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.source.setMinimumContentsLength(20)  # a long dataset name must not widen the dock
-        row = FlowLayout()  # wraps in a narrow dock
+        row = Flow()  # wraps in a narrow dock
         row.addWidget(self.source)
         row.addWidget(labelled("Sample", self.sample_spin))
         row.addWidget(labelled("Cost", self.part_combo))
         row.addWidget(side_by_side(self.all_queries, self.compute_button))
         self.status.setMinimumWidth(160)
         row.addWidget(self.status)  # expanding: the rest of its line
-        self.body.addLayout(row)
+        self.body.addWidget(row)
 
         # --- the image with ground truth linked to matched queries
         self.canvas = ImageCanvas()

@@ -46,7 +46,7 @@ from ..stable_label import wrap_label
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView
-from .flow import Fill, FlowLayout, side_by_side
+from .flow import Fill, Flow, side_by_side
 
 # Figure 7's colours
 SIZE_COLORS = {
@@ -147,11 +147,11 @@ class SpecializationView(AnalysisView):
         self.page_label = QLabel("")
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.source.setMinimumContentsLength(24)  # a long dataset name must not widen the dock (its tooltip has it)
-        controls = FlowLayout()  # wraps in a narrow dock
+        controls = Flow()  # wraps in a narrow dock
         controls.addWidget(side_by_side(self.source, self.num_images, self.run_button))
         controls.addWidget(side_by_side(self.confident_only, self.threshold, spacing=2))
         controls.addWidget(side_by_side(self.prev_button, self.page_label, self.next_button))
-        self.body.addLayout(controls)
+        self.body.addWidget(controls)
 
         # the grid of slots (left), the overview square and the table (right)
         self.grid = pg.GraphicsLayoutWidget()
@@ -195,14 +195,14 @@ class SpecializationView(AnalysisView):
         self.tabs = tabs
         self.body.addWidget(Fill(tabs, 220), 1)
 
-        legend = FlowLayout()
+        legend = Flow()
         for kind, color in SIZE_COLORS.items():
             legend.addWidget(QLabel(f"<span style='color:{color.name()}'>●</span> {SIZE_NAMES[kind]}"))
         size_note = QLabel(f"(large: √(w·h) ≥ {LARGE_SIDE:g} of the side)")
         size_note.setToolTip(f"A box is large when √(w·h) ≥ {LARGE_SIDE:g} of the image side; centres are drawn in "
                              "the normalized image square, y down")
         legend.addWidget(size_note)
-        self.body.addLayout(legend)
+        self.body.addWidget(legend)
         self.status = wrap_label(QLabel("Load a model and press Run."))  # or why it cannot run
         self.body.addWidget(self.status)
         self._update_sources()
