@@ -135,9 +135,9 @@ class DoctorView(AnalysisView):
         words_area = text_pane(self.verdicts, self.missed_text, min_height=50)
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
-        for part, stretch in ((self.findings, 2), (self.plot, 4), (self.missed_panel, 4), (words_area, 2)):
+        for part in (self.findings, self.plot, self.missed_panel, words_area):
             split.addWidget(part)
-            split.setStretchFactor(split.count() - 1, stretch)
+        split.setSizes([120, 180, 200, 100])  # in proportion
         self.splitter = split
         self.body.addWidget(Fill(split), 1)
         self._on_dataset(state.dataset)
@@ -299,7 +299,7 @@ class DoctorView(AnalysisView):
         self.missed_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.iou_plot = pg.PlotWidget()
-        self.iou_plot.setMinimumHeight(110)
+        self.iou_plot.setMinimumHeight(140)
         self.iou_plot.setYRange(0, 1, padding=0.05)
         self.iou_plot.setMouseEnabled(False, False)
         self.iou_plot.setLabel("bottom", "decoder layer")
@@ -313,7 +313,7 @@ class DoctorView(AnalysisView):
 
         # horizontal bars: the class names on the left axis are never cut, however narrow the plot
         self.prob_plot = pg.PlotWidget()
-        self.prob_plot.setMinimumHeight(110)
+        self.prob_plot.setMinimumHeight(140)
         self.prob_plot.setXRange(0, 1, padding=0.05)
         self.prob_plot.invertY(True)  # the first class on top
         self.prob_plot.setMouseEnabled(False, False)
