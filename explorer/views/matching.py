@@ -56,7 +56,7 @@ from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
-from ..stable_label import StableLabel
+from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
@@ -170,8 +170,8 @@ class MatchingView(AnalysisView):
         self.heat_plot.addItem(self.selected_column)
         self.heat_plot.scene().sigMouseMoved.connect(self._on_heat_hover)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_heat_click)
-        self.heat_legend = QLabel(
-            "<span style='color:#ff4040'>□</span> Hungarian assignment &nbsp; ● cheapest query per object")
+        self.heat_legend = wrap_label(QLabel(  # wraps: it must not widen a narrow dock
+            "<span style='color:#ff4040'>□</span> Hungarian assignment &nbsp; ● cheapest query per object"))
         self.cell_label = QLabel(" ")
         self.cell_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -189,10 +189,10 @@ class MatchingView(AnalysisView):
         self.stability_plot.setLabel("bottom", "training step")
         self.stability_plot.setLabel("left", "objects re-matched")
         self.stability_plot.setYRange(0, 1, padding=0.05)
-        self.stability_plot.setTitle("Matching instability on a fixed probe set")
+        self.stability_plot.setTitle("Instability on a fixed probe set", size="9pt")  # fits half a 600 px dock
         self.stability_curve = self.stability_plot.plot([], [], pen=pg.mkPen("#f58231", width=2),
                                                         symbol="o", symbolSize=5, symbolBrush="#f58231")
-        self.stability_label = QLabel("Follows training: start a run to fill this plot.")
+        self.stability_label = wrap_label(QLabel("Follows training: start a run to fill this plot."))
 
         heat_box = QWidget()
         heat_layout = QVBoxLayout(heat_box)
