@@ -92,7 +92,7 @@ class DoctorView(AnalysisView):
         self.check_button.clicked.connect(lambda: self.check())  # not check(checked)
         self.overfit_button = QPushButton("Overfit one batch")
         self.overfit_button.clicked.connect(self.run_overfit)
-        self.report_button = QPushButton("Report…")
+        self.report_button = QPushButton("Export report…")
         self.report_button.setToolTip("Export the findings, the overfit result and the training watch as "
                                       "Markdown or HTML")
         self.report_button.clicked.connect(self._choose_report)
@@ -137,7 +137,7 @@ class DoctorView(AnalysisView):
         split.setChildrenCollapsible(False)
         for part in (self.findings, self.plot, self.missed_panel, words_area):
             split.addWidget(part)
-        split.setSizes([120, 180, 200, 100])  # in proportion
+        split.setSizes([120, 200, 200, 70])  # in proportion
         self.splitter = split
         self.body.addWidget(Fill(split), 1)
         self._on_dataset(state.dataset)
