@@ -48,7 +48,8 @@ class Flow(QWidget):
 
     def addWidget(self, widget: QWidget) -> None:  # noqa: N802 - as a QLayout's
         """Add ``widget`` at the end (shown, unless it was hidden on purpose)."""
-        explicitly_hidden = widget.isHidden() and widget.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide)
+        explicitly_hidden = (widget.isHidden()
+                             and widget.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide))
         widget.setParent(self)
         self._widgets.append(widget)
         widget.setVisible(not explicitly_hidden)
