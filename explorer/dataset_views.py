@@ -18,6 +18,7 @@ from detr_core.data.files import FileDataset
 from detr_core.data.transforms import eval_transform
 
 from .dataset_session import OpenedDataset
+from .stable_label import wrap_label
 from .state import AppState
 from .views.base import AnalysisView
 
@@ -26,9 +27,8 @@ def data_note(view: AnalysisView) -> QLabel:
     """A one-line "Data: …" label at the top of ``view``'s body (made once)."""
     label = getattr(view, "data_note", None)
     if label is None:
-        label = QLabel("")
+        label = wrap_label(QLabel(""))  # a long dataset path makes it taller, never the dock wider
         label.setObjectName("data_note")
-        label.setWordWrap(True)
         label.setStyleSheet("#data_note { color: #adb5bd; }")
         view.body.insertWidget(0, label)
         view.data_note = label  # type: ignore[attr-defined]

@@ -103,7 +103,7 @@ def test_a_missed_object_layer_by_layer_and_in_the_image_view(qtbot) -> None:
     assert 0.2 < y[-1] < 0.5
 
     def shown(layer: int) -> None:  # bars, boxes and heatmap are the query's at ``layer`` (0-based)
-        bars = view.prob_bars.opts["height"]
+        bars = view.prob_bars.opts["width"]  # horizontal bars: a bar's length is its probability
         np.testing.assert_allclose(bars, r.layer_probs[layer, d.query].numpy())
         assert len(bars) == 4  # 3 classes and no-object
         assert len(view._layer_boxes) == L
@@ -130,3 +130,54 @@ def test_a_missed_object_layer_by_layer_and_in_the_image_view(qtbot) -> None:
     assert state.image is smp.image and state.image_name == "held-out image 1"
     assert (state.selected_query, state.layer) == (d.query, 0)
     np.testing.assert_allclose(canvas.heat_item.image, view.heat_item.image, rtol=1e-5, atol=1e-9)
+
+
+def test_the_check_button_checks_the_open_dataset(qtbot, tmp_path: Path) -> None:
+    """Issue 29, defect 1: the button's click (its ``checked`` argument) must not reach the data
+    field, and after File ▸ Open Dataset the Doctor checks that dataset, not the toy data."""
+    from PySide6.QtCore import Qt
+
+    from detr_core.data.export import write_toy_dataset
+    from explorer.dataset_session import open_path
+
+    state = AppState()
+    view = DoctorView(state)
+    qtbot.addWidget(view)
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        qtbot.mouseClick(view.check_button, Qt.MouseButton.LeftButton)
+    assert view.report.name == "toy shapes" and view.source.text() == "toy"
+
+    root = write_toy_dataset(tmp_path / "shapes", train=3, val=2, fmt="yolo")
+    state.set_dataset(open_path(root))
+    assert view.source.text() == f"yolo:{root}"  # the field shows what will be checked
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        qtbot.mouseClick(view.check_button, Qt.MouseButton.LeftButton)
+    assert view.report.name == "YOLO shapes train" and view.report.images == 3
+
+    state.set_dataset(None)  # closed: back to the toy data
+    assert view.source.text() == "toy"
+
+
+def test_a_typed_path_stays_and_the_menu_checks_the_open_dataset(qtbot, tmp_path: Path) -> None:
+    """A path the user typed is not replaced when a dataset is opened; Data ▸ Check Dataset
+    (``check_open_dataset``) checks the open dataset, and the field then says so."""
+    from detr_core.data.export import write_toy_dataset
+    from explorer.dataset_session import open_path
+
+    typed = write_toy_dataset(tmp_path / "typed", train=2, val=1, fmt="coco")
+    opened = write_toy_dataset(tmp_path / "opened", train=4, val=1, fmt="yolo")
+    state = AppState()
+    view = DoctorView(state)
+    qtbot.addWidget(view)
+    view.source.clear()
+    qtbot.keyClicks(view.source, f"coco:{typed}")
+    state.set_dataset(open_path(opened))
+    assert view.source.text() == f"coco:{typed}"
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        assert view.check()
+    assert view.report.images == 2  # what the user typed
+
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        assert view.check_open_dataset()
+    assert view.report.name == "YOLO opened train" and view.report.images == 4
+    assert view.source.text() == f"yolo:{opened}"

@@ -23,8 +23,10 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QProgressBar,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -65,17 +67,22 @@ class AnalysisView(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self.cancel_job)
-        self.export_png_button = QPushButton("Export PNG…")
-        self.export_data_button = QPushButton("Export data…")
-        self.export_png_button.clicked.connect(self._choose_png)
-        self.export_data_button.clicked.connect(self._choose_data)
+        # one Export button with a menu: two buttons took 200 px of a 420 px dock's top row
+        self.export_button = QToolButton()
+        self.export_button.setText("Export")
+        self.export_button.setToolTip("Save this view as a picture, or its data as CSV or JSON")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_button)
+        self.export_png_action = menu.addAction("Picture (PNG)…", self._choose_png)
+        self.export_data_action = menu.addAction("Data (CSV or JSON)…", self._choose_data)
+        self.export_button.setMenu(menu)
+        self.progress_bar.setMinimumWidth(40)  # it shares the top row with the progress text
         top = QHBoxLayout()
         top.addWidget(self.progress_bar, 1)
         top.addWidget(self.progress_label)
         top.addWidget(self.cancel_button)
         top.addStretch(0)
-        top.addWidget(self.export_png_button)
-        top.addWidget(self.export_data_button)
+        top.addWidget(self.export_button)
         self._top = top
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)

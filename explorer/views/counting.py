@@ -12,7 +12,6 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -25,9 +24,11 @@ from detr_core.analysis.label_map import label_map_for
 from detr_core.config import ToyDataConfig
 from detr_core.data.files import FileDataset
 
+from ..stable_label import wrap_label
 from ..state import AppState, DataSource, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
+from .flow import Fill, Flow, side_by_side
 
 BACKGROUND = "#202124"
 JITTER = 0.18  # horizontal spread of the per-image points, in counts
@@ -77,12 +78,13 @@ class CountingView(AnalysisView):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.counts_label = QLabel("Counts")
-        controls = QHBoxLayout()
-        for w in (self.source, self.counts_label, self.max_count, self.images_per_count, self.dataset_images,
-                  self.threshold, self.run_button):
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(22)  # a long dataset name must not widen the dock
+        self.toy_controls = side_by_side(self.counts_label, self.max_count, self.images_per_count)
+        controls = Flow()  # wraps in a narrow dock
+        for w in (self.source, self.toy_controls, self.dataset_images, side_by_side(self.threshold, self.run_button)):
             controls.addWidget(w)
-        controls.addStretch(1)
-        self.body.addLayout(controls)
+        self.body.addWidget(controls)
 
         self.plot_widget = pg.PlotWidget(background=BACKGROUND)
         plot = self.plot = self.plot_widget.getPlotItem()
@@ -118,9 +120,8 @@ class CountingView(AnalysisView):
                                              name=f"mean correct (IoU ≥ {MATCH_IOU:g}, right class)")
         for item in (self.points, self.mean_curve, self.correct_curve):
             plot.addItem(item)
-        self.body.addWidget(self.plot_widget, 1)
-        self.summary = QLabel("Load a model and press Run.")
-        self.summary.setWordWrap(True)
+        self.body.addWidget(Fill(self.plot_widget, 220), 1)
+        self.summary = wrap_label(QLabel("Load a model and press Run."))
         self.body.addWidget(self.summary)
         self._show_markers(None, None)
         self._preview_range()
@@ -163,7 +164,7 @@ class CountingView(AnalysisView):
 
     def _on_source_changed(self, *_: object) -> None:
         grouped = self.on_open_dataset
-        for w in (self.counts_label, self.max_count, self.images_per_count):
+        for w in (self.toy_controls, self.counts_label, self.max_count, self.images_per_count):
             w.setVisible(not grouped)
         self.dataset_images.setVisible(grouped)
         self.plot.setLabel("bottom", "ground-truth objects in the image" if grouped else "true number of objects")

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
     QComboBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QListView,
@@ -60,9 +59,11 @@ from detr_core.data.transforms import eval_transform
 
 from ..dataset_session import OpenedDataset
 from ..settings import read_setting
+from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext, Worker
 from .base import AnalysisView
+from .flow import Fill, Flow, labelled, side_by_side
 
 FOUND, MISSED = "#51cf66", "#ffa94d"
 COLORS = {TP: "#51cf66", FP: "#ff6b6b", IGNORED: "#adb5bd"}
@@ -192,11 +193,11 @@ class DatasetBrowser(AnalysisView):
         self.sort.addItems(SORTS)
         self.show_button = QPushButton("Show in image view")
         self.show_button.setToolTip("Open the selected image in the main image view (attention, queries)")
-        controls = QHBoxLayout()
+        controls = Flow()  # wraps in a narrow dock
         for text, widget in (("Split", self.split), ("Class", self.class_filter), ("Sort", self.sort)):
-            controls.addWidget(QLabel(text))
-            controls.addWidget(widget)
-        controls.addStretch(1)
+            controls.addWidget(labelled(text, widget))
+        self.class_filter.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.class_filter.setMinimumContentsLength(12)  # a long class name must not widen the dock
         self.list_button = QToolButton()
         self.list_button.setText("List")
         self.thumbs_button = QToolButton()
@@ -205,9 +206,9 @@ class DatasetBrowser(AnalysisView):
         for button in (self.list_button, self.thumbs_button):
             button.setCheckable(True)
             self.view_buttons.addButton(button)
-            controls.addWidget(button)
         self.list_button.setToolTip("The images as a table: counts and errors")
         self.thumbs_button.setToolTip("The images as thumbnails with their counts")
+        controls.addWidget(side_by_side(self.list_button, self.thumbs_button, spacing=0))
         controls.addWidget(self.show_button)
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -241,34 +242,30 @@ class DatasetBrowser(AnalysisView):
         self.prediction.view.setXLink(self.ground_truth.view)  # zoom and pan the two together
         self.prediction.view.setYLink(self.ground_truth.view)
         for panel in (self.ground_truth, self.prediction):
-            panel.setMinimumSize(160, 120)
-        self.gt_title = QLabel("Ground truth")
-        self.pred_title = QLabel("Predictions")
-        self.legend = QLabel(
+            panel.setMinimumSize(160, 110)
+        self.gt_title = StableLabel("Ground truth")  # elided: a long title must not widen the dock
+        self.pred_title = StableLabel("Predictions")
+        self.legend = wrap_label(QLabel(
             f"<span style='color:{FOUND}'>■</span> found / true positive &nbsp; "
             f"<span style='color:{MISSED}'>■</span> missed &nbsp; "
-            f"<span style='color:{COLORS[FP]}'>■</span> false positive &nbsp; (IoU ≥ 0.5, score ≥ threshold)")
-        pictures = QWidget()
-        grid = QHBoxLayout(pictures)
-        grid.setContentsMargins(0, 0, 0, 0)
-        for title, panel in ((self.gt_title, self.ground_truth), (self.pred_title, self.prediction)):
-            column = QVBoxLayout()
-            column.addWidget(title)
-            column.addWidget(panel, 1)
-            grid.addLayout(column, 1)
+            f"<span style='color:{COLORS[FP]}'>■</span> false positive &nbsp; (IoU ≥ 0.5, score ≥ threshold)"))
+        # the ground truth over the predictions: the dock is taller than it is wide
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(pictures, 1)
+        rl.setSpacing(2)
+        for title, panel in ((self.gt_title, self.ground_truth), (self.pred_title, self.prediction)):
+            rl.addWidget(title)
+            rl.addWidget(panel, 1)
         rl.addWidget(self.legend)
         split = QSplitter(Qt.Orientation.Horizontal)
+        split.setChildrenCollapsible(False)
         split.addWidget(self.pages)
         split.addWidget(right)
-        split.setStretchFactor(1, 1)
-        split.setSizes([360, 700])
+        split.setSizes([500, 500])  # half each: the pictures, one over the other, need no more width
         self.body.addWidget(self.header)
-        self.body.addLayout(controls)
-        self.body.addWidget(split, 1)
+        self.body.addWidget(controls)
+        self.body.addWidget(Fill(split), 1)
 
         self.split.currentTextChanged.connect(lambda _: self._split_changed())
         self.class_filter.currentTextChanged.connect(lambda _: self.refresh_list())

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSlider,
+    QSplitter,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -41,6 +42,7 @@ from ..help import VIEW_HELP
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView
+from .flow import Fill, Flow, labelled, side_by_side, text_pane
 
 BACKGROUND = "#202124"
 LEVEL_SYMBOLS = ("o", "s", "t", "d", "h", "star", "p", "x")
@@ -88,7 +90,7 @@ class DeformableView(AnalysisView):
         self.pixel: tuple[float, float] | None = None  # (y, x) image pixels, in pixel mode
 
         self.pages = QStackedWidget()
-        self.body.addWidget(self.pages, 1)
+        self.body.addWidget(Fill(self.pages), 1)
         # page 0: the open model is dense
         self.dense_page = QWidget()
         dp = QVBoxLayout(self.dense_page)
@@ -110,17 +112,17 @@ class DeformableView(AnalysisView):
         dp.addStretch(1)
         self.pages.addWidget(self.dense_page)
 
-        # page 1: the sampling points
-        page = QWidget()
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
+        # page 1: the sampling points. The dock is wide and short: the two pictures on the left,
+        # the controls and the words beside them (the words scroll in their pane when long)
         self.mode_box = QComboBox()
         self.mode_box.addItems(["Selected query (decoder)", "Clicked pixel (encoder)"])
+        self.mode_box.setToolTip("Show the sampling points of the selected query (decoder) or of a pixel you "
+                                 "click (encoder)")
         self.mode_box.currentIndexChanged.connect(lambda i: self.set_mode(MODE_QUERY if i == 0 else MODE_PIXEL))
         self.layer_slider = QSlider(Qt.Orientation.Horizontal)
         self.layer_slider.setMinimum(0)
         self.layer_slider.setPageStep(1)
+        self.layer_slider.setMinimumWidth(60)
         self.layer_slider.valueChanged.connect(self._on_layer)
         self.layer_label = QLabel("")
         self.pixel_level = QComboBox()
@@ -128,33 +130,30 @@ class DeformableView(AnalysisView):
         self.pixel_level.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.dense_pairing = QComboBox()
         self.dense_pairing.addItems(["dense: same query slot", "dense: query with the most overlapping box"])
+        self.dense_pairing.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.dense_pairing.setMinimumContentsLength(20)
         self.dense_pairing.setToolTip("Which of the dense model's queries to show beside: the same slot number, "
                                       "or the one whose final box overlaps this query's box most (slots of two "
                                       "different models need not find the same object)")
         self.dense_pairing.currentIndexChanged.connect(lambda _: self.redraw())
         self.pixel_level.currentIndexChanged.connect(lambda _: self.redraw())
-        for w in (QLabel("Show"), self.mode_box, self.layer_label, self.layer_slider, QLabel("clicked pixel on"),
-                  self.pixel_level):
-            row.addWidget(w)
-        row.setStretchFactor(self.layer_slider, 1)
-        layout.addLayout(row)
-        toggles = QHBoxLayout()
-        self.level_row = QHBoxLayout()
-        self.head_row = QHBoxLayout()
-        toggles.addWidget(QLabel("Levels"))
-        toggles.addLayout(self.level_row)
-        toggles.addSpacing(16)
-        toggles.addWidget(QLabel("Heads"))
-        toggles.addLayout(self.head_row)
-        toggles.addStretch(1)
-        toggles.addWidget(self.dense_pairing)
-        layout.addLayout(toggles)
+        controls = Flow()
+        controls.addWidget(self.mode_box)
+        controls.addWidget(side_by_side(self.layer_label, self.layer_slider))
+        controls.addWidget(labelled("clicked pixel on", self.pixel_level))
+        controls.addWidget(self.dense_pairing)
+        self.level_row = Flow()  # "Levels", then a box per level
+        self.head_row = Flow()  # "Heads", then a box per head
+        self.levels_label = QLabel("Levels")
+        self.heads_label = QLabel("Heads")
+        self.level_row.addWidget(self.levels_label)
+        self.head_row.addWidget(self.heads_label)
         self.level_boxes: list[QCheckBox] = []
         self.head_boxes: list[QCheckBox] = []
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground(BACKGROUND)
-        self.graphics.setMinimumHeight(150)
+        self.graphics.setMinimumSize(200, 120)
         self.graphics.ci.layout.setSpacing(4)
         self.graphics.ci.setContentsMargins(2, 2, 2, 2)
         self.left = self.graphics.addViewBox(row=0, col=0, lockAspect=True, invertY=True, enableMenu=False)
@@ -178,18 +177,25 @@ class DeformableView(AnalysisView):
             self.left.addItem(item)
         self.right.addItem(self.dense_box_item)
         self.left.scene().sigMouseClicked.connect(self._on_click)
-        layout.addWidget(self.graphics, 1)
-        captions = QHBoxLayout()
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
         self.dense_caption = QLabel("")
         self.dense_caption.setWordWrap(True)
-        captions.addWidget(self.caption, 1)
-        captions.addWidget(self.dense_caption, 1)
-        layout.addLayout(captions)
         self.legend = QLabel("")
         self.legend.setWordWrap(True)
-        layout.addWidget(self.legend)
+        words_area = text_pane(self.caption, self.dense_caption, self.legend)
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(controls)
+        side_layout.addWidget(self.level_row)
+        side_layout.addWidget(self.head_row)
+        side_layout.addWidget(words_area, 1)
+        page = QSplitter(Qt.Orientation.Horizontal)
+        page.setChildrenCollapsible(False)
+        page.addWidget(self.graphics)
+        page.addWidget(side)
+        page.setSizes([600, 400])  # two square pictures need about twice the dock's height
         self.pages.addWidget(page)
         self.colormap = pg.colormap.get("plasma")
 
@@ -241,13 +247,15 @@ class DeformableView(AnalysisView):
         heads = s.num_heads if s is not None else 0
         if len(self.level_boxes) != levels:
             for box in self.level_boxes:
+                box.hide()
                 box.deleteLater()
             self.level_boxes = []
             self.pixel_level.blockSignals(True)
             self.pixel_level.clear()
             for i in range(levels):
                 h, w = s.shapes[i]  # type: ignore[union-attr]
-                box = QCheckBox(f"{SYMBOL_GLYPHS[LEVEL_SYMBOLS[i % len(LEVEL_SYMBOLS)]]} {i + 1} ({w}×{h})")
+                box = QCheckBox(f"{SYMBOL_GLYPHS[LEVEL_SYMBOLS[i % len(LEVEL_SYMBOLS)]]} {i + 1}")
+                box.setToolTip(f"Level {i + 1}: {w}×{h} cells")  # short: the toggles share a narrow pane
                 box.setChecked(True)
                 box.toggled.connect(lambda _: self.redraw())
                 self.level_row.addWidget(box)
@@ -256,6 +264,7 @@ class DeformableView(AnalysisView):
             self.pixel_level.blockSignals(False)
         if len(self.head_boxes) != heads:
             for box in self.head_boxes:
+                box.hide()
                 box.deleteLater()
             self.head_boxes = []
             for i in range(heads):
@@ -264,6 +273,8 @@ class DeformableView(AnalysisView):
                 box.toggled.connect(lambda _: self.redraw())
                 self.head_row.addWidget(box)
                 self.head_boxes.append(box)
+        self.levels_label.setVisible(bool(self.level_boxes))
+        self.heads_label.setVisible(bool(self.head_boxes))
         self._update_slider()
 
     def _update_slider(self) -> None:

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -38,9 +39,11 @@ from detr_core.doctor.overfit import OverfitResult, open_for_overfit, overfit_st
 from detr_core.doctor.report import markdown_report, write_report
 from detr_core.doctor.watch import WatchProbe, WatchWarning
 
+from ..dataset_session import OpenedDataset
 from ..state import AppState
 from ..workers import WorkContext
 from .base import AnalysisView
+from .flow import Fill, Flow, labelled, side_by_side, text_pane
 
 WATCH_PROBE = "doctor watch"
 OVERFIT_STEPS = 400  # most steps of overfit one batch
@@ -51,6 +54,7 @@ LAYER_COLOR = (251, 188, 4)  # the matched query's boxes, one per decoder layer,
 TRUE_CLASS_BRUSH = pg.mkBrush("#34a853")
 OTHER_CLASS_BRUSH = pg.mkBrush("#8ab4f8")
 NO_OBJECT_BRUSH = pg.mkBrush("#9aa0a6")
+PLOT_TITLE_SIZE = "9pt"  # the two plots share a 420 px dock: their titles must fit half of it
 FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
     "no_object": "classification (the query finds and places the object, then calls it no-object)",
     "wrong_class": "classification (the query finds and places the object, then names another class)",
@@ -59,6 +63,11 @@ FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
     "nobody_looks": "attention (no query looks at the object: neither a box nor a class near it)",
     "detected": "nothing (the object is found)",
 }
+
+
+def _short(name: str, most: int = 12) -> str:
+    """A class name short enough for a plot title or axis in half a narrow dock."""
+    return name if len(name) <= most else name[:most - 1] + "…"
 
 
 class DoctorView(AnalysisView):
@@ -74,24 +83,38 @@ class DoctorView(AnalysisView):
         self._boxes: list[pg.PlotDataItem] = []
 
         self.source = QLineEdit("toy")
-        self.source.setToolTip("toy, coco:FOLDER, voc:FOLDER, yolo:FOLDER or a folder")
+        self.source.setToolTip("What to check: toy, coco:FOLDER, voc:FOLDER, yolo:FOLDER or a folder. It follows "
+                               "File ▸ Open Dataset… unless you type or choose another.")
+        self.source.textEdited.connect(lambda _: self._set_chosen(True))
         browse = QPushButton("Folder…")
         browse.clicked.connect(self._browse)
         self.check_button = QPushButton("Check dataset")
-        self.check_button.clicked.connect(self.check)
+        self.check_button.clicked.connect(lambda: self.check())  # not check(checked)
         self.overfit_button = QPushButton("Overfit one batch")
         self.overfit_button.clicked.connect(self.run_overfit)
         self.report_button = QPushButton("Export report…")
+        self.report_button.setToolTip("Export the findings, the overfit result and the training watch as "
+                                      "Markdown or HTML")
         self.report_button.clicked.connect(self._choose_report)
-        row = QHBoxLayout()
-        for w in (QLabel("Data:"), self.source, browse, self.check_button, self.overfit_button, self.report_button):
-            row.addWidget(w)
-        self.body.addLayout(row)
+        self._chosen = False  # the field holds a source the user typed or chose (kept when a dataset opens)
+        state.datasetChanged.connect(self._on_dataset)
+        row = Flow()  # wraps in a narrow dock: the data on one line, the actions on the next
+        row.addWidget(labelled("Data:", self.source))
+        row.addWidget(browse)
+        row.addWidget(side_by_side(self.check_button, self.overfit_button, self.report_button))
+        self.body.addWidget(row)
 
         self.findings = QTreeWidget()
         self.findings.setHeaderLabels(["Finding", "Images", "Objects"])
+        header = self.findings.header()  # the finding takes the width the counts leave (its tooltip has it all)
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.findings.setMinimumHeight(70)
         self.findings.itemClicked.connect(self._clicked)
         self.plot = pg.PlotWidget()
+        self.plot.setMinimumHeight(120)
         self.plot.setAspectLocked(True)
         self.plot.invertY(True)
         self.image_item = pg.ImageItem(axisOrder="row-major")
@@ -106,27 +129,34 @@ class DoctorView(AnalysisView):
         self.verdicts = QLabel("Check a dataset, then click an example image.")
         self.verdicts.setWordWrap(True)
         self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        controls = self._build_missed_panel()
-        pictures = QSplitter()  # the image, and beside it the missed object's query layer by layer
-        pictures.addWidget(self.plot)
-        pictures.addWidget(self.missed_plots)
-        pictures.setStretchFactor(0, 3)
-        pictures.setStretchFactor(1, 2)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(pictures)
-        right.addWidget(self.verdicts)
-        right.addWidget(controls)
-        right.setStretchFactor(0, 1)
-        split = QSplitter()
-        split.addWidget(self.findings)
-        split.addWidget(right)
-        self.body.addWidget(split, 1)
+        self._build_missed_panel()
+        # a tall, narrow dock: findings, the image, the missed object's controls and plots, and
+        # the words, one under the other; the words scroll inside their pane when they are long
+        words_area = text_pane(self.verdicts, self.missed_text, min_height=50)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
+        for part in (self.findings, self.plot, self.missed_panel, words_area):
+            split.addWidget(part)
+        split.setSizes([120, 200, 200, 70])  # in proportion
+        self.splitter = split
+        self.body.addWidget(Fill(split), 1)
+        self._on_dataset(state.dataset)
 
     # --- data checks ---------------------------------------------------------------------
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Dataset folder")
         if folder:
             self.source.setText(folder)
+            self._set_chosen(True)
+
+    def _set_chosen(self, chosen: bool) -> None:
+        self._chosen = chosen
+
+    def _on_dataset(self, opened: OpenedDataset | None) -> None:
+        """The field follows the open dataset (the toy data when none is open), unless the user
+        typed or chose another source."""
+        if not self._chosen:
+            self.source.setText("toy" if opened is None else opened.source)
 
     def _figures(self) -> dict[str, int]:
         loaded = self.state.model
@@ -135,6 +165,7 @@ class DoctorView(AnalysisView):
         return model_figures(loaded.model.config)
 
     def check(self, source: str | None = None) -> bool:
+        """Check ``source`` (shown in the field), else what the field says; False if a job runs."""
         if source is not None:
             self.source.setText(source)
         figures = self._figures()
@@ -146,25 +177,36 @@ class DoctorView(AnalysisView):
         return self.run_job(work, self.source.text().strip() or "toy", on_done=self.show_report,
                             button=self.check_button)
 
+    def check_open_dataset(self) -> bool:
+        """What Data ▸ Check Dataset runs: check the dataset opened with File ▸ Open Dataset (the
+        field then shows it and follows the open dataset again), or, with none open, the field."""
+        opened = self.state.dataset
+        if opened is None:
+            return self.check()
+        self._set_chosen(False)
+        return self.check(opened.source)
+
     def show_report(self, report: DataReport) -> None:
         self.report = report
         self.findings.clear()
         head = QTreeWidgetItem([f"{report.name}: {report.images} images, {report.objects} objects",
                                 str(report.images), str(report.objects)])
+        head.setToolTip(0, head.text(0))
         self.findings.addTopLevelItem(head)
         if not report.findings:
             head.addChild(QTreeWidgetItem(["No problems found."]))
         for f in report.findings:
             item = QTreeWidgetItem([f.title, str(f.images), str(f.objects)])
             item.setToolTip(0, f"Why: {f.cause}\nFix: {f.fix}")
-            item.addChild(QTreeWidgetItem([f"Fix: {f.fix}"]))
+            fix = QTreeWidgetItem([f"Fix: {f.fix}"])
+            fix.setToolTip(0, f.fix)  # elided in a narrow dock
+            item.addChild(fix)
             for image_id in f.examples:
                 child = QTreeWidgetItem([f"image {image_id}"])
                 child.setData(0, Qt.ItemDataRole.UserRole, str(image_id))
                 item.addChild(child)
             head.addChild(item)
         self.findings.expandAll()
-        self.findings.resizeColumnToContents(0)
 
     def _clicked(self, item: QTreeWidgetItem) -> None:
         image_id = item.data(0, Qt.ItemDataRole.UserRole)
@@ -235,12 +277,16 @@ class DoctorView(AnalysisView):
         return self.run_job(work, on_done=done)
 
     # --- one missed object, layer by layer ---------------------------------------------
-    def _build_missed_panel(self) -> QWidget:
+    def _build_missed_panel(self) -> None:
+        """``missed_panel``: which missed object and layer, over two plots side by side (its IoU
+        and class probability by layer; its class probabilities at the layer); ``missed_text``."""
         self.missed_result: Any = None  # the InferenceResult the diagnoses were made on
         self.missed_image: np.ndarray | None = None
         self.image_name = ""
         self.missed_pick = QComboBox()
         self.missed_pick.setToolTip("A ground-truth object the model missed")
+        self.missed_pick.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.missed_pick.setMinimumContentsLength(14)  # long class names must not widen the dock
         self.missed_pick.currentIndexChanged.connect(lambda _: self.show_missed())
         self.layer_pick = QSpinBox()
         self.layer_pick.setToolTip("The decoder layer whose box, class probabilities and cross-attention are shown")
@@ -265,32 +311,34 @@ class DoctorView(AnalysisView):
         self.layer_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("w", width=1))
         self.iou_plot.addItem(self.layer_line)
 
+        # horizontal bars: the class names on the left axis are never cut, however narrow the plot
         self.prob_plot = pg.PlotWidget()
         self.prob_plot.setMinimumHeight(140)
-        self.prob_plot.setYRange(0, 1, padding=0.05)
+        self.prob_plot.setXRange(0, 1, padding=0.05)
+        self.prob_plot.invertY(True)  # the first class on top
         self.prob_plot.setMouseEnabled(False, False)
-        self.prob_plot.setTitle("Its class probabilities")
-        self.prob_bars = pg.BarGraphItem(x=[], height=[], width=0.7)
+        self.prob_plot.setLabel("bottom", "probability")
+        self.prob_bars = pg.BarGraphItem(x0=[], y=[], width=[], height=0.7)
         self.prob_plot.addItem(self.prob_bars)
+        for plot in (self.iou_plot, self.prob_plot):
+            plot.setTitle(" ", size=PLOT_TITLE_SIZE)
 
-        controls = QHBoxLayout()
-        for w in (QLabel("Missed object:"), self.missed_pick, QLabel("Layer:"), self.layer_pick, self.show_in_view):
-            controls.addWidget(w)
-        controls.addStretch(1)
+        controls = Flow()
+        controls.addWidget(labelled("Missed:", self.missed_pick))
+        controls.addWidget(labelled("Layer:", self.layer_pick))
+        controls.addWidget(self.show_in_view)
         self.missed_plots = QWidget()
-        plots = QVBoxLayout(self.missed_plots)
+        plots = QHBoxLayout(self.missed_plots)
         plots.setContentsMargins(0, 0, 0, 0)
         plots.addWidget(self.iou_plot, 1)
         plots.addWidget(self.prob_plot, 1)
-        self.missed_plots.setVisible(False)
         panel = QWidget()
         layout = QVBoxLayout(panel)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(controls)
-        layout.addWidget(self.missed_text)
+        layout.addWidget(controls)
+        layout.addWidget(self.missed_plots, 1)
         self.missed_panel = panel
         panel.setVisible(False)
-        return panel
 
     def _clear_missed(self) -> None:
         self.missed, self.missed_result, self.missed_image = [], None, None
@@ -303,7 +351,6 @@ class DoctorView(AnalysisView):
             self.missed_pick.addItem(f"object {d.object_index} ({d.class_name}): {d.verdict.replace('_', ' ')}")
         self.missed_pick.blockSignals(False)
         self.missed_panel.setVisible(bool(self.missed) and self.missed_result is not None)
-        self.missed_plots.setVisible(self.missed_panel.isVisibleTo(self))
         if self.missed and self.missed_result is not None:
             layers = self.missed_result.num_layers
             self.layer_pick.blockSignals(True)
@@ -328,14 +375,14 @@ class DoctorView(AnalysisView):
             self.heat_item.setVisible(False)
             self.iou_curve.setData([], [])
             self.prob_curve.setData([], [])
-            self.prob_bars.setOpts(x=[], height=[])
+            self.prob_bars.setOpts(y=[], width=[])
             self.missed_text.setText("")
             return
         layer = self.layer_pick.value() - 1  # 0-based
         n = len(d.layer_ious)
         layers = np.arange(1, n + 1)
-        self.iou_plot.setTitle(f'Query {d.query}: <span style="color:#fbbc04">IoU</span> and '
-                               f'<span style="color:#34a853">p({d.class_name})</span> by layer')
+        self.iou_plot.setTitle(f'Query {d.query}: <span style="color:#fbbc04">IoU</span>, '
+                               f'<span style="color:#34a853">p({_short(d.class_name)})</span>', size=PLOT_TITLE_SIZE)
         self.iou_plot.setXRange(0.7, n + 0.3, padding=0)
         self.iou_curve.setData(layers, d.layer_ious)
         self.prob_curve.setData(layers, d.layer_class_probs)
@@ -346,9 +393,10 @@ class DoctorView(AnalysisView):
         label = d.class_names.index(d.class_name) if d.class_name in d.class_names else -1
         brushes = [TRUE_CLASS_BRUSH if i == label else NO_OBJECT_BRUSH if i == len(names) - 1 else OTHER_CLASS_BRUSH
                    for i in range(len(names))]
-        self.prob_bars.setOpts(x=np.arange(len(names)), height=probs, width=0.7, brushes=brushes)
-        self.prob_plot.getAxis("bottom").setTicks([list(enumerate(names))])
-        self.prob_plot.setTitle(f"Its class probabilities at layer {layer + 1}")
+        self.prob_bars.setOpts(x0=0, y=np.arange(len(names)), width=probs, height=0.7, brushes=brushes)
+        self.prob_plot.getAxis("left").setTicks([[(i, _short(name)) for i, name in enumerate(names)]])
+        self.prob_plot.setYRange(-0.5, len(names) - 0.5, padding=0.02)
+        self.prob_plot.setTitle(f"Its classes at layer {layer + 1}", size=PLOT_TITLE_SIZE)
         for i, (x0, y0, x1, y1) in enumerate(d.layer_boxes_xyxy):
             alpha = 255 if i == layer else 70 + int(110 * (i + 1) / n)
             pen = pg.mkPen((*LAYER_COLOR, alpha), width=3 if i == layer else 1,

@@ -25,13 +25,13 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -56,10 +56,11 @@ from detr_core.model.matcher import HungarianMatcher
 
 from ..canvas import ImageCanvas
 from ..colors import query_color
-from ..stable_label import StableLabel
+from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
+from .flow import Fill, Flow, labelled, side_by_side
 
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
@@ -123,20 +124,20 @@ class MatchingView(AnalysisView):
         self.compute_button = QPushButton("Match")
         self.compute_button.setToolTip("Match this sample with the explorer's model")
         self.status = StableLabel("No model yet.")  # elided: a file name must not widen the view
-        row = QHBoxLayout()
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(20)  # a long dataset name must not widen the dock
+        row = Flow()  # wraps in a narrow dock
         row.addWidget(self.source)
-        row.addWidget(QLabel("Sample"))
-        row.addWidget(self.sample_spin)
-        row.addWidget(QLabel("Cost"))
-        row.addWidget(self.part_combo)
-        row.addWidget(self.all_queries)
-        row.addWidget(self.compute_button)
-        row.addWidget(self.status, 1)
-        self.body.addLayout(row)
+        row.addWidget(labelled("Sample", self.sample_spin))
+        row.addWidget(labelled("Cost", self.part_combo))
+        row.addWidget(side_by_side(self.all_queries, self.compute_button))
+        self.status.setMinimumWidth(160)
+        row.addWidget(self.status)  # expanding: the rest of its line
+        self.body.addWidget(row)
 
         # --- the image with ground truth linked to matched queries
         self.canvas = ImageCanvas()
-        self.canvas.setMinimumSize(220, 220)
+        self.canvas.setMinimumSize(180, 180)
 
         # --- the cost heatmap: queries along x, objects along y (object 0 on top)
         self.heat_widget = pg.GraphicsLayoutWidget()
@@ -169,8 +170,8 @@ class MatchingView(AnalysisView):
         self.heat_plot.addItem(self.selected_column)
         self.heat_plot.scene().sigMouseMoved.connect(self._on_heat_hover)
         self.heat_plot.scene().sigMouseClicked.connect(self._on_heat_click)
-        self.heat_legend = QLabel(
-            "<span style='color:#ff4040'>□</span> Hungarian assignment &nbsp; ● cheapest query per object")
+        self.heat_legend = wrap_label(QLabel(  # wraps: it must not widen a narrow dock
+            "<span style='color:#ff4040'>□</span> Hungarian assignment &nbsp; ● cheapest query per object"))
         self.cell_label = QLabel(" ")
         self.cell_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -188,10 +189,10 @@ class MatchingView(AnalysisView):
         self.stability_plot.setLabel("bottom", "training step")
         self.stability_plot.setLabel("left", "objects re-matched")
         self.stability_plot.setYRange(0, 1, padding=0.05)
-        self.stability_plot.setTitle("Matching instability on a fixed probe set")
+        self.stability_plot.setTitle("Instability on a fixed probe set", size="9pt")  # fits half a 600 px dock
         self.stability_curve = self.stability_plot.plot([], [], pen=pg.mkPen("#f58231", width=2),
                                                         symbol="o", symbolSize=5, symbolBrush="#f58231")
-        self.stability_label = QLabel("Follows training: start a run to fill this plot.")
+        self.stability_label = wrap_label(QLabel("Follows training: start a run to fill this plot."))
 
         heat_box = QWidget()
         heat_layout = QVBoxLayout(heat_box)
@@ -204,20 +205,24 @@ class MatchingView(AnalysisView):
         stab_layout.setContentsMargins(0, 0, 0, 0)
         stab_layout.addWidget(self.stability_plot, 1)
         stab_layout.addWidget(self.stability_label)
-        # the cost matrix on top; the assignment table and the stability plot side by side below
-        lower = QSplitter(Qt.Orientation.Horizontal)
-        lower.addWidget(self.table)
-        lower.addWidget(stab_box)
-        lower.setSizes([330, 290])
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(heat_box)
-        right.addWidget(lower)
-        right.setSizes([300, 260])
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.canvas)
-        self.splitter.addWidget(right)
-        self.splitter.setSizes([380, 620])
-        self.body.addWidget(self.splitter, 1)
+        # the image beside the assignment table (or the stability plot), the cost matrix (queries
+        # along x: wide and short) across the whole width below
+        side = QTabWidget()
+        side.addTab(self.table, "Assignment")
+        side.addTab(stab_box, "Stability over training")
+        self.side_tabs = side
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.canvas)
+        top.addWidget(side)
+        top.setStretchFactor(0, 1)
+        top.setStretchFactor(1, 1)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(top)
+        self.splitter.addWidget(heat_box)
+        self.splitter.setStretchFactor(0, 5)
+        self.splitter.setStretchFactor(1, 4)
+        self.body.addWidget(Fill(self.splitter), 1)
 
         self.sample_spin.valueChanged.connect(self._on_sample_changed)
         self._update_sources()

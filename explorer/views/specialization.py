@@ -18,12 +18,10 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QGraphicsRectItem,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -48,6 +46,7 @@ from ..stable_label import wrap_label
 from ..state import AppState, LoadedModel
 from ..workers import WorkContext
 from .base import AnalysisView
+from .flow import Fill, Flow, side_by_side
 
 # Figure 7's colours
 SIZE_COLORS = {
@@ -60,6 +59,11 @@ BACKGROUND = "#202124"
 FLAG_COLOR = QColor("#ff8a80")
 TABLE_COLUMNS = ("query", "class", "share", "objects", "centre (x, y)", "spread", "shown", "note")
 HELDOUT_IMAGES = 5000  # size of the toy held-out split offered (the spin box picks how many to run)
+
+
+def _short(name: str, most: int = 9) -> str:
+    """A class name short enough for a slot's title."""
+    return name if len(name) <= most else name[:most - 1] + "…"
 
 
 class SlotCell:
@@ -141,16 +145,13 @@ class SpecializationView(AnalysisView):
         self.prev_button.clicked.connect(lambda: self.set_page(self.page - 1))
         self.next_button.clicked.connect(lambda: self.set_page(self.page + 1))
         self.page_label = QLabel("")
-        controls = QHBoxLayout()
-        for w in (self.source, self.num_images, self.run_button):
-            controls.addWidget(w)
-        controls.addSpacing(12)
-        controls.addWidget(self.confident_only)
-        controls.addWidget(self.threshold)
-        controls.addStretch(1)
-        for w in (self.prev_button, self.page_label, self.next_button):
-            controls.addWidget(w)
-        self.body.addLayout(controls)
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(24)  # a long dataset name must not widen the dock (its tooltip has it)
+        controls = Flow()  # wraps in a narrow dock
+        controls.addWidget(side_by_side(self.source, self.num_images, self.run_button))
+        controls.addWidget(side_by_side(self.confident_only, self.threshold, spacing=2))
+        controls.addWidget(side_by_side(self.prev_button, self.page_label, self.next_button))
+        self.body.addWidget(controls)
 
         # the grid of slots (left), the overview square and the table (right)
         self.grid = pg.GraphicsLayoutWidget()
@@ -185,28 +186,25 @@ class SpecializationView(AnalysisView):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.currentCellChanged.connect(self._on_table_row)
-        # the square and the table as tabs: each gets the full height of a short dock
-        right = QTabWidget()
-        right.addTab(self.overview_widget, "Mean centres")
-        right.addTab(self.table, "Per-slot summary")
-        self.side_tabs = right
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.grid)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        self.body.addWidget(split, 1)
+        # the slots, the overview square and the table as tabs: each gets the whole panel (side by
+        # side, the grid's fifth column did not fit a 600 px dock)
+        tabs = QTabWidget()
+        tabs.addTab(self.grid, "Slots")
+        tabs.addTab(self.overview_widget, "Mean centres")
+        tabs.addTab(self.table, "Per-slot summary")
+        self.tabs = tabs
+        self.body.addWidget(Fill(tabs, 220), 1)
 
-        legend = QHBoxLayout()
+        legend = Flow()
         for kind, color in SIZE_COLORS.items():
-            label = QLabel(f"<span style='color:{color.name()}'>●</span> {SIZE_NAMES[kind]}")
-            legend.addWidget(label)
-        legend.addWidget(QLabel(f"(large: √(w·h) ≥ {LARGE_SIDE:g} of the image side; "
-                                "centres in the normalized image square, y down)"))
-        legend.addStretch(1)
+            legend.addWidget(QLabel(f"<span style='color:{color.name()}'>●</span> {SIZE_NAMES[kind]}"))
+        size_note = QLabel(f"(large: √(w·h) ≥ {LARGE_SIDE:g} of the side)")
+        size_note.setToolTip(f"A box is large when √(w·h) ≥ {LARGE_SIDE:g} of the image side; centres are drawn in "
+                             "the normalized image square, y down")
+        legend.addWidget(size_note)
+        self.body.addWidget(legend)
         self.status = wrap_label(QLabel("Load a model and press Run."))  # or why it cannot run
-        legend.addWidget(self.status)
-        self.body.addLayout(legend)
+        self.body.addWidget(self.status)
         self._update_sources()
         self._update_page_controls()
         state.modelChanged.connect(self._on_model)
@@ -237,6 +235,8 @@ class SpecializationView(AnalysisView):
         self.source.addItem("toy held-out split")
         if self.dataset is not None:
             self.source.addItem(f"{self.dataset_name} ({len(self.dataset)} images)")
+        for i in range(self.source.count()):
+            self.source.setItemData(i, self.source.itemText(i), Qt.ItemDataRole.ToolTipRole)
         self.source.blockSignals(False)
 
     def _chosen_dataset(self) -> ImageBatches:
@@ -367,10 +367,11 @@ class SpecializationView(AnalysisView):
             brushes = [self._brushes[BoxSize(k)] for k in sizes[keep, q]]
             cell.scatter.setData(x=xy[:, 0], y=xy[:, 1], brush=brushes)
             s = self.summaries[q]
+            # short: a title sets its cell's minimum width, and five cells share a 600 px dock
             if s.never_predicts:
-                cell.plot.setTitle(f"q{q} · never predicts", size="8pt", color=FLAG_COLOR.name())
+                cell.plot.setTitle(f"q{q} never predicts", size="8pt", color=FLAG_COLOR.name())
             else:
-                cell.plot.setTitle(f"q{q} · {s.dominant_class or '–'} · {100 * s.object_frequency:.0f}%",
+                cell.plot.setTitle(f"q{q} {_short(s.dominant_class or '–')} {100 * s.object_frequency:.0f}%",
                                    size="8pt", color="#e8eaed")
             cell.set_selected(q == self.selected)
         self._update_page_controls()
