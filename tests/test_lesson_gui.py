@@ -8,7 +8,7 @@ import pytest
 import torch
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QToolBar
+from PySide6.QtWidgets import QLabel, QToolBar
 
 from detr_core.checkpoint import save_checkpoint
 from detr_core.config import DETRConfig
@@ -199,7 +199,8 @@ def test_presentation_mode_persists_and_full_screen_is_f11(qtbot, settings, wind
         item = chart.getPlotItem()
         assert item.getAxis("bottom").style["tickFont"].pointSize() >= 13
         assert item.getAxis("left").style["tickFont"].pointSize() >= 13
-        assert not item.titleLabel.text or "font-size:16pt" in item.titleLabel.item.toHtml()
+    titles = lesson.panel.findChildren(QLabel, "lesson_chart_title")
+    assert len(titles) >= 4 and all(t.font().pointSizeF() >= 16 for t in titles)
     lesson.act_presentation.setChecked(False)
     assert all(chart.getPlotItem().getAxis("bottom").style["tickFont"] is None for chart in charts)
     lesson.act_presentation.setChecked(True)
