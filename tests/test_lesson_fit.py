@@ -10,15 +10,19 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 from fit import scroll_needed
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QObject, QRectF, Signal
 from PySide6.QtGui import QFont, QPainter, QPicture
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QScrollArea
 
+from detr_core.analysis import lesson as core
 from detr_core.analysis.capture import run_inference
 from detr_core.checkpoint import load_model
+from detr_core.config import TrainConfig
 from detr_core.data.toy import ToyShapes
+from detr_core.train.trainer import History
 from explorer.lesson.panel import LessonPanel
-from explorer.state import AppState, LoadedModel
+from explorer.state import AppState, DataSource, LoadedModel, TrainingSession
+from explorer.training_worker import TrainedModel
 
 BUNDLED = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_shapes.pt"
 SMALL, LAPTOP, PRESENTATION = (1020, 600), (1360, 630), (1276, 640)  # the Lesson workspace's dock
@@ -247,3 +251,68 @@ def test_mini_plots_have_axes_and_colour_bars(lesson):
             assert image.image is not None and np.isfinite(image.image).any(), page.title
             assert _title_shown_whole(plot), page.title
     lesson.panel.wait_jobs()
+
+
+# --- defect 4: the training page tells one model's story ---------------------------------------------
+class _Worker(QObject):
+    """A training worker as the session sees it: its probe results, whether it runs."""
+
+    probed = Signal(str, object)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.is_running = True
+        self.started_training = False
+        self.probes: list[str] = []
+
+    def add_probe(self, name, probe, every_steps=1) -> None:
+        self.probes.append(name)
+
+    def update_probe(self, name, **attributes) -> None:
+        pass
+
+
+def test_training_page_shows_one_models_story(lesson):
+    """A run is probed, stops and hands back its model; then the bundled model is opened again:
+    page 8 shows the bundled model's loss curve and no probe (it watched another model), and says
+    so. Back to the trained model, its probe points come back."""
+    state = lesson.state
+    data_source = state.data_source
+    page = _show(lesson, 7, LAPTOP)
+    worker = _Worker()
+    state.set_training(TrainingSession(worker))  # Train ▸ Start Training: the page adds its probe
+    assert worker.probes == ["lesson_no_object"]
+    run = History({"step": [10.0, 20.0, 30.0], "loss": [9.0, 6.0, 4.0]})
+    lesson.history.update(run.steps)  # the training panel plots the run
+    for step, (true_class, no_object) in ((10, (0.2, 0.6)), (20, (0.4, 0.8))):
+        worker.probed.emit("lesson_no_object", core.NoObjectPoint(step, true_class, no_object))
+    _settle()
+    assert list(page.matched_curve.getData()[0]) == [10, 20] and "step 20" in page.info_label.text()
+    # the run stops: its model replaces the bundled one (the window's use_trained)
+    worker.is_running = False
+    bundled = lesson.bundled
+    trained = LoadedModel(bundled.model, bundled.class_names, "trained in this session", None,
+                          trained=TrainedModel(bundled.model, bundled.class_names, bundled.config, TrainConfig(),
+                                               run, 30, "stopped"))
+    state.set_model(trained, DataSource())
+    _settle()
+    assert list(page.matched_curve.getData()[0]) == [10, 20]
+    assert list(page.loss_curve.getData()[0]) == [10, 20, 30]
+    # File ▸ Open Checkpoint: the bundled model again; the training panel shows its curves
+    lesson.history.clear()
+    lesson.history.update(History.from_dict(bundled.checkpoint.history).steps)
+    state.set_model(bundled, DataSource())
+    _settle()
+    steps = History.from_dict(bundled.checkpoint.history).steps["step"]
+    assert list(page.loss_curve.getData()[0]) == steps  # its own training ...
+    x, _ = page.matched_curve.getData()
+    assert x is None or len(x) == 0  # ... and no probe of the run
+    assert len(page.live_data()) == 0
+    assert "step 20" not in page.info_label.text() and "No probe for toy_shapes.pt" in page.info_label.text()
+    # back to the trained model: its story again
+    state.set_model(trained, DataSource())
+    _settle()
+    assert list(page.matched_curve.getData()[0]) == [10, 20] and "step 20" in page.info_label.text()
+    state.set_training(None)
+    state.set_model(bundled, data_source)
+    _settle()

@@ -25,8 +25,10 @@ from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.dataset import target_dict
 from detr_core.data.images import to_tensor
 from detr_core.data.toy import ToyShapes
+from detr_core.train.trainer import History
 
 from ..colors import query_color
+from ..state import LoadedModel
 from .page import LessonPage
 from .widgets import BarChart, Box, Chart, HeatmapChart, Overlay, Picture, heat_rgb, mosaic
 
@@ -658,7 +660,30 @@ PROBE_NAME = "lesson_no_object"
 MATCHED_COLOR, UNMATCHED_COLOR = "#51cf66", "#9aa0a6"
 
 
+def model_history(loaded: LoadedModel | None) -> dict[str, list[float]]:
+    """The loss curves of the open model's own training ("step", "loss", ...): those of the run
+    that made it in this session, else those stored in its file; empty when neither is known."""
+    if loaded is None:
+        return {}
+    if loaded.trained is not None:
+        return dict(loaded.trained.history.steps)
+    if loaded.checkpoint is not None and loaded.checkpoint.history:
+        return History.from_dict(loaded.checkpoint.history).steps
+    return {}
+
+
+def model_name(loaded: LoadedModel | None) -> str:
+    if loaded is None:
+        return "no model"
+    return loaded.path.name if loaded.path is not None else loaded.source
+
+
 class TrainingPage(LessonPage):
+    """The story of one model: while a run trains, that run's (the training panel's live loss and
+    the probe's points); otherwise the open model's: the loss curve of its own training, and the
+    probe's points only when it is the model the probed run handed back (the probe watched no
+    other). Opening another model never mixes its loss curve with a run's probe."""
+
     title = "8 · Training: watch the no-object probability"
     text = ("Training repeats: run, match, score, step. Most slots are matched to nothing, so the first "
             "thing a model learns is to say \"no object\" everywhere; only later do matched slots name "
@@ -668,7 +693,7 @@ class TrainingPage(LessonPage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.loss_plot = Chart("total loss (from the training panel)")
+        self.loss_plot = Chart("total loss")
         self.watch_plot = Chart("mean probability on 8 training images")
         for chart, y_label in ((self.loss_plot, "loss"), (self.watch_plot, "probability")):
             chart.plot_item.setLabel("bottom", "training step")
@@ -682,39 +707,79 @@ class TrainingPage(LessonPage):
                                                               symbol="s", symbolSize=5, symbolBrush=UNMATCHED_COLOR)
         self.live.addWidget(self.loss_plot, 1)
         self.live.addWidget(self.watch_plot, 1)
-        self.points: list[core.NoObjectPoint] = []
+        self.points: list[core.NoObjectPoint] = []  # the probe's, of the followed run
+        self.session: Any = None  # the training session the probe follows
+        self.run_model: LoadedModel | None = None  # the model that run handed back, once it has
+        self.measured_model: LoadedModel | None = None  # the model the result label measured
+        self.shown_points: list[core.NoObjectPoint] = []
         self.state.trainingChanged.connect(self.follow)
         self.state.probed.connect(self._on_probed)
+        self.state.modelChanged.connect(self._on_model)
 
     def follow(self, session: Any) -> None:
         """A new training session (before its run starts): watch it with the no-object probe."""
         if session is not None and not session.started_training:
             self.points = []
+            self.session, self.run_model = session, None
             session.add_probe(PROBE_NAME, core.NoObjectProbe(8), every_steps=10)
+            self.panel.page_changed(self)
 
     def _on_probed(self, name: str, point: Any) -> None:
         if name == PROBE_NAME and point is not None:
             self.points.append(point)
             self.panel.page_changed(self)
 
+    def _on_model(self, loaded: LoadedModel | None) -> None:
+        # the only trained model the window opens is the one its training run hands back when it
+        # ends: the followed run's, the model the probe's points describe
+        if loaded is not None and loaded.trained is not None and self.session is not None and self.run_model is None:
+            self.run_model = loaded
+
+    @property
+    def run_in_progress(self) -> bool:
+        """The followed run trains and has not handed back its model yet."""
+        return (self.session is not None and self.run_model is None and self.session is self.state.training
+                and self.state.training_running)
+
     def draw(self) -> None:
-        history = self.panel.training_history()
-        steps = history.get("step", []) if history else []
+        loaded = self.state.model
+        live = self.run_in_progress
+        history = self.panel.training_history() if live else model_history(loaded)
+        steps = history.get("step", [])
         self.loss_curve.setData(steps, history.get("loss", []) if steps else [])
-        pts = [p for p in self.points if p.step is not None]
+        ours = live or (loaded is not None and loaded is self.run_model)
+        pts = [p for p in self.points if p.step is not None] if ours else []
+        self.shown_points = pts
         self.matched_curve.setData([p.step for p in pts], [p.matched_true_class for p in pts])
         self.unmatched_curve.setData([p.step for p in pts], [p.unmatched_no_object for p in pts])
+        if self.measured_model is not None and self.measured_model is not loaded:
+            self.result_label.setText("")  # a measure of another model
+            self.measured_model = None
+        name = model_name(loaded)
         if pts:
             last = pts[-1]
-            self.info_label.setText(f"step {last.step}: matched slots give their true class "
+            whose = "The run in progress" if live else f"{name}, the model of this session's run"
+            self.info_label.setText(f"{whose}: at step {last.step} matched slots give their true class "
                                     f"{last.matched_true_class:.2f}, unmatched slots say no object "
                                     f"{last.unmatched_no_object:.2f}.")
+        elif live:
+            self.info_label.setText("The run in progress: the probe reports every 10 steps.")
+        elif self.session is None:
+            self.info_label.setText(f"No training run yet in this session (Train ▸ Start Training): the probe "
+                                    f"fills in as it runs. {self._loss_note(name, steps)}")
         else:
-            self.info_label.setText("No training run yet in this session (Train ▸ Start Training): the curves "
-                                    "fill in as it runs.")
+            self.info_label.setText(f"No probe for {name}: the probe watched the run of this session, whose "
+                                    f"model is not the open one. {self._loss_note(name, steps)}")
+
+    @staticmethod
+    def _loss_note(name: str, steps: list[float]) -> str:
+        if steps:
+            return f"The loss curve is {name}'s own training, {int(steps[-1])} steps."
+        return f"{name} has no loss curve stored."
 
     def live_data(self) -> np.ndarray:
-        return np.array([[p.matched_true_class, p.unmatched_no_object] for p in self.points], np.float32).ravel()
+        return np.array([[p.matched_true_class, p.unmatched_no_object] for p in self.shown_points],
+                        np.float32).ravel()
 
     def experiment(self):
         loaded = self.state.model
@@ -733,7 +798,10 @@ class TrainingPage(LessonPage):
             return core.no_object_point(model, matcher, images, targets)
 
         def on_result(p: core.NoObjectPoint) -> None:
-            self.result_label.setText(f"The open model, on {where}: matched slots give their true class "
+            if self.state.model is not loaded:  # another model meanwhile: this measure is not its
+                return
+            self.measured_model = loaded
+            self.result_label.setText(f"{model_name(loaded)}, on {where}: matched slots give their true class "
                                       f"<b>{p.matched_true_class:.2f}</b>, unmatched slots say no object "
                                       f"<b>{p.unmatched_no_object:.2f}</b>." + _classes_note(self.panel))
         return (work, (), on_result)
