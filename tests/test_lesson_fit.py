@@ -316,3 +316,23 @@ def test_training_page_shows_one_models_story(lesson):
     state.set_training(None)
     state.set_model(bundled, data_source)
     _settle()
+
+
+# --- defect 6: page 5 on a new image ----------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason="page 5 shows AppState's selected query; AppState keeps it by slot number "
+                   "on a new image until its own fix for issue 29's defect 6 (state.py, not the lesson's): "
+                   "remove this mark with that fix")
+def test_prediction_heads_page_selects_the_best_query_of_a_new_image(lesson):
+    """New Toy Sample: page 5 shows the new image's best-scoring query, not the slot number that
+    was selected on the last image (whose box on this image scores nearly nothing)."""
+    state = lesson.state
+    page = _show(lesson, 4, LAPTOP)
+    try:
+        for index in (1, 2):
+            _show_toy(state, lesson.toy, index)
+            _settle()
+            best = int(state.result.scores.argmax())
+            assert page.query_spin.value() == best, f"toy sample #{index}"
+    finally:
+        _show_toy(state, lesson.toy, 0)
+        state.set_selected_query(int(state.result.scores.argmax()))
