@@ -35,11 +35,9 @@ from .widgets import BarChart, Box, Chart, HeatmapChart, Overlay, Picture, heat_
 NO_RESULT = "The model has not run on this image yet."
 
 
-def index_ticks(n: int, most: int = 6, offset: float = 0.5) -> list[tuple[float, str]]:
-    """Ticks for indices 0..n-1 at the centres of their cells: every 1st, 2nd, 5th, 10th, ... so
-    that at most ``most`` (plus one) are labelled."""
-    step = next((k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500) if n / k <= most), 1000)
-    return [(i + offset, str(i)) for i in range(0, n, step)]
+def index_ticks(n: int) -> list[tuple[float, str]]:
+    """Ticks for indices 0..n-1 at the centres of their cells (a chart shows those that fit)."""
+    return [(i + 0.5, str(i)) for i in range(n)]
 
 
 def centre_ticks(names: list[str], size: int, gap: int) -> list[tuple[float, str]]:
@@ -101,6 +99,7 @@ class BackbonePage(_PicturePage):
         self.cell: tuple[int, int] | None = None
         self.grid: core.BackboneGrid | None = None
         self.picture.clicked.connect(self._pick_cell)
+        self.live.addStretch(1)  # the room the picture does not need (it is as wide as its image)
 
     def draw(self) -> None:
         if not self.has_result():
@@ -292,7 +291,7 @@ class QueriesPage(_PicturePage):
         self.no_object = BarChart("no-object probability per slot", "probability", "slot")
         column.addWidget(self.matrix, 1)
         column.addWidget(self.no_object, 1)
-        self.live.addLayout(column, 2)
+        self.live.addLayout(column, 3)  # two charts one above the other: as wide as the picture
 
     def draw(self) -> None:
         if not self.has_result():

@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
+    QFontMetrics,
     QFontMetricsF,
     QImage,
     QMouseEvent,
@@ -39,17 +40,6 @@ def heat_rgb(values: np.ndarray, colormap: str = "inferno", lo: float | None = N
     t = np.clip((v - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(v)
     lut = pg.colormap.get(colormap).getLookupTable(0.0, 1.0, 256, alpha=False)  # [256, 3] uint8
     return np.ascontiguousarray(lut[(t * 255).astype(np.int64)][..., :3].astype(np.uint8))
-
-
-def tile(images: list[np.ndarray], columns: int, gap: int = 1) -> np.ndarray:
-    """Equal-size [h, w, 3] uint8 images in a grid with ``gap`` black pixels between them."""
-    h, w = images[0].shape[:2]
-    rows = -(-len(images) // columns)
-    out = np.zeros((rows * (h + gap) - gap, columns * (w + gap) - gap, 3), np.uint8)
-    for k, im in enumerate(images):
-        r, c = divmod(k, columns)
-        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = im
-    return out
 
 
 def to_qimage(rgb: np.ndarray) -> QImage:
@@ -202,6 +192,7 @@ class Picture(QWidget):
         font.setPointSizeF(self.font().pointSizeF() * 0.9)
         font.setBold(True)
         p.setFont(font)
+        placed: list[QRectF] = []  # the labels drawn so far
         for index, b in enumerate(o.boxes):
             x0, y0, x1, y1 = b.xyxy
             shift = self._drag_offset if self._drag is not None and self._drag[0] == index else QPointF(0, 0)
@@ -210,9 +201,10 @@ class Picture(QWidget):
             rect = QRectF(self.to_widget(y0, x0) + shift, self.to_widget(y1, x1) + shift)
             p.drawRect(rect)
             if b.label:
-                where = rect.bottomLeft() + QPointF(2, p.fontMetrics().ascent() + 2) if b.label_below else \
-                    rect.topLeft() + QPointF(2, -3)
-                p.drawText(where, b.label)
+                where = self._label_place(rect, b.label, b.label_below, p.fontMetrics(), placed)
+                placed.append(where)
+                p.fillRect(where, QColor(0, 0, 0, 130))  # readable on any image
+                p.drawText(where, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, b.label)
         for y, x, colour in o.points:
             p.setPen(QPen(QColor(colour), 3 * k))
             c = self.to_widget(y, x)
@@ -220,6 +212,22 @@ class Picture(QWidget):
             p.drawLine(c + QPointF(-r, 0), c + QPointF(r, 0))
             p.drawLine(c + QPointF(0, -r), c + QPointF(0, r))
         p.end()
+
+    def _label_place(self, box: QRectF, text: str, below: bool, metrics: QFontMetrics,
+                     placed: list[QRectF]) -> QRectF:
+        """Where a box's label goes: above the box (below it with ``below``), else on the other
+        side, else just inside its top; the first place inside the widget that no label drawn
+        before covers (two close boxes' labels do not overlap, and none is cut at the top)."""
+        w, h = metrics.horizontalAdvance(text) + 4, metrics.height()
+        above = QRectF(box.left(), box.top() - h - 1, w, h)
+        under = QRectF(box.left(), box.bottom() + 1, w, h)
+        inside = QRectF(box.left() + 2, box.top() + 2, w, h)
+        candidates = [under, above, inside] if below else [above, under, inside]
+        bounds = QRectF(self.rect())
+        for rect in candidates:
+            rect.moveLeft(max(0.0, min(rect.left(), bounds.right() - w)))
+        fits = [r for r in candidates if bounds.contains(r)] or [inside]
+        return next((r for r in fits if not any(r.intersects(q) for q in placed)), fits[0])
 
     # --- mouse ------------------------------------------------------------------------------
     def _box_at(self, pos: QPointF) -> int | None:
@@ -369,8 +377,9 @@ class Chart(QWidget):
         return self.title_label.text()
 
     def set_legend(self, entries: list[tuple[str, str]]) -> None:
-        """(name, colour) pairs shown as coloured squares above the plot (never over the data)."""
-        self.legend_label.setText("&nbsp;&nbsp; ".join(f"<span style='color:{c}'>■</span>&nbsp;{name}"
+        """(name, colour) pairs shown as coloured squares above the plot (never over the data); a
+        name without a colour is shown as it is."""
+        self.legend_label.setText("&nbsp;&nbsp; ".join(f"<span style='color:{c}'>■</span>&nbsp;{name}" if c else name
                                                        for name, c in entries))
         self.legend_label.setVisible(bool(entries))
 
@@ -503,7 +512,11 @@ def mosaic(maps: list[np.ndarray], columns: int, gap: int = 1) -> tuple[np.ndarr
 class HeatmapChart(Chart):
     """A matrix of values (or a :func:`mosaic` of maps) drawn through a colour map, with axes and a
     colour bar that says what a colour means. Row 0 is at the top. ``square``: cells keep their
-    aspect (maps of the image); otherwise the matrix fills the chart (a cost matrix)."""
+    aspect (maps of the image); otherwise the matrix fills the chart (a cost matrix).
+
+    Of the ticks given, every k-th is shown (k from 1, 2, 5, 10, ...) so that their texts do not
+    collide at the chart's size; the colour bar's meaning is written along it when it fits there,
+    else above the plot."""
 
     def __init__(self, title: str, x_label: str, y_label: str, bar_label: str, colormap: str = "inferno",
                  reverse: bool = False, square: bool = False, parent: QWidget | None = None) -> None:
@@ -522,10 +535,13 @@ class HeatmapChart(Chart):
                                         interactive=False, rounding=1e-6, colorMapMenu=False)
         self.colorbar.axis.enableAutoSIPrefix(False)
         self.colorbar.setImageItem(self.image, insert_in=self.plot_item)
+        self.bar_label = bar_label
         self.marks: list[QGraphicsRectItem] = []
         self.tile_labels: list[pg.TextItem] = []
         self.values: np.ndarray = np.zeros((0, 0), np.float32)
+        self.ticks: dict[str, list[tuple[float, str]] | None] = {"bottom": None, "left": None}  # as given
         self._base = 0.0  # the presentation font (0: normal)
+        self.plot_item.getViewBox().sigResized.connect(self._fit)
         self._fit_colorbar()
 
     def set_values(self, values: np.ndarray, levels: tuple[float, float] | None = None,
@@ -542,8 +558,7 @@ class HeatmapChart(Chart):
             hi = lo + 1e-6
         self.image.setImage(v, levels=(lo, hi))
         self.colorbar.setLevels((lo, hi))
-        for name, ticks in (("bottom", x_ticks), ("left", y_ticks)):
-            self.plot_item.getAxis(name).setTicks(None if ticks is None else [ticks])
+        self.ticks = {"bottom": x_ticks, "left": y_ticks}
         for mark in self.marks:
             self.plot_item.removeItem(mark)
         self.marks = []
@@ -551,7 +566,37 @@ class HeatmapChart(Chart):
             self.plot_item.removeItem(label)
         self.tile_labels = []
         self.plot_item.setRange(xRange=(0, max(v.shape[1], 1)), yRange=(0, max(v.shape[0], 1)), padding=0)
+        self._fit()
+
+    def _fit(self, *_: object) -> None:
+        self._fit_ticks()
         self._fit_colorbar()
+
+    def _fit_ticks(self) -> None:
+        """Every k-th of the given ticks, k the least whose texts keep apart at this size."""
+        view = self.plot_item.getViewBox()
+        (x0, x1), (y0, y1) = view.viewRange()
+        for name, ticks in self.ticks.items():
+            axis = self.plot_item.getAxis(name)
+            if not ticks:
+                axis.setTicks(None if ticks is None else [[]])
+                continue
+            metrics = QFontMetricsF(tick_font(axis))
+            if name == "bottom":
+                per_unit = view.width() / max(x1 - x0, 1e-9)
+                size = max(metrics.horizontalAdvance(text) for _, text in ticks) + metrics.horizontalAdvance("  ")
+            else:
+                per_unit = view.height() / max(y1 - y0, 1e-9)
+                size = metrics.height() + 2
+            positions = [at for at, _ in ticks]
+            spacing = min((b - a for a, b in zip(positions, positions[1:])), default=1.0) * per_unit
+            step = next((k for k in (1, 2, 5, 10, 20, 50, 100, 200, 500) if k * spacing >= size), 1000)
+            axis.setTicks([ticks[::step]])
+
+    @property
+    def bar_label_shown(self) -> bool:
+        """The colour bar's meaning is written along it (else above the plot)."""
+        return self.colorbar.getAxis("left").label.isVisible()
 
     def mark(self, row: float, column: float, rows: float = 1, columns: float = 1, color: str = "#ffffff") -> None:
         """Outline a cell (or a block of cells)."""
@@ -579,12 +624,19 @@ class HeatmapChart(Chart):
         label.setFont(font)
 
     def _fit_colorbar(self) -> None:
-        """Room for the colour bar's widest value (pyqtgraph keeps its axis at a fixed width)."""
+        """Room for the colour bar's widest value (pyqtgraph keeps its axis at a fixed width), and
+        its meaning along it when it fits the bar's length, else above the plot."""
         axis = self.colorbar.axis
         lo, hi = self.colorbar.levels()
         metrics = QFontMetricsF(tick_font(axis))
         texts = axis.tickStrings([lo, hi, (lo + hi) / 2], 1.0, max((hi - lo) / 4, 1e-9))
         axis.setWidth(int(max(metrics.horizontalAdvance(t) for t in [*texts, "0.000"]) + 14))
+        side = self.colorbar.getAxis("left")
+        length = side.label.document().idealWidth()
+        along = length <= self.plot_item.getViewBox().height() or self.plot_item.getViewBox().height() <= 1
+        if along != side.label.isVisible():
+            side.showLabel(along)
+        self.set_legend([] if along else [(f"colour: {self.bar_label}", "")])
 
     def set_presentation(self, on: bool, base: float) -> None:
         self._base = base if on else 0.0
