@@ -42,6 +42,12 @@ def heat_rgb(values: np.ndarray, colormap: str = "inferno", lo: float | None = N
     return np.ascontiguousarray(lut[(t * 255).astype(np.int64)][..., :3].astype(np.uint8))
 
 
+def text_color(background: QColor) -> QColor:
+    """Black or white, whichever reads better on ``background``."""
+    luminance = 0.299 * background.redF() + 0.587 * background.greenF() + 0.114 * background.blueF()
+    return QColor("#000000") if luminance > 0.55 else QColor("#ffffff")
+
+
 def to_qimage(rgb: np.ndarray) -> QImage:
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w = rgb.shape[:2]
@@ -203,7 +209,8 @@ class Picture(QWidget):
             if b.label:
                 where = self._label_place(rect, b.label, b.label_below, p.fontMetrics(), placed)
                 placed.append(where)
-                p.fillRect(where, QColor(0, 0, 0, 130))  # readable on any image
+                p.fillRect(where, QColor(b.color))  # the box's colour behind, readable on any image
+                p.setPen(text_color(QColor(b.color)))
                 p.drawText(where, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, b.label)
         for y, x, colour in o.points:
             p.setPen(QPen(QColor(colour), 3 * k))
@@ -610,7 +617,7 @@ class HeatmapChart(Chart):
 
     def label_tile(self, row: float, column: float, text: str, color: str = "#ffffff") -> None:
         """A text at a cell position (a tile's name in a mosaic), its top-left corner there."""
-        label = pg.TextItem(text, color=color, anchor=(0, 0), fill=pg.mkBrush(0, 0, 0, 160))
+        label = pg.TextItem(text, color=text_color(QColor(color)), anchor=(0, 0), fill=pg.mkBrush(color))
         label.setPos(column, row)
         label.setZValue(11)
         self._size_label(label)
