@@ -335,12 +335,10 @@ def test_training_page_shows_one_models_story(lesson):
 
 
 # --- defect 6: page 5 on a new image ----------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="page 5 shows AppState's selected query; AppState keeps it by slot number "
-                   "on a new image until its own fix for issue 29's defect 6 (state.py, not the lesson's): "
-                   "remove this mark with that fix")
 def test_prediction_heads_page_selects_the_best_query_of_a_new_image(lesson):
     """New Toy Sample: page 5 shows the new image's best-scoring query, not the slot number that
-    was selected on the last image (whose box on this image scores nearly nothing)."""
+    was selected on the last image (whose box on this image scores nearly nothing). Page 5 shows
+    AppState's selected query (it keeps none of its own): AppState chooses again on a new image."""
     state = lesson.state
     page = _show(lesson, 4, LAPTOP)
     image, name, result, selected = state.image, state.image_name, state.result, state.selected_query
