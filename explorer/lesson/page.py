@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -24,6 +25,11 @@ from ..workers import Worker
 
 if TYPE_CHECKING:
     from .panel import LessonPanel
+
+SIDE_MIN = 200  # the text column's least width, px
+SIDE_SHARE = 0.28  # of the page's width, the text column's usual width ...
+SIDE_PREFERRED_MAX = 420  # ... up to this many px, wider only when its text needs the room
+SIDE_MAX_SHARE = 0.46  # and never more than this share of the page
 
 
 class LessonPage(QWidget):
@@ -45,7 +51,8 @@ class LessonPage(QWidget):
         self._redraw_after_job = False
         self.title_label = QLabel(self.title)
         self.title_label.setObjectName("lesson_title")
-        # a long title in presentation fonts must not widen the panel past the dock: it is cut instead
+        # a long title in presentation fonts must not widen the panel past the dock: it wraps
+        self.title_label.setWordWrap(True)
         self.title_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.text_label = QLabel(self.text)
         self.text_label.setObjectName("lesson_text")
@@ -73,18 +80,20 @@ class LessonPage(QWidget):
         side.addStretch(1)
         side_widget = QWidget()
         side_widget.setLayout(side)
-        # the text scrolls when a small screen or presentation fonts leave it too little height
+        # The text column is as wide as its text needs to fit the page's height (see fit_side);
+        # it scrolls only when even its widest leaves the text too little height (a tiny dock).
         side_area = QScrollArea()
         side_area.setWidget(side_widget)
         side_area.setWidgetResizable(True)
         side_area.setFrameShape(QFrame.Shape.NoFrame)
         side_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        side_area.setMinimumWidth(220)
-        side_area.setMaximumWidth(420)
+        side_area.setFixedWidth(SIDE_MIN)
         self.side_widget = side_area
+        side_area.installEventFilter(self)  # its height changed: fit its width again
+        side_widget.installEventFilter(self)  # its texts changed: the same
         body = QHBoxLayout()
-        body.addWidget(side_area, 2)
-        body.addLayout(self.live, 5)
+        body.addWidget(side_area)
+        body.addLayout(self.live, 1)
         ask = QHBoxLayout()
         ask.addWidget(self.question_label, 1)
         ask.addWidget(self.run_button)
@@ -94,6 +103,38 @@ class LessonPage(QWidget):
         outer.addLayout(body, 1)
         outer.addLayout(ask)
         outer.addWidget(self.result_label)
+
+    # --- the text column's width --------------------------------------------------------------
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.Resize, QEvent.Type.LayoutRequest):
+            self.fit_side()
+        return False
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.fit_side()
+
+    def fit_side(self) -> None:
+        """Give the text column the width its text needs to fit the column's height without
+        scrolling: at least its share of the page (SIDE_SHARE), wider when the text needs it (large
+        presentation fonts, a low window), never more than SIDE_MAX_SHARE of the page: the live view
+        keeps the rest."""
+        area = self.side_widget
+        inner = area.widget()
+        page_width = self.width()
+        if inner is None or page_width <= 0:
+            return
+        height = area.height()
+        low = max(SIDE_MIN, min(int(page_width * SIDE_SHARE), SIDE_PREFERRED_MAX))
+        high = max(low, int(page_width * SIDE_MAX_SHARE))
+        # fitting beside a scroll bar too: once shown, QScrollArea measures the text at the width
+        # the bar leaves, and keeps the bar if it does not fit there
+        bar = area.verticalScrollBar().sizeHint().width()
+        width = low
+        while width < high and inner.heightForWidth(width - bar) > height:
+            width = min(high, width + 10)
+        if area.width() != width or area.minimumWidth() != width:
+            area.setFixedWidth(width)
 
     # --- what pages implement ---------------------------------------------------------------
     def draw(self) -> None:

@@ -25,12 +25,24 @@ from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.dataset import target_dict
 from detr_core.data.images import to_tensor
 from detr_core.data.toy import ToyShapes
+from detr_core.train.trainer import History
 
 from ..colors import query_color
+from ..state import LoadedModel
 from .page import LessonPage
-from .widgets import BarChart, Box, Overlay, Picture, heat_rgb, tile
+from .widgets import BarChart, Box, Chart, HeatmapChart, Overlay, Picture, heat_rgb, mosaic
 
 NO_RESULT = "The model has not run on this image yet."
+
+
+def index_ticks(n: int) -> list[tuple[float, str]]:
+    """Ticks for indices 0..n-1 at the centres of their cells (a chart shows those that fit)."""
+    return [(i + 0.5, str(i)) for i in range(n)]
+
+
+def centre_ticks(names: list[str], size: int, gap: int) -> list[tuple[float, str]]:
+    """Ticks at the centres of tiles of ``size`` cells with ``gap`` cells between them."""
+    return [(k * (size + gap) + size / 2, name) for k, name in enumerate(names)]
 
 
 def _kept_boxes(result: InferenceResult, queries: list[int], dashed: bool = False, color: str | None = None) -> list[Box]:
@@ -87,6 +99,7 @@ class BackbonePage(_PicturePage):
         self.cell: tuple[int, int] | None = None
         self.grid: core.BackboneGrid | None = None
         self.picture.clicked.connect(self._pick_cell)
+        self.live.addStretch(1)  # the room the picture does not need (it is as wide as its image)
 
     def draw(self) -> None:
         if not self.has_result():
@@ -137,9 +150,9 @@ class PositionPage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.channels_picture = Picture(min_side=110)
-        self.channels_picture.caption = "sine codes: y (top), x (bottom); high → low frequency"
-        self.live.insertWidget(0, self.channels_picture, 3)
+        self.channels = HeatmapChart("the sine codes over the feature grid", "channel (frequency high → low)",
+                                     "encodes", "code value", colormap="viridis", square=True)
+        self.live.insertWidget(0, self.channels, 3)
         self.cell: tuple[int, int] | None = None
         self.similarity: np.ndarray | None = None
         self.picture.clicked.connect(self._pick_cell)
@@ -151,10 +164,11 @@ class PositionPage(_PicturePage):
         ch = core.sine_channels(loaded.model, r.feature_size)  # [2F, h, w]
         f = ch.shape[0] // 2
         picks = [c for c in range(0, 12, 2) if c < f]  # sine channels, from the highest frequency down
-        cells = [np.kron(heat_rgb(ch[c], "viridis", -1, 1), np.ones((4, 4, 1), np.uint8)) for c in picks]
-        cells += [np.kron(heat_rgb(ch[f + c], "viridis", -1, 1), np.ones((4, 4, 1), np.uint8)) for c in picks]
-        self.channels_picture.set_content(tile(cells, len(picks), gap=2))
         h, w = r.feature_size
+        gap = max(1, min(h, w) // 6)
+        codes, _ = mosaic([ch[c] for c in picks] + [ch[f + c] for c in picks], len(picks), gap)
+        self.channels.set_values(codes, (-1.0, 1.0), x_ticks=centre_ticks([str(c) for c in picks], w, gap),
+                                 y_ticks=centre_ticks(["y", "x"], h, gap))
         i, j = self.cell if self.cell is not None else (h // 2, w // 2)
         i, j = min(i, h - 1), min(j, w - 1)
         self.similarity = core.position_similarity(ch, i, j)
@@ -206,9 +220,9 @@ class EncoderPage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.maps_picture = Picture(min_side=110)
-        self.maps_picture.caption = "rows: layers · columns: mean, heads"
-        self.live.addWidget(self.maps_picture, 3)
+        self.maps_chart = HeatmapChart("where the point's token attends", "head", "encoder layer",
+                                       "share of the map's peak", square=True)
+        self.live.addWidget(self.maps_chart, 3)
         self.maps: np.ndarray | None = None
         self.picture.clicked.connect(lambda y, x: self.state.set_encoder_point((y, x)))
 
@@ -223,10 +237,15 @@ class EncoderPage(_PicturePage):
         point = self.state.encoder_point or (h / 2, w / 2)
         maps = r.encoder_attention_at(*point).numpy()  # [L, heads, h, w]
         self.maps = maps
-        rows = []
-        for layer in maps:
-            rows += [np.kron(heat_rgb(m), np.ones((6, 6, 1), np.uint8)) for m in [layer.mean(0), *layer]]
-        self.maps_picture.set_content(tile(rows, maps.shape[1] + 1, gap=2))
+        layers, heads, gh, gw = maps.shape
+        # each map to its own peak: a head that puts all its weight on one token would leave the
+        # others black on a common scale, and the question here is where they reach, not how much
+        tiles = [m / max(float(m.max()), 1e-12) for layer in maps for m in [layer.mean(0), *layer]]
+        gap = max(1, min(gh, gw) // 6)
+        values, _ = mosaic(tiles, heads + 1, gap)
+        self.maps_chart.set_values(values, (0.0, 1.0),
+                                   x_ticks=centre_ticks(["mean", *(str(k + 1) for k in range(heads))], gw, gap),
+                                   y_ticks=centre_ticks([str(k + 1) for k in range(layers)], gh, gap))
         eh, ew = r.grid_extent()
         o = Overlay(heat=heat_rgb(maps[-1].mean(0)), heat_extent=(eh, ew), points=[(point[0], point[1], "#00e5ff")])
         self.picture.set_content(self.state.image, o)
@@ -267,12 +286,12 @@ class QueriesPage(_PicturePage):
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
         column = QVBoxLayout()
-        self.matrix = Picture(min_side=90)
-        self.matrix.caption = "decoder self-attention (Q × Q)"
-        self.no_object = BarChart("no-object probability per slot", "")
+        self.matrix = HeatmapChart("decoder self-attention", "attends to slot", "slot",
+                                   "attention weight", square=True)
+        self.no_object = BarChart("no-object probability per slot", "probability", "slot")
         column.addWidget(self.matrix, 1)
         column.addWidget(self.no_object, 1)
-        self.live.addLayout(column, 2)
+        self.live.addLayout(column, 3)  # two charts one above the other: as wide as the picture
 
     def draw(self) -> None:
         if not self.has_result():
@@ -289,10 +308,10 @@ class QueriesPage(_PicturePage):
             anchors = " Grey dashed: the learned anchor box of every slot (this model's queries are anchor boxes)."
         self.picture.set_content(self.state.image, o)
         if r.decoder_self_attention is not None:
-            m = r.decoder_self_attention[-1].mean(0).numpy()
-            self.matrix.set_content(np.kron(heat_rgb(m), np.ones((8, 8, 1), np.uint8)))
+            m = r.decoder_self_attention[-1].mean(0).numpy()  # mean over heads
+            self.matrix.set_values(m, (0.0, float(m.max())), x_ticks=index_ticks(len(m)), y_ticks=index_ticks(len(m)))
         else:
-            self.matrix.set_content(None)
+            self.matrix.set_values(np.full((1, 1), np.nan), x_ticks=[], y_ticks=[])
         p = r.probs[:, -1].numpy()
         kept = set(self.state.kept_queries())
         self.no_object.set_bars(p, [str(q) for q in range(len(p))],
@@ -334,7 +353,7 @@ class HeadsPage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.bars = BarChart("class probabilities", "")
+        self.bars = BarChart("the selected slot's class probabilities", "probability", horizontal=True)
         self.live.addWidget(self.bars, 2)
         self.query_spin = QSpinBox()
         self.query_spin.valueChanged.connect(lambda q: self.state.set_selected_query(q))
@@ -361,7 +380,8 @@ class HeadsPage(_PicturePage):
             x0, y0, x1, y1 = (float(v) for v in r.layer_boxes_xyxy[layer, q])
             last = layer == r.num_layers - 1
             boxes.append(Box((x0, y0, x1, y1), query_color(q) if last else shades[layer % len(shades)],
-                             f"L{layer + 1}" if last or layer == 0 else "", dashed=not last, width=3 if last else 1.5))
+                             f"L{layer + 1}" if last or layer == 0 else "", dashed=not last, width=3 if last else 1.5,
+                             label_below=layer == 0))  # the first and last boxes are often close: labels apart
         self.picture.set_content(self.state.image, Overlay(boxes=boxes))
         cx, cy, w, h = (float(v) for v in r.boxes_cxcywh[q])
         best = int(probs[:-1].argmax())
@@ -483,10 +503,10 @@ class MatchingPage(_PicturePage):
         self.part = QComboBox()
         self.part.addItems([COST_PART_NAMES[p] for p in COST_PARTS])
         self.part.currentIndexChanged.connect(lambda _: self._draw_snapshot())
-        self.cost_picture = Picture(min_side=90)
-        self.cost_picture.caption = "cost: slots × objects, ▢ assigned"
+        self.cost_chart = HeatmapChart("matching cost (white: the assignment)", "object", "slot",
+                                       "cost (bright = cheap)", colormap="viridis", reverse=True)
         column.addWidget(self.part)
-        column.addWidget(self.cost_picture, 1)
+        column.addWidget(self.cost_chart, 1)
         self.live.addLayout(column, 2)
         self.snapshot: MatchingSnapshot | None = None
         self.original: MatchingSnapshot | None = None
@@ -519,14 +539,10 @@ class MatchingPage(_PicturePage):
         if s is None:
             return
         part = COST_PARTS[self.part.currentIndex()]
-        cost = s.cost[part]
-        cells = heat_rgb(-cost, "viridis")  # bright = cheap
-        cw = max(10, 10 * s.num_queries // max(2 * s.num_targets, 1))  # few objects: wider columns
-        big = np.kron(cells, np.ones((10, cw, 1), np.uint8))
+        cost = s.cost[part]  # [slots, objects]
+        self.cost_chart.set_values(cost, x_ticks=index_ticks(s.num_targets), y_ticks=index_ticks(s.num_queries))
         for q, m in zip(s.query_indices, s.target_indices):
-            big[q * 10 : q * 10 + 10, m * cw : m * cw + cw][[0, -1], :] = 255
-            big[q * 10 : q * 10 + 10, m * cw : m * cw + cw][:, [0, -1]] = 255
-        self.cost_picture.set_content(big)
+            self.cost_chart.mark(int(q), int(m))
         gt = s.target_boxes_xyxy()
         pred = s.pred_boxes_xyxy()
         boxes = [Box(tuple(float(v) for v in b), "#ffffff", f"object {m} {s.class_name(int(s.target_labels[m]))}",
@@ -573,6 +589,10 @@ class MatchingPage(_PicturePage):
 
 
 # --- 7. The set loss ---------------------------------------------------------------------------
+LOSS_COLORS = ("#ff6b6b", "#51cf66", "#4dabf7")  # class, L1, GIoU
+COMPARE_COLORS = ("#ffd43b", "#748ffc")  # the small box, the large box
+
+
 class LossPage(LessonPage):
     title = "7 · The set loss: class, L1 and GIoU, at every decoder layer"
     text = ("Once matched, each slot is scored: cross-entropy (or focal loss) on its class — unmatched "
@@ -584,8 +604,10 @@ class LossPage(LessonPage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.chart = BarChart("loss parts per decoder layer (this sample, unweighted)")
-        self.compare = BarChart("the same 0.04 shift: small box (10%) vs large box (50%)")
+        self.chart = BarChart("loss parts per decoder layer (this sample, unweighted)", "loss")
+        self.chart.set_legend(list(zip(("class", "L1", "GIoU"), LOSS_COLORS)))
+        self.compare = BarChart("the same 0.04 shift: small box (10%) vs large box (50%)", "loss")
+        self.compare.set_legend([("small box", COMPARE_COLORS[0]), ("large box", COMPARE_COLORS[1])])
         self.live.addWidget(self.chart, 1)
         self.live.addWidget(self.compare, 1)
         self.rows: list[core.LayerLoss] = []
@@ -605,9 +627,9 @@ class LossPage(LessonPage):
             parts = ("loss_ce", "loss_bbox", "loss_giou")
             self.chart.set_bars([], [f"layer {r.layer}" for r in rows],
                                 series=[np.array([r.parts[p] for r in rows]) for p in parts],
-                                series_colors=["#ff6b6b", "#51cf66", "#4dabf7"])
+                                series_colors=list(LOSS_COLORS))
             last = rows[-1].parts
-            self.info_label.setText(f"Sample: {source}. Red: class, green: L1, blue: GIoU. Last layer: class "
+            self.info_label.setText(f"Sample: {source}. Last layer: class "
                                     f"{last['loss_ce']:.3f}, L1 {last['loss_bbox']:.3f}, GIoU {last['loss_giou']:.3f}."
                                     + _classes_note(self.panel))
         self.info_label.setText("Scoring…")
@@ -621,9 +643,9 @@ class LossPage(LessonPage):
         loss_config = self.state.data_source.loss_config
 
         def on_result(c: core.BoxLossComparison) -> None:
-            self.compare.set_bars([], ["L1 alone", "GIoU loss", "L1 + GIoU (weighted)"], series=[
+            self.compare.set_bars([], ["L1\nalone", "GIoU\nloss", "L1 + GIoU\n(weighted)"], series=[
                 np.array([c.l1_small, c.giou_small, c.combined_small]), np.array([c.l1_large, c.giou_large, c.combined_large])],
-                series_colors=["#ffd43b", "#748ffc"])
+                series_colors=list(COMPARE_COLORS))
             self.result_label.setText(
                 f"Shift of {c.shift} on a box of side {c.small_side} (yellow) and {c.large_side} (blue): L1 is "
                 f"{c.l1_small:.3f} for both — it cannot tell a near miss from a bad miss. IoU is {c.iou_small:.2f} "
@@ -634,9 +656,33 @@ class LossPage(LessonPage):
 
 # --- 8. Training -------------------------------------------------------------------------------
 PROBE_NAME = "lesson_no_object"
+MATCHED_COLOR, UNMATCHED_COLOR = "#51cf66", "#9aa0a6"
+
+
+def model_history(loaded: LoadedModel | None) -> dict[str, list[float]]:
+    """The loss curves of the open model's own training ("step", "loss", ...): those of the run
+    that made it in this session, else those stored in its file; empty when neither is known."""
+    if loaded is None:
+        return {}
+    if loaded.trained is not None:
+        return dict(loaded.trained.history.steps)
+    if loaded.checkpoint is not None and loaded.checkpoint.history:
+        return History.from_dict(loaded.checkpoint.history).steps
+    return {}
+
+
+def model_name(loaded: LoadedModel | None) -> str:
+    if loaded is None:
+        return "no model"
+    return loaded.path.name if loaded.path is not None else loaded.source
 
 
 class TrainingPage(LessonPage):
+    """The story of one model: while a run trains, that run's (the training panel's live loss and
+    the probe's points); otherwise the open model's: the loss curve of its own training, and the
+    probe's points only when it is the model the probed run handed back (the probe watched no
+    other). Opening another model never mixes its loss curve with a run's probe."""
+
     title = "8 · Training: watch the no-object probability"
     text = ("Training repeats: run, match, score, step. Most slots are matched to nothing, so the first "
             "thing a model learns is to say \"no object\" everywhere; only later do matched slots name "
@@ -646,53 +692,93 @@ class TrainingPage(LessonPage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.loss_plot = pg.PlotWidget(title="total loss (from the training panel)")
-        self.watch_plot = pg.PlotWidget(title="mean probability on 8 training images")
-        for p in (self.loss_plot, self.watch_plot):
-            p.setBackground("#202124")
-            p.setMinimumHeight(110)
-        self.watch_plot.setYRange(0, 1)
-        self.watch_plot.addLegend(offset=(-5, 5))
-        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen("#ffffff", width=2))
-        self.matched_curve = self.watch_plot.plot([], [], pen=pg.mkPen("#51cf66", width=2), symbol="o", symbolSize=5,
-                                                  name="matched: true class")
-        self.unmatched_curve = self.watch_plot.plot([], [], pen=pg.mkPen("#9aa0a6", width=2), symbol="s", symbolSize=5,
-                                                    name="unmatched: no object")
+        self.loss_plot = Chart("total loss")
+        self.watch_plot = Chart("mean probability on 8 training images")
+        for chart, y_label in ((self.loss_plot, "loss"), (self.watch_plot, "probability")):
+            chart.plot_item.setLabel("bottom", "training step")
+            chart.plot_item.setLabel("left", y_label)
+        self.watch_plot.plot_item.setYRange(0, 1)
+        self.watch_plot.set_legend([("matched: true class", MATCHED_COLOR), ("unmatched: no object", UNMATCHED_COLOR)])
+        self.loss_curve = self.loss_plot.plot_item.plot([], [], pen=pg.mkPen("#ffffff", width=2))
+        self.matched_curve = self.watch_plot.plot_item.plot([], [], pen=pg.mkPen(MATCHED_COLOR, width=2), symbol="o",
+                                                            symbolSize=5, symbolBrush=MATCHED_COLOR)
+        self.unmatched_curve = self.watch_plot.plot_item.plot([], [], pen=pg.mkPen(UNMATCHED_COLOR, width=2),
+                                                              symbol="s", symbolSize=5, symbolBrush=UNMATCHED_COLOR)
         self.live.addWidget(self.loss_plot, 1)
         self.live.addWidget(self.watch_plot, 1)
-        self.points: list[core.NoObjectPoint] = []
+        self.points: list[core.NoObjectPoint] = []  # the probe's, of the followed run
+        self.session: Any = None  # the training session the probe follows
+        self.run_model: LoadedModel | None = None  # the model that run handed back, once it has
+        self.measured_model: LoadedModel | None = None  # the model the result label measured
+        self.shown_points: list[core.NoObjectPoint] = []
         self.state.trainingChanged.connect(self.follow)
         self.state.probed.connect(self._on_probed)
+        self.state.modelChanged.connect(self._on_model)
 
     def follow(self, session: Any) -> None:
         """A new training session (before its run starts): watch it with the no-object probe."""
         if session is not None and not session.started_training:
             self.points = []
+            self.session, self.run_model = session, None
             session.add_probe(PROBE_NAME, core.NoObjectProbe(8), every_steps=10)
+            self.panel.page_changed(self)
 
     def _on_probed(self, name: str, point: Any) -> None:
         if name == PROBE_NAME and point is not None:
             self.points.append(point)
             self.panel.page_changed(self)
 
+    def _on_model(self, loaded: LoadedModel | None) -> None:
+        # the only trained model the window opens is the one its training run hands back when it
+        # ends: the followed run's, the model the probe's points describe
+        if loaded is not None and loaded.trained is not None and self.session is not None and self.run_model is None:
+            self.run_model = loaded
+
+    @property
+    def run_in_progress(self) -> bool:
+        """The followed run trains and has not handed back its model yet."""
+        return (self.session is not None and self.run_model is None and self.session is self.state.training
+                and self.state.training_running)
+
     def draw(self) -> None:
-        history = self.panel.training_history()
-        steps = history.get("step", []) if history else []
+        loaded = self.state.model
+        live = self.run_in_progress
+        history = self.panel.training_history() if live else model_history(loaded)
+        steps = history.get("step", [])
         self.loss_curve.setData(steps, history.get("loss", []) if steps else [])
-        pts = [p for p in self.points if p.step is not None]
+        ours = live or (loaded is not None and loaded is self.run_model)
+        pts = [p for p in self.points if p.step is not None] if ours else []
+        self.shown_points = pts
         self.matched_curve.setData([p.step for p in pts], [p.matched_true_class for p in pts])
         self.unmatched_curve.setData([p.step for p in pts], [p.unmatched_no_object for p in pts])
+        if self.measured_model is not None and self.measured_model is not loaded:
+            self.result_label.setText("")  # a measure of another model
+            self.measured_model = None
+        name = model_name(loaded)
         if pts:
             last = pts[-1]
-            self.info_label.setText(f"step {last.step}: matched slots give their true class "
+            whose = "The run in progress" if live else f"{name}, the model of this session's run"
+            self.info_label.setText(f"{whose}: at step {last.step} matched slots give their true class "
                                     f"{last.matched_true_class:.2f}, unmatched slots say no object "
                                     f"{last.unmatched_no_object:.2f}.")
+        elif live:
+            self.info_label.setText("The run in progress: the probe reports every 10 steps.")
+        elif self.session is None:
+            self.info_label.setText(f"No training run yet in this session (Train ▸ Start Training): the probe "
+                                    f"fills in as it runs. {self._loss_note(name, steps)}")
         else:
-            self.info_label.setText("No training run yet in this session (Train ▸ Start Training): the curves "
-                                    "fill in as it runs.")
+            self.info_label.setText(f"No probe for {name}: the probe watched the run of this session, whose "
+                                    f"model is not the open one. {self._loss_note(name, steps)}")
+
+    @staticmethod
+    def _loss_note(name: str, steps: list[float]) -> str:
+        if steps:
+            return f"The loss curve is {name}'s own training, {int(steps[-1])} steps."
+        return f"{name} has no loss curve stored."
 
     def live_data(self) -> np.ndarray:
-        return np.array([[p.matched_true_class, p.unmatched_no_object] for p in self.points], np.float32).ravel()
+        return np.array([[p.matched_true_class, p.unmatched_no_object] for p in self.shown_points],
+                        np.float32).ravel()
 
     def experiment(self):
         loaded = self.state.model
@@ -711,7 +797,10 @@ class TrainingPage(LessonPage):
             return core.no_object_point(model, matcher, images, targets)
 
         def on_result(p: core.NoObjectPoint) -> None:
-            self.result_label.setText(f"The open model, on {where}: matched slots give their true class "
+            if self.state.model is not loaded:  # another model meanwhile: this measure is not its
+                return
+            self.measured_model = loaded
+            self.result_label.setText(f"{model_name(loaded)}, on {where}: matched slots give their true class "
                                       f"<b>{p.matched_true_class:.2f}</b>, unmatched slots say no object "
                                       f"<b>{p.unmatched_no_object:.2f}</b>." + _classes_note(self.panel))
         return (work, (), on_result)
@@ -729,8 +818,8 @@ class InferencePage(_PicturePage):
 
     def __init__(self, panel: Any) -> None:
         super().__init__(panel)
-        self.thumbs = Picture(min_side=90)
-        self.thumbs.caption = "cross-attention of kept queries"
+        self.thumbs = HeatmapChart("cross-attention of the kept slots (last decoder layer, mean over heads)",
+                                   "feature-grid x", "feature-grid y", "attention weight", square=True)
         self.live.addWidget(self.thumbs, 2)
 
     def draw(self) -> None:
@@ -740,11 +829,15 @@ class InferencePage(_PicturePage):
         kept = self.state.kept_queries()
         self.picture.set_content(self.state.image, Overlay(boxes=_kept_boxes(r, kept)))
         if r.cross_attention is not None and kept:
-            maps = [np.kron(heat_rgb(r.cross_attention[-1, :, q].mean(0).numpy()), np.ones((6, 6, 1), np.uint8))
-                    for q in kept[:12]]
-            self.thumbs.set_content(tile(maps, min(4, len(maps)), gap=3))
+            maps = [r.cross_attention[-1, :, q].mean(0).numpy() for q in kept[:12]]
+            h, w = maps[0].shape
+            gap = max(1, min(h, w) // 5)
+            values, corners = mosaic(maps, min(4, len(maps)), gap)
+            self.thumbs.set_values(values, (0.0, float(max(m.max() for m in maps))), x_ticks=[], y_ticks=[])
+            for q, (row, column) in zip(kept, corners):
+                self.thumbs.label_tile(row, column, f"q{q}", query_color(q).name())
         else:
-            self.thumbs.set_content(None)
+            self.thumbs.set_values(np.full((1, 1), np.nan), x_ticks=[], y_ticks=[])
         self.info_label.setText(f"{len(kept)} of {r.num_queries} slots kept at threshold {self.state.threshold:.2f}.")
 
     def experiment(self):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QEvent, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QPushButton,
@@ -22,22 +22,36 @@ from detr_core.data.toy import ToyShapes
 from ..state import AppState
 from .page import LessonPage
 from .pages import PAGES, TrainingPage
-from .widgets import present_chart
+from .widgets import Chart
 
 PRESENTATION_STYLE = """
 #lesson_title { font-size: %(title)dpt; font-weight: bold; }
 #lesson_text { font-size: %(text)dpt; }
 #lesson_info, #lesson_result { font-size: %(small)dpt; }
 #lesson_question { font-size: %(small)dpt; font-weight: bold; color: %(accent)s; }
+#lesson_chart { background: #202124; }
+#lesson_chart_title { font-size: %(chart_title)dpt; color: #e8eaed; }
+#lesson_chart_legend { font-size: %(chart_legend)dpt; color: #e8eaed; }
 """
 # presentation mode: the panel's own colours and control sizes (a style sheet on the panel keeps
 # the window's palette from reaching its labels, so they are set here too)
 HIGH_CONTRAST = """
-QWidget { color: #ffffff; font-size: 14pt; }
+QWidget { color: #ffffff; font-size: %(base)dpt; }
 QScrollArea, QScrollArea > QWidget > QWidget, QStackedWidget, #lesson_page { background: #000000; }
 QPushButton, QComboBox, QSpinBox { background: #202020; border: 2px solid #ffd400; padding: 3px 10px; }
 QComboBox QAbstractItemView { background: #000000; selection-background-color: #ffd400; selection-color: #000000; }
 """
+
+
+def text_points(base: float, presentation: bool) -> dict[str, int]:
+    """The lesson's text sizes in points for a window font of ``base`` points: in presentation
+    mode (the window's font enlarged, 14 pt) the page's text is larger still, for the back of the
+    room; every size follows the window's font."""
+    if presentation:
+        return {"base": round(base), "title": round(base * 1.5), "text": round(base * 1.25),
+                "small": round(base * 1.07), "chart_title": round(base + 2), "chart_legend": round(base - 1)}
+    return {"base": round(base), "title": round(base + 3), "text": round(base + 1), "small": round(base),
+            "chart_title": round(base), "chart_legend": round(base)}
 
 
 class _FitLayout(QVBoxLayout):
@@ -62,6 +76,7 @@ class LessonPanel(QWidget):
         self._training_history = training_history  # the training panel's curves ("step", "loss", ...)
         self.sample_index = 0
         self.presentation = False
+        self._sized_without_parent = True
         self.stack = QStackedWidget()
         self.pages: list[LessonPage] = [cls(self) for cls in PAGES]
         for page in self.pages:
@@ -138,16 +153,32 @@ class LessonPanel(QWidget):
     def training_page(self) -> TrainingPage:
         return next(p for p in self.pages if isinstance(p, TrainingPage))
 
+    def window_points(self) -> float:
+        """The point size of the window's font (the one presentation mode enlarges), which the
+        lesson's text sizes follow; the panel's own style sheet sets its font, so it is read
+        from the parent."""
+        parent = self.parentWidget()
+        font = parent.font() if parent is not None else QApplication.font()
+        return font.pointSizeF() if font.pointSizeF() > 0 else QApplication.font().pointSizeF()
+
     def set_presentation(self, on: bool) -> None:
         self.presentation = on
-        sizes = {"title": 22, "text": 18, "small": 15, "accent": "#ffd400"} if on else \
-            {"title": 12, "text": 10, "small": 9, "accent": "#8a5a00"}
-        self.setStyleSheet((HIGH_CONTRAST if on else "") + PRESENTATION_STYLE % sizes)
+        base = self.window_points()
+        self._sized_without_parent = self.parentWidget() is None
+        sizes = {**text_points(base, on), "accent": "#ffd400" if on else "#8a5a00"}
+        self.setStyleSheet((HIGH_CONTRAST % sizes if on else "") + PRESENTATION_STYLE % sizes)
         for page in self.pages:
-            page.side_widget.setMaximumWidth(560 if on else 420)
             page.set_presentation(on)
-        for chart in self.findChildren(pg.PlotWidget):
-            present_chart(chart, on)
+        for chart in self.findChildren(Chart):
+            chart.set_presentation(on, sizes["base"])
+        for page in self.pages:
+            page.fit_side()
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        # sized before it was put in its dock (the lesson builds it so): now the window's font is known
+        if event.type() == QEvent.Type.ParentChange and self._sized_without_parent and self.parentWidget() is not None:
+            self.set_presentation(self.presentation)
 
     def wait_jobs(self, msecs: int = 30000) -> bool:
         return all(page.wait(msecs) for page in self.pages)
