@@ -2,12 +2,27 @@ import gc
 import glob
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
 # GUI tests run without a screen; set before any Qt import.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Compiled bytecode for this session. Where PYTHONDONTWRITEBYTECODE is set (and no .pyc was ever
+# written), every Python process compiles torch and the rest from source: some 5 s of CPU each,
+# paid again by each process the tests start (the command-line and startup tests, torchrun and its
+# two workers, the training forkserver). The session keeps the .pyc files in a folder of its own
+# (PYTHONPYCACHEPREFIX, not next to the sources), written by this process as it imports them and
+# read by the processes it starts; the folder is removed at the end (pytest_unconfigure).
+_PYCACHE = None
+if sys.dont_write_bytecode and not sys.pycache_prefix:
+    _PYCACHE = tempfile.mkdtemp(prefix="detr-tests-pycache-")
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # (or the -B flag)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -158,6 +173,11 @@ def pytest_collection_finish(session):
     What a test makes is collected as before; only the import-time objects are never examined."""
     gc.collect()
     gc.freeze()
+
+
+def pytest_unconfigure(config):
+    if _PYCACHE is not None:
+        shutil.rmtree(_PYCACHE, ignore_errors=True)
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
