@@ -1,3 +1,4 @@
+import atexit
 import gc
 import glob
 import multiprocessing
@@ -16,10 +17,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # paid again by each process the tests start (the command-line and startup tests, torchrun and its
 # two workers, the training forkserver). The session keeps the .pyc files in a folder of its own
 # (PYTHONPYCACHEPREFIX, not next to the sources), written by this process as it imports them and
-# read by the processes it starts; the folder is removed at the end (pytest_unconfigure).
-_PYCACHE = None
+# read by the processes it starts; the folder is removed when this process exits.
 if sys.dont_write_bytecode and not sys.pycache_prefix:
     _PYCACHE = tempfile.mkdtemp(prefix="detr-tests-pycache-")
+    atexit.register(shutil.rmtree, _PYCACHE, ignore_errors=True)
     sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # (or the -B flag)
@@ -173,11 +174,6 @@ def pytest_collection_finish(session):
     What a test makes is collected as before; only the import-time objects are never examined."""
     gc.collect()
     gc.freeze()
-
-
-def pytest_unconfigure(config):
-    if _PYCACHE is not None:
-        shutil.rmtree(_PYCACHE, ignore_errors=True)
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
