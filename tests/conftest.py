@@ -1,13 +1,29 @@
+import atexit
+import gc
 import glob
 import multiprocessing
 import os
+import shutil
 import sys
-import gc
+import tempfile
 import threading
 import time
 
 # GUI tests run without a screen; set before any Qt import.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Compiled bytecode for this session. Where PYTHONDONTWRITEBYTECODE is set (and no .pyc was ever
+# written), every Python process compiles torch and the rest from source: some 5 s of CPU each,
+# paid again by each process the tests start (the command-line and startup tests, torchrun and its
+# two workers, the training forkserver). The session keeps the .pyc files in a folder of its own
+# (PYTHONPYCACHEPREFIX, not next to the sources), written by this process as it imports them and
+# read by the processes it starts; the folder is removed when this process exits.
+if sys.dont_write_bytecode and not sys.pycache_prefix:
+    _PYCACHE = tempfile.mkdtemp(prefix="detr-tests-pycache-")
+    atexit.register(shutil.rmtree, _PYCACHE, ignore_errors=True)
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # (or the -B flag)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -144,9 +160,20 @@ def nothing_left_running(request):
     # on the GUI thread only (explorer/gc_policy.py), and finished workers free their threads by
     # reference counting: without this line tests/test_gui.py then passed 24 runs of 24 (with and
     # without cached bytecode, 12 of them writing it). It stays, as cheap insurance: a hang would
-    # cost a whole CI run, and the collection here costs about 5 s of the suite.
+    # cost a whole CI run. It is cheap because of pytest_collection_finish below.
     if "qtbot" in request.fixturenames:
         gc.collect()
+
+
+def pytest_collection_finish(session):
+    """Once every test module is imported (torch, Qt, pyqtgraph, the app: some 400,000 objects
+    that live as long as the process), move them out of the cyclic collector's sight with
+    ``gc.freeze()``. A full collection then walks only what the tests made since: the collection
+    after each window test above, and the windows' own GUI-thread collections
+    (explorer/gc_policy.py), took 0.3 to 1 s each before, about 100 s of the suite's teardowns.
+    What a test makes is collected as before; only the import-time objects are never examined."""
+    gc.collect()
+    gc.freeze()
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

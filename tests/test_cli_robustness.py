@@ -1,9 +1,9 @@
 """The command line does not lose work and answers in one line (issue: "Losing work", "Wrong
 answers and tracebacks").
 
-Importing torch costs seconds per process, so the cases run through ``main.main`` in ONE
-subprocess (``_HARNESS``: each case's exit status, stdout and stderr, and any escaping traceback),
-plus one real process for the signals.
+Importing torch costs seconds per process, so the cases run through ``main.main`` in this
+process (conftest's ``call_main``: each case's exit status, stdout and stderr, and any escaping
+traceback), plus one real process for the signals.
 """
 
 import json
@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import call_main
 
 from detr_core.checkpoint import load_checkpoint
 
@@ -25,50 +27,43 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--quiet", "--threads", "1", "--set", "d_model=32", "--set", "dim_feedforward=64",
          "--set", "num_decoder_layers=2", "--set", "tiny_width=8", "--set", "batch_size=2"]
 
-_HARNESS = r'''
-import contextlib, io, json, os, sys, traceback
-sys.path.insert(0, sys.argv[1])
-cases = json.load(open(sys.argv[2]))
-full = os.path.realpath(sys.argv[3])  # saves into this folder hit a full disk (/dev/full)
-real_fdopen = os.fdopen
 
-def fdopen(fd, *a, **k):
-    target = os.readlink(f"/proc/self/fd/{fd}")
-    if os.path.dirname(target) == full:
-        os.close(fd)
-        return open("/dev/full", "wb")
-    return real_fdopen(fd, *a, **k)
+@pytest.fixture
+def run_cases(tmp_path: Path, monkeypatch, capsys):
+    """Run command lines through ``main.main``, each to its exit status ("traceback" for an
+    exception that escaped it), stdout and stderr. Saves into ``tmp_path / "full"`` hit a full
+    disk (/dev/full); the current folder (where a failed save falls back to) is
+    ``tmp_path / "work"``; the window's modules cannot be imported."""
+    full = os.path.realpath(tmp_path / "full")
+    real_fdopen = os.fdopen
 
-os.fdopen = fdopen
-if "--no-gui" in sys.argv:
-    sys.modules["explorer.app"] = None  # the window's modules cannot be imported
-import main
-results = []
-for argv in cases:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main.main(argv)
-        except SystemExit as e:
-            rc = e.code
-        except BaseException:
-            traceback.print_exc()
-            rc = "traceback"
-    results.append({"rc": rc, "out": out.getvalue(), "err": err.getvalue()})
-print(json.dumps(results))
-'''
+    def fdopen(fd, *a, **k):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.dirname(target) == full:
+            os.close(fd)
+            return open("/dev/full", "wb")  # noqa: SIM115 - the caller closes it
+        return real_fdopen(fd, *a, **k)
 
-
-def run_cases(tmp_path: Path, cases: list[list[str]], *extra: str) -> list[dict]:
-    (tmp_path / "harness.py").write_text(_HARNESS)
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    work = tmp_path / "work"  # the current folder: where a failed save falls back to
+    work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    r = subprocess.run([sys.executable, str(tmp_path / "harness.py"), str(ROOT), str(tmp_path / "cases.json"),
-                        str(tmp_path / "full"), *extra], capture_output=True, text=True, timeout=600, cwd=work,
-                       check=False)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setitem(sys.modules, "explorer.app", None)  # "import explorer.app" fails
+
+    def run(cases: list[list[str]]) -> list[dict]:
+        results = []
+        for argv in cases:
+            capsys.readouterr()
+            try:
+                rc = call_main(*argv)
+            except Exception:
+                traceback.print_exc()
+                rc = "traceback"
+            out, err = capsys.readouterr()
+            results.append({"rc": rc, "out": out, "err": err})
+        return results
+
+    return run
 
 
 def one_line(result: dict) -> str:
@@ -110,7 +105,7 @@ def bad_files(tmp_path_factory):
     return folder
 
 
-def test_cli_cases_in_one_process(tmp_path, bad_files):
+def test_cli_cases_in_one_process(tmp_path, bad_files, run_cases):
     full = tmp_path / "full"
     full.mkdir()
     (full / "x.pt").write_bytes(b"the previous checkpoint")
@@ -140,7 +135,7 @@ def test_cli_cases_in_one_process(tmp_path, bad_files):
         ["predict", str(f / "good.pt"), str(f / "deep.png"), "--json"],  # 17
         ["gui"],  # 18
     ]
-    r = run_cases(tmp_path, cases, "--no-gui")
+    r = run_cases(cases)
 
     # 1. a diverging run stops with the documented message and saves the last good weights
     for i, name in ((0, "diverged.pt"), (1, "v.pt")):
@@ -186,7 +181,7 @@ def test_cli_cases_in_one_process(tmp_path, bad_files):
 
     # nothing else changed: only the files the cases were meant to write
     after = _listing(tmp_path)
-    new = sorted(set(after) - set(before) - {"harness.py", "cases.json"})
+    new = sorted(set(after) - set(before))
     assert new == ["diverged.pt", "t.pt", "v.pt", "work/x.pt"], new
     assert all(after[k] == v for k, v in before.items())
 

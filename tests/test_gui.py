@@ -52,7 +52,7 @@ def window(qtbot, settings, small_checkpoint):
     w = _open(qtbot, settings, small_checkpoint)
     w.queries.set_threshold(0.0)  # an untrained model: show every query
     yield w
-    if w.training.is_running:
+    if w.training_running:  # (not w.training.is_running: asking for the panel builds every view)
         w.training.stop(wait_ms=30000)
     w.controller.wait(10000)
 

@@ -31,22 +31,36 @@ from explorer.main_window import MainWindow
 settings = QSettings(tempfile.mktemp(suffix=".ini"), QSettings.Format.IniFormat)
 window = MainWindow(settings=settings)
 window.show()
+report = {}
 def done():
     window.controller.wait()
-    print(json.dumps({"kept": len(window.state.kept_queries()),
-                      "loaded": [m for m in sys.argv[1:] if m in sys.modules]}), flush=True)
+    report.update(kept=len(window.state.kept_queries()), loaded=[m for m in sys.argv[1:] if m in sys.modules])
     app.quit()
 window.state.resultChanged.connect(lambda r: r is not None and QTimer.singleShot(0, done))
 app.exec()
+# then what a command-line run does: detr_core, then torchvision (which imports torch._dynamo,
+# which imports triton when it is installed)
+import detr_core
+import torchvision
+report["triton"] = "triton" in sys.modules and sys.modules["triton"] is not None
+print(json.dumps(report), flush=True)
 """
 
 
-def test_the_first_picture_imports_none_of_the_heavy_modules():
+@pytest.fixture(scope="module")
+def first_picture():
+    """One fresh interpreter (importing torch costs seconds per process) for two questions: the
+    window's first picture, then torchvision imported after detr_core, as a run does, and what
+    the process says when it exits. Its exit status, stderr and report."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     out = subprocess.run([sys.executable, "-c", FIRST_PICTURE, *HEAVY], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def test_the_first_picture_imports_none_of_the_heavy_modules(first_picture):
+    report, _ = first_picture
     assert report["kept"] >= 1  # the bundled model's boxes are on the toy image
     assert report["loaded"] == []
 
@@ -69,22 +83,13 @@ def test_views_built_after_the_first_result_see_the_current_state(qtbot, setting
     window.controller.wait(10000)
 
 
-QUIET_EXIT = """
-import sys
-import detr_core
-import torchvision  # imports torch._dynamo, which imports triton when it is installed
-print("triton" in sys.modules and sys.modules["triton"] is not None)
-"""
-
-
-def test_without_a_gpu_a_run_ends_without_triton_leak_reports():
+def test_without_a_gpu_a_run_ends_without_triton_leak_reports(first_picture):
     """Triton's bindings report 'leaked' objects at exit (some thirty lines) once torchvision has
     imported it; without a CUDA device nothing needs triton, so detr_core keeps it out."""
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("with a CUDA device triton is left alone")
-    out = subprocess.run([sys.executable, "-c", QUIET_EXIT], cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "False"
-    assert "nanobind" not in out.stderr and "leaked" not in out.stderr, out.stderr[-2000:]
+    report, stderr = first_picture
+    assert report["triton"] is False
+    assert "nanobind" not in stderr and "leaked" not in stderr, stderr[-2000:]

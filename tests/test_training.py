@@ -32,25 +32,41 @@ def _train_config(**kw):
     return TrainConfig(**base)
 
 
-def test_overfits_one_batch():
-    """A few hundred steps on one fixed batch: the loss falls and every matched box fits its
-    target with IoU > 0.8."""
-    trainer = Trainer(SMALL, _train_config(steps=400, batch_size=2))
-    images, targets = trainer.dataset.batch(range(2))
-    first = trainer.train_step(images, targets)["loss"]
-    for _ in range(399):
-        last = trainer.train_step(images, targets)["loss"]
-    assert last < first / 4
+def _fits(trainer, images, targets) -> str | None:
+    """Why the model does not fit the batch yet (None once it does): every matched box within
+    IoU 0.8 of its target, with its class."""
     trainer.model.eval()
     with torch.no_grad():
         out = trainer.model(images)
+    trainer.model.train()
     indices = trainer.criterion.matcher(out, targets)
     for i, (rows, cols) in enumerate(indices):
         pred = box_convert(out["pred_boxes"][i, rows], "cxcywh", "xyxy")
         tgt = box_convert(targets[i]["boxes"][cols], "cxcywh", "xyxy")
         ious = box_iou(pred, tgt).diag()
-        assert (ious > 0.8).all(), ious
-        assert (out["pred_logits"][i, rows].argmax(-1) == targets[i]["labels"][cols]).all()
+        if not (ious > 0.8).all():
+            return f"image {i}: IoUs {ious.tolist()}"
+        if not (out["pred_logits"][i, rows].argmax(-1) == targets[i]["labels"][cols]).all():
+            return f"image {i}: a matched box has the wrong class"
+    return None
+
+
+def test_overfits_one_batch():
+    """At most 400 steps on one fixed batch: the loss falls and every matched box fits its
+    target with IoU > 0.8. Checked every 25 steps from step 50, and the run ends once both hold
+    (about step 100; training on after that proves nothing more)."""
+    trainer = Trainer(SMALL, _train_config(steps=400, batch_size=2))
+    images, targets = trainer.dataset.batch(range(2))
+    first = trainer.train_step(images, targets)["loss"]
+    problem = "not checked"
+    for step in range(2, 401):
+        last = trainer.train_step(images, targets)["loss"]
+        if step % 25 == 0 and step >= 50 and last < first / 4:
+            problem = _fits(trainer, images, targets)
+            if problem is None:
+                break
+    assert last < first / 4
+    assert problem is None, problem
 
 
 def _run(trainer):
