@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
         # the right column runs the full height of the window (beside the tabs under the image)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.workspaces = Workspaces(self, self.docks, self.centralWidget(), self.canvas, self.settings)
+        self.workspaces.switching.connect(lambda _: self._show_hint_where_it_applies())
 
         self.state.modelChanged.connect(self._update_model_label)
         self.state.modelChanged.connect(self._update_warning)
@@ -189,7 +190,7 @@ class MainWindow(QMainWindow):
         row.setContentsMargins(8, 4, 4, 4)
         row.addWidget(self.hint_label, 1)
         row.addWidget(self.hint_close)
-        self.hint.setVisible(not read_setting(self.settings, "hintDismissed", False))
+        self.hint.setVisible(False)  # in Explore, until dismissed (see _show_hint_where_it_applies)
         self.warning = QLabel("")
         self.warning.setObjectName("distribution_warning")
         self.warning.setWordWrap(True)
@@ -204,6 +205,11 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.canvas, 1)
         return centre
 
+    def _show_hint_where_it_applies(self) -> None:
+        """The first-launch hint is about Explore (click a box, change the layer): shown there only."""
+        explore = self.workspaces.current == "explore"
+        self.hint.setVisible(explore and not read_setting(self.settings, "hintDismissed", False))
+
     def dismiss_hint(self) -> None:
         """Hide the first-launch hint; it does not come back."""
         self.hint.setVisible(False)
@@ -211,8 +217,9 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def show_hint(self) -> None:
-        self.hint.setVisible(True)
         self.settings.setValue("hintDismissed", False)
+        self.workspaces.show("explore")
+        self._show_hint_where_it_applies()
 
     def _build_status_bar(self) -> None:
         self.activity = StableLabel("Ready")

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import QDockWidget, QFrame, QLabel, QScrollArea, QWidget
+from PySide6.QtCore import QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QResizeEvent
+from PySide6.QtWidgets import QDockWidget, QFrame, QLabel, QScrollArea, QSizePolicy, QWidget
 
 from .help import VIEW_HELP
 from .state import TrainingSession
@@ -54,11 +55,52 @@ VIEW_IMPORTS = ("torchvision", "scipy.optimize", "pycocotools.coco", "explorer.d
                 *(v.module for v in ANALYSIS_VIEWS))
 
 
+class AtLeastMinimum(QWidget):
+    """Holds a panel in a scroll area, asking for the panel's *minimum* height at the area's
+    width. A word-wrapped label makes a layout answer height-for-width at every plot's preferred
+    height, and the scroll area then scrolls a panel that would fit: this answers with the
+    layout's minimum height for the width instead, so the area scrolls only a panel that cannot
+    fit."""
+
+    def __init__(self, panel: QWidget) -> None:
+        super().__init__()
+        self.panel = panel
+        panel.setParent(self)
+
+    def _minimum_height(self, width: int) -> int:
+        layout = self.panel.layout()
+        least = self.panel.minimumSizeHint().height()
+        if layout is not None and layout.hasHeightForWidth():
+            least = max(least, layout.minimumHeightForWidth(width))
+        return max(least, self.panel.minimumHeight())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        hint = self.panel.minimumSizeHint()
+        return QSize(max(hint.width(), self.panel.minimumWidth()), max(hint.height(), self.panel.minimumHeight()))
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return self.minimumSizeHint()
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802
+        return self._minimum_height(width)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        self.panel.setGeometry(self.rect())
+        super().resizeEvent(event)
+
+
 def scrolled(widget: QWidget) -> QScrollArea:
     """``widget`` in a resizable, frameless scroll area: a dock smaller than the widget's
-    minimum size scrolls instead of pushing the window off the screen."""
+    minimum size scrolls instead of pushing the window off the screen (and only then)."""
     area = QScrollArea()
-    area.setWidget(widget)
+    holder = AtLeastMinimum(widget)
+    policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+    policy.setHeightForWidth(True)  # the area asks heightForWidth: the minimum at its width
+    holder.setSizePolicy(policy)
+    area.setWidget(holder)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     return area

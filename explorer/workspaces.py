@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QByteArray, QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMenu, QTabBar
+from PySide6.QtWidgets import QDockWidget, QMenu, QScrollArea, QTabBar
 
 from .settings import read_setting
 
@@ -100,6 +100,7 @@ class Workspaces(QObject):
     ``docks`` maps the keys the workspaces name to the window's docks; ``central`` is the image
     view's widget (shown where a workspace has the image)."""
 
+    switching = Signal(str)  # the key of the workspace about to be shown (before its layout)
     changed = Signal(str)  # the key of the workspace now shown
 
     def __init__(self, window: QMainWindow, docks: dict[str, QDockWidget], central: QWidget, image: QWidget,
@@ -130,6 +131,18 @@ class Workspaces(QObject):
             action.triggered.connect(lambda _=False, k=w.key: self.show(k))
             self.actions.addAction(action)
         self.bar.currentChanged.connect(lambda i: self.show(WORKSPACES[i].key))
+        # after a resize or a font change (presentation mode), once laid out: see settle
+        self._settle_timer = QTimer(self)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(0)
+        self._settle_timer.timeout.connect(self.settle)
+        self._settle_rounds = 0
+        window.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if watched is self.window and event.type() in (QEvent.Type.Resize, QEvent.Type.FontChange):
+            self._settle_timer.start()
+        return False
 
     def menu(self, parent: QWidget) -> QMenu:
         menu = QMenu("&Workspace", parent)
@@ -145,12 +158,15 @@ class Workspaces(QObject):
         if self.current:
             self._layouts[self.current] = self.window.saveState(LAYOUT_VERSION)
         self.current = key
+        self.switching.emit(key)
         saved = self._layouts.get(key)
         self.window.setUpdatesEnabled(False)
         try:
+            # the image first: the docks' saved sizes are laid out around it (restored without it,
+            # they would take its room and leave it its minimum height)
+            self.central.setVisible(workspace.image)
             if saved is None or not self.window.restoreState(saved, LAYOUT_VERSION):
                 self.arrange(workspace)
-            self.central.setVisible(workspace.image)
         finally:
             self.window.setUpdatesEnabled(True)
         index = WORKSPACES.index(workspace)
@@ -159,6 +175,7 @@ class Workspaces(QObject):
         self.bar.blockSignals(False)
         self.actions.actions()[index].setChecked(True)
         self.unelide_tabs()
+        self._settle_timer.start()
         self.changed.emit(key)
 
     def show_dock(self, dock: str) -> QDockWidget:
@@ -207,11 +224,42 @@ class Workspaces(QObject):
             w.resizeDocks([dock], [max(size, 100)],
                           Qt.Orientation.Vertical if group.vertical else Qt.Orientation.Horizontal)
 
+    def settle(self) -> None:
+        """Keep the current layout usable at the window's size and font: a side dock that would
+        scroll sideways is widened (up to half the window), and docks under the image give it
+        back its share of the height. The user's arrangement stays; only sizes change."""
+        w = self.window
+        for layout in (w.layout(), self.central.layout()):  # the sizes of the layouts as they now are
+            if layout is not None:
+                layout.activate()
+        for dock in self.docks.values():
+            area = dock.widget()
+            if not dock.isVisible() or dock.isFloating() or not isinstance(area, QScrollArea):
+                continue
+            sideways = area.horizontalScrollBar().maximum()
+            if sideways and w.dockWidgetArea(dock) in (Area.LeftDockWidgetArea, Area.RightDockWidgetArea):
+                wider = min(dock.width() + sideways + 2, w.width() // 2)
+                if wider > dock.width():
+                    w.resizeDocks([dock], [wider], Qt.Orientation.Horizontal)
+        if self.central.isVisible():
+            deficit = int(w.height() * IMAGE_SHARE) + 1 - self.image.height()
+            below = [d for d in self.docks.values() if d.isVisible() and not d.isFloating()
+                     and w.dockWidgetArea(d) in (Area.BottomDockWidgetArea, Area.TopDockWidgetArea)]
+            if deficit > 0 and below:
+                dock = max(below, key=lambda d: d.height())
+                w.resizeDocks([dock], [max(dock.height() - deficit, 100)], Qt.Orientation.Vertical)
+                # a layout just restored takes the new sizes on a later pass: look again then
+                self._settle_rounds += 1
+                if self._settle_rounds < 4:
+                    QTimer.singleShot(30, self.settle)
+                    return
+        self._settle_rounds = 0
+
     def reset(self) -> None:
         """View ▸ Reset Layout: the current workspace back to its default."""
         self._layouts.pop(self.current, None)
-        self.arrange(BY_KEY[self.current])
         self.central.setVisible(BY_KEY[self.current].image)
+        self.arrange(BY_KEY[self.current])
         self.unelide_tabs()
 
     def unelide_tabs(self) -> None:

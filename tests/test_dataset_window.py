@@ -38,7 +38,7 @@ def window(qtbot, tmp_path):
     w.show()
     qtbot.waitUntil(lambda: w.state.result is not None, timeout=20000)
     yield w
-    if w._views_built:  # (asking for a view builds them all: a second or so, for nothing)
+    if w.views_built:  # (asking for a view builds them all: a second or so, for nothing)
         if w.training.is_running:
             w.training.stop(wait_ms=30000)
         w.datasets.cancel_job()

@@ -82,7 +82,7 @@ def _open(qtbot, settings, checkpoint) -> MainWindow:
 def window(qtbot, settings, small_checkpoint, questions):
     w = _open(qtbot, settings, small_checkpoint)
     yield w
-    if w._views_built:  # (asking for a view builds them all: a second or so, for nothing)
+    if w.views_built:  # (asking for a view builds them all: a second or so, for nothing)
         if w.training.is_running:
             w.training.worker.kill()
             w.training.worker.wait(30000)

@@ -48,7 +48,7 @@ def window(qtbot, settings, small_checkpoint):
     w.show()
     qtbot.waitUntil(lambda: w.state.result is not None and w.state.model is not None, timeout=20000)
     yield w
-    if w._views_built:  # (asking for a view builds them all: a second or so, for nothing)
+    if w.views_built:  # (asking for a view builds them all: a second or so, for nothing)
         if w.training.is_running:
             w.training.stop(wait_ms=30000)
         for view in w.views:

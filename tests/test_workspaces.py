@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import shown_window
 from fit import problems, rect_in_window, survey
-from PySide6.QtWidgets import QTabBar, QToolBar
+from PySide6.QtWidgets import QMessageBox, QTabBar, QToolBar
 
 from detr_core.config import TrainConfig
 from detr_core.train.trainer import History
@@ -156,9 +156,8 @@ def test_after_the_lesson_the_image_has_its_share_again_also_after_a_relaunch(qt
     window.lesson.show()
     window.close()
     again = shown_window(qtbot, settings)
-    again.workspaces.show("explore")
-    qtbot.wait(50)
-    assert again.canvas.height() >= IMAGE_SHARE * again.height()
+    again.workspaces.show("explore")  # its layout was saved at 1366x768; the window is now 1000x700
+    qtbot.waitUntil(lambda: again.canvas.height() >= IMAGE_SHARE * again.height(), timeout=2000)
     again.controller.wait(10000)
 
 
@@ -200,8 +199,10 @@ def _trained_copy(window):
                         "stopped")
 
 
-def test_back_to_lives_in_the_file_menu_and_open_recent_lists_the_bundled_model(qtbot, settings):
-    window = shown_window(qtbot, settings)
+def test_back_to_lives_in_the_file_menu_and_open_recent_lists_the_bundled_model(qtbot, settings, monkeypatch):
+    asked = []  # unsaved trained weights: the question is answered Discard (and noted)
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Discard)
+    window = shown_window(qtbot, settings, BUNDLED_CHECKPOINT)
     assert not window.act_back.isEnabled()
     names = [a.text() for a in window.files.recent_menu.actions()]
     assert any("toy_shapes.pt" in n for n in names) and window.files.recent_menu.isEnabled()
@@ -218,6 +219,7 @@ def test_back_to_lives_in_the_file_menu_and_open_recent_lists_the_bundled_model(
     assert not window.act_back.isEnabled()
     recent = [a for a in window.files.recent_menu.actions() if "bundled" in a.text()]
     assert len(recent) == 1
+    assert asked == ["Unsaved trained weights"]  # once: going back over the unsaved trained weights
     window.controller.wait(10000)
 
 
