@@ -33,7 +33,7 @@ def knowledge_text(loaded: LoadedModel | None) -> str:
             loaded.checkpoint.step if loaded.checkpoint is not None else 0)
         return f"{classes} {data}{f', {step} steps' if step else ''}."
     if loaded.source == "untrained model":
-        return f"{classes} Untrained: random weights, its boxes mean nothing yet. Train one in the Training tab."
+        return f"{classes} Untrained: random weights, its boxes mean nothing yet. Train one in the Train workspace."
     return f"{classes} Training data: not recorded in the checkpoint."
 
 

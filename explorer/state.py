@@ -188,7 +188,11 @@ class AppState(QObject):
         self._result: InferenceResult | None = None
         self._result_is_preview = False
         self._selected_query: int | None = None
-        self._result_of: tuple[int, LoadedModel | None] | None = None  # (image id, model) of the last result
+        # (image id, model number) of the last result and of the last query chosen: numbers, not
+        # the models, so a model let go of is freed
+        self._model_number = 0
+        self._result_of: tuple[int, int] | None = None
+        self._selection_for: tuple[int, int] | None = None
         # the ticks: a query's box is drawn iff its row is ticked. A row follows the threshold (and
         # "show the no-object slots") until the user ticks or unticks it; then it keeps the user's
         # choice until "Above threshold" or a new image: TICK_AUTO, else 1 (ticked) or 0.
@@ -262,6 +266,8 @@ class AppState(QObject):
             data_source = DataSource.for_model(loaded) if loaded is not None else DataSource()
         pending: list = []
         self._assign("_data_source", data_source, self.dataSourceChanged, pending)
+        if loaded is not self._model:
+            self._model_number += 1
         self._assign("_model", loaded, self.modelChanged, pending)
         self._emit(pending)
 
@@ -324,7 +330,8 @@ class AppState(QObject):
 
     def set_result(self, result: InferenceResult | None, preview: bool = False) -> None:
         """A new result of the current image. The first result of a new image (or model) selects
-        its best-scoring query and lets the threshold tick every row: slot numbers of another
+        its best-scoring query (unless a query was chosen for this image before its result came,
+        as the doctor's "show in image view" does) and lets the threshold tick every row: slot numbers of another
         image are other objects. A result of the same image (a training preview) keeps the
         selection and the user's ticks while the number of queries is unchanged."""
         if result is self._result:
@@ -334,13 +341,13 @@ class AppState(QObject):
         pending: list = [(self.resultChanged, result)]
         if result is not None:
             n = result.num_queries
-            new_image = (self._result_of is None or self._result_of[0] != self._image_id
-                         or self._result_of[1] is not self._model)
-            self._result_of = (self._image_id, self._model)
+            new_image = self._result_of != (self._image_id, self._model_number)
+            self._result_of = (self._image_id, self._model_number)
             if new_image or len(self._user_ticks) != n:
                 self._user_ticks = np.full(n, TICK_AUTO, np.int8)
             self._assign_ticks(pending)
-            if new_image or self._selected_query is None or self._selected_query >= n:
+            chosen = self._selection_for == self._result_of  # picked for this image before its result
+            if (new_image and not chosen) or self._selected_query is None or self._selected_query >= n:
                 self._assign("_selected_query", int(result.scores.argmax()), self.selectedQueryChanged, pending)
             self._clamp_layer_and_head(pending)
         self._emit(pending)
@@ -356,6 +363,7 @@ class AppState(QObject):
         if query is not None and self._result is not None and not 0 <= query < self._result.num_queries:
             return
         pending: list = []
+        self._selection_for = (self._image_id, self._model_number)  # the image (and model) it was chosen for
         self._assign("_selected_query", None if query is None else int(query), self.selectedQueryChanged, pending)
         if query is not None:
             self._assign_mode(MODE_CROSS, pending)

@@ -76,7 +76,7 @@ def window(qtbot, settings):
 
 
 def _widths(qtbot, window, dock, panel):
-    qtbot.wait(50)  # the layouts settle
+    qtbot.wait(250)  # the layouts settle (a workspace just shown settles its docks in a few passes)
     return window.minimumSizeHint().width(), window.queries_dock.width(), dock.width(), panel.width()
 
 

@@ -5,6 +5,7 @@ Each draws its block live from the application state; experiments run on a copy 
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 import numpy as np
@@ -686,7 +687,7 @@ class TrainingPage(LessonPage):
     title = "8 · Training: watch the no-object probability"
     text = ("Training repeats: run, match, score, step. Most slots are matched to nothing, so the first "
             "thing a model learns is to say \"no object\" everywhere; only later do matched slots name "
-            "their objects. Start a run in the Training tab: this page follows it.")
+            "their objects. Start a run in the Train workspace: this page follows it.")
     question = "Watch: which rises first, \"no object\" for unmatched slots, or the true class for matched ones?"
     experiment_name = "Measure the open model now"
 
@@ -708,8 +709,10 @@ class TrainingPage(LessonPage):
         self.live.addWidget(self.watch_plot, 1)
         self.points: list[core.NoObjectPoint] = []  # the probe's, of the followed run
         self.session: Any = None  # the training session the probe follows
-        self.run_model: LoadedModel | None = None  # the model that run handed back, once it has
-        self.measured_model: LoadedModel | None = None  # the model the result label measured
+        # the model that run handed back (once it has) and the model the result label measured:
+        # weak references, so a model the user has let go of is freed (the page only compares)
+        self._run_model: weakref.ref | None = None
+        self._measured_model: weakref.ref | None = None
         self.shown_points: list[core.NoObjectPoint] = []
         self.state.trainingChanged.connect(self.follow)
         self.state.probed.connect(self._on_probed)
@@ -719,7 +722,7 @@ class TrainingPage(LessonPage):
         """A new training session (before its run starts): watch it with the no-object probe."""
         if session is not None and not session.started_training:
             self.points = []
-            self.session, self.run_model = session, None
+            self.session, self._run_model = session, None
             session.add_probe(PROBE_NAME, core.NoObjectProbe(8), every_steps=10)
             self.panel.page_changed(self)
 
@@ -731,13 +734,13 @@ class TrainingPage(LessonPage):
     def _on_model(self, loaded: LoadedModel | None) -> None:
         # the only trained model the window opens is the one its training run hands back when it
         # ends: the followed run's, the model the probe's points describe
-        if loaded is not None and loaded.trained is not None and self.session is not None and self.run_model is None:
-            self.run_model = loaded
+        if loaded is not None and loaded.trained is not None and self.session is not None and self._run_model is None:
+            self._run_model = weakref.ref(loaded)
 
     @property
     def run_in_progress(self) -> bool:
         """The followed run trains and has not handed back its model yet."""
-        return (self.session is not None and self.run_model is None and self.session is self.state.training
+        return (self.session is not None and self._run_model is None and self.session is self.state.training
                 and self.state.training_running)
 
     def draw(self) -> None:
@@ -746,14 +749,14 @@ class TrainingPage(LessonPage):
         history = self.panel.training_history() if live else model_history(loaded)
         steps = history.get("step", [])
         self.loss_curve.setData(steps, history.get("loss", []) if steps else [])
-        ours = live or (loaded is not None and loaded is self.run_model)
+        ours = live or (loaded is not None and self._run_model is not None and loaded is self._run_model())
         pts = [p for p in self.points if p.step is not None] if ours else []
         self.shown_points = pts
         self.matched_curve.setData([p.step for p in pts], [p.matched_true_class for p in pts])
         self.unmatched_curve.setData([p.step for p in pts], [p.unmatched_no_object for p in pts])
-        if self.measured_model is not None and self.measured_model is not loaded:
+        if self._measured_model is not None and self._measured_model() is not loaded:
             self.result_label.setText("")  # a measure of another model
-            self.measured_model = None
+            self._measured_model = None
         name = model_name(loaded)
         if pts:
             last = pts[-1]
@@ -799,7 +802,7 @@ class TrainingPage(LessonPage):
         def on_result(p: core.NoObjectPoint) -> None:
             if self.state.model is not loaded:  # another model meanwhile: this measure is not its
                 return
-            self.measured_model = loaded
+            self._measured_model = weakref.ref(loaded)
             self.result_label.setText(f"{model_name(loaded)}, on {where}: matched slots give their true class "
                                       f"<b>{p.matched_true_class:.2f}</b>, unmatched slots say no object "
                                       f"<b>{p.unmatched_no_object:.2f}</b>." + _classes_note(self.panel))

@@ -582,7 +582,7 @@ class DatasetBrowser(AnalysisView):
         except ValueError as e:
             self.label_map = None
             self.comparable = False
-            self.model_note = (f"Predictions are not scored: {e}. Train on this dataset in the Training tab "
+            self.model_note = (f"Predictions are not scored: {e}. Train on this dataset in the Train workspace "
                                "(from scratch or from the open model).")
         self._update_header()
 

@@ -451,7 +451,7 @@ class DoctorView(AnalysisView):
         self.findings.insertTopLevelItem(0, item)
         item.setExpanded(True)
         self.verdicts.setText("\n".join(w.text() for w in self.warnings))
-        self.errorShown.emit(f"Doctor: {self.warnings[-1].title.lower()} (see the Doctor tab)")
+        self.errorShown.emit(f"Doctor: {self.warnings[-1].title.lower()} (see the Doctor, in the Data workspace)")
 
     # --- overfit one batch ---------------------------------------------------------------
     def run_overfit(self) -> bool:

@@ -330,7 +330,7 @@ class MatchingView(AnalysisView):
             missing = [c for c in self.dataset.class_names if c not in known]
             if missing:
                 self.show_error(f"The model does not know the dataset's class(es) {', '.join(missing[:5])}: "
-                                "cannot match. Train on the dataset first (Training tab).")
+                                "cannot match. Train on the dataset first (the Train workspace).")
                 return False
             if list(known) != list(self.dataset.class_names):
                 model_labels, names = [known.index(c) for c in self.dataset.class_names], list(known)
