@@ -250,7 +250,7 @@ def test_never_predicting_slots_are_flagged(view):
     view.set_predictions(preds)
     assert view.table.item(5, 7).text() == "never predicts"
     assert view.table.item(4, 7).text() == ""
-    assert "never predicts" in view.cells[5].plot.titleLabel.text
+    assert "(never)" in view.cells[5].plot.titleLabel.text
     assert "1 never predict" in view.status.text()
 
 

@@ -369,7 +369,7 @@ class SpecializationView(AnalysisView):
             s = self.summaries[q]
             # short: a title sets its cell's minimum width, and five cells share a 600 px dock
             if s.never_predicts:
-                cell.plot.setTitle(f"q{q} never predicts", size="8pt", color=FLAG_COLOR.name())
+                cell.plot.setTitle(f"q{q} (never)", size="8pt", color=FLAG_COLOR.name())  # predicts no object
             else:
                 cell.plot.setTitle(f"q{q} {_short(s.dominant_class or '–')} {100 * s.object_frequency:.0f}%",
                                    size="8pt", color="#e8eaed")
