@@ -71,6 +71,7 @@ def survey(window, settle) -> list[dict]:
                 sideways, down = area.horizontalScrollBar().maximum(), area.verticalScrollBar().maximum()
             rect = rect_in_window(window, dock)
             rows.append({"workspace": workspace.key, "dock": key, "sideways": sideways, "down": down,
+                         "clipped": clipped_titles(dock),
                          "inside": window.rect().contains(rect) and not dock.visibleRegion().isEmpty(),
                          "image": image, "size": [rect.width(), rect.height()]})
     return rows
@@ -86,8 +87,32 @@ def problems(rows: list[dict], strict_height: bool) -> list[str]:
             found.append(f"{where} scrolls sideways by {r['sideways']} px")
         if strict_height and r["down"]:
             found.append(f"{where} scrolls down by {r['down']} px")
+        for title in r.get("clipped", []):
+            found.append(f"{where}: the chart title {title!r} is cut")
         if not r["inside"]:
             found.append(f"{where} is not on the window")
         if r["image"] is not None and r["image"] < IMAGE_SHARE:
             found.append(f"{r['workspace']}: the image has {r['image']:.0%} of the height")
     return sorted(set(found))
+
+
+def clipped_titles(panel: QWidget) -> list[str]:
+    """The titles of the charts (pyqtgraph plots) shown in ``panel`` that their view cuts: a
+    title wider than its chart runs past the view's edge."""
+    import pyqtgraph as pg
+
+    cut = []
+    for view in panel.findChildren(pg.GraphicsView):
+        if not view.isVisible():
+            continue
+        shown = view.mapToScene(view.viewport().rect()).boundingRect()
+        for item in view.scene().items():
+            if isinstance(item, pg.PlotItem) and item.isVisible() and item.titleLabel.isVisible():
+                label = item.titleLabel
+                text = label.text
+                if not text or not label.item.isVisible():
+                    continue
+                box = label.item.sceneBoundingRect()
+                if box.left() < shown.left() - 1 or box.right() > shown.right() + 1:
+                    cut.append(text)
+    return cut

@@ -44,6 +44,9 @@ def surveyed(qapp, tmp_path_factory):
     bot.waitUntil(lambda: window.state.result is not None, timeout=30000)
     window.build_views()
     window.lesson.panel  # noqa: B018 - built: its pages are panels too
+    window.specialization.num_images.setValue(8)  # its twenty titled squares are charts to check too
+    assert window.specialization.run()
+    bot.waitUntil(lambda: not window.specialization.job.is_running, timeout=30000)
     results = {}
     for name, (w, h) in SIZES.items():
         window.resize(w, h)
@@ -264,3 +267,23 @@ def test_train_a_deformable_model_shows_the_preset_in_the_train_workspace(qtbot,
     assert panel.preset.visibleRegion().boundingRect().height() >= panel.preset.height() - 1  # in sight
     assert panel.progress_label.text() == "Not training."
     window.controller.wait(10000)
+
+
+def test_the_survey_sees_a_cut_chart_title(qtbot):
+    """The chart check of the survey above can fail: a title wider than its chart is reported."""
+    import pyqtgraph as pg
+    from fit import clipped_titles
+    from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+    panel = QWidget()
+    qtbot.addWidget(panel)
+    charts = pg.GraphicsLayoutWidget()
+    QVBoxLayout(panel).addWidget(charts)
+    short = charts.addPlot(title="AP")
+    panel.resize(160, 120)
+    panel.show()
+    qtbot.wait(20)
+    assert clipped_titles(panel) == []
+    short.setTitle("held-out AP of every decoder layer, with and without NMS, over training steps")
+    qtbot.wait(20)
+    assert clipped_titles(panel) == ["held-out AP of every decoder layer, with and without NMS, over training steps"]
