@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 
@@ -45,10 +46,21 @@ COMMANDS = {"train": train.run, "eval": eval.run, "predict": predict.run, "info"
             "make-dataset": make_dataset.run, "export": export.run, "doctor": doctor.run}
 
 
+def unknown_word(word: str) -> int:
+    """A first word that is neither a subcommand nor a file: say so, the nearest subcommand, all of them."""
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    guess = f" (did you mean {close[0]}?)" if close else ""
+    print(f"main.py: error: {word!r} is neither a subcommand nor a file or folder here{guess}. "
+          f"Subcommands: {', '.join(COMMANDS)}; main.py --help says more.", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv or (argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        if argv and not Path(argv[0]).exists():  # `main.py trian`: not a file to open, a typo
+            return unknown_word(argv[0])
         argv = ["gui", *argv]  # `main.py` and `main.py photo.jpg` open the window
     args = parser.parse_args(argv)
     if args.command is None:

@@ -86,3 +86,26 @@ def test_train_says_first_how_many_threads_it_uses_and_why(tmp_path):
     line = next(t for t in err.getvalue().splitlines() if t.startswith("threads: "))
     assert re.fullmatch(r"threads: \d threads? \((\d cores? free|\d of \d cores busy with other work|.* usable cores?)\)",
                         line), line
+
+
+def test_an_unknown_word_that_is_no_file_is_an_error_naming_the_subcommands(capsys, tmp_path, monkeypatch):
+    """`main.py trian` used to open the window and try to open a file called "trian"."""
+    monkeypatch.chdir(tmp_path)
+    assert call_main("trian") == 2
+    err = capsys.readouterr().err
+    assert "did you mean train?" in err and "'trian'" in err
+    for name in ("gui", "train", "eval", "predict", "info", "export", "make-dataset", "doctor"):
+        assert name in err
+    assert call_main("bananas") == 2  # nothing close: the list alone
+    assert "did you mean" not in capsys.readouterr().err
+
+
+def test_an_existing_file_still_opens_in_the_window(monkeypatch, tmp_path):
+    import main
+
+    opened = []
+    monkeypatch.setattr(main, "cmd_gui", lambda args: opened.append(args.paths) or 0)
+    monkeypatch.setitem(main.COMMANDS, "gui", main.cmd_gui)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"")
+    assert call_main(photo) == 0 and opened == [[photo]]
