@@ -134,3 +134,25 @@ def test_window_opens_each_layout(tmp_path, layout):
     else:
         assert opened.splits["train"].name == train_name and opened.splits["val"].name == val_name
         assert opened.can_train and not opened.failed
+
+
+def test_window_file_open_dataset_says_the_layout(qtbot, tmp_path, no_blocking_questions):
+    """File > Open Dataset on a Roboflow export: both splits open and the notice names the layout."""
+    from PySide6.QtCore import QSettings
+
+    from explorer.main_window import BUNDLED_CHECKPOINT, MainWindow
+
+    root = roboflow(tmp_path / "rf")
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                   checkpoint=BUNDLED_CHECKPOINT, runs_folder=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.state.result is not None, timeout=20000)
+    with qtbot.waitSignal(w.state.datasetChanged, timeout=20000):
+        assert w.open_dataset(root)
+    assert set(w.state.dataset.splits) == {"train", "val"} and w.state.dataset.splits["val"].name == "COCO valid"
+    qtbot.waitUntil(lambda: "its layout: Roboflow export, splits train, valid, test" in w.notice.text, timeout=20000)
+    if w.views_built:
+        w.datasets.cancel_job()
+        w.datasets.wait_job(10000)
+    w.controller.wait(10000)
