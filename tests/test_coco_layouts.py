@@ -156,3 +156,24 @@ def test_window_file_open_dataset_says_the_layout(qtbot, tmp_path, no_blocking_q
         w.datasets.cancel_job()
         w.datasets.wait_job(10000)
     w.controller.wait(10000)
+
+
+def test_coco_layout_defaults_never_swap_splits(tmp_path):
+    """instances_train.json / instances_val.json (no year) are the train and val splits; a folder
+    with only a val split does not train on it."""
+    from detr_core.data.dataset import DatasetError
+    from detr_core.data.sources import open_dataset
+
+    root = tmp_path / "plain"
+    write_split(root / "train", root / "annotations" / "instances_train.json", 3)
+    write_split(root / "val", root / "annotations" / "instances_val.json", 2, 4)
+    assert [open_dataset(f"coco:{root}", role=r).name for r in ("train", "val")] == ["COCO train", "COCO val"]
+    only_val = tmp_path / "only-val"
+    write_split(only_val / "val2017", only_val / "annotations" / "instances_val2017.json", 2)
+    assert open_dataset(f"coco:{only_val}", role="val").name == "COCO val2017"
+    with pytest.raises(DatasetError, match="instances_train2017.json: no such file; .* has splits: val2017"):
+        open_dataset(f"coco:{only_val}", role="train")
+    rf = tmp_path / "rf-no-train"
+    write_split(rf / "valid", rf / "valid" / "_annotations.coco.json", 2)
+    with pytest.raises(DatasetError, match="has splits: valid"):
+        open_dataset(f"coco:{rf}", role="train")

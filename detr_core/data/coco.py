@@ -86,14 +86,14 @@ def detect_layout(root: Path) -> Layout | None:
     names = coco_splits(root)
     if names:
         splits = {n: reference_split(root, n) for n in names}
-        train = SPLITS[0] if SPLITS[0] in splits else names[0]
-        val = SPLITS[1] if SPLITS[1] in splits else next((n for n in names if n.startswith("val")), names[-1])
+        # never another split in train's place: a folder without one says so rather than train on val
+        train = next((n for n in (SPLITS[0], "train") if n in splits), SPLITS[0])
+        val = next((n for n in (SPLITS[1], "val") if n in splits), SPLITS[1])
         return Layout("COCO 2017", root, splits, train, val)
     splits = {n: (root / n, root / n / ROBOFLOW_FILE) for n in ROBOFLOW_SPLITS if (root / n / ROBOFLOW_FILE).is_file()}
     if splits:
-        first = next(iter(splits))
-        return Layout("Roboflow export", root, splits, "train" if "train" in splits else first,
-                      next((n for n in ("valid", "test") if n in splits), first))
+        return Layout("Roboflow export", root, splits, "train", "valid" if "valid" in splits or "test" not in splits
+                      else "test")
     jsons = sorted(root.glob("*.json"))
     if len(jsons) == 1 and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
         name = jsons[0].stem.removeprefix("instances_").removesuffix(".coco")
