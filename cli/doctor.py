@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cli.common import CLIError, load_model, positive_int
@@ -25,6 +26,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detr_core.data.dataset import DatasetError
+    from detr_core.data.sources import describe_source
     from detr_core.doctor.data_checks import check_dataset, model_figures
     from detr_core.doctor.overfit import open_for_overfit, overfit_one_batch
     from detr_core.doctor.report import markdown_report, write_report
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         report = check_dataset(args.data, args.split, **figures)
     except DatasetError as e:
         raise CLIError(str(e)) from None
+    if layout := describe_source(args.data):
+        print(f"layout: {layout}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:

@@ -52,7 +52,7 @@ def _eval_dataset(args: argparse.Namespace) -> int:
     from detr_core.analysis.evaluate import COCO_STATS, evaluate_model
     from detr_core.analysis.label_map import label_map_for
     from detr_core.data.dataset import DatasetError
-    from detr_core.data.sources import open_dataset
+    from detr_core.data.sources import describe_source, open_dataset
     from detr_core.data.transforms import eval_transform
 
     model, ckpt = load_model(args.checkpoint, args.model_set)
@@ -62,6 +62,8 @@ def _eval_dataset(args: argparse.Namespace) -> int:
     except (DatasetError, ValueError) as e:
         raise CLIError(f"{args.checkpoint.name} on {args.data}: {e}" if not isinstance(e, DatasetError) else str(e)) \
             from None
+    if layout := describe_source(args.data):
+        print(f"layout: {layout}", file=sys.stderr)
     if dataset.problems:
         print(dataset.summary(), file=sys.stderr)
     cfg = model.config

@@ -322,7 +322,7 @@ def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init, quiet: 
     """Open the datasets once, fit the model config to their classes (and the augmentation's
     sizes), and with --init build the model from the checkpoint."""
     from detr_core.data.dataset import DatasetError
-    from detr_core.data.sources import fit_to_data
+    from detr_core.data.sources import describe_source, fit_to_data
     from detr_core.train.finetune import freeze, init_from_checkpoint
 
     if train_cfg.dataset.is_toy and init is None:
@@ -332,6 +332,9 @@ def _training_data(args: argparse.Namespace, model_cfg, train_cfg, init, quiet: 
         model_cfg, datasets = fit_to_data(model_cfg, train_cfg, keep_sizes=sizes_set)
     except (DatasetError, ValueError) as e:
         raise CLIError(str(e)) from None
+    layout = describe_source(train_cfg.dataset.source)
+    if layout and not quiet:
+        print(f"layout: {layout}", file=sys.stderr)
     for d in (getattr(datasets[0], "dataset", datasets[0]), datasets[1]):
         if getattr(d, "problems", None) and not quiet:
             print(d.summary(), file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detr_core.data import coco
 from detr_core.data.dataset import DatasetError
 from detr_core.data.files import FileDataset
 from detr_core.data.sources import detect_format, open_dataset
@@ -24,6 +25,7 @@ class OpenedDataset:
     path: Path  # what the user opened
     splits: dict[str, FileDataset]
     failed: dict[str, str] = field(default_factory=dict)  # split -> why it could not be opened
+    layout: str = ""  # a COCO folder's layout and splits, e.g. "Roboflow export, splits train, valid, test"
 
     @property
     def name(self) -> str:
@@ -51,7 +53,8 @@ class OpenedDataset:
     @property
     def summary(self) -> str:
         """One paragraph per split (with what was skipped and why), then the splits that failed."""
-        parts = [f"{split}: {d.summary()}" for split, d in self.splits.items()]
+        parts = [f"layout: {self.layout}"] if self.layout else []
+        parts += [f"{split}: {d.summary()}" for split, d in self.splits.items()]
         parts += [f"{split}: not opened: {why}" for split, why in self.failed.items()]
         return "\n".join(parts)
 
@@ -87,6 +90,11 @@ def open_path(path: Path) -> OpenedDataset:
     source = source_for_path(path)
     if "," in source:
         return OpenedDataset(source, Path(path), {"val": open_dataset(source, role="val")})
+    layout = coco.detect_layout(Path(path)) if source.startswith("coco:") else None
+    if layout is not None and len(layout.splits) == 1:  # images with one .json: one split, as a file opened
+        _, images, annotations = layout.split("", "val")
+        return OpenedDataset(f"coco:{images},{annotations}", Path(path), {"val": open_dataset(source, role="val")},
+                             layout=layout.describe())
     splits, failed = {}, {}
     for role in ("train", "val"):
         try:
@@ -96,7 +104,7 @@ def open_path(path: Path) -> OpenedDataset:
     if not splits:
         raise DatasetError(failed["train"] if failed["train"] == failed["val"]
                            else f"{failed['train']}\n{failed['val']}")
-    return OpenedDataset(source, Path(path), splits, failed)
+    return OpenedDataset(source, Path(path), splits, failed, layout.describe() if layout is not None else "")
 
 
 def looks_like_dataset(path: Path) -> bool:

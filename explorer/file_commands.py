@@ -195,7 +195,8 @@ class FileCommands(QObject):
         self._remember(opened.path)
         self.settings.setValue("lastDatasetDir", str(opened.path.parent))
         self.window.workspaces.show_dock("datasets")
-        self.window.notify(f"Opened the dataset {opened.short()}.")
+        layout = f"; its layout: {opened.layout}" if opened.layout else ""  # which folder layout was found
+        self.window.notify(f"Opened the dataset {opened.short()}{layout}.")
         if opened.problems or opened.failed:
             box = QMessageBox(QMessageBox.Icon.Information, "Dataset opened; some of it was skipped",
                               f"{opened.name} opened with what could be used. Left out, and why:",

@@ -91,3 +91,27 @@ def test_bad_datasets_give_one_clear_line(tmp_path, run_cli):
     one_line_error(r, "neither a COCO folder")
     r = run_cli("train", "--data", f"coco:{broken}", "--steps", 1, "--quiet")
     one_line_error(r, "instances_train2017.json: not valid JSON (line 1, column 13")
+
+
+def test_make_dataset_keeps_ids_and_names_unique_across_splits(toy_folders, tmp_path):
+    """COCO's own files number images across splits (tools that merge splits rely on it): val
+    continues after train, in image ids, annotation ids and file names; VOC and YOLO names too."""
+    from pycocotools.coco import COCO
+
+    from detr_core.data.export import write_toy_dataset
+    from detr_core.data.sources import open_dataset
+
+    train, val = (COCO(str(toy_folders / "coco" / "annotations" / f"instances_{s}2017.json")) for s in ("train", "val"))
+    assert len(train.getImgIds()) == 6 and len(val.getImgIds()) == 4
+    assert not set(train.getImgIds()) & set(val.getImgIds())
+    assert not set(train.getAnnIds()) & set(val.getAnnIds())
+    names = [{img["file_name"] for img in c.dataset["images"]} for c in (train, val)]
+    assert len(names[0]) == 6 and len(names[1]) == 4 and not names[0] & names[1]
+    for fmt, root in (("coco", toy_folders / "coco"), ("voc", toy_folders / "voc" / "VOCdevkit"),
+                      ("yolo", write_toy_dataset(tmp_path / "yolo", 3, 2, "yolo"))):
+        splits = [open_dataset(f"{fmt}:{root}", role=role) for role in ("train", "val")]  # the readers still read them
+        assert [len(s) for s in splits] == ([6, 4] if fmt != "yolo" else [3, 2]) and not any(s.problems for s in splits)
+        stems = [{Path(r.path).name for r in s.records} for s in splits]
+        assert not stems[0] & stems[1], fmt
+    val_data = open_dataset(f"coco:{toy_folders / 'coco'}", role="val")
+    assert sorted(val_data.coco_ground_truth().getImgIds()) == sorted(val.getImgIds())  # the file's ids, kept

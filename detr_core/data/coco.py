@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,43 @@ from detr_core.data.files import (
 from detr_core.data.ground_truth import coco_from_dict
 
 SPLITS = ("train2017", "val2017")  # the reference layout's default train and val splits
+ROBOFLOW_FILE = "_annotations.coco.json"  # Roboflow's COCO export: one per split folder
+ROBOFLOW_SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+LAYOUTS = ("COCO 2017 (annotations/instances_NAME.json with the images in NAME/, e.g. train2017/, val2017/)",
+           f"Roboflow export (train/, valid/, test/, each holding its images and {ROBOFLOW_FILE})",
+           "images plus one COCO .json in the same folder (one split)")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a COCO folder is laid out, found by :func:`find_layout`: its splits by name, each an
+    (images folder, annotation file) pair, and the splits training and evaluation take by default."""
+
+    kind: str  # "COCO 2017", "Roboflow export" or "images + one JSON"
+    root: Path
+    splits: dict[str, tuple[Path, Path]]
+    train: str
+    val: str
+
+    def describe(self) -> str:
+        """E.g. "Roboflow export, splits train, valid, test" (what the CLI and the window print)."""
+        names = ", ".join(self.splits)
+        return f"{self.kind}, split{'s' if len(self.splits) > 1 else ''} {names}"
+
+    def split(self, name: str, role: str = "train") -> tuple[str, Path, Path]:
+        """(split name, images folder, annotation file) of ``name`` ("" = the default for ``role``,
+        "train" or "val"). Roboflow's "valid" answers to "val" too. Raises DatasetError naming the
+        splits there are."""
+        name = name or (self.train if role == "train" else self.val)
+        if name not in self.splits and name == "val" and "valid" in self.splits:
+            name = "valid"
+        if name not in self.splits:
+            missing = self.root / "annotations" / f"instances_{name}.json" if self.kind == "COCO 2017" else \
+                self.root / name
+            raise DatasetError(f"{missing}: no such {'file' if self.kind == 'COCO 2017' else 'split'}; "
+                               f"{self.root.name} ({self.kind}) has splits: {', '.join(self.splits)}")
+        return (name, *self.splits[name])
 
 
 def reference_split(root: Path, split: str) -> tuple[Path, Path]:
@@ -39,8 +77,46 @@ def reference_split(root: Path, split: str) -> tuple[Path, Path]:
     return root / split, root / "annotations" / f"instances_{split}.json"
 
 
+def detect_layout(root: Path) -> Layout | None:
+    """The layout of the COCO folder ``root``, or None: COCO 2017's, a Roboflow export or a folder
+    of images with one .json beside them (tried in that order)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    names = coco_splits(root)
+    if names:
+        splits = {n: reference_split(root, n) for n in names}
+        # never another split in train's place: a folder without one says so rather than train on val
+        train = next((n for n in (SPLITS[0], "train") if n in splits), SPLITS[0])
+        val = next((n for n in (SPLITS[1], "val") if n in splits), SPLITS[1])
+        return Layout("COCO 2017", root, splits, train, val)
+    splits = {n: (root / n, root / n / ROBOFLOW_FILE) for n in ROBOFLOW_SPLITS if (root / n / ROBOFLOW_FILE).is_file()}
+    if splits:
+        return Layout("Roboflow export", root, splits, "train", "valid" if "valid" in splits or "test" not in splits
+                      else "test")
+    jsons = sorted(root.glob("*.json"))
+    if len(jsons) == 1 and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+        name = jsons[0].stem.removeprefix("instances_").removesuffix(".coco")
+        return Layout("images + one JSON", root, {name: (root, jsons[0])}, name, name)
+    return None
+
+
+def find_layout(root: Path) -> Layout:
+    """:func:`detect_layout`, or a DatasetError listing the layouts known and the explicit form."""
+    layout = detect_layout(root)
+    if layout is not None:
+        return layout
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder")
+    jsons = sorted(p.name for p in root.glob("*.json"))
+    several = f"; it holds {len(jsons)} .json files: name one" if len(jsons) > 1 else ""
+    raise DatasetError(f"{root}: not a COCO folder (no layout found{several}); known layouts: {'; '.join(LAYOUTS)}; "
+                       "or name the images and the file: coco:IMAGES,ANNOTATIONS.json")
+
+
 def is_coco_root(root: Path) -> bool:
-    return any((root / "annotations").glob("instances_*.json"))
+    return detect_layout(root) is not None
 
 
 def coco_splits(root: Path) -> list[str]:

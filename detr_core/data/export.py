@@ -1,7 +1,8 @@
 """Toy shapes written as a real COCO, VOC or YOLO folder, so the whole file path can be tried (and
 tested) without a download.
 
-COCO: ``OUT/train2017/*.jpg``, ``OUT/val2017/*.jpg``, ``OUT/annotations/instances_{train,val}2017.json``.
+COCO: ``OUT/train2017/*.jpg``, ``OUT/val2017/*.jpg``, ``OUT/annotations/instances_{train,val}2017.json``;
+image ids, annotation ids and file names are unique across the splits (val continues after train).
 VOC: ``OUT/VOCdevkit/VOC2007/{JPEGImages,Annotations,ImageSets/Main}`` plus ``class_names.txt``.
 YOLO: ``OUT/data.yaml``, ``OUT/images/{train,val}/*.jpg``, ``OUT/labels/{train,val}/*.txt``.
 The train split is the toy training stream of ``seed``; the val split is the fixed held-out
@@ -48,8 +49,9 @@ def write_toy_dataset(
             progress(done, total)
 
     if fmt == "coco":
-        for name, data in splits.items():
-            _write_coco_split(out, f"{name}2017", data, tick)
+        first = (1, 1)
+        for name, data in splits.items():  # ids continue across splits, as COCO's own files keep them unique
+            first = _write_coco_split(out, f"{name}2017", data, tick, *first)
         return out
     if fmt == "yolo":
         for name, data in splits.items():
@@ -73,19 +75,24 @@ def write_toy_dataset(
     return out / "VOCdevkit"
 
 
-def _write_coco_split(out: Path, split: str, data: ToyShapes, tick: Callable[[], None]) -> None:
+def _write_coco_split(
+    out: Path, split: str, data: ToyShapes, tick: Callable[[], None], first_image: int = 1, first_annotation: int = 1,
+) -> tuple[int, int]:
+    """One split, its image ids (and file names) from ``first_image``, its annotation ids from
+    ``first_annotation``; returns the next split's (first image id, first annotation id)."""
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for i in range(len(data)):
         smp = data.sample(i)
         h, w = smp.image.shape[:2]
-        file_name = f"{i + 1:012d}.jpg"
+        image_id = first_image + i
+        file_name = f"{image_id:012d}.jpg"
         Image.fromarray(smp.image).save(folder / file_name, **JPEG)
-        images.append({"id": i + 1, "file_name": file_name, "width": w, "height": h})
+        images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
         for label, (x0, y0, x1, y1) in zip(smp.labels.tolist(), smp.boxes_xyxy.tolist()):
             annotations.append({
-                "id": len(annotations) + 1, "image_id": i + 1, "category_id": label + 1, "iscrowd": 0,
+                "id": first_annotation + len(annotations), "image_id": image_id, "category_id": label + 1, "iscrowd": 0,
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
             })
         tick()
@@ -94,6 +101,7 @@ def _write_coco_split(out: Path, split: str, data: ToyShapes, tick: Callable[[],
     with open(out / "annotations" / f"instances_{split}.json", "w") as f:
         json.dump({"info": {"description": "DETR Explorer toy shapes"}, "images": images,
                    "annotations": annotations, "categories": categories}, f)
+    return first_image + len(data), first_annotation + len(annotations)
 
 
 def _write_voc_image(year: Path, image_name: str, smp, class_names: list[str]) -> None:

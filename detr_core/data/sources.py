@@ -1,8 +1,10 @@
 """Opening a dataset by name: ``toy``, ``coco:PATH``, ``voc:PATH``, ``yolo:PATH`` or a bare PATH (detected).
 
-COCO ``PATH`` is the reference layout's root (``ROOT/NAME/`` + ``ROOT/annotations/
-instances_NAME.json``; splits ``train2017`` / ``val2017`` unless named) or a pair
-``IMAGES_DIR,ANNOTATIONS_FILE``; a split may be such a pair too. VOC ``PATH`` is a devkit
+COCO ``PATH`` is a folder in one of the layouts :func:`detr_core.data.coco.detect_layout` knows
+(COCO 2017's ``ROOT/NAME/`` + ``ROOT/annotations/instances_NAME.json``, splits ``train2017`` /
+``val2017`` unless named; a Roboflow export's ``train/``, ``valid/``, ``test/``; images with one
+.json beside them, one split) or a pair ``IMAGES_DIR,ANNOTATIONS_FILE``; a split may be such a
+pair too. VOC ``PATH`` is a devkit
 (``VOCdevkit``, or ``VOC2007`` / ``VOC2012`` inside it); splits ``train`` / ``val`` unless named.
 YOLO ``PATH`` is a folder with a ``data.yaml`` (or the .yaml file); splits are its keys, ``train`` /
 ``val`` unless named.
@@ -45,9 +47,10 @@ def detect_format(path: Path) -> str:
         return "voc"
     if yolo.is_yolo_root(path):
         return "yolo"
-    raise DatasetError(f"{path}: neither a COCO folder (annotations/instances_NAME.json with the images in NAME/), "
+    raise DatasetError(f"{path}: neither a COCO folder ({'; '.join(coco.LAYOUTS)}), "
                        "nor a VOC devkit (VOC20xx/ with Annotations/, JPEGImages/ and ImageSets/Main/), "
-                       "nor a YOLO folder (data.yaml with images/ and labels/)")
+                       "nor a YOLO folder (data.yaml with images/ and labels/); "
+                       "or name COCO images and their file: coco:IMAGES,ANNOTATIONS.json")
 
 
 def open_dataset(source: str, split: str = "", role: str = "train", check_images: bool = True) -> FileDataset:
@@ -67,15 +70,21 @@ def open_dataset(source: str, split: str = "", role: str = "train", check_images
         if "," not in str(path):  # a pair given as the split: relative to the root
             images, annotations = path / images, path / annotations
         return coco.open_coco(images, annotations, check_images=check_images)
-    if not path.is_dir():
-        raise DatasetError(f"{path}: no such folder")
-    if not coco.is_coco_root(path):
-        raise DatasetError(f"{path}: not a COCO folder (no annotations/instances_NAME.json)")
-    name = split or coco.SPLITS[default]
-    images, annotations = coco.reference_split(path, name)
-    if not annotations.is_file():
-        raise DatasetError(f"{annotations}: no such file; {path.name} has splits: {', '.join(coco.coco_splits(path))}")
+    name, images, annotations = coco.find_layout(path).split(split, role)
     return coco.open_coco(images, annotations, name=f"COCO {name}", check_images=check_images)
+
+
+def describe_source(source: str) -> str:
+    """The layout a COCO folder source was found in and its splits, e.g. "Roboflow export,
+    splits train, valid, test"; "" for other sources (or a folder with no layout found)."""
+    try:
+        kind, path = parse_source(source)
+    except DatasetError:
+        return ""
+    if kind != "coco" or path is None or "," in str(path):
+        return ""
+    layout = coco.detect_layout(path)
+    return layout.describe() if layout is not None else ""
 
 
 def training_datasets(train_config: TrainConfig, model_config: DETRConfig) -> tuple[DetectionDataset, DetectionDataset]:

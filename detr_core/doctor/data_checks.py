@@ -155,9 +155,9 @@ def read_raw(source: str, split: str = "", toy_images: int = 200, check_images: 
         images_dir, annotations = (Path(p.strip()) for p in pair.split(",", 1))
         if "," not in str(path):
             images_dir, annotations = path / images_dir, path / annotations
-    else:
-        images_dir, annotations = coco.reference_split(path, split or coco.SPLITS[0])
-    return _read_coco(images_dir, annotations, check_images)
+        return _read_coco(images_dir, annotations, check_images)
+    name, images_dir, annotations = coco.find_layout(path).split(split, "train")
+    return _read_coco(images_dir, annotations, check_images, f"COCO {name}")
 
 
 def _read_toy(n: int) -> RawDataset:
@@ -176,7 +176,7 @@ def _read_toy(n: int) -> RawDataset:
     return RawDataset("toy shapes", "toy", list(range(len(names))), names, images)
 
 
-def _read_coco(images_dir: Path, annotation_file: Path, check_images: bool) -> RawDataset:
+def _read_coco(images_dir: Path, annotation_file: Path, check_images: bool, name: str = "") -> RawDataset:
     try:
         data = json.loads(annotation_file.read_text())
     except FileNotFoundError:
@@ -210,7 +210,7 @@ def _read_coco(images_dir: Path, annotation_file: Path, check_images: bool) -> R
             continue  # the loader names malformed entries; nothing to measure here
         x, y, w, h = (float(v) for v in bbox)
         images[ann["image_id"]].objects.append(RawObject(ann.get("category_id"), (x, y, w, h), (x, y, x + w, y + h)))
-    name = f"COCO {annotation_file.stem.removeprefix('instances_')}"
+    name = name or f"COCO {annotation_file.stem.removeprefix('instances_')}"
     return RawDataset(name, "coco", [c["id"] for c in categories],
                       [str(c.get("name", c["id"])) for c in categories], list(images.values()))
 
