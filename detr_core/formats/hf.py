@@ -246,6 +246,8 @@ def detr_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> D
         num_queries=int(hf.get("num_queries", 100)),
         num_classes=int(state["class_embed.weight"].shape[0]) - 1,
         pre_norm=False,  # Hugging Face DETR is post-norm only (no encoder norm to hold pre-norm)
+        # transformers runs its decoder differently when auxiliary_loss is set (see DETRConfig)
+        decoder_norm_between_layers=bool(hf.get("auxiliary_loss", False)),
     )
 
 
@@ -315,7 +317,8 @@ def hf_config(config: DETRConfig, class_names: list[str]) -> dict[str, Any]:
         "activation_function": "relu",
         "position_embedding_type": "sine",
         "dilation": False,
-        "auxiliary_loss": config.aux_loss,
+        # transformers reads this flag as a change to the decoder's forward pass, not as a loss option
+        "auxiliary_loss": config.decoder_norm_between_layers,
         "id2label": {str(i): n for i, n in enumerate(class_names)},
         "label2id": {n: i for i, n in enumerate(class_names)},
     }
