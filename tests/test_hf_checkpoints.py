@@ -127,6 +127,46 @@ def test_hf_auxiliary_loss_model_opens_to_the_same_outputs(tmp_path):
     _compare(_hf_forward(again, images), _hf_forward(hf, images))
 
 
+def test_every_detr_config_field_is_followed_refused_or_without_effect():
+    """A DetrConfig field that changes transformers' forward pass cannot be ignored unnoticed: each
+    is in one of hf.py's three tables (a new transformers version's new field fails here)."""
+    from transformers import DetrConfig, PretrainedConfig
+
+    from detr_core.formats import hf
+
+    generic = set(PretrainedConfig().to_dict())
+    fields = set(DetrConfig().to_dict()) - generic
+    tables = [set(hf.HF_DETR_FOLLOWED), set(hf.HF_DETR_REFUSED), hf.HF_DETR_NO_EFFECT]
+    assert "auxiliary_loss" in fields and "d_model" in fields  # the walk sees DETR's own fields
+    unknown = sorted(f for f in fields if not any(f in t for t in tables))
+    assert not unknown, f"DetrConfig fields neither followed, refused nor without effect: {unknown}"
+    both = [f for i, a in enumerate(tables) for b in tables[i + 1:] for f in a & b]
+    assert not both, f"fields in two tables: {both}"
+    for name, (runs, _why) in hf.HF_DETR_REFUSED.items():  # what is refused is transformers' default
+        assert getattr(DetrConfig(), name) == runs
+
+
+def test_a_refused_field_is_named_with_its_value(tmp_path):
+    import json
+
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for field, value, said in [("position_embedding_type", "learned", "position_embedding_type='learned'"),
+                               ("activation_function", "gelu", "activation_function='gelu'")]:
+        changed = {**config, field: value}
+        (tmp_path / "m" / "config.json").write_text(json.dumps(changed))
+        with pytest.raises(CheckpointError, match=f"{said} is not supported"):
+            load_checkpoint(tmp_path / "m")
+    # a backbone whose last selected feature map is not stage 4 (transformers projects that one)
+    changed = {**config, "backbone_config": {**config["backbone_config"], "out_features": ["stage3"]}}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(changed))
+    with pytest.raises(CheckpointError, match=r"backbone_config.out_features=\['stage3'\] is not supported"):
+        load_checkpoint(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
+    assert load_checkpoint(tmp_path / "m").model_config.num_queries == 6  # the defaults open
+
+
 def _timm_name(key: str) -> str:
     """A transformers ResNetBackbone parameter name as timm's ResNet (torchvision's names) has it,
     under the prefix Hugging Face DETR's timm backbone uses (``use_timm_backbone=True``)."""
