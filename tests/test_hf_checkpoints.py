@@ -303,6 +303,10 @@ def test_export_names_what_the_target_cannot_hold(tmp_path, tiny_config):
         assert word in problems
     assert "pre-norm" in " ".join(export_problems(DETRConfig(pre_norm=True), "hf"))
     assert export_problems(DETRConfig(pre_norm=True), "reference") == []
+    # Hugging Face's auxiliary_loss decoder: transformers runs it, the reference cannot
+    between = DETRConfig(decoder_norm_between_layers=True)
+    assert "auxiliary_loss" in " ".join(export_problems(between, "reference"))
+    assert export_problems(between, "hf") == []
 
 
 def test_cli_info_says_the_assumed_head_count_and_export_writes_both_formats(tmp_path, capsys):
