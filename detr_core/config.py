@@ -71,6 +71,11 @@ class DETRConfig:
     resnet_block: str = "bottleneck"
     decoder_self_attention: bool = True
     aux_loss: bool = True
+    # Hugging Face DETR saved with ``auxiliary_loss=True``: its decoder's final LayerNorm also
+    # normalises every layer's output before the next layer takes it (and the last layer's output
+    # is normalised twice). transformers does this whenever that flag is set, so a file fine-tuned
+    # there predicts through it; off in the reference and for models trained here.
+    decoder_norm_between_layers: bool = False
     # Levers for fast convergence (all off in the paper's recipe).
     query_type: str = "learned"  # "learned": DETR's query embeddings; "anchor": learned 4-D boxes
     look_forward_twice: bool = True  # anchor queries: box loss of layer l also refines layer l-1

@@ -34,6 +34,8 @@ def export_problems(config: DETRConfig, fmt: str) -> list[str]:
         problems.append("the dense auxiliary head (dense_aux)")
     if not config.decoder_self_attention:
         problems.append("a decoder without self-attention")
+    if fmt == "reference" and config.decoder_norm_between_layers:
+        problems.append("a decoder normalised between layers (Hugging Face's auxiliary_loss=True)")
     if fmt == "reference" and config.backbone == "resnet":
         problems.append("a ResNet of non-standard size (the reference builds resnet18/34/50/101 only)")
     if fmt == "hf":

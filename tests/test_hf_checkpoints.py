@@ -27,7 +27,7 @@ transformers = pytest.importorskip("transformers")
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 
 
-def _hf_model(layer_type="bottleneck", heads=4):
+def _hf_model(layer_type="bottleneck", heads=4, **kw):
     from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
     torch.manual_seed(0)
@@ -39,7 +39,7 @@ def _hf_model(layer_type="bottleneck", heads=4):
         encoder_layers=1, decoder_layers=2, encoder_attention_heads=heads, decoder_attention_heads=heads,
         encoder_ffn_dim=48, decoder_ffn_dim=48, num_queries=6, num_labels=3, dropout=0.0,
         id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2},
-        attn_implementation="eager",
+        attn_implementation="eager", **kw,
     )
     model = DetrForObjectDetection(config).eval()
     with torch.no_grad():  # random, non-trivial frozen batch norms
@@ -92,6 +92,79 @@ def test_hf_folder_opens_to_the_same_outputs(tmp_path, layer_type, weights_name)
     weights = next(p for p in (tmp_path / "m").iterdir() if p.suffix in (".safetensors", ".bin"))
     for picked in (tmp_path / "m" / "config.json", weights):
         assert load_checkpoint(picked).state_dict.keys() == ckpt.state_dict.keys()
+
+
+def test_hf_auxiliary_loss_model_opens_to_the_same_outputs(tmp_path):
+    """``auxiliary_loss=True`` (what fine-tuning with auxiliary losses in transformers saves) changes
+    transformers' forward pass: its decoder's final LayerNorm also normalises every layer's output
+    before the next layer takes it, and the last layer's output is normalised twice. With LayerNorms
+    at their initial values that is nearly the identity, so they are made random here."""
+    hf = _hf_model(auxiliary_loss=True)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "layer_norm" in name or "layernorm" in name:
+                p.copy_(torch.rand_like(p) + 0.5 if name.endswith("weight") else torch.randn_like(p))
+    hf.save_pretrained(tmp_path / "m")
+    ckpt = load_checkpoint(tmp_path / "m")
+    ours = ckpt.build_model()
+    images = _images()
+    _compare(_our_forward(ours, images), _hf_forward(hf, images))
+    # every earlier layer's predictions: transformers' heads on its intermediate hidden states
+    batch = nested_tensor_from_tensor_list(images)
+    with torch.no_grad():
+        inner = hf.model(pixel_values=batch.tensors, pixel_mask=(~batch.mask).long()).intermediate_hidden_states
+        out = ours(images)
+        hf_logits, hf_boxes = hf.class_labels_classifier(inner), hf.bbox_predictor(inner).sigmoid()
+    assert len(out["aux_outputs"]) == 1
+    for i, aux in enumerate(out["aux_outputs"]):
+        _compare((aux["pred_logits"], aux["pred_boxes"]), (hf_logits[i], hf_boxes[i]))
+    # and the explorer's export writes it back so transformers runs it the same way
+    export(ckpt, "hf", tmp_path / "out")
+    from transformers import DetrForObjectDetection
+
+    again = DetrForObjectDetection.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
+    assert again.config.auxiliary_loss
+    _compare(_hf_forward(again, images), _hf_forward(hf, images))
+
+
+def test_every_detr_config_field_is_followed_refused_or_without_effect():
+    """A DetrConfig field that changes transformers' forward pass cannot be ignored unnoticed: each
+    is in one of hf.py's three tables (a new transformers version's new field fails here)."""
+    from transformers import DetrConfig, PretrainedConfig
+
+    from detr_core.formats import hf
+
+    generic = set(PretrainedConfig().to_dict())
+    fields = set(DetrConfig().to_dict()) - generic
+    tables = [set(hf.HF_DETR_FOLLOWED), set(hf.HF_DETR_REFUSED), hf.HF_DETR_NO_EFFECT]
+    assert "auxiliary_loss" in fields and "d_model" in fields  # the walk sees DETR's own fields
+    unknown = sorted(f for f in fields if not any(f in t for t in tables))
+    assert not unknown, f"DetrConfig fields neither followed, refused nor without effect: {unknown}"
+    both = [f for i, a in enumerate(tables) for b in tables[i + 1:] for f in a & b]
+    assert not both, f"fields in two tables: {both}"
+    for name, (runs, _why) in hf.HF_DETR_REFUSED.items():  # what is refused is transformers' default
+        assert getattr(DetrConfig(), name) == runs
+
+
+def test_a_refused_field_is_named_with_its_value(tmp_path):
+    import json
+
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for field, value, said in [("position_embedding_type", "learned", "position_embedding_type='learned'"),
+                               ("activation_function", "gelu", "activation_function='gelu'")]:
+        changed = {**config, field: value}
+        (tmp_path / "m" / "config.json").write_text(json.dumps(changed))
+        with pytest.raises(CheckpointError, match=f"{said} is not supported"):
+            load_checkpoint(tmp_path / "m")
+    # a backbone whose last selected feature map is not stage 4 (transformers projects that one)
+    changed = {**config, "backbone_config": {**config["backbone_config"], "out_features": ["stage3"]}}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(changed))
+    with pytest.raises(CheckpointError, match=r"backbone_config.out_features=\['stage3'\] is not supported"):
+        load_checkpoint(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
+    assert load_checkpoint(tmp_path / "m").model_config.num_queries == 6  # the defaults open
 
 
 def _timm_name(key: str) -> str:
@@ -168,6 +241,9 @@ def _reference_model(**kw):
 
 def test_reference_export_round_trip_and_hf_export(tmp_path):
     model = _reference_model()
+    with torch.no_grad():  # a decoder norm that is not the identity on normalised inputs (as trained)
+        model.transformer.decoder.norm.weight.uniform_(0.5, 1.5)
+        model.transformer.decoder.norm.bias.normal_(0, 0.5)
     save_checkpoint(tmp_path / "m.pt", model, ["a", "b", "c"])
     ckpt = load_checkpoint(tmp_path / "m.pt")
     # the reference builds standard ResNets only; its file format holds any (as written here)
@@ -227,6 +303,10 @@ def test_export_names_what_the_target_cannot_hold(tmp_path, tiny_config):
         assert word in problems
     assert "pre-norm" in " ".join(export_problems(DETRConfig(pre_norm=True), "hf"))
     assert export_problems(DETRConfig(pre_norm=True), "reference") == []
+    # Hugging Face's auxiliary_loss decoder: transformers runs it, the reference cannot
+    between = DETRConfig(decoder_norm_between_layers=True)
+    assert "auxiliary_loss" in " ".join(export_problems(between, "reference"))
+    assert export_problems(between, "hf") == []
 
 
 def test_cli_info_says_the_assumed_head_count_and_export_writes_both_formats(tmp_path, capsys):

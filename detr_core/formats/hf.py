@@ -239,13 +239,75 @@ def _shared_config_fields(hf: dict[str, Any], state: dict[str, torch.Tensor], mo
     }
 
 
+# Every field of transformers' DetrConfig (beyond PretrainedConfig's generic ones) is in exactly
+# one of these three tables, so a field that changes transformers' forward pass is either followed
+# or refused by name, never silently ignored (tests/test_hf_checkpoints.py walks DetrConfig's
+# fields against them). Fields older transformers versions wrote are listed too.
+HF_DETR_FOLLOWED = {
+    # field -> the DETRConfig field it sets (or how it is followed)
+    "d_model": "d_model",
+    "encoder_layers": "num_encoder_layers",
+    "num_hidden_layers": "num_encoder_layers",  # transformers' alias of encoder_layers
+    "decoder_layers": "num_decoder_layers",
+    "encoder_attention_heads": "nheads",
+    "decoder_attention_heads": "nheads (must equal encoder_attention_heads)",
+    "encoder_ffn_dim": "dim_feedforward",
+    "decoder_ffn_dim": "dim_feedforward (must equal encoder_ffn_dim)",
+    "num_queries": "num_queries",
+    "dilation": "dilation",
+    "auxiliary_loss": "decoder_norm_between_layers",
+    "backbone_config": "the ResNet's layout is read off the weights; output_stride 16 sets dilation; "
+                       "a last feature map other than stage 4 is refused",
+    "use_timm_backbone": "either backbone layout is read off the weights",
+    "backbone": "the ResNet's size is read off the weights",
+}
+# field -> (the value this app runs, why another is refused)
+HF_DETR_REFUSED = {
+    "activation_function": ("relu", "the explorer's transformer layers use relu"),
+    "position_embedding_type": ("sine", "the explorer's position encoding is the sine one"),
+    "num_channels": (3, "the explorer feeds RGB images to the backbone"),
+}
+HF_DETR_NO_EFFECT = {  # do not change the forward pass of a model in eval mode
+    "dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop",
+    "classifier_dropout",  # training only
+    "init_std", "init_xavier_std", "use_pretrained_backbone",  # initialisation only
+    "class_cost", "bbox_cost", "giou_cost", "mask_loss_coefficient", "dice_loss_coefficient",
+    "bbox_loss_coefficient", "giou_loss_coefficient", "eos_coefficient",  # the loss
+    "scale_embedding", "max_position_embeddings",  # written by older versions, read by none
+}
+
+
+def refused_hf_fields(hf: dict[str, Any]) -> list[str]:
+    """What in a DETR ``config.json`` this app cannot follow, each naming its field and value."""
+    problems = []
+    for name, (runs, why) in HF_DETR_REFUSED.items():
+        if name in hf and hf[name] != runs:
+            problems.append(f"{name}={hf[name]!r} is not supported ({why}; only {runs!r})")
+    backbone = hf.get("backbone_config") or {}
+    # transformers projects the backbone's last selected feature map; the explorer the last stage's
+    last = {"out_features": "stage4", "out_indices": 4}
+    for key, want in last.items():
+        chosen = backbone.get(key)
+        if chosen and chosen[-1] != want:
+            problems.append(f"backbone_config.{key}={chosen!r} is not supported (the explorer reads the "
+                            f"last stage's features; only a list ending in {want!r})")
+    if backbone.get("output_stride") not in (None, 16, 32):
+        problems.append(f"backbone_config.output_stride={backbone['output_stride']!r} is not supported (only 16 or 32)")
+    return problems
+
+
 def detr_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
     """The DETRConfig a Hugging Face ``config.json`` describes (backbone read off the weights)."""
+    problems = refused_hf_fields(hf)
+    if problems:
+        raise _error("; ".join(problems))
     return DETRConfig(
         **_shared_config_fields(hf, state, "DETR", 2048),
         num_queries=int(hf.get("num_queries", 100)),
         num_classes=int(state["class_embed.weight"].shape[0]) - 1,
         pre_norm=False,  # Hugging Face DETR is post-norm only (no encoder norm to hold pre-norm)
+        # transformers runs its decoder differently when auxiliary_loss is set (see DETRConfig)
+        decoder_norm_between_layers=bool(hf.get("auxiliary_loss", False)),
     )
 
 
@@ -315,7 +377,8 @@ def hf_config(config: DETRConfig, class_names: list[str]) -> dict[str, Any]:
         "activation_function": "relu",
         "position_embedding_type": "sine",
         "dilation": False,
-        "auxiliary_loss": config.aux_loss,
+        # transformers reads this flag as a change to the decoder's forward pass, not as a loss option
+        "auxiliary_loss": config.decoder_norm_between_layers,
         "id2label": {str(i): n for i, n in enumerate(class_names)},
         "label2id": {n: i for i, n in enumerate(class_names)},
     }

@@ -177,6 +177,7 @@ def check_config(config: DETRConfig) -> None:
         "dense_aux=False": not config.dense_aux,
         "pre_norm=False": not config.pre_norm,
         "decoder_self_attention=True": config.decoder_self_attention,
+        "decoder_norm_between_layers=False": not config.decoder_norm_between_layers,
         "with_box_refine=True for two_stage": config.with_box_refine or not config.two_stage,
     }
     missing = [k for k, ok in unsupported.items() if not ok]

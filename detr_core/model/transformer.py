@@ -238,6 +238,7 @@ class Transformer(nn.Module):
         anchor_queries: bool = False,
         look_forward_twice: bool = True,
         spatial_prior: bool = False,
+        norm_between_layers: bool = False,
     ) -> None:
         super().__init__()
         enc = TransformerEncoderLayer(d_model, nheads, dim_feedforward, dropout, pre_norm)
@@ -245,7 +246,7 @@ class Transformer(nn.Module):
         dec = TransformerDecoderLayer(
             d_model, nheads, dim_feedforward, dropout, pre_norm, decoder_self_attention
         )
-        self.decoder = TransformerDecoder(dec, num_decoder_layers, nn.LayerNorm(d_model))
+        self.decoder = TransformerDecoder(dec, num_decoder_layers, nn.LayerNorm(d_model), norm_between_layers)
         if anchor_queries:
             # DAB-DETR: a query's position is an MLP of the sine embedding of its current box.
             self.decoder.ref_point_head = MLP(2 * d_model, d_model, d_model, 2)
@@ -315,10 +316,15 @@ class TransformerEncoder(nn.Module):
 class TransformerDecoder(nn.Module):
     ref_point_head: MLP
 
-    def __init__(self, layer: TransformerDecoderLayer, num_layers: int, norm: nn.Module) -> None:
+    def __init__(
+        self, layer: TransformerDecoderLayer, num_layers: int, norm: nn.Module, norm_between_layers: bool = False
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = norm
+        # transformers' DetrDecoder with auxiliary_loss: the normalised output is what the next
+        # layer takes, and the last one is normalised once more (see DETRConfig)
+        self.norm_between_layers = norm_between_layers
 
     def forward(
         self,
@@ -351,6 +357,10 @@ class TransformerDecoder(nn.Module):
                 out, query_pos, memory, memory_keys, memory_allowed, self_allowed, capture, cross_bias=bias
             )
             hidden = self.norm(out)
+            if self.norm_between_layers:
+                out = hidden
+                if i == len(self.layers) - 1:
+                    hidden = self.norm(hidden)
             hs.append(hidden)
             if capture:
                 assert cap is not None
