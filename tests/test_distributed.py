@@ -1,11 +1,14 @@
 """Scale-out (issue 13): two processes launched by torchrun on CPUs (gloo) train the run one
-process trains with the same global batch; a one-process checkpoint resumes on two processes.
+process trains with the same global batch; a one-process checkpoint resumes on two processes;
+every logged loss part, the dense head's included, is the one of one process (issue 26).
 
-One torchrun launch (two worker processes, one thread each) does both, to pay torch's import
-once: part A trains with the Trainer API and each rank writes its weights; part B runs
-``main.py train --resume`` through ``main.main``. The one-process references run in this process.
+One torchrun launch (two worker processes, one thread each) does all, to pay torch's import
+once: part A trains with the Trainer API and each rank writes its weights; part C trains one step
+with the dense head; part B runs ``main.py train --resume`` through ``main.main``. The
+one-process references run in this process.
 """
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +19,7 @@ import torch
 
 from detr_core.checkpoint import load_checkpoint, save_checkpoint
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig, to_dict
+from detr_core.presets import preset
 from detr_core.train.trainer import StepEvent, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +49,12 @@ sharded = trainer.evaluate()  # shared out over the two processes
 whole = evaluate_model(trainer.model, trainer.heldout, trainer.config.eval_images)  # this process alone
 torch.save({"model": trainer.model.state_dict(), "losses": losses, "sharded": sharded, "whole": whole,
             "rank": d.rank, "world": d.world_size, "backend": d.backend}, f"{out}/rank{d.rank}.pt")
+# part C: one step with the dense head (and the fast preset's other levers)
+step = Trainer(config_from_dict(DETRConfig, configs["step_model"]),
+               config_from_dict(TrainConfig, configs["step_train"]), dist=d)
+step_losses = [e.losses for e in step.events() if isinstance(e, StepEvent)]
+if d.is_main:
+    json.dump(step_losses, open(f"{out}/step.json", "w"))
 # part B: the command line resumes a one-process checkpoint on these two processes
 import main
 sys.exit(main.main(["train", "--resume", f"{out}/middle.pt", "--out", f"{out}/two.pt", "--quiet",
@@ -65,6 +75,18 @@ def configs() -> tuple[DETRConfig, TrainConfig]:
     return model, train
 
 
+def fast_levers_configs() -> tuple[DETRConfig, TrainConfig]:
+    """The fast preset's levers (anchor queries, Group DETR, the dense head, query selection, the
+    preset's loss weights) on the frozen-BatchNorm model of :func:`configs`, one step."""
+    model, train = configs()
+    fast_model, fast_train = preset("fast")
+    levers = ("query_type", "look_forward_twice", "num_query_groups", "dn_groups", "classifier", "dense_aux",
+              "query_select")
+    model = dataclasses.replace(model, **{name: getattr(fast_model, name) for name in levers})
+    assert model.dense_aux
+    return model, dataclasses.replace(train, steps=1, loss=fast_train.loss)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The one-process run (saved at step MIDDLE too), and the two-process launch's outputs."""
@@ -79,7 +101,10 @@ def runs(tmp_path_factory):
             if event.step == MIDDLE:
                 save_checkpoint(out / "middle.pt", one.model, one.class_names, one.optimizer, one.history.to_dict(),
                                 train_cfg, one.step, extra={"resume": one.resume_state()})
-    (out / "configs.json").write_text(json.dumps({"model": to_dict(model_cfg), "train": to_dict(train_cfg)}))
+    step_model, step_train = fast_levers_configs()
+    step = [e.losses for e in Trainer(step_model, step_train).events() if isinstance(e, StepEvent)]
+    (out / "configs.json").write_text(json.dumps({"model": to_dict(model_cfg), "train": to_dict(train_cfg),
+                                                  "step_model": to_dict(step_model), "step_train": to_dict(step_train)}))
     (out / "worker.py").write_text(_WORKER)
     launch = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -88,7 +113,8 @@ def runs(tmp_path_factory):
     )
     assert launch.returncode == 0, launch.stdout[-3000:] + launch.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-    return {"one": one, "losses": losses, "ranks": ranks, "out": out, "stdout": launch.stdout}
+    return {"one": one, "losses": losses, "ranks": ranks, "out": out, "stdout": launch.stdout,
+            "step": (step, json.loads((out / "step.json").read_text()))}
 
 
 def test_two_processes_train_as_one(runs):
@@ -131,3 +157,13 @@ def test_one_process_checkpoint_resumes_on_two(runs):
     one_state = runs["one"].model.state_dict()
     worst = max((ckpt.state_dict[k].float() - one_state[k].float()).abs().max().item() for k in one_state)
     assert worst < 1e-4, worst
+
+
+def test_every_loss_part_of_two_processes_is_one_process(runs):
+    """Step 1 (the same weights, the same global batch): every logged part of the loss, the dense
+    head's and class_error included, is the one of one process, so both optimise the same objective."""
+    (one,), (two,) = runs["step"]
+    assert set(two) == set(one) and {"dense_loss_ce", "dense_loss_bbox", "dense_loss_giou"} <= set(one)
+    differ = {name: (two[name], one[name]) for name in one
+              if two[name] != pytest.approx(one[name], rel=1e-4, abs=1e-6)}
+    assert not differ, differ

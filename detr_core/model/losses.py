@@ -83,9 +83,15 @@ class SetCriterion(nn.Module):
         self.register_buffer("empty_weight", empty_weight)
         self.terms = loss_terms(model_config, lc)  # every weighted part by name
         self.weight_dict = {name: term.weight for name, term in self.terms.items()}
-        # the number of target boxes the losses are normalized by, from this batch's count: None
-        # keeps it; distributed training sets the mean over the processes (as the reference does)
+        # the counts the losses are normalized by (target boxes, the dense head's assigned tokens,
+        # the matched queries of class_error), from this batch's count: None keeps it; distributed
+        # training sets the mean over the processes (as the reference does for the boxes), so that
+        # every part is the one of the whole batch in one process
         self.box_count: Callable[[int], float] | None = None
+
+    def count(self, n: int) -> float:
+        """``n`` counted in this process's share of the batch, as the losses normalize by it."""
+        return float(n) if self.box_count is None else self.box_count(n)
 
     # --- the parts -----------------------------------------------------------------------
     def loss_labels(
@@ -122,11 +128,9 @@ class SetCriterion(nn.Module):
         if log:
             with torch.no_grad():
                 matched = logits[idx]
-                if len(target_o):
-                    acc = (matched[:, : self.num_classes].argmax(-1) == target_o).float().mean() * 100
-                else:
-                    acc = torch.tensor(100.0, device=logits.device)
-                out["class_error"] = 100 - acc
+                wrong = (matched[:, : self.num_classes].argmax(-1) != target_o).sum().float()
+                # over the matched queries of every process (0 wrong when there are none)
+                out["class_error"] = wrong * 100 / (self.count(len(target_o)) or 1.0)
         return out
 
     @torch.no_grad()
@@ -168,7 +172,7 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         groups = outputs.get("query_groups", 1)
         packed = PackedTargets.pack(targets)  # gathered once, for the matcher and every loss
-        n_targets = len(packed.labels) if self.box_count is None else self.box_count(len(packed.labels))
+        n_targets = self.count(len(packed.labels))
         num_boxes = max(float(n_targets) * groups, 1.0)  # query groups: the mean over groups
 
         losses: dict[str, Tensor] = {}
@@ -217,13 +221,14 @@ class SetCriterion(nn.Module):
 
     def dense_losses(self, dense: dict, targets: list[dict[str, Tensor]] | PackedTargets) -> dict[str, Tensor]:
         """The dense auxiliary head: focal classification over all tokens, L1 + GIoU on the
-        tokens assigned to an object; normalized by the number of assigned tokens."""
+        tokens assigned to an object; normalized by the number of assigned tokens (over every
+        process, as the main loss's boxes)."""
         logits, boxes = dense["logits"].float(), dense["boxes"].float()  # [B, S, C], [B, S, 4]
         packed = PackedTargets.pack(targets)
         assigned = dense_assignment(packed, dense["grid"], dense["valid"])  # [B, S]
         pos = assigned >= 0
         b_idx, s_idx = torch.nonzero(pos, as_tuple=True)
-        n_pos = max(float(len(b_idx)), 1.0)
+        n_pos = max(self.count(len(b_idx)), 1.0)
         flat = packed.offsets[b_idx] + assigned[b_idx, s_idx]  # into packed.labels / .boxes
         labels = packed.labels[flat]
         target_boxes = packed.boxes[flat]

@@ -19,9 +19,10 @@ batch, the same schedule, the same clipping):
   disjoint across processes, together exactly the batch one process would take, and a run
   resumed on a different number of processes continues the same stream.
 - **Loss.** The number of target boxes is summed over the processes and divided by ``W`` before
-  the losses are normalized (:meth:`Distributed.mean_count`, as the reference does); with DDP's
-  gradient mean, the gradient is the one of the whole batch in one process. Gradient clipping
-  then sees that same (all-reduced) gradient.
+  the losses are normalized (:meth:`Distributed.mean_count`, as the reference does); so are the
+  dense head's assigned tokens and class_error's matched queries. With DDP's gradient mean, the
+  gradient is the one of the whole batch in one process. Gradient clipping then sees that same
+  (all-reduced) gradient.
 - **Agreement.** Whatever ends a run (a stop request, an unreadable batch, a non-finite loss)
   is agreed by all processes at the same step, so none waits forever in a collective.
 - **Evaluation.** Process ``r`` predicts images ``r, r + W, ...``; the predictions are gathered

@@ -284,7 +284,7 @@ class Trainer:
         self.net: nn.Module = self.model  # what the training step calls: the model, or DDP around it
         if dist is not None:
             self.stream = RankShard(self.dataset, dist.rank, dist.world_size, train_config.batch_size)
-            self.criterion.box_count = dist.mean_count  # boxes over all processes, as the reference
+            self.criterion.box_count = dist.mean_count  # counts over all processes, as the reference
             # the denoising embedding sits out a step whose slice of the batch has no objects
             self.net = wrap_model(self.model, dist, find_unused=model_config.dn_groups > 0)
             if dist.rank:
