@@ -91,7 +91,7 @@ def open_path(path: Path) -> OpenedDataset:
     if "," in source:
         return OpenedDataset(source, Path(path), {"val": open_dataset(source, role="val")})
     layout = coco.detect_layout(Path(path)) if source.startswith("coco:") else None
-    if layout is not None and len(layout.splits) == 1:  # images with one .json: one split, as a file opened
+    if layout is not None and layout.kind == "images + one JSON":  # one split, as a file opened
         _, images, annotations = layout.split("", "val")
         return OpenedDataset(f"coco:{images},{annotations}", Path(path), {"val": open_dataset(source, role="val")},
                              layout=layout.describe())
