@@ -1,4 +1,5 @@
-"""``main.py export CKPT --format reference|hf OUT``: write it for the reference or transformers."""
+"""``main.py export CKPT --format reference|hf|pt2 OUT``: write it for the reference, transformers
+or torch alone (a ``torch.export`` program, checked against the model after writing)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,34 @@ from cli.common import CLIError, add_model_settings, open_checkpoint
 
 
 def add_parser(sub) -> None:
-    exp = sub.add_parser("export", help="write a checkpoint in the official DETR or the Hugging Face format")
+    exp = sub.add_parser("export", help="write a checkpoint in the official DETR or the Hugging Face format, "
+                                             "or as a torch.export program")
     exp.add_argument("checkpoint", type=Path)
-    exp.add_argument("--format", choices=("reference", "hf"), required=True,
-                     help="reference: one .pth file for facebookresearch/detr; hf: a save_pretrained folder")
+    exp.add_argument("--format", choices=("reference", "hf", "pt2"), required=True,
+                     help="reference: one .pth file for facebookresearch/detr; hf: a save_pretrained folder; "
+                          "pt2: a torch.export program (torch.export.load; input a normalised float "
+                          "[B, 3, H, W] batch, B, H and W dynamic, no padding mask; output (logits "
+                          "[B, Q, C], boxes [B, Q, 4] cxcywh in [0, 1])), checked against the model")
     exp.add_argument("out", type=Path)
     add_model_settings(exp)
 
 
 def run(args: argparse.Namespace) -> int:
     from detr_core.checkpoint import SaveError
-    from detr_core.export import export
+    from detr_core.export import export, export_pt2
 
     ckpt = open_checkpoint(args.checkpoint, args.model_set)
     try:
-        out = export(ckpt, args.format, args.out)
+        if args.format == "pt2":
+            from detr_core.formats.pt2 import TOLERANCE
+
+            out, diff = export_pt2(ckpt, args.out)
+        else:
+            out = export(ckpt, args.format, args.out)
     except (ValueError, SaveError) as e:
         raise CLIError(f"{args.checkpoint.name}: {e}") from None
     print(f"wrote {out}")
+    if args.format == "pt2":
+        print(f"reloaded it and ran it and the model on two batches of different sizes: max abs difference "
+              f"{diff:.3g} (<= {TOLERANCE:g}); input: normalised float [B, 3, H, W], B, H and W dynamic")
     return 0

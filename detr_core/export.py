@@ -1,6 +1,7 @@
 """Export a model to another library's format: the official reference file or a Hugging Face
 ``save_pretrained`` folder, for the models those formats can express (plain learned-query DETRs
-with a ResNet backbone). :func:`export_problems` names the options a target cannot hold."""
+with a ResNet backbone), or a ``torch.export`` program (``pt2``: any model, run by torch alone).
+:func:`export_problems` names the options a target cannot hold."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from detr_core.checkpoint import Checkpoint, SaveError, write_atomically
 from detr_core.config import DETRConfig
 from detr_core.model.registry import export_problem
 
-FORMATS = ("reference", "hf")
-FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face format"}
+FORMATS = ("reference", "hf", "pt2")
+FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face format",
+                "pt2": "a torch.export program"}
 
 
 def export_problems(config: DETRConfig, fmt: str) -> list[str]:
     """The model options ``fmt`` cannot hold (empty when the export is exact)."""
+    if fmt == "pt2":
+        return []  # a traced program holds whatever the model computes
     problems = []
     if export_problem(config):
         problems.append(export_problem(config))
@@ -62,10 +66,13 @@ def _exportable_state(ckpt: Checkpoint, fmt: str) -> dict[str, torch.Tensor]:
 
 def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     """Write ``ckpt`` as ``fmt`` ("reference": one ``.pth`` file; "hf": a folder with
-    ``config.json`` and ``model.safetensors``). Raises ValueError naming what the format cannot
-    hold, SaveError when the files cannot be written."""
+    ``config.json`` and ``model.safetensors``; "pt2": a ``torch.export`` program, see
+    :mod:`detr_core.formats.pt2`, which :func:`export_pt2` also checks). Raises ValueError naming
+    what the format cannot hold, SaveError when the files cannot be written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if fmt == "pt2":
+        return export_pt2(ckpt, out)[0]
     state = _exportable_state(ckpt, fmt)
     out = Path(out)
     if fmt == "reference":
@@ -84,3 +91,13 @@ def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     write_atomically(out / "model.safetensors", lambda f: f.write(data))
     write_atomically(out / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
     return out
+
+
+def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float]:
+    """Write ``ckpt``'s model as a ``torch.export`` program and check it: returns the path and the
+    largest difference between the reloaded program's outputs and the eager model's (ValueError
+    when over :data:`detr_core.formats.pt2.TOLERANCE` or when torch.export cannot trace it)."""
+    from detr_core.formats.pt2 import write_pt2
+
+    out = Path(out)
+    return out, write_pt2(ckpt.build_model(), out)  # (CheckpointError is a ValueError)

@@ -281,7 +281,10 @@ class Transformer(nn.Module):
         pos = pos.flatten(2).transpose(1, 2)  # [B, S, D]
         key_padding = mask.flatten(1)  # [B, S]
         # No padding (the usual case for a single image or equal sizes): no mask, fastest kernel.
-        allowed = (~key_padding)[:, None, None, :] if bool(key_padding.any()) else None
+        # An exported program (detr_core/formats/pt2.py) takes unpadded [B, 3, H, W] batches only,
+        # and torch.export cannot branch on the mask's values.
+        padded = not torch.compiler.is_exporting() and bool(key_padding.any())
+        allowed = (~key_padding)[:, None, None, :] if padded else None
         cap = DenseAttention(memory_allowed=allowed) if capture else None
         memory = self.encoder(src, pos, allowed, cap)
         if select_refpoints is not None:  # query selection: the anchors come from the encoder

@@ -1,0 +1,95 @@
+"""A ``torch.export`` program of the model (``.pt2``, written by ``torch.export.save``): it loads
+with ``torch.export.load`` and runs where only torch is installed, no detr_core needed.
+
+The program takes one argument, ``images``: a float32 [B, 3, H, W] batch normalised as
+:func:`detr_core.data.images.to_tensor` does (ImageNet mean and std) and resized as
+:func:`detr_core.data.images.prepare` does; every image fills the whole tensor, so there is no
+padding mask (pad a batch of unequal sizes yourself only if you accept padding's small effect).
+It returns ``(logits [B, Q, C], boxes [B, Q, 4])``: the last decoder layer's class logits (C is
+K + 1 with the softmax classifier, K with the focal one) and boxes as cxcywh in [0, 1] of the
+input. B, H and W are dynamic (:func:`dynamic_range` gives the range of H and W)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from detr_core.checkpoint import write_atomically
+
+TOLERANCE = 1e-4  # the self-check's bound on |program - eager|
+
+
+class Predictions(nn.Module):
+    """The model's final logits and boxes as a tuple (the program's outputs are plain tensors)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(images)
+        return out["pred_logits"], out["pred_boxes"]
+
+
+def dynamic_range(model: nn.Module) -> tuple[int, int]:
+    """Heights and widths the program accepts: from two feature cells (a one-cell side is a size
+    torch.export specialises) to twice the model's ``image_max_size`` (its resize rule never
+    gives more than once)."""
+    stride = int(model.stride)
+    return 2 * stride, max(2 * model.config.image_max_size, 4 * stride)
+
+
+def export_program(model: nn.Module) -> torch.export.ExportedProgram:
+    """Trace ``model`` (in eval mode) with a dynamic batch, height and width."""
+    lo, hi = dynamic_range(model)
+    size = model.config.image_min_size
+    example = torch.zeros(2, 3, size, size + model.stride)
+    dims = {0: torch.export.Dim("batch", min=1, max=1024),
+            2: torch.export.Dim("height", min=lo, max=hi), 3: torch.export.Dim("width", min=lo, max=hi)}
+    wrapper = Predictions(model.eval())
+    with torch.no_grad():
+        return torch.export.export(wrapper, (example,), dynamic_shapes={"images": dims})
+
+
+def check_inputs(model: nn.Module) -> list[Tensor]:
+    """Two batches of different sizes (and neither the export's example size) for the self-check."""
+    gen = torch.Generator().manual_seed(0)
+    lo, hi = dynamic_range(model)
+    cfg = model.config
+    return [torch.randn(1, 3, cfg.image_max_size, cfg.image_min_size, generator=gen),
+            torch.randn(2, 3, lo + model.stride, cfg.image_max_size, generator=gen)]
+
+
+def max_difference(program_path: Path, model: nn.Module) -> float:
+    """The largest |program - eager| over :func:`check_inputs`, the program read back from disk."""
+    program = torch.export.load(str(program_path)).module()
+    worst = 0.0
+    with torch.no_grad():
+        for images in check_inputs(model):
+            eager = Predictions(model.eval())(images)
+            got = program(images)
+            worst = max(worst, *((g - e).abs().max().item() for g, e in zip(got, eager)))
+    return worst
+
+
+def write_pt2(model: nn.Module, out: Path) -> float:
+    """Export ``model`` to ``out`` and check the file: returns the max abs difference from the eager
+    model. Raises ValueError when torch.export cannot trace the model or the file's outputs differ
+    by more than :data:`TOLERANCE`; SaveError when the file cannot be written."""
+    model = model.cpu().eval()
+    try:
+        program = export_program(model)
+    except Exception as e:  # torch.export raises many kinds (unsupported ops, guards, constraints)
+        raise ValueError(f"torch.export cannot trace this model: {str(e).splitlines()[0]}") from e
+    with warnings.catch_warnings():
+        # torch.export.save warns that CPU weights share no "complete" storage: harmless here
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        write_atomically(out, lambda f: torch.export.save(program, f))
+    diff = max_difference(out, model)
+    if not diff <= TOLERANCE:
+        raise ValueError(f"the exported program's outputs differ from the model's by {diff:.3g} "
+                         f"(more than {TOLERANCE:g}); {out} is not usable")
+    return diff

@@ -1,0 +1,65 @@
+"""``main.py export CKPT --format pt2 OUT``: a ``torch.export`` program of the model that another
+Python, without this project importable (``-I -S`` from another folder), loads with ``torch.export.load`` and runs on batches of
+any size (batch, height and width are dynamic), giving the eager model's logits and boxes."""
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from conftest import ROOT, call_main
+
+TOY = ROOT / "checkpoints" / "toy_shapes.pt"
+
+
+def test_a_pt2_export_runs_without_the_project_and_matches_the_eager_model(tmp_path, capsys):
+    out = tmp_path / "toy.pt2"
+    assert call_main("export", TOY, "--format", "pt2", out) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "max abs difference" in printed
+
+    from detr_core.checkpoint import load_checkpoint
+
+    model = load_checkpoint(TOY).build_model()
+    cfg = model.config
+    # a size and batch the export's own example and self-check did not use
+    images = torch.randn(3, 3, cfg.image_min_size - 16, cfg.image_max_size - 48, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        eager = model(images)
+    torch.save(images, tmp_path / "images.pt")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # The project is installed editable (a .pth file in site-packages): -S skips .pth files, and
+    # the script puts back site-packages alone, for torch and what it needs.
+    site_packages = str(Path(torch.__file__).parents[1])
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.append({site_packages!r})
+        import torch
+        try:
+            import detr_core
+        except ImportError:
+            pass
+        else:
+            sys.exit("detr_core is importable: " + detr_core.__file__)
+        program = torch.export.load({str(out)!r})
+        images = torch.load({str(tmp_path / "images.pt")!r})
+        with torch.no_grad():
+            logits, boxes = program.module()(images)
+        torch.save({{"logits": logits, "boxes": boxes}}, {str(tmp_path / "outputs.pt")!r})
+    """)
+    # -I ignores PYTHONPYCACHEPREFIX: pass the session's compiled-bytecode folder on (see conftest)
+    cache = ["-X", f"pycache_prefix={sys.pycache_prefix}"] if sys.pycache_prefix else []
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-I", "-S", *cache, "-c", script], cwd=elsewhere, capture_output=True,
+                          text=True, timeout=120)
+    print(f"the other Python took {time.perf_counter() - started:.1f} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = torch.load(tmp_path / "outputs.pt")
+    assert got["logits"].shape == eager["pred_logits"].shape == (3, cfg.num_queries, cfg.num_logits)
+    assert got["boxes"].shape == (3, cfg.num_queries, 4)
+    assert (got["logits"] - eager["pred_logits"]).abs().max() <= 1e-4
+    assert (got["boxes"] - eager["pred_boxes"]).abs().max() <= 1e-4
