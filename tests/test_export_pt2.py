@@ -5,7 +5,6 @@ any size (batch, height and width are dynamic), giving the eager model's logits 
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import torch
@@ -16,24 +15,11 @@ TOY = ROOT / "checkpoints" / "toy_shapes.pt"
 
 def test_a_pt2_export_runs_without_the_project_and_matches_the_eager_model(tmp_path, capsys):
     out = tmp_path / "toy.pt2"
-    assert call_main("export", TOY, "--format", "pt2", out) == 0
-    printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "max abs difference" in printed
-
-    from detr_core.checkpoint import load_checkpoint
-
-    model = load_checkpoint(TOY).build_model()
-    cfg = model.config
-    # a size and batch the export's own example and self-check did not use
-    images = torch.randn(3, 3, cfg.image_min_size - 16, cfg.image_max_size - 48, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        eager = model(images)
-    torch.save(images, tmp_path / "images.pt")
-
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # The project is installed editable (a .pth file in site-packages): -S skips .pth files, and
-    # the script puts back site-packages alone, for torch and what it needs.
+    # the script puts back site-packages alone, for torch and what it needs. The other Python
+    # imports torch while this one exports, then waits for a line on stdin.
     site_packages = str(Path(torch.__file__).parents[1])
     script = textwrap.dedent(f"""
         import sys
@@ -45,6 +31,7 @@ def test_a_pt2_export_runs_without_the_project_and_matches_the_eager_model(tmp_p
             pass
         else:
             sys.exit("detr_core is importable: " + detr_core.__file__)
+        sys.stdin.readline()
         program = torch.export.load({str(out)!r})
         images = torch.load({str(tmp_path / "images.pt")!r})
         with torch.no_grad():
@@ -53,11 +40,29 @@ def test_a_pt2_export_runs_without_the_project_and_matches_the_eager_model(tmp_p
     """)
     # -I ignores PYTHONPYCACHEPREFIX: pass the session's compiled-bytecode folder on (see conftest)
     cache = ["-X", f"pycache_prefix={sys.pycache_prefix}"] if sys.pycache_prefix else []
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-I", "-S", *cache, "-c", script], cwd=elsewhere, capture_output=True,
-                          text=True, timeout=120)
-    print(f"the other Python took {time.perf_counter() - started:.1f} s")
-    assert done.returncode == 0, done.stderr[-3000:]
+    other = subprocess.Popen([sys.executable, "-I", "-S", *cache, "-c", script], cwd=elsewhere, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert call_main("export", TOY, "--format", "pt2", out) == 0
+        printed = capsys.readouterr().out
+        assert f"wrote {out}" in printed and "max abs difference" in printed
+
+        from detr_core.checkpoint import load_checkpoint
+
+        model = load_checkpoint(TOY).build_model()
+        cfg = model.config
+        # a size and batch the export's own example and self-check did not use
+        images = torch.randn(3, 3, cfg.image_min_size - 16, cfg.image_max_size - 48,
+                             generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            eager = model(images)
+        torch.save(images, tmp_path / "images.pt")
+        _, err = other.communicate("go\n", timeout=120)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    assert other.returncode == 0, err[-3000:]
     got = torch.load(tmp_path / "outputs.pt")
     assert got["logits"].shape == eager["pred_logits"].shape == (3, cfg.num_queries, cfg.num_logits)
     assert got["boxes"].shape == (3, cfg.num_queries, 4)

@@ -1,2 +1,3 @@
 """Other libraries' model files: Hugging Face ``save_pretrained`` folders (``hf``) and the
-official facebookresearch/detr format (``reference``), read and written."""
+official facebookresearch/detr format (``reference``), read and written; ``torch.export``
+programs (``pt2``), written."""
