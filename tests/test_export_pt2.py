@@ -68,3 +68,18 @@ def test_a_pt2_export_runs_without_the_project_and_matches_the_eager_model(tmp_p
     assert got["boxes"].shape == (3, cfg.num_queries, 4)
     assert (got["logits"] - eager["pred_logits"]).abs().max() <= 1e-4
     assert (got["boxes"] - eager["pred_boxes"]).abs().max() <= 1e-4
+
+
+def test_a_program_that_differs_from_the_model_is_an_error_and_leaves_no_file(tmp_path, tiny_config, monkeypatch):
+    """The self-check's bound set below the (zero) difference the tiny model gets: the export fails
+    naming the difference, and no file a user might take for a good one is left."""
+    import pytest
+
+    from detr_core.formats import pt2
+    from detr_core.model.registry import build_model
+
+    monkeypatch.setattr(pt2, "TOLERANCE", -1.0)
+    out = tmp_path / "tiny.pt2"
+    with pytest.raises(ValueError, match=r"differ from the model's by 0 \(more than -1\)"):
+        pt2.write_pt2(build_model(tiny_config), out)
+    assert not out.exists()

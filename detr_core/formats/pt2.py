@@ -78,7 +78,7 @@ def max_difference(program_path: Path, model: nn.Module) -> float:
 def write_pt2(model: nn.Module, out: Path) -> float:
     """Export ``model`` to ``out`` and check the file: returns the max abs difference from the eager
     model. Raises ValueError when torch.export cannot trace the model or the file's outputs differ
-    by more than :data:`TOLERANCE`; SaveError when the file cannot be written."""
+    by more than :data:`TOLERANCE` (the file is then removed); SaveError when it cannot be written."""
     model = model.cpu().eval()
     try:
         program = export_program(model)
@@ -89,7 +89,8 @@ def write_pt2(model: nn.Module, out: Path) -> float:
         warnings.filterwarnings("ignore", message="No complete tensor found")
         write_atomically(out, lambda f: torch.export.save(program, f))
     diff = max_difference(out, model)
-    if not diff <= TOLERANCE:
+    if not diff <= TOLERANCE:  # (a NaN difference fails too)
+        out.unlink(missing_ok=True)  # no file left that a user might take for a good one
         raise ValueError(f"the exported program's outputs differ from the model's by {diff:.3g} "
-                         f"(more than {TOLERANCE:g}); {out} is not usable")
+                         f"(more than {TOLERANCE:g}); {out} was removed")
     return diff
