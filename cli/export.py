@@ -31,13 +31,15 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "pt2":
             from detr_core.formats.pt2 import TOLERANCE
 
-            out, diff = export_pt2(ckpt, args.out)
+            out, diff, size = export_pt2(ckpt, args.out)
         else:
             out = export(ckpt, args.format, args.out)
     except (ValueError, SaveError) as e:
         raise CLIError(f"{args.checkpoint.name}: {e}") from None
     print(f"wrote {out}")
     if args.format == "pt2":
-        print(f"reloaded it and ran it and the model on two batches of different sizes: max abs difference "
-              f"{diff:.3g} (<= {TOLERANCE:g}); input: normalised float [B, 3, H, W], B, H and W dynamic")
+        shape = "[B, 3, H, W], B, H and W dynamic" if size is None else \
+            f"[B, 3, {size[0]}, {size[1]}], B dynamic (torch.export could not keep H and W dynamic: a fixed size)"
+        print(f"reloaded it and ran it and the model on two batches: max abs difference {diff:.3g} "
+              f"(<= {TOLERANCE:g}); input: normalised float {shape}")
     return 0

@@ -1,6 +1,7 @@
 """``main.py export CKPT --format pt2 OUT``: a ``torch.export`` program of the model that another
-Python, without this project importable (``-I -S`` from another folder), loads with ``torch.export.load`` and runs on batches of
-any size (batch, height and width are dynamic), giving the eager model's logits and boxes."""
+Python, without this project importable (``-I -S`` from another folder), loads with
+``torch.export.load`` and runs on batches of any size (batch, height and width are dynamic),
+giving the eager model's logits and boxes; where the size cannot stay dynamic, one fixed size."""
 
 import subprocess
 import sys
@@ -83,3 +84,27 @@ def test_a_program_that_differs_from_the_model_is_an_error_and_leaves_no_file(tm
     with pytest.raises(ValueError, match=r"differ from the model's by 0 \(more than -1\)"):
         pt2.write_pt2(build_model(tiny_config), out)
     assert not out.exists()
+
+
+def test_a_model_whose_size_cannot_stay_dynamic_is_exported_at_its_max_size(tmp_path, tiny_config):
+    """The deformable family's sampling grid makes torch.export give up dynamic height and width:
+    the program has a dynamic batch at image_max_size square, and says so."""
+    import dataclasses
+
+    import pytest
+
+    from detr_core.formats import pt2
+    from detr_core.model.registry import build_model
+
+    config = dataclasses.replace(tiny_config, attention="deformable", classifier="focal")
+    model = build_model(config).eval()
+    out = tmp_path / "deformable.pt2"
+    diff, size = pt2.write_pt2(model, out)
+    assert size == (128, 128) and diff <= 1e-4
+    program = torch.export.load(str(out)).module()
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        logits, _ = program(images)
+        assert (logits - model(images)["pred_logits"]).abs().max() <= 1e-4
+        with pytest.raises(Exception):
+            program(torch.randn(1, 3, 96, 128))

@@ -7,7 +7,8 @@ The program takes one argument, ``images``: a float32 [B, 3, H, W] batch normali
 padding mask (pad a batch of unequal sizes yourself only if you accept padding's small effect).
 It returns ``(logits [B, Q, C], boxes [B, Q, 4])``: the last decoder layer's class logits (C is
 K + 1 with the softmax classifier, K with the focal one) and boxes as cxcywh in [0, 1] of the
-input. B, H and W are dynamic (:func:`dynamic_range` gives the range of H and W)."""
+input. B, H and W are dynamic (:func:`dynamic_range` gives the range of H and W) where torch.export
+manages it; else B alone, at :func:`fixed_size` (the export says which)."""
 
 from __future__ import annotations
 
@@ -42,55 +43,72 @@ def dynamic_range(model: nn.Module) -> tuple[int, int]:
     return 2 * stride, max(2 * model.config.image_max_size, 4 * stride)
 
 
-def export_program(model: nn.Module) -> torch.export.ExportedProgram:
-    """Trace ``model`` (in eval mode) with a dynamic batch, height and width."""
+def fixed_size(model: nn.Module) -> tuple[int, int]:
+    """The one height and width of a program whose size could not be left dynamic: the model's
+    ``image_max_size`` square (pad or resize into it)."""
+    return model.config.image_max_size, model.config.image_max_size
+
+
+def export_program(model: nn.Module) -> tuple[torch.export.ExportedProgram, bool]:
+    """Trace ``model`` (in eval mode) with a dynamic batch, height and width; where torch.export
+    cannot keep height and width dynamic (the deformable family: its sampling grid's sizes), with a
+    dynamic batch at :func:`fixed_size`. Returns the program and whether its size is dynamic."""
     lo, hi = dynamic_range(model)
     size = model.config.image_min_size
-    example = torch.zeros(2, 3, size, size + model.stride)
-    dims = {0: torch.export.Dim("batch", min=1, max=1024),
-            2: torch.export.Dim("height", min=lo, max=hi), 3: torch.export.Dim("width", min=lo, max=hi)}
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    dims = {0: batch, 2: torch.export.Dim("height", min=lo, max=hi), 3: torch.export.Dim("width", min=lo, max=hi)}
     wrapper = Predictions(model.eval())
     with torch.no_grad():
-        return torch.export.export(wrapper, (example,), dynamic_shapes={"images": dims})
+        try:
+            example = torch.zeros(2, 3, size, size + model.stride)
+            return torch.export.export(wrapper, (example,), dynamic_shapes={"images": dims}), True
+        except Exception:  # torch.export raises many kinds (constraint violations, guards)
+            example = torch.zeros(2, 3, *fixed_size(model))
+            return torch.export.export(wrapper, (example,), dynamic_shapes={"images": {0: batch}}), False
 
 
-def check_inputs(model: nn.Module) -> list[Tensor]:
-    """Two batches of different sizes (and neither the export's example size) for the self-check."""
+def check_inputs(model: nn.Module, dynamic: bool) -> list[Tensor]:
+    """Two batches for the self-check: of different sizes (neither the export's example size) when
+    the program's size is dynamic, else two different batches of its one size."""
     gen = torch.Generator().manual_seed(0)
     lo, hi = dynamic_range(model)
     cfg = model.config
+    if not dynamic:
+        h, w = fixed_size(model)
+        return [torch.randn(1, 3, h, w, generator=gen), torch.randn(3, 3, h, w, generator=gen)]
     return [torch.randn(1, 3, cfg.image_max_size, cfg.image_min_size, generator=gen),
             torch.randn(2, 3, lo + model.stride, cfg.image_max_size, generator=gen)]
 
 
-def max_difference(program_path: Path, model: nn.Module) -> float:
+def max_difference(program_path: Path, model: nn.Module, dynamic: bool) -> float:
     """The largest |program - eager| over :func:`check_inputs`, the program read back from disk."""
     program = torch.export.load(str(program_path)).module()
     worst = 0.0
     with torch.no_grad():
-        for images in check_inputs(model):
+        for images in check_inputs(model, dynamic):
             eager = Predictions(model.eval())(images)
             got = program(images)
             worst = max(worst, *((g - e).abs().max().item() for g, e in zip(got, eager)))
     return worst
 
 
-def write_pt2(model: nn.Module, out: Path) -> float:
+def write_pt2(model: nn.Module, out: Path) -> tuple[float, tuple[int, int] | None]:
     """Export ``model`` to ``out`` and check the file: returns the max abs difference from the eager
-    model. Raises ValueError when torch.export cannot trace the model or the file's outputs differ
-    by more than :data:`TOLERANCE` (the file is then removed); SaveError when it cannot be written."""
+    model and the program's fixed (height, width), None when its size is dynamic. Raises ValueError
+    when torch.export cannot trace the model or the file's outputs differ by more than
+    :data:`TOLERANCE` (the file is then removed); SaveError when it cannot be written."""
     model = model.cpu().eval()
     try:
-        program = export_program(model)
+        program, dynamic = export_program(model)
     except Exception as e:  # torch.export raises many kinds (unsupported ops, guards, constraints)
         raise ValueError(f"torch.export cannot trace this model: {str(e).splitlines()[0]}") from e
     with warnings.catch_warnings():
         # torch.export.save warns that CPU weights share no "complete" storage: harmless here
         warnings.filterwarnings("ignore", message="No complete tensor found")
         write_atomically(out, lambda f: torch.export.save(program, f))
-    diff = max_difference(out, model)
+    diff = max_difference(out, model, dynamic)
     if not diff <= TOLERANCE:  # (a NaN difference fails too)
         out.unlink(missing_ok=True)  # no file left that a user might take for a good one
         raise ValueError(f"the exported program's outputs differ from the model's by {diff:.3g} "
                          f"(more than {TOLERANCE:g}); {out} was removed")
-    return diff
+    return diff, None if dynamic else fixed_size(model)
