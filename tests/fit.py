@@ -5,6 +5,8 @@ whether it needs to scroll sideways or down."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PySide6.QtCore import QPoint, QRect
@@ -23,9 +25,10 @@ class Fit:
         return self.sideways == 0 and self.down == 0
 
 
-def fit_in(widget: QWidget, width: int, height: int) -> Fit:
-    """Show ``widget`` in a width x height resizable scroll area; how far it would scroll.
-    The widget is taken back out afterwards (it stays alive, unparented)."""
+@contextmanager
+def shown_in_area(widget: QWidget, width: int, height: int) -> Iterator[QScrollArea]:
+    """``widget`` shown in a width x height resizable scroll area, laid out; taken back out
+    afterwards (it stays alive, unparented)."""
     area = QScrollArea()
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidgetResizable(True)
@@ -34,11 +37,18 @@ def fit_in(widget: QWidget, width: int, height: int) -> Fit:
     area.show()
     for _ in range(3):
         QApplication.processEvents()
-    fit = Fit(width, height, area.horizontalScrollBar().maximum(), area.verticalScrollBar().maximum())
-    area.takeWidget()
-    area.hide()
-    area.deleteLater()
-    return fit
+    try:
+        yield area
+    finally:
+        area.takeWidget()
+        area.hide()
+        area.deleteLater()
+
+
+def fit_in(widget: QWidget, width: int, height: int) -> Fit:
+    """Show ``widget`` in a width x height resizable scroll area; how far it would scroll."""
+    with shown_in_area(widget, width, height) as area:
+        return Fit(width, height, *scroll_needed(area))
 
 
 def scroll_needed(area: QScrollArea) -> tuple[int, int]:

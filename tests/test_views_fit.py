@@ -17,17 +17,14 @@ from PySide6.QtWidgets import (  # noqa: E402
     QAbstractButton,
     QAbstractScrollArea,
     QAbstractSpinBox,
-    QApplication,
     QComboBox,
-    QFrame,
     QLineEdit,
-    QScrollArea,
     QSlider,
     QWidget,
 )
 
 from explorer.state import AppState, LoadedModel  # noqa: E402
-from tests.fit import fit_in  # noqa: E402
+from tests.fit import fit_in, shown_in_area  # noqa: E402
 
 BUNDLED = Path(__file__).parents[1] / "checkpoints" / "toy_shapes.pt"
 # (small window, laptop) dock sizes of each workspace
@@ -41,26 +38,16 @@ CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit, QSlider)
 def squeezed(view: QWidget, width: int, height: int) -> list[str]:
     """Controls of ``view``, shown in a ``width`` x ``height`` dock, that are smaller than their
     minimum or reach past the view's edge (text panes that scroll their own text are skipped)."""
-    area = QScrollArea()
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setWidgetResizable(True)
-    area.setWidget(view)
-    area.resize(width, height)
-    area.show()
-    for _ in range(3):
-        QApplication.processEvents()
     bad = []
-    for w in view.findChildren(QWidget):
-        if not isinstance(w, CONTROLS) or not w.isVisibleTo(view) or _in_inner_scroll_area(w, view):
-            continue
-        need = w.minimumSizeHint()
-        rect = QRect(w.mapTo(view, QPoint(0, 0)), w.size())
-        if w.width() < need.width() or w.height() < need.height() or not view.rect().contains(rect):
-            bad.append(f"{type(w).__name__} {getattr(w, 'text', lambda: '')()!r} at {rect.getRect()} "
-                       f"(needs {need.width()}x{need.height()})")
-    area.takeWidget()
-    area.hide()
-    area.deleteLater()
+    with shown_in_area(view, width, height):
+        for w in view.findChildren(QWidget):
+            if not isinstance(w, CONTROLS) or not w.isVisibleTo(view) or _in_inner_scroll_area(w, view):
+                continue
+            need = w.minimumSizeHint()
+            rect = QRect(w.mapTo(view, QPoint(0, 0)), w.size())
+            if w.width() < need.width() or w.height() < need.height() or not view.rect().contains(rect):
+                bad.append(f"{type(w).__name__} {getattr(w, 'text', lambda: '')()!r} at {rect.getRect()} "
+                           f"(needs {need.width()}x{need.height()})")
     return bad
 
 
