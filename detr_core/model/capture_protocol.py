@@ -78,6 +78,24 @@ class SamplingPoints:
 
 
 @dataclass
+class DenoisingCapture:
+    """The denoising queries of one training forward pass (DN-DETR / DINO), P = groups * group_size.
+
+    Query p copies ground-truth object ``target_index[b, p]`` of image b (-1: a padding slot), with
+    its label maybe flipped and its box jittered; ``positive`` is False for DINO's contrastive
+    negatives (noised further, trained as "no object").
+    """
+
+    input_boxes: Tensor  # [B, P, 4] cxcywh in [0, 1]: the noised boxes fed to the decoder
+    input_labels: Tensor  # [B, P] long: the (possibly flipped) labels fed
+    target_index: Tensor  # [B, P] long: the ground-truth object copied, -1 on padding
+    positive: Tensor  # [B, P] bool: True for a positive (reconstruct) query, False for a negative
+    group: Tensor  # [P] long: the denoising group of each query
+    layer_logits: Tensor  # [L, B, P, C] after every decoder layer
+    layer_boxes: Tensor  # [L, B, P, 4] cxcywh in [0, 1] after every decoder layer
+
+
+@dataclass
 class ModelCapture:
     """One forward pass, as every family reports it."""
 
@@ -86,8 +104,7 @@ class ModelCapture:
     attention: DenseAttention | SamplingPoints
     memory: Tensor  # [B, S, D] the encoder's output tokens
     selected_tokens: Tensor | None = None  # [B, Q] encoder tokens the queries started from (two-stage)
-    denoising_logits: Tensor | None = None  # [L, B, P, C] denoising queries (training with targets)
-    denoising_boxes: Tensor | None = None  # [L, B, P, 4]
+    denoising: DenoisingCapture | None = None  # the denoising queries (training with targets)
 
     @property
     def grid(self) -> tuple[int, int]:

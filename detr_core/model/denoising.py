@@ -13,16 +13,37 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from detr_core.model.capture_protocol import DenoisingCapture
+
 
 @dataclass
 class DenoisingMeta:
     groups: int
     group_size: int  # the batch's largest object count; every group is padded to it
     valid: Tensor  # [B, group_size] bool: slot j of a group holds object j of that image
+    input_labels: Tensor | None = None  # [B, P] long: the (possibly flipped) labels fed
+    input_boxes: Tensor | None = None  # [B, P, 4] cxcywh: the jittered boxes fed
 
     @property
     def num_queries(self) -> int:
         return self.groups * self.group_size
+
+    def capture(self, layer_logits: Tensor, layer_boxes: Tensor) -> DenoisingCapture:
+        """What the views see of these queries, given their outputs after every decoder layer
+        (``layer_logits`` [L, B, P, C], ``layer_boxes`` [L, B, P, 4])."""
+        assert self.input_labels is not None and self.input_boxes is not None
+        device = self.valid.device
+        slot = torch.arange(self.group_size, device=device)
+        target = torch.where(self.valid, slot[None], torch.full_like(slot[None], -1))  # [B, group_size]
+        return DenoisingCapture(
+            input_boxes=self.input_boxes,
+            input_labels=self.input_labels,
+            target_index=target.repeat(1, self.groups),
+            positive=torch.ones_like(self.input_labels, dtype=torch.bool),  # DN-DETR: no negatives
+            group=torch.arange(self.num_queries, device=device) // self.group_size,
+            layer_logits=layer_logits,
+            layer_boxes=layer_boxes,
+        )
 
     def indices(self) -> list[tuple[Tensor, Tensor]]:
         """Per image, (denoising query index, target index) pairs over all groups."""
@@ -73,7 +94,7 @@ def build_denoising_queries(
         boxes = boxes + (torch.rand_like(boxes) * 2 - 1) * spread * box_noise
         boxes = boxes.clamp(min=0.0, max=1.0)
     content = label_embed(labels) * valid.repeat(1, groups)[..., None]  # [B, P, D]
-    return content, boxes, DenoisingMeta(groups, size, valid)
+    return content, boxes, DenoisingMeta(groups, size, valid, labels, boxes)
 
 
 def query_visibility(

@@ -185,8 +185,7 @@ class DETR(nn.Module):
             cap.feature_mask = mask
             out["capture"] = ModelCapture(
                 layer_logits=logits[:, :, pad:], layer_boxes=boxes[:, :, pad:], attention=cap, memory=memory,
-                denoising_logits=logits[:, :, :pad] if dn is not None else None,
-                denoising_boxes=boxes[:, :, :pad] if dn is not None else None,
+                denoising=dn.capture(logits[:, :, :pad], boxes[:, :, :pad]) if dn is not None else None,
             )
         return out
 
