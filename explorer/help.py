@@ -22,7 +22,8 @@ panel: early decoder layers look around, the last one looks at the object's edge
 seconds the current weights predict on your image. Stop (Ctrl+.) keeps the trained model;
 File ▸ Back to … returns to the one you had. The Runs tab queues experiments.</li>
 <li><b>Analyse: see inside.</b> Query specialization, Matching, Layer by layer and Counting
-reproduce the paper's figures on the current model. Each has a <b>?</b> button that says what it
+reproduce the paper's figures on the current model; Denoising shows what DN-DETR's denoising
+queries are fed and what the decoder makes of them. Each has a <b>?</b> button that says what it
 shows.</li>
 <li><b>Data: your own dataset.</b> File ▸ Open Dataset (Ctrl+D) opens a COCO folder or
 annotation .json, a VOC devkit or a YOLO folder; the browser shows ground truth beside the
@@ -80,6 +81,12 @@ VIEW_HELP: dict[str, str] = {
         "(rows) to each query (columns), lower is cheaper (the colour bar gives the cost), and the "
         "optimal one-to-one assignment marked. While training it follows each step and counts how many "
         "objects change query between checks."),
+    "Denoising": (
+        "DN-DETR's denoising queries on one training sample: the ground-truth boxes (white), the noised "
+        "copies of them fed to the decoder (a colour per group; positive queries solid, DINO's negatives "
+        "dashed), and, with the Layer slider, the box each became after every decoder layer. A positive "
+        "query is repaired when its box overlaps its object more (IoU, 0 to 1) than the noised box fed in. "
+        "While training it follows each step. A model trained without denoising groups has nothing to show."),
     "Layer by layer": (
         "The selected query's box after every decoder layer (each layer refines it), and the AP "
         "(0 to 1) of every layer's predictions on the held-out images, with and without NMS: the "

@@ -41,6 +41,7 @@ class ViewSpec:
 ANALYSIS_VIEWS = (
     ViewSpec("specialization", "Query specialization", "explorer.views.specialization", "SpecializationView"),
     ViewSpec("matching", "Matching", "explorer.views.matching", "MatchingView"),
+    ViewSpec("denoising", "Denoising", "explorer.views.denoising", "DenoisingView"),
     ViewSpec("layers", "Layer by layer", "explorer.views.layers", "LayerView"),
     ViewSpec("counting", "Counting", "explorer.views.counting", "CountingView"),
     ViewSpec("runs", "Runs", "explorer.views.runs", "RunsView"),
@@ -213,7 +214,7 @@ class ViewRegistry(QObject):
             if spec.attr != "doctor":
                 self.docks[spec.attr].visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
         w.views = tuple(views[a] for a in ("specialization", "matching", "layers", "counting", "runs", "datasets",
-                                            "deformable"))
+                                            "deformable", "denoising"))
         views["deformable"].openRequested.connect(lambda: w.files.choose_checkpoint())
         views["deformable"].trainRequested.connect(w.train_deformable)
         views["runs"].openCheckpoint.connect(lambda p: w.open_checkpoint(Path(p)))
