@@ -60,16 +60,16 @@ def _next_image(qtbot, window):
 
 def test_every_page_follows_the_image(qtbot, window):
     panel = window.lesson.panel
-    assert len(panel.pages) == 9
+    assert len(panel.pages) == 10
     titles = [p.title for p in panel.pages]
-    assert [t.split(" · ")[0] for t in titles] == [str(i) for i in range(1, 10)]
+    assert [t.split(" · ")[0] for t in titles] == [str(i) for i in range(1, 11)]
     before = {}
-    for i in range(9):
+    for i in range(10):
         page = _show(window, i)
         assert not page.dirty and page.question and page.text
         before[i] = page.live_data().copy()
     _next_image(qtbot, window)
-    for i in range(9):
+    for i in range(10):
         page = _show(window, i)
         if i == 7:  # the training page follows training runs, not the image (see its own test)
             continue
@@ -235,11 +235,11 @@ def test_presentation_mode_persists_and_full_screen_is_f11(qtbot, settings, wind
 def test_export_lesson_writes_every_page(qtbot, window, tmp_path):
     written = window.lesson.export(tmp_path / "handout")
     pngs = sorted((tmp_path / "handout").glob("page_*.png"))
-    assert len(pngs) == 9 and all(p.stat().st_size > 1000 for p in pngs)
+    assert len(pngs) == 10 and all(p.stat().st_size > 1000 for p in pngs)
     html = (tmp_path / "handout" / "lesson.html").read_text(encoding="utf-8")
     for page in window.lesson.panel.pages:
         assert page.title.replace("\"", "&quot;") in html
-    assert len(re.findall(r"src='data:image/png;base64,", html)) == 9
+    assert len(re.findall(r"src='data:image/png;base64,", html)) == 10
     assert written[-1].name == "lesson.html"
 
 
