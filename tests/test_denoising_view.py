@@ -50,7 +50,7 @@ def _shown_boxes(view) -> int:
 
 
 def test_a_denoising_model_shows_its_noised_boxes_per_group_and_layer(qtbot, view):
-    with qtbot.waitSignal(view.snapshotShown, timeout=20000) as blocker:
+    with qtbot.waitSignal(view.snapshotShown, timeout=60000) as blocker:
         _open(view, DN)
     s = blocker.args[0]
     m, p = len(s.target_labels), s.num_queries
@@ -73,11 +73,14 @@ def test_a_denoising_model_shows_its_noised_boxes_per_group_and_layer(qtbot, vie
     x0, y0, x1, y1 = s.boxes_xyxy(0)[s.group == 1][0]
     assert (rect.x(), rect.y()) == pytest.approx((x0, y0), abs=1e-3)
     assert view.export_data()[0]["section"] == "queries"
+    view.table.cellClicked.emit(1, 0)  # a row clicked: its query's box drawn thick
+    chosen = np.flatnonzero(s.group == 1)[1]
+    assert view.selected == chosen and view.canvas.rects[m + 1].pen().width() == 4
 
 
 def test_negatives_are_dashed_and_a_training_probe_is_followed(qtbot, view):
     model, stream = _open(view, DN)
-    qtbot.waitUntil(lambda: view.snapshot is not None, timeout=20000)
+    qtbot.waitUntil(lambda: view.snapshot is not None, timeout=60000)
     probed = DenoisingProbe(3)(SimpleNamespace(model=model, dataset=stream, step=5))  # what a run's probe sends
     probed.positive = np.arange(probed.num_queries) % 2 == 0  # as a DINO capture marks its negatives
     with qtbot.waitSignal(view.snapshotShown, timeout=5000):

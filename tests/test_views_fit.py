@@ -195,3 +195,38 @@ def test_the_deformable_view_fits_for_a_dense_and_a_deformable_model(qtbot, bund
     qtbot.waitUntil(lambda: not view.busy and "Dense DETR" in view.dense_caption.text(), timeout=20000)
     assert view.pages.currentIndex() == 1 and len(view.level_boxes) == 4
     assert_fits(view, EXPLORE_BOTTOM, "Deformable attention, its points beside the dense heatmap")
+
+
+def test_the_denoising_view_fits_with_and_without_denoising(qtbot):
+    """Issue 28: the Denoising view in the Analyse dock, with a denoising model's snapshot shown and
+    with the note a model without denoising gets."""
+    import dataclasses
+
+    import torch
+
+    from detr_core.config import DETRConfig, LossConfig, ToyDataConfig
+    from detr_core.data.toy import ToyShapes
+    from detr_core.model.registry import build_model
+    from explorer.state import DataSource
+    from explorer.views.denoising import DenoisingView
+
+    dn = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
+                    num_decoder_layers=2, dim_feedforward=64, num_queries=6, num_classes=3, dropout=0.0,
+                    image_min_size=64, image_max_size=64, query_type="anchor", dn_groups=3)
+    data = ToyDataConfig(image_size=64, min_objects=4, max_objects=5)
+    source = DataSource(data, LossConfig(), ToyShapes(data, seed=0, split="train"))
+    names = ["rectangle", "ellipse", "triangle"]
+    state = AppState()
+    view = DenoisingView(state)
+    qtbot.addWidget(view)
+    view.add_help("Denoising")
+    assert_fits(view, ANALYSE, "Denoising, no model")
+    torch.manual_seed(0)
+    state.set_model(LoadedModel(build_model(dn).eval(), names, "tiny"), source)
+    qtbot.waitUntil(lambda: view.snapshot is not None, timeout=60000)
+    assert_fits(view, ANALYSE, "Denoising, 3 groups of a crowded sample shown")
+    assert view.table.rowCount() >= 12  # drawn once shown
+    state.set_model(LoadedModel(build_model(dataclasses.replace(dn, dn_groups=0)).eval(), names, "tiny"), source)
+    qtbot.waitUntil(lambda: not view.notice.isHidden(), timeout=5000)
+    assert_fits(view, ANALYSE, "Denoising, a model without denoising")
+    view.shutdown()

@@ -896,11 +896,9 @@ def denoising_boxes(s: DenoisingSnapshot, stage: int) -> Overlay:
 
 class DenoisingPage(_PicturePage):
     title = "10 · Denoising (DN-DETR): noised boxes the decoder learns to repair"
-    text = ("Hungarian matching can hand an object to a different slot from one step to the next, so a slot "
-            "keeps being asked for different things. DN-DETR adds, in training only, noised copies of the "
-            "ground-truth boxes (a few groups, some labels flipped) as extra queries, and asks the decoder "
-            "to give back the true box and class: no matching needed, an easy and stable target. A mask "
-            "keeps the matching queries from seeing them. Coloured: one group each; white: the objects.")
+    text = ("Matching can hand an object to another slot from one step to the next. DN-DETR adds, in "
+            "training only, noised copies of the true boxes (some labels flipped) as extra queries that the "
+            "decoder must repair: a stable target, no matching needed. White: the objects; a colour per group.")
     question = "Does denoising steady the matching? Count, at every step, the slots whose object changes."
     experiment_name = "Train off and on"
     experiment_copies_model = False  # it trains two fresh models
@@ -938,9 +936,11 @@ class DenoisingPage(_PicturePage):
             self.snapshot = s = noised_inputs(to_tensor(image), target, len(names), DN_GROUPS, sample_index=0,
                                               class_names=names)
             self.picture.set_content(s.image, denoising_boxes(s, 0))
-            self.info_label.setText(f"Sample: {source}. The open model was trained without denoising: these are "
-                                    f"the {s.num_queries} noised boxes a model with {DN_GROUPS} groups would be "
-                                    f"fed (mean IoU with their objects {s.summary(0).iou_in:.2f}). {HOW_TO_TURN_ON}")
+            self.info_label.setText(f"The open model has no denoising queries: drawn are the {s.num_queries} noised "
+                                    f"boxes {DN_GROUPS} groups would feed (IoU with their objects "
+                                    f"{s.summary(0).iou_in:.2f}). Train with Denoising groups > 0 to see them "
+                                    "repaired.")
+            self.info_label.setToolTip(f"Sample: {source}. {HOW_TO_TURN_ON}")
             return
 
         def done(s: DenoisingSnapshot) -> None:
@@ -950,10 +950,10 @@ class DenoisingPage(_PicturePage):
                 return
             self.picture.set_content(s.image, denoising_boxes(s, s.num_layers))
             r = s.summary()
-            self.info_label.setText(f"Sample: {source}. {s.num_queries} denoising queries in {s.num_groups} groups; "
-                                    f"after the last layer <b>{r.repaired} of {r.positives}</b> are repaired (IoU "
-                                    f"with their object {r.iou_in:.2f} fed in → {r.iou_out:.2f}). Lines: from the "
-                                    f"box fed in to the box the decoder gave back.")
+            self.info_label.setText(f"{s.num_queries} denoising queries in {s.num_groups} groups: <b>{r.repaired} of "
+                                    f"{r.positives}</b> repaired by the last layer (IoU {r.iou_in:.2f} fed in → "
+                                    f"{r.iou_out:.2f}). Lines: from the box fed in to the box given back.")
+            self.info_label.setToolTip(f"Sample: {source}.")
         self.info_label.setText("Capturing…")
         self.start_job(lambda ctx, m: capture_denoising(m, to_tensor(image), target, 0, None, names), (), done,
                        copy_model=True)  # the capture switches the modules' modes: a copy

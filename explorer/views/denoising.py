@@ -89,6 +89,7 @@ class DenoisingView(AnalysisView):
         self.history: list[tuple[int, float, float]] = []  # (step, mean IoU in, mean IoU after the last layer)
         self.probe_every = 5  # steps between the training probe's snapshots
         self._canvas_sample: int | None = None  # the sample whose image the canvas shows
+        self.selected: int | None = None  # the denoising query highlighted (index into the snapshot's P)
         self._pending_compute = False
         self._last_draw = 0.0
         self._redraw_timer = QTimer(self)
@@ -134,10 +135,13 @@ class DenoisingView(AnalysisView):
 
         # --- one row per denoising query
         self.table = QTableWidget(0, 8)
-        self.table.setHorizontalHeaderLabels(["group", "object", "+/−", "label fed", "IoU in", "IoU now", "Δ",
-                                              "repaired"])
-        self.table.horizontalHeaderItem(2).setToolTip("+ a positive query (to reconstruct its object), − a "
-                                                      "negative (DINO: to be rejected as no object)")
+        self.table.setHorizontalHeaderLabels(["g", "object", "±", "fed as", "IoU in", "IoU", "Δ", "repaired"])
+        tips = ["the denoising group", "the object the query copies", "", "the label fed in (✗: flipped)",
+                "IoU of the noised box fed in with its object", "IoU of the box after the chosen layer",
+                "IoU change from the box fed in", "✓: a positive query whose IoU went up"]
+        tips[2] = "+ a positive query (to reconstruct its object), − a negative (DINO: to be rejected as no object)"
+        for col, tip in enumerate(tips):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
@@ -195,6 +199,10 @@ class DenoisingView(AnalysisView):
         self.group_combo.currentIndexChanged.connect(lambda _: self._draw())
         self.layer_slider.valueChanged.connect(lambda _: self._draw())
         self.compute_button.clicked.connect(self.compute)
+        self.table.cellClicked.connect(lambda row, _col: self.select(self._rows[row] if row < len(self._rows) else None))
+        self.canvas.querySelected.connect(self._on_canvas_box)
+        self._rows: list[int] = []  # the query of each table row
+        self._boxes: list[int] = []  # the query of each canvas box after the objects' (-1: an object)
         state.modelChanged.connect(self._on_inputs)
         state.dataSourceChanged.connect(self._on_inputs)
         state.trainingChanged.connect(self._on_training)
@@ -391,7 +399,9 @@ class DenoisingView(AnalysisView):
         priority = np.concatenate([np.full(m, 1.0), np.zeros(len(shown_queries))])  # the objects' labels first
         self.canvas.set_boxes(boxes, texts, colors, priority)
         dashed = np.concatenate([np.zeros(m, bool), ~s.positive[shown_queries]])
-        self.canvas.style_boxes(np.ones(len(boxes), bool), dashed, None)
+        self._boxes = [-1] * m + shown_queries.tolist()
+        selected = self._boxes.index(self.selected) if self.selected in self._boxes else None
+        self.canvas.style_boxes(np.ones(len(boxes), bool), dashed, selected)
         links = []
         if stage > 0:
             for p in shown_queries:
@@ -402,6 +412,7 @@ class DenoisingView(AnalysisView):
 
     def _fill_table(self, s: DenoisingSnapshot, stage: int) -> None:
         rows = np.flatnonzero(self.chosen())
+        self._rows = rows.tolist()
         repaired = s.repaired(stage - 1) if stage > 0 else np.zeros(s.num_queries, bool)
         flipped = s.label_flipped()
         self.table.setRowCount(len(rows))
@@ -453,6 +464,19 @@ class DenoisingView(AnalysisView):
             text += (f" Negatives (to be rejected as no object): mean score {r.negative_score:.2f} against the "
                      f"positives' {r.positive_score:.2f}.")
         self.summary.setText(text)
+
+    # --- selection ---------------------------------------------------------------------------
+    def select(self, query: int | None) -> None:
+        """Highlight denoising query ``query`` (its box drawn thick, its table row selected)."""
+        self.selected = query
+        if self.snapshot is not None:
+            self._draw_canvas(self.snapshot, min(self.stage, self.snapshot.num_layers))
+        if query in self._rows:
+            self.table.selectRow(self._rows.index(query))
+
+    def _on_canvas_box(self, index: int) -> None:
+        if 0 <= index < len(self._boxes) and self._boxes[index] >= 0:
+            self.select(self._boxes[index])
 
     # --- export ------------------------------------------------------------------------------
     def export_data(self) -> list[dict[str, Any]] | None:
