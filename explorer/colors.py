@@ -20,3 +20,13 @@ def query_color(index: int) -> QColor:
     hue = (index * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
     return QColor.fromRgbF(r, g, b)
+
+
+# denoising groups: red, blue, orange, magenta, cyan, yellow first (clear on the toy images' green
+# and grey backgrounds, and apart from the white of the ground truth)
+_GROUPS = ["#e6194b", "#4363d8", "#f58231", "#f032e6", "#42d4f4", "#ffe119"]
+
+
+def group_color(group: int) -> QColor:
+    """One colour per denoising group, then the query palette's."""
+    return QColor(_GROUPS[group]) if 0 <= group < len(_GROUPS) else query_color(group)

@@ -76,8 +76,8 @@ WORKSPACES: tuple[Workspace, ...] = (
         Group(("training", "runs"), Area.BottomDockWidgetArea, 0.5),
     ), "Train a model and watch its live predictions; queue runs"),
     Workspace("analyse", "Analyse", True, (
-        Group(("specialization", "matching", "layers", "counting", "denoising"), Area.RightDockWidgetArea, 0.58),
-    ), "How the queries specialise, how matching assigns them, layer by layer, counting, denoising"),
+        Group(("specialization", "matching", "denoising", "layers", "counting"), Area.RightDockWidgetArea, 0.58),
+    ), "How the queries specialise, how matching assigns them, denoising, layer by layer, counting"),
     Workspace("data", "Data", False, (
         Group(("datasets",), Area.LeftDockWidgetArea, 0.56),
         Group(("doctor",), Area.RightDockWidgetArea, 0.44, least=420),

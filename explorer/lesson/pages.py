@@ -38,7 +38,7 @@ from detr_core.data.toy import ToyShapes
 from detr_core.presets import preset
 from detr_core.train.trainer import History
 
-from ..colors import query_color
+from ..colors import group_color, query_color
 from ..state import LoadedModel
 from .page import LessonPage
 from .widgets import BarChart, Box, Chart, HeatmapChart, Overlay, Picture, heat_rgb, mosaic
@@ -886,7 +886,7 @@ def denoising_boxes(s: DenoisingSnapshot, stage: int) -> Overlay:
     fed, now = s.boxes_xyxy(0), s.boxes_xyxy(stage)
     lines = []
     for p in range(s.num_queries):
-        color = query_color(int(s.group[p]))
+        color = group_color(int(s.group[p]))
         boxes.append(Box(tuple(float(v) for v in now[p]), color, "", dashed=not s.positive[p], width=1.5))
         if stage:
             (a0, b0, a1, b1), (c0, d0, c1, d1) = fed[p], now[p]

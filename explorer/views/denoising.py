@@ -50,7 +50,7 @@ from detr_core.config import TrainConfig
 from detr_core.data.toy import ToyShapes
 
 from ..canvas import ImageCanvas
-from ..colors import query_color
+from ..colors import group_color
 from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
@@ -61,11 +61,6 @@ DENOISING_PROBE = "denoising"
 GT_COLOR = QColor("#ffffff")
 REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
 INPUT_COLOR, OUTPUT_COLOR = "#9aa0a6", "#f58231"  # the over-training plot's two curves
-
-
-def group_color(group: int) -> QColor:
-    """One colour per denoising group (the query palette, which starts with red, green, blue)."""
-    return query_color(group)
 
 
 def _snapshot_job(ctx: WorkContext, model: nn.Module, stream: ToyShapes, index: int) -> DenoisingSnapshot:
