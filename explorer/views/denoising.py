@@ -417,7 +417,7 @@ class DenoisingView(AnalysisView):
             label = s.class_name(int(s.input_labels[p])) + (" ✗" if flipped[p] else "")
             cells = [str(int(s.group[p]) + 1), f"{obj} {s.class_name(int(s.target_labels[obj]))}",
                      "+" if s.positive[p] else "−", label, f"{iou_in:.2f}", f"{iou_now:.2f}",
-                     f"{iou_now - iou_in:+.2f}", ("✓" if repaired[p] else "·") if s.positive[p] else "—"]
+                     f"{round(iou_now - iou_in, 2) + 0.0:+.2f}", ("✓" if repaired[p] else "·") if s.positive[p] else "—"]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 0:
