@@ -159,18 +159,18 @@ def test_instability_is_zero_when_nothing_learns_and_counts_real_changes_when_it
     for m in frozen.modules():  # BatchNorm statistics kept too: nothing the eval forward reads changes
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.0
-    still = instability_run(frozen, DN, _train(1e-12), stream, [0, 1], steps=2)  # below float32's resolution
-    assert still.changes.tolist() == [0, 0] and still.queries == 2 * DN.num_queries
+    still = instability_run(frozen, DN, _train(1e-12), stream, [0, 1], steps=1)  # below float32's resolution
+    assert still.changes.tolist() == [0] and still.queries == 2 * DN.num_queries
     torch.manual_seed(0)
-    moving = instability_run(build_model(DN), DN, _train(0.05), stream, [0, 1], steps=3)
-    assert moving.changes.shape == (3,) and 0 <= moving.changes.min() and moving.changes.max() <= moving.queries
+    moving = instability_run(build_model(DN), DN, _train(0.05), stream, [0, 1], steps=2)
+    assert moving.changes.shape == (2,) and 0 <= moving.changes.min() and moving.changes.max() <= moving.queries
     assert moving.total_changes > 0
 
 
 def test_the_experiment_runs_denoising_off_and_on_from_the_same_start():
-    c = denoising_instability_experiment(DN, _train(1e-3), steps=2, probe_images=2)
+    c = denoising_instability_experiment(DN, _train(1e-3), steps=1, probe_images=2)
     assert (c.off.dn_groups, c.on.dn_groups) == (0, 2)
-    assert c.off.steps.tolist() == c.on.steps.tolist() == [1, 2]
+    assert c.off.steps.tolist() == c.on.steps.tolist() == [1]
     assert c.off.objects == c.on.objects > 0
     with pytest.raises(ValueError, match="anchor"):
         denoising_instability_experiment(dataclasses.replace(DN, query_type="learned", dn_groups=0), _train(1e-3))
