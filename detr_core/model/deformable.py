@@ -143,7 +143,8 @@ class DeformableDETR(nn.Module):
             sampling.feature_masks = masks
             result["capture"] = ModelCapture(
                 layer_logits=torch.stack(logits), layer_boxes=torch.stack(boxes), attention=sampling, memory=out.memory,
-                selected_tokens=out.selected_tokens,
+                selected_tokens=out.selected_tokens, selection_scores=out.selection_scores,
+                selection_boxes=out.selection_boxes,
             )
         return result
 
