@@ -165,6 +165,7 @@ class QuerySelectionView(AnalysisView):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)  # compact rows
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMinimumHeight(60)
         self.table.itemSelectionChanged.connect(self._on_row_selected)
