@@ -47,10 +47,13 @@ def _diff(a, b) -> dict:
 # --- specs -------------------------------------------------------------------------------------
 def test_ablation_specs_share_seed_and_budget_and_change_one_thing():
     specs = ablation_specs(base="fast", seed=3, seconds=30.0)
-    assert [s.name for s in specs] == list(ABLATIONS) == [
+    assert [s.experiment for s in specs] == list(ABLATIONS) == [
         "baseline", "one-query", "ten-queries", "no-self-attention", "no-aux-loss"]
+    assert [s.name for s in specs] == [  # a run is named by its preset and its changes
+        "fast", "fast + num_queries=1", "fast + num_queries=10, data.max_objects=6",
+        "fast + decoder_self_attention=off", "fast + aux_loss=off"]
     assert {(s.seed, s.seconds, s.steps, s.base) for s in specs} == {(3, 30.0, 0, "fast")}
-    configs = {s.name: s.configs() for s in specs}
+    configs = {s.experiment: s.configs() for s in specs}
     base_model, base_train = configs["baseline"]
     preset_model, preset_train = preset("fast")
     assert _diff(preset_model, base_model) == {}
@@ -70,7 +73,8 @@ def test_ablation_specs_share_seed_and_budget_and_change_one_thing():
 
 def test_ablation_specs_subset_common_overrides_and_errors():
     specs = ablation_specs(seed=1, seconds=None, steps=7, common=["threads=1"], only=["no-aux-loss", "baseline"])
-    assert [s.name for s in specs] == ["baseline", "no-aux-loss"]  # ABLATIONS order
+    assert [s.experiment for s in specs] == ["baseline", "no-aux-loss"]  # ABLATIONS order
+    assert [s.name for s in specs] == ["fast", "fast + aux_loss=off"]  # the common overrides are not in names
     assert all(s.configs()[1].threads == 1 and s.configs()[1].steps == 7 for s in specs)
     assert specs[0].configs()[1].max_seconds is None
     with pytest.raises(ValueError, match="unknown ablation"):
