@@ -60,37 +60,35 @@ _PRETRAINED = ("backbone=resnet18", "dilation=on")  # stride 16: the toy presets
 
 EXPERIMENTS: dict[str, Experiment] = {e.key: e for e in (
     # The classic exercises of the DETR paper, on the toy data.
-    Experiment("baseline", "ablation", "The base preset, unchanged: what every other run is compared with.", ((),)),
+    Experiment("baseline", "ablation", "The preset (and the changes) as it is: what every other run is compared with.",
+               ((),)),
     Experiment("one-query", "ablation", "One query has to cover every object of an image.", (("num_queries=1",),)),
     Experiment("ten-queries", "ablation", "Ten queries on images with up to six objects: barely enough slots.",
                (("num_queries=10", "data.max_objects=6"),)),
     Experiment("no-self-attention", "ablation",
-               "The decoder's self-attention removed: queries cannot see each other, so duplicates appear.",
+               "No decoder self-attention: queries cannot see each other, so duplicates appear.",
                (("decoder_self_attention=off",),)),
     Experiment("no-aux-loss", "ablation",
-               "Auxiliary decoding losses off: only the last decoder layer is supervised.", (("aux_loss=off",),)),
+               "No auxiliary decoding losses: only the last decoder layer is supervised.", (("aux_loss=off",),)),
     # The study questions.
     Experiment("greedy-matching", "study",
-               "Greedy matching instead of Hungarian: the cheapest query-object pair is fixed first, so where two "
-               "objects want the same query one is pushed to a worse query than the optimal assignment gives it.",
-               (("loss.matcher=greedy",),)),
+               "Greedy instead of Hungarian matching: cheapest pair first, so of two objects that want one query, "
+               "one gets a worse one.", (("loss.matcher=greedy",),)),
     Experiment("learned-position", "study",
-               "A learned positional encoding (a vector per grid row and column) instead of the fixed sines: "
-               "where each token is must be learned before attention can use it.",
-               (("position_embedding=learned",),)),
+               "Learned instead of sine positional encoding: a trained vector per grid row and column, learned "
+               "before attention can use it.", (("position_embedding=learned",),)),
     Experiment("position-at-input", "study",
-               "The positional encoding added once to the encoder's input instead of to the queries and keys of "
-               "every attention layer: position must survive every layer's mixing (DETR, Table 3).",
-               (("position_added=input",),)),
+               "The positional encoding added once, to the encoder's input, instead of to every attention layer's "
+               "queries and keys.", (("position_added=input",),)),
     Experiment("no-l1-loss", "study",
-               "No L1 box loss: boxes learn from GIoU alone (matching keeps its L1 cost); the DETR paper lost "
-               "0.7 AP.", (("loss.weight_bbox=0",),)),
+               "No L1 box loss: boxes learn from GIoU alone (matching keeps its L1 cost); the DETR paper lost 0.7 AP.",
+               (("loss.weight_bbox=0",),)),
     Experiment("no-giou-loss", "study",
-               "No GIoU loss: boxes learn from the L1 distance alone, which weighs an error the same on small and "
-               "large boxes; the DETR paper lost 4.8 AP.", (("loss.weight_giou=0",),)),
+               "No GIoU loss: boxes learn from L1 alone, blind to box size; the DETR paper lost 4.8 AP.",
+               (("loss.weight_giou=0",),)),
     Experiment("pretrained-backbone", "study",
-               "A ResNet-18 backbone with ImageNet weights against the same one from random weights (two runs): "
-               "what pretraining gives a detector of toy shapes.",
+               "A ResNet-18 with ImageNet weights against the same one from random weights (two runs): what "
+               "pretraining gives.",
                ((*_PRETRAINED, "pretrained_backbone=on"), (*_PRETRAINED, "pretrained_backbone=off")),
                missing=pretrained_weights_missing),
 )}
@@ -202,13 +200,15 @@ def experiment_specs(
     common: Sequence[str] = (),
     eval_every_seconds: float | None = 10.0,
     eval_every_steps: int = 0,
+    changes: Sequence[str] = (),
 ) -> list[RunSpec]:
     """The runs of the experiments ``keys`` (in ``EXPERIMENTS`` order), all with one seed and
-    budget, each named by its base preset and its own changes (:func:`run_name`).
+    budget, each named by its base preset and its changes (:func:`run_name`).
 
-    ``common`` overrides go into every run (e.g. ``threads=2`` or a smaller model for tests),
-    before each experiment's own; they are not part of the names. ValueError on an unknown key
-    or an experiment that cannot run here (its reason)."""
+    ``changes`` go into every run and its name: the experiments vary "preset + changes" (the
+    baseline is that alone). ``common`` overrides go into every run too, first, but not into the
+    names (e.g. ``threads=2`` or a smaller model for tests). ValueError on an unknown key or an
+    experiment that cannot run here (its reason)."""
     unknown = sorted(set(keys) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
@@ -218,10 +218,10 @@ def experiment_specs(
         why = experiment.unavailable()
         if why:
             raise ValueError(f"{key} {why}")
-        for changes in experiment.runs:
+        for own in experiment.runs:
             specs.append(RunSpec(
-                name=run_name(base, changes), description=experiment.explanation, base=base,
-                overrides=[*common, *changes], seed=seed, seconds=seconds, steps=steps,
+                name=run_name(base, [*changes, *own]), description=experiment.explanation, base=base,
+                overrides=[*common, *changes, *own], seed=seed, seconds=seconds, steps=steps,
                 eval_every_seconds=eval_every_seconds, eval_every_steps=eval_every_steps, experiment=key,
             ))
     return specs
