@@ -130,6 +130,9 @@ class DETRConfig:
                 raise ValueError("backbone 'resnet' needs 4 resnet_depths and 5 resnet_widths (stem + 4 stages)")
             for v in self.resnet_depths + self.resnet_widths:
                 check_number("resnet_depths and resnet_widths", v, 1, whole=True)
+        if self.dilation and (self.backbone in ("resnet18", "resnet34") or
+                              (self.backbone == "resnet" and self.resnet_block == "basic")):
+            raise ValueError("dilation needs a bottleneck ResNet (resnet50, resnet101): basic blocks cannot dilate")
         if self.resnet_block not in RESNET_BLOCKS:
             raise ValueError(f"unknown resnet_block {self.resnet_block!r}; choose one of {RESNET_BLOCKS}")
         if self.tiny_stride not in (8, 16, 32):

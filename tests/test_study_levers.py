@@ -176,3 +176,13 @@ def test_the_pretrained_experiment_needs_cached_weights(tmp_path, monkeypatch):
     pretrained, scratch = experiment_specs(["pretrained-backbone"], seconds=None, steps=1)
     assert pretrained.configs()[0].pretrained_backbone and not scratch.configs()[0].pretrained_backbone
     assert pretrained.configs()[0].backbone == scratch.configs()[0].backbone == "resnet18"
+    assert pretrained.name == "fast + backbone=resnet18, pretrained_backbone=on"
+
+
+def test_basic_block_resnets_refuse_dilation_in_the_config():
+    """torchvision's BasicBlock cannot dilate: said by the config, not by a crash building the model."""
+    for kw in (dict(backbone="resnet18"), dict(backbone="resnet34"),
+               dict(backbone="resnet", resnet_block="basic", resnet_depths=(1, 1, 1, 1), resnet_widths=(8,) * 5)):
+        with pytest.raises(ValueError, match="dilation needs a bottleneck ResNet"):
+            DETRConfig(dilation=True, **kw)
+    assert DETRConfig(backbone="resnet50", dilation=True).dilation
