@@ -286,7 +286,7 @@ def test_view_runs_a_queue_one_at_a_time(qtbot, make_view):
     specs = experiment_specs(["baseline", "greedy-matching"], base="fast", seconds=None, steps=3, common=TINY,
                              changes=["num_queries=3"], eval_every_steps=2)
     names = ["fast + num_queries=3", "fast + num_queries=3, loss.matcher=greedy"]
-    with qtbot.waitSignal(view.queueFinished, timeout=30000):
+    with qtbot.waitSignal(view.queueFinished, timeout=60000):  # two process starts: slow on a busy machine
         view.queue(specs)
         assert _names(view) == names
         assert _statuses(view)[0].startswith("running") and _statuses(view)[1] == "queued"

@@ -3,7 +3,7 @@ questions one click each, and a comparison of training runs.
 
 A run is "preset + the changes" and is named by them ("fast + dn_groups=2"). "Queue runs" queues
 the checked experiments (classic ablations and study questions, each with its sentence in its
-tooltip and under the boxes) on top of the chosen preset and the changes typed beside it (none
+tooltip and beside the boxes) on top of the chosen preset and the changes typed beside it (none
 checked: that run alone), with one seed and time budget; they train one at a time (the :class:`~explorer.run_queue.RunQueue` this tab shows), each in
 its own process read by a :class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
 current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
