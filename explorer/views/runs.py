@@ -363,7 +363,7 @@ class RunsView(AnalysisView):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(runs)
         split.addWidget(curves)
-        split.setSizes([2200, 2800])  # the table (and its comparison) as wide as the two plots, nearly
+        split.setSizes([2500, 2500])  # the table (and its comparison) as wide as the two plots
         main = _Compact()
         main_layout = QVBoxLayout(main)
         main_layout.setContentsMargins(0, 0, 0, 0)
