@@ -119,9 +119,11 @@ def test_view_compares_the_runs_at_equal_steps_and_seconds(qtbot, tmp_path):
     store = RunStore(tmp_path / "runs")
     a = _record("a", [(100, 10.0, 0.2), (200, 20.0, 0.4), (300, 30.0, 0.5)])
     b = _record("b", [(150, 10.0, 0.1), (250, 20.0, 0.3)])
-    a.created, b.created = 1.0, 2.0
-    store.save(a)
-    store.save(b)
+    stopped = _record("stopped early", [(20, 2.0, 0.01)])
+    stopped.status = "stopped"
+    a.created, b.created, stopped.created = 1.0, 2.0, 3.0
+    for record in (a, b, stopped):
+        store.save(record)
     view = RunsView(store)
     qtbot.addWidget(view)
 
@@ -130,7 +132,8 @@ def test_view_compares_the_runs_at_equal_steps_and_seconds(qtbot, tmp_path):
 
     header = view.table.horizontalHeaderItem
     assert (header(AT_STEPS).text(), header(AT_SECONDS).text()) == ("AP @ 250 steps", "AP @ 20 s")
-    assert column(AT_STEPS) == ["0.450", "0.300"] and column(AT_SECONDS) == ["0.400", "0.300"]
+    # the completed runs set the marks; the stopped one has no AP that far
+    assert column(AT_STEPS) == ["0.450", "0.300", "—"] and column(AT_SECONDS) == ["0.400", "0.300", "—"]
     view.table.selectRow(0)  # only the selected are compared: a alone, at its own end
     assert (header(AT_STEPS).text(), header(AT_SECONDS).text()) == ("AP @ 300 steps", "AP @ 30 s")
-    assert column(AT_STEPS) == ["0.500", ""] and column(AT_SECONDS) == ["0.500", ""]
+    assert column(AT_STEPS) == ["0.500", "", ""] and column(AT_SECONDS) == ["0.500", "", ""]

@@ -749,7 +749,9 @@ class RunsView(AnalysisView):
         """AP at equal steps and at equal training seconds: the fewest any compared run reached at
         its last evaluation, interpolated between each run's evaluations around it."""
         compared = self.compared_records()
-        marks = equal_marks([r for r in compared if r.status in ("completed", "stopped")])
+        # a run stopped early would pull every mark down to it: it counts when selected
+        counted = ("completed", "stopped") if self.selected_records() else ("completed",)
+        marks = equal_marks([r for r in compared if r.status in counted])
         headers = ("AP @ steps", "AP @ s") if marks is None else (f"AP @ {marks[0]} steps",
                                                                    f"AP @ {self._seconds(marks[1])} s")
         for col, text in zip((AT_STEPS, AT_SECONDS), headers):
