@@ -245,7 +245,7 @@ class RunsView(AnalysisView):
         setup.addWidget(self.run_button)
         self.body.addLayout(setup)
 
-        # the one-click experiments: a row per group, the sentence of the last one pointed at below
+        # the one-click experiments: a row per group; the sentence of the last one pointed at beside them
         self.experiment_checks: dict[str, QCheckBox] = {}
         # one line beside the first row (the dock is short): elided, the whole sentence in its tooltip
         self.explanation_label = StableLabel("Point at an experiment to read the question it asks.")
