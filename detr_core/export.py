@@ -38,6 +38,10 @@ def export_problems(config: DETRConfig, fmt: str) -> list[str]:
         problems.append("the dense auxiliary head (dense_aux)")
     if not config.decoder_self_attention:
         problems.append("a decoder without self-attention")
+    if config.position_embedding != "sine":
+        problems.append("a learned position encoding (position_embedding='learned')")
+    if config.position_added != "every_layer":
+        problems.append("the position encoding added at the input only (position_added='input')")
     if fmt == "reference" and config.decoder_norm_between_layers:
         problems.append("a decoder normalised between layers (Hugging Face's auxiliary_loss=True)")
     if fmt == "reference" and config.backbone == "resnet":

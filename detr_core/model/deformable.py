@@ -184,3 +184,6 @@ def check_config(config: DETRConfig) -> None:
     missing = [k for k, ok in unsupported.items() if not ok]
     if missing:
         raise ValueError("deformable attention needs " + ", ".join(missing))
+    if config.position_embedding != "sine" or config.position_added != "every_layer":
+        raise ValueError("deformable attention needs position_embedding='sine' and position_added='every_layer' "
+                         "(its encoding is per feature level, at every layer)")

@@ -44,6 +44,7 @@ class DETR(nn.Module):
             look_forward_twice=config.look_forward_twice,
             spatial_prior=config.spatial_prior,
             norm_between_layers=config.decoder_norm_between_layers,
+            position_at_input=config.position_added == "input",
         )
         self.class_embed = nn.Linear(d, config.num_logits)
         self.bbox_embed = MLP(d, d, 4, 3)
