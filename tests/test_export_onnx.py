@@ -160,3 +160,52 @@ def test_the_dynamo_exporter_writes_the_same_file(tmp_path, tiny_config):
     with torch.no_grad():
         eager = model(images)
     assert (logits - eager["pred_logits"]).abs().max() <= 1e-4
+
+
+@needs_onnxruntime
+def test_the_window_exports_onnx_off_the_gui_thread_and_says_the_checks_difference(qtbot, tmp_path, settings,
+                                                                                 monkeypatch, tiny_config):
+    """File ▸ Export Model ▸ ONNX…: the file dialog (answered here), the export on a worker thread
+    with the status bar busy, then a notice naming the file and the check's difference; the file
+    reloads in onnxruntime and gives the model's outputs. A missing onnxruntime is a message."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from detr_core.model.registry import build_model
+    from explorer.main_window import MainWindow
+    from explorer.state import LoadedModel
+
+    window = MainWindow(settings=settings, checkpoint=None, runs_folder=tmp_path / "runs")
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.state.model is not None, timeout=20000)
+    torch.manual_seed(0)
+    model = build_model(tiny_config).eval()
+    window.state.set_model(LoadedModel(model, ["a", "b", "c"], "test"))
+    out = tmp_path / "exported.onnx"
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, start, filters: (asked.append((title, start, filters)) or str(out), ""))
+    actions = {a.text().replace("&", ""): a for a in window.act_export_model.menu().actions()}
+    assert {"Official DETR (.pth)…", "Hugging Face Folder…", "PyTorch Program (.pt2)…", "ONNX…"} <= set(actions)
+    notices = []
+    monkeypatch.setattr(window, "notify", lambda text, *a, **k: notices.append(text))
+    actions["ONNX…"].trigger()
+    assert asked and asked[0][1].endswith("model.onnx") and "*.onnx" in asked[0][2]
+    assert not window.busy.isHidden() and "Exporting the model to exported.onnx" in window.activity.text()
+    qtbot.waitUntil(lambda: window.files.last_export is not None, timeout=60000)
+    assert window.busy.isHidden()
+    assert notices and str(out) in notices[-1] and "max difference" in notices[-1]
+    images = torch.randn(2, 3, 80, 96)
+    logits, boxes = _run(out, images)
+    with torch.no_grad():
+        eager = model(images)
+    assert (logits - eager["pred_logits"]).abs().max() <= 1e-4
+    assert (boxes - eager["pred_boxes"]).abs().max() <= 1e-4
+
+    errors = []
+    window.show_error = lambda title, message: errors.append((title, message))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert window.export_checked("onnx", tmp_path / "again.onnx")
+    qtbot.waitUntil(lambda: bool(errors), timeout=20000)
+    assert errors[0][0] == "Cannot export model" and "uv sync --extra onnx" in errors[0][1]
+    assert window.busy.isHidden() and not (tmp_path / "again.onnx").exists()
+    qtbot.waitUntil(lambda: window.state.result is not None, timeout=20000)
