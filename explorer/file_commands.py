@@ -149,7 +149,8 @@ class FileCommands(QObject):
 
     def _exported(self, written: CheckedExport) -> None:
         self.settings.setValue("lastExportDir", str(written.path.parent))
-        text = f"Exported the model to {written.path}: checked, max difference {written.difference:.2g}."
+        text = (f"Exported the model to {written.path} and checked it: its outputs differ from the "
+                f"model's by at most {written.difference:.2g}.")
         self.window.statusBar().showMessage(text, 15000)
         self.window.notify(text, msecs=10000)
         self.last_export = written  # (the tests read it)
