@@ -61,4 +61,3 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         print(onnx_export.summary())
     return 0
-
