@@ -193,7 +193,8 @@ class OnnxExport:
         """How the file was checked and what it takes and gives, in two lines (CLI and window)."""
         size = ("H and W dynamic" if self.size is None else
                 f"fixed {self.size[0]}x{self.size[1]} (this family's size cannot stay dynamic in ONNX)")
-        inputs = "images [B, 3, H, W] normalised float" + (
+        hw = "H, W" if self.size is None else f"{self.size[0]}, {self.size[1]}"
+        inputs = f"images [B, 3, {hw}] normalised float" + (
             ", sizes [B, 2] int64 (height, width)" if self.postprocess else "")
         return (f"onnxruntime ran it and the model on two batches: max abs difference {self.difference:.3g} "
                 f"(<= {TOLERANCE:g}; {self.exporter} exporter)\n"
