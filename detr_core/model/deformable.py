@@ -160,6 +160,8 @@ def level_strides(model: DeformableDETR) -> list[int]:
 # The family's entries in :mod:`detr_core.model.registry`
 build = DeformableDETR
 ATTENTION_KIND = "sampling"  # its capture's cross-attention: SamplingPoints
+# its levels' sizes and start offsets are Python numbers: a traced (ONNX) graph holds one image size
+TRACED_SIZE_DYNAMIC = False
 EXPORT_PROBLEM = ("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
                   "folder opens here but is not written)")
 
