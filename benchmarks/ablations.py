@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             line = run_line(record, args.level)
             if args.store:
                 line["checkpoint"] = record.checkpoint
-            lines[spec.name] = line
+            lines[spec.experiment or spec.name] = line  # keyed as ABLATIONS (the name says the changes)
             print(json.dumps(line), flush=True)
         print(json.dumps(summary(lines, args)), flush=True)
     return 0 if all(line["status"] == "completed" for line in lines.values()) else 1

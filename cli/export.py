@@ -1,5 +1,6 @@
-"""``main.py export CKPT --format reference|hf|pt2 OUT``: write it for the reference, transformers
-or torch alone (a ``torch.export`` program, checked against the model after writing)."""
+"""``main.py export CKPT --format reference|hf|pt2|onnx OUT``: write it for the reference,
+transformers, torch alone (a ``torch.export`` program) or an ONNX runtime (an ``.onnx`` file); the
+last two are checked against the model after writing."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ from cli.common import CLIError, add_model_settings, open_checkpoint
 
 def add_parser(sub) -> None:
     exp = sub.add_parser("export", help="write a checkpoint in the official DETR or the Hugging Face format, "
-                                             "or as a torch.export program")
+                                             "as a torch.export program or as an ONNX file")
     exp.add_argument("checkpoint", type=Path)
-    exp.add_argument("--format", choices=("reference", "hf", "pt2"), required=True,
+    exp.add_argument("--format", choices=("reference", "hf", "pt2", "onnx"), required=True,
                      help="reference: one .pth file for facebookresearch/detr; hf: a save_pretrained folder; "
                           "pt2: a torch.export program (torch.export.load; input a normalised float "
                           "[B, 3, H, W] batch, B, H and W dynamic, no padding mask; output (logits "
-                          "[B, Q, C], boxes [B, Q, 4] cxcywh in [0, 1])), checked against the model")
+                          "[B, Q, C], boxes [B, Q, 4] cxcywh in [0, 1])), checked against the model; "
+                          "onnx: the same inputs and outputs as an ONNX file, checked with onnxruntime "
+                          "(needs: uv sync --extra onnx)")
     exp.add_argument("out", type=Path)
+    exp.add_argument("--postprocess", action="store_true",
+                     help="onnx only: a second input sizes [B, 2] int64 (each original image's height, width) "
+                          "and three more outputs: scores [B, Q], labels [B, Q] int64 (each query's best class) "
+                          "and boxes_xyxy [B, Q, 4] in pixels of that size")
+    exp.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                     help="onnx only: torch.onnx's tracing exporter (default: seconds; deprecated in torch) or "
+                          "its torch.export-based one (tens of seconds); either is checked after writing")
     add_model_settings(exp)
 
 
@@ -26,9 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from detr_core.checkpoint import SaveError
     from detr_core.export import export, export_pt2
 
+    if args.format != "onnx" and (args.postprocess or args.exporter != "torchscript"):
+        raise CLIError("--postprocess and --exporter are for --format onnx only")
     ckpt = open_checkpoint(args.checkpoint, args.model_set)
     try:
-        if args.format == "pt2":
+        if args.format == "onnx":
+            from detr_core.export import export_onnx
+
+            out, onnx_export = export_onnx(ckpt, args.out, args.postprocess, args.exporter)
+        elif args.format == "pt2":
             from detr_core.formats.pt2 import TOLERANCE
 
             out, diff, size = export_pt2(ckpt, args.out)
@@ -42,4 +58,6 @@ def run(args: argparse.Namespace) -> int:
             f"[B, 3, {size[0]}, {size[1]}], B dynamic (torch.export could not keep H and W dynamic: a fixed size)"
         print(f"reloaded it and ran it and the model on two batches: max abs difference {diff:.3g} "
               f"(<= {TOLERANCE:g}); input: normalised float {shape}")
+    if args.format == "onnx":
+        print(onnx_export.summary())
     return 0

@@ -43,6 +43,9 @@ RESNET_BLOCKS = ("bottleneck", "basic")
 QUERY_TYPES = ("learned", "anchor")
 CLASSIFIERS = ("softmax", "focal")
 SCHEDULES = ("step", "cosine", "constant", "wsd")
+POSITION_EMBEDDINGS = ("sine", "learned")  # DETRConfig.position_embedding
+POSITION_ADDED = ("every_layer", "input")  # DETRConfig.position_added
+MATCHERS = ("hungarian", "greedy")  # LossConfig.matcher
 
 
 @dataclass
@@ -99,6 +102,11 @@ class DETRConfig:
     dec_n_points: int = 4  # deformable: ... and in the decoder's cross-attention
     with_box_refine: bool = False  # deformable: each decoder layer refines the previous layer's box
     two_stage: bool = False  # deformable: queries start from the encoder's best-scoring proposals
+    # The image tokens' positional encoding (DETR's Table 3 study): "sine" (fixed, the paper's) or
+    # "learned" (one embedding per row and per column, up to 50 each); added to the queries and keys
+    # of every attention layer ("every_layer", the paper's), or once to the encoder's input ("input")
+    position_embedding: str = "sine"
+    position_added: str = "every_layer"
     # Inference-time resizing: shorter side to image_min_size, longer side at most image_max_size.
     image_min_size: int = 800
     image_max_size: int = 1333
@@ -110,6 +118,11 @@ class DETRConfig:
             raise ValueError(f"unknown query_type {self.query_type!r}; choose one of {QUERY_TYPES}")
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f"unknown position_embedding {self.position_embedding!r}; "
+                             f"choose one of {POSITION_EMBEDDINGS}")
+        if self.position_added not in POSITION_ADDED:
+            raise ValueError(f"unknown position_added {self.position_added!r}; choose one of {POSITION_ADDED}")
         self.resnet_depths = tuple(self.resnet_depths)
         self.resnet_widths = tuple(self.resnet_widths)
         if self.backbone == "resnet":
@@ -117,6 +130,9 @@ class DETRConfig:
                 raise ValueError("backbone 'resnet' needs 4 resnet_depths and 5 resnet_widths (stem + 4 stages)")
             for v in self.resnet_depths + self.resnet_widths:
                 check_number("resnet_depths and resnet_widths", v, 1, whole=True)
+        if self.dilation and (self.backbone in ("resnet18", "resnet34") or
+                              (self.backbone == "resnet" and self.resnet_block == "basic")):
+            raise ValueError("dilation needs a bottleneck ResNet (resnet50, resnet101): basic blocks cannot dilate")
         if self.resnet_block not in RESNET_BLOCKS:
             raise ValueError(f"unknown resnet_block {self.resnet_block!r}; choose one of {RESNET_BLOCKS}")
         if self.tiny_stride not in (8, 16, 32):
@@ -166,10 +182,15 @@ class LossConfig:
     iou_aware: bool = False  # focal only: a matched query's class target is its box IoU (quality focal loss)
     weight_dn: float = 1.0  # multiplies every denoising loss part
     weight_dense: float = 1.0  # multiplies every dense auxiliary loss part
+    # "hungarian": the assignment of least total cost (the paper's); "greedy": the cheapest
+    # (query, object) pair first, then the cheapest among those left, and so on (a study lever)
+    matcher: str = "hungarian"
 
     def __post_init__(self) -> None:
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"unknown matcher {self.matcher!r}; choose one of {MATCHERS}")
         for f in dataclasses.fields(self):
-            if f.name != "iou_aware":
+            if f.name not in ("iou_aware", "matcher"):
                 check_number(f.name, getattr(self, f.name), 0)
         check_number("focal_alpha", self.focal_alpha, 0, 1)
 

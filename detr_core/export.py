@@ -1,12 +1,14 @@
 """Export a model to another library's format: the official reference file or a Hugging Face
 ``save_pretrained`` folder, for the models those formats can express (plain learned-query DETRs
-with a ResNet backbone), or a ``torch.export`` program (``pt2``: any model, run by torch alone).
+with a ResNet backbone), a ``torch.export`` program (``pt2``: any model, run by torch alone) or an
+ONNX file (``onnx``: any model, for onnxruntime and the other ONNX runtimes).
 :func:`export_problems` names the options a target cannot hold."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -14,14 +16,17 @@ from detr_core.checkpoint import Checkpoint, SaveError, write_atomically
 from detr_core.config import DETRConfig
 from detr_core.model.registry import export_problem
 
-FORMATS = ("reference", "hf", "pt2")
+if TYPE_CHECKING:
+    from detr_core.formats.onnx import OnnxExport
+
+FORMATS = ("reference", "hf", "pt2", "onnx")
 FORMAT_NAMES = {"reference": "the official DETR format", "hf": "the Hugging Face format",
-                "pt2": "a torch.export program"}
+                "pt2": "a torch.export program", "onnx": "an ONNX file"}
 
 
 def export_problems(config: DETRConfig, fmt: str) -> list[str]:
     """The model options ``fmt`` cannot hold (empty when the export is exact)."""
-    if fmt == "pt2":
+    if fmt in ("pt2", "onnx"):
         return []  # a traced program holds whatever the model computes
     problems = []
     if export_problem(config):
@@ -38,6 +43,10 @@ def export_problems(config: DETRConfig, fmt: str) -> list[str]:
         problems.append("the dense auxiliary head (dense_aux)")
     if not config.decoder_self_attention:
         problems.append("a decoder without self-attention")
+    if config.position_embedding != "sine":
+        problems.append("a learned position encoding (position_embedding='learned')")
+    if config.position_added != "every_layer":
+        problems.append("the position encoding added at the input only (position_added='input')")
     if fmt == "reference" and config.decoder_norm_between_layers:
         problems.append("a decoder normalised between layers (Hugging Face's auxiliary_loss=True)")
     if fmt == "reference" and config.backbone == "resnet":
@@ -67,12 +76,15 @@ def _exportable_state(ckpt: Checkpoint, fmt: str) -> dict[str, torch.Tensor]:
 def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     """Write ``ckpt`` as ``fmt`` ("reference": one ``.pth`` file; "hf": a folder with
     ``config.json`` and ``model.safetensors``; "pt2": a ``torch.export`` program, see
-    :mod:`detr_core.formats.pt2`, which :func:`export_pt2` also checks). Raises ValueError naming
+    :mod:`detr_core.formats.pt2`, which :func:`export_pt2` also checks; "onnx": an ONNX file, see
+    :mod:`detr_core.formats.onnx`, checked by :func:`export_onnx`). Raises ValueError naming
     what the format cannot hold, SaveError when the files cannot be written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
     if fmt == "pt2":
         return export_pt2(ckpt, out)[0]
+    if fmt == "onnx":
+        return export_onnx(ckpt, out)[0]
     state = _exportable_state(ckpt, fmt)
     out = Path(out)
     if fmt == "reference":
@@ -102,3 +114,17 @@ def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[in
 
     out = Path(out)
     return out, *write_pt2(ckpt.build_model(), out)  # (CheckpointError is a ValueError)
+
+
+def export_onnx(ckpt: Checkpoint, out: str | Path, postprocess: bool = False,
+                exporter: str = "torchscript") -> tuple[Path, OnnxExport]:
+    """Write ``ckpt``'s model as an ONNX file (with the postprocessing outputs if ``postprocess``)
+    and check it with onnxruntime: returns the path and what was written (the check's largest
+    difference, the fixed size or None, the exporter). ValueError when onnx or onnxruntime is
+    missing, when torch.onnx cannot export the model or the check's difference is over
+    :data:`detr_core.formats.onnx.TOLERANCE`."""
+    from detr_core.formats.onnx import write_onnx
+
+    out = Path(out)
+    model = ckpt.build_model()  # (CheckpointError is a ValueError)
+    return out, write_onnx(model, out, ckpt.class_names, postprocess=postprocess, exporter=exporter)

@@ -10,6 +10,7 @@ import ctypes.util
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,31 @@ def model_name(loaded: LoadedModel) -> str:
     return loaded.path.name if loaded.path else loaded.source
 
 
+@dataclass(frozen=True)
+class CheckedExport:
+    """A model written as a program or ONNX file and checked: its path, the check's largest
+    difference from the model, and in words what it takes and gives."""
+
+    path: Path
+    difference: float
+    summary: str
+
+
+def write_checked(fmt: str, ckpt: Checkpoint, path: Path, postprocess: bool = False) -> CheckedExport:
+    """(On a worker thread) write ``ckpt`` as ``fmt`` ("pt2" or "onnx") and check it."""
+    from detr_core.export import export_onnx, export_pt2
+
+    if fmt == "onnx":
+        out, written = export_onnx(ckpt, path, postprocess)
+        return CheckedExport(out, written.difference, written.summary())
+    if fmt != "pt2":
+        raise ValueError(f"no checked export to {fmt!r} (pt2 or onnx)")
+    out, diff, size = export_pt2(ckpt, path)
+    shape = "B, H and W dynamic" if size is None else f"B dynamic at {size[0]}x{size[1]} (this family's size is fixed)"
+    return CheckedExport(out, diff, f"torch.export.load runs it: normalised float [B, 3, H, W], {shape}; "
+                                    f"max abs difference from the model {diff:.3g}")
+
+
 class Controller(QObject):
     busy = Signal(object)  # what is running ("Running the model…"), or None once idle
     failed = Signal(str, str)  # title, readable message
@@ -66,6 +92,7 @@ class Controller(QObject):
         self.toy_index = 0
         self._request = 0
         self.dataset_job: Worker | None = None  # opening a dataset (its own thread: may take a while)
+        self.export_job: Worker | None = None  # a checked export (pt2, ONNX): its own thread, seconds
         self._large_image = False  # the last image run was large: release memory after the next
         # the newest inference request not yet started, (number, model, image, large), and whether
         # a queued job will pick it up: a newer request replaces an older one that has not started
@@ -204,6 +231,38 @@ class Controller(QObject):
         state = {k: v.detach().cpu() for k, v in loaded.model.state_dict().items()}
         ckpt = Checkpoint(loaded.model.config, loaded.class_names, state)
         return export(ckpt, fmt, path)
+
+    def export_checked(self, fmt: str, path: Path, on_done: Callable[[CheckedExport], None],
+                       postprocess: bool = False) -> bool:
+        """Write the current model as ``fmt`` ("pt2" program or "onnx" file) off the GUI thread and
+        check the file against the model (seconds to minutes): ``on_done`` gets what was written;
+        ``failed`` says why it was not. The weights are copied first, so training or inference may
+        go on meanwhile. False (nothing started) while another export runs; ValueError when there
+        is no model."""
+        if self.export_job is not None and self.export_job.is_running:
+            return False
+        loaded = self.state.model
+        if loaded is None:
+            raise ValueError("no model to export")
+        state = {k: v.detach().to("cpu", copy=True) for k, v in loaded.model.state_dict().items()}
+        ckpt = Checkpoint(loaded.model.config, loaded.class_names, state)
+        path = Path(path)
+        job = Worker(write_checked, fmt, ckpt, path, postprocess, context=False, parent=self, subject=path.name)
+
+        def done(written: CheckedExport) -> None:
+            self.busy.emit(None)
+            on_done(written)
+
+        def failed(message: str) -> None:
+            self.busy.emit(None)
+            self.failed.emit("Cannot export model", message)
+
+        job.result.connect(done)
+        job.error.connect(failed)
+        self.export_job = job
+        self.busy.emit(f"Exporting the model to {path.name} and checking it…")
+        job.start()
+        return True
 
     def use_trained(self, trained: TrainedModel) -> None:
         """The model a training run of this session handed back. Not asked here: the question
@@ -366,6 +425,7 @@ class Controller(QObject):
         self.queue.cancel_all()
         with self._inference_lock:
             self._next_inference, self._inference_waiting = None, False
-        if self.dataset_job is not None:
-            self.dataset_job.wait(msecs)
+        for job in (self.dataset_job, self.export_job):  # neither can stop halfway: waited for
+            if job is not None:
+                job.wait(msecs)
         return self.queue.wait(msecs)

@@ -24,6 +24,7 @@ from .settings import RecentFiles, read_setting
 from .workers import readable_error
 
 if TYPE_CHECKING:
+    from .controller import CheckedExport
     from .dataset_session import OpenedDataset
     from .main_window import MainWindow
 
@@ -34,10 +35,17 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.webp *.gif *.tif *.tiff);;All
 CHECKPOINT_FILTER = ("Checkpoints (*.pt *.pth *.ckpt *.safetensors *.bin config.json);;"
                      "Hugging Face DETR (config.json *.safetensors *.bin);;All files (*)")
 EXPORT_FORMATS = {"Official DETR (.pth, facebookresearch/detr)": "reference",
-                  "Hugging Face folder (save_pretrained)": "hf"}
+                  "Hugging Face folder (save_pretrained)": "hf",
+                  "PyTorch program (.pt2, torch.export)": "pt2",
+                  "ONNX (.onnx, onnxruntime)": "onnx"}
+# file formats: (suffix, dialog title, filter name)
+EXPORT_FILES = {"reference": (".pth", "Export for facebookresearch/detr", "DETR"),
+                "pt2": (".pt2", "Export a PyTorch program", "PyTorch program"),
+                "onnx": (".onnx", "Export ONNX", "ONNX")}
+CHECKED_EXPORTS = ("pt2", "onnx")  # written off the GUI thread and checked against the model
 # the window's names for the commands (window.open_checkpoint ...): menus, views and tests call them
 COMMANDS = ("open_checkpoint", "open_image", "open_dataset", "open_path", "paste_image", "save_checkpoint",
-            "export_model", "export_png", "reopen_with", "recent_files", "choose_checkpoint",
+            "export_model", "export_checked", "export_png", "reopen_with", "recent_files", "choose_checkpoint",
             "choose_save_checkpoint")
 
 
@@ -62,6 +70,7 @@ class FileCommands(QObject):
         self.recent = RecentFiles(self.settings)
         self.recent_menu = QMenu("Open &Recent", window)
         self.dataset_box: QMessageBox | None = None
+        self.last_export: CheckedExport | None = None
 
     def _start(self, key: str, fallback: Path) -> str:
         return read_setting(self.settings, key, str(fallback))
@@ -126,19 +135,50 @@ class FileCommands(QObject):
         self.window.notify(f"Exported the model to {out}.")
         return True
 
-    def choose_export_model(self) -> None:
+    def export_checked(self, fmt: str, path: Path, postprocess: bool = False) -> bool:
+        """Write the model as a torch.export program ("pt2") or an ONNX file ("onnx") off the GUI
+        thread, the status bar busy meanwhile; then say where, and by how much the file's outputs
+        differ from the model's (the check after writing), or why it failed. False when nothing
+        started (no model, or another export still running)."""
+        if self.window.state.model is None:
+            return False
+        if not self.controller.export_checked(fmt, Path(path), self._exported, postprocess):
+            self.window.notify("Another export is still running.")
+            return False
+        return True
+
+    def _exported(self, written: CheckedExport) -> None:
+        self.settings.setValue("lastExportDir", str(written.path.parent))
+        text = (f"Exported the model to {written.path} and checked it: its outputs differ from the "
+                f"model's by at most {written.difference:.2g}.")
+        self.window.statusBar().showMessage(text, 15000)
+        self.window.notify(text, msecs=10000)
+        self.last_export = written  # (the tests read it)
+
+    def choose_export_model(self, fmt: str = "") -> None:
+        """File ▸ Export Model ▸ …: a file (or folder) dialog for ``fmt``, then the export. Without
+        ``fmt``, a list of the formats first."""
         if self.window.state.model is None:
             return
-        label, ok = QInputDialog.getItem(self.window, "Export model", "Format:", list(EXPORT_FORMATS), 0, False)
-        if not ok:
-            return
-        fmt = EXPORT_FORMATS[label]
-        start = self._start("lastCheckpointDir", ROOT / "checkpoints")
+        if not fmt:
+            label, ok = QInputDialog.getItem(self.window, "Export model", "Format:", list(EXPORT_FORMATS), 0, False)
+            if not ok:
+                return
+            fmt = EXPORT_FORMATS[label]
+        loaded = self.window.state.model
+        stem = loaded.path.stem if loaded.path else "model"
+        start = Path(self._start("lastExportDir", self._start("lastCheckpointDir", str(ROOT / "checkpoints"))))
         if fmt == "hf":
-            path = QFileDialog.getExistingDirectory(self.window, "Export to folder", start)
+            path = QFileDialog.getExistingDirectory(self.window, "Export to folder", str(start))
         else:
-            path, _ = QFileDialog.getSaveFileName(self.window, "Export model", start, "DETR (*.pth)")
-        if path:
+            suffix, title, kind = EXPORT_FILES[fmt]
+            path, _ = QFileDialog.getSaveFileName(self.window, title, str(start / f"{stem}{suffix}"),
+                                                  f"{kind} (*{suffix})")
+        if not path:
+            return
+        if fmt in CHECKED_EXPORTS:
+            self.export_checked(fmt, Path(path))
+        else:
             self.export_model(fmt, Path(path))
 
     # --- images -------------------------------------------------------------------------------

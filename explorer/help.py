@@ -96,9 +96,12 @@ VIEW_HELP: dict[str, str] = {
         "showed, up to more objects than the model has queries: a DETR cannot find more objects than "
         "its queries (the paper's Figures 5 and 12)."),
     "Runs": (
-        "Ablations, each a short training run with the same preset, seed and minutes: the baseline, one "
-        "query, ten queries, no decoder self-attention, no auxiliary loss. Runs train one at a time; "
-        "the plots overlay their loss and held-out AP (0 to 1) against the training step or seconds."),
+        "Short training runs of any preset plus changes (name=value, e.g. dn_groups=2), named by them, "
+        "with one seed and minutes: the classic ablations (one query, ten queries, no decoder "
+        "self-attention, no auxiliary loss) and the study questions (greedy matching, a learned or "
+        "input-only positional encoding, no L1 or no GIoU loss, a pretrained backbone) one check each, "
+        "beside the baseline. Runs train one at a time; the table gives AP at equal steps and at equal "
+        "seconds and the duplicate rate, the plots overlay loss and held-out AP (0 to 1)."),
     "Dataset": (
         "The open dataset (File ▸ Open Dataset): each image with its object count and what the model gets "
         "right and wrong at IoU 0.5 and the threshold: TP (a kept prediction on a free object of its "

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QMessageBox, QToolBar, QWhatsThis
+from PySide6.QtWidgets import QMenu, QMessageBox, QToolBar, QWhatsThis
 
 from .help import QUICK_START
 
@@ -44,8 +44,18 @@ def build_menus(w: MainWindow) -> None:
     w.act_save_ckpt = _action(w, "&Save Checkpoint…", files.choose_save_checkpoint, keys.Save,
                               "Save the current model")
     w.act_export = _action(w, "&Export View as PNG…", files.choose_export, "Ctrl+E", "Save what the image view shows")
-    w.act_export_model = _action(w, "Export &Model…", files.choose_export_model, None,
-                                 "Write the model for facebookresearch/detr or Hugging Face transformers")
+    export_menu = QMenu("Export &Model", w)
+    export_menu.setStatusTip("Write the model for another library or runtime")
+    w.act_export_reference = _action(w, "&Official DETR (.pth)…", lambda: files.choose_export_model("reference"),
+                                     None, "Write the model for facebookresearch/detr")
+    w.act_export_hf = _action(w, "&Hugging Face Folder…", lambda: files.choose_export_model("hf"), None,
+                              "Write the model for Hugging Face transformers (save_pretrained)")
+    w.act_export_pt2 = _action(w, "&PyTorch Program (.pt2)…", lambda: files.choose_export_model("pt2"), None,
+                               "A torch.export program: runs where only torch is installed; checked after writing")
+    w.act_export_onnx = _action(w, "O&NNX…", lambda: files.choose_export_model("onnx"), None,
+                                "An ONNX file for onnxruntime, TensorRT …; checked with onnxruntime after writing")
+    export_menu.addActions([w.act_export_reference, w.act_export_hf, w.act_export_pt2, w.act_export_onnx])
+    w.act_export_model = export_menu.menuAction()
     w.act_back = _action(w, "&Back to the Model Before Training", w.back_to_previous_model, "Ctrl+B",
                          "Show the model the last training run replaced (the trained one can come back)")
     w.act_back.setEnabled(False)

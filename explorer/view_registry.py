@@ -48,6 +48,7 @@ ANALYSIS_VIEWS = (
     ViewSpec("datasets", "Dataset", "explorer.views.datasets", "DatasetBrowser", scroll=False),
     ViewSpec("doctor", "Doctor", "explorer.views.doctor", "DoctorView"),
     ViewSpec("deformable", "Deformable attention", "explorer.views.deformable", "DeformableView"),
+    ViewSpec("query_selection", "Query selection", "explorer.views.query_selection", "QuerySelectionView"),
 )
 TRAINING = ViewSpec("training", "Training", "explorer.training_panel", "TrainingPanel")
 LAZY_NAMES = frozenset({"views", "dataset_views", TRAINING.attr} | {v.attr for v in ANALYSIS_VIEWS})
@@ -214,7 +215,7 @@ class ViewRegistry(QObject):
             if spec.attr != "doctor":
                 self.docks[spec.attr].visibilityChanged.connect(lambda seen, v=view: seen and v.flush_deferred())
         w.views = tuple(views[a] for a in ("specialization", "matching", "layers", "counting", "runs", "datasets",
-                                            "deformable", "denoising"))
+                                            "deformable", "query_selection", "denoising"))
         views["deformable"].openRequested.connect(lambda: w.files.choose_checkpoint())
         views["deformable"].trainRequested.connect(w.train_deformable)
         views["runs"].openCheckpoint.connect(lambda p: w.open_checkpoint(Path(p)))

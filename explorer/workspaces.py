@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 Area = Qt.DockWidgetArea
 IMAGE_SHARE = 0.45  # the image view's least share of the window's height where it is shown
-LAYOUT_VERSION = 3  # a layout saved by another version of the window is not restored
+LAYOUT_VERSION = 5  # a layout saved by another version of the window is not restored
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ WORKSPACES: tuple[Workspace, ...] = (
     Workspace("explore", "Explore", True, (
         Group(("queries",), Area.RightDockWidgetArea, 0.31, least=340, most=440),
         Group(("attention", "model"), share=0.42, below="queries"),
-        Group(("grid", "deformable"), Area.BottomDockWidgetArea, 0.44),
+        Group(("grid", "deformable", "query_selection"), Area.BottomDockWidgetArea, 0.44),
     ), "The image, each object query's box and where its attention reads the image"),
     Workspace("train", "Train", True, (
         Group(("training", "runs"), Area.BottomDockWidgetArea, 0.5),

@@ -247,3 +247,66 @@ def test_sampling_offsets_and_reference_points_train_at_a_tenth_of_the_rate(tiny
         [2e-3 * factor, 1e-3 * factor, 2e-4 * factor])
     plain = build_optimizer(DETR(replace(tiny_config, query_type="anchor")), train)
     assert [g["lr"] for g in plain.param_groups] == pytest.approx([2e-3, 1e-3])
+
+
+def assert_every_field_sorted(config_class, followed, refused, no_effect):
+    """Each field of a transformers config class (beyond PretrainedConfig's generic ones) is in
+    exactly one of the three tables, and what is refused is transformers' default."""
+    from transformers import PretrainedConfig
+
+    generic = set(PretrainedConfig().to_dict())
+    fields = set(config_class().to_dict()) - generic
+    tables = [set(followed), set(refused), set(no_effect)]
+    unknown = sorted(f for f in fields if not any(f in t for t in tables))
+    assert not unknown, f"{config_class.__name__} fields neither followed, refused nor without effect: {unknown}"
+    both = [f for i, a in enumerate(tables) for b in tables[i + 1:] for f in a & b]
+    assert not both, f"fields in two tables: {both}"
+    for name, (runs, _why) in refused.items():
+        assert getattr(config_class(), name) == runs
+    return fields
+
+
+def test_every_deformable_detr_config_field_is_followed_refused_or_without_effect():
+    """A DeformableDetrConfig field that changes transformers' forward pass cannot be ignored
+    unnoticed (a new transformers version's new field fails here)."""
+    transformers = pytest.importorskip("transformers")
+    from detr_core.formats import hf
+
+    fields = assert_every_field_sorted(transformers.DeformableDetrConfig, hf.HF_DEFORMABLE_FOLLOWED,
+                                       hf.HF_DEFORMABLE_REFUSED, hf.HF_DEFORMABLE_NO_EFFECT)
+    assert {"two_stage", "with_box_refine", "num_feature_levels", "decoder_n_points"} <= fields  # its own fields
+
+
+def test_the_field_walk_fails_on_a_field_in_no_table(monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    from detr_core.formats import hf
+
+    monkeypatch.delitem(hf.HF_DEFORMABLE_FOLLOWED, "with_box_refine")
+    with pytest.raises(AssertionError, match=r"neither followed, refused nor without effect: \['with_box_refine'\]"):
+        assert_every_field_sorted(transformers.DeformableDetrConfig, hf.HF_DEFORMABLE_FOLLOWED,
+                                  hf.HF_DEFORMABLE_REFUSED, hf.HF_DEFORMABLE_NO_EFFECT)
+    monkeypatch.setitem(hf.HF_DEFORMABLE_REFUSED, "with_box_refine", (False, "test"))
+    monkeypatch.setitem(hf.HF_DEFORMABLE_FOLLOWED, "with_box_refine", "with_box_refine")
+    with pytest.raises(AssertionError, match="fields in two tables"):
+        assert_every_field_sorted(transformers.DeformableDetrConfig, hf.HF_DEFORMABLE_FOLLOWED,
+                                  hf.HF_DEFORMABLE_REFUSED, hf.HF_DEFORMABLE_NO_EFFECT)
+
+
+def test_a_refused_deformable_field_is_named_with_its_value(tmp_path):
+    import json
+
+    from detr_core.checkpoint import CheckpointError
+
+    _hf_model().save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    for field, value, said in [("num_channels", 1, "num_channels=1"),
+                               ("position_embedding_type", "learned", "position_embedding_type='learned'"),
+                               ("activation_function", "gelu", "activation_function='gelu'"),
+                               ("backbone_config", {**config["backbone_config"], "out_features": ["stage3", "stage4"]},
+                                r"backbone_config.out_features=\['stage3', 'stage4'\]")]:
+        (tmp_path / "m" / "config.json").write_text(json.dumps({**config, field: value}))
+        with pytest.raises(CheckpointError, match=f"{said} is not supported"):
+            load_checkpoint(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False,
+                                                            "auxiliary_loss": True, "return_intermediate": False}))
+    assert load_checkpoint(tmp_path / "m").model_config.dec_n_points == 3  # what changes nothing opens

@@ -394,3 +394,13 @@ def test_window_says_the_assumed_head_count_and_sets_it(qtbot, tmp_path, setting
              (expected.probs, expected.boxes_cxcywh, expected.cross_attention))
     qtbot.waitUntil(lambda: window.state.result is not None and window.state.result.num_heads == 4, timeout=20000)
     window.controller.wait(10000)
+
+
+def test_dilation_beside_a_resnet_backbone_config_is_ignored_as_transformers_does(tmp_path):
+    """transformers dilates only through its backbone config (``output_stride``): ``dilation=True``
+    beside a transformers ResNet config runs undilated there, so it opens undilated here."""
+    hf = _hf_model(dilation=True)
+    hf.save_pretrained(tmp_path / "m")
+    ckpt = load_checkpoint(tmp_path / "m")
+    assert not ckpt.model_config.dilation
+    _compare(_our_forward(ckpt.build_model(), _images()), _hf_forward(hf, _images()))

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 from detr_core.analysis.duplicates import duplicate_rate, duplicate_stats
 from detr_core.checkpoint import load_model
 from detr_core.presets import preset
-from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
+from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs, experiment_specs
 from detr_core.train.run_store import RunRecord, RunStore
 from detr_core.train.runs import execute_run
 from detr_core.train.trainer import EvalEvent, FinishedEvent, StepEvent, TrainControl
@@ -47,10 +47,13 @@ def _diff(a, b) -> dict:
 # --- specs -------------------------------------------------------------------------------------
 def test_ablation_specs_share_seed_and_budget_and_change_one_thing():
     specs = ablation_specs(base="fast", seed=3, seconds=30.0)
-    assert [s.name for s in specs] == list(ABLATIONS) == [
+    assert [s.experiment for s in specs] == list(ABLATIONS) == [
         "baseline", "one-query", "ten-queries", "no-self-attention", "no-aux-loss"]
+    assert [s.name for s in specs] == [  # a run is named by its preset and its changes
+        "fast", "fast + num_queries=1", "fast + num_queries=10, data.max_objects=6",
+        "fast + decoder_self_attention=off", "fast + aux_loss=off"]
     assert {(s.seed, s.seconds, s.steps, s.base) for s in specs} == {(3, 30.0, 0, "fast")}
-    configs = {s.name: s.configs() for s in specs}
+    configs = {s.experiment: s.configs() for s in specs}
     base_model, base_train = configs["baseline"]
     preset_model, preset_train = preset("fast")
     assert _diff(preset_model, base_model) == {}
@@ -70,7 +73,8 @@ def test_ablation_specs_share_seed_and_budget_and_change_one_thing():
 
 def test_ablation_specs_subset_common_overrides_and_errors():
     specs = ablation_specs(seed=1, seconds=None, steps=7, common=["threads=1"], only=["no-aux-loss", "baseline"])
-    assert [s.name for s in specs] == ["baseline", "no-aux-loss"]  # ABLATIONS order
+    assert [s.experiment for s in specs] == ["baseline", "no-aux-loss"]  # ABLATIONS order
+    assert [s.name for s in specs] == ["fast", "fast + aux_loss=off"]  # the common overrides are not in names
     assert all(s.configs()[1].threads == 1 and s.configs()[1].steps == 7 for s in specs)
     assert specs[0].configs()[1].max_seconds is None
     with pytest.raises(ValueError, match="unknown ablation"):
@@ -274,21 +278,31 @@ def _names(view: RunsView) -> list[str]:
 
 
 def test_view_runs_a_queue_one_at_a_time(qtbot, make_view):
+    """Two tiny runs of "preset + changes" (one a study question on top), named by them, one after
+    the other; the table compares them at equal steps and seconds."""
     view = make_view()
     finished = []
     view.runFinished.connect(finished.append)
-    with qtbot.waitSignal(view.queueFinished, timeout=30000):
-        view.queue([tiny_spec("first"), tiny_spec("second", extra=("num_queries=1",))])
-        assert _names(view) == ["first", "second"]
+    specs = experiment_specs(["baseline", "greedy-matching"], base="fast", seconds=None, steps=3, common=TINY,
+                             changes=["num_queries=3"], eval_every_steps=2)
+    names = ["fast + num_queries=3", "fast + num_queries=3, loss.matcher=greedy"]
+    with qtbot.waitSignal(view.queueFinished, timeout=60000):  # two process starts: slow on a busy machine
+        view.queue(specs)
+        assert _names(view) == names
         assert _statuses(view)[0].startswith("running") and _statuses(view)[1] == "queued"
         assert view.progress_bar.isVisible()
-    assert [r.name for r in finished] == ["first", "second"]
+    assert [r.name for r in finished] == names
     first, second = view.records
     assert second.created >= first.created + first.wall_seconds - 0.05  # the second began after the first
-    assert _names(view) == ["first", "second"] and _statuses(view) == ["completed", "completed"]
+    assert _names(view) == names and _statuses(view) == ["completed", "completed"]
+    assert first.config["model"]["num_queries"] == second.config["model"]["num_queries"] == 3
+    assert (first.config["train"]["loss"]["matcher"], second.config["train"]["loss"]["matcher"]) == (
+        "hungarian", "greedy")
     row = [view.table.item(0, c).text() for c in range(view.table.columnCount())]
-    assert row[2] == "3" and row[4] == f"{first.ap:.3f}" and row[5] == f"{first.ap50:.3f}"
+    assert row[7] == "3" and row[2] == f"{first.ap:.3f}" and row[3] == f"{first.ap50:.3f}"
     assert row[6] == f"{first.duplicate_rate:.3f}" and row[-1].endswith("checkpoint.pt")
+    assert view.table.horizontalHeaderItem(4).text() == "AP @ 3 steps"  # both ran 3 steps: their final AP
+    assert [view.table.item(r, 4).text() for r in (0, 1)] == [f"{first.ap:.3f}", f"{second.ap:.3f}"]
     assert not view.progress_bar.isVisible() and not view.is_running
 
 
@@ -314,7 +328,8 @@ def test_view_buttons_queue_the_checked_ablations(qtbot, make_view):
     view.minutes_spin.setValue(0.5)
     view.run_button.click()
     queued = [view.live.spec] + view.pending
-    assert [s.name for s in queued] == ["baseline", "no-self-attention"]
+    assert [s.experiment for s in queued] == ["baseline", "no-self-attention"]
+    assert [s.name for s in queued] == ["fast", "fast + decoder_self_attention=off"]
     assert {(s.seed, s.seconds, s.base, s.eval_every_seconds) for s in queued} == {(5, 30.0, "fast", 2.5)}
     assert queued[1].configs()[0].decoder_self_attention is False
     assert queued[0].configs()[0].d_model == 32  # the view's common overrides

@@ -18,9 +18,10 @@ from torch import Tensor, nn
 
 from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling
 from detr_core.analysis.predict import evaluating
+from detr_core.analysis.query_selection import QuerySelection, query_selection
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.images import prepare
-from detr_core.model.capture_protocol import DenseAttention, ModelCapture
+from detr_core.model.capture_protocol import DenseAttention, ModelCapture, SamplingPoints
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 from detr_core.model.transformer import attention_weights
 
@@ -47,6 +48,8 @@ class InferenceResult:
     seconds: float = 0.0  # wall time of the forward pass
     # a deformable model's sampling points (it has no dense attention maps: the three above are None)
     deformable: DeformableSampling | None = None
+    # the encoder tokens the queries started from (two-stage and other query-selecting models)
+    query_selection: QuerySelection | None = None
 
     @property
     def num_queries(self) -> int:
@@ -151,6 +154,10 @@ def run_inference(
             enc_k = torch.stack([c.k[0] for c in att.encoder]).float().cpu()
     elif cap is not None:  # sampling points
         sampling = deformable_sampling(cap.attention, tuple(x.shape[-2:]), (h_img, w_img))
+    selection = None
+    if cap is not None and cap.selected_tokens is not None:
+        strides = None if isinstance(cap.attention, SamplingPoints) else [stride]
+        selection = query_selection(cap, (int(x.shape[-2]), int(x.shape[-1])), (h_img, w_img), strides)
     return InferenceResult(
         class_names=list(class_names),
         image_size=(h_img, w_img),
@@ -171,5 +178,6 @@ def run_inference(
         encoder_keys=enc_k,
         seconds=seconds,
         deformable=sampling,
+        query_selection=selection,
     )
 

@@ -297,7 +297,7 @@ def matcher_for(model: nn.Module, loss_config: LossConfig | None) -> HungarianMa
     """The matcher training uses for this model and loss configuration."""
     lc = loss_config or LossConfig()
     return HungarianMatcher(lc.cost_class, lc.cost_bbox, lc.cost_giou, model.config.classifier,  # type: ignore[attr-defined]
-                            lc.focal_alpha, lc.focal_gamma)
+                            lc.focal_alpha, lc.focal_gamma, lc.matcher)
 
 
 def training_stream(train_config: TrainConfig) -> ToyShapes:

@@ -228,7 +228,9 @@ def _shared_config_fields(hf: dict[str, Any], state: dict[str, torch.Tensor], mo
     backbone = hf.get("backbone_config") or {}
     return {
         **resnet_layout(state),
-        "dilation": bool(hf.get("dilation") or backbone.get("output_stride") == 16),
+        # transformers dilates only through the backbone config: ``dilation`` counts only where it
+        # builds that config itself (none in the file), and is ignored beside a ResNet config
+        "dilation": backbone.get("output_stride") == 16 if backbone else bool(hf.get("dilation")),
         "pretrained_backbone": False,
         "d_model": int(hf.get("d_model", 256)),
         "nheads": int(heads.pop()),
@@ -254,7 +256,7 @@ HF_DETR_FOLLOWED = {
     "encoder_ffn_dim": "dim_feedforward",
     "decoder_ffn_dim": "dim_feedforward (must equal encoder_ffn_dim)",
     "num_queries": "num_queries",
-    "dilation": "dilation",
+    "dilation": "dilation (as transformers: only where it builds the backbone itself, i.e. no backbone_config)",
     "auxiliary_loss": "decoder_norm_between_layers",
     "backbone_config": "the ResNet's layout is read off the weights; output_stride 16 sets dilation; "
                        "a last feature map other than stage 4 is refused",
@@ -277,12 +279,19 @@ HF_DETR_NO_EFFECT = {  # do not change the forward pass of a model in eval mode
 }
 
 
+def _refused(hf: dict[str, Any], table: dict[str, tuple[Any, str]]) -> list[str]:
+    """The fields of ``table`` whose value in ``hf`` is not the one this app runs, in words."""
+    problems = [f"{name}={hf[name]!r} is not supported ({why}; only {runs!r})"
+                for name, (runs, why) in table.items() if name in hf and hf[name] != runs]
+    backbone = hf.get("backbone_config") or {}
+    if backbone.get("output_stride") not in (None, 16, 32):
+        problems.append(f"backbone_config.output_stride={backbone['output_stride']!r} is not supported (only 16 or 32)")
+    return problems
+
+
 def refused_hf_fields(hf: dict[str, Any]) -> list[str]:
     """What in a DETR ``config.json`` this app cannot follow, each naming its field and value."""
-    problems = []
-    for name, (runs, why) in HF_DETR_REFUSED.items():
-        if name in hf and hf[name] != runs:
-            problems.append(f"{name}={hf[name]!r} is not supported ({why}; only {runs!r})")
+    problems = _refused(hf, HF_DETR_REFUSED)
     backbone = hf.get("backbone_config") or {}
     # transformers projects the backbone's last selected feature map; the explorer the last stage's
     last = {"out_features": "stage4", "out_indices": 4}
@@ -291,8 +300,6 @@ def refused_hf_fields(hf: dict[str, Any]) -> list[str]:
         if chosen and chosen[-1] != want:
             problems.append(f"backbone_config.{key}={chosen!r} is not supported (the explorer reads the "
                             f"last stage's features; only a list ending in {want!r})")
-    if backbone.get("output_stride") not in (None, 16, 32):
-        problems.append(f"backbone_config.output_stride={backbone['output_stride']!r} is not supported (only 16 or 32)")
     return problems
 
 
@@ -461,14 +468,72 @@ def hf_deformable_to_state(hf: dict[str, torch.Tensor], num_pred: int) -> dict[s
     return out
 
 
+# Every field of transformers' DeformableDetrConfig (beyond PretrainedConfig's generic ones) is in
+# exactly one of these three tables, as for DETR above (tests/test_deformable.py walks the class).
+HF_DEFORMABLE_FOLLOWED = {
+    # field -> the DETRConfig field it sets (or how it is followed)
+    "d_model": "d_model",
+    "encoder_layers": "num_encoder_layers",
+    "decoder_layers": "num_decoder_layers",
+    "encoder_attention_heads": "nheads",
+    "decoder_attention_heads": "nheads (must equal encoder_attention_heads)",
+    "encoder_ffn_dim": "dim_feedforward",
+    "decoder_ffn_dim": "dim_feedforward (must equal encoder_ffn_dim)",
+    "num_queries": "num_queries (without two_stage)",
+    "two_stage_num_proposals": "num_queries (with two_stage)",
+    "two_stage": "two_stage",
+    "with_box_refine": "with_box_refine",
+    "num_feature_levels": "num_feature_levels",
+    "encoder_n_points": "enc_n_points",
+    "decoder_n_points": "dec_n_points",
+    "dilation": "dilation (as transformers: only where it builds the backbone itself, i.e. no backbone_config)",
+    "backbone_config": "the ResNet's layout is read off the weights; output_stride 16 sets dilation; stages "
+                       "other than the last num_feature_levels of stage2..stage4 are refused",
+    "use_timm_backbone": "either backbone layout is read off the weights",
+    "backbone": "the ResNet's size is read off the weights",
+    # transformers ties the per-layer heads to head 0 unless the file holds them apart: the loader
+    # reads every head the file holds and fills a missing one from head 0, as from_pretrained does
+    "tie_word_embeddings": "per-layer heads: those in the file as written, missing ones from head 0",
+}
+# field -> (the value this app runs, why another is refused)
+HF_DEFORMABLE_REFUSED = {
+    "activation_function": ("relu", "the explorer's transformer layers use relu"),
+    "position_embedding_type": ("sine", "the explorer's position encoding is the sine one"),
+    "num_channels": (3, "the explorer feeds RGB images to the backbone"),
+}
+HF_DEFORMABLE_NO_EFFECT = {  # do not change the forward pass of a model in eval mode
+    "dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop",  # training only
+    "init_std", "init_xavier_std", "use_pretrained_backbone",  # initialisation only
+    "class_cost", "bbox_cost", "giou_cost", "mask_loss_coefficient", "dice_loss_coefficient",
+    "bbox_loss_coefficient", "giou_loss_coefficient", "eos_coefficient", "focal_alpha",  # the loss
+    "auxiliary_loss",  # Deformable DETR's decoder runs the same with it (unlike DETR's): the loss only
+    "return_intermediate",  # read by no transformers code: every layer's output is always returned
+    "disable_custom_kernels",  # which kernel computes the same sampling (the custom one is CUDA only)
+    "max_position_embeddings",  # read by no transformers code
+}
+
+
+def refused_deformable_fields(hf: dict[str, Any]) -> list[str]:
+    """What in a Deformable DETR ``config.json`` this app cannot follow, each naming its field."""
+    problems = _refused(hf, HF_DEFORMABLE_REFUSED)
+    backbone = hf.get("backbone_config") or {}
+    levels = int(hf.get("num_feature_levels", 4))
+    read = min(levels, 3)  # the backbone stages the explorer reads: the last ``read`` of 2..4
+    for key, names in (("out_features", ["stage2", "stage3", "stage4"]), ("out_indices", [2, 3, 4])):
+        chosen = backbone.get(key)
+        if chosen and list(chosen) != names[-read:]:
+            problems.append(f"backbone_config.{key}={chosen!r} is not supported with num_feature_levels={levels} "
+                            f"(the explorer reads the last {read} of stage2..stage4: {names[-read:]!r})")
+    return problems
+
+
 def deformable_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> DETRConfig:
     """The DETRConfig a Hugging Face Deformable DETR ``config.json`` describes."""
+    problems = refused_deformable_fields(hf)
+    if problems:
+        raise _error("; ".join(problems))
     shared = _shared_config_fields(hf, state, "Deformable DETR", 1024)
-    backbone = hf.get("backbone_config") or {}
-    stages = backbone.get("out_features") or []
     levels = int(hf.get("num_feature_levels", 4))
-    if stages and stages != ["stage2", "stage3", "stage4"][-min(levels, 3):]:
-        raise _error(f"backbone stages {stages} (this app reads the last {min(levels, 3)} of stage2..stage4)")
     two_stage = bool(hf.get("two_stage", False))
     return DETRConfig(
         **shared,

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from detr_core.config import DETRConfig
 from detr_core.model.nested_tensor import NestedTensor
-from detr_core.model.position_encoding import PositionEmbeddingSine
+from detr_core.model.position_encoding import build_position_encoding
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +240,9 @@ class Backbone(nn.Module):
 
 
 class Joiner(nn.Sequential):
-    """``backbone.0`` = the conv net, ``backbone.1`` = the sine position encoding."""
+    """``backbone.0`` = the conv net, ``backbone.1`` = the position encoding."""
 
-    def __init__(self, backbone: Backbone, position_embedding: PositionEmbeddingSine) -> None:
+    def __init__(self, backbone: Backbone, position_embedding: nn.Module) -> None:
         super().__init__(backbone, position_embedding)
         self.num_channels = backbone.num_channels
         self.stride = backbone.stride
@@ -254,4 +254,4 @@ class Joiner(nn.Sequential):
 
 
 def build_backbone(config: DETRConfig) -> Joiner:
-    return Joiner(Backbone(config), PositionEmbeddingSine(config.d_model // 2))
+    return Joiner(Backbone(config), build_position_encoding(config.position_embedding, config.d_model))

@@ -103,7 +103,12 @@ class ModelCapture:
     layer_boxes: Tensor  # [L, B, Q, 4] cxcywh in [0, 1]
     attention: DenseAttention | SamplingPoints
     memory: Tensor  # [B, S, D] the encoder's output tokens
-    selected_tokens: Tensor | None = None  # [B, Q] encoder tokens the queries started from (two-stage)
+    # Query selection (two-stage Deformable DETR, DINO-style anchors, RT-DETR and kin): the queries
+    # start from the encoder's best-scoring tokens. A token's index runs over every level's cells,
+    # levels in the order of the attention's shapes (finest first), row-major within a level.
+    selected_tokens: Tensor | None = None  # [B, Q] long: the encoder token each query started from
+    selection_scores: Tensor | None = None  # [B, Q] in [0, 1]: the score the selection ranked that token by
+    selection_boxes: Tensor | None = None  # [B, Q, 4] cxcywh in [0, 1]: the proposal box each query started from
     denoising: DenoisingCapture | None = None  # the denoising queries (training with targets)
 
     @property

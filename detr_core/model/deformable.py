@@ -143,7 +143,8 @@ class DeformableDETR(nn.Module):
             sampling.feature_masks = masks
             result["capture"] = ModelCapture(
                 layer_logits=torch.stack(logits), layer_boxes=torch.stack(boxes), attention=sampling, memory=out.memory,
-                selected_tokens=out.selected_tokens,
+                selected_tokens=out.selected_tokens, selection_scores=out.selection_scores,
+                selection_boxes=out.selection_boxes,
             )
         return result
 
@@ -159,6 +160,8 @@ def level_strides(model: DeformableDETR) -> list[int]:
 # The family's entries in :mod:`detr_core.model.registry`
 build = DeformableDETR
 ATTENTION_KIND = "sampling"  # its capture's cross-attention: SamplingPoints
+# its levels' sizes and start offsets are Python numbers: a traced (ONNX) graph holds one image size
+TRACED_SIZE_DYNAMIC = False
 EXPORT_PROBLEM = ("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
                   "folder opens here but is not written)")
 
@@ -183,3 +186,6 @@ def check_config(config: DETRConfig) -> None:
     missing = [k for k, ok in unsupported.items() if not ok]
     if missing:
         raise ValueError("deformable attention needs " + ", ".join(missing))
+    if config.position_embedding != "sine" or config.position_added != "every_layer":
+        raise ValueError("deformable attention needs position_embedding='sine' and position_added='every_layer' "
+                         "(its encoding is per feature level, at every layer)")

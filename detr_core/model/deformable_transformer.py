@@ -166,6 +166,8 @@ class DeformableOutput:
     enc_boxes: Tensor | None = None  # two-stage: [B, S, 4] cxcywh proposals
     capture: SamplingPoints | None = None
     selected_tokens: Tensor | None = None  # two-stage: [B, Q] the encoder tokens the queries start from
+    selection_scores: Tensor | None = None  # two-stage: [B, Q] sigmoid of the objectness logit they were ranked by
+    selection_boxes: Tensor | None = None  # two-stage: [B, Q, 4] cxcywh, their proposals (the first references)
 
 
 def valid_ratio(mask: Tensor) -> Tensor:
@@ -294,16 +296,19 @@ class DeformableTransformer(nn.Module):
                 cap.encoder_weights.append(w)
 
         b, _, d = memory.shape
-        enc_logits = enc_boxes = topk = None
+        enc_logits = enc_boxes = topk = topk_scores = start_boxes = None
         if self.two_stage:
             assert proposal_heads is not None
             query, props = self._encoder_proposals(memory, mask_flat, shapes)
             enc_logits = proposal_heads[0](query)  # [B, S, C]
             enc_coord_logits = proposal_heads[1](query) + props  # [B, S, 4]
             enc_boxes = enc_coord_logits.sigmoid()
-            topk = torch.topk(enc_logits[..., 0], self.num_queries, dim=1)[1]
+            # class 0 is the proposals' objectness: their loss is class-agnostic (the authors' choice)
+            topk_logits, topk = torch.topk(enc_logits[..., 0], self.num_queries, dim=1)  # [B, Q] best first
+            topk_scores = topk_logits.detach().sigmoid()
             topk_coords = torch.gather(enc_coord_logits, 1, topk.unsqueeze(-1).repeat(1, 1, 4)).detach()
             reference = topk_coords.sigmoid()  # [B, Q, 4]
+            start_boxes = reference
             pos_trans = self.pos_trans_norm(self.pos_trans(proposal_position_embedding(topk_coords, d // 2)))
             query_pos, tgt = torch.split(pos_trans, d, dim=2)
         else:
@@ -336,4 +341,5 @@ class DeformableTransformer(nn.Module):
         return DeformableOutput(
             hs=torch.stack(hs), references=refs, memory=memory,
             enc_logits=enc_logits, enc_boxes=enc_boxes, capture=cap, selected_tokens=topk,
+            selection_scores=topk_scores, selection_boxes=start_boxes,
         )

@@ -44,6 +44,7 @@ class DETR(nn.Module):
             look_forward_twice=config.look_forward_twice,
             spatial_prior=config.spatial_prior,
             norm_between_layers=config.decoder_norm_between_layers,
+            position_at_input=config.position_added == "input",
         )
         self.class_embed = nn.Linear(d, config.num_logits)
         self.bbox_embed = MLP(d, d, 4, 3)
@@ -72,23 +73,30 @@ class DETR(nn.Module):
         self.backbone = build_backbone(config)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
 
-    def _selected_anchors(self, dense: dict[str, Tensor], mask: Tensor, groups: int) -> Tensor:
+    def _selected_anchors(self, dense: dict[str, Tensor], mask: Tensor, groups: int
+                          ) -> tuple[Tensor, Tensor, Tensor]:
         """The Q best-scoring encoder boxes of each image, detached (DINO's mixed query selection),
         the same for every query group. dense: logits [B, S, C], boxes [B, S, 4]; mask [B, h, w]
-        (True on padding). Returns [B, Q * groups, 4] cxcywh in [0, 1]."""
+        (True on padding). Returns (boxes [B, Q * groups, 4] cxcywh in [0, 1], the tokens they
+        came from [B, Q * groups] long, their scores [B, Q * groups]: the best real class's
+        probability)."""
         logits = dense["logits"].detach().float()
-        if self.config.classifier == "focal":
-            score = logits.amax(-1)  # the sigmoid is monotonic: rank the logits
+        focal = self.config.classifier == "focal"
+        if focal:
+            score = logits.amax(-1)  # the sigmoid is monotonic: rank the logits (no ties where it saturates)
         else:
             score = logits.softmax(-1)[..., :-1].amax(-1)  # [B, S], the best real class
         score = score.masked_fill(mask.flatten(1), float("-inf"))
         q = self.num_queries
         k = min(q, score.shape[1])
-        idx = score.topk(k, dim=1).indices  # [B, k], best first
-        boxes = dense["boxes"].detach().gather(1, idx[..., None].expand(-1, -1, 4))
+        best, idx = score.topk(k, dim=1)  # [B, k], best first
+        if focal:
+            best = best.sigmoid()
         if k < q:  # fewer tokens than queries: the rest repeat the best boxes
-            boxes = boxes[:, torch.arange(q, device=boxes.device) % k]
-        return boxes.repeat(1, groups, 1)
+            repeat = torch.arange(q, device=idx.device) % k
+            best, idx = best[:, repeat], idx[:, repeat]
+        boxes = dense["boxes"].detach().gather(1, idx[..., None].expand(-1, -1, 4))
+        return boxes.repeat(1, groups, 1), idx.repeat(1, groups), best.repeat(1, groups)
 
     @property
     def stride(self) -> int:
@@ -145,10 +153,12 @@ class DETR(nn.Module):
         self_allowed = query_visibility(n_match, groups, dn, src.device)
         grid = (src.shape[-2], src.shape[-1])
         dense: dict[str, Tensor] = {}
+        selection: dict[str, Tensor] = {}  # the selected tokens and their scores, for the capture
 
         def select_refpoints(memory: Tensor) -> Tensor:  # [B, P + Q * groups, 4], denoising first
             dense.update(self.dense_head(memory, grid))
-            selected = self._selected_anchors(dense, mask, groups)
+            selected, selection["tokens"], selection["scores"] = self._selected_anchors(dense, mask, groups)
+            selection["boxes"] = selected
             return torch.cat([dn_refs, selected], dim=1) if dn is not None else selected
 
         dec, memory, cap = self.transformer(
@@ -186,6 +196,8 @@ class DETR(nn.Module):
             out["capture"] = ModelCapture(
                 layer_logits=logits[:, :, pad:], layer_boxes=boxes[:, :, pad:], attention=cap, memory=memory,
                 denoising=dn.capture(logits[:, :, :pad], boxes[:, :, :pad]) if dn is not None else None,
+                selected_tokens=selection.get("tokens"), selection_scores=selection.get("scores"),
+                selection_boxes=selection.get("boxes"),
             )
         return out
 

@@ -76,7 +76,8 @@ class SetCriterion(nn.Module):
         self.classifier = model_config.classifier
         self.aux_loss = model_config.aux_loss
         self.matcher = HungarianMatcher(
-            lc.cost_class, lc.cost_bbox, lc.cost_giou, model_config.classifier, lc.focal_alpha, lc.focal_gamma
+            lc.cost_class, lc.cost_bbox, lc.cost_giou, model_config.classifier, lc.focal_alpha, lc.focal_gamma,
+            lc.matcher,
         )
         empty_weight = torch.ones(self.num_classes + 1)
         empty_weight[-1] = lc.no_object_weight

@@ -8,6 +8,9 @@ cost is -p(class), as in the paper; with focal classification it is the focal-lo
 used by Deformable DETR. Each prediction is costed against its own image's targets only (padded
 to the largest count, all images and decoder layers in one go), then each image (and each query
 group) is assigned on its own. Non-finite predictions raise ``FloatingPointError`` before matching.
+
+``assignment="greedy"`` (a study lever, ``LossConfig.matcher``) replaces the optimal assignment
+by :func:`greedy_assignment`: still one query per object, but each pair is chosen for itself.
 """
 
 from __future__ import annotations
@@ -58,14 +61,60 @@ class PackedTargets:
         return cls(labels, boxes, sizes, offsets, padded_labels, padded_boxes, padded_valid)
 
 
+def greedy_assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching, greedily: the cheapest (query, object) pair of ``cost`` first, then
+    the cheapest pair among the queries and objects left, until one side runs out. Where two
+    objects want the same query (their argmin collides), the one that wants it more gets it and
+    the other takes its next-best query, though giving them the other way round may cost less:
+    what the Hungarian algorithm would see.
+
+    cost: [Q, M]. Returns (query indices, object indices), int64 [min(Q, M)] each, sorted by query
+    (as ``scipy.optimize.linear_sum_assignment`` returns them)."""
+    q, m = cost.shape
+    order = np.argsort(cost, axis=None, kind="stable")  # every pair, cheapest first
+    query_free = np.ones(q, dtype=bool)
+    object_free = np.ones(m, dtype=bool)
+    rows, cols = [], []
+    for flat in order:
+        if len(rows) == min(q, m):
+            break
+        i, j = divmod(int(flat), m)
+        if query_free[i] and object_free[j]:
+            query_free[i] = object_free[j] = False
+            rows.append(i)
+            cols.append(j)
+    rows_a, cols_a = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    by_query = np.argsort(rows_a, kind="stable")
+    return rows_a[by_query], cols_a[by_query]
+
+
+ASSIGNMENTS = ("hungarian", "greedy")
+
+
 @dataclass
 class HungarianMatcher:
+    """The set matcher: costs, then one assignment per image and query group, the optimal one
+    (Hungarian) unless ``assignment="greedy"``."""
+
     cost_class: float = 1.0
     cost_bbox: float = 5.0
     cost_giou: float = 2.0
     classifier: str = "softmax"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    assignment: str = "hungarian"  # or "greedy" (see greedy_assignment)
+
+    def __post_init__(self) -> None:
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"unknown assignment {self.assignment!r}; choose one of {ASSIGNMENTS}")
+
+    def assign(self, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[Q, M] cost -> (query indices, object indices) of this matcher's assignment."""
+        if self.assignment == "greedy":
+            return greedy_assignment(cost)
+        from scipy.optimize import linear_sum_assignment  # on use: scipy costs a second at startup
+
+        return linear_sum_assignment(cost)
 
     def class_cost_table(self, logits: Tensor) -> Tensor:
         """[..., C] logits -> [..., C] the class cost of each prediction for each class."""
@@ -162,8 +211,6 @@ class HungarianMatcher:
         packed = PackedTargets.pack(targets)
         n = layers[0][0].shape[1]
         per_group = n // groups
-        from scipy.optimize import linear_sum_assignment  # on use: scipy costs a second at startup
-
         device = logits.device
         sizes = packed.sizes
         cost = self.batched_cost(logits, boxes, packed).cpu().numpy() if max(sizes, default=0) else None
@@ -177,7 +224,7 @@ class HungarianMatcher:
                 count = 0
                 for g in range(groups if m_i else 0):
                     start = layer * n + g * per_group
-                    rows, cols = linear_sum_assignment(cost[i, start : start + per_group, :m_i])
+                    rows, cols = self.assign(cost[i, start : start + per_group, :m_i])
                     rows_all.append(rows + g * per_group)
                     cols_all.append(cols)
                     count += len(rows)

@@ -1,5 +1,12 @@
-"""2-D sine positional encoding (the paper's choice): normalized coordinates, scale 2*pi,
-temperature 10000, computed from the padding mask so padded pixels do not shift positions."""
+"""2-D positional encodings of the image tokens.
+
+- :class:`PositionEmbeddingSine` (the paper's choice): normalized coordinates, scale 2*pi,
+  temperature 10000, computed from the padding mask so padded pixels do not shift positions.
+- :class:`PositionEmbeddingLearned` (the paper's Table 3 alternative): one learned vector per row
+  and one per column, as the reference's ``PositionEmbeddingLearned`` (same parameter names).
+
+:func:`build_position_encoding` picks one from ``DETRConfig.position_embedding``.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +48,40 @@ class PositionEmbeddingSine(nn.Module):
         pos_x = torch.stack((pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()), dim=4).flatten(3)
         pos_y = torch.stack((pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()), dim=4).flatten(3)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)  # [B, 2F, H, W]
+
+
+class PositionEmbeddingLearned(nn.Module):
+    """Returns [B, 2 * num_pos_feats, H, W]: the first half is the column's (x) embedding, the
+    second the row's (y), as the reference. Rows and columns are counted from the top left
+    corner, padding or not; a grid larger than ``size`` in either direction is refused."""
+
+    def __init__(self, num_pos_feats: int = 128, size: int = 50) -> None:
+        super().__init__()
+        self.row_embed = nn.Embedding(size, num_pos_feats)
+        self.col_embed = nn.Embedding(size, num_pos_feats)
+        nn.init.uniform_(self.row_embed.weight)
+        nn.init.uniform_(self.col_embed.weight)
+
+    def forward(self, mask: Tensor) -> Tensor:
+        # mask: [B, H, W] bool, True on padding (only its shape is used)
+        b, h, w = mask.shape
+        size = self.row_embed.num_embeddings
+        if h > size or w > size:
+            raise ValueError(f"the learned position encoding covers grids up to {size}x{size} tokens, "
+                             f"got {h}x{w}: use smaller images or position_embedding='sine'")
+        x_emb = self.col_embed(torch.arange(w, device=mask.device))  # [W, F]
+        y_emb = self.row_embed(torch.arange(h, device=mask.device))  # [H, F]
+        pos = torch.cat([x_emb[None, :, :].expand(h, w, -1), y_emb[:, None, :].expand(h, w, -1)], dim=-1)
+        return pos.permute(2, 0, 1)[None].expand(b, -1, -1, -1)  # [B, 2F, H, W]
+
+
+def build_position_encoding(kind: str, d_model: int) -> nn.Module:
+    """``kind`` "sine" or "learned" (``DETRConfig.position_embedding``), d_model channels."""
+    if kind == "sine":
+        return PositionEmbeddingSine(d_model // 2)
+    if kind == "learned":
+        return PositionEmbeddingLearned(d_model // 2)
+    raise ValueError(f"unknown position encoding {kind!r}")
 
 
 def sine_box_embedding(boxes: Tensor, num_pos_feats: int, temperature: float = 10000.0) -> Tensor:

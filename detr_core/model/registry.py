@@ -10,7 +10,9 @@ heads, matcher, losses, post-processing) with its own transformer and queries, a
   (every earlier decoder layer), and with ``capture`` a ``capture`` entry: a
   :class:`~detr_core.model.capture.ModelCapture` (the protocol every view renders from);
 - ``check_config(config)``: raise ValueError on options the family cannot build;
-- ``EXPORT_PROBLEM``: why other libraries' DETR formats cannot hold it ("" when they can).
+- ``EXPORT_PROBLEM``: why other libraries' DETR formats cannot hold it ("" when they can);
+- optionally ``TRACED_SIZE_DYNAMIC = False``: a traced export (ONNX) of it holds one image size
+  (its graph computes with sizes as Python numbers); the default is True.
 
 Adding a family is one new module with these three and one entry in :data:`FAMILIES`. The
 config key stays ``attention`` (its first two families differ by their attention) so that every
@@ -65,3 +67,9 @@ def export_problem(config: FamilyConfig) -> str:
 def attention_kind(config: FamilyConfig) -> str:
     """``"dense"`` or ``"sampling"``: the kind of cross-attention ``config``'s family captures."""
     return family(config.attention).ATTENTION_KIND
+
+
+def traced_size_dynamic(config: FamilyConfig) -> bool:
+    """Whether a traced export of ``config``'s family can take any image size (else one size);
+    the export checks it either way."""
+    return bool(getattr(family(config.attention), "TRACED_SIZE_DYNAMIC", True))

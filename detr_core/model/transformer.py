@@ -120,17 +120,18 @@ class TransformerEncoderLayer(nn.Module):
         return self.linear2(self.dropout(F.relu(self.linear1(x))))
 
     def forward(
-        self, src: Tensor, pos: Tensor, allowed: Tensor | None, capture: bool = False
+        self, src: Tensor, pos: Tensor | None, allowed: Tensor | None, capture: bool = False
     ) -> tuple[Tensor, AttentionCapture | None]:
-        # src, pos: [B, S, D]; positions go into queries and keys, never values
+        # src, pos: [B, S, D]; positions go into queries and keys, never values (None: the
+        # encoding was added to the encoder's input instead, position_added="input")
         if self.pre_norm:
             x = self.norm1(src)
-            qk = x + pos
+            qk = x if pos is None else x + pos
             attn, cap = self.self_attn(qk, qk, x, allowed, capture, same_qk=True, keep_weights=False)
             src = src + self.dropout1(attn)
             src = src + self.dropout2(self._ffn(self.norm2(src)))
             return src, cap
-        qk = src + pos
+        qk = src if pos is None else src + pos
         attn, cap = self.self_attn(qk, qk, src, allowed, capture, same_qk=True, keep_weights=False)
         src = self.norm1(src + self.dropout1(attn))
         src = self.norm2(src + self.dropout2(self._ffn(src)))
@@ -239,8 +240,12 @@ class Transformer(nn.Module):
         look_forward_twice: bool = True,
         spatial_prior: bool = False,
         norm_between_layers: bool = False,
+        position_at_input: bool = False,
     ) -> None:
         super().__init__()
+        # DETR's Table 3 study: the image's positional encoding added once, to the encoder's input,
+        # instead of to the queries and keys of every attention layer (encoder and cross-attention)
+        self.position_at_input = position_at_input
         enc = TransformerEncoderLayer(d_model, nheads, dim_feedforward, dropout, pre_norm)
         self.encoder = TransformerEncoder(enc, num_encoder_layers, nn.LayerNorm(d_model) if pre_norm else None)
         dec = TransformerDecoderLayer(
@@ -286,12 +291,18 @@ class Transformer(nn.Module):
         padded = not torch.compiler.is_exporting() and bool(key_padding.any())
         allowed = (~key_padding)[:, None, None, :] if padded else None
         cap = DenseAttention(memory_allowed=allowed) if capture else None
-        memory = self.encoder(src, pos, allowed, cap)
+        if self.position_at_input:
+            src = src + pos  # once; the tokens carry their position from here on
+            memory = self.encoder(src, None, allowed, cap)
+            memory_keys = memory
+        else:
+            memory = self.encoder(src, pos, allowed, cap)
+            memory_keys = memory + pos
         if select_refpoints is not None:  # query selection: the anchors come from the encoder
             refpoints = select_refpoints(memory)
         tgt = tgt.expand(b, -1, -1)
         out = self.decoder(
-            tgt, memory, memory + pos, allowed, self_allowed, cap,
+            tgt, memory, memory_keys, allowed, self_allowed, cap,
             query_pos=query_pos, refpoints=refpoints, box_head=box_head,
             look_forward_twice=self.look_forward_twice,
             key_xy=token_centres(mask) if hasattr(self.decoder, "prior_log_scale") else None,
@@ -306,7 +317,7 @@ class TransformerEncoder(nn.Module):
         self.norm = norm
 
     def forward(
-        self, src: Tensor, pos: Tensor, allowed: Tensor | None, cap: DenseAttention | None
+        self, src: Tensor, pos: Tensor | None, allowed: Tensor | None, cap: DenseAttention | None
     ) -> Tensor:
         out = src
         for layer in self.layers:

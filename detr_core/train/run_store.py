@@ -94,6 +94,20 @@ class RunRecord:
                 return float(e["elapsed"])
         return None
 
+    def metric_at(self, x_key: str, x: float, metric: str = "AP") -> float | None:
+        """``metric`` when this run had trained ``x`` steps (``x_key="step"``) or seconds
+        (``"elapsed"``), linearly between the two held-out evaluations around it. None when the
+        run did not get that far, or had no evaluation at or before ``x``."""
+        points = [(float(e[x_key]), float(e[metric])) for e in self.evals if x_key in e and metric in e]
+        points.sort()
+        tolerance = 1e-6 * max(1.0, abs(x))
+        if not points or x < points[0][0] - tolerance or x > points[-1][0] + tolerance:
+            return None
+        for (x0, y0), (x1, y1) in zip(points, points[1:]):
+            if x0 - tolerance <= x <= x1 + tolerance:
+                return y0 if x1 <= x0 else y0 + (y1 - y0) * min(max((x - x0) / (x1 - x0), 0.0), 1.0)
+        return points[-1][1]  # x is the last evaluation's
+
     def summary(self) -> dict[str, Any]:
         """A flat dict of the run's headline numbers (one row of a table or a JSON line)."""
         return {
@@ -111,6 +125,16 @@ class RunRecord:
             "overrides": " ".join(self.spec.overrides),
             "checkpoint": self.checkpoint,
         }
+
+
+def equal_marks(records: list[RunRecord]) -> tuple[int, float] | None:
+    """Where runs compare on equal terms: the fewest steps and the fewest training seconds any of
+    them reached at its last held-out evaluation (so each has a measured AP there or after it).
+    None when no run has an evaluation."""
+    last = [r.evals[-1] for r in records if r.evals and "step" in r.evals[-1] and "elapsed" in r.evals[-1]]
+    if not last:
+        return None
+    return int(min(e["step"] for e in last)), float(min(e["elapsed"] for e in last))
 
 
 # --- the store -------------------------------------------------------------------------------

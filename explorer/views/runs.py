@@ -1,13 +1,18 @@
-"""The runs panel: the classic DETR ablations one click each, and a comparison of training runs.
+"""The runs panel: any preset with any changes, the classic DETR ablations and the study
+questions one click each, and a comparison of training runs.
 
-"Run ablations" queues the baseline and the checked ablations (same base preset, seed and time
-budget); they train one at a time (the :class:`~explorer.run_queue.RunQueue` this tab shows), each in
+A run is "preset + the changes" and is named by them ("fast + dn_groups=2"). "Queue runs" queues
+the checked experiments (classic ablations and study questions, each with its sentence in its
+tooltip and beside the boxes) on top of the chosen preset and the changes typed beside it (none
+checked: that run alone), with one seed and time budget; they train one at a time (the :class:`~explorer.run_queue.RunQueue` this tab shows), each in
 its own process read by a :class:`~explorer.training_worker.TrainingWorker` (the training panel's reader too), with the
 current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
 queued runs are kept in the store as they change, so quitting (or a crash) does not lose them:
 the next view over the store shows them, held, with Resume and Drop. The
-table lists every run with its final AP, AP50 and duplicate rate and its checkpoint; the plots
-overlay the loss and a held-out metric of the selected runs (all runs when none is selected).
+table lists every run with its final AP, AP50 and duplicate rate, its AP at equal steps and at
+equal training seconds (the fewest any compared run reached: the selected runs, or all), and its
+checkpoint; the plots overlay the loss and a held-out metric of the selected runs (all runs when
+none is selected).
 Runs live in a :class:`~detr_core.train.run_store.RunStore` folder and are reloaded when the view is made.
 """
 
@@ -22,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QItemSelectionModel, QSize, QStandardPaths, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QSize, QStandardPaths, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,6 +37,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QPushButton,
     QSpinBox,
@@ -44,16 +50,26 @@ from PySide6.QtWidgets import (
 
 from detr_core.config import TrainConfig
 from detr_core.presets import PRESETS
-from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs
-from detr_core.train.run_store import RunRecord, RunStore
+from detr_core.train.ablations import (
+    EXPERIMENTS,
+    RunSpec,
+    experiment_specs,
+    explain_bad_changes,
+    parse_changes,
+)
+from detr_core.train.run_store import RunRecord, RunStore, equal_marks
 from detr_core.train.trainer import EvalEvent, Event, StepEvent
 
 from ..run_queue import RunQueue
+from ..stable_label import StableLabel
 from ..training_panel import set_title
 from ..training_worker import TrainingWorker
 from .base import AnalysisView
 
-COLUMNS = ("Run", "Status", "Steps", "Seconds", "AP", "AP50", "Dup. rate", "Seed", "Trained for", "Checkpoint")
+COLUMNS = ("Run", "Status", "AP", "AP50", "AP @ steps", "AP @ s", "Dup. rate", "Steps", "Seconds", "Seed",
+           "Trained for", "Checkpoint")
+AT_STEPS, AT_SECONDS = 4, 5  # the columns of AP at equal steps and at equal training seconds
+GROUPS = {"ablation": "Ablations", "study": "Study"}
 PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#20c997", "#f06595",
            "#748ffc", "#adb5bd")
 # Last-layer, unweighted parts compare across runs; the weighted total counts the auxiliary
@@ -190,9 +206,18 @@ class RunsView(AnalysisView):
 
         setup = QHBoxLayout()
         self.base_combo = QComboBox()
-        self.base_combo.addItems(list(PRESETS))
+        self.base_combo.addItems(list(PRESETS))  # whatever detr_core.presets lists
         self.base_combo.setCurrentText("fast")
         self.base_combo.setToolTip("The recipe every run starts from (--preset)")
+        self.changes_edit = QLineEdit()
+        self.changes_edit.setPlaceholderText("changes, e.g. dn_groups=2 lr=1e-3")
+        self.changes_edit.setToolTip(
+            "Settings changed in every run of the batch, name=value separated by spaces (as the CLI's "
+            "--set); the runs are named by the preset and these.\nWith no experiment checked, Queue runs "
+            "queues this one run.")
+        self.changes_edit.setClearButtonEnabled(True)
+        self.changes_edit.returnPressed.connect(self.run_checked)
+        self.changes_edit.textChanged.connect(self._update_estimate)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 999_999)
         self.seed_spin.setValue(TrainConfig().seed)  # the presets' seed, as in the Training tab and the CLI
@@ -203,32 +228,56 @@ class RunsView(AnalysisView):
         self.minutes_spin.setSingleStep(0.5)
         self.minutes_spin.setValue(2.0)
         self.minutes_spin.setToolTip("Training time of each run, evaluation not counted (--minutes)")
-        self.run_button = QPushButton("Run ablations")
-        self.run_button.setToolTip("Queue the checked runs; they train one at a time")
+        self.run_button = QPushButton("Queue runs")
+        self.run_button.setToolTip("Queue the checked experiments on the preset and changes; they train one at a time")
         self.run_button.clicked.connect(self.run_checked)
         # what Run would queue, and how long it and the queue before it take, before anything runs
         self.estimate_label = QLabel("")
         self.estimate_label.setToolTip("Training time: each run's held-out evaluations and its start add a little")
-        labelled = (("Preset", self.base_combo), ("Seed", self.seed_spin), ("Minutes", self.minutes_spin))
-        for label, widget in labelled:
+        setup.addWidget(QLabel("Preset"))
+        setup.addWidget(self.base_combo)
+        setup.addWidget(QLabel("+"))
+        setup.addWidget(self.changes_edit, 1)
+        for label, widget in (("Seed", self.seed_spin), ("Minutes", self.minutes_spin)):
             setup.addWidget(QLabel(label))
             setup.addWidget(widget)
-        setup.addStretch(1)
         setup.addWidget(self.estimate_label)
         setup.addWidget(self.run_button)
         self.body.addLayout(setup)
 
-        checks = QHBoxLayout()
-        self.ablation_checks: dict[str, QCheckBox] = {}
-        for key, (description, overrides) in ABLATIONS.items():
-            box = QCheckBox(key)
-            box.setChecked(True)
-            box.setToolTip(description + (f"\n{' '.join(overrides)}" if overrides else ""))
-            self.ablation_checks[key] = box
-            box.toggled.connect(self._update_estimate)
-            checks.addWidget(box)
-        checks.addStretch(1)
-        self.body.addLayout(checks)
+        # the one-click experiments: a row per group; the sentence of the last one pointed at beside them
+        self.experiment_checks: dict[str, QCheckBox] = {}
+        # one line beside the first row (the dock is short): elided, the whole sentence in its tooltip
+        self.explanation_label = StableLabel("Point at an experiment to read the question it asks.")
+        for group, title in GROUPS.items():
+            row = QHBoxLayout()
+            heading = QLabel(title)
+            heading.setMinimumWidth(heading.fontMetrics().horizontalAdvance("Ablations") + 6)
+            row.addWidget(heading)
+            for key, experiment in EXPERIMENTS.items():
+                if experiment.group != group:
+                    continue
+                box = QCheckBox(key)
+                box.setChecked(group == "ablation")
+                changes = "\n".join(" ".join(run) or "(no change)" for run in experiment.runs)
+                why = experiment.unavailable()
+                box.setToolTip(f"{experiment.explanation}\n{changes}" + (f"\n\nUnavailable: {why}" if why else ""))
+                if why:
+                    box.setChecked(False)
+                    box.setEnabled(False)
+                    box.setText(f"{key} (no weights)")
+                box.toggled.connect(self._update_estimate)
+                box.toggled.connect(lambda _on, k=key: self.explain(k))
+                box.installEventFilter(self)
+                self.experiment_checks[key] = box
+                row.addWidget(box)
+            if group == "ablation":
+                row.addSpacing(12)
+                row.addWidget(self.explanation_label, 1)
+            else:
+                row.addStretch(1)
+            self.body.addLayout(row)
+        self.ablation_checks = self.experiment_checks  # (the older name)
         self.minutes_spin.valueChanged.connect(self._update_estimate)
 
         self.table = QTableWidget(0, len(COLUMNS))
@@ -314,7 +363,7 @@ class RunsView(AnalysisView):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(runs)
         split.addWidget(curves)
-        split.setSizes([2000, 3000])  # two fifths to the table, whatever the width
+        split.setSizes([2500, 2500])  # the table (and its comparison) as wide as the two plots
         main = _Compact()
         main_layout = QVBoxLayout(main)
         main_layout.setContentsMargins(0, 0, 0, 0)
@@ -351,7 +400,8 @@ class RunsView(AnalysisView):
 
     def estimate_text(self) -> str:
         """What Run queues and about how long it trains; and what is left of the queue."""
-        n = len(self.checked_ablations())
+        keys = self.checked_ablations()
+        n = sum(len(EXPERIMENTS[k].runs) for k in keys) or int(bool(self.changes_edit.text().strip()))
         if n:
             text = f"{n} run{'s' if n != 1 else ''} · {duration_text(n * self.minutes_spin.value() * 60)}"
         else:
@@ -367,20 +417,48 @@ class RunsView(AnalysisView):
             self.estimate_label.setText(text)
 
     def checked_ablations(self) -> list[str]:
-        return [k for k, box in self.ablation_checks.items() if box.isChecked()]
+        """The checked experiments (classic ablations and study questions), in EXPERIMENTS order."""
+        return [k for k, box in self.experiment_checks.items() if box.isChecked() and box.isEnabled()]
+
+    def explain(self, key: str) -> None:
+        """Show the sentence of experiment ``key`` under the boxes."""
+        experiment = EXPERIMENTS[key]
+        why = experiment.unavailable()
+        text = experiment.explanation + (f" Unavailable here: it {why}." if why else "")
+        if text != self.explanation_label.text():
+            self.explanation_label.setText(text)
+            self.explanation_label.setToolTip(f"{key}: {text}")
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Enter:  # the pointer on an experiment: its sentence
+            for key, box in self.experiment_checks.items():
+                if box is watched:
+                    self.explain(key)
+        return super().eventFilter(watched, event)
 
     def run_checked(self) -> None:
-        """Queue the checked ablations with the chosen base preset, seed and budget."""
+        """Queue the checked experiments on the chosen preset + changes, with one seed and budget;
+        with none checked, the preset + changes alone. A bad change is said, nothing queued."""
         keys = self.checked_ablations()
-        if not keys:
-            self.show_error("Check at least one run.")
+        text = self.changes_edit.text()
+        try:
+            changes = parse_changes(text)
+        except ValueError as e:
+            self.show_error(f"Changes {text.strip()!r}: {e}")
+            return
+        if not keys and not changes:
+            self.show_error("Check at least one experiment, or write the changes of a run beside the preset.")
             return
         seconds = round(self.minutes_spin.value() * 60, 3)
-        specs = ablation_specs(
-            base=self.base_combo.currentText(), seed=self.seed_spin.value(), seconds=seconds,
-            common=self.common_overrides, only=keys,
-            eval_every_seconds=max(2.0, seconds / 12),  # about a dozen points on each AP curve
-        )
+        try:
+            specs = experiment_specs(
+                keys or ["baseline"], base=self.base_combo.currentText(), seed=self.seed_spin.value(),
+                seconds=seconds, common=self.common_overrides, changes=changes,
+                eval_every_seconds=max(2.0, seconds / 12),  # about a dozen points on each AP curve
+            )
+        except ValueError as e:
+            self.show_error(str(e))
+            return
         self.queue(specs)
 
     def queue(self, specs: Sequence[RunSpec]) -> None:
@@ -389,7 +467,7 @@ class RunsView(AnalysisView):
             try:
                 spec.configs()  # a bad override is named now, not when its turn comes
             except ValueError as e:
-                self.show_error(f"{spec.name}: {e}")
+                self.show_error(f"{spec.name}: {explain_bad_changes(e)}")
                 return
         self._keep_queue(lambda: self.runs.add(specs))
         self._refresh_table()
@@ -647,7 +725,7 @@ class RunsView(AnalysisView):
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(tip)
-                if col >= 2 and col <= 7:
+                if 2 <= col <= 9:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
             if isinstance(what, RunRecord) or key == CURRENT:
@@ -658,8 +736,44 @@ class RunsView(AnalysisView):
             if key in keep:
                 self.table.selectionModel().select(self.table.model().index(row, 0), select)
         self.table.blockSignals(False)
+        self._refresh_comparison()
         self._update_buttons()
         self._update_estimate()
+
+    def compared_records(self) -> list[RunRecord]:
+        """The runs the "AP @" columns compare: the selected stored runs, or all of them."""
+        chosen = self.selected_records()
+        return chosen or list(self.records)
+
+    def _refresh_comparison(self) -> None:
+        """AP at equal steps and at equal training seconds: the fewest any compared run reached at
+        its last evaluation, interpolated between each run's evaluations around it."""
+        compared = self.compared_records()
+        # a run stopped early would pull every mark down to it: it counts when selected
+        counted = ("completed", "stopped") if self.selected_records() else ("completed",)
+        marks = equal_marks([r for r in compared if r.status in counted])
+        headers = ("AP @ steps", "AP @ s") if marks is None else (f"AP @ {marks[0]} steps",
+                                                                   f"AP @ {self._seconds(marks[1])} s")
+        for col, text in zip((AT_STEPS, AT_SECONDS), headers):
+            item = self.table.horizontalHeaderItem(col)
+            if item is not None and item.text() != text:
+                item.setText(text)
+            if item is not None:
+                item.setToolTip(
+                    "AP (0.5:0.95) of each compared run (the selected, or all) after as many "
+                    + ("steps" if col == AT_STEPS else "seconds of training")
+                    + " as the shortest of them had at its last evaluation, between the two evaluations around it")
+        ids = {r.run_id for r in compared}
+        for row, (key, what) in enumerate(self._rows):
+            for col, x_key in ((AT_STEPS, "step"), (AT_SECONDS, "elapsed")):
+                text = ""
+                if isinstance(what, RunRecord) and marks is not None and what.run_id in ids:
+                    x = marks[0] if x_key == "step" else marks[1]
+                    value = what.metric_at(x_key, x, "AP")
+                    text = self._fmt(value)
+                item = self.table.item(row, col)
+                if item is not None and item.text() != text:
+                    item.setText(text)
 
     def _refresh_current_row(self) -> None:
         for row, (key, what) in enumerate(self._rows):
@@ -687,8 +801,8 @@ class RunsView(AnalysisView):
 
     def _record_cells(self, r: RunRecord) -> list[str]:
         return [
-            r.name, r.status, str(r.step), self._seconds(r.elapsed), self._fmt(r.ap), self._fmt(r.ap50),
-            self._fmt(r.duplicate_rate), str(r.spec.seed), r.spec.budget_text,
+            r.name, r.status, self._fmt(r.ap), self._fmt(r.ap50), "", "", self._fmt(r.duplicate_rate),
+            str(r.step), self._seconds(r.elapsed), str(r.spec.seed), r.spec.budget_text,
             self._checkpoint_text(r.checkpoint),
         ]
 
@@ -699,9 +813,10 @@ class RunsView(AnalysisView):
             if self.live.curves["step"]:
                 steps = str(int(self.live.curves["step"][-1]))
                 seconds = self._seconds(self.live.curves["elapsed"][-1])
-        return [spec.name, status, steps, seconds, "", "", "", str(spec.seed), spec.budget_text, ""]
+        return [spec.name, status, "", "", "", "", "", steps, seconds, str(spec.seed), spec.budget_text, ""]
 
     def _on_selection(self) -> None:
+        self._refresh_comparison()
         self._update_buttons()
         self._replot()
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from detr_core.model.position_encoding import PositionEmbeddingSine
+from detr_core.model.position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 
 
 @contextmanager
@@ -29,8 +29,8 @@ def _hooked(modules: list[nn.Module], hook: Any) -> Iterator[int]:
 
 
 def position_modules(model: nn.Module) -> list[nn.Module]:
-    """The model's sine positional encodings (one for DETR)."""
-    return [m for m in model.modules() if isinstance(m, PositionEmbeddingSine)]
+    """The model's positional encodings of the image tokens, sine or learned (one for DETR)."""
+    return [m for m in model.modules() if isinstance(m, (PositionEmbeddingSine, PositionEmbeddingLearned))]
 
 
 def decoder_self_attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -48,7 +48,7 @@ def positional_encoding_off(model: nn.Module) -> Iterator[int]:
     (raises ValueError when the model has none)."""
     modules = position_modules(model)
     if not modules:
-        raise ValueError("this model has no sine positional encoding to switch off")
+        raise ValueError("this model has no positional encoding to switch off")
 
     def zero(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(output)
