@@ -158,6 +158,8 @@ def level_strides(model: DeformableDETR) -> list[int]:
 
 # The family's entries in :mod:`detr_core.model.registry`
 build = DeformableDETR
+TITLE = "Deformable DETR"
+PAPER = "Zhu et al. 2021, Deformable DETR: Deformable Transformers for End-to-End Object Detection"
 ATTENTION_KIND = "sampling"  # its capture's cross-attention: SamplingPoints
 EXPORT_PROBLEM = ("deformable attention (both formats hold plain DETR; a Hugging Face Deformable DETR "
                   "folder opens here but is not written)")

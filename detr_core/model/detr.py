@@ -25,6 +25,10 @@ from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tenso
 from detr_core.model.transformer import MLP, Transformer
 
 
+TITLE = "DETR"  # the family's name and paper (registry.describe)
+PAPER = "Carion et al. 2020, End-to-End Object Detection with Transformers"
+
+
 class DETR(nn.Module):
     def __init__(self, config: DETRConfig) -> None:
         super().__init__()

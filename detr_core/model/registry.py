@@ -12,6 +12,7 @@ heads, matcher, losses, post-processing) with its own transformer and queries, a
 - ``check_config(config)``: raise ValueError on options the family cannot build;
 - ``EXPORT_PROBLEM``: why other libraries' DETR formats cannot hold it ("" when they can).
 
+Optionally ``TITLE``, ``PAPER`` and ``backbone_name(config)`` name it (:func:`describe`).
 Adding a family is one new module with these three and one entry in :data:`FAMILIES`. The
 config key stays ``attention`` (its first two families differ by their attention) so that every
 saved checkpoint still opens. Families are imported when first used: opening a plain DETR never
@@ -37,6 +38,11 @@ class FamilyConfig(Protocol):
 FAMILIES: dict[str, str] = {  # config.attention: the family's module
     "dense": "detr_core.model.detr",
     "deformable": "detr_core.model.deformable",
+    # wrapped from transformers (opened, not trained): see detr_core/model/hf_families/
+    "rt_detr": "detr_core.model.hf_families.rt_detr",
+    "rt_detr_v2": "detr_core.model.hf_families.rt_detr_v2",
+    "conditional_detr": "detr_core.model.hf_families.conditional_detr",
+    "dab_detr": "detr_core.model.hf_families.dab_detr",
 }
 
 
@@ -60,6 +66,17 @@ def build_model(config: FamilyConfig) -> nn.Module:
 def export_problem(config: FamilyConfig) -> str:
     """Why other libraries' DETR formats cannot hold ``config``'s family ("" when they can)."""
     return family(config.attention).EXPORT_PROBLEM
+
+
+def describe(config: FamilyConfig) -> dict[str, str]:
+    """The family's name and paper (``TITLE``, ``PAPER`` of its module) and its backbone's name."""
+    module = family(config.attention)
+    name = getattr(module, "backbone_name", None)
+    return {
+        "family": getattr(module, "TITLE", config.attention),
+        "paper": getattr(module, "PAPER", ""),
+        "backbone": name(config) if name is not None else str(getattr(config, "backbone", "")),
+    }
 
 
 def attention_kind(config: FamilyConfig) -> str:
