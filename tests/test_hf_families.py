@@ -39,8 +39,13 @@ def _randomize_norms(model):
 
 
 def _rt_detr(version: int = 1):
-    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig, RTDetrV2Config
-    from transformers import RTDetrV2ForObjectDetection
+    from transformers import (
+        RTDetrConfig,
+        RTDetrForObjectDetection,
+        RTDetrResNetConfig,
+        RTDetrV2Config,
+        RTDetrV2ForObjectDetection,
+    )
 
     torch.manual_seed(0)
     backbone = RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 24, 32, 48], depths=[1, 1, 1, 1],
@@ -175,3 +180,110 @@ def test_without_transformers_the_message_names_the_family_and_the_command(rt_fo
     with pytest.raises(CheckpointError, match=r"RT-DETR models open through the transformers library.*"
                                               r"uv sync --extra hf"):
         load_checkpoint(folder)
+
+
+def _dense_family(name: str):
+    from transformers import (
+        ConditionalDetrConfig,
+        ConditionalDetrForObjectDetection,
+        DabDetrConfig,
+        DabDetrForObjectDetection,
+        ResNetConfig,
+    )
+
+    torch.manual_seed(0)
+    backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="basic",
+                            out_features=["stage4"])
+    shared = dict(backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False, encoder_layers=1,
+                  decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=48,
+                  decoder_ffn_dim=48, num_queries=8, num_labels=3, **LABELS)
+    if name == "conditional_detr":
+        model = ConditionalDetrForObjectDetection(ConditionalDetrConfig(d_model=32, **shared))
+    else:
+        model = DabDetrForObjectDetection(DabDetrConfig(hidden_size=32, **shared))
+    return _randomize_norms(model.eval())
+
+
+@pytest.fixture(scope="module")
+def dense_folders(tmp_path_factory):
+    folders = {}
+    for name in ("conditional_detr", "dab_detr"):
+        hf = _dense_family(name)
+        folders[name] = (hf, tmp_path_factory.mktemp(name))
+        hf.save_pretrained(folders[name][1], safe_serialization=name == "conditional_detr")  # .bin for DAB
+    return folders
+
+
+@pytest.mark.parametrize("family", ["conditional_detr", "dab_detr"])
+def test_dense_families_reproduce_transformers_on_a_padded_batch_and_capture_maps(dense_folders, family):
+    hf, folder = dense_folders[family]
+    ckpt = load_checkpoint(folder)
+    assert ckpt.model_config.attention == family
+    model = ckpt.build_model()
+    torch.manual_seed(1)
+    images = [torch.randn(3, 64, 96), torch.randn(3, 48, 64)]  # the second padded, masked out
+    batch = nested_tensor_from_tensor_list(images)
+    with torch.no_grad():
+        theirs = hf(pixel_values=batch.tensors, pixel_mask=(~batch.mask).long())
+        alone = hf(pixel_values=images[0][None])
+        plain, ours = model(images), model(images, capture=True)
+        first = model(images[:1])
+    for out in (plain, ours):
+        torch.testing.assert_close(out["pred_logits"], theirs.logits, **TOL)
+        torch.testing.assert_close(out["pred_boxes"], theirs.pred_boxes, **TOL)
+    torch.testing.assert_close(first["pred_boxes"], alone.pred_boxes, **TOL)
+    cap = ours["capture"]
+    att = cap.attention
+    assert isinstance(att, DenseAttention) and att.grid == (2, 3) and model.stride == 32
+    assert cap.layer_boxes.shape == (2, 2, 8, 4) and torch.equal(cap.layer_boxes[-1], ours["pred_boxes"])
+    assert len(att.decoder_cross) == 2 and len(att.decoder_self) == 2 and len(att.encoder) == 1
+    for c in att.decoder_cross:  # [B, heads, Q, S]: rows sum to 1, padding cells get nothing
+        torch.testing.assert_close(c.weights.sum(-1), torch.ones(c.weights.shape[:3]))
+        assert c.weights[1][..., att.feature_mask[1].flatten()].abs().max() == 0
+    assert att.feature_mask[1].any() and not att.feature_mask[0].any()
+    assert att.encoder[0].q.shape == (2, 2, 6, 16) and cap.memory.shape == (2, 6, 32)
+    # the earlier layer's boxes are transformers' own heads on that layer (its auxiliary outputs)
+    with torch.no_grad():
+        hf.config.auxiliary_loss = True
+        labels = [{"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}] * 2
+        aux = hf(pixel_values=batch.tensors, pixel_mask=(~batch.mask).long(), labels=labels).auxiliary_outputs
+        hf.config.auxiliary_loss = False
+    if family == "dab_detr":  # Conditional DETR with auxiliary_loss also norms between layers: another forward
+        torch.testing.assert_close(cap.layer_boxes[0], aux[0]["pred_boxes"], **TOL)
+        torch.testing.assert_close(cap.layer_logits[0], aux[0]["logits"], **TOL)
+
+
+def test_rt_detr_v2_reproduces_transformers_and_its_sampling_locations(tmp_path):
+    from torch.nn import functional as F
+
+    hf = _rt_detr(version=2)
+    hf.save_pretrained(tmp_path)
+    model = load_checkpoint(tmp_path).build_model()
+    torch.manual_seed(1)
+    image = torch.randn(3, 64, 96)
+    with torch.no_grad():
+        theirs = hf(pixel_values=_unnormalized(image)[None])
+        ours = model([image], capture=True)
+    torch.testing.assert_close(ours["pred_logits"], theirs.logits, **TOL)
+    torch.testing.assert_close(ours["pred_boxes"], theirs.pred_boxes, **TOL)
+    att = ours["capture"].attention
+    assert isinstance(att, SamplingPoints) and att.decoder_locations[1].shape == (1, 12, 2, 3, 4, 2)
+    # the recorded locations and weights, sampled with grid_sample, give the layer's attention output
+    # (checked on the last layer: value = value_proj(memory))
+    attn = hf.model.decoder.layers[-1].encoder_attn
+    memory = ours["capture"].memory
+    value = attn.value_proj(memory).view(1, -1, 2, 16)
+    starts = [0, 96, 120, 126]
+    sampled = 0
+    for level, (h, w) in enumerate(att.shapes):
+        v = value[:, starts[level]:starts[level + 1]].permute(0, 2, 3, 1).reshape(2, 16, h, w)  # [heads, dh, h, w]
+        grid = 2 * att.decoder_locations[-1][0, :, :, level].transpose(0, 1) - 1  # [heads, Q, P, 2]
+        s = F.grid_sample(v, grid, align_corners=False)  # [heads, dh, Q, P]
+        sampled = sampled + (s * att.decoder_weights[-1][0, :, :, level].permute(1, 0, 2)[:, None]).sum(-1)
+    captured = {}
+    handle = attn.output_proj.register_forward_hook(lambda m, a, o: captured.setdefault("in", a[0]))
+    with torch.no_grad():
+        hf(pixel_values=_unnormalized(image)[None])
+    handle.remove()
+    expected = captured["in"][0].view(12, 2, 16).permute(1, 2, 0)  # [heads, dh, Q]
+    torch.testing.assert_close(sampled.detach(), expected, **TOL)

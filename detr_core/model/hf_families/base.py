@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
-from detr_core.model.capture_protocol import ModelCapture
+from detr_core.model.capture_protocol import AttentionCapture, DenseAttention, ModelCapture
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 
 INSTALL_HINT = "uv sync --extra hf"
@@ -316,6 +316,28 @@ def heads_first(x: Tensor, heads: int) -> Tensor:
     """[B, S, D] -> [B, heads, S, D / heads]."""
     b, s, d = x.shape
     return x.view(b, s, heads, d // heads).transpose(1, 2)
+
+
+def dense_attention(recording: Recording, heads: int, valid: Tensor) -> DenseAttention:
+    """The DenseAttention of a dense family's recording: ``cross`` and ``self`` (per decoder layer,
+    weights [B, heads, Q, S] and [B, heads, Q, Q]), ``enc_q`` and ``enc_k`` (per encoder layer,
+    [B, S, D] before the heads split); ``valid`` [B, h, w] True on image cells of the grid.
+
+    Decoder captures keep only weights (their q and k are [B, heads, Q, 0]: these families build
+    them by concatenating content and position parts inside transformers' attention)."""
+    def weights_only(w: Tensor) -> AttentionCapture:
+        empty = w.new_zeros((*w.shape[:3], 0))
+        return AttentionCapture(weights=w, q=empty, k=empty)
+
+    encoder = [AttentionCapture(weights=None, q=heads_first(q, heads), k=heads_first(k, heads))
+               for q, k in zip(recording.get("enc_q", []), recording.get("enc_k", []))]
+    return DenseAttention(
+        encoder=encoder,
+        decoder_self=[weights_only(w) for w in recording.get("self", [])],
+        decoder_cross=[weights_only(w) for w in recording["cross"]],
+        memory_allowed=valid.flatten(1)[:, None, None, :] if not bool(valid.all()) else None,
+        feature_mask=~valid,
+    )
 
 
 @contextlib.contextmanager
