@@ -287,3 +287,25 @@ def test_rt_detr_v2_reproduces_transformers_and_its_sampling_locations(tmp_path)
     handle.remove()
     expected = captured["in"][0].view(12, 2, 16).permute(1, 2, 0)  # [heads, dh, Q]
     torch.testing.assert_close(sampled.detach(), expected, **TOL)
+
+
+def test_main_info_and_predict_name_the_family(rt_folder, dense_folders, capsys, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from main import main
+
+    expected = {rt_folder[1]: ("RT-DETR", "Zhao et al.", "rt_detr_resnet (basic, depths 1-1-1-1)", 12),
+                dense_folders["conditional_detr"][1]: ("Conditional DETR", "Meng et al.", "resnet (basic", 8),
+                dense_folders["dab_detr"][1]: ("DAB-DETR", "Liu et al.", "resnet (basic", 8)}
+    for folder, (family, paper, backbone, queries) in expected.items():
+        assert main(["info", str(folder)]) == 0
+        model = json.loads(capsys.readouterr().out)["model"]
+        assert model["family"] == family and model["paper"].startswith(paper)
+        assert model["backbone"].startswith(backbone) and model["queries"] == queries and model["classes"] == 3
+        assert model["parameters"] == sum(p.numel() for p in load_checkpoint(folder).build_model().parameters())
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(photo)
+    assert main(["predict", str(rt_folder[1]), str(photo), "--threshold", "0", "--json"]) == 0
+    detections = json.loads(capsys.readouterr().out)["detections"]
+    assert len(detections) == 12 and {d["class"] for d in detections} <= {"cat", "dog", "bird"}
