@@ -16,6 +16,10 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
+import tqdm
+
+tqdm.tqdm.monitor_interval = 0  # no monitor thread left running after a test
+
 from detr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.model.capture_protocol import DenseAttention, SamplingPoints
