@@ -32,8 +32,11 @@ LABELS = {"id2label": {0: "cat", 1: "dog", 2: "bird"}, "label2id": {"cat": 0, "d
 
 
 def _randomize_norms(model):
-    """Random, non-trivial batch-norm statistics (a fresh model's are the identity)."""
+    """Random, non-trivial batch-norm statistics (a fresh model's are the identity), and every
+    weight moved off transformers' initialisation (whose zero class heads score all queries alike)."""
     with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
         for name, buf in model.named_buffers():
             if "running_var" in name:
                 buf.uniform_(0.5, 1.5)
