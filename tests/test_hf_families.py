@@ -339,3 +339,11 @@ def test_fields_the_wrapper_cannot_capture_are_refused_by_name(dense_folders, tm
     (copy / "config.json").write_text(json.dumps(dict(config, backbone="microsoft/resnet-50", backbone_config=None)))
     with pytest.raises(CheckpointError, match="backbone='microsoft/resnet-50' names a Hub model to download"):
         load_checkpoint(copy)
+
+
+def test_a_wrapped_family_is_not_trained_here(rt_opened):
+    from detr_core.config import TrainConfig
+    from detr_core.train.trainer import Trainer
+
+    with pytest.raises(ValueError, match="RT-DETR is opened here, not trained"):
+        Trainer(rt_opened[0].model_config, TrainConfig(steps=1, batch_size=1, threads=1))

@@ -51,6 +51,8 @@ from detr_core.model.capture_protocol import AttentionCapture, DenseAttention, M
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 
 INSTALL_HINT = "uv sync --extra hf"
+TRAIN_PROBLEM_TEMPLATE = ("{title} is opened here, not trained: the explorer wraps transformers' model to show "
+                          "it; train it with transformers or the authors' code")
 EXPORT_PROBLEM = ("a family wrapped from transformers (its Hugging Face folder is the format to keep; "
                   "the explorer's own checkpoint holds it too)")
 
