@@ -11,7 +11,7 @@ Adding a family (D-FINE, DEIMv2, LW-DETR, RF-DETR ...) is:
    ``SPEC`` (its :class:`~detr_core.model.hf_families.base.FamilySpec`: model_type, the
    transformers class, title, paper, input convention, attention kind), ``_hooks`` (what to record
    on which of transformers' modules), ``_layers`` (every decoder layer's logits and boxes) and
-   ``_capture`` (the :class:`~detr_core.model.capture_protocol.ModelCapture`; ``_sizes`` (the
+   ``_capture`` (the :class:`~detr_core.model.capture_protocol.ModelCapture`), ``_sizes`` (the
    DETRConfig fields read off transformers' config); then the registry's entries at the module's
    end, as in ``rt_detr.py``: ``build``, ``check_config``, ``ATTENTION_KIND``, ``EXPORT_PROBLEM``,
    ``TITLE``, ``PAPER``, ``TRAIN_PROBLEM``, ``backbone_name``;
