@@ -16,9 +16,15 @@ pytestmark = pytest.mark.usefixtures("no_blocking_questions")
 
 @pytest.fixture
 def folders(tmp_path):
+    import json
+
     conditional, rt = tmp_path / "conditional", tmp_path / "rt_detr"
     _dense_family("conditional_detr").save_pretrained(conditional)
     _rt_detr().save_pretrained(rt)
+    # the folders' image processors: small inputs (the explorer resizes as they say), a fast test
+    (conditional / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 64,
+                                                                               "longest_edge": 96}}))
+    (rt / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 96, "width": 96}}))
     return conditional, rt
 
 
@@ -37,6 +43,7 @@ def test_the_views_show_a_conditional_detr_and_an_rt_detr(qtbot, settings, folde
         qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=30000)
         result = window.state.result
         assert window.state.model.config.attention == "conditional_detr"
+        assert (window.state.model.config.image_min_size, window.state.model.config.image_max_size) == (64, 96)
         assert result.cross_attention is not None and result.cross_attention.shape[:3] == (2, 2, 8)
         assert "Conditional DETR" in window.model_info.summary.text()
         assert "Meng et al. 2021" in window.model_info.summary.text()
