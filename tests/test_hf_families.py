@@ -191,12 +191,18 @@ def test_refusals_name_the_problem(rt_folder, tmp_path):
         load_checkpoint(broken)
 
 
-def test_without_transformers_the_message_names_the_family_and_the_command(rt_folder, monkeypatch):
+def test_without_transformers_the_message_names_the_family_and_the_command(rt_folder, rt_opened, monkeypatch):
+    from detr_core.config import DETRConfig, to_dict
+    from detr_core.model.registry import build_model
+
     _, folder = rt_folder
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
-    with pytest.raises(CheckpointError, match=r"RT-DETR models open through the transformers library.*"
-                                              r"uv sync --extra hf"):
+    message = r"RT-DETR models open through the transformers library, which is not installed: run `uv sync --extra hf`"
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(folder)
+    config = DETRConfig(**to_dict(rt_opened[0].model_config))  # the config itself needs no transformers
+    with pytest.raises(CheckpointError, match=message):
+        build_model(config)
 
 
 def _dense_family(name: str):

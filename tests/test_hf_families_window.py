@@ -61,6 +61,7 @@ def test_the_views_show_a_conditional_detr_and_an_rt_detr(qtbot, settings, folde
         qtbot.waitUntil(lambda: window.state.result is not None and window.state.result.deformable is not None,
                         timeout=30000)
         assert window.state.model.config.attention == "rt_detr" and "RT-DETR" in window.model_info.summary.text()
+        assert (window.state.model.config.image_min_size, window.state.model.config.image_max_size) == (96, 96)
         window.deformable_dock.raise_()
         assert window.deformable.pages.currentIndex() == 1
         window.state.set_selected_query(5)
