@@ -353,3 +353,24 @@ def test_a_wrapped_family_is_not_trained_here(rt_opened):
 
     with pytest.raises(ValueError, match="RT-DETR is opened here, not trained"):
         Trainer(rt_opened[0].model_config, TrainConfig(steps=1, batch_size=1, threads=1))
+
+
+def test_a_capture_records_only_its_own_threads_calls(dense_folders):
+    """The window may run one model on two threads; a plain pass on another thread must not write
+    into a capture's recording (its attention maps would be another image's)."""
+    import threading
+
+    from detr_core.model.hf_families.base import Recording, output_of
+
+    hf, _ = dense_folders["dab_detr"]
+    recording = Recording()
+    handle = output_of(hf.model.backbone, "valid", lambda o: o[0][-1][1])(recording)
+    try:
+        other = threading.Thread(target=lambda: hf(pixel_values=torch.zeros(1, 3, 64, 64)))
+        with torch.no_grad():
+            other.start()
+            other.join()
+            hf(pixel_values=torch.zeros(1, 3, 64, 96))
+    finally:
+        handle.remove()
+    assert [v.shape for v in recording["valid"]] == [(1, 2, 3)]  # this thread's 64 x 96 pass only
