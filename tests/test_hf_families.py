@@ -150,10 +150,17 @@ def test_hub_cache_layout_and_the_explorers_own_checkpoint(rt_folder, rt_opened,
     (entry / "refs" / "main").write_text("0123abcd")
     for f in folder.iterdir():
         (snapshot / f.name).symlink_to(f)
+    from detr_core.formats.hf import hub_snapshot, is_hf_checkpoint
+
+    assert is_hf_checkpoint(entry)  # so File > Open, a drop and the command line take it
     opened = load_checkpoint(entry)
     ckpt, model = rt_opened
     assert opened.model_config == ckpt.model_config
     assert all(torch.equal(opened.state_dict[k], v) for k, v in ckpt.state_dict.items())
+    (entry / "refs" / "main").unlink()  # without refs/main: the newest snapshot
+    (entry / "snapshots" / "00old").mkdir()
+    os.utime(entry / "snapshots" / "00old", (1, 1))
+    assert hub_snapshot(entry) == snapshot
     image = [torch.randn(3, 64, 96)]  # the other tests' size: no new convolution shapes to set up
     saved = load_checkpoint(save_checkpoint(tmp_path / "rt.pt", model, ["cat", "dog", "bird"]))
     with torch.no_grad():
