@@ -148,9 +148,6 @@ class Recording(dict):
             self.setdefault(name, []).append(value)
 
 
-Hook = Callable[..., None]
-
-
 class WrappedDetector(nn.Module):
     """A transformers ``*ForObjectDetection`` answering the project's forward and capture protocol.
 
