@@ -291,8 +291,13 @@ def test_rt_detr_v2_reproduces_transformers_and_its_sampling_locations(tmp_path)
     model = load_checkpoint(tmp_path).build_model()
     torch.manual_seed(1)
     image = torch.randn(3, 64, 96)
+    attn = hf.model.decoder.layers[-1].encoder_attn
+    captured = {}  # the last layer's attention output, as transformers computes it
+    handle = attn.output_proj.register_forward_hook(lambda m, a, o: captured.update(input=a[0]))  # returns None
     with torch.no_grad():
         theirs = hf(pixel_values=_unnormalized(image)[None])
+    handle.remove()
+    with torch.no_grad():
         ours = model([image], capture=True)
     torch.testing.assert_close(ours["pred_logits"], theirs.logits, **TOL)
     torch.testing.assert_close(ours["pred_boxes"], theirs.pred_boxes, **TOL)
@@ -300,7 +305,6 @@ def test_rt_detr_v2_reproduces_transformers_and_its_sampling_locations(tmp_path)
     assert isinstance(att, SamplingPoints) and att.decoder_locations[1].shape == (1, 12, 2, 3, 4, 2)
     # the recorded locations and weights, sampled with grid_sample, give the layer's attention output
     # (checked on the last layer: value = value_proj(memory))
-    attn = hf.model.decoder.layers[-1].encoder_attn
     memory = ours["capture"].memory
     value = attn.value_proj(memory).view(1, -1, 2, 16)
     starts = [0, 96, 120, 126]
@@ -310,12 +314,7 @@ def test_rt_detr_v2_reproduces_transformers_and_its_sampling_locations(tmp_path)
         grid = 2 * att.decoder_locations[-1][0, :, :, level].transpose(0, 1) - 1  # [heads, Q, P, 2]
         s = F.grid_sample(v, grid, align_corners=False)  # [heads, dh, Q, P]
         sampled = sampled + (s * att.decoder_weights[-1][0, :, :, level].permute(1, 0, 2)[:, None]).sum(-1)
-    captured = {}
-    handle = attn.output_proj.register_forward_hook(lambda m, a, o: captured.setdefault("in", a[0]))
-    with torch.no_grad():
-        hf(pixel_values=_unnormalized(image)[None])
-    handle.remove()
-    expected = captured["in"][0].view(12, 2, 16).permute(1, 2, 0)  # [heads, dh, Q]
+    expected = captured["input"][0].view(12, 2, 16).permute(1, 2, 0)  # [heads, dh, Q]
     torch.testing.assert_close(sampled.detach(), expected, **TOL)
 
 
