@@ -16,14 +16,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from detr_core.checkpoint import CheckpointError, model_summary
     from detr_core.config import to_dict
 
     ckpt = open_checkpoint(args.checkpoint, args.model_set)
-    problem = ckpt.problem()
-    if problem:
-        raise CLIError(f"{args.checkpoint.name}: {problem}")
+    try:
+        summary = model_summary(ckpt.build_model())  # raises on weights that do not fit
+    except CheckpointError as e:
+        raise CLIError(f"{args.checkpoint.name}: {e}") from None
     n = sum(v.numel() for v in ckpt.state_dict.values())
-    print(json.dumps({"source": ckpt.source, "step": ckpt.step, "classes": ckpt.class_names,
+    model = {k: summary[k] for k in ("family", "paper", "backbone", "queries", "classes", "parameters")}
+    print(json.dumps({"model": model, "source": ckpt.source, "step": ckpt.step, "classes": ckpt.class_names,
                       "assumed": ckpt.assumptions,
                       "parameters_and_buffers": n, "model_config": to_dict(ckpt.model_config)}, indent=2))
     return 0

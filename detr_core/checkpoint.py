@@ -405,9 +405,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DE
 
 
 def model_summary(model: nn.Module) -> dict[str, Any]:
+    """The family (and its paper), backbone, sizes and parameter count of a built model."""
+    from detr_core.model.registry import describe
+
     cfg: DETRConfig = model.config  # type: ignore[assignment]
+    family = describe(cfg)
     return {
-        "backbone": cfg.backbone,
+        "family": family["family"],
+        "paper": family["paper"],
+        "backbone": family["backbone"] if cfg.backbone == "transformers" else cfg.backbone,
         "queries": cfg.num_queries,
         "classes": cfg.num_classes,
         "parameters": sum(p.numel() for p in model.parameters()),

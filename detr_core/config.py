@@ -38,7 +38,8 @@ def check_number(
         raise ValueError(f"{name} must be at most {high}, got {value}")
 
 
-BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet")
+# "transformers": the backbone a wrapped family's transformers config names (model/hf_families/)
+BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet", "transformers")
 RESNET_BLOCKS = ("bottleneck", "basic")
 QUERY_TYPES = ("learned", "anchor")
 CLASSIFIERS = ("softmax", "focal")
@@ -110,6 +111,9 @@ class DETRConfig:
     # Inference-time resizing: shorter side to image_min_size, longer side at most image_max_size.
     image_min_size: int = 800
     image_max_size: int = 1333
+    # Families wrapped from transformers (RT-DETR, Conditional DETR ..., see model/hf_families/):
+    # their ``config.json`` as transformers wrote it, from which the family builds its model
+    transformers_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:

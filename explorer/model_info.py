@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from detr_core.data.coco_names import COCO_CLASS_NAMES
+from detr_core.model.registry import describe
 
 from .state import AppState, LoadedModel
 
@@ -141,9 +142,12 @@ def architecture_text(loaded: LoadedModel | None) -> str:
     cfg = loaded.model.config
     # a file and where it came from; a model without a file is named by where it came from, once
     name = f"{loaded.path.name} ({loaded.source})" if loaded.path is not None else loaded.source
-    backbone = cfg.backbone + (" (DC5)" if cfg.dilation else "")
+    family = describe(cfg)
+    backbone = (family["backbone"] if cfg.backbone == "transformers" else cfg.backbone) + (
+        " (DC5)" if cfg.dilation else "")
     params = sum(p.numel() for p in loaded.model.parameters())
-    return (f"{name}\n{backbone} · d_model {cfg.d_model} · {heads_text(loaded)} · "
+    paper = f" · {family['paper']}" if family["paper"] else ""
+    return (f"{name}\n{family['family']}{paper}\n{backbone} · d_model {cfg.d_model} · {heads_text(loaded)} · "
             f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers · {cfg.num_queries} queries · "
             f"{cfg.num_classes} classes · {params / 1e6:.1f} M parameters")
 

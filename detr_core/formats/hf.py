@@ -33,17 +33,49 @@ def _error(message: str) -> Exception:
     return CheckpointError(message)
 
 
+NATIVE_MODEL_TYPES = ("detr", "deformable_detr")  # read into this project's own modules
+
+
+def _wrapped_families() -> dict[str, str]:
+    """transformers' model_type -> the module of a family wrapped from transformers."""
+    from detr_core.model.hf_families import FAMILIES
+
+    return FAMILIES
+
+
 def _is_detr_config(path: Path) -> bool:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and str(data.get("model_type", "")) in ("detr", "deformable_detr")
+    kind = str(data.get("model_type", "")) if isinstance(data, dict) else ""
+    return kind in NATIVE_MODEL_TYPES or kind in _wrapped_families()
+
+
+def hub_snapshot(path: Path) -> Path:
+    """The snapshot folder of a Hugging Face Hub cache entry (``models--org--name``, holding
+    ``snapshots/<hash>/``): the one ``refs/main`` names, else the newest. Other paths unchanged."""
+    snapshots = path / "snapshots"
+    if not (path.is_dir() and path.name.startswith("models--") and snapshots.is_dir()):
+        return path
+    try:
+        ref = (path / "refs" / "main").read_text().strip()
+    except OSError:
+        ref = ""
+    if ref and (snapshots / ref).is_dir():
+        return snapshots / ref
+    found = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise _error(f"{path.name}: a Hugging Face cache entry without any snapshot inside")
+    return found[-1]
 
 
 def is_hf_checkpoint(path: str | Path) -> bool:
-    """A Hugging Face DETR folder, or one of its files (``config.json``, the weights)."""
+    """A Hugging Face DETR-family folder (or Hub cache entry), or one of its files (``config.json``,
+    the weights)."""
     path = Path(path)
+    if path.is_dir() and path.name.startswith("models--") and (path / "snapshots").is_dir():
+        return True
     if path.is_dir():
         return (path / CONFIG_NAME).is_file()
     if path.suffix == ".safetensors" or path.suffix == ".json":
@@ -324,8 +356,10 @@ def class_names_from_hf(hf: dict[str, Any], num_classes: int) -> list[str]:
 
 
 def load_hf_checkpoint(path: str | Path):
-    """A Hugging Face DETR folder (or its config.json or weights file) as a Checkpoint."""
-    path = Path(path)
+    """A Hugging Face DETR-family folder (or Hub cache entry, or its config.json or weights file)
+    as a Checkpoint. DETR and Deformable DETR are read into this project's modules; the families
+    in :mod:`detr_core.model.hf_families` are opened by wrapping transformers' own."""
+    path = hub_snapshot(Path(path))
     config_path, weights_path = _files(path)
     try:
         hf = json.loads(config_path.read_text())
@@ -333,9 +367,16 @@ def load_hf_checkpoint(path: str | Path):
         raise _error(f"{config_path.name}: not readable JSON ({e})") from None
     if isinstance(hf, dict) and hf.get("model_type") == "deformable_detr":
         return load_hf_deformable(hf, config_path, weights_path)
+    wrapped = _wrapped_families()
+    if isinstance(hf, dict) and hf.get("model_type") in wrapped:
+        from detr_core.model.hf_families import family_module
+        from detr_core.model.hf_families.base import open_folder
+
+        return open_folder(family_module(hf["model_type"]).build, hf, config_path, weights_path)
     if not isinstance(hf, dict) or hf.get("model_type") != "detr":
         kind = hf.get("model_type") if isinstance(hf, dict) else None
-        raise _error(f"{config_path.name}: not a DETR config (model_type {kind!r}; this app opens 'detr' and 'deformable_detr')")
+        known = ", ".join(repr(k) for k in (*NATIVE_MODEL_TYPES, *wrapped))
+        raise _error(f"{config_path.name}: not a DETR-family config (model_type {kind!r}; this app opens {known})")
     raw = read_weights(weights_path)
     state = hf_to_detr_state(raw)
     if "class_embed.weight" not in state:

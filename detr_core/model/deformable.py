@@ -159,6 +159,8 @@ def level_strides(model: DeformableDETR) -> list[int]:
 
 # The family's entries in :mod:`detr_core.model.registry`
 build = DeformableDETR
+TITLE = "Deformable DETR"
+PAPER = "Zhu et al. 2021, Deformable DETR: Deformable Transformers for End-to-End Object Detection"
 ATTENTION_KIND = "sampling"  # its capture's cross-attention: SamplingPoints
 # its levels' sizes and start offsets are Python numbers: a traced (ONNX) graph holds one image size
 TRACED_SIZE_DYNAMIC = False

@@ -14,6 +14,8 @@ heads, matcher, losses, post-processing) with its own transformer and queries, a
 - optionally ``TRACED_SIZE_DYNAMIC = False``: a traced export (ONNX) of it holds one image size
   (its graph computes with sizes as Python numbers); the default is True.
 
+Optionally ``TITLE``, ``PAPER`` and ``backbone_name(config)`` name it (:func:`describe`), and
+``TRAIN_PROBLEM`` says why it cannot be trained here (:func:`train_problem`; the trainer refuses it).
 Adding a family is one new module with these three and one entry in :data:`FAMILIES`. The
 config key stays ``attention`` (its first two families differ by their attention) so that every
 saved checkpoint still opens. Families are imported when first used: opening a plain DETR never
@@ -39,6 +41,11 @@ class FamilyConfig(Protocol):
 FAMILIES: dict[str, str] = {  # config.attention: the family's module
     "dense": "detr_core.model.detr",
     "deformable": "detr_core.model.deformable",
+    # wrapped from transformers (opened, not trained): see detr_core/model/hf_families/
+    "rt_detr": "detr_core.model.hf_families.rt_detr",
+    "rt_detr_v2": "detr_core.model.hf_families.rt_detr_v2",
+    "conditional_detr": "detr_core.model.hf_families.conditional_detr",
+    "dab_detr": "detr_core.model.hf_families.dab_detr",
 }
 
 
@@ -62,6 +69,23 @@ def build_model(config: FamilyConfig) -> nn.Module:
 def export_problem(config: FamilyConfig) -> str:
     """Why other libraries' DETR formats cannot hold ``config``'s family ("" when they can)."""
     return family(config.attention).EXPORT_PROBLEM
+
+
+def train_problem(config: FamilyConfig) -> str:
+    """Why ``config``'s family cannot be trained here ("" when it can): a family's optional
+    ``TRAIN_PROBLEM`` (the families wrapped from transformers are opened, not trained)."""
+    return getattr(family(config.attention), "TRAIN_PROBLEM", "")
+
+
+def describe(config: FamilyConfig) -> dict[str, str]:
+    """The family's name and paper (``TITLE``, ``PAPER`` of its module) and its backbone's name."""
+    module = family(config.attention)
+    name = getattr(module, "backbone_name", None)
+    return {
+        "family": getattr(module, "TITLE", config.attention),
+        "paper": getattr(module, "PAPER", ""),
+        "backbone": name(config) if name is not None else str(getattr(config, "backbone", "")),
+    }
 
 
 def attention_kind(config: FamilyConfig) -> str:

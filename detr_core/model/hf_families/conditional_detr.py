@@ -1,0 +1,137 @@
+"""Conditional DETR (``DETRConfig(attention="conditional_detr")``), wrapped from transformers'
+``ConditionalDetrForObjectDetection``.
+
+Meng et al., "Conditional DETR for Fast Training Convergence" (ICCV 2021): DETR whose decoder
+cross-attention splits each query into a content part and a spatial part (a sine embedding of a
+reference point, scaled per layer by a transformation of the decoder embedding), so each head
+looks at a narrow band around the object's extremities; the boxes are predicted relative to
+each query's reference point. Sigmoid (focal) classification, 300 queries.
+
+Capture recipe (forward hooks):
+
+- decoder cross-attention maps [B, heads, Q, S] (the second output of each layer's
+  ``encoder_attn``; the model runs eager attention, since sdpa returns none) and decoder
+  self-attention maps (each ``self_attn``'s) -> :class:`DenseAttention`;
+- encoder self-attention as q and k (the outputs of each encoder layer's ``q_proj`` and
+  ``k_proj``, whose inputs already hold the position embedding, as the project's own encoder keeps them);
+- the feature grid's padding mask (the backbone's last mask);
+- every decoder layer's logits and boxes: transformers' own heads (``class_labels_classifier``,
+  ``bbox_predictor`` around the reference point) on the decoder's layer-normed layer outputs, as
+  its auxiliary loss reads them; the last layer's are transformers' outputs.
+
+Input: ImageNet-normalized pixels and a ``pixel_mask``, as DETR (padding is masked out exactly).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from detr_core.model.capture_protocol import ModelCapture
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    Recording,
+    WrappedDetector,
+    backbone_name,
+    check_wrapped_config,
+    dense_attention,
+    output_of,
+)
+from detr_core.model.nested_tensor import NestedTensor
+
+SPEC = FamilySpec(
+    name="conditional_detr", model_type="conditional_detr", config_class="ConditionalDetrConfig",
+    model_class="ConditionalDetrForObjectDetection", title="Conditional DETR",
+    paper="Meng et al. 2021, Conditional DETR for Fast Training Convergence",
+    attention_kind="dense", imagenet_normalized=True, takes_pixel_mask=True,
+)
+
+
+def backbone_stride(hf_config) -> int:
+    """Input pixels per cell of the backbone's last feature map, as its config says it (a ResNet
+    stage N: 2 ** (N + 1); a dilated last stage, ``output_stride`` 16, halves it)."""
+    backbone = getattr(hf_config, "backbone_config", None)
+    if isinstance(getattr(backbone, "output_stride", None), int):
+        return int(backbone.output_stride)
+    out = list(getattr(backbone, "out_features", None) or ["stage4"])
+    stage = int(out[-1][len("stage"):]) if out[-1].startswith("stage") else 4
+    return 2 ** (stage + 1)
+
+
+def grid_stride(input_size: tuple[int, int], grid: tuple[int, int], guess: int) -> int:
+    """The stride that maps an input of ``input_size`` (H, W) onto a feature ``grid`` (h, w) (each
+    side rounded up), ``guess`` when several or none do."""
+    fits = [s for s in (4, 8, 16, 32, 64) if all(-(-n // s) == g for n, g in zip(input_size, grid))]
+    return guess if guess in fits or len(fits) != 1 else fits[0]
+
+
+class ConditionalDetr(WrappedDetector):
+    SPEC = SPEC
+
+    @classmethod
+    def _sizes(cls, c) -> dict[str, Any]:
+        if c.encoder_attention_heads != c.decoder_attention_heads:
+            raise ValueError(f"encoder_attention_heads={c.encoder_attention_heads} is not supported (the views "
+                             f"show one head count; only decoder_attention_heads={c.decoder_attention_heads})")
+        return {"d_model": c.d_model, "nheads": c.decoder_attention_heads, "num_encoder_layers": c.encoder_layers,
+                "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
+                "num_queries": c.num_queries, "dilation": bool(c.dilation)}
+
+    @property
+    def stride(self) -> int:
+        """The backbone's stride, as measured on the last captured forward (else as configured)."""
+        return getattr(self, "_measured_stride", None) or backbone_stride(self.detector.config)
+
+    def _hooks(self, capture: bool) -> list:
+        model = self.detector.model
+        hooks = [output_of(layer, "layer_out") for layer in model.decoder.layers]
+        hooks.append(output_of(model, "reference", lambda o: o.reference_points))  # [Q, B, 2], transformers' layout
+        if capture:
+            for layer in model.decoder.layers:
+                hooks.append(output_of(layer.encoder_attn, "cross", lambda o: o[1]))
+                hooks.append(output_of(layer.self_attn, "self", lambda o: o[1]))
+            for layer in model.encoder.layers:
+                hooks.append(output_of(layer.self_attn.q_proj, "enc_q"))
+                hooks.append(output_of(layer.self_attn.k_proj, "enc_k"))
+            hooks.append(output_of(model.backbone, "valid", lambda o: o[-1][1]))  # [B, h, w] True on image
+            hooks.append(output_of(model.encoder, "memory", lambda o: o.last_hidden_state))
+        return hooks
+
+    def _layers(self, out: Any, recording: Recording) -> tuple[Tensor, Tensor]:
+        from transformers.models.conditional_detr.modeling_conditional_detr import inverse_sigmoid
+
+        det = self.detector
+        reference = inverse_sigmoid(recording["reference"][0]).transpose(0, 1)  # [B, Q, 2]
+        logits, boxes = [], []
+        for hidden in recording["layer_out"][:-1]:
+            normed = det.model.decoder.layernorm(hidden)  # [B, Q, D]
+            delta = det.bbox_predictor(normed)
+            logits.append(det.class_labels_classifier(normed))
+            boxes.append(torch.cat([delta[..., :2] + reference, delta[..., 2:]], -1).sigmoid())
+        return torch.stack([*logits, out.logits]), torch.stack([*boxes, out.pred_boxes])
+
+    def _capture(self, out: Any, recording: Recording, logits: Tensor, boxes: Tensor,
+                 samples: NestedTensor) -> ModelCapture:
+        attention = dense_attention(recording, self.config.nheads, recording["valid"][0])
+        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
+                                            backbone_stride(self.detector.config))
+        return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
+                            memory=recording["memory"][0])
+
+
+# The family's entries in detr_core.model.registry
+build = ConditionalDetr
+ATTENTION_KIND = SPEC.attention_kind
+TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+
+
+def check_config(config) -> None:
+    check_wrapped_config(SPEC, config)
+
+
+__all__ = ["EXPORT_PROBLEM", "ConditionalDetr", "backbone_name", "build", "check_config"]

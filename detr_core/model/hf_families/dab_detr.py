@@ -1,0 +1,115 @@
+"""DAB-DETR (``DETRConfig(attention="dab_detr")``), wrapped from transformers' ``DabDetrForObjectDetection``.
+
+Liu et al., "DAB-DETR: Dynamic Anchor Boxes are Better Queries for DETR" (ICLR 2022): the
+decoder's queries are learned anchor boxes (x, y, w, h), refined layer by layer; each layer's
+cross-attention uses the anchor's sine embedding as its spatial query, modulated by the anchor's
+width and height. Sigmoid (focal) classification.
+
+Capture recipe:
+
+- decoder cross- and self-attention maps: transformers returns them with ``output_attentions``
+  (asked during a capture only) -> :class:`DenseAttention`;
+- encoder self-attention as q and k (outputs of each encoder layer's ``q_proj`` and ``k_proj``);
+- the feature grid's padding mask (the backbone's last mask) and the encoder's output;
+- every decoder layer's logits and boxes: transformers' own heads (``class_embed``,
+  ``bbox_predictor`` around each layer's anchor) on the decoder's intermediate states, exactly as
+  its forward computes the last layer's (recorded from ``model``'s output).
+
+Input: ImageNet-normalized pixels and a ``pixel_mask`` (padding masked out exactly).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from detr_core.model.capture_protocol import ModelCapture
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    Recording,
+    WrappedDetector,
+    backbone_name,
+    check_wrapped_config,
+    dense_attention,
+    output_of,
+)
+from detr_core.model.hf_families.conditional_detr import backbone_stride, grid_stride
+from detr_core.model.nested_tensor import NestedTensor
+
+SPEC = FamilySpec(
+    name="dab_detr", model_type="dab-detr", config_class="DabDetrConfig", model_class="DabDetrForObjectDetection",
+    title="DAB-DETR", paper="Liu et al. 2022, DAB-DETR: Dynamic Anchor Boxes are Better Queries for DETR",
+    attention_kind="dense", imagenet_normalized=True, takes_pixel_mask=True,
+)
+
+
+class DabDetr(WrappedDetector):
+    SPEC = SPEC
+
+    @classmethod
+    def _sizes(cls, c) -> dict[str, Any]:
+        if c.encoder_attention_heads != c.decoder_attention_heads:
+            raise ValueError(f"encoder_attention_heads={c.encoder_attention_heads} is not supported (the views "
+                             f"show one head count; only decoder_attention_heads={c.decoder_attention_heads})")
+        return {"d_model": c.hidden_size, "nheads": c.decoder_attention_heads, "num_encoder_layers": c.encoder_layers,
+                "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
+                "num_queries": c.num_queries * max(1, c.num_patterns), "dilation": bool(c.dilation),
+}
+
+    @property
+    def stride(self) -> int:
+        """The backbone's stride, as measured on the last captured forward (else as configured)."""
+        return getattr(self, "_measured_stride", None) or backbone_stride(self.detector.config)
+
+    def _forward_options(self, capture: bool) -> dict[str, Any]:
+        return {"output_attentions": True} if capture else {}
+
+    def _hooks(self, capture: bool) -> list:
+        model = self.detector.model
+        hooks = [output_of(model, "decoder", lambda o: (o.intermediate_hidden_states, o.reference_points))]
+        if capture:
+            for layer in model.encoder.layers:
+                hooks.append(output_of(layer.self_attn.q_proj, "enc_q"))
+                hooks.append(output_of(layer.self_attn.k_proj, "enc_k"))
+            hooks.append(output_of(model.backbone, "valid", lambda o: o[0][-1][1]))  # [B, h, w] True on image
+            hooks.append(output_of(model.encoder, "memory", lambda o: o[0]))
+        return hooks
+
+    def _layers(self, out: Any, recording: Recording) -> tuple[Tensor, Tensor]:
+        from transformers.models.dab_detr.modeling_dab_detr import inverse_sigmoid
+
+        det = self.detector
+        hidden, anchors = recording["decoder"][0]  # [L, B, Q, D], [L, B, Q, 4] the anchor each layer used
+        dims = det.config.query_dim
+        delta = det.bbox_predictor(hidden)
+        boxes = torch.cat([delta[..., :dims] + inverse_sigmoid(anchors), delta[..., dims:]], -1).sigmoid()
+        logits = det.class_embed(hidden)
+        return torch.cat([logits[:-1], out.logits[None]]), torch.cat([boxes[:-1], out.pred_boxes[None]])
+
+    def _capture(self, out: Any, recording: Recording, logits: Tensor, boxes: Tensor,
+                 samples: NestedTensor) -> ModelCapture:
+        recording["cross"] = list(out.cross_attentions)  # per layer [B, heads, Q, S]
+        recording["self"] = list(out.decoder_attentions)  # per layer [B, heads, Q, Q]
+        attention = dense_attention(recording, self.config.nheads, recording["valid"][0])
+        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
+                                            backbone_stride(self.detector.config))
+        return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
+                            memory=recording["memory"][0])
+
+
+# The family's entries in detr_core.model.registry
+build = DabDetr
+ATTENTION_KIND = SPEC.attention_kind
+TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+
+
+def check_config(config) -> None:
+    check_wrapped_config(SPEC, config)
+
+
+__all__ = ["EXPORT_PROBLEM", "DabDetr", "backbone_name", "build", "check_config"]

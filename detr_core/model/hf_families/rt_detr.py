@@ -1,0 +1,134 @@
+"""RT-DETR (``DETRConfig(attention="rt_detr")``), wrapped from transformers' ``RTDetrForObjectDetection``.
+
+Zhao et al., "DETRs Beat YOLOs on Real-time Object Detection" (CVPR 2024): a CNN backbone
+(ResNet-vd or HGNetV2), a hybrid encoder (one attention layer on the coarsest map, AIFI, then a
+convolutional fusion of the scales, CCFF), query selection (the decoder's queries start from the
+best-scoring encoder tokens) and a deformable decoder refining a box per layer.
+
+Capture recipe (forward hooks, nothing recomputed but the top-k of the selection scores):
+
+- each decoder layer's cross-attention: the sampling locations and weights transformers hands to
+  its ``MultiScaleDeformableAttention`` (a pre-hook on that module), and the reference box the
+  layer used (``reference_points`` of the attention's call) -> :class:`SamplingPoints`;
+- the decoder's memory and level shapes (a pre-hook on the decoder);
+- ``selected_tokens``: the top ``num_queries`` of ``enc_outputs_class`` (as transformers selects);
+- every layer's logits and boxes: transformers returns them (``intermediate_logits``,
+  ``intermediate_reference_points``).
+
+Input: RT-DETR's processor rescales to [0, 1] without normalizing; the wrapper undoes the
+project's ImageNet normalization. RT-DETR takes no pixel mask (padding is seen as black).
+Its processor resizes to 640 x 640; the explorer keeps the aspect ratio, longer side 640, and
+pads to a multiple of 32 (its encoder's fusion needs it) with black, as the processor pads; the
+boxes, predicted relative to the padded input, are rescaled to each image.
+``anchor_image_size`` (anchors fixed for one input size) is followed by generating the anchors for
+each input's size, which equals the fixed ones at that size and also runs on other sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from detr_core.model.capture_protocol import ModelCapture, SamplingPoints
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    Recording,
+    WrappedDetector,
+    backbone_name,
+    check_wrapped_config,
+    inputs_of,
+)
+from detr_core.model.nested_tensor import NestedTensor
+
+SPEC = FamilySpec(
+    name="rt_detr", model_type="rt_detr", config_class="RTDetrConfig", model_class="RTDetrForObjectDetection",
+    title="RT-DETR", paper="Zhao et al. 2024, DETRs Beat YOLOs on Real-time Object Detection",
+    attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
+    image_min_size=640, image_max_size=640, size_divisor=32,
+)
+
+
+class RTDetr(WrappedDetector):
+    SPEC = SPEC
+
+    @classmethod
+    def _adjust(cls, hf_config):
+        hf_config.anchor_image_size = None  # anchors for each input's own size (see the module docstring)
+        return hf_config
+
+    @classmethod
+    def _sizes(cls, c) -> dict[str, Any]:
+        return {"d_model": c.d_model, "nheads": c.decoder_attention_heads, "num_encoder_layers": c.encoder_layers,
+                "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
+                "num_queries": c.num_queries, "num_feature_levels": c.num_feature_levels,
+                "dec_n_points": c.decoder_n_points, "with_box_refine": True, "two_stage": True}
+
+    @property
+    def stride(self) -> int:
+        return int(self.detector.config.feat_strides[0])
+
+    def level_strides(self, levels: int) -> list[int]:
+        """Input pixels per cell of each level (extra levels halve the last backbone level)."""
+        strides = [int(s) for s in self.detector.config.feat_strides][:levels]
+        while len(strides) < levels:
+            strides.append(strides[-1] * 2)
+        return strides
+
+    def _hooks(self, capture: bool) -> list:
+        if not capture:
+            return []
+        decoder = self.detector.model.decoder
+        hooks = [inputs_of(decoder, "memory", lambda a, k: (k["encoder_hidden_states"], k["spatial_shapes_list"]))]
+        for layer in decoder.layers:
+            hooks.append(inputs_of(layer.encoder_attn, "reference", lambda a, k: k["reference_points"][:, :, 0]))
+            hooks += self._sampling_hooks(layer.encoder_attn)
+        return hooks
+
+    def _sampling_hooks(self, attention) -> list:
+        """Hooks recording ``sampling`` (locations [B, Q, heads, levels, P, 2] in [0, 1] of the padded
+        input, weights [B, Q, heads, levels, P]) for one decoder layer's deformable attention."""
+        # MultiScaleDeformableAttention(value, shapes, shapes_list, level_start, locations, weights, im2col)
+        return [inputs_of(attention.attn, "sampling", lambda a, k: (a[4], a[5]))]
+
+    def _layers(self, out: Any, recording: Recording) -> tuple[Tensor, Tensor]:
+        return out.intermediate_logits.transpose(0, 1), out.intermediate_reference_points.transpose(0, 1)
+
+    def _capture(self, out: Any, recording: Recording, logits: Tensor, boxes: Tensor,
+                 samples: NestedTensor) -> ModelCapture:
+        memory, shapes = recording["memory"][0]  # [B, S, D], per level (h_l, w_l)
+        shapes = [(int(h), int(w)) for h, w in shapes]
+        mask = samples.mask  # [B, H, W] True on padding
+        feature_masks = [F.interpolate(mask[None].float(), size=s).to(torch.bool)[0] for s in shapes]
+        locations, weights = zip(*recording["sampling"])
+        sampling = SamplingPoints(
+            shapes=shapes,
+            valid_ratios=memory.new_ones((memory.shape[0], len(shapes), 2)),  # RT-DETR ignores padding
+            decoder_references=list(recording["reference"]),  # [B, Q, 4] cxcywh of the padded input
+            decoder_locations=list(locations),
+            decoder_weights=list(weights),
+            strides=self.level_strides(len(shapes)),
+            feature_masks=feature_masks,
+        )
+        scores = out.enc_outputs_class.max(-1).values  # [B, S]: the selection's scores, as transformers ranks
+        selected = torch.topk(scores, self.detector.config.num_queries, dim=1).indices  # [B, Q]
+        return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=sampling, memory=memory,
+                            selected_tokens=selected)
+
+
+# The family's entries in detr_core.model.registry
+build = RTDetr
+ATTENTION_KIND = SPEC.attention_kind
+TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+
+
+def check_config(config) -> None:
+    check_wrapped_config(SPEC, config)
+
+
+__all__ = ["EXPORT_PROBLEM", "RTDetr", "backbone_name", "build", "check_config"]
