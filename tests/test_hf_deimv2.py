@@ -1,0 +1,34 @@
+"""DEIMv2 (D-FINE's decoder with RMSNorm and SwiGLU, here without the gate) opens from a
+``save_pretrained`` folder, reproduces transformers' forward and captures what D-FINE's does
+(sampling points, every layer, edge distributions). Tiny random model; nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_hf_d_fine import check_family, tiny_d_fine
+
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, a shared machine
+
+
+@pytest.fixture(scope="module")
+def deimv2_folder(tmp_path_factory):
+    hf = tiny_d_fine("Deimv2Config", "Deimv2ForObjectDetection", use_gateway=False)
+    folder = tmp_path_factory.mktemp("deimv2")
+    hf.save_pretrained(folder)
+    return hf, folder
+
+
+def test_deimv2_reproduces_transformers_and_captures_points_and_edge_distributions(deimv2_folder, capsys):
+    from main import main
+
+    hf, folder = deimv2_folder
+    check_family(hf, folder, family="deimv2", title="DEIMv2")
+    assert main(["info", str(folder)]) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["family"] == "DEIMv2" and model["paper"].startswith("Huang et al. 2025")
+    assert model["backbone"].startswith("hgnet_v2 (stage blocks 1-1-1-1")
+    assert model["queries"] == 12 and model["classes"] == 3
