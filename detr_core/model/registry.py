@@ -45,6 +45,7 @@ FAMILIES: dict[str, str] = {  # config.attention: the family's module
     "dab_detr": "detr_core.model.hf_families.dab_detr",
     "d_fine": "detr_core.model.hf_families.d_fine",
     "deimv2": "detr_core.model.hf_families.deimv2",
+    "lw_detr": "detr_core.model.hf_families.lw_detr",
 }
 
 

@@ -36,6 +36,7 @@ FAMILIES: dict[str, str] = {
     "dab-detr": "detr_core.model.hf_families.dab_detr",
     "d_fine": "detr_core.model.hf_families.d_fine",
     "deimv2": "detr_core.model.hf_families.deimv2",
+    "lw_detr": "detr_core.model.hf_families.lw_detr",
 }
 
 
