@@ -37,6 +37,7 @@ FAMILIES: dict[str, str] = {
     "d_fine": "detr_core.model.hf_families.d_fine",
     "deimv2": "detr_core.model.hf_families.deimv2",
     "lw_detr": "detr_core.model.hf_families.lw_detr",
+    "rf_detr": "detr_core.model.hf_families.rf_detr",
 }
 
 
