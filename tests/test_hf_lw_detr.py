@@ -137,7 +137,8 @@ def test_lw_detr_reproduces_transformers_on_a_padded_batch_and_captures_sampling
     check_family(*lw_folder, family="lw_detr", strides=[8, 32])
 
 
-def check_info_and_refusals(folder, tmp_path, capsys, family: str, paper: str, backbone: str, parameters: int):
+def check_info_and_refusals(folder, tmp_path, capsys, family: str, paper: str, backbone: str, parameters: int,
+                            other_backbone: str = "vit"):
     from main import main
 
     assert main(["info", str(folder)]) == 0
@@ -152,6 +153,10 @@ def check_info_and_refusals(folder, tmp_path, capsys, family: str, paper: str, b
     unknown = dict(config, backbone_config=dict(config["backbone_config"], model_type="no_such_net"))
     (broken / "config.json").write_text(json.dumps(unknown))
     with pytest.raises(CheckpointError, match="backbone_config.model_type='no_such_net' is not a backbone"):
+        load_checkpoint(broken)
+    other = dict(config, backbone_config=dict(config["backbone_config"], model_type=other_backbone))
+    (broken / "config.json").write_text(json.dumps(other))  # a backbone transformers knows, not this family's
+    with pytest.raises(CheckpointError, match=f"backbone_config.model_type='{other_backbone}' is not supported"):
         load_checkpoint(broken)
     (broken / "config.json").write_text(json.dumps(config))
     (broken / "model.safetensors").unlink()

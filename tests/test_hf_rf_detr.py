@@ -40,7 +40,7 @@ def test_rf_detr_info_and_refusals(rf_folder, tmp_path, capsys):
     hf, folder = rf_folder
     check_info_and_refusals(folder, tmp_path, capsys, "RF-DETR", "Robinson et al. 2025",
                             "rf_detr_dinov2 (2 layers, width 32, patch 16, 2 x 2 windows)",
-                            sum(p.numel() for p in hf.parameters()))
+                            sum(p.numel() for p in hf.parameters()), other_backbone="dinov2")
     levels = tmp_path / "levels"
     shutil.copytree(folder, levels)
     config = json.loads((levels / "config.json").read_text())

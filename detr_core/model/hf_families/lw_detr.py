@@ -21,7 +21,8 @@ auxiliary loss applies the same way):
   each layer's normed output; the last layer's are transformers' outputs.
 
 Input: ImageNet-normalized pixels and a ``pixel_mask`` (its processor is Deformable DETR's), so
-padding is masked out and boxes are relative to each image. The ViT splits its token grid into
+padding is masked out and boxes are relative to each image. Refused: a ``backbone_config`` of
+another type than ``lw_detr_vit`` (transformers would build its ViT from it regardless). The ViT splits its token grid into
 ``num_windows`` windows: the input is padded (masked) to a multiple of ``patch_size *
 sqrt(num_windows)``.
 """
@@ -57,9 +58,14 @@ SPEC = FamilySpec(
 
 class LwDetr(WrappedDetector):
     SPEC = SPEC
+    BACKBONE = "lw_detr_vit"  # the one backbone transformers builds for this family, whatever the config names
 
     @classmethod
     def _sizes(cls, c) -> dict[str, Any]:
+        kind = getattr(c.backbone_config, "model_type", None)
+        if kind != cls.BACKBONE:
+            raise ValueError(f"backbone_config.model_type={kind!r} is not supported ({cls.SPEC.title} builds its "
+                             f"own backbone; only {cls.BACKBONE!r})")
         return {"d_model": c.d_model, "nheads": c.decoder_cross_attention_heads, "num_encoder_layers": 0,
                 "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
                 "num_queries": c.num_queries, "num_feature_levels": c.num_feature_levels,

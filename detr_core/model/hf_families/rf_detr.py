@@ -10,7 +10,8 @@ Capture: LW-DETR's (every layer's logits and boxes, selected tokens, sampling po
 level). Input: ImageNet-normalized pixels and a ``pixel_mask`` (its processor is DETR's), padded
 and masked to a multiple of ``patch_size * num_windows`` (the backbone splits each side of its
 token grid into ``num_windows`` windows). Refused: ``num_feature_levels`` other than 1 (the
-projector makes one map; transformers' decoder would expect more).
+projector makes one map; transformers' decoder would expect more) and a ``backbone_config`` of
+another type than ``rf_detr_dinov2``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SPEC = FamilySpec(
 
 class RfDetr(LwDetr):
     SPEC = SPEC
+    BACKBONE = "rf_detr_dinov2"
 
     @property
     def divisor(self) -> int:
