@@ -95,8 +95,12 @@ def check_family(hf, folder, family: str, title: str, layers: int = 2):
     images = [torch.randn(3, 64, 96), torch.randn(3, 48, 80)]  # the second padded to 64 x 96 with black
     pixels = padded_input(images)
     scale = torch.tensor([[1.0, 1, 1, 1], [96 / 80, 64 / 48, 96 / 80, 64 / 48]])[:, None]  # [B, 1, 4]
+    attn = hf.model.decoder.layers[-1].encoder_attn
+    kept = {}
+    handle = attn.register_forward_hook(lambda m, a, o: kept.__setitem__("out", o[0]))  # [B, Q, D]
     with torch.no_grad():
         theirs = hf(pixel_values=pixels)
+        handle.remove()
         plain, ours = model(images), model(images, capture=True)
         hf.model.decoder.train()  # transformers' decoder then returns every layer's logits and boxes
         every = hf(pixel_values=pixels)
@@ -124,7 +128,6 @@ def check_family(hf, folder, family: str, title: str, layers: int = 2):
     selected = theirs.enc_outputs_class.max(-1).values.topk(12, dim=1).indices
     assert torch.equal(cap.selected_tokens, selected)
     # the last layer's locations and weights, sampled with grid_sample, give its attention's output
-    attn = hf.model.decoder.layers[-1].encoder_attn
     value = cap.memory.view(2, -1, 2, 16)  # D-FINE samples the memory itself (no value projection)
     starts = [0, 96, 120, 126]
     sampled = 0
@@ -134,11 +137,6 @@ def check_family(hf, folder, family: str, title: str, layers: int = 2):
         s = F.grid_sample(v, grid, align_corners=False)  # [B*heads, dh, Q, P]
         weight = att.decoder_weights[-1][:, :, :, level].transpose(1, 2).flatten(0, 1)  # [B*heads, Q, P]
         sampled = sampled + (s * weight[:, None]).sum(-1)
-    kept = {}
-    handle = attn.register_forward_hook(lambda m, a, o: kept.__setitem__("out", o[0]))
-    with torch.no_grad():
-        hf(pixel_values=pixels)
-    handle.remove()
     expected = kept["out"].view(2, 12, 2, 16).permute(0, 2, 3, 1).flatten(0, 1)  # [B*heads, dh, Q]
     torch.testing.assert_close(sampled, expected, **TOL)
 
