@@ -16,6 +16,10 @@ import torch
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
+import tqdm
+
+tqdm.tqdm.monitor_interval = 0  # no monitor thread left running after a test
+
 from detr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.model.capture_protocol import DenseAttention, SamplingPoints
@@ -28,8 +32,11 @@ LABELS = {"id2label": {0: "cat", 1: "dog", 2: "bird"}, "label2id": {"cat": 0, "d
 
 
 def _randomize_norms(model):
-    """Random, non-trivial batch-norm statistics (a fresh model's are the identity)."""
+    """Random, non-trivial batch-norm statistics (a fresh model's are the identity), and every
+    weight moved off transformers' initialisation (whose zero class heads score all queries alike)."""
     with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
         for name, buf in model.named_buffers():
             if "running_var" in name:
                 buf.uniform_(0.5, 1.5)
@@ -69,18 +76,25 @@ def rt_folder(tmp_path_factory):
     return hf, folder
 
 
+@pytest.fixture(scope="module")
+def rt_opened(rt_folder):
+    """The folder opened as the window and the command line open it: (checkpoint, model)."""
+    ckpt = load_checkpoint(rt_folder[1])
+    return ckpt, ckpt.build_model()
+
+
 def _unnormalized(x: torch.Tensor) -> torch.Tensor:
     """The project's ImageNet-normalized pixels back in [0, 1], as RT-DETR's processor gives them."""
     return x * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
 
 
-def test_rt_detr_folder_reproduces_transformers_and_captures_sampling_points(rt_folder):
+def test_rt_detr_folder_reproduces_transformers_and_captures_sampling_points(rt_folder, rt_opened):
     from detr_core.analysis.capture import run_inference
+    from detr_core.data.images import prepare
 
-    hf, folder = rt_folder
-    ckpt = load_checkpoint(folder)
+    hf, _ = rt_folder
+    ckpt, model = rt_opened
     assert ckpt.model_config.attention == "rt_detr" and ckpt.class_names == ["cat", "dog", "bird"]
-    model = ckpt.build_model()
     torch.manual_seed(1)
     image = torch.randn(3, 64, 96)
     with torch.no_grad():
@@ -107,15 +121,15 @@ def test_rt_detr_folder_reproduces_transformers_and_captures_sampling_points(rt_
     import numpy as np
 
     rgb = (np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8)
-    result = run_inference(model, rgb, ckpt.class_names)
+    result = run_inference(model, rgb, ckpt.class_names, input_tensor=prepare(rgb, 64, 96))  # not 640: fast
     assert result.cross_attention is None and result.deformable is not None
     assert result.deformable.decoder_points.shape == (2, 12, 2, 3, 4, 2)
 
 
-def test_rt_detr_boxes_are_relative_to_each_image_when_padded(rt_folder):
+def test_rt_detr_boxes_are_relative_to_each_image_when_padded(rt_folder, rt_opened):
     """RT-DETR predicts relative to its whole (padded) input; the wrapper rescales to each image."""
-    hf, folder = rt_folder
-    model = load_checkpoint(folder).build_model()
+    hf, _ = rt_folder
+    model = rt_opened[1]
     torch.manual_seed(2)
     image = torch.randn(3, 64, 80)  # padded to 64 x 96 (a multiple of 32) with black
     padded = torch.zeros(3, 64, 96)
@@ -127,7 +141,7 @@ def test_rt_detr_boxes_are_relative_to_each_image_when_padded(rt_folder):
     torch.testing.assert_close(ours["pred_boxes"], theirs.pred_boxes * torch.tensor([96 / 80, 1, 96 / 80, 1]), **TOL)
 
 
-def test_hub_cache_layout_and_the_explorers_own_checkpoint(rt_folder, tmp_path):
+def test_hub_cache_layout_and_the_explorers_own_checkpoint(rt_folder, rt_opened, tmp_path):
     hf, folder = rt_folder
     entry = tmp_path / "models--PekingU--rtdetr_tiny"
     snapshot = entry / "snapshots" / "0123abcd"
@@ -136,7 +150,10 @@ def test_hub_cache_layout_and_the_explorers_own_checkpoint(rt_folder, tmp_path):
     (entry / "refs" / "main").write_text("0123abcd")
     for f in folder.iterdir():
         (snapshot / f.name).symlink_to(f)
-    model = load_checkpoint(entry).build_model()
+    opened = load_checkpoint(entry)
+    ckpt, model = rt_opened
+    assert opened.model_config == ckpt.model_config
+    assert all(torch.equal(opened.state_dict[k], v) for k, v in ckpt.state_dict.items())
     image = [torch.randn(3, 64, 64)]
     saved = load_checkpoint(save_checkpoint(tmp_path / "rt.pt", model, ["cat", "dog", "bird"]))
     with torch.no_grad():
@@ -174,12 +191,18 @@ def test_refusals_name_the_problem(rt_folder, tmp_path):
         load_checkpoint(broken)
 
 
-def test_without_transformers_the_message_names_the_family_and_the_command(rt_folder, monkeypatch):
+def test_without_transformers_the_message_names_the_family_and_the_command(rt_folder, rt_opened, monkeypatch):
+    from detr_core.config import DETRConfig, to_dict
+    from detr_core.model.registry import build_model
+
     _, folder = rt_folder
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
-    with pytest.raises(CheckpointError, match=r"RT-DETR models open through the transformers library.*"
-                                              r"uv sync --extra hf"):
+    message = r"RT-DETR models open through the transformers library, which is not installed: run `uv sync --extra hf`"
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(folder)
+    config = DETRConfig(**to_dict(rt_opened[0].model_config))  # the config itself needs no transformers
+    with pytest.raises(CheckpointError, match=message):
+        build_model(config)
 
 
 def _dense_family(name: str):
@@ -295,17 +318,38 @@ def test_main_info_and_predict_name_the_family(rt_folder, dense_folders, capsys,
 
     from main import main
 
-    expected = {rt_folder[1]: ("RT-DETR", "Zhao et al.", "rt_detr_resnet (basic, depths 1-1-1-1)", 12),
-                dense_folders["conditional_detr"][1]: ("Conditional DETR", "Meng et al.", "resnet (basic", 8),
-                dense_folders["dab_detr"][1]: ("DAB-DETR", "Liu et al.", "resnet (basic", 8)}
-    for folder, (family, paper, backbone, queries) in expected.items():
+    expected = {rt_folder: ("RT-DETR", "Zhao et al.", "rt_detr_resnet (basic, depths 1-1-1-1)", 12),
+                dense_folders["conditional_detr"]: ("Conditional DETR", "Meng et al.", "resnet (basic", 8),
+                dense_folders["dab_detr"]: ("DAB-DETR", "Liu et al.", "resnet (basic", 8)}
+    for (hf, folder), (family, paper, backbone, queries) in expected.items():
         assert main(["info", str(folder)]) == 0
         model = json.loads(capsys.readouterr().out)["model"]
         assert model["family"] == family and model["paper"].startswith(paper)
         assert model["backbone"].startswith(backbone) and model["queries"] == queries and model["classes"] == 3
-        assert model["parameters"] == sum(p.numel() for p in load_checkpoint(folder).build_model().parameters())
+        assert model["parameters"] == sum(p.numel() for p in hf.parameters())
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).save(photo)
-    assert main(["predict", str(rt_folder[1]), str(photo), "--threshold", "0", "--json"]) == 0
+    small = ["--set", "image_min_size=64", "--set", "image_max_size=96"]  # not 640: fast
+    assert main(["predict", str(rt_folder[1]), str(photo), "--threshold", "0", "--json", *small]) == 0
     detections = json.loads(capsys.readouterr().out)["detections"]
     assert len(detections) == 12 and {d["class"] for d in detections} <= {"cat", "dog", "bird"}
+
+
+def test_fields_the_wrapper_cannot_capture_are_refused_by_name(dense_folders, tmp_path):
+    _, folder = dense_folders["conditional_detr"]
+    copy = _copy(folder, tmp_path)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(dict(config, encoder_attention_heads=4)))
+    with pytest.raises(CheckpointError, match="config.json: encoder_attention_heads=4 is not supported"):
+        load_checkpoint(copy)
+    (copy / "config.json").write_text(json.dumps(dict(config, backbone="microsoft/resnet-50", backbone_config=None)))
+    with pytest.raises(CheckpointError, match="backbone='microsoft/resnet-50' names a Hub model to download"):
+        load_checkpoint(copy)
+
+
+def test_a_wrapped_family_is_not_trained_here(rt_opened):
+    from detr_core.config import TrainConfig
+    from detr_core.train.trainer import Trainer
+
+    with pytest.raises(ValueError, match="RT-DETR is opened here, not trained"):
+        Trainer(rt_opened[0].model_config, TrainConfig(steps=1, batch_size=1, threads=1))

@@ -24,7 +24,6 @@ from detr_core.model.dense_head import DenseHead
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 from detr_core.model.transformer import MLP, Transformer
 
-
 TITLE = "DETR"  # the family's name and paper (registry.describe)
 PAPER = "Carion et al. 2020, End-to-End Object Detection with Transformers"
 

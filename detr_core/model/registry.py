@@ -12,7 +12,8 @@ heads, matcher, losses, post-processing) with its own transformer and queries, a
 - ``check_config(config)``: raise ValueError on options the family cannot build;
 - ``EXPORT_PROBLEM``: why other libraries' DETR formats cannot hold it ("" when they can).
 
-Optionally ``TITLE``, ``PAPER`` and ``backbone_name(config)`` name it (:func:`describe`).
+Optionally ``TITLE``, ``PAPER`` and ``backbone_name(config)`` name it (:func:`describe`), and
+``TRAIN_PROBLEM`` says why it cannot be trained here (:func:`train_problem`; the trainer refuses it).
 Adding a family is one new module with these three and one entry in :data:`FAMILIES`. The
 config key stays ``attention`` (its first two families differ by their attention) so that every
 saved checkpoint still opens. Families are imported when first used: opening a plain DETR never
@@ -70,6 +71,12 @@ def build_model(config: FamilyConfig) -> nn.Module:
 def export_problem(config: FamilyConfig) -> str:
     """Why other libraries' DETR formats cannot hold ``config``'s family ("" when they can)."""
     return family(config.attention).EXPORT_PROBLEM
+
+
+def train_problem(config: FamilyConfig) -> str:
+    """Why ``config``'s family cannot be trained here ("" when it can): a family's optional
+    ``TRAIN_PROBLEM`` (the families wrapped from transformers are opened, not trained)."""
+    return getattr(family(config.attention), "TRAIN_PROBLEM", "")
 
 
 def describe(config: FamilyConfig) -> dict[str, str]:

@@ -37,7 +37,7 @@ from detr_core.data.stream import batches
 from detr_core.device import pick_device
 from detr_core.model.losses import SetCriterion
 from detr_core.model.nested_tensor import NestedTensor
-from detr_core.model.registry import build_model
+from detr_core.model.registry import build_model, train_problem
 from detr_core.train.distributed import Distributed, RankShard, evaluate_sharded, wrap_model
 from detr_core.train.resume import (
     RESUME_VERSION,
@@ -254,6 +254,9 @@ class Trainer:
         model: nn.Module | None = None,
         dist: Distributed | None = None,
     ) -> None:
+        problem = train_problem(model_config)
+        if problem:
+            raise ValueError(problem)
         self.model_config = model_config
         self.config = train_config
         self.control = control or TrainControl()

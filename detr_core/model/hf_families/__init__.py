@@ -11,9 +11,10 @@ Adding a family (D-FINE, DEIMv2, LW-DETR, RF-DETR ...) is:
    ``SPEC`` (its :class:`~detr_core.model.hf_families.base.FamilySpec`: model_type, the
    transformers class, title, paper, input convention, attention kind), ``_hooks`` (what to record
    on which of transformers' modules), ``_layers`` (every decoder layer's logits and boxes) and
-   ``_capture`` (the :class:`~detr_core.model.capture_protocol.ModelCapture`); then the registry's
-   entries ``build``, ``check_config``, ``ATTENTION_KIND``, ``EXPORT_PROBLEM`` made by
-   :func:`~detr_core.model.hf_families.base.registry_entries`;
+   ``_capture`` (the :class:`~detr_core.model.capture_protocol.ModelCapture`), ``_sizes`` (the
+   DETRConfig fields read off transformers' config); then the registry's entries at the module's
+   end, as in ``rt_detr.py``: ``build``, ``check_config``, ``ATTENTION_KIND``, ``EXPORT_PROBLEM``,
+   ``TITLE``, ``PAPER``, ``TRAIN_PROBLEM``, ``backbone_name``;
 2. one line in :data:`FAMILIES` below (transformers' ``model_type`` -> the module) and one in
    ``detr_core/model/registry.py``'s ``FAMILIES`` (the family's name -> the same module).
 

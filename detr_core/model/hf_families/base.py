@@ -51,6 +51,8 @@ from detr_core.model.capture_protocol import AttentionCapture, DenseAttention, M
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 
 INSTALL_HINT = "uv sync --extra hf"
+TRAIN_PROBLEM_TEMPLATE = ("{title} is opened here, not trained: the explorer wraps transformers' model to show "
+                          "it; train it with transformers or the authors' code")
 EXPORT_PROBLEM = ("a family wrapped from transformers (its Hugging Face folder is the format to keep; "
                   "the explorer's own checkpoint holds it too)")
 
@@ -178,13 +180,14 @@ class WrappedDetector(nn.Module):
         return hf_config
 
     @classmethod
-    def detr_config(cls, hf: dict[str, Any]) -> DETRConfig:
-        """The DETRConfig describing a ``config.json`` of this family (sizes for the views)."""
+    def detr_config(cls, hf: dict[str, Any], image_size: tuple[int, int] | None = None) -> DETRConfig:
+        """The DETRConfig describing a ``config.json`` of this family (sizes for the views);
+        ``image_size``: (shorter, longer side at most) of the folder's image processor, when it has one."""
         hf_config = cls.transformers_config(hf)
+        low, high = image_size or (cls.SPEC.image_min_size, cls.SPEC.image_max_size)
         return DETRConfig(
             backbone="transformers", pretrained_backbone=False, dropout=0.0, classifier="focal",
-            attention=cls.SPEC.name, num_classes=int(hf_config.num_labels),
-            image_min_size=cls.SPEC.image_min_size, image_max_size=cls.SPEC.image_max_size,
+            attention=cls.SPEC.name, num_classes=int(hf_config.num_labels), image_min_size=low, image_max_size=high,
             transformers_config=json.loads(json.dumps(hf)), **cls._sizes(hf_config),
         )
 
@@ -385,14 +388,36 @@ def backbone_name(config: DETRConfig) -> str:
 
 # --- opening a save_pretrained folder ----------------------------------------------------------
 
+PROCESSOR_NAME = "preprocessor_config.json"
+
+
+def processor_size(folder: Path) -> tuple[int, int] | None:
+    """(shorter side, longer side at most) the folder's image processor resizes to, read off its
+    ``preprocessor_config.json`` ({"shortest_edge", "longest_edge"} as DETR's processors write it;
+    {"height", "width"}, RT-DETR's fixed size, as its sides with the aspect ratio kept); None
+    without one or with another layout."""
+    try:
+        size = json.loads((folder / PROCESSOR_NAME).read_text()).get("size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(size, dict):
+        return None
+    sides = [size.get(k) for k in ("shortest_edge", "longest_edge")]
+    if not all(isinstance(v, int) and v > 0 for v in sides):
+        sides = sorted(size.get(k) for k in ("height", "width")) if all(
+            isinstance(size.get(k), int) and size[k] > 0 for k in ("height", "width")) else []
+    return (int(sides[0]), int(sides[1])) if len(sides) == 2 and sides[0] <= sides[1] else None
+
+
 def open_folder(cls: type[WrappedDetector], hf: dict[str, Any], config_path: Path, weights: Path) -> Checkpoint:
     """A Checkpoint of the wrapped family ``cls`` from a ``save_pretrained`` folder, loaded by
-    transformers' own ``from_pretrained`` (its key renames and tied weights included). Raises
+    transformers' own ``from_pretrained`` (its key renames and tied weights included); the input
+    size is its image processor's when the folder has one. Raises
     CheckpointError on refused fields, unreadable or missing weights."""
     spec = cls.SPEC
     transformers = transformers_module(spec.title)
     try:
-        config = cls.detr_config(hf)  # refusals first
+        config = cls.detr_config(hf, processor_size(config_path.parent))  # refusals first
         hf_config = cls.transformers_config(hf)
     except (CheckpointError, ValueError) as e:
         raise CheckpointError(f"{config_path.name}: {e}") from None

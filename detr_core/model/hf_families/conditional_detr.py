@@ -32,6 +32,7 @@ from torch import Tensor
 from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.hf_families.base import (
     EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
@@ -51,14 +52,21 @@ SPEC = FamilySpec(
 
 
 def backbone_stride(hf_config) -> int:
-    """Input pixels per cell of the backbone's last feature map (a ResNet stage N: 2 ** (N + 1),
-    halved by a dilated last stage)."""
+    """Input pixels per cell of the backbone's last feature map, as its config says it (a ResNet
+    stage N: 2 ** (N + 1); a dilated last stage, ``output_stride`` 16, halves it)."""
     backbone = getattr(hf_config, "backbone_config", None)
+    if isinstance(getattr(backbone, "output_stride", None), int):
+        return int(backbone.output_stride)
     out = list(getattr(backbone, "out_features", None) or ["stage4"])
     stage = int(out[-1][len("stage"):]) if out[-1].startswith("stage") else 4
-    stride = 2 ** (stage + 1)
-    return stride // 2 if getattr(hf_config, "dilation", False) and getattr(hf_config, "use_timm_backbone", False) \
-        else stride
+    return 2 ** (stage + 1)
+
+
+def grid_stride(input_size: tuple[int, int], grid: tuple[int, int], guess: int) -> int:
+    """The stride that maps an input of ``input_size`` (H, W) onto a feature ``grid`` (h, w) (each
+    side rounded up), ``guess`` when several or none do."""
+    fits = [s for s in (4, 8, 16, 32, 64) if all(-(-n // s) == g for n, g in zip(input_size, grid))]
+    return guess if guess in fits or len(fits) != 1 else fits[0]
 
 
 class ConditionalDetr(WrappedDetector):
@@ -75,7 +83,8 @@ class ConditionalDetr(WrappedDetector):
 
     @property
     def stride(self) -> int:
-        return backbone_stride(self.detector.config)
+        """The backbone's stride, as measured on the last captured forward (else as configured)."""
+        return getattr(self, "_measured_stride", None) or backbone_stride(self.detector.config)
 
     def _hooks(self, capture: bool) -> list:
         model = self.detector.model
@@ -108,6 +117,8 @@ class ConditionalDetr(WrappedDetector):
     def _capture(self, out: Any, recording: Recording, logits: Tensor, boxes: Tensor,
                  samples: NestedTensor) -> ModelCapture:
         attention = dense_attention(recording, self.config.nheads, recording["valid"][0])
+        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
+                                            backbone_stride(self.detector.config))
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
 
@@ -116,6 +127,7 @@ class ConditionalDetr(WrappedDetector):
 build = ConditionalDetr
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:

@@ -28,6 +28,7 @@ from torch import Tensor
 from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.hf_families.base import (
     EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
@@ -36,7 +37,7 @@ from detr_core.model.hf_families.base import (
     dense_attention,
     output_of,
 )
-from detr_core.model.hf_families.conditional_detr import backbone_stride
+from detr_core.model.hf_families.conditional_detr import backbone_stride, grid_stride
 from detr_core.model.nested_tensor import NestedTensor
 
 SPEC = FamilySpec(
@@ -61,7 +62,8 @@ class DabDetr(WrappedDetector):
 
     @property
     def stride(self) -> int:
-        return backbone_stride(self.detector.config)
+        """The backbone's stride, as measured on the last captured forward (else as configured)."""
+        return getattr(self, "_measured_stride", None) or backbone_stride(self.detector.config)
 
     def _forward_options(self, capture: bool) -> dict[str, Any]:
         return {"output_attentions": True} if capture else {}
@@ -93,6 +95,8 @@ class DabDetr(WrappedDetector):
         recording["cross"] = list(out.cross_attentions)  # per layer [B, heads, Q, S]
         recording["self"] = list(out.decoder_attentions)  # per layer [B, heads, Q, Q]
         attention = dense_attention(recording, self.config.nheads, recording["valid"][0])
+        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
+                                            backbone_stride(self.detector.config))
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
 
@@ -101,6 +105,7 @@ class DabDetr(WrappedDetector):
 build = DabDetr
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from detr_core.model.hf_families.base import (
     EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     backbone_name,
@@ -82,6 +83,7 @@ class _Handles:
 build = RTDetrV2
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:
