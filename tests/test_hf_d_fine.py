@@ -165,6 +165,11 @@ def test_d_fine_info_and_refusals(d_fine_folder, tmp_path, capsys):
     assert model["backbone"] == "hgnet_v2 (stage blocks 1-1-1-1, channels 16-24-32-48)"
     assert model["queries"] == 12 and model["classes"] == 3
     assert model["parameters"] == sum(p.numel() for p in hf.parameters())
+    from detr_core.model.hf_families.d_fine import DFine
+    from detr_core.model.registry import train_problem
+
+    config = DFine.detr_config(json.loads((folder / "config.json").read_text()))
+    assert train_problem(config).startswith("D-FINE is opened here, not trained")
 
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)

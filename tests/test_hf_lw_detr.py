@@ -142,6 +142,12 @@ def check_info_and_refusals(folder, tmp_path, capsys, family: str, paper: str, b
     assert model["family"] == family and model["paper"].startswith(paper)
     assert model["backbone"] == backbone and model["queries"] == 12 and model["classes"] == 3
     assert model["parameters"] == parameters
+    from detr_core.model.hf_families import family_module
+    from detr_core.model.registry import train_problem
+
+    hf_config = json.loads((folder / "config.json").read_text())
+    config = family_module(hf_config["model_type"]).build.detr_config(hf_config)
+    assert train_problem(config).startswith(f"{family} is opened here, not trained")
 
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)

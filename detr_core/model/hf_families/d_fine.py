@@ -41,6 +41,7 @@ from torch import Tensor
 from detr_core.model.capture_protocol import EdgeDistributions, ModelCapture
 from detr_core.model.hf_families.base import (
     EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     check_wrapped_config,
@@ -201,6 +202,7 @@ def backbone_name(config) -> str:
 build = DFine
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:

@@ -14,7 +14,12 @@ Input: as D-FINE and RT-DETR (transformers' image processor for DEIMv2 is RT-DET
 
 from __future__ import annotations
 
-from detr_core.model.hf_families.base import EXPORT_PROBLEM, FamilySpec, check_wrapped_config
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    check_wrapped_config,
+)
 from detr_core.model.hf_families.d_fine import DFine, backbone_name
 
 SPEC = FamilySpec(
@@ -33,6 +38,7 @@ class Deimv2(DFine):
 build = Deimv2
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:

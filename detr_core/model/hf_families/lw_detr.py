@@ -38,6 +38,7 @@ from torch import Tensor
 from detr_core.model.capture_protocol import ModelCapture, SamplingPoints
 from detr_core.model.hf_families.base import (
     EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
@@ -157,6 +158,7 @@ def backbone_name(config) -> str:
 build = LwDetr
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:

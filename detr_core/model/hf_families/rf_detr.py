@@ -16,7 +16,12 @@ another type than ``rf_detr_dinov2``.
 
 from __future__ import annotations
 
-from detr_core.model.hf_families.base import EXPORT_PROBLEM, FamilySpec, check_wrapped_config
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    check_wrapped_config,
+)
 from detr_core.model.hf_families.lw_detr import LwDetr
 
 SPEC = FamilySpec(
@@ -59,6 +64,7 @@ def backbone_name(config) -> str:
 build = RfDetr
 ATTENTION_KIND = SPEC.attention_kind
 TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
 
 
 def check_config(config) -> None:
