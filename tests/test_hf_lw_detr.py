@@ -42,6 +42,11 @@ def randomized(model):
         for name, p in model.named_parameters():
             if "reference_point_embed" in name or "bbox_embed.layers.2" in name or "sampling_offsets" in name:
                 p.normal_(0, 0.3)
+        # tokens transformers marks invalid (padding) are zeroed before the selection's head: with this
+        # bias their class-0 score is the highest any token can get, so a selection that did not
+        # exclude them would pick them
+        head = model.model.enc_out_class_embed[0].weight[0]
+        model.model.enc_output[0].bias.copy_(head - head.mean())
     return model.eval()
 
 
