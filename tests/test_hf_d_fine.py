@@ -43,20 +43,22 @@ def _randomize(model):
     return model
 
 
-def tiny_d_fine(config_class: str = "DFineConfig", model_class: str = "DFineForObjectDetection", **extra):
+def tiny_d_fine(config_class: str = "DFineConfig", model_class: str = "DFineForObjectDetection", backbone=None,
+                **extra):
     from transformers import HGNetV2Config
 
     torch.manual_seed(0)
-    backbone = HGNetV2Config(stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 24, 32],
-                             stage_mid_channels=[8, 8, 16, 16], stage_out_channels=[16, 24, 32, 48],
-                             stage_num_blocks=[1, 1, 1, 1], stage_numb_of_layers=[1, 1, 1, 1],
-                             stage_kernel_size=[3, 3, 3, 3], hidden_sizes=[16, 24, 32, 48], depths=[1, 1, 1, 1],
-                             out_features=["stage2", "stage3", "stage4"])
-    config = getattr(transformers, config_class)(
+    backbone = backbone or HGNetV2Config(
+        stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 24, 32], stage_mid_channels=[8, 8, 16, 16],
+        stage_out_channels=[16, 24, 32, 48], stage_num_blocks=[1, 1, 1, 1], stage_numb_of_layers=[1, 1, 1, 1],
+        stage_kernel_size=[3, 3, 3, 3], hidden_sizes=[16, 24, 32, 48], depths=[1, 1, 1, 1],
+        out_features=["stage2", "stage3", "stage4"])
+    fields = dict(
         backbone_config=backbone, encoder_in_channels=[24, 32, 48], encoder_hidden_dim=32, d_model=32,
         encoder_ffn_dim=48, decoder_ffn_dim=48, encoder_attention_heads=2, decoder_attention_heads=2,
         decoder_layers=2, num_queries=12, decoder_in_channels=[32, 32, 32], num_denoising=0, num_labels=3,
-        decoder_n_points=POINTS, max_num_bins=8, lqe_hidden_dim=16, depth_mult=0.34, **LABELS, **extra)
+        decoder_n_points=POINTS, max_num_bins=8, lqe_hidden_dim=16, depth_mult=0.34, **LABELS)
+    config = getattr(transformers, config_class)(**{**fields, **extra})
     return _randomize(getattr(transformers, model_class)(config).eval())
 
 

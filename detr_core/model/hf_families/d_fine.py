@@ -187,10 +187,14 @@ class _Restore:
 
 
 def backbone_name(config) -> str:
-    """e.g. "hgnet_v2 (stage blocks 1-1-3-1, channels 128-512-1024-2048)"; other backbones as the seam names them."""
+    """e.g. "hgnet_v2 (stage blocks 1-1-3-1, channels 128-512-1024-2048)", "dinov3_vit (12 layers,
+    width 384, patch 16)" (DEIMv2); other backbones as the seam names them."""
     from detr_core.model.hf_families.base import backbone_name as generic
 
     backbone = config.transformers_config.get("backbone_config")
+    if isinstance(backbone, dict) and backbone.get("patch_size") and backbone.get("num_hidden_layers"):
+        return (f"{backbone.get('model_type', 'vit')} ({backbone['num_hidden_layers']} layers, width "
+                f"{backbone.get('hidden_size')}, patch {backbone['patch_size']})")
     if not isinstance(backbone, dict) or backbone.get("model_type") != "hgnet_v2":
         return generic(config)
     blocks = "-".join(str(n) for n in backbone.get("stage_num_blocks", []))

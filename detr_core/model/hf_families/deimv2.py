@@ -9,7 +9,8 @@ head and level, every layer's logits and boxes, and each layer's edge distributi
 (``ModelCapture.edge_distributions``).
 
 Input: as D-FINE and RT-DETR (transformers' image processor for DEIMv2 is RT-DETR's: rescaled to
-[0, 1], not normalized; padded to a multiple of 32; boxes rescaled to each image).
+[0, 1], not normalized unless its preprocessor_config.json says so, which the wrapper does not yet
+read; padded to a multiple of 32; boxes rescaled to each image).
 """
 
 from __future__ import annotations
