@@ -150,11 +150,18 @@ def test_hub_cache_layout_and_the_explorers_own_checkpoint(rt_folder, rt_opened,
     (entry / "refs" / "main").write_text("0123abcd")
     for f in folder.iterdir():
         (snapshot / f.name).symlink_to(f)
+    from detr_core.formats.hf import hub_snapshot, is_hf_checkpoint
+
+    assert is_hf_checkpoint(entry)  # so File > Open, a drop and the command line take it
     opened = load_checkpoint(entry)
     ckpt, model = rt_opened
     assert opened.model_config == ckpt.model_config
     assert all(torch.equal(opened.state_dict[k], v) for k, v in ckpt.state_dict.items())
-    image = [torch.randn(3, 64, 64)]
+    (entry / "refs" / "main").unlink()  # without refs/main: the newest snapshot
+    (entry / "snapshots" / "00old").mkdir()
+    os.utime(entry / "snapshots" / "00old", (1, 1))
+    assert hub_snapshot(entry) == snapshot
+    image = [torch.randn(3, 64, 96)]  # the other tests' size: no new convolution shapes to set up
     saved = load_checkpoint(save_checkpoint(tmp_path / "rt.pt", model, ["cat", "dog", "bird"]))
     with torch.no_grad():
         assert torch.equal(saved.build_model()(image)["pred_boxes"], model(image)["pred_boxes"])
@@ -353,3 +360,24 @@ def test_a_wrapped_family_is_not_trained_here(rt_opened):
 
     with pytest.raises(ValueError, match="RT-DETR is opened here, not trained"):
         Trainer(rt_opened[0].model_config, TrainConfig(steps=1, batch_size=1, threads=1))
+
+
+def test_a_capture_records_only_its_own_threads_calls(dense_folders):
+    """The window may run one model on two threads; a plain pass on another thread must not write
+    into a capture's recording (its attention maps would be another image's)."""
+    import threading
+
+    from detr_core.model.hf_families.base import Recording, output_of
+
+    hf, _ = dense_folders["dab_detr"]
+    recording = Recording()
+    handle = output_of(hf.model.backbone, "valid", lambda o: o[0][-1][1])(recording)
+    try:
+        other = threading.Thread(target=lambda: hf(pixel_values=torch.zeros(1, 3, 64, 64)))
+        with torch.no_grad():
+            other.start()
+            other.join()
+            hf(pixel_values=torch.zeros(1, 3, 64, 96))
+    finally:
+        handle.remove()
+    assert [v.shape for v in recording["valid"]] == [(1, 2, 3)]  # this thread's 64 x 96 pass only

@@ -24,7 +24,7 @@ hooks on transformers' modules (attention maps, sampling locations and weights, 
 layer's output), which leaves the predictions bit for bit as transformers computes them. Where
 transformers does not return every decoder layer's prediction at inference, the family applies
 transformers' own heads to the layer outputs as transformers' auxiliary loss does. Dense maps need
-eager attention: the config asks for it during a capture only.
+eager attention: the dense families run with it (set when built).
 
 **Fields.** transformers follows every field of the config; the wrapper refuses by name those it
 could not capture faithfully (``FamilySpec.refused``) and those that cannot be built offline
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,13 +135,17 @@ def class_names(hf: dict[str, Any], num_classes: int) -> list[str]:
 
 
 class Recording(dict):
-    """What the hooks of one forward pass saw: name -> list (one entry per call, in call order)."""
+    """What the hooks of one forward pass saw: name -> list (one entry per call, in call order).
+    Only calls on the thread that made it are recorded: the window may run the same model on two
+    threads at once, and the other pass must not write into this one's recording."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
 
     def add(self, name: str, value: Any) -> None:
-        self.setdefault(name, []).append(value)
-
-
-Hook = Callable[..., None]
+        if threading.get_ident() == self.thread:
+            self.setdefault(name, []).append(value)
 
 
 class WrappedDetector(nn.Module):
@@ -156,6 +161,10 @@ class WrappedDetector(nn.Module):
         self.config = config
         transformers = transformers_module(self.SPEC.title)
         hf_config = self.transformers_config(config.transformers_config)
+        if self.SPEC.attention_kind == "dense":
+            # attention maps need eager attention (sdpa returns none); set once, not per capture,
+            # so passes on two threads never see it switch under them
+            hf_config._attn_implementation = "eager"
         with _quiet_transformers(transformers):
             self.detector = getattr(transformers, self.SPEC.model_class)(hf_config)
         self.detector.eval()
@@ -262,16 +271,9 @@ class WrappedDetector(nn.Module):
     @contextlib.contextmanager
     def _recording(self, recording: Recording, capture: bool) -> Iterator[None]:
         handles = [register(recording) for register in self._hooks(capture)]
-        eager = capture and self.SPEC.attention_kind == "dense"
-        config = self.detector.config
-        previous = config._attn_implementation
         try:
-            if eager and previous != "eager":
-                config._attn_implementation = "eager"  # sdpa returns no weights
             yield
         finally:
-            if eager and previous != "eager":
-                config._attn_implementation = previous
             for h in handles:
                 h.remove()
 

@@ -10,7 +10,7 @@ each query's reference point. Sigmoid (focal) classification, 300 queries.
 Capture recipe (forward hooks):
 
 - decoder cross-attention maps [B, heads, Q, S] (the second output of each layer's
-  ``encoder_attn``; eager attention during a capture, since sdpa returns none) and decoder
+  ``encoder_attn``; the model runs eager attention, since sdpa returns none) and decoder
   self-attention maps (each ``self_attn``'s) -> :class:`DenseAttention`;
 - encoder self-attention as q and k (the outputs of each encoder layer's ``q_proj`` and
   ``k_proj``, whose inputs already hold the position embedding, as the project's own encoder keeps them);

@@ -14,6 +14,8 @@ the weights are the attention's second output.
 
 from __future__ import annotations
 
+import threading
+
 from detr_core.model.hf_families.base import (
     EXPORT_PROBLEM,
     TRAIN_PROBLEM_TEMPLATE,
@@ -48,9 +50,12 @@ class RTDetrV2(RTDetr):
             offsets: list = []
 
             def keep_offsets(module, args, output):
-                offsets.append(output)
+                if threading.get_ident() == recording.thread:
+                    offsets.append(output)
 
             def keep_sampling(module, args, kwargs, output):
+                if threading.get_ident() != recording.thread:
+                    return
                 raw = offsets.pop()  # [B, Q, heads * levels * P * 2]
                 ref = kwargs["reference_points"]  # [B, Q, 1, 4] cxcywh
                 b, q = raw.shape[:2]
