@@ -187,3 +187,37 @@ def test_d_fine_info_and_refusals(d_fine_folder, tmp_path, capsys):
     (broken / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no model.safetensors or pytorch_model.bin"):
         load_checkpoint(broken)
+
+
+def test_d_fine_sampling_hooks_record_only_their_own_threads_calls(d_fine_folder):
+    """The window may run one model on two threads; another thread's pass must not add (or take)
+    sampling points in this pass's recording."""
+    import threading
+
+    from detr_core.model.hf_families.base import Recording
+
+    hf, folder = d_fine_folder
+    model = load_checkpoint(folder).build_model()
+    recording = Recording()
+    layers = model.detector.model.decoder.layers
+    handles = [register(recording) for layer in layers for register in model._sampling_hooks(layer.encoder_attn)]
+    errors = []
+
+    def other_pass():
+        try:
+            with torch.no_grad():
+                model.detector(pixel_values=torch.zeros(2, 3, 32, 32))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    try:
+        other = threading.Thread(target=other_pass)
+        other.start()
+        other.join()
+        with torch.no_grad():
+            model.detector(pixel_values=torch.zeros(1, 3, 64, 64))
+    finally:
+        for h in handles:
+            h.remove()
+    assert errors == []  # the hooks left the other thread's pass alone
+    assert [loc.shape for loc, _ in recording["sampling"]] == [(1, 12, 2, 3, max(POINTS), 2)] * len(layers)

@@ -18,11 +18,12 @@ training forward applies them):
 - every layer's box: transformers' ``distance2bbox`` of the initial box and that layer's
   integral; every layer's logits: its ``class_embed`` plus its LQE on that layer's output (at
   inference transformers computes them for the last layer only, which is ``out.logits``);
-- the sampling points: the locations and weights each decoder attention hands its
-  ``ms_deformable_attn_core`` function (read by wrapping that attribute during a capture). D-FINE
-  may sample a different number of points per level (``decoder_n_points=[3, 6, 3]``); the capture
-  has one count for all levels (the largest): a level's extra points have weight 0 and sit on the
-  reference point's centre;
+- the sampling points: each decoder attention's weights (its second output) and locations,
+  computed from its hooked ``sampling_offsets`` and reference box as transformers computes them
+  (it hands them to a function, which no hook reaches; the test re-samples the attention's output
+  from them). D-FINE may sample a different number of points per level (``decoder_n_points=[3,
+  6, 3]``); the capture has one count for all levels (the largest): a level's extra points have
+  weight 0 and sit on the reference point's centre;
 - memory, level shapes and selected tokens as RT-DETR.
 
 Input: as RT-DETR (rescaled to [0, 1], no normalization, no pixel mask, padded to a multiple of 32,
@@ -33,6 +34,7 @@ would come from a layer before the last, and the capture's last layer would not 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import torch
@@ -49,6 +51,7 @@ from detr_core.model.hf_families.base import (
     output_of,
 )
 from detr_core.model.hf_families.rt_detr import RTDetr
+from detr_core.model.hf_families.rt_detr_v2 import _Handles
 from detr_core.model.nested_tensor import NestedTensor
 
 SPEC = FamilySpec(
@@ -83,18 +86,29 @@ class DFine(RTDetr):
         return hooks + super()._hooks(capture)
 
     def _sampling_hooks(self, attention) -> list:
-        """Wrap the attention's ``ms_deformable_attn_core`` to record what it samples."""
+        """Hooks recording ``sampling`` for one decoder layer's attention: its locations, computed
+        from the hooked ``sampling_offsets`` output and the layer's reference box exactly as
+        transformers computes them (they go to a function, not a module), and its weights (the
+        attention's second output), per level (:func:`per_level`)."""
         def register(recording: Recording):
-            core = attention.ms_deformable_attn_core
+            def keep_offsets(module, args, output):
+                recording.add("offsets", output)  # [B, Q, heads * sum(points) * 2]; this thread's only
 
-            def recorded(value, shapes, locations, weights, points, *rest):
-                # locations [B, Q, heads, sum(points), 2], weights [B, Q, heads, sum(points)]
-                reference = recording["reference"][-1]  # this layer's, [B, Q, 4] cxcywh
-                recording.add("sampling", per_level(locations, weights, list(points), reference))
-                return core(value, shapes, locations, weights, points, *rest)
+            def keep_sampling(module, args, kwargs, output):
+                if threading.get_ident() != recording.thread:
+                    return  # another thread's pass of the same model
+                raw = recording["offsets"].pop()
+                ref = kwargs["reference_points"]  # [B, Q, 1, 4] cxcywh of the padded input
+                points = list(module.num_points_list)
+                b, q = raw.shape[:2]
+                raw = raw.reshape(b, q, module.n_heads, sum(points), 2)
+                scale = module.num_points_scale.to(dtype=raw.dtype).unsqueeze(-1)  # [sum(points), 1]
+                locations = ref[:, :, None, :, :2] + raw * scale * ref[:, :, None, :, 2:] * module.offset_scale
+                recording.add("sampling", per_level(locations, output[1], points, ref[:, :, 0]))
 
-            attention.ms_deformable_attn_core = recorded
-            return _Restore(attention, "ms_deformable_attn_core", core)
+            first = attention.sampling_offsets.register_forward_hook(keep_offsets)
+            second = attention.register_forward_hook(keep_sampling, with_kwargs=True)
+            return _Handles(first, second)
 
         return [register]
 
@@ -174,16 +188,6 @@ def image_scale(samples: NestedTensor, divisor: int) -> Tensor:
     if divisor > 1:
         height, width = math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
     return torch.stack([width / w, height / h, width / w, height / h], -1)[:, None, :]
-
-
-class _Restore:
-    """A handle putting an attribute back as it was."""
-
-    def __init__(self, owner: Any, name: str, value: Any) -> None:
-        self.owner, self.name, self.value = owner, name, value
-
-    def remove(self) -> None:
-        setattr(self.owner, self.name, self.value)
 
 
 def backbone_name(config) -> str:
