@@ -21,10 +21,10 @@ auxiliary loss applies the same way):
   each layer's normed output; the last layer's are transformers' outputs.
 
 Input: ImageNet-normalized pixels and a ``pixel_mask`` (its processor is Deformable DETR's), so
-padding is masked out and boxes are relative to each image. Refused: a ``backbone_config`` of
-another type than ``lw_detr_vit`` (transformers would build its ViT from it regardless). The ViT splits its token grid into
+padding is masked out and boxes are relative to each image. The ViT splits its token grid into
 ``num_windows`` windows: the input is padded (masked) to a multiple of ``patch_size *
-sqrt(num_windows)``.
+sqrt(num_windows)``. Refused: a ``backbone_config`` of another type than ``lw_detr_vit``
+(transformers would build its ViT from it regardless).
 """
 
 from __future__ import annotations
