@@ -9,7 +9,8 @@ Per family a small-but-real model with random weights (nothing is downloaded), s
 - RT-DETR and RT-DETRv2: the R18-vd layout (ResNet-vd 2-2-2-2, hybrid encoder 256 wide, 3 decoder
   layers, 300 queries) on a 640 x 480 input;
 - Conditional DETR and DAB-DETR: a ResNet-18 backbone, d_model 256, 3 + 3 layers, 300 queries,
-  on a 512 x 672 input.
+  on a 512 x 672 input;
+- D-FINE, DEIMv2, LW-DETR and RF-DETR: see ``benchmarks/hf_realtime_models.py``.
 
 Timed, interleaved, median of ``--repeats`` (after one warm-up each), in wall time and in CPU time
 of this process (the steadier figure on a machine other work keeps busy; with ``--threads 1``
@@ -36,15 +37,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import hf_realtime_models  # noqa: E402 - D-FINE, DEIMv2, LW-DETR, RF-DETR (this folder)
 import torch  # noqa: E402
 
-FAMILIES = ("rt_detr", "rt_detr_v2", "conditional_detr", "dab_detr")
+FAMILIES = ("rt_detr", "rt_detr_v2", "conditional_detr", "dab_detr", *hf_realtime_models.FAMILIES)
 
 
 def build(family: str):
     """A transformers detector of ``family`` with random weights, and its input size (H, W)."""
     import transformers as tf
 
+    if family in hf_realtime_models.FAMILIES:
+        return hf_realtime_models.build(family)
     labels = {"id2label": {i: f"class {i}" for i in range(80)}}
     if family.startswith("rt_detr"):
         backbone = tf.RTDetrResNetConfig(depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic",

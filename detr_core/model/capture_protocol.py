@@ -9,8 +9,9 @@
 Attention comes in one of two kinds: dense maps over one feature grid (:class:`DenseAttention`,
 DETR and its variants) or sampling points over multi-scale maps (:class:`SamplingPoints`,
 Deformable DETR and its kin). A family's extras (the encoder tokens its queries were selected
-from, denoising queries) are optional fields of :class:`ModelCapture`; a view that needs one says
-so when it is absent. Tensors are batch-first and not detached (the caller detaches).
+from, denoising queries, D-FINE's edge distributions) are optional fields of
+:class:`ModelCapture`; a view that needs one says so when it is absent. Tensors are batch-first
+and not detached (the caller detaches).
 """
 
 from __future__ import annotations
@@ -96,6 +97,22 @@ class DenoisingCapture:
 
 
 @dataclass
+class EdgeDistributions:
+    """D-FINE's fine-grained distribution refinement (D-FINE, DEIMv2): each decoder layer predicts,
+    for each edge of each box (left, top, right, bottom), a probability over N bins, each bin a
+    distance of that edge from the query's initial box; the layer's box edge is the expectation.
+
+    ``bin_positions[b, q, e, n]`` is where bin n puts edge e (x for left and right, y for top and
+    bottom, in [0, 1] of each image, as ``layer_boxes``); it is the same for every layer (every
+    layer refines the same initial box), so the sum over n of ``probabilities[l, b, q, e, n] *
+    bin_positions[b, q, e, n]`` is edge e of ``layer_boxes[l, b, q]`` in xyxy.
+    """
+
+    probabilities: Tensor  # [L, B, Q, 4, N] per edge (left, top, right, bottom), sums to 1 over N
+    bin_positions: Tensor  # [B, Q, 4, N] in [0, 1] of each image
+
+
+@dataclass
 class ModelCapture:
     """One forward pass, as every family reports it."""
 
@@ -110,6 +127,7 @@ class ModelCapture:
     selection_scores: Tensor | None = None  # [B, Q] in [0, 1]: the score the selection ranked that token by
     selection_boxes: Tensor | None = None  # [B, Q, 4] cxcywh in [0, 1]: the proposal box each query started from
     denoising: DenoisingCapture | None = None  # the denoising queries (training with targets)
+    edge_distributions: EdgeDistributions | None = None  # D-FINE's per-edge bin probabilities
 
     @property
     def grid(self) -> tuple[int, int]:

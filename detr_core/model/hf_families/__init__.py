@@ -35,6 +35,10 @@ FAMILIES: dict[str, str] = {
     "rt_detr_v2": "detr_core.model.hf_families.rt_detr_v2",
     "conditional_detr": "detr_core.model.hf_families.conditional_detr",
     "dab-detr": "detr_core.model.hf_families.dab_detr",
+    "d_fine": "detr_core.model.hf_families.d_fine",
+    "deimv2": "detr_core.model.hf_families.deimv2",
+    "lw_detr": "detr_core.model.hf_families.lw_detr",
+    "rf_detr": "detr_core.model.hf_families.rf_detr",
 }
 
 

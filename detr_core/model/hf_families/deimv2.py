@@ -1,0 +1,49 @@
+"""DEIMv2 (``DETRConfig(attention="deimv2")``), wrapped from transformers' ``Deimv2ForObjectDetection``.
+
+Huang et al., "Real-Time Object Detection Meets DINOv3" (DEIMv2, 2025): D-FINE's decoder (see
+:mod:`~detr_core.model.hf_families.d_fine`: fine-grained distribution refinement, LQE, deformable
+attention with a point count per level) with RMSNorm and SwiGLU layers, optionally without the
+gate, on an HGNetV2 backbone (hybrid or "lite" encoder) or a DINOv3 ViT with a spatial tuning
+adapter. The decoder's loop is D-FINE's, so the capture is D-FINE's: sampling points per layer,
+head and level, every layer's logits and boxes, and each layer's edge distributions
+(``ModelCapture.edge_distributions``).
+
+Input: as D-FINE and RT-DETR (transformers' image processor for DEIMv2 is RT-DETR's: rescaled to
+[0, 1], not normalized unless its preprocessor_config.json says so, which the wrapper does not yet
+read; padded to a multiple of 32; boxes rescaled to each image).
+"""
+
+from __future__ import annotations
+
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    check_wrapped_config,
+)
+from detr_core.model.hf_families.d_fine import DFine, backbone_name
+
+SPEC = FamilySpec(
+    name="deimv2", model_type="deimv2", config_class="Deimv2Config", model_class="Deimv2ForObjectDetection",
+    title="DEIMv2", paper="Huang et al. 2025, Real-Time Object Detection Meets DINOv3",
+    attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
+    image_min_size=640, image_max_size=640, size_divisor=32,
+)
+
+
+class Deimv2(DFine):
+    SPEC = SPEC
+
+
+# The family's entries in detr_core.model.registry
+build = Deimv2
+ATTENTION_KIND = SPEC.attention_kind
+TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+
+
+def check_config(config) -> None:
+    check_wrapped_config(SPEC, config)
+
+
+__all__ = ["EXPORT_PROBLEM", "Deimv2", "backbone_name", "build", "check_config"]

@@ -1,0 +1,74 @@
+"""RF-DETR (``DETRConfig(attention="rf_detr")``), wrapped from transformers' ``RfDetrForObjectDetection``.
+
+Robinson et al., "RF-DETR: Neural Architecture Search for Real-Time Detection Transformers"
+(Roboflow, 2025): LW-DETR (see :mod:`~detr_core.model.hf_families.lw_detr`, whose selection,
+decoder, heads and capture this family shares) on a DINOv2 backbone with windowed attention
+(``rf_detr_dinov2``: several of its layers' outputs concatenated and projected by a C2f layer into
+one feature map at the ViT's patch stride).
+
+Capture: LW-DETR's (every layer's logits and boxes, selected tokens, sampling points on the one
+level). Input: ImageNet-normalized pixels and a ``pixel_mask`` (its processor is DETR's), padded
+and masked to a multiple of ``patch_size * num_windows`` (the backbone splits each side of its
+token grid into ``num_windows`` windows). Refused: ``num_feature_levels`` other than 1 (the
+projector makes one map; transformers' decoder would expect more) and a ``backbone_config`` of
+another type than ``rf_detr_dinov2``.
+"""
+
+from __future__ import annotations
+
+from detr_core.model.hf_families.base import (
+    EXPORT_PROBLEM,
+    TRAIN_PROBLEM_TEMPLATE,
+    FamilySpec,
+    check_wrapped_config,
+)
+from detr_core.model.hf_families.lw_detr import LwDetr
+
+SPEC = FamilySpec(
+    name="rf_detr", model_type="rf_detr", config_class="RfDetrConfig", model_class="RfDetrForObjectDetection",
+    title="RF-DETR",
+    paper="Robinson et al. 2025, RF-DETR: Neural Architecture Search for Real-Time Detection Transformers",
+    attention_kind="sampling", imagenet_normalized=True, takes_pixel_mask=True,
+    image_min_size=560, image_max_size=560,
+    refused={"num_feature_levels": (1, "RF-DETR's projector makes one feature map")},
+)
+
+
+class RfDetr(LwDetr):
+    SPEC = SPEC
+    BACKBONE = "rf_detr_dinov2"
+
+    @property
+    def divisor(self) -> int:
+        backbone = self.detector.config.backbone_config
+        return int(backbone.patch_size) * max(int(backbone.num_windows), 1)
+
+    def _scales(self) -> list[float]:
+        return [1.0]  # one map at the backbone's patch stride
+
+
+def backbone_name(config) -> str:
+    """e.g. "rf_detr_dinov2 (12 layers, width 384, patch 14, 4 x 4 windows)"."""
+    backbone = config.transformers_config.get("backbone_config")
+    if not isinstance(backbone, dict):
+        return "transformers"
+    parts = [f"{backbone.get('num_hidden_layers')} layers", f"width {backbone.get('hidden_size')}",
+             f"patch {backbone.get('patch_size')}"]
+    windows = int(backbone.get("num_windows", 1) or 1)
+    if windows > 1:
+        parts.append(f"{windows} x {windows} windows")
+    return f"{backbone.get('model_type', 'dinov2')} ({', '.join(parts)})"
+
+
+# The family's entries in detr_core.model.registry
+build = RfDetr
+ATTENTION_KIND = SPEC.attention_kind
+TITLE, PAPER = SPEC.title, SPEC.paper
+TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+
+
+def check_config(config) -> None:
+    check_wrapped_config(SPEC, config)
+
+
+__all__ = ["EXPORT_PROBLEM", "RfDetr", "backbone_name", "build", "check_config"]
