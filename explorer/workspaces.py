@@ -232,15 +232,22 @@ class Workspaces(QObject):
         for layout in (w.layout(), self.central.layout()):  # the sizes of the layouts as they now are
             if layout is not None:
                 layout.activate()
+        # one width per side column: the widest any of its shown panels needs (a panel behind another
+        # tab keeps a stale width, and resizing the column for it would undo the others)
+        widths: dict[Area, tuple[int, QDockWidget]] = {}
         for dock in self.docks.values():
             area = dock.widget()
-            if not dock.isVisible() or dock.isFloating() or not isinstance(area, QScrollArea):
+            if (not dock.isVisible() or dock.isFloating() or dock.visibleRegion().isEmpty()
+                    or not isinstance(area, QScrollArea)):
                 continue
+            side = w.dockWidgetArea(dock)
             sideways = area.horizontalScrollBar().maximum()
-            if sideways and w.dockWidgetArea(dock) in (Area.LeftDockWidgetArea, Area.RightDockWidgetArea):
+            if sideways and side in (Area.LeftDockWidgetArea, Area.RightDockWidgetArea):
                 wider = min(dock.width() + sideways + 2, w.width() // 2)
-                if wider > dock.width():
-                    w.resizeDocks([dock], [wider], Qt.Orientation.Horizontal)
+                if wider > dock.width() and wider > widths.get(side, (0, dock))[0]:
+                    widths[side] = (wider, dock)
+        for wider, dock in widths.values():
+            w.resizeDocks([dock], [wider], Qt.Orientation.Horizontal)
         if self.central.isVisible():
             deficit = int(w.height() * IMAGE_SHARE) + 1 - self.image.height()
             below = [d for d in self.docks.values() if d.isVisible() and not d.isFloating()
