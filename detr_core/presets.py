@@ -137,10 +137,14 @@ def deformable() -> tuple[DETRConfig, TrainConfig]:
 
 
 def dino() -> tuple[DETRConfig, TrainConfig]:
-    """``deformable`` with DINO's levers; the optimiser of ``deformable``."""
+    """``deformable`` with DINO's levers; the optimiser of ``deformable``. Sized for the CPU as
+    ``fast`` is: two decoder layers, and two levels (strides 16 and 32: ``fast``'s 8x8 grid on
+    128 px, and 4x4), which costs a third of the four levels per step (benchmarks/README)."""
     model, train = deformable()
     model = dataclasses.replace(
         model,
+        num_decoder_layers=2,
+        num_feature_levels=2,
         query_type="anchor",  # 4-D anchor boxes (DAB-DETR), refined per layer
         look_forward_twice=True,
         query_select=True,  # mixed query selection: positions from the encoder's top-k, content learned
@@ -158,6 +162,7 @@ def rt_detr() -> tuple[DETRConfig, TrainConfig]:
     model, train = deformable()
     model = dataclasses.replace(
         model,
+        num_decoder_layers=2,  # as fast and dino
         hybrid_encoder=True,
         num_feature_levels=3,  # RT-DETR fuses S3, S4, S5: no extra strided level
         query_type="anchor",
