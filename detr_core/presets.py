@@ -139,7 +139,8 @@ def deformable() -> tuple[DETRConfig, TrainConfig]:
 def dino() -> tuple[DETRConfig, TrainConfig]:
     """``deformable`` with DINO's levers; the optimiser of ``deformable``. Sized for the CPU as
     ``fast`` is: two decoder layers, and two levels (strides 16 and 32: ``fast``'s 8x8 grid on
-    128 px, and 4x4), which costs a third of the four levels per step (benchmarks/README)."""
+    128 px, and 4x4): 0.20 CPU-seconds per step of 32 images on one thread, as ``fast`` (0.19),
+    against 0.70 with four levels and four layers (measured 2026-12-06, a shared machine)."""
     model, train = deformable()
     model = dataclasses.replace(
         model,
