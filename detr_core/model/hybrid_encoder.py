@@ -76,7 +76,10 @@ class HybridEncoder(nn.Module):
         tokens = top.flatten(2).transpose(1, 2)  # [B, h*w, D]
         top_pos = pos[-1].flatten(2).transpose(1, 2)
         padded = masks[-1].flatten(1)  # [B, h*w]
-        allowed = (~padded)[:, None, None, :] if bool(padded.any()) else None
+        # no mask without padding (the fastest kernel); an exported program takes unpadded batches
+        # and torch.export cannot branch on the mask's values (as in model/transformer.py)
+        any_padding = not torch.compiler.is_exporting() and bool(padded.any())
+        allowed = (~padded)[:, None, None, :] if any_padding else None
         caps = []
         for layer in self.layers:
             tokens, cap = layer(tokens, top_pos, allowed, capture)
