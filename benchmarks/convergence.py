@@ -4,6 +4,13 @@ seconds of training.
     uv run benchmarks/convergence.py --preset fast --seconds 120 [--seed K | --seeds 0 1 2] [--plot out.png]
     uv run benchmarks/convergence.py --presets vanilla fast deformable --seconds 120 --threads 2
     uv run benchmarks/convergence.py --data coco:PATH ...   (the same on a COCO or VOC folder)
+    uv run benchmarks/convergence.py --presets all --seeds 0 1 2 --precision fp32 bf16 --seconds 120 --steps 600
+        (the issue's table: every toy preset, three seeds, both precisions, AP at 120 s and at 600 steps)
+
+A budget is seconds of training (``--seconds``, the CPU's speed counts) or a number of steps
+(``--steps``: sample efficiency, the same on any CPU); given both, each preset, seed and
+precision runs once per budget (the learning-rate schedule ends with each budget). ``--precision``
+forces fp32 or bf16 autocast (default: the preset's own choice, bf16 where the CPU has it).
 
 Every ~10 s of training it evaluates with pycocotools on the 500-image held-out toy split
 (never trained on) and prints one JSON line (seconds, steps, AP, AP50). Evaluation time is not
@@ -29,11 +36,17 @@ from detr_core.data.sources import fit_to_data
 from detr_core.presets import apply_overrides, preset
 from detr_core.train.trainer import ErrorEvent, StepEvent, Trainer
 
+TOY_PRESETS = ("vanilla", "fast", "deformable", "dino", "rt_detr")  # --presets all
+
 
 def run(args: argparse.Namespace) -> dict:
     model_cfg, train_cfg = preset(args.preset)
-    overrides = [f"seed={args.seed}", f"max_seconds={args.seconds}", "steps=0", f"threads={args.threads}",
+    budget = [f"max_seconds={args.seconds}", "steps=0"] if args.budget == "seconds" else \
+        ["max_seconds=none", f"steps={args.steps}"]
+    overrides = [f"seed={args.seed}", *budget, f"threads={args.threads}",
                  "eval_every=0", f"eval_images={args.eval_images}"] + args.set
+    if args.precision_now:
+        overrides.append(f"bf16={args.precision_now == 'bf16'}")
     if args.data:
         overrides.append(f"dataset.source={args.data}")
     model_cfg, train_cfg = apply_overrides(model_cfg, train_cfg, overrides)
@@ -76,6 +89,8 @@ def run(args: argparse.Namespace) -> dict:
         "AP50": final["AP50"],
         "seconds_to_AP50_0.9": reached,
         "seed": args.seed,
+        "budget": f"{args.seconds:g} s" if args.budget == "seconds" else f"{args.steps} steps",
+        "precision": "bf16" if train_cfg.bf16 else "fp32",
         "images_per_sec": round(last.images_per_sec, 1) if last else None,
         "wall_seconds": round(time.perf_counter() - wall0, 1),
         "overrides": args.set,
@@ -160,13 +175,36 @@ def over_seeds(summaries: list[dict]) -> dict:
     return out
 
 
+def table(summaries: list[dict]) -> str:
+    """A Markdown table: one row per preset, budget and precision, AP and AP50 as the mean over
+    seeds (with min..max when there are several)."""
+    rows: dict[tuple, list[dict]] = {}
+    for s in summaries:
+        rows.setdefault((s["preset"], s["budget"], s["precision"]), []).append(s)
+    lines = ["| preset | budget | precision | seeds | steps | AP | AP50 |", "|---|---|---|---|---|---|---|"]
+    for (name, budget, precision), runs in rows.items():
+        cells = []
+        for key in ("AP", "AP50"):
+            values = [r[key] for r in runs]
+            cell = f"{statistics.fmean(values):.3f}"
+            if len(values) > 1:
+                cell += f" ({min(values):.3f}..{max(values):.3f})"
+            cells.append(cell)
+        steps = round(statistics.fmean(r["steps"] for r in runs))
+        lines.append(f"| {name} | {budget} | {precision} | {len(runs)} | {steps} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--presets", nargs="+", metavar="NAME",
                     help="several presets one after another in this run (same seconds, threads and "
                          "evaluation), then one comparison object (key compare)")
-    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--seconds", type=float, default=None, help="a time budget (default 120 without --steps)")
+    ap.add_argument("--steps", type=int, default=None, help="a step budget (sample efficiency)")
+    ap.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=[],
+                    help="run in each of these (default: the preset's own choice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="+", metavar="K",
                     help="run once per seed and report the mean and spread of AP and AP50")
@@ -182,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot-only", action="store_true",
                     help="train nothing: draw the --compare summaries into --plot")
     args = ap.parse_args(argv)
+    if args.seconds is None and args.steps is None:
+        args.seconds = 120.0
+    if args.presets == ["all"]:
+        args.presets = list(TOY_PRESETS)
     if args.plot_only:
         if not args.plot or not args.compare:
             ap.error("--plot-only needs --plot and --compare")
@@ -190,20 +232,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     curves: dict[str, list[dict]] = {}
     summaries = []
-    runs = [(name, seed) for name in (args.presets or [args.preset]) for seed in (args.seeds or [args.seed])]
-    for name, seed in runs:
-        args.preset, args.seed = name, seed
+    budgets = (["seconds"] if args.seconds is not None else []) + (["steps"] if args.steps is not None else [])
+    runs = [(name, seed, precision, budget) for budget in budgets for name in (args.presets or [args.preset])
+            for precision in (args.precision or [None]) for seed in (args.seeds or [args.seed])]
+    for name, seed, precision, budget in runs:
+        args.preset, args.seed, args.precision_now, args.budget = name, seed, precision, budget
         summary = run(args)
         curve = summary.pop("curve")
         print(json.dumps(summary), flush=True)
         summaries.append({**summary, "curve": curve})
         curves[_label(summary)] = curve
-    if args.seeds and not args.presets:
+    if args.seeds and not args.presets and len(budgets) == 1 and len(args.precision) < 2:
         print(json.dumps(over_seeds(summaries)), flush=True)
-    if args.presets:
-        keys = ("preset", "seed", "seconds", "steps", "AP", "AP50", "seconds_to_AP50_0.9", "images_per_sec")
+    if args.presets or len(budgets) > 1 or len(args.precision) > 1:
+        keys = ("preset", "seed", "budget", "precision", "seconds", "steps", "AP", "AP50", "seconds_to_AP50_0.9",
+                "images_per_sec")
         print(json.dumps({"compare": [{k: s.get(k) for k in keys} for s in summaries],
                           "threads": args.threads}), flush=True)
+        print(table(summaries), flush=True)
     if args.save_summary:
         saved = summaries[0] if len(summaries) == 1 else {**over_seeds(summaries), "runs": summaries}
         args.save_summary.write_text(json.dumps(saved))

@@ -87,10 +87,14 @@ class DETRConfig:
     dn_groups: int = 0  # DN-DETR denoising groups during training (0 = off); needs anchor queries
     dn_label_noise: float = 0.2  # fraction of denoising labels flipped to a random class
     dn_box_noise: float = 0.4  # box noise scale (fraction of the box size)
+    # DINO's contrastive denoising: each group also holds a negative copy of every object, noised
+    # between one and two box noise scales and trained as "no object". Needs dn_groups > 0.
+    dn_contrastive: bool = False
     classifier: str = "softmax"  # "softmax" with a no-object class, or "focal" (sigmoid per class)
     dense_aux: bool = False  # Co-DETR-style dense one-to-many head on the encoder (its loss: training only)
-    # DINO's mixed query selection: anchor queries start from the dense head's best-scoring encoder
-    # boxes (per image) instead of learned boxes; their content stays learned. Needs dense_aux.
+    # DINO's mixed query selection: anchor queries start from the best-scoring encoder boxes (per
+    # image) instead of learned boxes; their content stays learned. The boxes: the dense head's
+    # (dense family, needs dense_aux) or one proposal per encoder token (deformable family).
     query_select: bool = False
     # SMCA: the decoder's cross-attention favours tokens near each query's current box (a Gaussian
     # added to its logits, learned width per layer and head). Needs anchor queries.
@@ -108,6 +112,9 @@ class DETRConfig:
     # of every attention layer ("every_layer", the paper's), or once to the encoder's input ("input")
     position_embedding: str = "sine"
     position_added: str = "every_layer"
+    # RT-DETR's hybrid encoder (deformable family): attention within the top level only (AIFI,
+    # num_encoder_layers layers), then convolutional fusion across the levels (CCFM)
+    hybrid_encoder: bool = False
     # Inference-time resizing: shorter side to image_min_size, longer side at most image_max_size.
     image_min_size: int = 800
     image_max_size: int = 1333
@@ -152,8 +159,10 @@ class DETRConfig:
             raise ValueError("layer and group counts cannot be negative")
         if self.spatial_prior and self.query_type != "anchor":
             raise ValueError("spatial_prior needs query_type='anchor'")
-        if self.query_select and (self.query_type != "anchor" or not self.dense_aux):
-            raise ValueError("query_select needs query_type='anchor' and dense_aux=True")
+        if self.query_select and self.query_type != "anchor":
+            raise ValueError("query_select needs query_type='anchor'")
+        if self.dn_contrastive and self.dn_groups == 0:
+            raise ValueError("dn_contrastive needs denoising groups (dn_groups > 0)")
         if self.dn_groups > 0 and self.query_type != "anchor":
             raise ValueError("denoising queries (dn_groups > 0) need query_type='anchor'")
         for name in ("d_model", "dim_feedforward", "tiny_width", "image_min_size"):
@@ -184,6 +193,10 @@ class LossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     iou_aware: bool = False  # focal only: a matched query's class target is its box IoU (quality focal loss)
+    # focal only: varifocal loss (Zhang et al. 2021, as RT-DETR trains): a matched query's target is
+    # its box IoU, weighted by it; the rest are pushed down with weight varifocal_alpha * p^gamma
+    varifocal: bool = False
+    varifocal_alpha: float = 0.75
     weight_dn: float = 1.0  # multiplies every denoising loss part
     weight_dense: float = 1.0  # multiplies every dense auxiliary loss part
     # "hungarian": the assignment of least total cost (the paper's); "greedy": the cheapest
@@ -194,9 +207,11 @@ class LossConfig:
         if self.matcher not in MATCHERS:
             raise ValueError(f"unknown matcher {self.matcher!r}; choose one of {MATCHERS}")
         for f in dataclasses.fields(self):
-            if f.name not in ("iou_aware", "matcher"):
+            if f.name not in ("iou_aware", "varifocal", "matcher"):
                 check_number(f.name, getattr(self, f.name), 0)
         check_number("focal_alpha", self.focal_alpha, 0, 1)
+        if self.varifocal and self.iou_aware:
+            raise ValueError("choose one of varifocal and iou_aware (both set a matched query's target to its IoU)")
 
 
 @dataclass

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 from detr_core.config import DETRConfig, TrainConfig
 from detr_core.model.losses import LOSS_PARTS, LossTerm, loss_terms
 from detr_core.precision import precision_note
-from detr_core.presets import PRESETS, apply_overrides, preset
+from detr_core.presets import PRESETS, apply_overrides, preset, preset_papers
 from detr_core.train.finetune import finetune_train_config
 from detr_core.train.trainer import EvalEvent, History, StepEvent
 
@@ -591,6 +591,7 @@ class TrainingPanel(QWidget):
                 set_widget_value(self._widget(row), row.to_widget(config_value(model, train, row.field)))
         self._load_optimisation(finetune_train_config() if self.fine_tuning else train)
         self.precision_label.setText(precision_note(train.bf16))
+        self.preset.setToolTip(f"The recipe the settings start from (--preset). {name}: {preset_papers(name)}")
 
     def _load_optimisation(self, train: TrainConfig) -> None:
         """The learning rates, batch size and no-object weight of ``train`` (the preset's, or when

@@ -120,3 +120,25 @@ def test_a_model_without_query_selection_reports_none(tiny_config):
     for model in (DETR(tiny_config).eval(), build_model(tiny_deformable(with_box_refine=True)).eval()):
         result = run_inference(model, rgb, NAMES)
         assert result.query_selection is None and selection_starts(result) == []
+
+
+@pytest.mark.parametrize("name", ["dino", "rt_detr"])
+def test_mixed_query_selection_of_the_recipes_is_reported(name):
+    """DINO's and RT-DETR's mixed query selection: the tokens, their scores and start boxes are the
+    encoder proposals the queries' anchors were taken from."""
+    from detr_core.presets import preset
+
+    torch.manual_seed(0)
+    cfg = replace(preset(name)[0], image_max_size=128, image_min_size=128)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 128, 128), capture=True)
+    cap, enc = out["capture"], out["enc_outputs"]
+    q = cfg.num_queries
+    assert cap.selected_tokens.shape == (1, q) and cap.selection_scores.shape == (1, q)
+    best = enc["pred_logits"].sigmoid().amax(-1)  # [1, S]
+    assert torch.allclose(cap.selection_scores, best.gather(1, cap.selected_tokens))
+    assert torch.allclose(cap.selection_scores[0], best[0].topk(q).values)  # the best q, best first
+    starts = enc["pred_boxes"][0, cap.selected_tokens[0]]
+    assert torch.allclose(cap.selection_boxes[0], starts)
+    assert torch.allclose(cap.attention.decoder_references[0][0], starts, atol=1e-6)  # where layer 1 started

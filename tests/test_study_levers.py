@@ -12,7 +12,7 @@ from detr_core.model.matcher import HungarianMatcher, greedy_assignment
 from detr_core.model.position_encoding import PositionEmbeddingLearned
 from detr_core.model.registry import build_model
 from detr_core.model.transformer import Transformer
-from detr_core.presets import PRESETS
+from detr_core.presets import PRESETS, preset
 from detr_core.train.ablations import EXPERIMENTS, experiment_specs
 
 TINY = ["d_model=32", "dim_feedforward=64", "num_encoder_layers=1", "num_decoder_layers=2", "tiny_width=8",
@@ -136,8 +136,9 @@ def test_study_experiments_change_what_they_say_and_deformable_refuses_position_
     assert model_cfgs["position-at-input"][0].position_added == "input"
     assert model_cfgs["no-l1-loss"][1].loss.weight_bbox == 0 and model_cfgs["no-giou-loss"][1].loss.weight_giou == 0
     for name in PRESETS:
+        deformable = preset(name)[0].attention == "deformable"  # deformable, dino, rt_detr
         for spec in experiment_specs(["learned-position", "position-at-input"], base=name, seconds=None, steps=2):
-            if name == "deformable":
+            if deformable:
                 with pytest.raises(ValueError, match="deformable attention needs position_embedding"):
                     spec.configs()
             else:

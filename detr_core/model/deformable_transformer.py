@@ -28,7 +28,10 @@ from detr_core.config import DETRConfig
 from detr_core.model.backbone import Backbone, TinyBody
 from detr_core.model.capture_protocol import SamplingPoints
 from detr_core.model.deformable_attention import MultiScaleDeformableAttention
+from detr_core.model.hybrid_encoder import HybridEncoder
 from detr_core.model.nested_tensor import NestedTensor
+from detr_core.model.position_encoding import sine_box_embedding
+from detr_core.model.transformer import MLP, MultiheadAttention
 
 
 def centered_sine_position(mask: Tensor, num_pos_feats: int, temperature: float = 10000.0) -> Tensor:
@@ -135,7 +138,9 @@ class DeformableDecoderLayer(nn.Module):
         self.cross_attn = MultiScaleDeformableAttention(d_model, n_levels, n_heads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
-        self.self_attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        # the project's drop-in for nn.MultiheadAttention (the same parameters): on the CPU its
+        # explicit path trains several times faster in bfloat16 than the fused kernel
+        self.self_attn = MultiheadAttention(d_model, n_heads, dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -145,10 +150,11 @@ class DeformableDecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
 
     def forward(self, tgt: Tensor, query_pos: Tensor, reference_points: Tensor, memory: Tensor,
-                shapes: list[tuple[int, int]], shapes_tensor: Tensor, padding_mask: Tensor
+                shapes: list[tuple[int, int]], shapes_tensor: Tensor, padding_mask: Tensor,
+                self_allowed: Tensor | None = None,  # [B or 1, 1, Q, Q] bool: which queries see which
                 ) -> tuple[Tensor, Tensor, Tensor]:
         q = k = tgt + query_pos
-        tgt2 = self.self_attn(q, k, tgt, need_weights=False)[0]
+        tgt2 = self.self_attn(q, k, tgt, self_allowed, same_qk=True)[0]
         tgt = self.norm2(tgt + self.dropout2(tgt2))
         tgt2, loc, w = self.cross_attn(tgt + query_pos, reference_points, memory, shapes, shapes_tensor, padding_mask)
         tgt = self.norm1(tgt + self.dropout1(tgt2))
@@ -201,31 +207,52 @@ def proposal_position_embedding(proposals: Tensor, num_pos_feats: int, temperatu
     return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=4).flatten(2).to(proposals.dtype)
 
 
+@dataclass
+class EncodedLevels:
+    """The encoder's output and what the decoder needs to sample it."""
+
+    memory: Tensor  # [B, S, D] the tokens of every level, finest first
+    mask_flat: Tensor  # [B, S] True on padding
+    shapes: list[tuple[int, int]]  # (h_l, w_l) per level
+    shapes_tensor: Tensor  # [levels, 2] long
+    valid_ratios: Tensor  # [B, levels, 2] (w, h)
+    capture: SamplingPoints | None
+
+
 class DeformableTransformer(nn.Module):
     def __init__(self, config: DETRConfig) -> None:
         super().__init__()
         d, levels, heads = config.d_model, config.num_feature_levels, config.nheads
         self.d_model = d
         self.two_stage = config.two_stage
+        self.hybrid = config.hybrid_encoder
         self.num_queries = config.num_queries
-        self.encoder = nn.Module()
-        self.encoder.layers = nn.ModuleList(
-            DeformableEncoderLayer(d, config.dim_feedforward, config.dropout, levels, heads, config.enc_n_points)
-            for _ in range(config.num_encoder_layers)
-        )
+        if self.hybrid:  # RT-DETR: attention on the top level, convolutional fusion across levels
+            self.encoder = HybridEncoder(config)
+        else:
+            self.encoder = nn.Module()
+            self.encoder.layers = nn.ModuleList(
+                DeformableEncoderLayer(d, config.dim_feedforward, config.dropout, levels, heads, config.enc_n_points)
+                for _ in range(config.num_encoder_layers)
+            )
         self.decoder = nn.Module()
         self.decoder.layers = nn.ModuleList(
             DeformableDecoderLayer(d, config.dim_feedforward, config.dropout, levels, heads, config.dec_n_points)
             for _ in range(config.num_decoder_layers)
         )
-        self.level_embed = nn.Parameter(torch.empty(levels, d))
-        if config.two_stage:
+        if not self.hybrid:
+            self.level_embed = nn.Parameter(torch.empty(levels, d))
+        if config.two_stage or config.query_select:  # one proposal per encoder token
             self.enc_output = nn.Linear(d, d)
             self.enc_output_norm = nn.LayerNorm(d)
+        if config.two_stage:
             self.pos_trans = nn.Linear(2 * d, 2 * d)
             self.pos_trans_norm = nn.LayerNorm(2 * d)
-        else:
+        elif config.query_type == "learned":
             self.reference_points = nn.Linear(d, 2)
+        if config.query_type == "anchor":
+            # DAB-DETR / DINO: a query's position is an MLP of the sine embedding of its current box
+            self.decoder.ref_point_head = MLP(2 * d, d, d, 2)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -235,14 +262,16 @@ class DeformableTransformer(nn.Module):
         for m in self.modules():
             if isinstance(m, MultiScaleDeformableAttention):
                 m.reset_parameters()
-        if not self.two_stage:
+        if hasattr(self, "reference_points"):
             nn.init.xavier_uniform_(self.reference_points.weight, gain=1.0)
             nn.init.constant_(self.reference_points.bias, 0.0)
-        nn.init.normal_(self.level_embed)
+        if not self.hybrid:
+            nn.init.normal_(self.level_embed)
 
     def _encoder_proposals(self, memory: Tensor, padding_mask: Tensor, shapes: list[tuple[int, int]]
                            ) -> tuple[Tensor, Tensor]:
-        """Two-stage: one proposal per token, a box of side 0.05 * 2^level at its cell (logits)."""
+        """One proposal per token, a box of side 0.05 * 2^level at its cell (logits; inf where
+        the token is padding or too near the edge)."""
         b = memory.shape[0]
         proposals, start = [], 0
         for level, (h, w) in enumerate(shapes):
@@ -267,6 +296,78 @@ class DeformableTransformer(nn.Module):
         query = memory.masked_fill(padding_mask.unsqueeze(-1), 0.0).masked_fill(~valid, 0.0)
         return self.enc_output_norm(self.enc_output(query)), props
 
+    def encode(self, srcs: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor], capture: bool = False
+               ) -> EncodedLevels:
+        """srcs, pos_embeds: per level [B, D, h_l, w_l] (projected); masks: per level [B, h_l, w_l]."""
+        if self.hybrid:
+            srcs, _ = self.encoder(srcs, masks, pos_embeds)
+        shapes = [(int(s.shape[-2]), int(s.shape[-1])) for s in srcs]
+        src_flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # [B, S, D]
+        mask_flat = torch.cat([m.flatten(1) for m in masks], 1)  # [B, S]
+        shapes_tensor = torch.as_tensor(shapes, dtype=torch.long, device=src_flat.device)
+        valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1).to(src_flat.dtype)  # [B, L, 2]
+        cap = SamplingPoints(shapes=shapes, valid_ratios=valid_ratios) if capture else None
+        memory = src_flat
+        if not self.hybrid:
+            pos_flat = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+                                  for lvl, p in enumerate(pos_embeds)], 1)
+            enc_refs = encoder_reference_points(shapes, valid_ratios)  # [B, S, L, 2]
+            for layer in self.encoder.layers:
+                memory, loc, w = layer(memory, pos_flat, enc_refs, shapes, shapes_tensor, mask_flat)
+                if cap is not None:
+                    cap.encoder_locations.append(loc)
+                    cap.encoder_weights.append(w)
+        return EncodedLevels(memory, mask_flat, shapes, shapes_tensor, valid_ratios, cap)
+
+    def proposals(self, enc: EncodedLevels, heads: tuple[nn.Module, nn.Module]) -> tuple[Tensor, Tensor, Tensor]:
+        """Every encoder token's proposal through (class, box) heads: logits [B, S, C], box logits
+        [B, S, 4] (relative to the token's cell box), valid [B, S] (False: padding or edge)."""
+        query, props = self._encoder_proposals(enc.memory, enc.mask_flat, enc.shapes)
+        return heads[0](query), heads[1](query) + props, torch.isfinite(props).all(-1)
+
+    def decode(
+        self,
+        enc: EncodedLevels,
+        tgt: Tensor,  # [B, Q, D] query content
+        reference: Tensor,  # [B, Q, 2 or 4] in [0, 1]: points, or boxes cxcywh
+        query_pos: Tensor | None,  # [B, Q, D]; None: from each layer's box (anchor queries)
+        box_heads: nn.ModuleList | None = None,  # with_box_refine: per-layer box MLPs (refine references)
+        self_allowed: Tensor | None = None,  # [B or 1, 1, Q, Q] bool, which queries see which
+        look_forward_twice: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Returns hs [L, B, Q, D] and, per layer, the reference [B, Q, 2 or 4] its box is predicted
+        from (with ``look_forward_twice`` the previous layer's box with its gradient, as in DINO)."""
+        cap, vr = enc.capture, enc.valid_ratios
+        hs, refs = [], []
+        ref_for_pred = reference
+        for i, layer in enumerate(self.decoder.layers):
+            if reference.shape[-1] == 4:
+                ref_input = reference[:, :, None] * torch.cat([vr, vr], -1)[:, None]
+            else:
+                ref_input = reference[:, :, None] * vr[:, None]  # [B, Q, L, 2]
+            pos = query_pos
+            if pos is None:
+                pos = self.decoder.ref_point_head(sine_box_embedding(reference, self.d_model // 2)).to(tgt.dtype)
+            refs.append(ref_for_pred)
+            tgt, loc, w = layer(tgt, pos, ref_input, enc.memory, enc.shapes, enc.shapes_tensor, enc.mask_flat,
+                                self_allowed)
+            if cap is not None:
+                cap.decoder_references.append(reference)
+                cap.decoder_locations.append(loc)
+                cap.decoder_weights.append(w)
+            if box_heads is not None:  # iterative box refinement: the next layer's reference
+                delta = box_heads[i](tgt)
+                if reference.shape[-1] == 4:
+                    new_ref = (delta + inverse_sigmoid(reference)).sigmoid()
+                else:
+                    new_ref = torch.cat([delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]], -1).sigmoid()
+                reference = new_ref.detach()
+                ref_for_pred = new_ref if look_forward_twice else reference
+            else:
+                ref_for_pred = reference
+            hs.append(tgt)
+        return torch.stack(hs), refs
+
     def forward(
         self,
         srcs: list[Tensor],  # per level [B, D, h_l, w_l], already projected to d_model
@@ -277,31 +378,15 @@ class DeformableTransformer(nn.Module):
         proposal_heads: tuple[nn.Module, nn.Module] | None = None,  # two-stage: (class, box) heads
         capture: bool = False,
     ) -> DeformableOutput:
-        shapes = [(int(s.shape[-2]), int(s.shape[-1])) for s in srcs]
-        src_flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # [B, S, D]
-        mask_flat = torch.cat([m.flatten(1) for m in masks], 1)  # [B, S]
-        pos_flat = torch.cat(
-            [p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, p in enumerate(pos_embeds)], 1
-        )
-        shapes_tensor = torch.as_tensor(shapes, dtype=torch.long, device=src_flat.device)
-        valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1).to(src_flat.dtype)  # [B, L, 2]
-        cap = SamplingPoints(shapes=shapes, valid_ratios=valid_ratios) if capture else None
-
-        memory = src_flat
-        enc_refs = encoder_reference_points(shapes, valid_ratios)  # [B, S, L, 2]
-        for layer in self.encoder.layers:
-            memory, loc, w = layer(memory, pos_flat, enc_refs, shapes, shapes_tensor, mask_flat)
-            if cap is not None:
-                cap.encoder_locations.append(loc)
-                cap.encoder_weights.append(w)
-
+        """Deformable DETR as its authors built it: learned queries (a reference point from each
+        query's position half), or two-stage (queries from the encoder's best proposals)."""
+        enc = self.encode(srcs, masks, pos_embeds, capture)
+        memory = enc.memory
         b, _, d = memory.shape
         enc_logits = enc_boxes = topk = topk_scores = start_boxes = None
         if self.two_stage:
             assert proposal_heads is not None
-            query, props = self._encoder_proposals(memory, mask_flat, shapes)
-            enc_logits = proposal_heads[0](query)  # [B, S, C]
-            enc_coord_logits = proposal_heads[1](query) + props  # [B, S, 4]
+            enc_logits, enc_coord_logits, _ = self.proposals(enc, proposal_heads)  # [B, S, C], [B, S, 4]
             enc_boxes = enc_coord_logits.sigmoid()
             # class 0 is the proposals' objectness: their loss is class-agnostic (the authors' choice)
             topk_logits, topk = torch.topk(enc_logits[..., 0], self.num_queries, dim=1)  # [B, Q] best first
@@ -317,29 +402,9 @@ class DeformableTransformer(nn.Module):
             query_pos = query_pos.unsqueeze(0).expand(b, -1, -1)
             tgt = tgt.unsqueeze(0).expand(b, -1, -1)
             reference = self.reference_points(query_pos).sigmoid()  # [B, Q, 2]
-
-        hs, refs = [], []
-        for i, layer in enumerate(self.decoder.layers):
-            if reference.shape[-1] == 4:
-                ref_input = reference[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
-            else:
-                ref_input = reference[:, :, None] * valid_ratios[:, None]  # [B, Q, L, 2]
-            refs.append(reference)
-            tgt, loc, w = layer(tgt, query_pos, ref_input, memory, shapes, shapes_tensor, mask_flat)
-            if cap is not None:
-                cap.decoder_references.append(reference)
-                cap.decoder_locations.append(loc)
-                cap.decoder_weights.append(w)
-            if box_heads is not None:  # iterative box refinement: the next layer's reference
-                delta = box_heads[i](tgt)
-                if reference.shape[-1] == 4:
-                    new_ref = (delta + inverse_sigmoid(reference)).sigmoid()
-                else:
-                    new_ref = torch.cat([delta[..., :2] + inverse_sigmoid(reference), delta[..., 2:]], -1).sigmoid()
-                reference = new_ref.detach()
-            hs.append(tgt)
+        hs, refs = self.decode(enc, tgt, reference, query_pos, box_heads)
         return DeformableOutput(
-            hs=torch.stack(hs), references=refs, memory=memory,
-            enc_logits=enc_logits, enc_boxes=enc_boxes, capture=cap, selected_tokens=topk,
+            hs=hs, references=refs, memory=memory,
+            enc_logits=enc_logits, enc_boxes=enc_boxes, capture=enc.capture, selected_tokens=topk,
             selection_scores=topk_scores, selection_boxes=start_boxes,
         )

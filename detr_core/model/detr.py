@@ -146,7 +146,8 @@ class DETR(nn.Module):
         dn = None
         if self.training and cfg.dn_groups > 0 and targets is not None:
             built = build_denoising_queries(
-                targets, self.label_enc, cfg.num_classes, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise
+                targets, self.label_enc, cfg.num_classes, cfg.dn_groups, cfg.dn_label_noise, cfg.dn_box_noise,
+                cfg.dn_contrastive,
             )
             if built is not None:
                 dn_content, dn_refs, dn = built
@@ -212,5 +213,11 @@ EXPORT_PROBLEM = ""  # the official and Hugging Face formats hold this family (w
 
 
 def check_config(config: DETRConfig) -> None:
-    """DETR builds every option :class:`DETRConfig` itself accepts."""
+    """Raise ValueError on options plain DETR does not build (its query selection reads the dense
+    head's boxes; the hybrid encoder is multi-scale)."""
+    if config.query_select and not config.dense_aux:
+        raise ValueError("query_select needs query_type='anchor' and dense_aux=True with dense attention "
+                         "(the dense head's boxes are where its queries start)")
+    if config.hybrid_encoder:
+        raise ValueError("hybrid_encoder (RT-DETR) needs attention='deformable' (it fuses several feature levels)")
 

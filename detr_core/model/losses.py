@@ -58,7 +58,9 @@ def loss_terms(model_config: DETRConfig, loss_config: LossConfig | None = None) 
             terms[f"dn_{part}"] = LossTerm(part, "denoising", None, w * lc.weight_dn)
         if model_config.dense_aux:
             terms[f"dense_{part}"] = LossTerm(part, "dense", None, w * lc.weight_dense)
-        if model_config.two_stage:  # Deformable DETR's encoder proposals (class-agnostic)
+        # the encoder's proposals: Deformable DETR's two-stage (class-agnostic), or the ones query
+        # selection picks from where no dense head does (DINO, RT-DETR)
+        if model_config.two_stage or (model_config.query_select and not model_config.dense_aux):
             terms[f"enc_{part}"] = LossTerm(part, "encoder", None, w)
         for i in earlier:
             terms[f"{part}_{i}"] = LossTerm(part, "decoder", i, w)
@@ -107,6 +109,20 @@ class SetCriterion(nn.Module):
             target = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
             target[idx] = target_o
             loss = F.cross_entropy(logits.transpose(1, 2), target, self.empty_weight)
+        elif self.loss_config.varifocal and boxes is not None:
+            # varifocal loss (Zhang et al. 2021, RT-DETR's): a matched query's target is its IoU,
+            # weighted by it; every other score is pushed down with weight alpha * p^gamma
+            target = torch.zeros_like(logits)
+            if len(target_o):
+                src = boxes[idx].detach()
+                iou = box_iou(cxcywh_to_xyxy(src), cxcywh_to_xyxy(targets.boxes[matched.flat])).diag()
+                target[idx[0], idx[1], target_o] = iou.to(target.dtype)
+            positive = torch.zeros_like(logits)
+            positive[idx[0], idx[1], target_o] = 1.0
+            p = logits.sigmoid().detach()
+            lc = self.loss_config
+            weight = lc.varifocal_alpha * p.pow(lc.focal_gamma) * (1 - positive) + target
+            loss = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum") / num_boxes
         elif self.loss_config.iou_aware and boxes is not None:
             # quality focal loss (Li et al., 2020): the target of a matched query is the IoU of its
             # box with the object, so scores rank predictions by how well they are localized
@@ -158,16 +174,26 @@ class SetCriterion(nn.Module):
         return {"loss_bbox": loss_bbox, "loss_giou": loss_giou}
 
     def loss_denoising_labels(
-        self, logits: Tensor, targets: PackedTargets, dn_matched: Matched, num_boxes: float
+        self, logits: Tensor, targets: PackedTargets, dn_matched: Matched, num_boxes: float,
+        negatives: Matched | None = None,
     ) -> Tensor:
-        """Denoising queries: each must name its object's true class (padding slots are ignored)."""
+        """Denoising queries: each positive must name its object's true class, each contrastive
+        negative (DINO) "no object"; padding slots are ignored."""
         target_o = targets.labels[dn_matched.flat]
         matched = logits[dn_matched.batch, dn_matched.src]  # [P_valid, C]
-        if self.classifier == "softmax":
-            return F.cross_entropy(matched, target_o, reduction="sum") / num_boxes
-        onehot = F.one_hot(target_o, self.num_classes).to(matched.dtype)
+        neg = logits[negatives.batch, negatives.src] if negatives is not None else logits[:0, 0]  # [N_valid, C]
         lc = self.loss_config
-        return sigmoid_focal_loss(matched, onehot, lc.focal_alpha, lc.focal_gamma, reduction="sum") / num_boxes
+        if self.classifier == "softmax":
+            loss = F.cross_entropy(matched, target_o, reduction="sum")
+            if len(neg):
+                no_object = torch.full((len(neg),), self.num_classes, dtype=torch.long, device=neg.device)
+                loss = loss + F.cross_entropy(neg, no_object, reduction="sum")
+            return loss / num_boxes
+        onehot = F.one_hot(target_o, self.num_classes).to(matched.dtype)
+        loss = sigmoid_focal_loss(matched, onehot, lc.focal_alpha, lc.focal_gamma, reduction="sum")
+        if len(neg):
+            loss = loss + sigmoid_focal_loss(neg, torch.zeros_like(neg), lc.focal_alpha, lc.focal_gamma, reduction="sum")
+        return loss / num_boxes
 
     # --- the whole criterion -------------------------------------------------------------
     def forward(self, outputs: dict, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -193,27 +219,33 @@ class SetCriterion(nn.Module):
         if "dn_outputs" in outputs:
             meta = outputs["dn_meta"]
             dn_matched = Matched.from_indices(meta.indices(), packed)
+            negatives = Matched.from_indices(meta.negative_indices(), packed) if meta.contrastive else None
             dn_boxes = max(float(n_targets) * meta.groups, 1.0)
             dn_layers = outputs["dn_outputs"] if self.aux_loss else outputs["dn_outputs"][-1:]
             n = len(dn_layers)
             for i, layer in enumerate(dn_layers):
                 suffix = "" if i == n - 1 else f"_{i}"
                 logits, boxes = layer["pred_logits"].float(), layer["pred_boxes"].float()
-                losses["dn_loss_ce" + suffix] = self.loss_denoising_labels(logits, packed, dn_matched, dn_boxes)
+                losses["dn_loss_ce" + suffix] = self.loss_denoising_labels(logits, packed, dn_matched, dn_boxes,
+                                                                           negatives)
                 for k, v in self.loss_boxes(boxes, packed, dn_matched, dn_boxes).items():
                     losses["dn_" + k + suffix] = v
         if "dense" in outputs:
             losses.update(self.dense_losses(outputs["dense"], packed))
         if "enc_outputs" in outputs:
-            losses.update(self.proposal_losses(outputs["enc_outputs"], packed, num_boxes))
+            losses.update(self.proposal_losses(outputs["enc_outputs"], packed, max(float(n_targets), 1.0)))
         losses["loss"] = self.weighted_total(losses)
         return losses
 
     def proposal_losses(self, enc: dict, packed: PackedTargets, num_boxes: float) -> dict[str, Tensor]:
-        """Two-stage Deformable DETR: the encoder's per-token proposals, matched one to one to the
-        objects as if every object were class 0 (the authors' class-agnostic proposal loss)."""
-        binary = replace(packed, labels=torch.zeros_like(packed.labels),
-                         padded_labels=torch.zeros_like(packed.padded_labels))
+        """The encoder's per-token proposals, matched one to one to the objects: as if every
+        object were class 0 for two-stage Deformable DETR (the authors' class-agnostic proposal
+        loss, ``enc["class_agnostic"]``), with their classes for query selection (DINO, RT-DETR;
+        with varifocal loss their scores learn the IoU: RT-DETR's IoU-aware query selection)."""
+        binary = packed
+        if enc.get("class_agnostic", True):
+            binary = replace(packed, labels=torch.zeros_like(packed.labels),
+                             padded_labels=torch.zeros_like(packed.padded_labels))
         logits, boxes = enc["pred_logits"].float(), enc["pred_boxes"].float()  # [B, S, C], [B, S, 4]
         matched = self.matcher.match_layers_flat([(logits.detach(), boxes.detach())], binary, 1)[0]
         parts = self.loss_labels(logits, binary, matched, num_boxes, log=False, boxes=boxes)
