@@ -14,7 +14,7 @@ from cli.common import CLIError, positive_float, positive_int
 
 def add_parser(sub) -> None:
     train = sub.add_parser("train", help="train on toy shapes and save a checkpoint")
-    train.add_argument("--preset", default="fast", help="fast (default), vanilla, r18 or deformable")
+    train.add_argument("--preset", default="fast", help="fast (default), vanilla, r18, deformable, dino or rt_detr")
     train.add_argument("--watch", action="store_true",
                        help="the doctor watches the run: no-object collapse, flat or diverging loss, ...")
     budget = train.add_mutually_exclusive_group()

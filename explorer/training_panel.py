@@ -336,8 +336,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("num_query_groups", "query_groups"),
     Setting("classifier", "focal", lambda c: c == "focal", lambda on: "focal" if on else "softmax"),
     Setting("dense_aux", "dense"),
-    # query selection needs anchor queries (whose boxes it picks) and the dense head (that scores them)
-    Setting("query_select", "query_select", when=lambda v: _anchors(v) and v["dense_aux"]),
+    # query selection needs anchor queries (whose boxes it picks) and something that scores the encoder's
+    # tokens: the dense head (DETR), or the deformable family's own proposal heads (DINO, RT-DETR)
+    Setting("query_select", "query_select",
+            when=lambda v: _anchors(v) and (v["dense_aux"] or v["attention"] != "dense")),
     Setting("bf16", "bf16"),
 )
 DERIVED: tuple[Derived, ...] = (
@@ -415,7 +417,7 @@ class TrainingPanel(QWidget):
         self.confirm_start: Callable[[], bool] | None = None
 
         self.preset = QComboBox()
-        self.preset.addItems(["fast", "vanilla", "deformable"])
+        self.preset.addItems(["fast", "vanilla", "deformable", "dino", "rt_detr"])  # (r18: a benchmark's)
         self.preset.setToolTip("The recipe the settings start from (--preset). fast: the levers that learn toy "
                                "shapes in minutes; vanilla: the paper's recipe")
         self.queries = _spin(1, 300, 20)
@@ -606,8 +608,9 @@ class TrainingPanel(QWidget):
         """The fields of SETTINGS as the widgets give them (a field whose ``when`` does not
         hold is off)."""
         values = {row.field: row.from_widget(widget_value(self._widget(row))) for row in SETTINGS}
+        family = {**values, "attention": preset(self.preset.currentText())[0].attention}  # the preset's family
         for row in SETTINGS:
-            if row.when is not None and not row.when(values):
+            if row.when is not None and not row.when(family):
                 values[row.field] = type(values[row.field])()  # 0, False
         return values
 

@@ -32,11 +32,14 @@ def panel(qtbot):
     return p
 
 
-@pytest.mark.parametrize("name", ["fast", "vanilla", "deformable"])
+@pytest.mark.parametrize("name", ["fast", "vanilla", "deformable", "dino", "rt_detr"])
 def test_a_preset_shown_in_the_panel_reads_back_as_the_preset(panel, name):
+    from detr_core.presets import preset_papers
     from explorer.training_panel import SETTINGS
 
+    assert panel.preset.findText(name) >= 0  # offered in the list
     panel.preset.setCurrentText(name)
+    assert preset_papers(name) in panel.preset.toolTip()  # which paper each of its levers comes from
     model, train = panel.configs()
     want_model, want_train = preset(name)
     # the panel's own fields (a preset does not set them) are what its widgets say
