@@ -116,6 +116,7 @@ def test_rt_detr_folder_reproduces_transformers_and_captures_sampling_points(rt_
     torch.testing.assert_close(att.decoder_references[1], cap.layer_boxes[0])
     selected = theirs.enc_outputs_class.max(-1).values.topk(12, dim=1).indices
     assert torch.equal(cap.selected_tokens, selected)
+    torch.testing.assert_close(cap.selection_scores, theirs.enc_topk_logits.max(-1).values.sigmoid())
     torch.testing.assert_close(att.decoder_references[0], theirs.enc_topk_bboxes)
     # the views' result: sampling points in image pixels, no dense maps
     import numpy as np

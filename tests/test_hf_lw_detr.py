@@ -116,6 +116,7 @@ def check_family(hf, folder, family: str, strides: list[int]):
     features = model.detector.model.enc_output_norm[0](model.detector.model.enc_output[0](cap.memory))  # [B, S, D]
     scores = model.detector.model.enc_out_class_embed[0](features).gather(1, selected[..., None].expand(-1, -1, 3))
     torch.testing.assert_close(scores, theirs.enc_outputs_class, **TOL)
+    torch.testing.assert_close(cap.selection_scores, scores.max(-1).values.sigmoid(), **TOL)  # the view's colours
 
     # the last layer's locations and weights, sampled with grid_sample, give its attention's output
     value = attn.value_proj(cap.memory).masked_fill(~on_image[..., None], 0).view(2, -1, 2, 16)  # [B, S, heads, dh]

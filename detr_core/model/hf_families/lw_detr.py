@@ -137,9 +137,9 @@ class LwDetr(WrappedDetector):
         # the selection, as transformers makes it: invalid tokens (padding, proposals off the image) never chosen
         _, _, invalid = self.detector.model.gen_encoder_output_proposals(memory, ~on_image, shapes)  # [B, S, 1]
         scores = recording["token_logits"][0].masked_fill(invalid, float("-inf")).max(-1).values  # [B, S]
-        selected = torch.topk(scores, self.detector.config.num_queries, dim=1).indices  # [B, Q]
+        best, selected = torch.topk(scores, self.detector.config.num_queries, dim=1)  # [B, Q] each
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=sampling, memory=memory,
-                            selected_tokens=selected)
+                            selected_tokens=selected, selection_scores=best.sigmoid())
 
 
 def backbone_name(config) -> str:

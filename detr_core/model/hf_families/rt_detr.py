@@ -115,9 +115,9 @@ class RTDetr(WrappedDetector):
             feature_masks=feature_masks,
         )
         scores = out.enc_outputs_class.max(-1).values  # [B, S]: the selection's scores, as transformers ranks
-        selected = torch.topk(scores, self.detector.config.num_queries, dim=1).indices  # [B, Q]
+        best, selected = torch.topk(scores, self.detector.config.num_queries, dim=1)  # [B, Q] each
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=sampling, memory=memory,
-                            selected_tokens=selected)
+                            selected_tokens=selected, selection_scores=best.sigmoid())
 
 
 # The family's entries in detr_core.model.registry
