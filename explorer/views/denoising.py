@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -56,6 +56,7 @@ from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView
 from .flow import Fill, Flow, labelled, side_by_side
+from .following import FollowsTraining
 
 DENOISING_PROBE = "denoising"
 GT_COLOR = QColor("#ffffff")
@@ -71,10 +72,12 @@ def _snapshot_job(ctx: WorkContext, model: nn.Module, stream: ToyShapes, index: 
     return snapshot
 
 
-class DenoisingView(AnalysisView):
+class DenoisingView(FollowsTraining, AnalysisView):
     """Follows the state's model, data source and training session."""
 
     snapshotShown = Signal(object)  # DenoisingSnapshot, each time one arrives (static or training)
+    PROBE = DENOISING_PROBE
+    NEXT_RESULT = "the next probe"
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Denoising", parent)
@@ -85,14 +88,7 @@ class DenoisingView(AnalysisView):
         self.probe_every = 5  # steps between the training probe's snapshots
         self._canvas_sample: int | None = None  # the sample whose image the canvas shows
         self.selected: int | None = None  # the denoising query highlighted (index into the snapshot's P)
-        self._pending_compute = False
-        self._last_draw = 0.0
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.timeout.connect(self._draw)
-        self._compute_timer = QTimer(self)
-        self._compute_timer.setSingleShot(True)
-        self._compute_timer.timeout.connect(self._compute_for_new_inputs)
+        self.init_following()
 
         # --- controls
         self.sample_spin = QSpinBox()
@@ -227,20 +223,12 @@ class DenoisingView(AnalysisView):
     def set_stage(self, stage: int) -> None:
         self.layer_slider.setValue(stage)
 
-    @property
-    def following(self) -> bool:
-        return self.state.training_running
-
     # --- the explorer's model ------------------------------------------------------------------
     def _on_inputs(self, *_: object) -> None:
         source = self.state.data_source
         self.stream = source.training_stream if source.training_stream is not None \
             else training_stream(TrainConfig())
         self._compute_timer.start(0)
-
-    def _compute_for_new_inputs(self) -> None:
-        if not self.following:
-            self.compute()
 
     def compute(self) -> bool:
         """The chosen sample's denoising snapshot with the explorer's model, off the GUI thread (a
@@ -260,18 +248,6 @@ class DenoisingView(AnalysisView):
         self.status.setText(f"Capturing sample {self.sample_index}…")
         return self.run_job(_snapshot_job, model, self.stream, self.sample_index, on_done=self._on_static_snapshot,
                             button=self.compute_button)
-
-    def _on_static_snapshot(self, snapshot: DenoisingSnapshot) -> None:
-        self.show_snapshot(snapshot)
-        if self._pending_compute:
-            QTimer.singleShot(0, self.compute)
-
-    def _on_sample_changed(self, index: int) -> None:
-        self.state.update_probe(DENOISING_PROBE, sample_index=index)
-        if self.following:
-            self.status.setText(f"Sample {index} is shown after the next probe.")
-        elif self.model is not None:
-            self.compute()
 
     def show_unavailable(self, reason: str) -> None:
         """Nothing to show: say why (and how to turn denoising on)."""

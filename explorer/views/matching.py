@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -61,6 +61,7 @@ from ..state import AppState, TrainingSession
 from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
 from .flow import Fill, Flow, labelled, side_by_side
+from .following import FollowsTraining
 
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
@@ -76,12 +77,13 @@ def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, da
     return snapshot
 
 
-class MatchingView(AnalysisView):
+class MatchingView(FollowsTraining, AnalysisView):
     """Follows the state's model, data source, training session and selected query; a query
     clicked on the image, in the heatmap or in the table becomes the state's selection."""
 
     snapshotShown = Signal(object)  # MatchingSnapshot, each time one arrives (static or training)
     stabilityUpdated = Signal(object)  # StabilityPoint, each time the probe set was re-matched
+    PROBE = MATCHING_PROBE
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__("Hungarian matching", parent)
@@ -97,14 +99,7 @@ class MatchingView(AnalysisView):
         self.matching_every = 5
         self.stability_every = 25
         self.probe_images = 16
-        self._pending_compute = False
-        self._compute_timer = QTimer(self)  # a new model and its data source: one compute
-        self._compute_timer.setSingleShot(True)
-        self._compute_timer.timeout.connect(self._compute_for_new_inputs)
-        self._last_draw = 0.0
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.timeout.connect(self._draw)
+        self.init_following()
 
         # --- controls
         self.sample_spin = QSpinBox()
@@ -294,11 +289,6 @@ class MatchingView(AnalysisView):
         return "Data: toy shapes, the model's training stream." + (
             " (Source: or the open dataset.)" if self.file_dataset is not None else "")
 
-    @property
-    def following(self) -> bool:
-        """True while a training run is followed (snapshots come from its probes)."""
-        return self.state.training_running
-
     # --- static model ------------------------------------------------------------------------
     def _on_inputs(self, *_: object) -> None:
         """A new model or data source: the matcher with its costs, the training stream whose
@@ -309,10 +299,6 @@ class MatchingView(AnalysisView):
         self.toy_stream = source.training_stream if source.training_stream is not None \
             else training_stream(TrainConfig())
         self._compute_timer.start(0)
-
-    def _compute_for_new_inputs(self) -> None:
-        if self.model is not None and not self.following:
-            self.compute()
 
     def compute(self) -> bool:
         """Match the chosen sample with the static model, off the GUI thread."""
@@ -342,18 +328,6 @@ class MatchingView(AnalysisView):
         self.status.setText(f"Matching sample {self.sample_index}…")
         return self.run_job(_match_job, self.model, self.matcher, self.dataset, self.sample_index, model_labels,
                             names, on_done=self._on_static_snapshot)
-
-    def _on_static_snapshot(self, snapshot: MatchingSnapshot) -> None:
-        self.show_snapshot(snapshot)
-        if self._pending_compute:
-            QTimer.singleShot(0, self.compute)
-
-    def _on_sample_changed(self, index: int) -> None:
-        self.state.update_probe(MATCHING_PROBE, sample_index=index)
-        if self.following:
-            self.status.setText(f"Sample {index} is shown after the next training step.")
-        elif self.model is not None:
-            self.compute()
 
     # --- following training -----------------------------------------------------------------
     def _on_training(self, session: TrainingSession | None) -> None:
