@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -60,7 +59,6 @@ from .following import FollowsTraining
 
 DENOISING_PROBE = "denoising"
 GT_COLOR = QColor("#ffffff")
-REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
 INPUT_COLOR, OUTPUT_COLOR = "#9aa0a6", "#f58231"  # the over-training plot's two curves
 
 
@@ -186,7 +184,6 @@ class DenoisingView(FollowsTraining, AnalysisView):
         self.body.addWidget(self.summary)
         self.body.addWidget(self.legend)
 
-        self.sample_spin.valueChanged.connect(self._on_sample_changed)
         self.group_combo.currentIndexChanged.connect(lambda _: self._draw())
         self.layer_slider.valueChanged.connect(lambda _: self._draw())
         self.compute_button.clicked.connect(self.compute)
@@ -194,19 +191,9 @@ class DenoisingView(FollowsTraining, AnalysisView):
         self.canvas.querySelected.connect(self._on_canvas_box)
         self._rows: list[int] = []  # the query of each table row
         self._boxes: list[int] = []  # the query of each canvas box after the objects' (-1: an object)
-        state.modelChanged.connect(self._on_inputs)
-        state.dataSourceChanged.connect(self._on_inputs)
-        state.trainingChanged.connect(self._on_training)
-        state.probed.connect(self._on_probed)
+        self.follow(state)
 
     # --- state ---------------------------------------------------------------------------------
-    @property
-    def sample_index(self) -> int:
-        return self.sample_spin.value()
-
-    def set_sample_index(self, index: int) -> None:
-        self.sample_spin.setValue(index)
-
     @property
     def group(self) -> int | None:
         """The group shown (None: all)."""
@@ -308,12 +295,7 @@ class DenoisingView(FollowsTraining, AnalysisView):
         step = f" at step {snapshot.step}" if snapshot.step is not None else ""
         self.status.setText(f"Sample {snapshot.sample_index}{step}: {len(snapshot.target_labels)} objects, "
                             f"{snapshot.num_groups} groups, {snapshot.num_queries} denoising queries")
-        if not self.on_screen:
-            self.when_visible("snapshot", self._draw)
-        elif time.perf_counter() - self._last_draw >= REDRAW_INTERVAL:
-            self._draw()
-        elif not self._redraw_timer.isActive():
-            self._redraw_timer.start(int(REDRAW_INTERVAL * 1000))
+        self.redraw_soon()
         self.snapshotShown.emit(snapshot)
 
     def _update_controls(self, s: DenoisingSnapshot) -> None:
@@ -342,8 +324,7 @@ class DenoisingView(FollowsTraining, AnalysisView):
         return np.ones(s.num_queries, bool) if self.group is None else s.group == self.group
 
     def _draw(self) -> None:
-        self._redraw_timer.stop()
-        self._last_draw = time.perf_counter()
+        self.drawing()
         s = self.snapshot
         if s is None:
             return

@@ -5,7 +5,7 @@ few steps is shown instead.
 
     class MatchingView(FollowsTraining, AnalysisView):
         PROBE = MATCHING_PROBE
-        def __init__(...): ...; self.init_following()
+        def __init__(...): ...; self.init_following(); ...; self.follow(state)
         def compute(self) -> bool: ...             # the view's own job, on_done=self._on_static_snapshot
         def show_snapshot(self, snapshot): ...
         def _draw(self): ...                       # redraws, at most every so often (_redraw_timer)
@@ -13,14 +13,19 @@ few steps is shown instead.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from PySide6.QtCore import QTimer
 
+REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
+
 
 class FollowsTraining:
     """A mixin for an :class:`~explorer.views.base.AnalysisView` with ``state`` (the AppState),
-    ``model``, ``status`` (a label), ``compute()``, ``show_snapshot()`` and ``_draw()``."""
+    ``model``, ``status`` (a label), ``sample_spin`` (the sample's index), ``compute()``,
+    ``show_snapshot()``, ``_draw()`` (which calls :meth:`drawing`), ``_on_inputs()`` (a new model
+    or data source), ``_on_training(session)`` and ``_on_probed(name, result)``."""
 
     PROBE: str = ""  # the name of the training probe whose results the view shows
     NEXT_RESULT = "the next training step"  # when a new sample chosen during training is shown
@@ -34,6 +39,36 @@ class FollowsTraining:
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setSingleShot(True)
         self._redraw_timer.timeout.connect(self._draw)
+
+    def follow(self, state: Any) -> None:
+        """Connect the state's model, data source, training session and probes to the view."""
+        self.sample_spin.valueChanged.connect(self._on_sample_changed)
+        state.modelChanged.connect(self._on_inputs)
+        state.dataSourceChanged.connect(self._on_inputs)
+        state.trainingChanged.connect(self._on_training)
+        state.probed.connect(self._on_probed)
+
+    @property
+    def sample_index(self) -> int:
+        return self.sample_spin.value()
+
+    def set_sample_index(self, index: int) -> None:
+        self.sample_spin.setValue(index)
+
+    def redraw_soon(self) -> None:
+        """Draw the new snapshot: now, or when the view is next seen (behind another tab), or at
+        most every REDRAW_INTERVAL while a run sends them faster."""
+        if not self.on_screen:
+            self.when_visible("snapshot", self._draw)
+        elif time.perf_counter() - self._last_draw >= REDRAW_INTERVAL:
+            self._draw()
+        elif not self._redraw_timer.isActive():
+            self._redraw_timer.start(int(REDRAW_INTERVAL * 1000))
+
+    def drawing(self) -> None:
+        """Called by ``_draw`` first: the throttle's clock."""
+        self._redraw_timer.stop()
+        self._last_draw = time.perf_counter()
 
     @property
     def following(self) -> bool:

@@ -14,7 +14,6 @@ Two sources of snapshots, both from the application state:
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -66,7 +65,6 @@ from .following import FollowsTraining
 MATCHING_PROBE = "matching"
 STABILITY_PROBE = "matching_stability"
 GT_COLOR = QColor("#ffffff")
-REDRAW_INTERVAL = 0.1  # seconds: at most about 10 redraws per second while training runs
 
 
 def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset,
@@ -219,7 +217,6 @@ class MatchingView(FollowsTraining, AnalysisView):
         self.splitter.setStretchFactor(1, 4)
         self.body.addWidget(Fill(self.splitter), 1)
 
-        self.sample_spin.valueChanged.connect(self._on_sample_changed)
         self._update_sources()
         self.source.currentIndexChanged.connect(self._on_source_changed)
         self.part_combo.currentIndexChanged.connect(lambda _: self._draw())
@@ -227,10 +224,7 @@ class MatchingView(FollowsTraining, AnalysisView):
         self.compute_button.clicked.connect(self.compute)
         self.canvas.querySelected.connect(self._on_canvas_box)
         self.table.cellClicked.connect(self._on_table_click)
-        state.modelChanged.connect(self._on_inputs)
-        state.dataSourceChanged.connect(self._on_inputs)
-        state.trainingChanged.connect(self._on_training)
-        state.probed.connect(self._on_probed)
+        self.follow(state)
         state.selectedQueryChanged.connect(self.set_selected_query)
 
     # --- state ---------------------------------------------------------------------------------
@@ -241,13 +235,6 @@ class MatchingView(FollowsTraining, AnalysisView):
 
     def set_part(self, part: str) -> None:
         self.part_combo.setCurrentIndex(COST_PARTS.index(part))
-
-    @property
-    def sample_index(self) -> int:
-        return self.sample_spin.value()
-
-    def set_sample_index(self, index: int) -> None:
-        self.sample_spin.setValue(index)
 
     @property
     def dataset(self) -> DetectionDataset | None:
@@ -376,17 +363,11 @@ class MatchingView(FollowsTraining, AnalysisView):
             which = f"Image {snapshot.sample_index} ({snapshot.image_name}, id {snapshot.image_id})"
         self.status.setText(f"{which}{step}: {snapshot.num_targets} objects, "
                             f"{snapshot.num_queries} queries, matched cost {snapshot.matched_cost():.3f}")
-        if not self.on_screen:
-            self.when_visible("snapshot", self._draw)  # behind another tab: draw when seen
-        elif time.perf_counter() - self._last_draw >= REDRAW_INTERVAL:
-            self._draw()
-        elif not self._redraw_timer.isActive():
-            self._redraw_timer.start(int(REDRAW_INTERVAL * 1000))
+        self.redraw_soon()
         self.snapshotShown.emit(snapshot)
 
     def _draw(self) -> None:
-        self._redraw_timer.stop()
-        self._last_draw = time.perf_counter()
+        self.drawing()
         s = self.snapshot
         if s is None:
             return
