@@ -25,7 +25,7 @@ imports the deformable one.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -53,11 +53,13 @@ FAMILIES: dict[str, str] = {  # config.attention: the family's module
 }
 
 
-def family(name: str) -> ModuleType:
-    """The module of the family called ``name``. Raises ValueError on an unknown name."""
+def family(name: str) -> ModuleType | SimpleNamespace:
+    """The entries of the family called ``name``: its module, or for a family wrapped from
+    transformers the module's ``FAMILY``. Raises ValueError on an unknown name."""
     if name not in FAMILIES:
         raise ValueError(f"unknown attention {name!r}; choose one of {tuple(FAMILIES)}")
-    return importlib.import_module(FAMILIES[name])
+    module = importlib.import_module(FAMILIES[name])
+    return getattr(module, "FAMILY", module)  # a wrapped family's entries: hf_families.base.registry_entries
 
 
 def check_config(config: FamilyConfig) -> None:

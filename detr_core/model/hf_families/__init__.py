@@ -13,8 +13,9 @@ Adding a family (D-FINE, DEIMv2, LW-DETR, RF-DETR ...) is:
    on which of transformers' modules), ``_layers`` (every decoder layer's logits and boxes) and
    ``_capture`` (the :class:`~detr_core.model.capture_protocol.ModelCapture`), ``_sizes`` (the
    DETRConfig fields read off transformers' config); then the registry's entries at the module's
-   end, as in ``rt_detr.py``: ``build``, ``check_config``, ``ATTENTION_KIND``, ``EXPORT_PROBLEM``,
-   ``TITLE``, ``PAPER``, ``TRAIN_PROBLEM``, ``backbone_name``;
+   end, as in ``rt_detr.py``: ``FAMILY = registry_entries(TheDetector)`` (``build``,
+   ``check_config``, ``ATTENTION_KIND``, ``EXPORT_PROBLEM``, ``TITLE``, ``PAPER``,
+   ``TRAIN_PROBLEM``, ``backbone_name``, all from its ``SPEC``);
 2. one line in :data:`FAMILIES` below (transformers' ``model_type`` -> the module) and one in
    ``detr_core/model/registry.py``'s ``FAMILIES`` (the family's name -> the same module).
 
@@ -26,7 +27,7 @@ be read and checked without it, and building or opening one without it raises a
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from types import SimpleNamespace
 
 # transformers' model_type (config.json) -> the family's module; the family's registry name is the
 # module's last part
@@ -42,6 +43,7 @@ FAMILIES: dict[str, str] = {
 }
 
 
-def family_module(model_type: str) -> ModuleType:
-    """The module of the wrapped family whose ``config.json`` says ``model_type``. KeyError if none."""
-    return importlib.import_module(FAMILIES[model_type])
+def family_module(model_type: str) -> SimpleNamespace:
+    """The registry entries (``FAMILY``: ``build``, ``check_config``...) of the wrapped family whose
+    ``config.json`` says ``model_type``. KeyError if none."""
+    return importlib.import_module(FAMILIES[model_type]).FAMILY

@@ -34,11 +34,13 @@ could not capture faithfully (``FamilySpec.refused``) and those that cannot be b
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import torch
@@ -443,3 +445,23 @@ def open_folder(cls: type[WrappedDetector], hf: dict[str, Any], config_path: Pat
     state = {f"detector.{k}": v for k, v in detector.state_dict().items()}
     return Checkpoint(config, class_names(hf, config.num_classes), state, source="huggingface/transformers",
                       extra={"family": spec.name})
+
+
+def registry_entries(detector: type[WrappedDetector],
+                     backbone: Callable[[DETRConfig], str] | None = None) -> SimpleNamespace:
+    """A wrapped family's entries in :mod:`detr_core.model.registry`, made from its detector class
+    (what a native family's module defines at its end): ``build``, ``check_config``,
+    ``ATTENTION_KIND``, ``TITLE``, ``PAPER``, ``TRAIN_PROBLEM``, ``EXPORT_PROBLEM`` and
+    ``backbone_name`` (``backbone``, default: the name the config's ``backbone_config`` gives).
+    A family module holds them as ``FAMILY``, which the registry reads in place of the module."""
+    spec = detector.SPEC
+    return SimpleNamespace(
+        build=detector,
+        check_config=functools.partial(check_wrapped_config, spec),
+        ATTENTION_KIND=spec.attention_kind,
+        TITLE=spec.title,
+        PAPER=spec.paper,
+        TRAIN_PROBLEM=TRAIN_PROBLEM_TEMPLATE.format(title=spec.title),
+        EXPORT_PROBLEM=EXPORT_PROBLEM,
+        backbone_name=backbone or backbone_name,
+    )

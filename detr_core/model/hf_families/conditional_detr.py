@@ -31,15 +31,12 @@ from torch import Tensor
 
 from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
-    backbone_name,
-    check_wrapped_config,
     dense_attention,
     output_of,
+    registry_entries,
 )
 from detr_core.model.nested_tensor import NestedTensor
 
@@ -124,14 +121,6 @@ class ConditionalDetr(WrappedDetector):
 
 
 # The family's entries in detr_core.model.registry
-build = ConditionalDetr
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(ConditionalDetr)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "ConditionalDetr", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "ConditionalDetr"]

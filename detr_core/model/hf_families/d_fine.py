@@ -42,13 +42,11 @@ from torch import Tensor
 
 from detr_core.model.capture_protocol import EdgeDistributions, ModelCapture
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
-    check_wrapped_config,
     inputs_of,
     output_of,
+    registry_entries,
 )
 from detr_core.model.hf_families.rt_detr import RTDetr
 from detr_core.model.hf_families.rt_detr_v2 import _Handles
@@ -207,14 +205,6 @@ def backbone_name(config) -> str:
 
 
 # The family's entries in detr_core.model.registry
-build = DFine
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(DFine, backbone_name)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "DFine", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "DFine", "backbone_name"]

@@ -27,15 +27,12 @@ from torch import Tensor
 
 from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
-    backbone_name,
-    check_wrapped_config,
     dense_attention,
     output_of,
+    registry_entries,
 )
 from detr_core.model.hf_families.conditional_detr import backbone_stride, grid_stride
 from detr_core.model.nested_tensor import NestedTensor
@@ -102,14 +99,6 @@ class DabDetr(WrappedDetector):
 
 
 # The family's entries in detr_core.model.registry
-build = DabDetr
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(DabDetr)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "DabDetr", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "DabDetr"]

@@ -16,10 +16,8 @@ read; padded to a multiple of 32; boxes rescaled to each image).
 from __future__ import annotations
 
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
-    check_wrapped_config,
+    registry_entries,
 )
 from detr_core.model.hf_families.d_fine import DFine, backbone_name
 
@@ -36,14 +34,6 @@ class Deimv2(DFine):
 
 
 # The family's entries in detr_core.model.registry
-build = Deimv2
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(Deimv2, backbone_name)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "Deimv2", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "Deimv2", "backbone_name"]

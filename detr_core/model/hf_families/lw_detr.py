@@ -37,15 +37,13 @@ from torch import Tensor
 
 from detr_core.model.capture_protocol import ModelCapture, SamplingPoints
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
-    check_wrapped_config,
     inputs_of,
     output_of,
     pad_to_multiple,
+    registry_entries,
 )
 from detr_core.model.nested_tensor import NestedTensor
 
@@ -155,14 +153,6 @@ def backbone_name(config) -> str:
 
 
 # The family's entries in detr_core.model.registry
-build = LwDetr
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(LwDetr, backbone_name)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "LwDetr", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "LwDetr", "backbone_name"]

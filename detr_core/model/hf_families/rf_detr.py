@@ -17,10 +17,8 @@ another type than ``rf_detr_dinov2``.
 from __future__ import annotations
 
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
-    check_wrapped_config,
+    registry_entries,
 )
 from detr_core.model.hf_families.lw_detr import LwDetr
 
@@ -61,14 +59,6 @@ def backbone_name(config) -> str:
 
 
 # The family's entries in detr_core.model.registry
-build = RfDetr
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(RfDetr, backbone_name)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "RfDetr", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "RfDetr", "backbone_name"]

@@ -34,14 +34,11 @@ from torch import Tensor
 
 from detr_core.model.capture_protocol import ModelCapture, SamplingPoints
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
     WrappedDetector,
-    backbone_name,
-    check_wrapped_config,
     inputs_of,
+    registry_entries,
 )
 from detr_core.model.nested_tensor import NestedTensor
 
@@ -121,14 +118,6 @@ class RTDetr(WrappedDetector):
 
 
 # The family's entries in detr_core.model.registry
-build = RTDetr
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(RTDetr)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "RTDetr", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "RTDetr"]

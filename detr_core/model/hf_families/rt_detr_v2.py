@@ -17,12 +17,9 @@ from __future__ import annotations
 import threading
 
 from detr_core.model.hf_families.base import (
-    EXPORT_PROBLEM,
-    TRAIN_PROBLEM_TEMPLATE,
     FamilySpec,
     Recording,
-    backbone_name,
-    check_wrapped_config,
+    registry_entries,
 )
 from detr_core.model.hf_families.rt_detr import RTDetr
 
@@ -85,14 +82,6 @@ class _Handles:
 
 
 # The family's entries in detr_core.model.registry
-build = RTDetrV2
-ATTENTION_KIND = SPEC.attention_kind
-TITLE, PAPER = SPEC.title, SPEC.paper
-TRAIN_PROBLEM = TRAIN_PROBLEM_TEMPLATE.format(title=SPEC.title)
+FAMILY = registry_entries(RTDetrV2)
 
-
-def check_config(config) -> None:
-    check_wrapped_config(SPEC, config)
-
-
-__all__ = ["EXPORT_PROBLEM", "RTDetrV2", "backbone_name", "build", "check_config"]
+__all__ = ["FAMILY", "RTDetrV2"]
