@@ -134,7 +134,9 @@ class HungarianMatcher:
         logits: [Q, C], boxes: [Q, 4] cxcywh, labels: [M], target_boxes: [M, 4] cxcywh.
         Returns {"class", "bbox", "giou", "total"}, each [Q, M] ("total" is weighted).
         """
-        from torchvision.ops import generalized_box_iou  # on use: torchvision costs seconds at startup
+        from torchvision.ops import (
+            generalized_box_iou,  # on use: torchvision costs seconds at startup
+        )
 
         boxes = boxes.float()
         target_boxes = target_boxes.float()
