@@ -118,6 +118,7 @@ def test_rt_detr_folder_reproduces_transformers_and_captures_sampling_points(rt_
     assert torch.equal(cap.selected_tokens, selected)
     torch.testing.assert_close(cap.selection_scores, theirs.enc_topk_logits.max(-1).values.sigmoid())
     torch.testing.assert_close(att.decoder_references[0], theirs.enc_topk_bboxes)
+    torch.testing.assert_close(cap.selection_boxes, theirs.enc_topk_bboxes)  # where each query started
     # the views' result: sampling points in image pixels, no dense maps
     import numpy as np
 
@@ -137,9 +138,11 @@ def test_rt_detr_boxes_are_relative_to_each_image_when_padded(rt_folder, rt_open
     padded[:, :, :80] = _unnormalized(image)
     with torch.no_grad():
         theirs = hf(pixel_values=padded[None])
-        ours = model([image])
+        ours = model([image], capture=True)
+    scale = torch.tensor([96 / 80, 1, 96 / 80, 1])
     torch.testing.assert_close(ours["pred_logits"], theirs.logits, **TOL)
-    torch.testing.assert_close(ours["pred_boxes"], theirs.pred_boxes * torch.tensor([96 / 80, 1, 96 / 80, 1]), **TOL)
+    torch.testing.assert_close(ours["pred_boxes"], theirs.pred_boxes * scale, **TOL)
+    torch.testing.assert_close(ours["capture"].selection_boxes, theirs.enc_topk_bboxes * scale, **TOL)  # start boxes too
 
 
 def test_hub_cache_layout_and_the_explorers_own_checkpoint(rt_folder, rt_opened, tmp_path):

@@ -248,6 +248,7 @@ class WrappedDetector(nn.Module):
             out = self.detector(**inputs, **self._forward_options(capture))
         logits, boxes = self._layers(out, recording)  # [L, B, Q, C], [L, B, Q, 4]
         pred_boxes = out.pred_boxes
+        scale = None
         if self.SPEC.size_divisor > 1:  # relative to the whole input -> to each image
             valid = ~samples.mask  # [B, H, W]
             h = valid.any(2).sum(1).to(boxes.dtype)  # [B] each image's height
@@ -263,7 +264,10 @@ class WrappedDetector(nn.Module):
             "query_groups": 1,
         }
         if capture:
-            result["capture"] = self._capture(out, recording, logits, boxes, samples)
+            cap = self._capture(out, recording, logits, boxes, samples)
+            if cap.selection_boxes is not None and scale is not None and bool((scale != 1).any()):
+                cap.selection_boxes = cap.selection_boxes * scale  # as the predictions: to each image
+            result["capture"] = cap
         return result
 
     def _forward_options(self, capture: bool) -> dict[str, Any]:

@@ -114,7 +114,8 @@ class RTDetr(WrappedDetector):
         scores = out.enc_outputs_class.max(-1).values  # [B, S]: the selection's scores, as transformers ranks
         best, selected = torch.topk(scores, self.detector.config.num_queries, dim=1)  # [B, Q] each
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=sampling, memory=memory,
-                            selected_tokens=selected, selection_scores=best.sigmoid())
+                            selected_tokens=selected, selection_scores=best.sigmoid(),
+                            selection_boxes=getattr(out, "enc_topk_bboxes", None))  # [B, Q, 4] where each started
 
 
 # The family's entries in detr_core.model.registry
