@@ -537,11 +537,7 @@ HF_DEFORMABLE_FOLLOWED = {
     "tie_word_embeddings": "per-layer heads: those in the file as written, missing ones from head 0",
 }
 # field -> (the value this app runs, why another is refused)
-HF_DEFORMABLE_REFUSED = {
-    "activation_function": ("relu", "the explorer's transformer layers use relu"),
-    "position_embedding_type": ("sine", "the explorer's position encoding is the sine one"),
-    "num_channels": (3, "the explorer feeds RGB images to the backbone"),
-}
+HF_DEFORMABLE_REFUSED = HF_DETR_REFUSED  # the same three: both families share those layers
 HF_DEFORMABLE_NO_EFFECT = {  # do not change the forward pass of a model in eval mode
     "dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop",  # training only
     "init_std", "init_xavier_std", "use_pretrained_backbone",  # initialisation only

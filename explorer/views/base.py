@@ -19,6 +19,7 @@ from typing import Any
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QPixmap, QShowEvent
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QProgressBar,
     QPushButton,
+    QTableWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -253,3 +255,13 @@ class AnalysisView(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, f"Export {self.title} data", name, "CSV (*.csv);;JSON (*.json)")
         if path:
             self.export_data_to(Path(path))
+
+
+def row_table(table: QTableWidget) -> QTableWidget:
+    """``table`` set up as the views' read-only tables of rows: not editable, whole rows selected, no
+    row numbers, the last column stretched. Returns it."""
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.verticalHeader().setVisible(False)
+    table.horizontalHeader().setStretchLastSection(True)
+    return table

@@ -23,7 +23,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QLabel,
     QPushButton,
@@ -53,7 +52,7 @@ from ..colors import group_color
 from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
-from .base import AnalysisView
+from .base import AnalysisView, row_table
 from .flow import Fill, Flow, labelled, side_by_side
 from .following import FollowsTraining
 
@@ -131,10 +130,7 @@ class DenoisingView(FollowsTraining, AnalysisView):
         tips[2] = "+ a positive query (to reconstruct its object), − a negative (DINO: to be rejected as no object)"
         for col, tip in enumerate(tips):
             self.table.horizontalHeaderItem(col).setToolTip(tip)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        row_table(self.table)
 
         # --- mean IoU with the object, per stage (input, layer 1, ...), one line per group
         self.layer_plot = pg.PlotWidget(background="#202124")

@@ -21,7 +21,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QLabel,
@@ -58,7 +57,7 @@ from ..colors import query_color
 from ..stable_label import StableLabel, wrap_label
 from ..state import AppState, TrainingSession
 from ..workers import WorkContext
-from .base import AnalysisView, fill_sources
+from .base import AnalysisView, fill_sources, row_table
 from .flow import Fill, Flow, labelled, side_by_side
 from .following import FollowsTraining
 
@@ -171,10 +170,7 @@ class MatchingView(FollowsTraining, AnalysisView):
         # --- one row per object: its query and the cost parts of that pair
         self.table = QTableWidget(0, 7)
         self.table.setHorizontalHeaderLabels(["object", "class", "query", "total", "class cost", "L1", "−GIoU"])
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        row_table(self.table)
 
         # --- stability over training
         self.stability_plot = pg.PlotWidget(background="#202124")
