@@ -81,13 +81,17 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         train_cfg = dataclasses.replace(train_cfg, threads=cores)
     dist = _join_process_group(train_cfg)  # None without torchrun
-    try:
+    if dist is None:
         return _train(args, model_cfg, train_cfg, init, resumed, dist)
-    finally:
-        if dist is not None:
-            from detr_core.train.distributed import shutdown
+    from detr_core.train.distributed import shutdown
 
-            shutdown()
+    try:
+        code = _train(args, model_cfg, train_cfg, init, resumed, dist)
+    except BaseException:
+        shutdown(wait=False)
+        raise
+    shutdown()
+    return code
 
 
 def session_for(args: argparse.Namespace, model_cfg, train_cfg, init, resumed, dist):

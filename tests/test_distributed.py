@@ -55,7 +55,9 @@ step = Trainer(config_from_dict(DETRConfig, configs["step_model"]),
 step_losses = [e.losses for e in step.events() if isinstance(e, StepEvent)]
 if d.is_main:
     json.dump(step_losses, open(f"{out}/step.json", "w"))
-# part B: the command line resumes a one-process checkpoint on these two processes
+# part B: the command line resumes a one-process checkpoint on these two processes (and leaves
+# the group at its end: the models of parts A and C, which hold it too, go first)
+del trainer, step
 import main
 sys.exit(main.main(["train", "--resume", f"{out}/middle.pt", "--out", f"{out}/two.pt", "--quiet",
                     "--threads", "1"]))

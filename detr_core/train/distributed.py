@@ -34,6 +34,7 @@ normalizes over each process's share of the batch on CPUs; on GPUs it becomes Sy
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -143,8 +144,16 @@ def setup(device: str = "auto", timeout: timedelta = timedelta(minutes=30)) -> D
     return Distributed(rank, world, local, backend, where)
 
 
-def shutdown() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group once nothing uses it any more (``wait``: after every process has
+    come here too; not when leaving on an error, where another may never come). The models
+    wrapped in DistributedDataParallel hold the group too: they are freed first (``gc``), or the
+    group outlives ``destroy_process_group`` and is torn down with the interpreter, where gloo's
+    threads can end the process with SIGABRT ("terminate called without an active exception")."""
     if dist.is_initialized():
+        gc.collect()
+        if wait:  # no process tears its connections down while another still talks
+            dist.barrier()
         dist.destroy_process_group()
 
 
