@@ -160,7 +160,7 @@ def test_after_the_lesson_the_image_has_its_share_again_also_after_a_relaunch(qt
     window.close()
     again = shown_window(qtbot, settings)
     again.workspaces.show("explore")  # its layout was saved at 1366x768; the window is now 1000x700
-    qtbot.waitUntil(lambda: again.canvas.height() >= IMAGE_SHARE * again.height(), timeout=2000)
+    qtbot.waitUntil(lambda: again.canvas.height() >= IMAGE_SHARE * again.height(), timeout=10000)
     again.controller.wait(10000)
 
 
@@ -242,7 +242,7 @@ def test_presentation_mode_fits_a_projector(qtbot, settings, size):
     # the right column gets its width back once the workspace has settled (a few layout passes:
     # ~200 ms here, longer on a loaded machine), so wait for it rather than a fixed time
     docks = (window.queries_dock, window.attention_dock)
-    qtbot.waitUntil(lambda: all(d.widget().horizontalScrollBar().maximum() == 0 for d in docks), timeout=3000)
+    qtbot.waitUntil(lambda: all(d.widget().horizontalScrollBar().maximum() == 0 for d in docks), timeout=10000)
     assert window.canvas.height() >= IMAGE_SHARE * window.height()
     window.lesson.act_presentation.setChecked(False)
     window.controller.wait(10000)
