@@ -51,6 +51,8 @@ def test_deimv2_follows_the_folders_normalization(deimv2_folder, tmp_path):
 
     from detr_core.checkpoint import CheckpointError, load_checkpoint
     from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
+    from detr_core.model.hf_families.base import processor_pixels
+    from detr_core.model.hf_families.deimv2 import Deimv2
 
     hf, folder = deimv2_folder
     rng = np.random.default_rng(0)
@@ -66,10 +68,15 @@ def test_deimv2_follows_the_folders_normalization(deimv2_folder, tmp_path):
                                          image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.25])
         processor.save_pretrained(copy)
         pixels = processor(images=photos, return_tensors="pt")["pixel_values"]  # [2, 3, 64, 96], padded with 0
-        ckpt = load_checkpoint(copy)
-        assert ckpt.model_config.transformers_processor["do_normalize"] is normalize
+        if normalize:  # opened as the app opens it
+            model = load_checkpoint(copy).build_model()
+        else:  # the same config, without loading the weights from the files again
+            hf_config = json.loads((copy / "config.json").read_text())
+            model = Deimv2(Deimv2.detr_config(hf_config, pixels=processor_pixels(copy)))
+            model.detector.load_state_dict(hf.state_dict())
+        assert model.config.transformers_processor["do_normalize"] is normalize
         with torch.no_grad():
-            theirs, ours = hf(pixel_values=pixels), ckpt.build_model()(images)
+            theirs, ours = hf(pixel_values=pixels), model(images)
         torch.testing.assert_close(ours["pred_logits"], theirs.logits, rtol=1e-4, atol=1e-4)
         # the padding's cells score alike (ties broken by rounding): the padded image's queries may come in
         # another order, so each image's boxes are compared as sets
