@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 from detr_core.analysis.capture import run_inference  # noqa: E402
 from detr_core.data.images import prepare  # noqa: E402
 from explorer.state import AppState, LoadedModel  # noqa: E402
-from explorer.views.layers import EDGE_HEIGHT, LayerView  # noqa: E402
+from explorer.views.layers import EDGE_HEIGHT, EDGE_MIN_HEIGHT, LayerView  # noqa: E402
 from explorer.views.query_selection import QuerySelectionView  # noqa: E402
 from tests.test_hf_d_fine import tiny_d_fine  # noqa: E402
 from tests.test_hf_lw_detr import tiny_lw_detr  # noqa: E402
@@ -66,9 +66,9 @@ def lw_detr():
 def drawn_edge(view: LayerView, edge: int) -> tuple[np.ndarray, np.ndarray]:
     """(where each bar stands, its length) of one edge's bars, in image pixels, as drawn."""
     xs, ys = view.edge_bars[edge].getData()
-    if edge in (0, 2):  # left, right: bars up from the box's middle row, along x
-        return xs[::2], ys[::2] - ys[1::2]
-    return ys[::2], xs[1::2] - xs[::2]  # top, bottom: bars right from the box's middle column, along y
+    if edge in (0, 2):  # left, right: bars up or down from the box's middle row, along x
+        return xs[::2], np.abs(ys[1::2] - ys[::2])
+    return ys[::2], np.abs(xs[1::2] - xs[::2])  # top, bottom: bars from the box's middle column, along y
 
 
 def test_d_fine_edge_distributions_are_drawn_on_the_query_box_per_layer(qtbot, d_fine):
@@ -97,11 +97,12 @@ def test_d_fine_edge_distributions_are_drawn_on_the_query_box_per_layer(qtbot, d
         assert f"Edge distributions at L{layer + 1}" in view.legend.text()
         probabilities = edges.probabilities[layer, 0, query].numpy()  # [4, N]
         drawn = []
+        x0, y0, x1, y1 = result.layer_boxes_xyxy[layer, query].tolist()
         for e in range(4):
-            order = np.argsort(positions[e])
             where, length = drawn_edge(view, e)
-            np.testing.assert_allclose(where, positions[e][order], rtol=1e-5, atol=1e-3)
-            np.testing.assert_allclose(length / (EDGE_HEIGHT * W), probabilities[e][order], atol=1e-5)
+            np.testing.assert_allclose(where, positions[e], rtol=1e-5, atol=1e-3)  # each bin where the capture puts it
+            scale = max(EDGE_HEIGHT * (y1 - y0 if e in (0, 2) else x1 - x0), EDGE_MIN_HEIGHT * W)  # px per unit
+            np.testing.assert_allclose(length / scale, probabilities[e], atol=1e-4)  # ... as long as its probability
             # the bars' expectation is that layer's box edge
             box_edge = float(result.layer_boxes_xyxy[layer, query, e])
             assert float((where * length).sum() / length.sum()) == pytest.approx(box_edge, abs=1e-2)

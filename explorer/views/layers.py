@@ -5,8 +5,8 @@ held-out split or on the open dataset's validation split (Source).
 
 For D-FINE and DEIMv2 (fine-grained distribution refinement) the query's edge distributions at a
 chosen layer are drawn on its box: across each edge, a bar per bin at the place that bin puts
-the edge, as tall as its probability (left and right edges: a profile over x, bars up; top and
-bottom: over y, bars to the right), so choosing layer after layer shows them sharpen."""
+the edge, as long as its probability (left and right edges: a profile over x on the box's middle
+row; top and bottom: over y on its middle column), so choosing layer after layer shows them sharpen."""
 
 from __future__ import annotations
 
@@ -50,7 +50,13 @@ from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
 
 LAYER_COLORMAP = "plasma"
-EDGE_HEIGHT = 0.15  # a bin of probability 1 is drawn this fraction of the image's longer side tall
+# Edge distributions: a bin of probability 1 is drawn as long as this fraction of the box's other
+# side (at least EDGE_MIN_HEIGHT of the image's longer side), from the box's middle row (left and
+# right edges) or column (top and bottom), each edge's bars turned its own way (-1: up or left,
+# +1: down or right) so the four profiles take one quarter of the box each, like a pinwheel
+EDGE_HEIGHT = 0.5
+EDGE_MIN_HEIGHT = 0.04
+EDGE_DIRECTIONS = (-1.0, 1.0, 1.0, -1.0)  # left: up, top: right, right: down, bottom: left
 
 
 def layer_colors(num_layers: int) -> list[QColor]:
@@ -154,10 +160,10 @@ class LayerView(AnalysisView):
         query_row.addStretch(1)
         self.edge_label.setVisible(False)  # shown for a model with edge distributions
         self.edge_layer.setVisible(False)
-        # per edge (left, top, right, bottom): a bar per bin (pairs of points) and the profile over the bars' tips
+        # per edge (left, top, right, bottom): a bar per bin (pairs of points) on an axis spanning the bins
         self.edge_bars = [pg.PlotCurveItem(connect="pairs") for _ in EDGE_NAMES]
-        self.edge_profiles = [pg.PlotCurveItem() for _ in EDGE_NAMES]
-        for item in self.edge_bars + self.edge_profiles:
+        self.edge_axes = [pg.PlotCurveItem() for _ in EDGE_NAMES]
+        for item in self.edge_bars + self.edge_axes:
             item.setZValue(14)  # over the boxes, under their labels
             self.canvas.view.addItem(item)
         left = QWidget()
@@ -389,29 +395,27 @@ class LayerView(AnalysisView):
         without them); returns the legend's words for them."""
         layer, r, q = self.edge_layer_shown(), self.result, self.selected_query
         if layer is None or r is None or r.edge_distributions is None or not 0 <= q < r.num_queries:
-            for item in self.edge_bars + self.edge_profiles:
+            for item in self.edge_bars + self.edge_axes:
                 item.setData([], [])
             return ""
         edges = r.edge_distributions
         positions, probabilities = (t.numpy() for t in edges.profile(layer, q))  # [4, N] pixels, [4, N]
         x0, y0, x1, y1 = (float(v) for v in edges.expected_edges(layer)[q])
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        height = EDGE_HEIGHT * max(r.image_size)  # pixels per unit of probability
+        floor = EDGE_MIN_HEIGHT * max(r.image_size)  # a tiny box's bars still show
         color = colors[layer]
-        for e, (bars, profile) in enumerate(zip(self.edge_bars, self.edge_profiles)):
+        for e, (bars, axis) in enumerate(zip(self.edge_bars, self.edge_axes)):
             along, p = positions[e], probabilities[e]
-            order = np.argsort(along)
-            along, p = along[order], p[order]
-            if e in (0, 2):  # left, right: bins along x, bars up from the box's middle row
-                base = np.full_like(along, cy)
-                tips_x, tips_y = along, cy - p * height
-                xs, ys = np.stack([along, along], 1).ravel(), np.stack([base, tips_y], 1).ravel()
-            else:  # top, bottom: bins along y, bars right from the box's middle column
-                base = np.full_like(along, cx)
-                tips_x, tips_y = cx + p * height, along
-                xs, ys = np.stack([base, tips_x], 1).ravel(), np.stack([along, along], 1).ravel()
+            if e in (0, 2):  # left, right: bins along x on the box's middle row
+                length = p * max(EDGE_HEIGHT * (y1 - y0), floor) * EDGE_DIRECTIONS[e]
+                xs, ys = np.repeat(along, 2), np.stack([np.full_like(along, cy), cy + length], 1).ravel()
+                axis.setData([along.min(), along.max()], [cy, cy])
+            else:  # top, bottom: bins along y on the box's middle column
+                length = p * max(EDGE_HEIGHT * (x1 - x0), floor) * EDGE_DIRECTIONS[e]
+                xs, ys = np.stack([np.full_like(along, cx), cx + length], 1).ravel(), np.repeat(along, 2)
+                axis.setData([cx, cx], [along.min(), along.max()])
             bars.setData(xs, ys, pen=pg.mkPen(color, width=2))
-            profile.setData(tips_x, tips_y, pen=pg.mkPen(QColor(color).lighter(130), width=1))
+            axis.setPen(pg.mkPen(QColor(color).lighter(130), width=1, style=Qt.PenStyle.DotLine))
         peaks = edges.peaks(layer)[q]
         return (f"<br>Edge distributions at L{layer + 1} (bars: each bin's probability; peak "
                 + ", ".join(f"{name} {float(v):.2f}" for name, v in zip(EDGE_NAMES, peaks)) + ")")
