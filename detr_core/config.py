@@ -121,6 +121,9 @@ class DETRConfig:
     # Families wrapped from transformers (RT-DETR, Conditional DETR ..., see model/hf_families/):
     # their ``config.json`` as transformers wrote it, from which the family builds its model
     transformers_config: dict[str, Any] = field(default_factory=dict)
+    # ... and what of the folder's preprocessor_config.json changes the pixels the model sees
+    # ({"do_normalize", "image_mean", "image_std"} where it says; empty: the family's processor's defaults)
+    transformers_processor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:

@@ -36,3 +36,57 @@ def test_deimv2_reproduces_transformers_and_captures_points_and_edge_distributio
     assert model["family"] == "DEIMv2" and model["paper"].startswith("Huang et al. 2025")
     assert model["backbone"] == "dinov3_vit (3 layers, width 32, patch 16)"
     assert model["queries"] == 12 and model["classes"] == 3
+
+
+def test_deimv2_follows_the_folders_normalization(deimv2_folder, tmp_path):
+    """DEIMv2's processor (RT-DETR's) normalizes only where its preprocessor_config.json says so (its
+    DINOv3 models do): with do_normalize true and false, the outputs are transformers' on the pixel
+    values the processor itself makes of the same photos (two sizes, the second padded)."""
+    import json
+    import shutil
+
+    import numpy as np
+    import torch
+    from transformers import RTDetrImageProcessor
+
+    from detr_core.checkpoint import CheckpointError, load_checkpoint
+    from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
+    from detr_core.model.hf_families.base import processor_pixels
+    from detr_core.model.hf_families.deimv2 import Deimv2
+
+    hf, folder = deimv2_folder
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)]
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    images = [(torch.from_numpy(p).permute(2, 0, 1).float() / 255 - mean) / std for p in photos]  # as the explorer feeds
+    scale = torch.tensor([[1.0, 1, 1, 1], [96 / 64, 64 / 48, 96 / 64, 64 / 48]])[:, None]  # [B, 1, 4] to each image
+    outputs = []
+    for normalize in (True, False):
+        copy = tmp_path / f"normalize_{normalize}"
+        shutil.copytree(folder, copy)
+        processor = RTDetrImageProcessor(do_resize=False, do_pad=True, do_normalize=normalize,
+                                         image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.25])
+        processor.save_pretrained(copy)
+        pixels = processor(images=photos, return_tensors="pt")["pixel_values"]  # [2, 3, 64, 96], padded with 0
+        if normalize:  # opened as the app opens it
+            model = load_checkpoint(copy).build_model()
+        else:  # the same config, without loading the weights from the files again
+            hf_config = json.loads((copy / "config.json").read_text())
+            model = Deimv2(Deimv2.detr_config(hf_config, pixels=processor_pixels(copy)))
+            model.detector.load_state_dict(hf.state_dict())
+        assert model.config.transformers_processor["do_normalize"] is normalize
+        with torch.no_grad():
+            theirs, ours = hf(pixel_values=pixels), model(images)
+        torch.testing.assert_close(ours["pred_logits"], theirs.logits, rtol=1e-4, atol=1e-4)
+        # the padding's cells score alike (ties broken by rounding): the padded image's queries may come in
+        # another order, so each image's boxes are compared as sets
+        for mine, their in zip(ours["pred_boxes"], theirs.pred_boxes * scale):
+            distance = torch.cdist(mine, their)  # [Q, Q]
+            assert distance.min(0).values.max() < 1e-4 and distance.min(1).values.max() < 1e-4
+        outputs.append(ours["pred_logits"])
+    assert not torch.allclose(outputs[0], outputs[1], atol=1e-3)  # the two folders' inputs differ
+
+    config = json.loads((copy / "preprocessor_config.json").read_text())
+    (copy / "preprocessor_config.json").write_text(json.dumps(dict(config, image_std=[0.2, 0, 0.25])))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config.json: image_std=\[0.2, 0, 0.25\] is not positive"):
+        load_checkpoint(copy)

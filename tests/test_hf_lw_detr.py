@@ -69,6 +69,32 @@ def lw_folder(tmp_path_factory):
     return hf, folder
 
 
+def start_boxes(model, memory, feature_masks, queries: int):
+    """[B, Q, 4] cxcywh: the proposal boxes of the Q best-scoring encoder tokens, written out from the
+    two papers' recipe (not transformers' functions): each level's cell centre over the image's own
+    cells, 0.05 * 2 ** level wide and high, refined by the first group's head; padding cells and
+    proposals off the image (a coordinate outside (0.01, 0.99)) never chosen."""
+    proposals, invalid = [], []
+    for level, mask in enumerate(feature_masks):  # [B, h, w] True on padding
+        b, h, w = mask.shape
+        rows = (~mask[:, :, 0]).sum(1).float()[:, None, None]  # [B, 1, 1] image cells down
+        cols = (~mask[:, 0, :]).sum(1).float()[:, None, None]
+        ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+        cx, cy = (xs + 0.5) / cols, (ys + 0.5) / rows  # [B, h, w]
+        size = torch.full_like(cx, 0.05 * 2 ** level)
+        box = torch.stack([cx, cy, size, size], -1).flatten(1, 2)  # [B, h*w, 4]
+        proposals.append(box)
+        invalid.append(mask.flatten(1) | ((box <= 0.01) | (box >= 0.99)).any(-1))
+    proposals, invalid = torch.cat(proposals, 1), torch.cat(invalid, 1)  # [B, S, 4], [B, S]
+    features = model.enc_output_norm[0](model.enc_output[0](memory.masked_fill(invalid[..., None], 0)))
+    delta = model.enc_out_bbox_embed[0](features)  # [B, S, 4]
+    boxes = torch.cat([proposals[..., :2] + delta[..., :2] * proposals[..., 2:],
+                       proposals[..., 2:] * delta[..., 2:].exp()], -1)
+    scores = model.enc_out_class_embed[0](features).max(-1).values.masked_fill(invalid, float("-inf"))
+    best = scores.topk(queries, dim=1).indices  # [B, Q]
+    return boxes.gather(1, best[..., None].expand(-1, -1, 4))
+
+
 def check_family(hf, folder, family: str, strides: list[int]):
     """What LW-DETR and RF-DETR share: transformers' outputs on a padded batch of two sizes,
     every layer's logits and boxes against transformers' auxiliary outputs, the selected tokens,
@@ -117,6 +143,11 @@ def check_family(hf, folder, family: str, strides: list[int]):
     scores = model.detector.model.enc_out_class_embed[0](features).gather(1, selected[..., None].expand(-1, -1, 3))
     torch.testing.assert_close(scores, theirs.enc_outputs_class, **TOL)
     torch.testing.assert_close(cap.selection_scores, scores.max(-1).values.sigmoid(), **TOL)  # the view's colours
+    # where each query started: the selected tokens' proposal boxes, recomputed from the memory (image 1
+    # unpadded, image 2 padded) and equal to what transformers returns
+    starts = start_boxes(model.detector.model, cap.memory, att.feature_masks, 12)
+    torch.testing.assert_close(cap.selection_boxes, starts, **TOL)
+    torch.testing.assert_close(cap.selection_boxes, theirs.enc_outputs_coord_logits, **TOL)
 
     # the last layer's locations and weights, sampled with grid_sample, give its attention's output
     value = attn.value_proj(cap.memory).masked_fill(~on_image[..., None], 0).view(2, -1, 2, 16)  # [B, S, heads, dh]

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling
+from detr_core.analysis.edge_distributions import EdgeProfiles, edge_profiles
 from detr_core.analysis.predict import evaluating
 from detr_core.analysis.query_selection import QuerySelection, query_selection
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
@@ -50,6 +51,8 @@ class InferenceResult:
     deformable: DeformableSampling | None = None
     # the encoder tokens the queries started from (two-stage and other query-selecting models)
     query_selection: QuerySelection | None = None
+    # D-FINE's and DEIMv2's per-edge bin probabilities at every layer (None for other families)
+    edge_distributions: EdgeProfiles | None = None
 
     @property
     def num_queries(self) -> int:
@@ -179,5 +182,6 @@ def run_inference(
         seconds=seconds,
         deformable=sampling,
         query_selection=selection,
+        edge_distributions=edge_profiles(cap, (h_img, w_img)) if cap is not None else None,
     )
 

@@ -1,7 +1,12 @@
 """Layer by layer: the selected query's box at every decoder layer, drawn on the image to show
 the refinement, and the AP / AP50 of every layer's predictions with and without NMS (the DETR
 paper's Figure 4: NMS helps the early layers and stops helping at the last), on the toy
-held-out split or on the open dataset's validation split (Source)."""
+held-out split or on the open dataset's validation split (Source).
+
+For D-FINE and DEIMv2 (fine-grained distribution refinement) the query's edge distributions at a
+chosen layer are drawn on its box: across each edge, a bar per bin at the place that bin puts
+the edge, as long as its probability (left and right edges: a profile over x on the box's middle
+row; top and bottom: over y on its middle column), so choosing layer after layer shows them sharpen."""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detr_core.analysis.capture import InferenceResult, run_inference
+from detr_core.analysis.edge_distributions import EDGE_NAMES
 from detr_core.analysis.label_map import label_map_for
 from detr_core.analysis.layerwise import LayerAP, layerwise_ap
 from detr_core.config import ToyDataConfig
@@ -44,6 +50,13 @@ from ..workers import WorkContext
 from .base import AnalysisView, fill_sources
 
 LAYER_COLORMAP = "plasma"
+# Edge distributions: a bin of probability 1 is drawn as long as this fraction of the box's other
+# side (at least EDGE_MIN_HEIGHT of the image's longer side), from the box's middle row (left and
+# right edges) or column (top and bottom), each edge's bars turned its own way (-1: up or left,
+# +1: down or right) so the four profiles take one quarter of the box each, like a pinwheel
+EDGE_HEIGHT = 0.5
+EDGE_MIN_HEIGHT = 0.04
+EDGE_DIRECTIONS = (-1.0, 1.0, 1.0, -1.0)  # left: up, top: right, right: down, bottom: left
 
 
 def layer_colors(num_layers: int) -> list[QColor]:
@@ -111,6 +124,10 @@ class LayerView(AnalysisView):
         self.query_spin = QSpinBox()
         self.query_spin.setRange(0, 0)
         self.query_spin.setToolTip("The query whose box is followed through the decoder")
+        self.edge_layer = QComboBox()  # "none", then one entry per decoder layer
+        self.edge_layer.setToolTip("D-FINE: the decoder layer whose edge distributions are drawn on the query's "
+                                   "box (a bar per bin, as tall as its probability)")
+        self.edge_label = QLabel("Edge distributions")
         self.images_spin = QSpinBox()
         self.images_spin.setRange(5, 5000)
         self.images_spin.setValue(100)
@@ -137,7 +154,18 @@ class LayerView(AnalysisView):
         query_row = QHBoxLayout()
         query_row.addWidget(QLabel("Query"))
         query_row.addWidget(self.query_spin)
+        query_row.addSpacing(12)
+        query_row.addWidget(self.edge_label)
+        query_row.addWidget(self.edge_layer)
         query_row.addStretch(1)
+        self.edge_label.setVisible(False)  # shown for a model with edge distributions
+        self.edge_layer.setVisible(False)
+        # per edge (left, top, right, bottom): a bar per bin (pairs of points) on an axis spanning the bins
+        self.edge_bars = [pg.PlotCurveItem(connect="pairs") for _ in EDGE_NAMES]
+        self.edge_axes = [pg.PlotCurveItem() for _ in EDGE_NAMES]
+        for item in self.edge_bars + self.edge_axes:
+            item.setZValue(14)  # over the boxes, under their labels
+            self.canvas.view.addItem(item)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -211,6 +239,7 @@ class LayerView(AnalysisView):
         self.body.addWidget(self.rows_splitter, 1)
 
         self.query_spin.valueChanged.connect(self._on_query_spin)
+        self.edge_layer.currentIndexChanged.connect(lambda _: self._draw_query())
         self._update_sources()
         self.source.currentIndexChanged.connect(lambda _: self._invalidate("New data: press “Compute AP by layer”."))
         self.run_button.clicked.connect(self.run_ap)
@@ -294,6 +323,7 @@ class LayerView(AnalysisView):
         self.query_spin.setRange(0, max(result.num_queries - 1, 0))
         self.query_spin.setValue(self.selected_query)
         self.query_spin.blockSignals(False)
+        self._fill_edge_layers(result)
         if new_image:
             self.canvas.set_image(image)
             self.canvas.set_heatmap(None)  # boxes only: no colour bar
@@ -336,12 +366,67 @@ class LayerView(AnalysisView):
             return None
         return r.layer_boxes_xyxy[:, self.selected_query].numpy()
 
+    def _fill_edge_layers(self, result: InferenceResult) -> None:
+        """One entry per decoder layer (and "none") when the result has edge distributions; the
+        layer chosen so far is kept, the last one chosen for a new model."""
+        edges = result.edge_distributions
+        self.edge_label.setVisible(edges is not None)
+        self.edge_layer.setVisible(edges is not None)
+        if edges is None:
+            return
+        wanted = ["none"] + [f"L{i + 1}" for i in range(edges.num_layers)]
+        if [self.edge_layer.itemText(i) for i in range(self.edge_layer.count())] == wanted:
+            return
+        self.edge_layer.blockSignals(True)
+        self.edge_layer.clear()
+        self.edge_layer.addItems(wanted)
+        self.edge_layer.setCurrentIndex(len(wanted) - 1)
+        self.edge_layer.blockSignals(False)
+
+    def edge_layer_shown(self) -> int | None:
+        """The decoder layer (0-based) whose edge distributions are drawn, or None."""
+        r = self.result
+        if r is None or r.edge_distributions is None or self.edge_layer.currentIndex() <= 0:
+            return None
+        return min(self.edge_layer.currentIndex() - 1, r.edge_distributions.num_layers - 1)
+
+    def _draw_edges(self, colors: list[QColor]) -> str:
+        """Draw the selected query's edge distributions at the chosen layer on the canvas (nothing
+        without them); returns the legend's words for them."""
+        layer, r, q = self.edge_layer_shown(), self.result, self.selected_query
+        if layer is None or r is None or r.edge_distributions is None or not 0 <= q < r.num_queries:
+            for item in self.edge_bars + self.edge_axes:
+                item.setData([], [])
+            return ""
+        edges = r.edge_distributions
+        positions, probabilities = (t.numpy() for t in edges.profile(layer, q))  # [4, N] pixels, [4, N]
+        x0, y0, x1, y1 = (float(v) for v in edges.expected_edges(layer)[q])
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        floor = EDGE_MIN_HEIGHT * max(r.image_size)  # a tiny box's bars still show
+        color = colors[layer]
+        for e, (bars, axis) in enumerate(zip(self.edge_bars, self.edge_axes)):
+            along, p = positions[e], probabilities[e]
+            if e in (0, 2):  # left, right: bins along x on the box's middle row
+                length = p * max(EDGE_HEIGHT * (y1 - y0), floor) * EDGE_DIRECTIONS[e]
+                xs, ys = np.repeat(along, 2), np.stack([np.full_like(along, cy), cy + length], 1).ravel()
+                axis.setData([along.min(), along.max()], [cy, cy])
+            else:  # top, bottom: bins along y on the box's middle column
+                length = p * max(EDGE_HEIGHT * (x1 - x0), floor) * EDGE_DIRECTIONS[e]
+                xs, ys = np.stack([np.full_like(along, cx), cx + length], 1).ravel(), np.repeat(along, 2)
+                axis.setData([cx, cx], [along.min(), along.max()])
+            bars.setData(xs, ys, pen=pg.mkPen(color, width=2))
+            axis.setPen(pg.mkPen(QColor(color).lighter(130), width=1, style=Qt.PenStyle.DotLine))
+        peaks = edges.peaks(layer)[q]
+        return (f"<br>Edge distributions at L{layer + 1} (bars: each bin's probability; peak "
+                + ", ".join(f"{name} {float(v):.2f}" for name, v in zip(EDGE_NAMES, peaks)) + ")")
+
     def _draw_query(self) -> None:
         r, q = self.result, self.selected_query
         boxes = self.layer_boxes()
         if r is None or boxes is None:
             self.canvas.set_boxes(np.zeros((0, 4)), [], [])
             self.canvas.set_links([])
+            self._draw_edges([])
             self.table.setRowCount(0)
             return
         layers = r.num_layers
@@ -350,13 +435,15 @@ class LayerView(AnalysisView):
         # the last layer's label first; converged boxes put the others in a row beside it
         self.canvas.set_boxes(boxes, texts, colors, priority=np.arange(layers))
         shown = np.ones(layers, dtype=bool)
-        self.canvas.style_boxes(shown, np.zeros(layers, dtype=bool), layers - 1)
+        edge_layer = self.edge_layer_shown()
+        self.canvas.style_boxes(shown, np.zeros(layers, dtype=bool), layers - 1 if edge_layer is None else edge_layer)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [L, 2] (x, y) pixels
         self.canvas.set_links([((float(a[0]), float(a[1])), (float(b[0]), float(b[1])), colors[i + 1])
                                for i, (a, b) in enumerate(itertools.pairwise(centres))])
+        edge_words = self._draw_edges(colors)
         self.legend.setText(f"Query {q}: " + " ".join(
             f"<span style='color:{c.name()}'>■</span> L{i + 1}" for i, c in enumerate(colors))
-            + " &nbsp; (dotted: path of the box centre)")
+            + " &nbsp; (dotted: path of the box centre)" + edge_words)
         probs = r.layer_probs[:, q]  # [L, K + 1]
         scores, labels = probs[:, :-1].max(-1)
         iou_last = box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes[-1:]))[:, 0].numpy()  # [L]

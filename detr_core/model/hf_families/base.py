@@ -17,7 +17,10 @@ transformers' model under ``detector.``; a checkpoint saved here reopens through
 mask (:class:`~detr_core.model.nested_tensor.NestedTensor`). :meth:`WrappedDetector.inputs` turns
 them into the family's own convention (:class:`FamilySpec`): RT-DETR's processors only rescale
 to [0, 1], so the normalization is undone (and padding is 0, as its processor pads); Conditional
-and DAB-DETR take the normalized pixels and a ``pixel_mask``.
+and DAB-DETR take the normalized pixels and a ``pixel_mask``. Where the folder's
+``preprocessor_config.json`` says otherwise (``do_normalize``, ``image_mean``, ``image_std``, e.g.
+DEIMv2's DINOv3 models normalize, its HGNetV2 ones do not), the folder is followed
+(``DETRConfig.transformers_processor``; padding stays 0 after normalizing, as the processors pad).
 
 **Forward.** transformers' forward runs unchanged; the wrapper reads what it needs with forward
 hooks on transformers' modules (attention maps, sampling locations and weights, each decoder
@@ -191,15 +194,18 @@ class WrappedDetector(nn.Module):
         return hf_config
 
     @classmethod
-    def detr_config(cls, hf: dict[str, Any], image_size: tuple[int, int] | None = None) -> DETRConfig:
+    def detr_config(cls, hf: dict[str, Any], image_size: tuple[int, int] | None = None,
+                    pixels: dict[str, Any] | None = None) -> DETRConfig:
         """The DETRConfig describing a ``config.json`` of this family (sizes for the views);
-        ``image_size``: (shorter, longer side at most) of the folder's image processor, when it has one."""
+        ``image_size``: (shorter, longer side at most) of the folder's image processor, when it has one;
+        ``pixels``: its normalization fields (:func:`processor_pixels`)."""
         hf_config = cls.transformers_config(hf)
         low, high = image_size or (cls.SPEC.image_min_size, cls.SPEC.image_max_size)
         return DETRConfig(
             backbone="transformers", pretrained_backbone=False, dropout=0.0, classifier="focal",
             attention=cls.SPEC.name, num_classes=int(hf_config.num_labels), image_min_size=low, image_max_size=high,
-            transformers_config=json.loads(json.dumps(hf)), **cls._sizes(hf_config),
+            transformers_config=json.loads(json.dumps(hf)), transformers_processor=dict(pixels or {}),
+            **cls._sizes(hf_config),
         )
 
     @classmethod
@@ -213,16 +219,27 @@ class WrappedDetector(nn.Module):
         """Input pixels per cell of the (finest) feature map the attention views draw on."""
         raise NotImplementedError
 
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per channel that the family's processor normalizes [0, 1] pixels with, or None
+        when it does not: the folder's ``preprocessor_config.json`` where it says, else the family's own."""
+        pixels = self.config.transformers_processor
+        if not pixels.get("do_normalize", self.SPEC.imagenet_normalized):
+            return None
+        return (channels(pixels.get("image_mean", IMAGENET_MEAN)), channels(pixels.get("image_std", IMAGENET_STD)))
+
     def inputs(self, samples: NestedTensor) -> dict[str, Tensor]:
         """The keyword arguments of transformers' forward for a padded batch: ``pixel_values``
         [B, 3, H, W] in the family's convention, and ``pixel_mask`` [B, H, W] (1 on pixels) when it takes one."""
         x, mask = samples.decompose()  # [B, 3, H, W] ImageNet-normalized, [B, H, W] True on padding
         if self.SPEC.size_divisor > 1:
             x, mask = pad_to_multiple(x, mask, self.SPEC.size_divisor)
-        if not self.SPEC.imagenet_normalized:  # rescaled to [0, 1] only; padding 0
-            mean = x.new_tensor(IMAGENET_MEAN)[:, None, None]
-            std = x.new_tensor(IMAGENET_STD)[:, None, None]
-            x = (x * std + mean).masked_fill(mask[:, None], 0.0)
+        normalization = self.normalization()
+        if normalization != (IMAGENET_MEAN, IMAGENET_STD):  # back to [0, 1], normalized the family's way; padding 0
+            x = x * x.new_tensor(IMAGENET_STD)[:, None, None] + x.new_tensor(IMAGENET_MEAN)[:, None, None]
+            if normalization is not None:
+                mean, std = normalization
+                x = (x - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]
+            x = x.masked_fill(mask[:, None], 0.0)
         args = {"pixel_values": x}
         if self.SPEC.takes_pixel_mask:
             args["pixel_mask"] = (~mask).long()
@@ -417,6 +434,38 @@ def processor_size(folder: Path) -> tuple[int, int] | None:
     return (int(sides[0]), int(sides[1])) if len(sides) == 2 and sides[0] <= sides[1] else None
 
 
+def channels(value: Any) -> tuple[float, ...]:
+    """A processor's ``image_mean`` / ``image_std`` (one number or one per channel) as three floats."""
+    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"{value!r} is not one value or three")
+    return tuple(values)
+
+
+def processor_pixels(folder: Path) -> dict[str, Any]:
+    """The fields of the folder's ``preprocessor_config.json`` that change the pixel values the model
+    sees (``do_normalize``, ``image_mean``, ``image_std``), as written; {} without the file.
+    Raises CheckpointError on a value the wrapper could not follow, naming it."""
+    try:
+        processor = json.loads((folder / PROCESSOR_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(processor, dict):
+        return {}
+    pixels = {k: processor[k] for k in ("do_normalize", "image_mean", "image_std") if processor.get(k) is not None}
+    if not isinstance(pixels.get("do_normalize", True), bool):
+        raise CheckpointError(f"{PROCESSOR_NAME}: do_normalize={pixels['do_normalize']!r} is not true or false")
+    for name in ("image_mean", "image_std"):
+        try:
+            values = channels(pixels.get(name, 1.0))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{PROCESSOR_NAME}: {name}={pixels[name]!r} is not one number or one per "
+                                  "channel (3)") from None
+        if name == "image_std" and min(values) <= 0:
+            raise CheckpointError(f"{PROCESSOR_NAME}: image_std={pixels[name]!r} is not positive")
+    return pixels
+
+
 def open_folder(cls: type[WrappedDetector], hf: dict[str, Any], config_path: Path, weights: Path) -> Checkpoint:
     """A Checkpoint of the wrapped family ``cls`` from a ``save_pretrained`` folder, loaded by
     transformers' own ``from_pretrained`` (its key renames and tied weights included); the input
@@ -424,8 +473,9 @@ def open_folder(cls: type[WrappedDetector], hf: dict[str, Any], config_path: Pat
     CheckpointError on refused fields, unreadable or missing weights."""
     spec = cls.SPEC
     transformers = transformers_module(spec.title)
+    pixels = processor_pixels(config_path.parent)
     try:
-        config = cls.detr_config(hf, processor_size(config_path.parent))  # refusals first
+        config = cls.detr_config(hf, processor_size(config_path.parent), pixels)  # refusals first
         hf_config = cls.transformers_config(hf)
     except (CheckpointError, ValueError) as e:
         raise CheckpointError(f"{config_path.name}: {e}") from None

@@ -9,8 +9,10 @@ head and level, every layer's logits and boxes, and each layer's edge distributi
 (``ModelCapture.edge_distributions``).
 
 Input: as D-FINE and RT-DETR (transformers' image processor for DEIMv2 is RT-DETR's: rescaled to
-[0, 1], not normalized unless its preprocessor_config.json says so, which the wrapper does not yet
-read; padded to a multiple of 32; boxes rescaled to each image).
+[0, 1], not normalized unless the folder's preprocessor_config.json says so, as its DINOv3
+models' do, with its ``image_mean`` and ``image_std``: followed (see
+:meth:`~detr_core.model.hf_families.base.WrappedDetector.normalization`); padded with 0 to a
+multiple of 32; boxes rescaled to each image).
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ auxiliary loss applies the same way):
 - ``selected_tokens``: the top ``num_queries`` of the encoder-side class scores (the first call of
   ``enc_out_class_embed[0]``) with the tokens transformers marks invalid (padding, proposals off
   the image, from its own ``gen_encoder_output_proposals``) excluded, as transformers selects;
+- ``selection_boxes``: each selected token's proposal box (its cell's box refined by the first
+  group's ``enc_out_bbox_embed``), which transformers returns as ``enc_outputs_coord_logits``
+  (despite the name, cxcywh in [0, 1] of each image: the proposals are laid out over the
+  unpadded cells). At inference only the first of the ``group_detr`` query groups runs, so these
+  are the Q boxes the decoder's queries start from; the decoder's first reference box
+  (``SamplingPoints.decoder_references``) is each one moved by its query's learned
+  ``reference_point_embed`` delta;
 - every layer's logits and boxes: ``class_embed`` and ``bbox_embed`` around the reference box on
   each layer's normed output; the last layer's are transformers' outputs.
 
@@ -136,8 +143,9 @@ class LwDetr(WrappedDetector):
         _, _, invalid = self.detector.model.gen_encoder_output_proposals(memory, ~on_image, shapes)  # [B, S, 1]
         scores = recording["token_logits"][0].masked_fill(invalid, float("-inf")).max(-1).values  # [B, S]
         best, selected = torch.topk(scores, self.detector.config.num_queries, dim=1)  # [B, Q] each
+        start = out.enc_outputs_coord_logits[:, :self.detector.config.num_queries]  # [B, Q, 4] cxcywh, the first group's
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=sampling, memory=memory,
-                            selected_tokens=selected, selection_scores=best.sigmoid())
+                            selected_tokens=selected, selection_scores=best.sigmoid(), selection_boxes=start)
 
 
 def backbone_name(config) -> str:

@@ -6,8 +6,8 @@ decoder, heads and capture this family shares) on a DINOv2 backbone with windowe
 (``rf_detr_dinov2``: several of its layers' outputs concatenated and projected by a C2f layer into
 one feature map at the ViT's patch stride).
 
-Capture: LW-DETR's (every layer's logits and boxes, selected tokens, sampling points on the one
-level). Input: ImageNet-normalized pixels and a ``pixel_mask`` (its processor is DETR's), padded
+Capture: LW-DETR's (every layer's logits and boxes, selected tokens with their scores and
+proposal boxes, sampling points on the one level). Input: ImageNet-normalized pixels and a ``pixel_mask`` (its processor is DETR's), padded
 and masked to a multiple of ``patch_size * num_windows`` (the backbone splits each side of its
 token grid into ``num_windows`` windows). Refused: ``num_feature_levels`` other than 1 (the
 projector makes one map; transformers' decoder would expect more) and a ``backbone_config`` of
