@@ -31,8 +31,8 @@ CROSS_PART_NAMES = {CROSS_FULL: "full", CROSS_CONTENT: "content", CROSS_SPATIAL:
 CROSS_PART_CAPTIONS = {
     CROSS_FULL: "The full map is the content map times the spatial-query map, renormalised over the image "
                 "(each head adds their logits).",
-    CROSS_CONTENT: "The content map: where the query's content (its decoder embedding) matches the image's "
-                   "features, with the spatial query left out.",
+    CROSS_CONTENT: "The content map: the query's content half against the image's features (in the first "
+                   "layer both also carry their positions), the spatial query left out.",
     CROSS_SPATIAL: "The spatial-query map: where the query's reference point (a sine embedding scaled by its "
                    "decoder embedding) matches each cell's position, the map the content map is multiplied by.",
 }

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,47 +103,64 @@ def test_the_inference_result_holds_the_maps_on_the_grid(models):
         result.cross_attention_of("position")
 
 
-@pytest.mark.usefixtures("no_blocking_questions")
-def test_the_attention_panel_switches_between_the_full_and_the_spatial_query_map(qtbot, settings, folders):
-    from detr_core.analysis.capture import CROSS_CONTENT, CROSS_FULL, CROSS_SPATIAL
+def test_the_attention_panel_switches_between_the_full_and_the_spatial_query_map(qtbot, models, folders):
+    """The panel, the image's heatmap and the attention grid on one AppState, as the window builds
+    them (no window: fast)."""
+    from fit import fit_in
+    from PySide6.QtWidgets import QApplication, QVBoxLayout, QWidget
+
+    from detr_core.analysis.capture import CROSS_CONTENT, CROSS_FULL, CROSS_SPATIAL, run_inference
     from detr_core.analysis.heatmaps import cross_attention_map
-    from explorer.main_window import MainWindow
+    from detr_core.checkpoint import load_checkpoint
+    from explorer.attention_grid import AttentionGrid
+    from explorer.attention_panel import AttentionPanel
+    from explorer.canvas import ImageView
+    from explorer.state import AppState, LoadedModel
 
-    window = MainWindow(settings=settings, checkpoint=folders["conditional_detr"],
-                        runs_folder=Path(settings.fileName()).parent / "runs")
-    qtbot.addWidget(window)
-    window.resize(1366, 768)
-    window.show()
-    try:
-        qtbot.waitUntil(lambda: window.state.result is not None and window.state.model is not None, timeout=30000)
-        result, panel, heat = window.state.result, window.attention, window.canvas.heat_item
-        assert result.has_cross_parts and not panel.part.isHidden() and not panel.part_caption.isHidden()
-        assert [panel.part.itemText(i) for i in range(panel.part.count())] == ["full", "content", "spatial query"]
-        assert panel.part.currentText() == "full" and "content map times the spatial-query map" in \
-            panel.part_caption.text()
-        window.state.set_selected_query(3)
-        panel.layer.setCurrentIndex(0)
-        panel.head.setCurrentIndex(2)  # head 2 (index 0 is the mean)
-        full = cross_attention_map(result, 3, 0, 1, smooth=True)
-        qtbot.waitUntil(lambda: heat.image is not None and heat.image.shape == full.shape, timeout=5000)
-        np.testing.assert_allclose(heat.image, full, rtol=1e-5, atol=1e-9)
+    ckpt, model = load_checkpoint(folders["conditional_detr"]), models["conditional_detr"]
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    result = run_inference(model, image, ckpt.class_names)
+    state = AppState()
+    state.set_model(LoadedModel(model, ckpt.class_names, ckpt.source, folders["conditional_detr"], ckpt))
+    panel, canvas, grid = AttentionPanel(state), ImageView(state), AttentionGrid(state)
+    host = QWidget()  # pyqtgraph views inside a plain widget, as the window holds them
+    qtbot.addWidget(host)
+    layout = QVBoxLayout(host)
+    for widget in (panel, canvas, grid):
+        layout.addWidget(widget)
+    host.resize(500, 900)
+    host.show()
+    state.set_threshold(0.0)
+    state.set_image(image, "noise")
+    state.set_result(result)
+    QApplication.processEvents()
+    heat = canvas.heat_item
+    assert result.has_cross_parts and panel.part.isVisible() and panel.part_caption.isVisible()
+    assert [panel.part.itemText(i) for i in range(panel.part.count())] == ["full", "content", "spatial query"]
+    assert panel.part.currentText() == "full" and "content map times the spatial-query map" in \
+        panel.part_caption.text()
+    state.set_selected_query(3)
+    panel.layer.setCurrentIndex(0)
+    panel.head.setCurrentIndex(2)  # head 2 (index 0 is the mean)
+    full = cross_attention_map(result, 3, 0, 1, smooth=True)
+    np.testing.assert_allclose(heat.image, full, rtol=1e-5, atol=1e-9)
 
-        panel.part.setCurrentIndex(2)  # the spatial query's map, drawn as the full one is
-        assert window.state.cross_part == CROSS_SPATIAL and "multiplied by" in panel.part_caption.text()
-        spatial = cross_attention_map(result, 3, 0, 1, smooth=True, part=CROSS_SPATIAL)
-        assert np.abs(spatial - full).max() > 1e-3
-        np.testing.assert_allclose(heat.image, spatial, rtol=1e-5, atol=1e-9)
-        panel.part.setCurrentIndex(1)
-        np.testing.assert_allclose(heat.image, cross_attention_map(result, 3, 0, 1, True, CROSS_CONTENT),
-                                   rtol=1e-5, atol=1e-9)
-        panel.part.setCurrentIndex(2)
+    panel.part.setCurrentIndex(2)  # the spatial query's map, drawn as the full one is
+    assert state.cross_part == CROSS_SPATIAL and "multiplied by" in panel.part_caption.text()
+    spatial = cross_attention_map(result, 3, 0, 1, smooth=True, part=CROSS_SPATIAL)
+    assert np.abs(spatial - full).max() > 1e-3
+    np.testing.assert_allclose(heat.image, spatial, rtol=1e-5, atol=1e-9)
+    cell = next(c for c in grid.cells if c.query == 3)  # the grid draws the same part
+    np.testing.assert_allclose(cell.heat.image, spatial, rtol=1e-5, atol=1e-9)
+    assert "spatial query alone" in grid.note.text()
+    panel.part.setCurrentIndex(1)
+    np.testing.assert_allclose(heat.image, cross_attention_map(result, 3, 0, 1, True, CROSS_CONTENT),
+                               rtol=1e-5, atol=1e-9)
+    panel.part.setCurrentIndex(2)
+    layout.removeWidget(panel)
+    assert fit_in(panel, 430, 290).fits  # the laptop's Attention dock (tests/test_image_panels.py)
 
-        # a model whose attention does not split (as DETR's results): no choice, the full map
-        window.state.set_result(replace(result, cross_attention_content=None, cross_attention_spatial=None))
-        assert window.state.cross_part == CROSS_FULL and panel.part.isHidden() and panel.part_caption.isHidden()
-        np.testing.assert_allclose(heat.image, full, rtol=1e-5, atol=1e-9)
-    finally:
-        for view in window.views:
-            view.cancel_job()
-            view.wait_job(10000)
-        window.controller.shutdown(10000)
+    # a model whose attention does not split (as DETR's results): no choice, the full map
+    state.set_result(replace(result, cross_attention_content=None, cross_attention_spatial=None))
+    assert state.cross_part == CROSS_FULL and panel.part.isHidden() and panel.part_caption.isHidden()
+    np.testing.assert_allclose(heat.image, full, rtol=1e-5, atol=1e-9)
