@@ -33,8 +33,8 @@ CROSS_PART_CAPTIONS = {
                 "(each head adds their logits).",
     CROSS_CONTENT: "The content map: the query's content half against the image's features (in the first "
                    "layer both also carry their positions), the spatial query left out.",
-    CROSS_SPATIAL: "The spatial-query map: where the query's reference point (a sine embedding scaled by its "
-                   "decoder embedding) matches each cell's position, the map the content map is multiplied by.",
+    CROSS_SPATIAL: "The spatial query's map: its reference point (sine-embedded, scaled per layer) against "
+                   "each cell's position, the map the content map is multiplied by.",
 }
 
 
