@@ -122,6 +122,7 @@ class AttentionPanel(QWidget):
         state.heatmapStyleChanged.connect(self._on_style)
         state.selectedQueryChanged.connect(self._update_info)
         state.encoderPointChanged.connect(self._update_info)
+        self._show_part()  # hidden until a result with the split comes
 
     # --- following the state ---------------------------------------------------------------
     def _on_mode(self, mode: str) -> None:

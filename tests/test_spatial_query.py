@@ -123,6 +123,7 @@ def test_the_attention_panel_switches_between_the_full_and_the_spatial_query_map
     state = AppState()
     state.set_model(LoadedModel(model, ckpt.class_names, ckpt.source, folders["conditional_detr"], ckpt))
     panel, canvas, grid = AttentionPanel(state), ImageView(state), AttentionGrid(state)
+    assert panel.part.isHidden() and panel.part_caption.isHidden()  # before any result
     host = QWidget()  # pyqtgraph views inside a plain widget, as the window holds them
     qtbot.addWidget(host)
     layout = QVBoxLayout(host)
@@ -156,6 +157,10 @@ def test_the_attention_panel_switches_between_the_full_and_the_spatial_query_map
     panel.part.setCurrentIndex(1)
     np.testing.assert_allclose(heat.image, cross_attention_map(result, 3, 0, 1, True, CROSS_CONTENT),
                                rtol=1e-5, atol=1e-9)
+    state.set_encoder_point((20.0, 30.0))  # the encoder's map has no such parts: no choice
+    assert panel.part.isHidden() and panel.part_caption.isHidden()
+    state.set_selected_query(3)  # back to the cross-attention, as the user left it
+    assert not panel.part.isHidden() and panel.part.currentText() == "content"
     panel.part.setCurrentIndex(2)
     layout.removeWidget(panel)
     # the longest caption fits the Attention dock of a 1024x700 window and of a laptop's (as
