@@ -17,7 +17,7 @@ from PySide6.QtCore import QRectF, QSize
 from PySide6.QtGui import QPen, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from detr_core.analysis.capture import InferenceResult
+from detr_core.analysis.capture import CROSS_CONTENT, CROSS_FULL, CROSS_SPATIAL, InferenceResult
 from detr_core.analysis.heatmaps import cross_attention_map
 
 from .canvas import attention_colorbar
@@ -79,7 +79,7 @@ class AttentionGrid(QWidget):
         self.graphics.scene().sigMouseClicked.connect(self._on_click)
         for signal in (state.resultChanged, state.visibleQueriesChanged, state.thresholdChanged,
                        state.attentionModeChanged, state.layerChanged, state.headChanged,
-                       state.heatmapStyleChanged):
+                       state.heatmapStyleChanged, state.crossPartChanged):
             signal.connect(self.redraw)
 
     def _on_click(self, event) -> None:  # noqa: ANN001
@@ -97,7 +97,7 @@ class AttentionGrid(QWidget):
         layer = min(max(s.layer, 0), r.num_layers - 1) if s.attention_mode != MODE_ENCODER else r.num_layers - 1
         style = s.heatmap_style
         self.update_grid(r, s.image, s.kept_queries(), layer, s.head, style.colormap, style.opacity,
-                         smooth=style.smooth)
+                         smooth=style.smooth, part=s.cross_part)
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802
         super().showEvent(event)
@@ -110,6 +110,7 @@ class AttentionGrid(QWidget):
     def update_grid(
         self, result: InferenceResult | None, image: np.ndarray | None, queries: list[int],
         layer: int, head: int | None, colormap: str, opacity: float, smooth: bool = True,
+        part: str = CROSS_FULL,
     ) -> None:
         if result is None or image is None or result.cross_attention is None:
             self._show_cells([], None)
@@ -126,7 +127,7 @@ class AttentionGrid(QWidget):
         self._show_cells(queries, image)
         extent = result.grid_extent()
         cmap = pg.colormap.get(colormap)
-        heats = [cross_attention_map(result, cell.query, layer, head, smooth=smooth) for cell in self.cells]
+        heats = [cross_attention_map(result, cell.query, layer, head, smooth=smooth, part=part) for cell in self.cells]
         peak = max((float(h.max()) for h in heats), default=0.0) or 1.0  # one scale: cells compare
         self.colorbar.setColorMap(cmap)
         self.colorbar.setLevels((0.0, peak), update_items=False)
@@ -140,7 +141,9 @@ class AttentionGrid(QWidget):
             cell.box.setRect(x0, y0, x1 - x0, y1 - y0)
             cell.title.setText(title)
         what = f"layer {layer + 1}, " + ("mean over heads" if head is None else f"head {head + 1}")
-        self.note.setText(f"{len(queries)} queries drawn — decoder cross-attention, {what}"
+        kind = {CROSS_CONTENT: " (content alone)", CROSS_SPATIAL: " (spatial query alone)"}.get(
+            part if result.has_cross_parts else CROSS_FULL, "")
+        self.note.setText(f"{len(queries)} queries drawn — decoder cross-attention{kind}, {what}"
                           + (f" (first {self.MAX_CELLS})" if len(queries) == self.MAX_CELLS else ""))
 
     # --- the cells -------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from detr_core.analysis.capture import CROSS_CONTENT, CROSS_FULL, CROSS_PARTS, CROSS_SPATIAL
+
 from .help import help_button
 from .state import MODE_CROSS, MODE_ENCODER, MODE_NONE, AppState, HeatmapStyle
 
@@ -24,6 +26,16 @@ from .state import MODE_CROSS, MODE_ENCODER, MODE_NONE, AppState, HeatmapStyle
 DEFORMABLE_NOTE = ("This model uses deformable attention: each query reads a few sampling points per level, "
                    "not every pixel, so there is no dense heatmap. See the Deformable attention tab.")
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "CET-L3")
+# Conditional DETR and DAB-DETR: which part of the cross-attention to draw, and one sentence on each
+CROSS_PART_NAMES = {CROSS_FULL: "full", CROSS_CONTENT: "content", CROSS_SPATIAL: "spatial query"}
+CROSS_PART_CAPTIONS = {
+    CROSS_FULL: "The full map is the content map times the spatial-query map, renormalised over the image "
+                "(each head adds their logits).",
+    CROSS_CONTENT: "The content map: the query's content half against the image's features (in the first "
+                   "layer both also carry their positions), the spatial query left out.",
+    CROSS_SPATIAL: "The spatial query's map: its reference point (sine-embedded, scaled per layer) against "
+                   "each cell's position, the map the content map is multiplied by.",
+}
 
 
 class AttentionPanel(QWidget):
@@ -58,6 +70,13 @@ class AttentionPanel(QWidget):
         self.smooth.setToolTip("Bilinear upsampling of the attention grid (off: one flat square per cell)")
         self.smooth.setChecked(style.smooth)
         self.smooth.toggled.connect(lambda on: state.set_heatmap_style(smooth=on))
+        self.part = QComboBox()  # shown only for models whose cross-attention splits so
+        self.part.addItems([CROSS_PART_NAMES[p] for p in CROSS_PARTS])
+        self.part.setToolTip("The whole decoder cross-attention map, or the map of its content or spatial query alone")
+        self.part.currentIndexChanged.connect(lambda i: i >= 0 and state.set_cross_part(CROSS_PARTS[i]))
+        self.part_label = QLabel("Map")
+        self.part_caption = QLabel("")
+        self.part_caption.setWordWrap(True)
         self.opacity.setToolTip("Opacity of the heatmap over the image")
         self.colormap.setToolTip("Colour map of the heatmap")
         for combo in (self.layer, self.head, self.colormap):  # they share a row: may shrink, eliding
@@ -79,6 +98,8 @@ class AttentionPanel(QWidget):
         controls.addWidget(self.opacity, 1, 1)
         controls.addWidget(QLabel("Colours"), 1, 2)
         controls.addWidget(self.colormap, 1, 3)
+        controls.addWidget(self.part_label, 2, 0)
+        controls.addWidget(self.part, 2, 1, 1, 3)
         controls.setColumnStretch(1, 1)
         controls.setColumnStretch(3, 1)
         layout = QVBoxLayout(self)
@@ -89,6 +110,7 @@ class AttentionPanel(QWidget):
         layout.addLayout(last)
         layout.addLayout(controls)
         layout.addWidget(self.smooth)
+        layout.addWidget(self.part_caption)
         layout.addWidget(self.info)
         layout.addStretch(1)
 
@@ -96,9 +118,11 @@ class AttentionPanel(QWidget):
         state.resultChanged.connect(self._on_structure)
         state.layerChanged.connect(self._on_structure)
         state.headChanged.connect(self._on_structure)
+        state.crossPartChanged.connect(self._on_structure)
         state.heatmapStyleChanged.connect(self._on_style)
         state.selectedQueryChanged.connect(self._update_info)
         state.encoderPointChanged.connect(self._update_info)
+        self._show_part()  # hidden until a result with the split comes
 
     # --- following the state ---------------------------------------------------------------
     def _on_mode(self, mode: str) -> None:
@@ -117,7 +141,19 @@ class AttentionPanel(QWidget):
             self._fill(self.layer, [f"{kind} {i + 1}" for i in range(s.layer_count)], s.layer)
             self._fill(self.head, ["mean of all"] + [f"{i + 1}" for i in range(r.num_heads)],
                        0 if s.head is None else s.head + 1)
+        self._show_part()
         self._update_info()
+
+    def _show_part(self) -> None:
+        """The map choice and its caption: only for a result whose cross-attention splits."""
+        r, part = self.state.result, self.state.cross_part
+        split = r is not None and r.has_cross_parts and self.state.attention_mode != MODE_ENCODER
+        for widget in (self.part_label, self.part, self.part_caption):
+            widget.setVisible(split)
+        self.part.blockSignals(True)
+        self.part.setCurrentIndex(CROSS_PARTS.index(part))
+        self.part.blockSignals(False)
+        self.part_caption.setText(CROSS_PART_CAPTIONS[part] if split else "")
 
     @staticmethod
     def _fill(combo: QComboBox, items: list[str], current: int) -> None:

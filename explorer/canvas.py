@@ -313,7 +313,7 @@ class ImageView(ImageCanvas):
         state.imageChanged.connect(self._on_image)
         state.resultChanged.connect(self._on_result)
         for signal in (state.selectedQueryChanged, state.visibleQueriesChanged, state.thresholdChanged,
-                       state.showDimmedChanged, state.layerChanged, state.headChanged):
+                       state.showDimmedChanged, state.layerChanged, state.headChanged, state.crossPartChanged):
             signal.connect(self.redraw)
         state.attentionModeChanged.connect(self._on_point_or_mode)
         state.encoderPointChanged.connect(self._on_point_or_mode)
@@ -363,7 +363,7 @@ class ImageView(ImageCanvas):
         style = s.heatmap_style
         layer = max(s.layer, 0)
         if s.attention_mode == MODE_CROSS and s.selected_query is not None:
-            heat = cross_attention_map(r, s.selected_query, layer, s.head, style.smooth)
+            heat = cross_attention_map(r, s.selected_query, layer, s.head, style.smooth, s.cross_part)
             self.set_heatmap(heat, r.grid_extent(), style.colormap, style.opacity)
         elif s.attention_mode == MODE_ENCODER and s.encoder_point is not None:
             heat = encoder_attention_map(self._encoder_maps(s.encoder_point), r, layer, s.head, style.smooth)

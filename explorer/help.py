@@ -62,7 +62,11 @@ VIEW_HELP: dict[str, str] = {
     "Attention": (
         "What the heatmap on the image shows: the selected query's decoder cross-attention, or the "
         "encoder self-attention of a clicked point, in one layer and one head (or the mean over heads). "
-        "Opacity and colour map change only the drawing."),
+        "Opacity and colour map change only the drawing. For Conditional DETR and DAB-DETR, Map picks "
+        "the full cross-attention or one of its two factors: each head adds a content logit (the query's "
+        "content against the image's features) and a spatial logit (the query's spatial query, a sine "
+        "embedding of its reference point, against each cell's position), so the full map is the "
+        "content map times the spatial-query map, renormalised."),
     "Attention grid": (
         "The cross-attention of every query drawn (ticked) side by side, in the chosen decoder "
         "layer and head, on one colour scale (the bar on the right, attention weight per feature-grid "

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal, SignalInstance
 
-from detr_core.analysis.capture import InferenceResult
+from detr_core.analysis.capture import CROSS_FULL, CROSS_PARTS, InferenceResult
 from detr_core.analysis.matching import training_stream
 from detr_core.checkpoint import Checkpoint
 from detr_core.config import DETRConfig, LossConfig, ToyDataConfig, TrainConfig
@@ -44,7 +44,8 @@ REPLAYED = (
     ("imageChanged", "_image"), ("resultChanged", "_result"), ("selectedQueryChanged", "_selected_query"),
     ("visibleQueriesChanged", "_visible_queries"), ("thresholdChanged", "_threshold"),
     ("showDimmedChanged", "_show_dimmed"), ("attentionModeChanged", "_attention_mode"),
-    ("layerChanged", "_layer"), ("headChanged", "_head"), ("encoderPointChanged", "_encoder_point"),
+    ("layerChanged", "_layer"), ("headChanged", "_head"), ("crossPartChanged", "_cross_part"),
+    ("encoderPointChanged", "_encoder_point"),
     ("heatmapStyleChanged", "_heatmap_style"), ("trainingChanged", "_training"),
 )
 
@@ -172,6 +173,7 @@ class AppState(QObject):
     attentionModeChanged = Signal(str)  # MODE_CROSS, MODE_ENCODER or MODE_NONE
     layerChanged = Signal(int)  # the layer whose attention is shown (decoder or encoder, by mode)
     headChanged = Signal(object)  # int | None (None = mean over heads)
+    crossPartChanged = Signal(str)  # CROSS_FULL, CROSS_CONTENT or CROSS_SPATIAL: which cross-attention map
     encoderPointChanged = Signal(object)  # (y, x) image pixels | None
     heatmapStyleChanged = Signal(object)  # HeatmapStyle
     trainingChanged = Signal(object)  # TrainingSession | None, before the run starts
@@ -203,6 +205,7 @@ class AppState(QObject):
         self._attention_mode = MODE_CROSS
         self._layer = -1  # -1: the last layer, once a result says how many there are
         self._head: int | None = None
+        self._cross_part = CROSS_FULL
         self._encoder_point: tuple[float, float] | None = None
         self._heatmap_style = HeatmapStyle()
         self._training: TrainingSession | None = None
@@ -350,6 +353,8 @@ class AppState(QObject):
             if (new_image and not chosen) or self._selected_query is None or self._selected_query >= n:
                 self._assign("_selected_query", int(result.scores.argmax()), self.selectedQueryChanged, pending)
             self._clamp_layer_and_head(pending)
+            if not result.has_cross_parts:  # a model without the split shows the whole map
+                self._assign("_cross_part", CROSS_FULL, self.crossPartChanged, pending)
         self._emit(pending)
 
     # --- selection -----------------------------------------------------------------------------
@@ -501,6 +506,19 @@ class AppState(QObject):
         if head is not None and self._result is not None and not 0 <= head < self._result.num_heads:
             return
         self._set("_head", None if head is None else int(head), self.headChanged)
+
+    @property
+    def cross_part(self) -> str:
+        """Which decoder cross-attention map is shown: the whole map (CROSS_FULL), or, for models
+        whose attention splits so (Conditional DETR, DAB-DETR), its content or spatial-query map."""
+        return self._cross_part
+
+    def set_cross_part(self, part: str) -> None:
+        if part not in CROSS_PARTS:
+            raise ValueError(f"unknown part of the cross-attention {part!r}")
+        if part != CROSS_FULL and self._result is not None and not self._result.has_cross_parts:
+            return
+        self._set("_cross_part", part, self.crossPartChanged)
 
     def _clamp_layer_and_head(self, pending: list) -> None:
         """Keep the layer and head choices when they still exist; else the last layer, the mean."""

@@ -3,6 +3,7 @@ decoder layer, decoder cross-attention, decoder self-attention and encoder self-
 
     result = run_inference(model, image_rgb, class_names)
     result.cross_attention          # [L, heads, Q, h, w] on the feature grid
+    result.cross_attention_of("spatial")  # Conditional / DAB-DETR: the spatial query's map alone
     result.encoder_attention_at(y, x)  # [L_enc, heads, h, w] for a point in image pixels
 
 Capturing attention does not change any prediction (a test compares with a plain forward pass).
@@ -25,6 +26,11 @@ from detr_core.data.images import prepare
 from detr_core.model.capture_protocol import DenseAttention, ModelCapture, SamplingPoints
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 from detr_core.model.transformer import attention_weights
+
+# what a cross-attention map shows: the whole map, or (Conditional DETR, DAB-DETR) the map of its
+# content logits alone or of its spatial query's alone; the whole map is their product, renormalised
+CROSS_FULL, CROSS_CONTENT, CROSS_SPATIAL = "full", "content", "spatial"
+CROSS_PARTS = (CROSS_FULL, CROSS_CONTENT, CROSS_SPATIAL)
 
 
 @dataclass
@@ -53,6 +59,26 @@ class InferenceResult:
     query_selection: QuerySelection | None = None
     # D-FINE's and DEIMv2's per-edge bin probabilities at every layer (None for other families)
     edge_distributions: EdgeProfiles | None = None
+    # Conditional DETR and DAB-DETR: the cross-attention of the content logits alone and of the
+    # spatial query's alone, [L, heads, Q, h, w] each, rows sum to 1; None for other models
+    cross_attention_content: Tensor | None = None
+    cross_attention_spatial: Tensor | None = None
+
+    @property
+    def has_cross_parts(self) -> bool:
+        """The cross-attention splits into a content map and a spatial-query map."""
+        return self.cross_attention_content is not None and self.cross_attention_spatial is not None
+
+    def cross_attention_of(self, part: str = CROSS_FULL) -> Tensor | None:
+        """[L, heads, Q, h, w]: the whole cross-attention map, or one of its parts (CROSS_PARTS);
+        the whole map when the model has no such part."""
+        if part not in CROSS_PARTS:
+            raise ValueError(f"unknown part of the cross-attention {part!r} (one of {', '.join(CROSS_PARTS)})")
+        if part == CROSS_CONTENT and self.cross_attention_content is not None:
+            return self.cross_attention_content
+        if part == CROSS_SPATIAL and self.cross_attention_spatial is not None:
+            return self.cross_attention_spatial
+        return self.cross_attention
 
     @property
     def num_queries(self) -> int:
@@ -139,7 +165,7 @@ def run_inference(
     layer_xyxy = normalized_cxcywh_to_pixel_xyxy(boxes, h_img, w_img)
     scores, labels = scores_and_labels(layer_probs[-1])
 
-    cross = dec_self = enc_q = enc_k = sampling = None
+    cross = dec_self = enc_q = enc_k = sampling = content = spatial = None
     stride = model.stride
     cap: ModelCapture | None = out.get("capture")
     if cap is None:
@@ -150,6 +176,9 @@ def run_inference(
         att = cap.attention
         cross = torch.stack([c.weights[0] for c in att.decoder_cross]).float().cpu()  # [L, heads, Q, S]
         cross = cross.reshape(*cross.shape[:3], fh, fw)
+        if att.decoder_cross_content and att.decoder_cross_spatial:
+            content, spatial = (torch.stack([m[0] for m in maps]).float().cpu().reshape(cross.shape)
+                                for maps in (att.decoder_cross_content, att.decoder_cross_spatial))
         if all(c is not None for c in att.decoder_self):
             dec_self = torch.stack([c.weights[0] for c in att.decoder_self]).float().cpu()
         if att.encoder:
@@ -183,5 +212,7 @@ def run_inference(
         deformable=sampling,
         query_selection=selection,
         edge_distributions=edge_profiles(cap, (h_img, w_img)) if cap is not None else None,
+        cross_attention_content=content,
+        cross_attention_spatial=spatial,
     )
 

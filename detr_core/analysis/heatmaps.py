@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detr_core.analysis.capture import InferenceResult
+from detr_core.analysis.capture import CROSS_FULL, InferenceResult
 
 MAX_SIDE = 512  # upsampled heatmaps never need more pixels than this on screen
 
@@ -26,10 +26,13 @@ def upsample(heat: torch.Tensor, extent_hw: tuple[float, float]) -> torch.Tensor
     return F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
 
 
-def cross_attention_map(result: InferenceResult, query: int, layer: int, head: int | None, smooth: bool = True) -> np.ndarray:
-    """Where ``query`` looks in decoder layer ``layer``: [h, w] (or upsampled) numpy array."""
-    assert result.cross_attention is not None
-    maps = result.cross_attention[:, :, query]  # [L, heads, h, w]
+def cross_attention_map(result: InferenceResult, query: int, layer: int, head: int | None, smooth: bool = True,
+                        part: str = CROSS_FULL) -> np.ndarray:
+    """Where ``query`` looks in decoder layer ``layer``: [h, w] (or upsampled) numpy array; ``part``
+    (CROSS_PARTS): the whole map, or only its content or spatial-query map where the model has them."""
+    maps = result.cross_attention_of(part)
+    assert maps is not None
+    maps = maps[:, :, query]  # [L, heads, h, w]
     heat = _select(maps, layer, head)
     if smooth:
         heat = upsample(heat, result.grid_extent())

@@ -37,11 +37,22 @@ class DenseAttention:
     decoder_cross[l].weights: [B, heads, Q, S], rows sum to 1 over the tokens;
     decoder_self[l].weights: [B, heads, Q, Q] (None per layer without decoder self-attention);
     encoder[l]: q and k [B, heads, S, dh] only (an encoder map, [S, S] per head, is computed on demand).
+
+    Conditional DETR and DAB-DETR split each head's cross-attention logit into a content term and a
+    spatial term (their per-head queries and keys concatenate a content half and a spatial half):
+    ``logit = c_q . c_k + p_q . p_k``, the spatial query p_q a sine embedding of the query's
+    reference point scaled by a transformation of its decoder embedding. Their maps alone follow,
+    per decoder layer: decoder_cross_content[l] and decoder_cross_spatial[l], [B, heads, Q, S],
+    each a softmax over the valid tokens (0 on padding). ``decoder_cross[l].weights`` is their
+    product renormalised over the tokens: the spatial map is the map the content map is multiplied
+    by. Both lists are empty for families without the split.
     """
 
     encoder: list[AttentionCapture] = field(default_factory=list)  # per encoder layer
     decoder_self: list[AttentionCapture | None] = field(default_factory=list)
     decoder_cross: list[AttentionCapture] = field(default_factory=list)
+    decoder_cross_content: list[Tensor] = field(default_factory=list)  # per decoder layer [B, heads, Q, S]
+    decoder_cross_spatial: list[Tensor] = field(default_factory=list)  # per decoder layer [B, heads, Q, S]
     memory_allowed: Tensor | None = None  # [B, 1, 1, S] or None when nothing is padded
     feature_mask: Tensor | None = None  # [B, h, w] True on padding: the grid the maps live on
 

@@ -12,6 +12,12 @@ Capture recipe (forward hooks):
 - decoder cross-attention maps [B, heads, Q, S] (the second output of each layer's
   ``encoder_attn``; the model runs eager attention, since sdpa returns none) and decoder
   self-attention maps (each ``self_attn``'s) -> :class:`DenseAttention`;
+- each decoder cross-attention's content and spatial halves: the outputs of its ``q_content_proj``,
+  ``k_content_proj``, ``k_pos_proj`` and ``q_pos_sine_proj`` (the spatial query: the reference
+  point's sine embedding, scaled per layer), and of ``q_pos_proj`` where it runs (the first
+  layer, which adds the positions to the content halves); concatenated per head as transformers
+  does, they give the content-only and spatial-only maps (``DenseAttention.decoder_cross_content``
+  and ``decoder_cross_spatial``), whose renormalised product is the captured map;
 - encoder self-attention as q and k (the outputs of each encoder layer's ``q_proj`` and
   ``k_proj``, whose inputs already hold the position embedding, as the project's own encoder keeps them);
 - the feature grid's padding mask (the backbone's last mask);
@@ -34,7 +40,9 @@ from detr_core.model.hf_families.base import (
     FamilySpec,
     Recording,
     WrappedDetector,
+    content_and_spatial_maps,
     dense_attention,
+    heads_first,
     output_of,
     registry_entries,
 )
@@ -88,9 +96,16 @@ class ConditionalDetr(WrappedDetector):
         hooks = [output_of(layer, "layer_out") for layer in model.decoder.layers]
         hooks.append(output_of(model, "reference", lambda o: o.reference_points))  # [Q, B, 2], transformers' layout
         if capture:
-            for layer in model.decoder.layers:
+            for i, layer in enumerate(model.decoder.layers):
                 hooks.append(output_of(layer.encoder_attn, "cross", lambda o: o[1]))
                 hooks.append(output_of(layer.self_attn, "self", lambda o: o[1]))
+                cross = layer.encoder_attn  # its halves, each [B, Q or S, D]
+                hooks.append(output_of(cross.q_content_proj, "cross_q_content"))
+                hooks.append(output_of(cross.k_content_proj, "cross_k_content"))
+                hooks.append(output_of(cross.k_pos_proj, "cross_k_spatial"))
+                hooks.append(output_of(cross.q_pos_sine_proj, "cross_q_spatial"))
+                if cross.q_pos_proj is not None:  # the first layer's only (transformers drops the others')
+                    hooks.append(output_of(cross.q_pos_proj, f"cross_q_position.{i}"))
             for layer in model.encoder.layers:
                 hooks.append(output_of(layer.self_attn.q_proj, "enc_q"))
                 hooks.append(output_of(layer.self_attn.k_proj, "enc_k"))
@@ -113,11 +128,32 @@ class ConditionalDetr(WrappedDetector):
 
     def _capture(self, out: Any, recording: Recording, logits: Tensor, boxes: Tensor,
                  samples: NestedTensor) -> ModelCapture:
-        attention = dense_attention(recording, self.config.nheads, recording["valid"][0])
+        valid = recording["valid"][0]
+        attention = dense_attention(recording, self.config.nheads, valid)
+        attention.decoder_cross_content, attention.decoder_cross_spatial = self._split_maps(recording, valid)
         self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
                                             backbone_stride(self.detector.config))
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
+
+    def _split_maps(self, recording: Recording, valid: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Per decoder layer, the content-only and spatial-only cross-attention maps [B, heads, Q, S],
+        from the recorded halves built as transformers' ConditionalDetrDecoderCrossAttention builds them."""
+        heads = self.config.nheads
+        content, spatial = [], []
+        for i, layer in enumerate(self.detector.model.decoder.layers):
+            q_content = recording["cross_q_content"][i]  # [B, Q, D]
+            k_content = recording["cross_k_content"][i]  # [B, S, D]
+            k_spatial = recording["cross_k_spatial"][i]  # [B, S, D]
+            if f"cross_q_position.{i}" in recording:  # the first layer adds the positions to the content
+                q_content = q_content + recording[f"cross_q_position.{i}"][0]
+                k_content = k_content + k_spatial
+            q = torch.cat([heads_first(q_content, heads), heads_first(recording["cross_q_spatial"][i], heads)], -1)
+            k = torch.cat([heads_first(k_content, heads), heads_first(k_spatial, heads)], -1)  # [B, heads, S, 2 dh]
+            c, p = content_and_spatial_maps(q, k, layer.encoder_attn.scaling, valid)
+            content.append(c)
+            spatial.append(p)
+        return content, spatial
 
 
 # The family's entries in detr_core.model.registry

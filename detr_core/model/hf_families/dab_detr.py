@@ -9,6 +9,12 @@ Capture recipe:
 
 - decoder cross- and self-attention maps: transformers returns them with ``output_attentions``
   (asked during a capture only) -> :class:`DenseAttention`;
+- each decoder cross-attention's per-head queries and keys as its attention receives them
+  (``cross_attn.cross_attn``'s ``hidden_states`` and ``key_states``, [B, Q or S, 2 D]): per head a
+  content half and a spatial half (the anchor's sine embedding, scaled by a transformation of
+  the decoder embedding and modulated by the anchor's width and height), concatenated as in
+  Conditional DETR, so the same content-only and spatial-only maps follow
+  (``DenseAttention.decoder_cross_content`` and ``decoder_cross_spatial``);
 - encoder self-attention as q and k (outputs of each encoder layer's ``q_proj`` and ``k_proj``);
 - the feature grid's padding mask (the backbone's last mask) and the encoder's output;
 - every decoder layer's logits and boxes: transformers' own heads (``class_embed``,
@@ -30,7 +36,10 @@ from detr_core.model.hf_families.base import (
     FamilySpec,
     Recording,
     WrappedDetector,
+    content_and_spatial_maps,
     dense_attention,
+    heads_first,
+    inputs_of,
     output_of,
     registry_entries,
 )
@@ -69,6 +78,9 @@ class DabDetr(WrappedDetector):
         model = self.detector.model
         hooks = [output_of(model, "decoder", lambda o: (o.intermediate_hidden_states, o.reference_points))]
         if capture:
+            for layer in model.decoder.layers:
+                hooks.append(inputs_of(layer.cross_attn.cross_attn, "cross_qk",
+                                       lambda args, kwargs: (kwargs["hidden_states"], kwargs["key_states"])))
             for layer in model.encoder.layers:
                 hooks.append(output_of(layer.self_attn.q_proj, "enc_q"))
                 hooks.append(output_of(layer.self_attn.k_proj, "enc_k"))
@@ -91,7 +103,14 @@ class DabDetr(WrappedDetector):
                  samples: NestedTensor) -> ModelCapture:
         recording["cross"] = list(out.cross_attentions)  # per layer [B, heads, Q, S]
         recording["self"] = list(out.decoder_attentions)  # per layer [B, heads, Q, Q]
-        attention = dense_attention(recording, self.config.nheads, recording["valid"][0])
+        valid = recording["valid"][0]
+        attention = dense_attention(recording, self.config.nheads, valid)
+        for layer, (q, k) in zip(self.detector.model.decoder.layers, recording["cross_qk"]):  # [B, Q or S, 2 D]
+            heads = layer.cross_attn.cross_attn.attention_heads
+            c, p = content_and_spatial_maps(heads_first(q, heads), heads_first(k, heads),
+                                            layer.cross_attn.cross_attn.scaling, valid)
+            attention.decoder_cross_content.append(c)
+            attention.decoder_cross_spatial.append(p)
         self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
                                             backbone_stride(self.detector.config))
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
