@@ -4,6 +4,7 @@ decoder layer, decoder cross-attention, decoder self-attention and encoder self-
     result = run_inference(model, image_rgb, class_names)
     result.cross_attention          # [L, heads, Q, h, w] on the feature grid
     result.encoder_attention_at(y, x)  # [L_enc, heads, h, w] for a point in image pixels
+    result.encoder_self.at(y, x)       # RT-DETR's kin: the same on its top level (EncoderSelfMaps)
 
 Capturing attention does not change any prediction (a test compares with a plain forward pass).
 """
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling
+from detr_core.analysis.encoder_self_attention import EncoderSelfMaps, encoder_self_maps
 from detr_core.analysis.predict import evaluating
 from detr_core.analysis.query_selection import QuerySelection, query_selection
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
@@ -50,6 +52,8 @@ class InferenceResult:
     deformable: DeformableSampling | None = None
     # the encoder tokens the queries started from (two-stage and other query-selecting models)
     query_selection: QuerySelection | None = None
+    # RT-DETR's encoder self-attention (AIFI) on its top level (models with a hybrid encoder)
+    encoder_self: EncoderSelfMaps | None = None
 
     @property
     def num_queries(self) -> int:
@@ -158,6 +162,10 @@ def run_inference(
     if cap is not None and cap.selected_tokens is not None:
         strides = None if isinstance(cap.attention, SamplingPoints) else [stride]
         selection = query_selection(cap, (int(x.shape[-2]), int(x.shape[-1])), (h_img, w_img), strides)
+    encoder_self = None
+    if cap is not None and cap.encoder_self is not None:
+        levels = len(cap.attention.shapes) if isinstance(cap.attention, SamplingPoints) else 1
+        encoder_self = encoder_self_maps(cap.encoder_self, levels, (int(x.shape[-2]), int(x.shape[-1])), (h_img, w_img))
     return InferenceResult(
         class_names=list(class_names),
         image_size=(h_img, w_img),
@@ -179,5 +187,6 @@ def run_inference(
         seconds=seconds,
         deformable=sampling,
         query_selection=selection,
+        encoder_self=encoder_self,
     )
 

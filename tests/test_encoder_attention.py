@@ -1,0 +1,209 @@
+"""RT-DETR's intra-scale encoder self-attention (AIFI) on the top level, captured
+(``ModelCapture.encoder_self``) for a small random transformers RT-DETR and the native ``rt_detr``
+preset: its shape and level, rows summing to 1, equal to transformers' own eager attention maps
+and to softmax(q k^T / sqrt(d)) recomputed from the native layer's input; predictions unchanged
+and nothing recorded without ``capture``. The Deformable view's clicked-pixel mode draws the
+clicked point's map from the capture, and says so in words for a model without one."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detr_core.analysis.capture import run_inference
+from detr_core.model.registry import build_model
+from detr_core.presets import rt_detr
+
+NAMES = ["rectangle", "ellipse", "triangle"]
+
+
+def tiny_rt_detr(**changes) -> torch.nn.Module:
+    """The native ``rt_detr`` preset at test size (d_model 32, two heads; 128 px: a 4 x 4 top level)."""
+    model, _ = rt_detr()
+    torch.manual_seed(0)
+    config = dataclasses.replace(model, d_model=32, nheads=2, dim_feedforward=64, num_queries=10,
+                                 pretrained_backbone=False, **changes)
+    return build_model(config).eval()
+
+
+@pytest.fixture(scope="module")
+def native():
+    return tiny_rt_detr(num_encoder_layers=2)
+
+
+@pytest.fixture(scope="module")
+def wrapped(tmp_path_factory):
+    """(transformers' RT-DETR, the same folder opened by the explorer)."""
+    pytest.importorskip("transformers")
+    from detr_core.checkpoint import load_checkpoint
+    from tests.test_hf_families import _rt_detr
+
+    hf = _rt_detr()
+    folder = tmp_path_factory.mktemp("rt_detr_aifi")
+    hf.save_pretrained(folder)
+    return hf, load_checkpoint(folder).build_model()
+
+
+def _rows_sum_to_one(weights: torch.Tensor) -> None:
+    torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+
+def test_a_transformers_rt_detr_captures_its_aifi_maps_as_transformers_computes_them(wrapped):
+    from tests.test_hf_families import _unnormalized
+
+    hf, model = wrapped
+    torch.manual_seed(1)
+    image = torch.randn(3, 96, 128)  # 3 x 4 cells of stride 32
+    with torch.no_grad():
+        plain, ours = model([image]), model([image], capture=True)
+    assert "capture" not in plain
+    assert torch.equal(plain["pred_logits"], ours["pred_logits"])  # hooks only: bit for bit
+    assert torch.equal(plain["pred_boxes"], ours["pred_boxes"])
+    cap = ours["capture"]
+    enc = cap.encoder_self
+    assert enc is not None and (enc.level, enc.shape, enc.stride) == (2, (3, 4), 32)
+    assert cap.attention.shapes[enc.level] == enc.shape and enc.feature_mask is None
+    assert len(enc.weights) == hf.config.encoder_layers and enc.weights[0].shape == (1, 2, 12, 12)
+    _rows_sum_to_one(enc.weights[0])
+    # transformers' own maps: its eager attention returns them (the default sdpa kernel does not)
+    eager = copy.deepcopy(hf)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        theirs = eager(pixel_values=_unnormalized(image)[None], output_attentions=True).encoder_attentions
+    assert len(theirs) == len(enc.weights)
+    for mine, reference in zip(enc.weights, theirs):
+        torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
+
+    # without capture no hook is on the encoder's attention while it runs
+    attention = model.detector.model.encoder.aifi[0].layers[0].self_attn
+    seen = []
+    spy = attention.register_forward_pre_hook(
+        lambda m, a: seen.append(len(m.q_proj._forward_hooks) + len(m.k_proj._forward_hooks)))
+    try:
+        with torch.no_grad():
+            model([image])
+            model([image], capture=True)
+    finally:
+        spy.remove()
+    assert seen == [0, 2]
+    assert not attention.q_proj._forward_hooks  # and none left after a capture
+
+
+def _recomputed(layer, src: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(dh)) of a native encoder layer from its input src, pos [B, S, D]."""
+    attention = layer.self_attn
+    d, heads = attention.d_model, attention.nheads
+    w, b = attention.in_proj_weight, attention.in_proj_bias
+    q = F.linear(src + pos, w[:d], b[:d])
+    k = F.linear(src + pos, w[d : 2 * d], b[d : 2 * d])
+    split = lambda x: x.view(x.shape[0], x.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // heads)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1)
+
+
+def test_the_native_hybrid_encoder_captures_its_aifi_maps_with_padding_masked(native):
+    inputs = []
+    hooks = [layer.register_forward_pre_hook(lambda m, a: inputs.append(a[:3]))
+             for layer in native.transformer.encoder.layers]
+    images = [torch.randn(3, 128, 128), torch.randn(3, 64, 96)]  # the second padded: 2 x 3 of 4 x 4 cells
+    try:
+        with torch.no_grad():
+            plain = native(images)
+            inputs.clear()  # the layers' inputs of the capturing pass only
+            ours = native(images, capture=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.equal(plain["pred_logits"], ours["pred_logits"]) and "capture" not in plain
+    cap = ours["capture"]
+    enc = cap.encoder_self
+    top = len(cap.attention.shapes) - 1
+    assert (enc.level, enc.shape, enc.stride) == (top, (4, 4), 32) and cap.attention.shapes[top] == (4, 4)
+    assert len(enc.weights) == 2 and all(w.shape == (2, 2, 16, 16) for w in enc.weights)
+    padded = enc.feature_mask
+    assert padded is not None and not padded[0].any() and padded[1].sum() == 16 - 6
+    for layer, weights, (src, pos, allowed) in zip(native.transformer.encoder.layers, enc.weights, inputs):
+        _rows_sum_to_one(weights)
+        torch.testing.assert_close(weights, _recomputed(layer, src, pos, allowed), rtol=1e-5, atol=1e-5)
+    assert (enc.weights[-1][1][..., padded[1].flatten()] == 0).all()  # padding is not attended to
+
+    without = dataclasses.replace(native.config, num_encoder_layers=0)
+    assert build_model(without).eval()(images[:1], capture=True)["capture"].encoder_self is None
+
+
+def test_the_result_places_the_maps_on_the_image(native):
+    rgb = (np.random.default_rng(0).random((100, 130, 3)) * 255).astype(np.uint8)
+    r = run_inference(native, rgb, NAMES)
+    maps = r.encoder_self
+    assert maps is not None and maps.num_layers == 2 and maps.num_heads == 2 and maps.num_levels == 3
+    h, w = maps.shape
+    eh, ew = maps.extent  # the grid covers the image, overhanging by less than one cell
+    assert eh >= 100 and ew >= 130 and eh - eh / h < 100 and ew - ew / w < 130
+    i, j = maps.cell_at(60.0, 90.0)
+    x0, y0, x1, y1 = maps.cell_box(i, j)
+    assert x0 <= 90 < x1 and y0 <= 60 < y1
+    at = maps.at(60.0, 90.0)  # [L, heads, h, w]
+    torch.testing.assert_close(at.flatten(2), maps.weights[:, :, i * w + j])
+    torch.testing.assert_close(at.sum((-1, -2)), torch.ones(2, 2))
+
+
+def _click(qtbot, view, y: float, x: float) -> None:
+    """A mouse click on the view's picture at image pixel (y, x)."""
+    from PySide6.QtCore import QPointF, Qt
+
+    scene = view.left.mapViewToScene(QPointF(x, y))
+    qtbot.mouseClick(view.graphics.viewport(), Qt.MouseButton.LeftButton, pos=view.graphics.mapFromScene(scene))
+
+
+def test_the_deformable_view_shows_the_clicked_points_encoder_attention(qtbot, native):
+    from explorer.state import AppState, LoadedModel
+    from explorer.views.deformable import MODE_PIXEL, NO_ENCODER_ATTENTION, DeformableView
+
+    state = AppState()
+    view = DeformableView(state)  # no dense model to compare with: nothing runs off the GUI thread
+    qtbot.addWidget(view)
+    view.resize(1000, 420)
+    view.show()
+    rgb = (np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)
+    state.set_model(LoadedModel(native, NAMES, "rt_detr test"))
+    state.set_image(rgb, "noise")
+    state.set_result(run_inference(native, rgb, NAMES))
+    enc = state.result.encoder_self
+    assert view.pages.currentIndex() == 1 and view.encoder_map() is None  # the decoder's points first
+
+    def drawn():
+        return view.encoder_heat_item.image, tuple(view.cell_item.getData()[0][:2])
+
+    _click(qtbot, view, 20.0, 100.0)
+    assert view.mode == MODE_PIXEL and state.encoder_point == pytest.approx((20.0, 100.0), abs=1.0)
+    view.set_layer(0)
+    assert enc.cell_at(*state.encoder_point) == (0, 3) and "encoder layer 1 of 2" in view.layer_label.text()
+    assert view.encoder_head_choice.isVisible() and not view.level_row.isVisible()
+    first, outline = drawn()
+    np.testing.assert_allclose(first, enc.weights[0, :, 3].mean(0).reshape(4, 4).numpy(), rtol=1e-6)
+    x0, _, x1, _ = enc.cell_box(0, 3)
+    assert outline == pytest.approx((x0, x1))
+    assert "AIFI" in view.caption.text() and "row 1, column 4" in view.caption.text()
+
+    state.set_encoder_point((110.0, 10.0))  # a click on the main picture moves it too
+    second, outline = drawn()
+    assert not np.allclose(second, first)
+    np.testing.assert_allclose(second, enc.weights[0, :, 12].mean(0).reshape(4, 4).numpy(), rtol=1e-6)
+    view.set_layer(1)
+    view.set_encoder_head(1)
+    np.testing.assert_allclose(drawn()[0], enc.weights[1, 1, 12].reshape(4, 4).numpy(), rtol=1e-6)
+    assert "head 2 of 2" in view.caption.text() and "layer 2 of 2" in view.caption.text()
+
+    flat = tiny_rt_detr(num_encoder_layers=0)  # a hybrid encoder without attention layers
+    state.set_model(LoadedModel(flat, NAMES, "no AIFI"))
+    state.set_result(run_inference(flat, rgb, NAMES))
+    assert state.result.encoder_self is None and view.encoder_heat_item.image is None
+    assert view.caption.text() == NO_ENCODER_ATTENTION
