@@ -38,16 +38,23 @@ def native():
 
 
 @pytest.fixture(scope="module")
-def wrapped(tmp_path_factory):
-    """(transformers' RT-DETR, the same folder opened by the explorer)."""
+def native_result(native):
+    """The native model on a 100 x 130 image (resized to 128 x 166: a 4 x 6 top level)."""
+    rgb = (np.random.default_rng(1).random((100, 130, 3)) * 255).astype(np.uint8)
+    return rgb, run_inference(native, rgb, NAMES)
+
+
+@pytest.fixture(scope="module")
+def wrapped():
+    """(transformers' RT-DETR, the explorer's wrapper of it with the same weights)."""
     pytest.importorskip("transformers")
-    from detr_core.checkpoint import load_checkpoint
+    from detr_core.model.hf_families.rt_detr import RTDetr
     from tests.test_hf_families import _rt_detr
 
     hf = _rt_detr()
-    folder = tmp_path_factory.mktemp("rt_detr_aifi")
-    hf.save_pretrained(folder)
-    return hf, load_checkpoint(folder).build_model()
+    model = build_model(RTDetr.detr_config(hf.config.to_dict())).eval()
+    model.detector.load_state_dict(hf.state_dict())
+    return hf, model
 
 
 def _rows_sum_to_one(weights: torch.Tensor) -> None:
@@ -60,8 +67,17 @@ def test_a_transformers_rt_detr_captures_its_aifi_maps_as_transformers_computes_
     hf, model = wrapped
     torch.manual_seed(1)
     image = torch.randn(3, 96, 128)  # 3 x 4 cells of stride 32
-    with torch.no_grad():
-        plain, ours = model([image]), model([image], capture=True)
+    # while the encoder's attention runs: how many hooks are on its projections (none without capture)
+    attention = model.detector.model.encoder.aifi[0].layers[0].self_attn
+    hooked = []
+    spy = attention.register_forward_pre_hook(
+        lambda m, a: hooked.append(len(m.q_proj._forward_hooks) + len(m.k_proj._forward_hooks)))
+    try:
+        with torch.no_grad():
+            plain, ours = model([image]), model([image], capture=True)
+    finally:
+        spy.remove()
+    assert hooked == [0, 2] and not attention.q_proj._forward_hooks  # and none left after the capture
     assert "capture" not in plain
     assert torch.equal(plain["pred_logits"], ours["pred_logits"])  # hooks only: bit for bit
     assert torch.equal(plain["pred_boxes"], ours["pred_boxes"])
@@ -79,20 +95,6 @@ def test_a_transformers_rt_detr_captures_its_aifi_maps_as_transformers_computes_
     assert len(theirs) == len(enc.weights)
     for mine, reference in zip(enc.weights, theirs):
         torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-5)
-
-    # without capture no hook is on the encoder's attention while it runs
-    attention = model.detector.model.encoder.aifi[0].layers[0].self_attn
-    seen = []
-    spy = attention.register_forward_pre_hook(
-        lambda m, a: seen.append(len(m.q_proj._forward_hooks) + len(m.k_proj._forward_hooks)))
-    try:
-        with torch.no_grad():
-            model([image])
-            model([image], capture=True)
-    finally:
-        spy.remove()
-    assert seen == [0, 2]
-    assert not attention.q_proj._forward_hooks  # and none left after a capture
 
 
 def _recomputed(layer, src: torch.Tensor, pos: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
@@ -135,15 +137,16 @@ def test_the_native_hybrid_encoder_captures_its_aifi_maps_with_padding_masked(na
         torch.testing.assert_close(weights, _recomputed(layer, src, pos, allowed), rtol=1e-5, atol=1e-5)
     assert (enc.weights[-1][1][..., padded[1].flatten()] == 0).all()  # padding is not attended to
 
-    without = dataclasses.replace(native.config, num_encoder_layers=0)
-    assert build_model(without).eval()(images[:1], capture=True)["capture"].encoder_self is None
+    without = tiny_rt_detr(num_encoder_layers=0)  # a hybrid encoder without attention layers
+    with torch.no_grad():
+        assert without([torch.randn(3, 64, 64)], capture=True)["capture"].encoder_self is None
 
 
-def test_the_result_places_the_maps_on_the_image(native):
-    rgb = (np.random.default_rng(0).random((100, 130, 3)) * 255).astype(np.uint8)
-    r = run_inference(native, rgb, NAMES)
+def test_the_result_places_the_maps_on_the_image(native_result):
+    _, r = native_result
     maps = r.encoder_self
     assert maps is not None and maps.num_layers == 2 and maps.num_heads == 2 and maps.num_levels == 3
+    assert maps.shape == (4, 6) and maps.padded is None
     h, w = maps.shape
     eh, ew = maps.extent  # the grid covers the image, overhanging by less than one cell
     assert eh >= 100 and ew >= 130 and eh - eh / h < 100 and ew - ew / w < 130
@@ -163,7 +166,7 @@ def _click(qtbot, view, y: float, x: float) -> None:
     qtbot.mouseClick(view.graphics.viewport(), Qt.MouseButton.LeftButton, pos=view.graphics.mapFromScene(scene))
 
 
-def test_the_deformable_view_shows_the_clicked_points_encoder_attention(qtbot, native):
+def test_the_deformable_view_shows_the_clicked_points_encoder_attention(qtbot, native, native_result):
     from explorer.state import AppState, LoadedModel
     from explorer.views.deformable import MODE_PIXEL, NO_ENCODER_ATTENTION, DeformableView
 
@@ -172,38 +175,41 @@ def test_the_deformable_view_shows_the_clicked_points_encoder_attention(qtbot, n
     qtbot.addWidget(view)
     view.resize(1000, 420)
     view.show()
-    rgb = (np.random.default_rng(1).random((128, 128, 3)) * 255).astype(np.uint8)
+    rgb, result = native_result
     state.set_model(LoadedModel(native, NAMES, "rt_detr test"))
     state.set_image(rgb, "noise")
-    state.set_result(run_inference(native, rgb, NAMES))
-    enc = state.result.encoder_self
+    state.set_result(result)
+    enc = result.encoder_self
     assert view.pages.currentIndex() == 1 and view.encoder_map() is None  # the decoder's points first
 
     def drawn():
         return view.encoder_heat_item.image, tuple(view.cell_item.getData()[0][:2])
 
-    _click(qtbot, view, 20.0, 100.0)
-    assert view.mode == MODE_PIXEL and state.encoder_point == pytest.approx((20.0, 100.0), abs=1.0)
+    def expected(layer, head, cell):
+        maps = enc.weights[layer, :, cell[0] * 6 + cell[1]].reshape(2, 4, 6)  # [heads, h, w]
+        return (maps.mean(0) if head is None else maps[head]).numpy()
+
+    _click(qtbot, view, 20.0, 110.0)
+    assert view.mode == MODE_PIXEL and state.encoder_point == pytest.approx((20.0, 110.0), abs=1.0)
     view.set_layer(0)
-    assert enc.cell_at(*state.encoder_point) == (0, 3) and "encoder layer 1 of 2" in view.layer_label.text()
+    cell = enc.cell_at(*state.encoder_point)
+    assert cell == (0, 4) and "encoder layer 1 of 2" in view.layer_label.text()
     assert view.encoder_head_choice.isVisible() and not view.level_row.isVisible()
     first, outline = drawn()
-    np.testing.assert_allclose(first, enc.weights[0, :, 3].mean(0).reshape(4, 4).numpy(), rtol=1e-6)
-    x0, _, x1, _ = enc.cell_box(0, 3)
+    np.testing.assert_allclose(first, expected(0, None, cell), rtol=1e-6)
+    x0, _, x1, _ = enc.cell_box(*cell)
     assert outline == pytest.approx((x0, x1))
-    assert "AIFI" in view.caption.text() and "row 1, column 4" in view.caption.text()
+    assert "AIFI" in view.caption.text() and "row 1, column 5" in view.caption.text()
 
-    state.set_encoder_point((110.0, 10.0))  # a click on the main picture moves it too
+    state.set_encoder_point((95.0, 5.0))  # a click on the main picture moves it too
     second, outline = drawn()
     assert not np.allclose(second, first)
-    np.testing.assert_allclose(second, enc.weights[0, :, 12].mean(0).reshape(4, 4).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(second, expected(0, None, (3, 0)), rtol=1e-6)
     view.set_layer(1)
     view.set_encoder_head(1)
-    np.testing.assert_allclose(drawn()[0], enc.weights[1, 1, 12].reshape(4, 4).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(drawn()[0], expected(1, 1, (3, 0)), rtol=1e-6)
     assert "head 2 of 2" in view.caption.text() and "layer 2 of 2" in view.caption.text()
 
-    flat = tiny_rt_detr(num_encoder_layers=0)  # a hybrid encoder without attention layers
-    state.set_model(LoadedModel(flat, NAMES, "no AIFI"))
-    state.set_result(run_inference(flat, rgb, NAMES))
-    assert state.result.encoder_self is None and view.encoder_heat_item.image is None
-    assert view.caption.text() == NO_ENCODER_ATTENTION
+    # a model whose encoder has neither sampling points nor self-attention says so
+    state.set_result(dataclasses.replace(result, encoder_self=None))
+    assert view.encoder_heat_item.image is None and view.caption.text() == NO_ENCODER_ATTENTION

@@ -552,13 +552,14 @@ class DeformableView(AnalysisView):
         layer = min(self.layer_slider.value(), enc.num_layers - 1)
         head = self.encoder_head_index
         pi, pj = divmod(int(np.argmax(heat)), w)
+        peak = float(heat.max())
         y, x = self.pixel  # type: ignore[misc]
         heads = f"mean of its {enc.num_heads} heads" if head is None else f"head {head + 1} of {enc.num_heads}"
         self.caption.setText(
             f"Encoder self-attention (AIFI), layer {layer + 1} of {enc.num_layers}, {heads}"
             f": where the token at ({x:.0f}, {y:.0f}), cell (row {i + 1}, column {j + 1}), attends among the "
-            f"{h * w} cells of its level. Heaviest: cell (row {pi + 1}, column {pj + 1}), "
-            f"{float(heat.max()):.2f} ({float(heat[i, j]):.2f} on itself).")
+            f"{h * w} cells of its level. Heaviest: cell (row {pi + 1}, column {pj + 1}), {peak:.3g}, "
+            f"{peak * h * w:.1f}× an even spread (1/{h * w}); on itself {float(heat[i, j]):.3g}.")
 
     @staticmethod
     def _draw_box(item: pg.PlotCurveItem, xyxy: np.ndarray) -> None:
