@@ -21,6 +21,7 @@ from detr_core.model.registry import build_model
 from detr_core.presets import rt_detr
 
 NAMES = ["rectangle", "ellipse", "triangle"]
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, a shared machine
 
 
 def tiny_rt_detr(**changes) -> torch.nn.Module:
@@ -59,6 +60,38 @@ def wrapped():
 
 def _rows_sum_to_one(weights: torch.Tensor) -> None:
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+
+def record_aifi_inputs(hf) -> tuple[list, list]:
+    """Forward pre-hooks on a transformers RT-DETR-family model's AIFI attention layers (its
+    coarsest level's) keeping each call's (module, keyword arguments); returns (calls, handles)."""
+    calls: list = []
+    layers = hf.model.encoder.aifi[-1].layers
+    handles = [layer.self_attn.register_forward_pre_hook(lambda m, a, k: calls.append((m, k)), with_kwargs=True)
+               for layer in layers]
+    return calls, handles
+
+
+def aifi_weights(attention, kwargs) -> torch.Tensor:
+    """softmax(q k^T * scaling) [B, heads, S, S] of one transformers AIFI attention call, from its
+    input (hidden_states [B, S, D] plus position_embeddings, as transformers' eager attention)."""
+    x, pos = kwargs["hidden_states"], kwargs.get("position_embeddings")
+    qk = x if pos is None else x + pos
+    heads = x.shape[-1] // attention.head_dim
+    split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+    return (split(attention.q_proj(qk)) @ split(attention.k_proj(qk)).transpose(2, 3) * attention.scaling).softmax(-1)
+
+
+def check_wrapped_aifi(capture, calls: list, shape: tuple[int, int], level: int = 2, stride: int = 32) -> None:
+    """``capture.encoder_self`` of a wrapped RT-DETR-family model against transformers' own AIFI
+    calls on the same input (recorded by :func:`record_aifi_inputs`)."""
+    enc = capture.encoder_self
+    assert enc is not None and (enc.level, enc.shape, enc.stride) == (level, shape, stride)
+    assert capture.attention.shapes[level] == shape and len(enc.weights) == len(calls)
+    with torch.no_grad():
+        for weights, (attention, kwargs) in zip(enc.weights, calls):
+            _rows_sum_to_one(weights)
+            torch.testing.assert_close(weights, aifi_weights(attention, kwargs), rtol=1e-5, atol=1e-5)
 
 
 def test_a_transformers_rt_detr_captures_its_aifi_maps_as_transformers_computes_them(wrapped):
