@@ -202,6 +202,7 @@ def _click(qtbot, view, y: float, x: float) -> None:
 def test_the_deformable_view_shows_the_clicked_points_encoder_attention(qtbot, native, native_result):
     from explorer.state import AppState, LoadedModel
     from explorer.views.deformable import MODE_PIXEL, NO_ENCODER_ATTENTION, DeformableView
+    from tests.test_views_fit import EXPLORE_BOTTOM, assert_fits
 
     state = AppState()
     view = DeformableView(state)  # no dense model to compare with: nothing runs off the GUI thread
@@ -242,7 +243,12 @@ def test_the_deformable_view_shows_the_clicked_points_encoder_attention(qtbot, n
     view.set_encoder_head(1)
     np.testing.assert_allclose(drawn()[0], expected(1, 1, (3, 0)), rtol=1e-6)
     assert "head 2 of 2" in view.caption.text() and "layer 2 of 2" in view.caption.text()
+    rows = view.export_data()
+    assert len(rows) == 24 and {(r["from_row"], r["from_column"], r["head"]) for r in rows} == {(4, 1, 2)}
+    assert sum(r["weight"] for r in rows) == pytest.approx(1.0, abs=1e-5)
 
     # a model whose encoder has neither sampling points nor self-attention says so
     state.set_result(dataclasses.replace(result, encoder_self=None))
     assert view.encoder_heat_item.image is None and view.caption.text() == NO_ENCODER_ATTENTION
+    state.set_result(result)
+    assert_fits(view, EXPLORE_BOTTOM, "Deformable attention, the encoder's self-attention at a clicked point")

@@ -663,6 +663,15 @@ class DeformableView(AnalysisView):
 
     # --- export ----------------------------------------------------------------------------
     def export_data(self) -> list[dict[str, Any]] | None:
+        drawn = self.encoder_map()
+        if drawn is not None and self.pixel is not None:  # the encoder self-attention: one row per cell
+            heat, (i, j) = drawn
+            head = self.encoder_head_index
+            where = {"mode": "encoder self-attention", "pixel_y": self.pixel[0], "pixel_x": self.pixel[1],
+                     "from_row": i + 1, "from_column": j + 1, "layer": self.layer_slider.value() + 1,
+                     "head": "mean" if head is None else head + 1}
+            return [{**where, "row": r + 1, "column": c + 1, "weight": float(heat[r, c])}
+                    for r in range(heat.shape[0]) for c in range(heat.shape[1])]
         shown = self.shown_points()
         if shown is None:
             return None
