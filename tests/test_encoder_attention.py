@@ -78,7 +78,7 @@ def aifi_weights(attention, kwargs) -> torch.Tensor:
     x, pos = kwargs["hidden_states"], kwargs.get("position_embeddings")
     qk = x if pos is None else x + pos
     heads = x.shape[-1] // attention.head_dim
-    split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+    split = lambda t: t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
     return (split(attention.q_proj(qk)) @ split(attention.k_proj(qk)).transpose(2, 3) * attention.scaling).softmax(-1)
 
 
@@ -137,7 +137,7 @@ def _recomputed(layer, src: torch.Tensor, pos: torch.Tensor, allowed: torch.Tens
     w, b = attention.in_proj_weight, attention.in_proj_bias
     q = F.linear(src + pos, w[:d], b[:d])
     k = F.linear(src + pos, w[d : 2 * d], b[d : 2 * d])
-    split = lambda x: x.view(x.shape[0], x.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+    split = lambda x: x.view(x.shape[0], x.shape[1], heads, d // heads).transpose(1, 2)
     scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // heads)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))

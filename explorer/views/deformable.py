@@ -65,8 +65,9 @@ VIEW_HELP.setdefault("Deformable attention", (
     "that pixel.\n\nRT-DETR (and RT-DETRv2, D-FINE, DEIMv2, the rt_detr preset) has no sampling points in "
     "its encoder: its hybrid encoder runs plain self-attention (AIFI) within the coarsest level only, then "
     "fuses the levels with convolutions. For these models a click shows where the token under it attends "
-    "among that level's cells (one head, or the mean of all), the clicked cell outlined.\n\nRight: a dense DETR's cross-attention heatmap for the same image and query slot "
-    "(the plain model you had open before, else the bundled one)."))
+    "among that level's cells (one head, or the mean of all), the clicked cell outlined.\n\nRight: a "
+    "dense DETR's cross-attention heatmap for the same image and query slot (the plain model you had open "
+    "before, else the bundled one)."))
 
 
 def _dense_inference(ctx: WorkContext, source: LoadedModel | Path, image: np.ndarray
