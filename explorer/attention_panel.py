@@ -25,6 +25,9 @@ from .state import MODE_CROSS, MODE_ENCODER, MODE_NONE, AppState, HeatmapStyle
 # a Deformable DETR attends to a few sampling points, not to every cell: no dense map to draw
 DEFORMABLE_NOTE = ("This model uses deformable attention: each query reads a few sampling points per level, "
                    "not every pixel, so there is no dense heatmap. See the Deformable attention tab.")
+# RT-DETR and its kin: the encoder's attention is dense, but within its coarsest level only (AIFI)
+ENCODER_SELF_NOTE = (" Its encoder's self-attention (within the coarsest level) at a clicked point is there too: "
+                     "choose \"Clicked pixel (encoder)\".")
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "CET-L3")
 # Conditional DETR and DAB-DETR: which part of the cross-attention to draw, and one sentence on each
 CROSS_PART_NAMES = {CROSS_FULL: "full", CROSS_CONTENT: "content", CROSS_SPATIAL: "spatial query"}
@@ -176,7 +179,7 @@ class AttentionPanel(QWidget):
     def _update_info(self, *_: object) -> None:
         s, r = self.state, self.state.result
         if r is not None and r.deformable is not None:
-            self.info.setText(DEFORMABLE_NOTE)
+            self.info.setText(DEFORMABLE_NOTE + (ENCODER_SELF_NOTE if r.encoder_self is not None else ""))
             return
         if r is None or r.cross_attention is None:
             return

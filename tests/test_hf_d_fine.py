@@ -19,6 +19,7 @@ os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 from detr_core.checkpoint import CheckpointError, load_checkpoint
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.model.capture_protocol import SamplingPoints
+from tests.test_encoder_attention import check_wrapped_aifi, record_aifi_inputs
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, a shared machine
@@ -100,9 +101,12 @@ def check_family(hf, folder, family: str, title: str, layers: int = 2):
     attn = hf.model.decoder.layers[-1].encoder_attn
     kept = {}
     handle = attn.register_forward_hook(lambda m, a, o: kept.__setitem__("out", o[0]))  # [B, Q, D]
+    aifi_calls, aifi_hooks = record_aifi_inputs(hf)  # its encoder's self-attention (AIFI) on the top level
     with torch.no_grad():
         theirs = hf(pixel_values=pixels)
         handle.remove()
+        for h in aifi_hooks:
+            h.remove()
         plain, ours = model(images), model(images, capture=True)
         hf.model.decoder.train()  # transformers' decoder then returns every layer's logits and boxes
         every = hf(pixel_values=pixels)
@@ -129,6 +133,7 @@ def check_family(hf, folder, family: str, title: str, layers: int = 2):
     torch.testing.assert_close(att.decoder_references[1], every.intermediate_reference_points[:, 1], **TOL)
     selected = theirs.enc_outputs_class.max(-1).values.topk(12, dim=1).indices
     assert torch.equal(cap.selected_tokens, selected)
+    check_wrapped_aifi(cap, aifi_calls, shape=(2, 3))
     # the last layer's locations and weights, sampled with grid_sample, give its attention's output
     value = cap.memory.view(2, -1, 2, 16)  # D-FINE samples the memory itself (no value projection)
     starts = [0, 96, 120, 126]

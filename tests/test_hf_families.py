@@ -24,6 +24,7 @@ from detr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoi
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.model.capture_protocol import DenseAttention, SamplingPoints
 from detr_core.model.nested_tensor import nested_tensor_from_tensor_list
+from tests.test_encoder_attention import check_wrapped_aifi, record_aifi_inputs
 
 transformers = pytest.importorskip("transformers")
 
@@ -298,15 +299,18 @@ def test_rt_detr_v2_reproduces_transformers_and_its_sampling_locations(tmp_path)
     attn = hf.model.decoder.layers[-1].encoder_attn
     captured = {}  # the last layer's attention output, as transformers computes it
     handle = attn.output_proj.register_forward_hook(lambda m, a, o: captured.update(input=a[0]))  # returns None
+    aifi_calls, aifi_hooks = record_aifi_inputs(hf)
     with torch.no_grad():
         theirs = hf(pixel_values=_unnormalized(image)[None])
-    handle.remove()
+    for h in (handle, *aifi_hooks):
+        h.remove()
     with torch.no_grad():
         ours = model([image], capture=True)
     torch.testing.assert_close(ours["pred_logits"], theirs.logits, **TOL)
     torch.testing.assert_close(ours["pred_boxes"], theirs.pred_boxes, **TOL)
     att = ours["capture"].attention
     assert isinstance(att, SamplingPoints) and att.decoder_locations[1].shape == (1, 12, 2, 3, 4, 2)
+    check_wrapped_aifi(ours["capture"], aifi_calls, shape=(2, 3))  # the encoder's self-attention, as RT-DETR's
     # the recorded locations and weights, sampled with grid_sample, give the layer's attention output
     # (checked on the last layer: value = value_proj(memory))
     memory = ours["capture"].memory

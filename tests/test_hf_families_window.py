@@ -1,6 +1,7 @@
 """The window opens a Conditional DETR and an RT-DETR Hugging Face folder, and the existing views
 show them through the capture protocol: the dense attention heatmap for Conditional DETR, the
-deformable view's sampling points for RT-DETR, and the Model panel names each family and paper."""
+deformable view's sampling points and its encoder self-attention at a point clicked on the picture
+for RT-DETR, and the Model panel names each family and paper."""
 
 from __future__ import annotations
 
@@ -71,6 +72,22 @@ def test_the_views_show_a_conditional_detr_and_an_rt_detr(qtbot, settings, folde
         layer = window.deformable.layer_slider.value()
         drawn = sorted(map(tuple, np.round(window.deformable.shown_points()[0], 3)))
         assert drawn == sorted(map(tuple, np.round(s.decoder_points[layer, 5].reshape(-1, 2).numpy(), 3)))
+
+        # a point clicked on the picture: the view's clicked-pixel mode draws RT-DETR's encoder
+        # self-attention (AIFI, its coarsest level) from the token under it, as captured
+        from explorer.views.deformable import MODE_PIXEL
+
+        enc = window.state.result.encoder_self
+        assert enc is not None and enc.shape == (3, 3) and enc.level == 2
+        window.deformable.set_mode(MODE_PIXEL)
+        h, w = window.state.image.shape[:2]
+        window.canvas.click_image(0.8 * h, 0.2 * w, shift=True)
+        i, j = enc.cell_at(0.8 * h, 0.2 * w)
+        assert (i, j) == (2, 0)
+        expected = enc.weights[0, :, i * 3 + j].mean(0).reshape(3, 3).numpy()
+        qtbot.waitUntil(lambda: window.deformable.encoder_heat_item.image is not None, timeout=5000)
+        np.testing.assert_allclose(window.deformable.encoder_heat_item.image, expected, rtol=1e-6)
+        assert "Encoder self-attention (AIFI)" in window.deformable.caption.text()
     finally:
         for view in window.views:
             view.cancel_job()

@@ -5,6 +5,7 @@ decoder layer, decoder cross-attention, decoder self-attention and encoder self-
     result.cross_attention          # [L, heads, Q, h, w] on the feature grid
     result.cross_attention_of("spatial")  # Conditional / DAB-DETR: the spatial query's map alone
     result.encoder_attention_at(y, x)  # [L_enc, heads, h, w] for a point in image pixels
+    result.encoder_self.at(y, x)       # RT-DETR's kin: the same on its top level (EncoderSelfMaps)
 
 Capturing attention does not change any prediction (a test compares with a plain forward pass).
 """
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from detr_core.analysis.deformable_capture import DeformableSampling, deformable_sampling
 from detr_core.analysis.edge_distributions import EdgeProfiles, edge_profiles
+from detr_core.analysis.encoder_self_attention import EncoderSelfMaps, encoder_self_maps
 from detr_core.analysis.predict import evaluating
 from detr_core.analysis.query_selection import QuerySelection, query_selection
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
@@ -63,6 +65,8 @@ class InferenceResult:
     # spatial query's alone, [L, heads, Q, h, w] each, rows sum to 1; None for other models
     cross_attention_content: Tensor | None = None
     cross_attention_spatial: Tensor | None = None
+    # RT-DETR's encoder self-attention (AIFI) on its top level (models with a hybrid encoder)
+    encoder_self: EncoderSelfMaps | None = None
 
     @property
     def has_cross_parts(self) -> bool:
@@ -190,6 +194,10 @@ def run_inference(
     if cap is not None and cap.selected_tokens is not None:
         strides = None if isinstance(cap.attention, SamplingPoints) else [stride]
         selection = query_selection(cap, (int(x.shape[-2]), int(x.shape[-1])), (h_img, w_img), strides)
+    encoder_self = None
+    if cap is not None and cap.encoder_self is not None:
+        levels = len(cap.attention.shapes) if isinstance(cap.attention, SamplingPoints) else 1
+        encoder_self = encoder_self_maps(cap.encoder_self, levels, (int(x.shape[-2]), int(x.shape[-1])), (h_img, w_img))
     return InferenceResult(
         class_names=list(class_names),
         image_size=(h_img, w_img),
@@ -214,5 +222,6 @@ def run_inference(
         edge_distributions=edge_profiles(cap, (h_img, w_img)) if cap is not None else None,
         cross_attention_content=content,
         cross_attention_spatial=spatial,
+        encoder_self=encoder_self,
     )
 

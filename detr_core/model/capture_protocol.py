@@ -9,9 +9,9 @@
 Attention comes in one of two kinds: dense maps over one feature grid (:class:`DenseAttention`,
 DETR and its variants) or sampling points over multi-scale maps (:class:`SamplingPoints`,
 Deformable DETR and its kin). A family's extras (the encoder tokens its queries were selected
-from, denoising queries, D-FINE's edge distributions) are optional fields of
-:class:`ModelCapture`; a view that needs one says so when it is absent. Tensors are batch-first
-and not detached (the caller detaches).
+from, denoising queries, D-FINE's edge distributions, RT-DETR's encoder self-attention on its top
+level) are optional fields of :class:`ModelCapture`; a view that needs one says so when it is
+absent. Tensors are batch-first and not detached (the caller detaches).
 """
 
 from __future__ import annotations
@@ -90,6 +90,27 @@ class SamplingPoints:
 
 
 @dataclass
+class EncoderSelfAttention:
+    """RT-DETR's intra-scale encoder self-attention (AIFI): plain transformer encoder layers over
+    the S = h * w tokens of ONE level only, the top (coarsest) one, before the convolutional fusion
+    of the levels (RT-DETR, RT-DETRv2, D-FINE, DEIMv2's hybrid encoder; the native ``hybrid_encoder``).
+
+    weights[l]: [B, heads, S, S] (from token, to token), each row sums to 1 over the level's tokens,
+    row-major within the level (token i * w + j is cell (i, j)). ``level`` indexes the attention's
+    ``SamplingPoints.shapes`` (and ``strides``, ``feature_masks``); ``shape`` is (h, w) of that level.
+    ``feature_mask`` [B, h, w] is True on the level's padding cells (None: none padded). The native
+    encoder masks padded keys out (their weight is 0); transformers' RT-DETR family passes no mask
+    (it sees padding as black pixels), so there they have weight too.
+    """
+
+    weights: list[Tensor]  # per AIFI layer [B, heads, S, S]
+    level: int  # index of the level among the multi-scale maps (finest first)
+    shape: tuple[int, int]  # (h, w) of that level's grid, S = h * w
+    stride: int  # input pixels per cell of that level
+    feature_mask: Tensor | None = None  # [B, h, w] True on padding, None when nothing is padded
+
+
+@dataclass
 class DenoisingCapture:
     """The denoising queries of one training forward pass (DN-DETR / DINO), P = groups * group_size.
 
@@ -139,6 +160,7 @@ class ModelCapture:
     selection_boxes: Tensor | None = None  # [B, Q, 4] cxcywh in [0, 1]: the proposal box each query started from
     denoising: DenoisingCapture | None = None  # the denoising queries (training with targets)
     edge_distributions: EdgeDistributions | None = None  # D-FINE's per-edge bin probabilities
+    encoder_self: EncoderSelfAttention | None = None  # RT-DETR's AIFI self-attention on the top level
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -33,6 +33,7 @@ from detr_core.model.deformable_transformer import (
     centered_sine_position,
 )
 from detr_core.model.denoising import build_denoising_queries, query_visibility
+from detr_core.model.hybrid_encoder import encoder_self_attention
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 from detr_core.model.transformer import MLP
 
@@ -166,12 +167,12 @@ class DeformableDETR(nn.Module):
                     proposal_heads=(self.class_embed[-1], self.bbox_embed[-1]) if cfg.two_stage else None,
                     capture=capture,
                 )
-            hs, references, memory, sampling = out.hs, out.references, out.memory, out.capture
+            hs, references, memory, sampling, aifi = out.hs, out.references, out.memory, out.capture, out.aifi
             selected, selection_scores, selection_boxes = out.selected_tokens, out.selection_scores, out.selection_boxes
             if out.enc_logits is not None:
                 enc_outputs = {"pred_logits": out.enc_logits, "pred_boxes": out.enc_boxes, "class_agnostic": True}
         else:
-            hs, references, memory, sampling, selected, enc_outputs, dn, groups = self._anchor_forward(
+            hs, references, memory, sampling, aifi, selected, enc_outputs, dn, groups = self._anchor_forward(
                 srcs, masks, pos, targets, capture)
             selection_scores = selection_boxes = None
             if selected is not None and enc_outputs is not None:  # mixed query selection (DINO, RT-DETR)
@@ -209,6 +210,9 @@ class DeformableDETR(nn.Module):
             assert sampling is not None
             sampling.strides = level_strides(self)
             sampling.feature_masks = masks
+            top = len(masks) - 1  # the hybrid encoder's attention runs on the top level only
+            encoder_self = (encoder_self_attention(aifi, masks[top], top, sampling.strides[top])
+                            if aifi else None)
             if pad:  # the views follow the matching queries; the denoising ones have their own capture
                 for name in ("decoder_references", "decoder_locations", "decoder_weights"):
                     setattr(sampling, name, [x[:, pad:] for x in getattr(sampling, name)])
@@ -216,6 +220,7 @@ class DeformableDETR(nn.Module):
                 layer_logits=logits_q, layer_boxes=boxes_q, attention=sampling, memory=memory,
                 selected_tokens=selected, selection_scores=selection_scores, selection_boxes=selection_boxes,
                 denoising=dn.capture(all_logits[:, :, :pad], all_boxes[:, :, :pad]) if dn is not None else None,
+                encoder_self=encoder_self,
             )
         return result
 
@@ -231,7 +236,7 @@ class DeformableDETR(nn.Module):
         allowed = query_visibility(query_pos.shape[1], groups, None, enc.memory.device)
         hs, refs = t.decode(enc, tgt.unsqueeze(0).expand(b, -1, -1), reference, query_pos,
                             self.bbox_embed if self.config.with_box_refine else None, allowed)
-        return DeformableOutput(hs=hs, references=refs, memory=enc.memory, capture=enc.capture)
+        return DeformableOutput(hs=hs, references=refs, memory=enc.memory, capture=enc.capture, aifi=enc.aifi)
 
     def _anchor_forward(self, srcs: list[Tensor], masks: list[Tensor], pos: list[Tensor],
                         targets: list[dict[str, Tensor]] | None, capture: bool) -> tuple:
@@ -260,7 +265,7 @@ class DeformableDETR(nn.Module):
         allowed = query_visibility(n_match, groups, dn, enc.memory.device)
         hs, refs = t.decode(enc, tgt, reference, None, self.bbox_embed if cfg.with_box_refine else None, allowed,
                             look_forward_twice=cfg.look_forward_twice and cfg.with_box_refine)
-        return hs, refs, enc.memory, enc.capture, selected, enc_outputs, dn, groups
+        return hs, refs, enc.memory, enc.capture, enc.aifi, selected, enc_outputs, dn, groups
 
 
 def level_strides(model: DeformableDETR) -> list[int]:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from detr_core.box_ops import inverse_sigmoid
 from detr_core.config import DETRConfig
 from detr_core.model.backbone import Backbone, TinyBody
-from detr_core.model.capture_protocol import SamplingPoints
+from detr_core.model.capture_protocol import AttentionCapture, SamplingPoints
 from detr_core.model.deformable_attention import MultiScaleDeformableAttention
 from detr_core.model.hybrid_encoder import HybridEncoder
 from detr_core.model.nested_tensor import NestedTensor
@@ -171,6 +171,7 @@ class DeformableOutput:
     enc_logits: Tensor | None = None  # two-stage: [B, S, C] the encoder's proposal scores
     enc_boxes: Tensor | None = None  # two-stage: [B, S, 4] cxcywh proposals
     capture: SamplingPoints | None = None
+    aifi: list[AttentionCapture] | None = None  # hybrid encoder, with capture: each AIFI layer's q and k
     selected_tokens: Tensor | None = None  # two-stage: [B, Q] the encoder tokens the queries start from
     selection_scores: Tensor | None = None  # two-stage: [B, Q] sigmoid of the objectness logit they were ranked by
     selection_boxes: Tensor | None = None  # two-stage: [B, Q, 4] cxcywh, their proposals (the first references)
@@ -217,6 +218,7 @@ class EncodedLevels:
     shapes_tensor: Tensor  # [levels, 2] long
     valid_ratios: Tensor  # [B, levels, 2] (w, h)
     capture: SamplingPoints | None
+    aifi: list[AttentionCapture] | None = None  # hybrid encoder, with capture: each AIFI layer's q and k
 
 
 class DeformableTransformer(nn.Module):
@@ -299,8 +301,9 @@ class DeformableTransformer(nn.Module):
     def encode(self, srcs: list[Tensor], masks: list[Tensor], pos_embeds: list[Tensor], capture: bool = False
                ) -> EncodedLevels:
         """srcs, pos_embeds: per level [B, D, h_l, w_l] (projected); masks: per level [B, h_l, w_l]."""
+        aifi = None
         if self.hybrid:
-            srcs, _ = self.encoder(srcs, masks, pos_embeds)
+            srcs, aifi = self.encoder(srcs, masks, pos_embeds, capture)
         shapes = [(int(s.shape[-2]), int(s.shape[-1])) for s in srcs]
         src_flat = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # [B, S, D]
         mask_flat = torch.cat([m.flatten(1) for m in masks], 1)  # [B, S]
@@ -317,7 +320,7 @@ class DeformableTransformer(nn.Module):
                 if cap is not None:
                     cap.encoder_locations.append(loc)
                     cap.encoder_weights.append(w)
-        return EncodedLevels(memory, mask_flat, shapes, shapes_tensor, valid_ratios, cap)
+        return EncodedLevels(memory, mask_flat, shapes, shapes_tensor, valid_ratios, cap, aifi if capture else None)
 
     def proposals(self, enc: EncodedLevels, heads: tuple[nn.Module, nn.Module]) -> tuple[Tensor, Tensor, Tensor]:
         """Every encoder token's proposal through (class, box) heads: logits [B, S, C], box logits
@@ -405,6 +408,6 @@ class DeformableTransformer(nn.Module):
         hs, refs = self.decode(enc, tgt, reference, query_pos, box_heads)
         return DeformableOutput(
             hs=hs, references=refs, memory=memory,
-            enc_logits=enc_logits, enc_boxes=enc_boxes, capture=enc.capture, selected_tokens=topk,
+            enc_logits=enc_logits, enc_boxes=enc_boxes, capture=enc.capture, aifi=enc.aifi, selected_tokens=topk,
             selection_scores=topk_scores, selection_boxes=start_boxes,
         )

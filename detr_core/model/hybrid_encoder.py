@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detr_core.config import DETRConfig
-from detr_core.model.capture_protocol import AttentionCapture
-from detr_core.model.transformer import TransformerEncoderLayer
+from detr_core.model.capture_protocol import AttentionCapture, EncoderSelfAttention
+from detr_core.model.transformer import TransformerEncoderLayer, attention_weights
 
 
 class ConvNormAct(nn.Sequential):
@@ -101,3 +101,18 @@ class HybridEncoder(nn.Module):
             down = _resize_to(self.downsample[i](outs[-1]), high)
             outs.append(self.pan[i](torch.cat([down, high], 1)))
         return outs, caps
+
+
+def encoder_self_attention(layers: list[AttentionCapture], mask: Tensor, level: int, stride: int
+                           ) -> EncoderSelfAttention:
+    """The AIFI layers' captured queries and keys (each [B, heads, S, dh], S = h * w of the top
+    level) as their attention weights [B, heads, S, S], with the padded keys masked out as the
+    layers masked them; ``mask`` [B, h, w] True on padding, ``level`` and ``stride`` the top level's."""
+    padded = mask.flatten(1)  # [B, S]
+    any_padding = bool(padded.any())
+    allowed = (~padded)[:, None, None, :] if any_padding else None
+    # float32: the layers may have run in bfloat16 (autocast); the map is read, not trained
+    weights = [attention_weights(c.q.float(), c.k.float(), allowed) for c in layers]
+    h, w = int(mask.shape[-2]), int(mask.shape[-1])
+    return EncoderSelfAttention(weights=weights, level=level, shape=(h, w), stride=stride,
+                                feature_mask=mask if any_padding else None)

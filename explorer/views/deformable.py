@@ -4,11 +4,14 @@ the image, beside where a dense DETR looks for the same image and query slot.
 Left: the image with the selected query's reference point and its sampling points in the chosen
 decoder layer: one symbol per feature level, sized and coloured by attention weight, toggled per
 level and per head, with the box that layer predicts and the path of the reference point through
-the layers before it. Click the image: the encoder's sampling points for that pixel, per level.
+the layers before it. Click the image: the encoder's sampling points for that pixel, per level;
+for RT-DETR and its kin, whose encoder attends densely within its top level only (AIFI), where the
+token under the click attends on that level, per head or their mean, the clicked cell outlined.
 Right: a dense model's cross-attention heatmap for the same image and query slot (the model the
 user had open before, else the bundled checkpoint).
 
-Everything drawn comes from the forward pass's own sampling locations (``InferenceResult.deformable``).
+Everything drawn comes from the forward pass's own sampling locations (``InferenceResult.deformable``)
+and encoder attention weights (``InferenceResult.encoder_self``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from detr_core.analysis.capture import InferenceResult, run_inference
 from detr_core.analysis.deformable_capture import DeformableSampling
+from detr_core.analysis.encoder_self_attention import EncoderSelfMaps
 from detr_core.analysis.heatmaps import cross_attention_map
 from detr_core.model.registry import attention_kind
 
@@ -49,6 +53,8 @@ LEVEL_SYMBOLS = ("o", "s", "t", "d", "h", "star", "p", "x")
 OUTLINE = pg.mkPen(0, 0, 0, 140, width=1)
 SYMBOL_GLYPHS = {"o": "●", "s": "■", "t": "▼", "d": "◆", "h": "⬢", "star": "★", "p": "⬟", "x": "✕"}
 MODE_QUERY, MODE_PIXEL = "query", "pixel"
+NO_ENCODER_ATTENTION = ("This model's encoder has no attention to show at a pixel: no sampling points, and no "
+                        "self-attention captured (its encoder is convolutional only, or it has none).")
 VIEW_HELP.setdefault("Deformable attention", (
     "Deformable DETR (Zhu et al., 2021) replaces attention over every pixel with a few learned sampling "
     "points per head and feature level, placed around a reference point.\n\n"
@@ -56,8 +62,12 @@ VIEW_HELP.setdefault("Deformable attention", (
     "symbol per level; larger and brighter = more attention weight) and the box that layer predicts; the "
     "dotted path shows how the reference moved through earlier layers. Step the layer slider to watch it "
     "refine. Tick levels and heads on and off. Click the image to see the encoder's sampling points for "
-    "that pixel.\n\nRight: a dense DETR's cross-attention heatmap for the same image and query slot "
-    "(the plain model you had open before, else the bundled one)."))
+    "that pixel.\n\nRT-DETR (and RT-DETRv2, D-FINE, DEIMv2, the rt_detr preset) has no sampling points in "
+    "its encoder: its hybrid encoder runs plain self-attention (AIFI) within the coarsest level only, then "
+    "fuses the levels with convolutions. For these models a click shows where the token under it attends "
+    "among that level's cells (one head, or the mean of all), the clicked cell outlined.\n\nRight: a "
+    "dense DETR's cross-attention heatmap for the same image and query slot (the plain model you had open "
+    "before, else the bundled one)."))
 
 
 def _dense_inference(ctx: WorkContext, source: LoadedModel | Path, image: np.ndarray
@@ -137,10 +147,16 @@ class DeformableView(AnalysisView):
                                       "different models need not find the same object)")
         self.dense_pairing.currentIndexChanged.connect(lambda _: self.redraw())
         self.pixel_level.currentIndexChanged.connect(lambda _: self.redraw())
+        self.encoder_head = QComboBox()  # the encoder self-attention's head (AIFI), or their mean
+        self.encoder_head.setToolTip("One head of the encoder's self-attention, or the mean over all heads")
+        self.encoder_head.currentIndexChanged.connect(lambda _: self.redraw())
         controls = Flow()
         controls.addWidget(self.mode_box)
         controls.addWidget(side_by_side(self.layer_label, self.layer_slider))
-        controls.addWidget(labelled("clicked pixel on", self.pixel_level))
+        self.pixel_level_choice = labelled("clicked pixel on", self.pixel_level)
+        self.encoder_head_choice = labelled("head", self.encoder_head)
+        controls.addWidget(self.pixel_level_choice)
+        controls.addWidget(self.encoder_head_choice)
         controls.addWidget(self.dense_pairing)
         self.level_row = Flow()  # "Levels", then a box per level
         self.head_row = Flow()  # "Heads", then a box per head
@@ -173,7 +189,12 @@ class DeformableView(AnalysisView):
         self.reference_item = pg.ScatterPlotItem(pxMode=True, symbol="+", size=22,
                                                  pen=pg.mkPen("#ffffff", width=3), brush=None)
         self.dense_box_item = pg.PlotCurveItem(pen=pg.mkPen("#ffd54f", width=2))
-        for item in (self.path_item, self.box_item, self.lines_item, self.points_item, self.reference_item):
+        # the encoder self-attention (AIFI) from the clicked cell, and that cell's outline
+        self.encoder_heat_item = pg.ImageItem(axisOrder="row-major")
+        self.encoder_heat_item.setOpacity(0.65)
+        self.cell_item = pg.PlotCurveItem(pen=pg.mkPen("#00e5ff", width=3))
+        for item in (self.encoder_heat_item, self.cell_item, self.path_item, self.box_item, self.lines_item,
+                     self.points_item, self.reference_item):
             self.left.addItem(item)
         self.right.addItem(self.dense_box_item)
         self.left.scene().sigMouseClicked.connect(self._on_click)
@@ -205,6 +226,7 @@ class DeformableView(AnalysisView):
         state.imageChanged.connect(lambda _: self._refresh_dense())
         state.selectedQueryChanged.connect(lambda _: self._draw_later())
         state.layerChanged.connect(self._on_state_layer)
+        state.encoderPointChanged.connect(self._on_state_point)
         self._on_model(state.model)
 
     # --- following the state ---------------------------------------------------------------
@@ -212,6 +234,17 @@ class DeformableView(AnalysisView):
     def sampling(self) -> DeformableSampling | None:
         r = self.state.result
         return r.deformable if r is not None else None
+
+    @property
+    def encoder_self(self) -> EncoderSelfMaps | None:
+        """The result's encoder self-attention on its top level (RT-DETR's AIFI), if it has one."""
+        r = self.state.result
+        return r.encoder_self if r is not None else None
+
+    @property
+    def shows_encoder_self(self) -> bool:
+        """A clicked pixel shows the encoder's self-attention (a hybrid encoder has no sampling points)."""
+        return self.mode == MODE_PIXEL and self.encoder_self is not None
 
     @property
     def is_deformable(self) -> bool:
@@ -232,6 +265,13 @@ class DeformableView(AnalysisView):
         self._build_toggles()
         self._refresh_dense()
         self._draw_later()
+
+    def _on_state_point(self, point: tuple[float, float] | None) -> None:
+        """A point clicked on the image elsewhere (the main picture) is this view's pixel too."""
+        if point is not None and point != self.pixel:
+            self.pixel = point
+            if self.mode == MODE_PIXEL:
+                self._draw_later()
 
     def _on_state_layer(self, layer: int) -> None:
         s = self.sampling
@@ -275,12 +315,21 @@ class DeformableView(AnalysisView):
                 self.head_boxes.append(box)
         self.levels_label.setVisible(bool(self.level_boxes))
         self.heads_label.setVisible(bool(self.head_boxes))
+        enc = self.encoder_self
+        names = [] if enc is None else ["mean of heads"] + [f"{i + 1}" for i in range(enc.num_heads)]
+        if [self.encoder_head.itemText(i) for i in range(self.encoder_head.count())] != names:
+            self.encoder_head.blockSignals(True)
+            self.encoder_head.clear()
+            self.encoder_head.addItems(names)
+            self.encoder_head.blockSignals(False)
         self._update_slider()
 
     def _update_slider(self) -> None:
-        s = self.sampling
+        s, enc = self.sampling, self.encoder_self
         n = 0
-        if s is not None:
+        if self.shows_encoder_self and enc is not None:
+            n = enc.num_layers
+        elif s is not None:
             n = s.decoder_points.shape[0] if self.mode == MODE_QUERY else s.num_encoder_layers
         self.layer_slider.blockSignals(True)
         self.layer_slider.setMaximum(max(n - 1, 0))
@@ -291,6 +340,12 @@ class DeformableView(AnalysisView):
         self.layer_slider.blockSignals(False)
         kind = "decoder" if self.mode == MODE_QUERY else "encoder"
         self.layer_label.setText(f"{kind} layer {self.layer_slider.value() + 1} of {n}")
+        # the encoder self-attention lives on one level, and its heads are chosen in one list
+        dense_encoder = self.shows_encoder_self
+        self.pixel_level_choice.setVisible(self.mode == MODE_PIXEL and not dense_encoder)
+        self.encoder_head_choice.setVisible(dense_encoder)
+        self.level_row.setVisible(not dense_encoder)
+        self.head_row.setVisible(not dense_encoder)
 
     # --- choices ---------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
@@ -311,9 +366,33 @@ class DeformableView(AnalysisView):
         self.head_boxes[head].setChecked(on)
 
     def show_pixel(self, y: float, x: float) -> None:
-        """The encoder's sampling for the pixel at (y, x) of the image."""
+        """The encoder's sampling (or self-attention) for the pixel at (y, x) of the image; the
+        state's clicked point follows (the main picture marks it)."""
         self.pixel = (float(y), float(x))
         self.set_mode(MODE_PIXEL)
+        self.state.set_encoder_point(self.pixel)
+
+    def set_encoder_head(self, head: int | None) -> None:
+        """The encoder self-attention's head shown (None: the mean over heads)."""
+        self.encoder_head.setCurrentIndex(0 if head is None else head + 1)
+
+    @property
+    def encoder_head_index(self) -> int | None:
+        """The encoder self-attention's head shown, None for the mean over heads."""
+        i = self.encoder_head.currentIndex()
+        return None if i <= 0 else i - 1
+
+    def encoder_map(self) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The encoder self-attention drawn now: the [h, w] map from the clicked cell (one head or
+        the mean over heads, in the chosen layer) and that cell (row, column); None when none is."""
+        enc = self.encoder_self
+        if not self.shows_encoder_self or enc is None or self.pixel is None:
+            return None
+        maps = enc.at(*self.pixel)  # [L, heads, h, w]
+        layer = min(self.layer_slider.value(), enc.num_layers - 1)
+        head = self.encoder_head_index
+        heat = maps[layer].mean(0) if head is None else maps[layer, min(head, enc.num_heads - 1)]
+        return heat.numpy(), enc.cell_at(*self.pixel)
 
     def _on_layer(self, value: int) -> None:
         if self.mode == MODE_QUERY and self.state.result is not None:
@@ -367,8 +446,9 @@ class DeformableView(AnalysisView):
         if s is None or image is None or not self.is_deformable:
             for item in (self.points_item, self.reference_item):
                 item.setData([])
-            for item in (self.path_item, self.box_item, self.lines_item):
+            for item in (self.path_item, self.box_item, self.lines_item, self.cell_item):
                 item.setData([], [])
+            self.encoder_heat_item.clear()
             return
         if id(image) != getattr(self, "_image_id", None):
             self._image_id = id(image)
@@ -380,7 +460,18 @@ class DeformableView(AnalysisView):
         layer = self.layer_slider.value()
         r = self.state.result
         assert r is not None
-        if shown is None:
+        if self.shows_encoder_self:
+            self._draw_encoder_self()
+            self._draw_dense()
+            return
+        self.encoder_heat_item.clear()
+        self.cell_item.setData([], [])
+        if shown is None and self.mode == MODE_PIXEL and s.num_encoder_layers == 0:
+            self.points_item.setData([])
+            self.reference_item.setData([])
+            self.lines_item.setData([], [])
+            self.caption.setText(NO_ENCODER_ATTENTION)
+        elif shown is None:
             self.points_item.setData([])
             self.reference_item.setData([])
             self.lines_item.setData([], [])
@@ -430,6 +521,46 @@ class DeformableView(AnalysisView):
             + "), size and colour by attention weight (bright and large = more weight), relative to the "
             "heaviest point shown.")
         self._draw_dense()
+
+    def _draw_encoder_self(self) -> None:
+        """The clicked cell's encoder self-attention over the top level, the cell outlined."""
+        for item in (self.points_item, self.reference_item):
+            item.setData([])
+        for item in (self.path_item, self.box_item, self.lines_item):
+            item.setData([], [])
+        enc, drawn = self.encoder_self, self.encoder_map()
+        assert enc is not None
+        h, w = enc.shape
+        where = (f"level {enc.level + 1} of {enc.num_levels}, the coarsest: {w}×{h} cells of {enc.stride} px "
+                 "of the model's input")
+        self.legend.setText(
+            f"Colour: the attention weight from the outlined cell to every cell of {where}; brighter = more, "
+            "relative to the heaviest cell. The encoder attends only within this level (AIFI); convolutions "
+            "then carry it to the finer levels the decoder samples."
+            + (" Padding cells are attended to as black pixels (this model passes no padding mask)."
+               if enc.padded is not None else ""))
+        if drawn is None:
+            self.encoder_heat_item.clear()
+            self.cell_item.setData([], [])
+            self.caption.setText("Click a pixel of the image: where the encoder token under it attends.")
+            return
+        heat, (i, j) = drawn
+        self.encoder_heat_item.setImage(heat, levels=(0.0, max(float(heat.max()), 1e-9)),
+                                        lut=self.colormap.getLookupTable(nPts=256))
+        self.encoder_heat_item.setRect(0, 0, enc.extent[1], enc.extent[0])
+        x0, y0, x1, y1 = enc.cell_box(i, j)
+        self.cell_item.setData([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
+        layer = min(self.layer_slider.value(), enc.num_layers - 1)
+        head = self.encoder_head_index
+        pi, pj = divmod(int(np.argmax(heat)), w)
+        peak = float(heat.max())
+        y, x = self.pixel  # type: ignore[misc]
+        heads = f"mean of its {enc.num_heads} heads" if head is None else f"head {head + 1} of {enc.num_heads}"
+        self.caption.setText(
+            f"Encoder self-attention (AIFI), layer {layer + 1} of {enc.num_layers}, {heads}"
+            f": where the token at ({x:.0f}, {y:.0f}), cell (row {i + 1}, column {j + 1}), attends among the "
+            f"{h * w} cells of its level. Heaviest: cell (row {pi + 1}, column {pj + 1}), {peak:.3g}, "
+            f"{peak * h * w:.1f}× an even spread (1/{h * w}); on itself {float(heat[i, j]):.3g}.")
 
     @staticmethod
     def _draw_box(item: pg.PlotCurveItem, xyxy: np.ndarray) -> None:
@@ -533,6 +664,15 @@ class DeformableView(AnalysisView):
 
     # --- export ----------------------------------------------------------------------------
     def export_data(self) -> list[dict[str, Any]] | None:
+        drawn = self.encoder_map()
+        if drawn is not None and self.pixel is not None:  # the encoder self-attention: one row per cell
+            heat, (i, j) = drawn
+            head = self.encoder_head_index
+            where = {"mode": "encoder self-attention", "pixel_y": self.pixel[0], "pixel_x": self.pixel[1],
+                     "from_row": i + 1, "from_column": j + 1, "layer": self.layer_slider.value() + 1,
+                     "head": "mean" if head is None else head + 1}
+            return [{**where, "row": r + 1, "column": c + 1, "weight": float(heat[r, c])}
+                    for r in range(heat.shape[0]) for c in range(heat.shape[1])]
         shown = self.shown_points()
         if shown is None:
             return None

@@ -13,7 +13,14 @@ Capture recipe (forward hooks, nothing recomputed but the top-k of the selection
 - the decoder's memory and level shapes (a pre-hook on the decoder);
 - ``selected_tokens``: the top ``num_queries`` of ``enc_outputs_class`` (as transformers selects);
 - every layer's logits and boxes: transformers returns them (``intermediate_logits``,
-  ``intermediate_reference_points``).
+  ``intermediate_reference_points``);
+- the hybrid encoder's self-attention (AIFI) on the top level -> :class:`EncoderSelfAttention`:
+  the outputs of each AIFI layer's ``q_proj`` and ``k_proj`` (forward hooks), whose weights are
+  softmax(q k^T * scaling) as transformers' eager attention computes them (it runs with no mask);
+  the default sdpa kernel returns no weights, and switching the model to eager would change its
+  predictions in the last bits. Where a config runs AIFI on several levels (``encode_proj_layers``),
+  the coarsest one's is kept. The same modules in RT-DETRv2, D-FINE and DEIMv2 (whose "lite"
+  encoder has no attention: ``encoder_self`` is None there).
 
 Input: RT-DETR's processor rescales to [0, 1] without normalizing; the wrapper undoes the
 project's ImageNet normalization. RT-DETR takes no pixel mask (padding is seen as black).
@@ -32,12 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detr_core.model.capture_protocol import ModelCapture, SamplingPoints
+from detr_core.model.capture_protocol import EncoderSelfAttention, ModelCapture, SamplingPoints
 from detr_core.model.hf_families.base import (
     FamilySpec,
     Recording,
     WrappedDetector,
+    heads_first,
     inputs_of,
+    output_of,
+    pad_to_multiple,
     registry_entries,
 )
 from detr_core.model.nested_tensor import NestedTensor
@@ -84,7 +94,48 @@ class RTDetr(WrappedDetector):
         for layer in decoder.layers:
             hooks.append(inputs_of(layer.encoder_attn, "reference", lambda a, k: k["reference_points"][:, :, 0]))
             hooks += self._sampling_hooks(layer.encoder_attn)
+        return hooks + self._encoder_self_hooks()
+
+    def _top_aifi(self) -> tuple[int, Any] | None:
+        """(level, module) of the hybrid encoder's AIFI on the coarsest level it runs on; None
+        without one (no AIFI module, or ``encoder_layers`` 0)."""
+        encoder = self.detector.model.encoder
+        modules = getattr(encoder, "aifi", None)
+        if not modules or self.detector.config.encoder_layers == 0:
+            return None
+        levels = len(self.detector.config.encoder_in_channels)
+        level, i = max((int(enc) % levels, i) for i, enc in enumerate(encoder.encode_proj_layers))
+        return level, modules[i]
+
+    def _encoder_self_hooks(self) -> list:
+        """Hooks recording ``aifi_grid`` ((h, w) of the top level's map) and, per AIFI layer,
+        ``aifi_q`` and ``aifi_k`` ([B, S, D], S = h * w, the projections of the layer's attention)."""
+        top = self._top_aifi()
+        if top is None:
+            return []
+        _, aifi = top
+        hooks = [inputs_of(aifi, "aifi_grid", lambda a, k: tuple((a[0] if a else k["hidden_states"]).shape[-2:]))]
+        for layer in aifi.layers:
+            hooks += [output_of(layer.self_attn.q_proj, "aifi_q"), output_of(layer.self_attn.k_proj, "aifi_k")]
         return hooks
+
+    def _encoder_self(self, recording: Recording, sampling: SamplingPoints) -> EncoderSelfAttention | None:
+        """The AIFI layers' attention weights [B, heads, S, S] from their recorded q and k."""
+        top = self._top_aifi()
+        if top is None or "aifi_q" not in recording:
+            return None
+        level, aifi = top
+        attention = aifi.layers[0].self_attn
+        h, w = (int(n) for n in recording["aifi_grid"][0])
+        weights = []
+        for q, k in zip(recording["aifi_q"], recording["aifi_k"]):  # [B, S, D] each
+            heads = q.shape[-1] // attention.head_dim
+            scores = torch.matmul(heads_first(q, heads), heads_first(k, heads).transpose(2, 3)) * attention.scaling
+            weights.append(scores.softmax(-1))  # as transformers' eager attention, which gets no mask
+        mask = sampling.feature_masks[level] if level < len(sampling.feature_masks) else None
+        padded = mask is not None and tuple(mask.shape[-2:]) == (h, w) and bool(mask.any())
+        return EncoderSelfAttention(weights=weights, level=level, shape=(h, w), stride=sampling.strides[level],
+                                    feature_mask=mask if padded else None)
 
     def _sampling_hooks(self, attention) -> list:
         """Hooks recording ``sampling`` (locations [B, Q, heads, levels, P, 2] in [0, 1] of the padded
@@ -100,6 +151,8 @@ class RTDetr(WrappedDetector):
         memory, shapes = recording["memory"][0]  # [B, S, D], per level (h_l, w_l)
         shapes = [(int(h), int(w)) for h, w in shapes]
         mask = samples.mask  # [B, H, W] True on padding
+        if self.SPEC.size_divisor > 1:  # the input's own padding too (its maps are of the padded input)
+            _, mask = pad_to_multiple(mask[:, None].float(), mask, self.SPEC.size_divisor)
         feature_masks = [F.interpolate(mask[None].float(), size=s).to(torch.bool)[0] for s in shapes]
         locations, weights = zip(*recording["sampling"])
         sampling = SamplingPoints(
@@ -115,7 +168,8 @@ class RTDetr(WrappedDetector):
         best, selected = torch.topk(scores, self.detector.config.num_queries, dim=1)  # [B, Q] each
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=sampling, memory=memory,
                             selected_tokens=selected, selection_scores=best.sigmoid(),
-                            selection_boxes=getattr(out, "enc_topk_bboxes", None))  # [B, Q, 4] where each started
+                            selection_boxes=getattr(out, "enc_topk_bboxes", None),  # [B, Q, 4] where each started
+                            encoder_self=self._encoder_self(recording, sampling))
 
 
 # The family's entries in detr_core.model.registry
