@@ -29,6 +29,7 @@ lists those the user may change (``nheads`` for RT-DETR, ``num_queries``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -236,7 +237,9 @@ def to_official(hf_state: dict[str, torch.Tensor], family: str) -> dict[str, tor
 
 def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
     """How many numbered children ``prefix`` has (``prefix`` + "0.", "1." ...)."""
-    found = {int(m[1]) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    n = len(prefix)
+    heads = (k[n:].split(".", 1)[0] for k in state if k.startswith(prefix))
+    found = {int(h) for h in heads if h.isdigit()}
     return max(found) + 1 if found else 0
 
 
@@ -468,8 +471,11 @@ def load_official(raw: dict, name: str) -> Checkpoint:
     return ckpt
 
 
-def _checkpoint(family: str, hf_state: dict[str, torch.Tensor], settings: dict[str, Any],
-                where: str) -> Checkpoint:
+def _checkpoint(family: str, hf_state: dict[str, torch.Tensor], settings: dict[str, Any], where: str,
+                checked: dict[str, torch.Tensor] | None = None) -> Checkpoint:
+    """A Checkpoint of the wrapped family from a state with transformers' names. ``checked``: the
+    state dict of an earlier Checkpoint of the same file (``nheads`` and ``num_queries`` change no
+    weight): reused as it is, else the model is laid out once to check the weights fit it."""
     from detr_core.model.hf_families import family_module
     from detr_core.model.registry import build_model
 
@@ -482,39 +488,52 @@ def _checkpoint(family: str, hf_state: dict[str, torch.Tensor], settings: dict[s
         assumptions = {"nheads": DEFAULT_HEADS}
     assumptions["num_queries"] = DEFAULT_QUERIES
     assumptions = {k: v for k, v in assumptions.items() if k not in settings}
-    detector = family_module(family).build
-    config = detector.detr_config(hf)
+    config = family_module(family).build.detr_config(hf)
+    ckpt = Checkpoint(config, class_names(config.num_classes), checked or {}, source=SOURCES[family],
+                      extra={"family": family, "weights": where}, assumptions=assumptions,
+                      settings_hook=with_settings)
+    if checked is not None:
+        return ckpt
+    with torch.device("meta"):  # the layout only (no memory, no initialisation)
+        model = build_model(config)
+    expected = model.state_dict()
     state = {f"detector.{k}": v for k, v in hf_state.items()}
-    # transformers keeps the per-layer heads a second time outside ``model.`` (tied or copied)
+    # transformers keeps the per-layer heads a second time outside ``model.`` when it does not tie them
     for key, value in hf_state.items():
         m = re.match(r"^model\.decoder\.((class_embed|bbox_embed)\..*)$", key)
-        if m:
+        if m and f"detector.{m[1]}" in expected:
             state[f"detector.{m[1]}"] = value
-    model = build_model(config)  # once, to know which copies transformers keeps and to refuse a misfit now
-    expected = model.state_dict()
-    state = {k: v for k, v in state.items() if k in expected or not re.match(r"^detector\.(class|bbox)_embed\.", k)}
     for key in expected:  # batch-norm step counters (not used at inference; files converted from Paddle lack them)
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros((), dtype=torch.long)
-    ckpt = Checkpoint(config, class_names(config.num_classes), state, source=SOURCES[family],
-                      extra={"family": family, "weights": where}, assumptions=assumptions,
-                      settings_hook=with_settings)
+    ckpt.state_dict = state
     problem = ckpt.problem(model)
     if problem:
         raise CheckpointError(problem.replace("described in the file", "read off the file's shapes"))
     return ckpt
 
 
+REREAD = ("nheads", "num_queries")  # settings the weights could not say: the file is reread with them
+# DETRConfig fields read off the weights (through transformers' config): not settable
+READ_OFF_WEIGHTS = ("attention", "backbone", "transformers_config", "d_model", "num_encoder_layers",
+                    "num_decoder_layers", "dim_feedforward", "num_classes", "num_feature_levels", "dec_n_points",
+                    "with_box_refine", "two_stage")
+
+
 def with_settings(ckpt: Checkpoint, **settings: Any) -> Checkpoint:
-    """The same authors' file read with ``nheads`` or ``num_queries`` set (what it could not say)."""
-    allowed = {"nheads", "num_queries"}
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise CheckpointError(f"{', '.join(unknown)} cannot be set for an official {ckpt.model_config.attention} "
-                              f"file (only {', '.join(sorted(allowed))}: the rest is read off its weights)")
+    """The same authors' file with settings applied: ``nheads`` and ``num_queries`` (what it could not
+    say) reread it; others (e.g. ``image_min_size``) set the DETRConfig field. Earlier settings stay."""
+    fixed = sorted(set(settings) & set(READ_OFF_WEIGHTS))
+    if fixed:
+        raise CheckpointError(f"{', '.join(fixed)} cannot be set for an official {ckpt.model_config.attention} file "
+                              "(read off its weights)")
+    merged = {**ckpt.extra.get("settings", {}), **settings}
     hf_state = {k[len("detector."):]: v for k, v in ckpt.state_dict.items() if k.startswith("detector.model.")}
-    previous = {k: v for k, v in ckpt.extra.get("settings", {}).items()}
-    merged = {**previous, **settings}
-    new = _checkpoint(ckpt.extra["family"], hf_state, merged, ckpt.extra.get("weights", "model"))
+    new = _checkpoint(ckpt.extra["family"], hf_state, {k: v for k, v in merged.items() if k in REREAD},
+                      ckpt.extra.get("weights", "model"), checked=ckpt.state_dict)
+    rest = {k: v for k, v in merged.items() if k not in REREAD}
+    if rest:  # the generic path (Checkpoint.with_settings without this hook) for the other fields
+        new = dataclasses.replace(dataclasses.replace(new, settings_hook=None).with_settings(**rest),
+                                  settings_hook=with_settings)
     new.extra["settings"] = merged
     return new
