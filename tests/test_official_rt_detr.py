@@ -1,4 +1,4 @@
-"""The authors' RT-DETR (lyuwenyu/RT-DETR) and D-FINE (Peterande/D-FINE) ``.pth`` files open as
+"""The authors' RT-DETR and RT-DETRv2 (lyuwenyu/RT-DETR) and D-FINE (Peterande/D-FINE) ``.pth`` files open as
 the wrapped transformers families and reproduce transformers' forward. Small random transformers
 models are written in the authors' layout (names as transformers' conversion scripts map from, in
 their ``{"ema": {"module": ...}}`` and ``{"model": ...}`` wrappers); nothing is downloaded."""
@@ -49,6 +49,18 @@ def tiny_rt_detr():
         encoder_ffn_dim=48, decoder_ffn_dim=40, decoder_layers=2, num_queries=12, decoder_in_channels=[32, 32, 32],
         hidden_expansion=0.5, num_labels=3)
     return _randomize(transformers.RTDetrForObjectDetection(config))
+
+
+def tiny_rt_detr_v2():
+    """RT-DETRv2 on a basic-block PResNet (rtdetrv2_r18vd's layout), 2 heads (read off its points)."""
+    torch.manual_seed(0)
+    backbone = transformers.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[16, 24, 32, 48], depths=[1, 1, 1, 1],
+                                               layer_type="basic", out_features=["stage2", "stage3", "stage4"])
+    config = transformers.RTDetrV2Config(
+        backbone_config=backbone, encoder_in_channels=[24, 32, 48], encoder_hidden_dim=32, d_model=32,
+        encoder_ffn_dim=48, decoder_ffn_dim=40, encoder_attention_heads=2, decoder_attention_heads=2,
+        decoder_layers=2, num_queries=12, decoder_in_channels=[32, 32, 32], decoder_n_points=3, num_labels=80)
+    return _randomize(transformers.RTDetrV2ForObjectDetection(config))
 
 
 def tiny_d_fine():
@@ -159,6 +171,24 @@ def test_d_fine_file_opens_as_d_fine_and_reproduces_transformers(d_fine_file):
     torch.manual_seed(1)
     ours = _reproduces(hf, ckpt.build_model(), torch.randn(3, 64, 96))
     assert ours["capture"].edge_distributions.probabilities.shape == (2, 1, 12, 4, 9)
+
+
+def test_rt_detr_v2_file_opens_as_rt_detr_v2_and_reproduces_transformers(tmp_path):
+    hf = tiny_rt_detr_v2()
+    state = to_official(hf.state_dict(), "rt_detr_v2")
+    # the names transformers' convert_rt_detr_v2_weights_to_hf.py maps from (where they differ from v1's)
+    for key in ("encoder.input_proj.1.conv.weight", "encoder.input_proj.1.norm.running_mean",
+                "decoder.enc_output.proj.weight", "decoder.enc_output.norm.bias",
+                "decoder.decoder.layers.1.cross_attn.num_points_scale", "backbone.res_layers.0.blocks.0.branch2b.conv.weight"):
+        assert key in state, key
+    assert not any("branch2c" in k for k in state)
+    path = tmp_path / "rtdetrv2.pth"
+    torch.save({"ema": {"module": state}}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config.attention == "rt_detr_v2" and ckpt.source == "lyuwenyu/RT-DETR"
+    assert ckpt.assumptions == {"num_queries": 300} and ckpt.model_config.nheads == 2 and len(ckpt.class_names) == 80
+    torch.manual_seed(1)
+    _reproduces(hf, ckpt.with_settings(num_queries=12).build_model(), torch.randn(3, 64, 96))
 
 
 def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened, tmp_path):

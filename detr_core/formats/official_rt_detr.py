@@ -1,18 +1,20 @@
-"""The authors' own release files of RT-DETR (lyuwenyu/RT-DETR, ``rtdetr_pytorch``) and D-FINE
-(Peterande/D-FINE): a ``torch.save``'d dict holding the state dict as ``{"model": state}``,
+"""The authors' own release files of RT-DETR and RT-DETRv2 (lyuwenyu/RT-DETR, ``rtdetr_pytorch`` and
+``rtdetrv2_pytorch``) and D-FINE (Peterande/D-FINE): a ``torch.save``'d dict holding the state dict as ``{"model": state}``,
 ``{"ema": {"module": state}}`` (preferred when both are there: it is the one their evaluation
 reports) or bare, opened as the wrapped transformers families
 (:mod:`detr_core.model.hf_families.rt_detr`, :mod:`~detr_core.model.hf_families.d_fine`), so every
-view and ``main.py info/eval/predict`` take them.
+view and ``main.py info/eval/predict`` take them (:mod:`~detr_core.model.hf_families.rt_detr_v2` for v2).
 
 The file is recognised by its keys, never its name: ``backbone.res_layers.*`` (PResNet) or
 ``backbone.stem.*``/``backbone.stages.*`` (HGNetV2), ``encoder.input_proj.*`` and
-``decoder.dec_score_head.*``; ``decoder.decoder.lqe_layers.*`` makes it D-FINE.
+``decoder.dec_score_head.*``; ``decoder.decoder.lqe_layers.*`` makes it D-FINE, a
+``cross_attn.num_points_scale`` buffer without them RT-DETRv2.
 
 **Names.** :data:`RULES` renames the authors' parameters to those of the installed transformers'
 ``RTDetrForObjectDetection`` / ``DFineForObjectDetection``. The renames are the ones transformers'
 conversion scripts make (``models/rt_detr/convert_rt_detr_original_pytorch_checkpoint_to_hf.py``
-and ``models/d_fine/convert_d_fine_original_pytorch_checkpoint_to_hf.py`` in the transformers
+``models/rt_detr_v2/convert_rt_detr_v2_weights_to_hf.py`` and
+``models/d_fine/convert_d_fine_original_pytorch_checkpoint_to_hf.py`` in the transformers
 repository; the installed wheel does not ship them, so they are written again here), onto the
 names transformers 5 keeps in its state dict (``encoder.aifi``, ``o_proj``, ``mlp.fc1``). Packed
 attention weights (``in_proj_weight``) are split into ``q/k/v_proj`` as the scripts'
@@ -24,7 +26,8 @@ layers, levels, FFN, classes, D-FINE's bins, LQE, ``reg_scale``/``up`` and point
 models of any size open, not only the released ones (rtdetr_r18vd/r34vd/r50vd/r101vd,
 dfine_n/s/m/l/x on COCO or Objects365). What weights cannot say is assumed at the authors'
 defaults, each named where it is set (see :func:`_shared_config`); ``Checkpoint.assumptions``
-lists those the user may change (``nheads`` for RT-DETR, ``num_queries``).
+lists those the user may change (``num_queries``, and ``nheads`` for RT-DETR v1, whose weights
+hold heads x points only; v2 and D-FINE keep the points per level, which gives the heads).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import torch
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.data.coco_names import COCO_CLASS_NAMES
 
-SOURCES = {"rt_detr": "lyuwenyu/RT-DETR", "d_fine": "Peterande/D-FINE"}
+SOURCES = {"rt_detr": "lyuwenyu/RT-DETR", "rt_detr_v2": "lyuwenyu/RT-DETR", "d_fine": "Peterande/D-FINE"}
+TITLES = {"rt_detr": "RT-DETR", "rt_detr_v2": "RT-DETRv2", "d_fine": "D-FINE"}
 
 # The authors' defaults for what the weights cannot say (all their released configs use them)
 DEFAULT_HEADS = 8  # RT-DETR: nhead=8 (encoder and decoder); heads x points is all its shapes hold
@@ -115,6 +119,14 @@ RT_DETR_RULES = _AIFI + _HEADS + [  # lyuwenyu/RT-DETR rtdetr_pytorch (v1)
     ("decoder.decoder.layers.#.linear2.", "model.decoder.layers.#.mlp.fc2."),
 ]
 
+RT_DETR_V2_RULES = [  # lyuwenyu/RT-DETR rtdetrv2_pytorch (convert_rt_detr_v2_weights_to_hf.py)
+    ("encoder.input_proj.#.conv.", "model.encoder_input_proj.#.0."),
+    ("encoder.input_proj.#.norm.", "model.encoder_input_proj.#.1."),
+    ("decoder.enc_output.proj.", "model.enc_output.0."),
+    ("decoder.enc_output.norm.", "model.enc_output.1."),
+    ("decoder.decoder.layers.#.cross_attn.num_points_scale", "model.decoder.layers.#.encoder_attn.n_points_scale"),
+] + RT_DETR_RULES
+
 _ELAN = [  # D-FINE's RepNCSPELAN4 blocks (cv1..cv4) -> transformers' names
     (f"encoder.{blocks}.#.{ours}", f"model.encoder.{blocks}.#.{theirs}")
     for blocks in ("fpn_blocks", "pan_blocks")
@@ -174,18 +186,24 @@ def backbone_rules(state: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def family_of(state: dict[str, Any]) -> str | None:
-    """``"rt_detr"`` or ``"d_fine"`` for an authors' state dict (by its keys), else None."""
+    """``"rt_detr"``, ``"rt_detr_v2"`` or ``"d_fine"`` for an authors' state dict (by its keys), else None."""
     keys = [k for k in state if isinstance(k, str)]
     if not (any(k.startswith("decoder.dec_score_head.") for k in keys)
             and any(k.startswith("encoder.input_proj.") for k in keys)
             and any(k.startswith("backbone.") for k in keys)):
         return None
-    return "d_fine" if any(k.startswith("decoder.decoder.lqe_layers.") for k in keys) else "rt_detr"
+    if any(k.startswith("decoder.decoder.lqe_layers.") for k in keys):
+        return "d_fine"
+    # v2's deformable attention keeps 1/points per sampling point (v1's has no buffer)
+    return "rt_detr_v2" if "decoder.decoder.layers.0.cross_attn.num_points_scale" in keys else "rt_detr"
+
+
+RULES = {"rt_detr": RT_DETR_RULES, "rt_detr_v2": RT_DETR_V2_RULES, "d_fine": D_FINE_RULES}
 
 
 def to_transformers(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """The authors' state dict -> transformers' names. Raises CheckpointError on keys no rule knows."""
-    rules = backbone_rules(state) + (D_FINE_RULES if family == "d_fine" else RT_DETR_RULES)
+    rules = backbone_rules(state) + RULES[family]
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():
@@ -202,8 +220,7 @@ def to_transformers(state: dict[str, torch.Tensor], family: str) -> dict[str, to
             continue
         out[re.sub(r"\.self_attn\.out_proj\.", ".self_attn.o_proj.", new)] = value
     if unknown:
-        title = "D-FINE" if family == "d_fine" else "RT-DETR"
-        raise CheckpointError(f"an official {title} file with {len(unknown)} weight(s) of no known layout "
+        raise CheckpointError(f"an official {TITLES[family]} file with {len(unknown)} weight(s) of no known layout "
                               f"(e.g. {', '.join(unknown[:3])})")
     return out
 
@@ -213,7 +230,7 @@ def to_official(hf_state: dict[str, torch.Tensor], family: str) -> dict[str, tor
     use to write files in the authors' layout from a transformers model). transformers' copies of
     the per-layer heads outside ``model.`` are left out (the authors keep one)."""
     hgnet = any(".embedder.stem" in k for k in hf_state)
-    rules = (_HGNET if hgnet else _PRESNET) + (D_FINE_RULES if family == "d_fine" else RT_DETR_RULES)
+    rules = (_HGNET if hgnet else _PRESNET) + RULES[family]
     out: dict[str, torch.Tensor] = {}
     packed: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in hf_state.items():
@@ -391,12 +408,10 @@ def rt_detr_config(s: dict[str, torch.Tensor], heads: int = DEFAULT_HEADS,
     return cfg
 
 
-def d_fine_config(s: dict[str, torch.Tensor], heads: int | None = None,
-                  queries: int = DEFAULT_QUERIES) -> dict[str, Any]:
-    """The ``config.json`` (model_type ``d_fine``) of a D-FINE state with transformers' names. The
-    points per level are read off ``num_points_scale`` (1/n for each of a level's n points), and
-    with them the head count."""
-    scale = s.get("model.decoder.layers.0.encoder_attn.num_points_scale")
+def _points_per_level(s: dict[str, torch.Tensor], key: str) -> list[int]:
+    """The sampling points per level, read off the attention's ``num_points_scale`` (1/n for each
+    of a level's n points)."""
+    scale = s.get(key)
     if scale is None:
         raise CheckpointError("no decoder.decoder.layers.0.cross_attn.num_points_scale in the file")
     points, i = [], 0
@@ -404,6 +419,33 @@ def d_fine_config(s: dict[str, torch.Tensor], heads: int | None = None,
         n = round(1 / float(scale[i]))
         points.append(n)
         i += max(n, 1)
+    return points
+
+
+def rt_detr_v2_config(s: dict[str, torch.Tensor], heads: int | None = None,
+                      queries: int = DEFAULT_QUERIES) -> dict[str, Any]:
+    """The ``config.json`` (model_type ``rt_detr_v2``) of an RT-DETRv2 state with transformers'
+    names: RT-DETR's, with the points per level (and so the heads) read off ``num_points_scale``."""
+    points = _points_per_level(s, "model.decoder.layers.0.encoder_attn.n_points_scale")
+    weights = _shape(s, "model.decoder.layers.0.encoder_attn.attention_weights.weight")[0]
+    heads = heads or weights // sum(points)
+    cfg = rt_detr_config(s, heads, queries)
+    if len(set(points)) != 1 or len(points) != cfg["num_feature_levels"]:
+        raise CheckpointError(f"points per level {points} (transformers' RT-DETRv2 samples as many on each of "
+                              f"its {cfg['num_feature_levels']} levels)")
+    # not in the weights: offsets scaled by 0.5 and bilinear sampling (decoder_method "default"; the
+    # authors' "discrete" models hold the same weights and would need "discrete")
+    cfg.update({"model_type": "rt_detr_v2", "decoder_n_levels": cfg["num_feature_levels"],
+                "decoder_offset_scale": 0.5, "decoder_method": "default"})
+    return cfg
+
+
+def d_fine_config(s: dict[str, torch.Tensor], heads: int | None = None,
+                  queries: int = DEFAULT_QUERIES) -> dict[str, Any]:
+    """The ``config.json`` (model_type ``d_fine``) of a D-FINE state with transformers' names. The
+    points per level are read off ``num_points_scale`` (1/n for each of a level's n points), and
+    with them the head count."""
+    points = _points_per_level(s, "model.decoder.layers.0.encoder_attn.num_points_scale")
     weights = _shape(s, "model.decoder.layers.0.encoder_attn.attention_weights.weight")[0]
     heads = heads or weights // sum(points)
     cfg = {"model_type": "d_fine", **_shared_config(s, heads, queries), "decoder_n_points": points}
@@ -466,8 +508,7 @@ def load_official(raw: dict, name: str) -> Checkpoint:
     except CheckpointError as e:
         raise CheckpointError(f"{name}: {e}") from None
     except (KeyError, IndexError, ValueError, ZeroDivisionError, TypeError) as e:
-        title = "D-FINE" if family == "d_fine" else "RT-DETR"
-        raise CheckpointError(f"{name}: an official {title} file with unexpected contents ({e})") from None
+        raise CheckpointError(f"{name}: an official {TITLES[family]} file with unexpected contents ({e})") from None
     return ckpt
 
 
@@ -480,8 +521,9 @@ def _checkpoint(family: str, hf_state: dict[str, torch.Tensor], settings: dict[s
     from detr_core.model.registry import build_model
 
     queries = int(settings.get("num_queries", DEFAULT_QUERIES))
-    if family == "d_fine":
-        hf = d_fine_config(hf_state, settings.get("nheads"), queries)
+    if family in ("d_fine", "rt_detr_v2"):  # heads read off the points per level
+        read = d_fine_config if family == "d_fine" else rt_detr_v2_config
+        hf = read(hf_state, settings.get("nheads"), queries)
         assumptions = {}
     else:
         hf = rt_detr_config(hf_state, int(settings.get("nheads", DEFAULT_HEADS)), queries)
