@@ -102,7 +102,11 @@ def rt_opened(rt_file):
 def d_fine_file(tmp_path_factory):
     hf = tiny_d_fine()
     path = tmp_path_factory.mktemp("official") / "weights.pth"  # the name says nothing: the keys do
-    torch.save({"model": to_official(hf.state_dict(), "d_fine")}, path)
+    state = to_official(hf.state_dict(), "d_fine")
+    # as the authors' files hold them: the decoder's second reference to up/reg_scale, fixed anchors
+    state.update({"decoder.decoder.up": state["decoder.up"], "decoder.decoder.reg_scale": state["decoder.reg_scale"],
+                  "decoder.anchors": torch.zeros(1, 8400, 4), "decoder.valid_mask": torch.ones(1, 8400, 1)})
+    torch.save({"model": state}, path)
     return hf, path
 
 

@@ -149,11 +149,14 @@ D_FINE_RULES = _AIFI + _HEADS + _ELAN + [  # Peterande/D-FINE
     ("decoder.pre_bbox_head.", "model.decoder.pre_bbox_head."),
     ("decoder.reg_scale", "model.decoder.reg_scale"),
     ("decoder.up", "model.decoder.up"),
+    # the decoder holds its parent's up/reg_scale a second time (the same values)
+    ("decoder.decoder.reg_scale", "model.decoder.reg_scale"),
+    ("decoder.decoder.up", "model.decoder.up"),
 ]
 
-# Kept by the authors' modules but not weights: anchors made for one input size, and D-FINE's
-# decoder holding its parent's ``up``/``reg_scale`` a second time (the same tensors)
-_IGNORED = re.compile(r"^decoder\.(anchors|valid_mask|decoder\.up|decoder\.reg_scale)$")
+# Kept by the authors' modules but not weights: anchors made for one input size (transformers
+# makes them for each input)
+_IGNORED = re.compile(r"^decoder\.(anchors|valid_mask)$")
 
 
 def _pattern(template: str) -> re.Pattern:
@@ -507,7 +510,7 @@ def load_official(raw: dict, name: str) -> Checkpoint:
         ckpt = _checkpoint(family, hf_state, {}, where)
     except CheckpointError as e:
         raise CheckpointError(f"{name}: {e}") from None
-    except (KeyError, IndexError, ValueError, ZeroDivisionError, TypeError) as e:
+    except (KeyError, IndexError, ValueError, ZeroDivisionError, TypeError, RuntimeError, AttributeError) as e:
         raise CheckpointError(f"{name}: an official {TITLES[family]} file with unexpected contents ({e})") from None
     return ckpt
 
