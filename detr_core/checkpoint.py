@@ -9,7 +9,8 @@ are removed by the next save to the same place; SIGINT and SIGTERM wait until a 
 thread) has finished; a full disk is named as such, with the space the file needed.
 
 The official facebookresearch/detr files (``{"model": state_dict, "args": Namespace}``) load too:
-their config is read off the weight shapes.
+their config is read off the weight shapes; so do the authors' RT-DETR and D-FINE files
+(:mod:`detr_core.formats.official_rt_detr`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import nn
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig, TrainConfig, config_from_dict, to_dict
 from detr_core.data.coco_names import COCO_CLASS_NAMES
-from detr_core.formats import hf
+from detr_core.formats import hf, official_rt_detr
 from detr_core.formats.resnet_layout import resnet_layout
 from detr_core.model.detr import DETR
 
@@ -253,7 +254,8 @@ def hold_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> 
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a DETR Explorer checkpoint or an official DETR file. Raises CheckpointError."""
+    """Read a DETR Explorer checkpoint, an official DETR, RT-DETR or D-FINE file, or a Hugging Face
+    folder. Raises CheckpointError."""
     path = Path(path)
     name = path.name
     if not path.exists():
@@ -287,6 +289,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             return _from_official(raw, name)
         if _detection_part(raw) is not None:  # a bare state dict: weights only
             return _from_official({"model": raw}, name)
+        if official_rt_detr.is_official(raw):  # lyuwenyu/RT-DETR, Peterande/D-FINE
+            return official_rt_detr.load_official(raw, name)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - plain data in an unexpected layout

@@ -6,6 +6,7 @@ format (:mod:`detr_core.checkpoint` for this project's files and the official on
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +35,16 @@ class Checkpoint:
     # settings the file does not hold and that were guessed, e.g. {"nheads": 8} for a weights-only
     # file (the head count cannot be read off the shapes); the window and ``main.py info`` say so
     assumptions: dict[str, Any] = field(default_factory=dict)
+    # how a reader that infers the architecture from the weights rereads them with settings the
+    # file could not say (``with_settings`` calls it): for files whose config is more than a
+    # DETRConfig (e.g. the authors' RT-DETR files, detr_core.formats.official_rt_detr)
+    settings_hook: Callable[..., Checkpoint] | None = field(default=None, repr=False, compare=False)
 
     def with_settings(self, **settings: Any) -> Checkpoint:
         """The same weights with some architecture settings replaced (e.g. ``nheads=4``): for what
         a file could not say. Raises CheckpointError on a setting the model does not have."""
+        if self.settings_hook is not None:
+            return self.settings_hook(self, **settings)
         known = set(to_dict(self.model_config))
         unknown = sorted(set(settings) - known)
         if unknown:
