@@ -170,6 +170,19 @@ def test_lw_detr_reproduces_transformers_on_a_padded_batch_and_captures_sampling
     check_family(*lw_folder, family="lw_detr", strides=[8, 32])
 
 
+def test_an_input_with_fewer_cells_than_queries_is_refused_in_words(tmp_path):
+    """The queries start from the encoder's best cells (torch.topk): a 64x64 input has 64 + 4 cells
+    at strides 8 and 32, too few for 80 queries; the message says so, not torch's words."""
+    from transformers import LwDetrConfig, LwDetrForObjectDetection
+
+    hf = tiny_lw_detr()
+    config = LwDetrConfig(**{**hf.config.to_dict(), "num_queries": 80})
+    LwDetrForObjectDetection(config).save_pretrained(tmp_path)
+    model = load_checkpoint(tmp_path).build_model().eval()
+    with torch.no_grad(), pytest.raises(ValueError, match=r"80 queries .* a 64x64 input has fewer cells"):
+        model([torch.randn(3, 64, 64)])
+
+
 def check_info_and_refusals(folder, tmp_path, capsys, family: str, paper: str, backbone: str, parameters: int,
                             other_backbone: str = "vit"):
     from main import main

@@ -262,7 +262,19 @@ class WrappedDetector(nn.Module):
         recording = Recording()
         inputs = self.inputs(samples)
         with self._recording(recording, capture):
-            out = self.detector(**inputs, **self._forward_options(capture))
+            try:
+                out = self.detector(**inputs, **self._forward_options(capture))
+            except RuntimeError as e:
+                if "selected index k out of range" not in str(e):
+                    raise
+                # the queries start from the encoder's best tokens (torch.topk), and a small input
+                # has fewer tokens than queries: say so, rather than torch's words
+                hp, wp = inputs["pixel_values"].shape[-2:]
+                raise ValueError(
+                    f"{self.SPEC.title} starts each of its {self.config.num_queries} queries from one of the "
+                    f"encoder's feature cells, and a {wp}x{hp} input has fewer cells than that: give it a "
+                    f"larger image (it was made for {self.config.image_min_size}-{self.config.image_max_size} px)"
+                ) from None
         logits, boxes = self._layers(out, recording)  # [L, B, Q, C], [L, B, Q, 4]
         pred_boxes = out.pred_boxes
         scale = None
