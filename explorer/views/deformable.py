@@ -287,7 +287,7 @@ class DeformableView(AnalysisView):
         heads = s.num_heads if s is not None else 0
         if len(self.level_boxes) != levels:
             for box in self.level_boxes:
-                box.hide()
+                self.level_row.removeWidget(box)
                 box.deleteLater()
             self.level_boxes = []
             self.pixel_level.blockSignals(True)
@@ -304,7 +304,7 @@ class DeformableView(AnalysisView):
             self.pixel_level.blockSignals(False)
         if len(self.head_boxes) != heads:
             for box in self.head_boxes:
-                box.hide()
+                self.head_row.removeWidget(box)
                 box.deleteLater()
             self.head_boxes = []
             for i in range(heads):

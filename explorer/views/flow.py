@@ -14,7 +14,7 @@ height of a plot (a QGraphicsView: up to 3/4 of the screen) would make every vie
 
 from __future__ import annotations
 
-from PySide6.QtCore import QChildEvent, QEvent, QPoint, QRect, QSize, Qt
+from PySide6.QtCore import QChildEvent, QCoreApplication, QEvent, QPoint, QRect, QSize, Qt
 from PySide6.QtGui import QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QFrame,
@@ -52,7 +52,18 @@ class Flow(QWidget):
                              and widget.testAttribute(Qt.WidgetAttribute.WA_WState_ExplicitShowHide))
         widget.setParent(self)
         self._widgets.append(widget)
+        # forgotten the moment it is destroyed: by the id of the wrapper held here, never by
+        # touching the widget, which is half destroyed by then (see childEvent)
+        widget.destroyed.connect(lambda _=None, key=id(widget): self._forget(key))
         widget.setVisible(not explicitly_hidden)
+        self._changed()
+
+    def removeWidget(self, widget: QWidget) -> None:  # noqa: N802 - as a QLayout's
+        """Take ``widget`` out (hidden, without a parent: the caller deletes it, e.g. with
+        ``deleteLater``); a widget deleted while in the flow leaves it too (``destroyed``)."""
+        self._widgets = [w for w in self._widgets if w is not widget]
+        widget.hide()
+        widget.setParent(None)
         self._changed()
 
     def widgets(self) -> list[QWidget]:
@@ -86,10 +97,15 @@ class Flow(QWidget):
 
     def childEvent(self, event: QChildEvent) -> None:  # noqa: N802
         if event.type() == QEvent.Type.ChildRemoved:
-            gone = event.child()
-            self._widgets = [w for w in self._widgets if w is not gone]
-            self._changed()
+            # A child deleted while in the flow is half destroyed when this arrives: touching its
+            # wrapper (even asking its address) crashed the app (opening an LW-DETR after a DEIMv2,
+            # whose deformable views have other head counts). ``destroyed`` has already taken it
+            # off the list; lay the rest out from the event loop, not from inside this event.
+            QCoreApplication.postEvent(self, QEvent(QEvent.Type.LayoutRequest))
         super().childEvent(event)
+
+    def _forget(self, key: int) -> None:
+        self._widgets = [w for w in self._widgets if id(w) != key]
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
