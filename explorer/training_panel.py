@@ -290,8 +290,9 @@ class Setting:
     ``to_widget`` turns the config's value into the widget's (None: a preset does not set it, the
     panel keeps its own value); ``from_widget`` the widget's into the config's. ``when``: the
     field is only on when the other fields allow it (else ``off``: by default 0 or False), and its
-    widget is greyed out meanwhile. ``optimisation``: fine-tuning takes it from the fine-tuning
-    recipe instead of the preset."""
+    widget is greyed out meanwhile. ``applies``: the field is kept as it is but does nothing unless
+    the other fields allow it (its widget is greyed out meanwhile). ``optimisation``: fine-tuning
+    takes it from the fine-tuning recipe instead of the preset."""
 
     field: str
     widget: str
@@ -300,6 +301,7 @@ class Setting:
     when: Callable[[Values], bool] | None = None
     optimisation: bool = False
     off: Any = None
+    applies: Callable[[Values], bool] | None = None
 
     def off_value(self, current: Any) -> Any:
         return self.off if self.off is not None else type(current)()
@@ -320,6 +322,10 @@ def _anchors(v: Values) -> bool:
 
 def _deformable(v: Values) -> bool:
     return v["attention"] == "deformable"
+
+
+def _denoises(v: Values) -> bool:
+    return _anchors(v) and v["dn_groups"] > 0
 
 
 def _selects(v: Values) -> bool:
@@ -348,10 +354,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("eval_every", "eval_every", None),
     Setting("query_type", "anchor", lambda t: t == "anchor", lambda on: "anchor" if on else "learned"),
     Setting("dn_groups", "dn_groups", when=_anchors),  # denoising needs anchor queries
-    Setting("dn_contrastive", "dn_contrastive", when=lambda v: _anchors(v) and v["dn_groups"] > 0),
+    Setting("dn_contrastive", "dn_contrastive", when=_denoises),
     # the noise scales stay as the preset has them when denoising is off (they then do nothing)
-    Setting("dn_box_noise", "dn_box_noise"),
-    Setting("dn_label_noise", "dn_label_noise"),
+    Setting("dn_box_noise", "dn_box_noise", applies=_denoises),
+    Setting("dn_label_noise", "dn_label_noise", applies=_denoises),
     Setting("num_query_groups", "query_groups"),
     Setting("classifier", "focal", lambda c: c == "focal", lambda on: "focal" if on else "softmax"),
     Setting("loss.varifocal", "varifocal", when=lambda v: v["classifier"] == "focal"),
@@ -361,8 +367,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("query_content", "query_content", lambda c: c == "encoder", lambda on: "encoder" if on else "learned",
             when=lambda v: _selects(v) and v["query_select"] and _deformable(v), off="learned"),
     # (on in every preset, as in DETRConfig; it acts on anchor boxes refined per layer only)
-    Setting("look_forward_twice", "look_forward_twice"),
-    Setting("num_feature_levels", "feature_levels"),  # the deformable family's (others ignore it)
+    Setting("look_forward_twice", "look_forward_twice", applies=_anchors),
+    Setting("num_feature_levels", "feature_levels", applies=_deformable),  # (the dense family reads one level)
     Setting("hybrid_encoder", "hybrid_encoder", when=_deformable),
     Setting("bf16", "bf16"),
 )
@@ -706,7 +712,8 @@ class TrainingPanel(QWidget):
         family["attention"] = self._attention  # the preset's family
         running = self.is_running
         for row in SETTINGS:
-            self._widget(row).setEnabled(not running and (row.when is None or row.when(family)))
+            on = all(allows is None or allows(family) for allows in (row.when, row.applies))
+            self._widget(row).setEnabled(not running and on)
 
     def configs(self) -> tuple[DETRConfig, TrainConfig]:
         """The preset with this panel's settings applied (raises ValueError on a bad combination);

@@ -94,6 +94,8 @@ def test_each_dino_and_rt_detr_lever_changes_exactly_its_field(panel):
     assert not panel.query_content.isEnabled() and panel.configs()[0].query_content == "learned"
     panel.preset.setCurrentText("fast")
     assert not panel.hybrid_encoder.isEnabled() and not panel.query_content.isEnabled()
+    assert not panel.feature_levels.isEnabled() and not panel.dn_box_noise.isEnabled()  # nothing they act on
+    assert panel.configs()[0].dn_box_noise == preset("fast")[0].dn_box_noise  # kept, as the preset has it
 
 
 def test_derived_fields_follow_d_model(panel):
