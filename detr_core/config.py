@@ -42,6 +42,7 @@ def check_number(
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "resnet101", "resnet", "transformers")
 RESNET_BLOCKS = ("bottleneck", "basic")
 QUERY_TYPES = ("learned", "anchor")
+QUERY_CONTENTS = ("learned", "encoder")  # DETRConfig.query_content
 CLASSIFIERS = ("softmax", "focal")
 SCHEDULES = ("step", "cosine", "constant", "wsd")
 POSITION_EMBEDDINGS = ("sine", "learned")  # DETRConfig.position_embedding
@@ -96,6 +97,10 @@ class DETRConfig:
     # image) instead of learned boxes; their content stays learned. The boxes: the dense head's
     # (dense family, needs dense_aux) or one proposal per encoder token (deformable family).
     query_select: bool = False
+    # Where selected queries' content (the decoder's first input) comes from, with query_select on
+    # the deformable family: "learned" (DINO's mixed query selection: one learned vector per query)
+    # or "encoder" (RT-DETR's default: the selected tokens' projected encoder features, detached)
+    query_content: str = "learned"
     # SMCA: the decoder's cross-attention favours tokens near each query's current box (a Gaussian
     # added to its logits, learned width per layer and head). Needs anchor queries.
     spatial_prior: bool = False
@@ -164,6 +169,10 @@ class DETRConfig:
             raise ValueError("spatial_prior needs query_type='anchor'")
         if self.query_select and self.query_type != "anchor":
             raise ValueError("query_select needs query_type='anchor'")
+        if self.query_content not in QUERY_CONTENTS:
+            raise ValueError(f"unknown query_content {self.query_content!r}; choose one of {QUERY_CONTENTS}")
+        if self.query_content == "encoder" and not self.query_select:
+            raise ValueError("query_content='encoder' needs query_select=True (the content is the selected tokens')")
         if self.dn_contrastive and self.dn_groups == 0:
             raise ValueError("dn_contrastive needs denoising groups (dn_groups > 0)")
         if self.dn_groups > 0 and self.query_type != "anchor":

@@ -17,8 +17,9 @@
   the content stays learned) and look-forward-twice.
 - ``rt_detr``: RT-DETR's recipe on the deformable decoder: the hybrid encoder (attention within
   the top level only, convolutional fusion across levels), IoU-aware query selection (the
-  encoder's scores trained with varifocal loss towards each box's IoU, then its top-k boxes
-  start the queries) and varifocal classification loss.
+  encoder's scores trained with varifocal loss towards each box's IoU, then its top-k tokens
+  start the queries: their boxes the anchors, their features the content) and varifocal
+  classification loss.
 - ``r18``: the throughput benchmark's ResNet-18 configuration.
 
 :func:`preset_papers` says, for each preset, which paper each of its levers comes from.
@@ -169,6 +170,7 @@ def rt_detr() -> tuple[DETRConfig, TrainConfig]:
         query_type="anchor",
         look_forward_twice=True,
         query_select=True,  # IoU-aware: the encoder's scores learn the IoU through the varifocal loss
+        query_content="encoder",  # the queries' content: the selected tokens' features (learn_query_content=False)
     )
     return model, dataclasses.replace(train, loss=dataclasses.replace(train.loss, varifocal=True))
 
@@ -187,6 +189,7 @@ LEVER_PAPERS: tuple[tuple[str, Any, str, str], ...] = (
     ("dn_groups", "> 0", "denoising queries", "DN-DETR (Li et al. 2022)"),
     ("dn_contrastive", True, "contrastive denoising", "DINO (Zhang et al. 2023)"),
     ("query_select", True, "query selection", "DINO (Zhang et al. 2023)"),
+    ("query_content", "encoder", "query content from the encoder", "RT-DETR (Zhao et al. 2024)"),
     ("look_forward_twice", True, "look forward twice", "DINO (Zhang et al. 2023)"),
     ("num_query_groups", "> 1", "query groups", "Group DETR (Chen et al. 2023)"),
     ("dense_aux", True, "dense one-to-many head", "Co-DETR (Zong et al. 2023)"),

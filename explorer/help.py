@@ -73,7 +73,9 @@ VIEW_HELP: dict[str, str] = {
         "cell). Click a cell to select its query."),
     "Training": (
         "Train a new model on toy shapes in a background process. Pick a preset (the same names as "
-        "the command line's --preset), change its settings, and press Start. The plots show the total "
+        "the command line's --preset), change its settings, and press Start. Each lever's tooltip names "
+        "the paper it comes from (the preset's, which papers its levers are from); a lever the others rule "
+        "out is greyed out and off. The plots show the total "
         "loss and its parts (class, L1, GIoU) against the training step, and the held-out AP (0 to 1). "
         "Stop keeps the trained model in the explorer; save it with File ▸ Save Checkpoint."),
     "Query specialization": (

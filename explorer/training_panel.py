@@ -289,8 +289,10 @@ class Setting:
     config's); ``widget`` the panel's attribute (a spin box, a check box or a combo box).
     ``to_widget`` turns the config's value into the widget's (None: a preset does not set it, the
     panel keeps its own value); ``from_widget`` the widget's into the config's. ``when``: the
-    field is only on when the other fields allow it (else its off value, 0 or False).
-    ``optimisation``: fine-tuning takes it from the fine-tuning recipe instead of the preset."""
+    field is only on when the other fields allow it (else ``off``: by default 0 or False), and its
+    widget is greyed out meanwhile. ``applies``: the field is kept as it is but does nothing unless
+    the other fields allow it (its widget is greyed out meanwhile). ``optimisation``: fine-tuning
+    takes it from the fine-tuning recipe instead of the preset."""
 
     field: str
     widget: str
@@ -298,6 +300,11 @@ class Setting:
     from_widget: Callable[[Any], Any] = _same
     when: Callable[[Values], bool] | None = None
     optimisation: bool = False
+    off: Any = None
+    applies: Callable[[Values], bool] | None = None
+
+    def off_value(self, current: Any) -> Any:
+        return self.off if self.off is not None else type(current)()
 
 
 @dataclass(frozen=True)
@@ -311,6 +318,20 @@ class Derived:
 
 def _anchors(v: Values) -> bool:
     return v["query_type"] == "anchor"
+
+
+def _deformable(v: Values) -> bool:
+    return v["attention"] == "deformable"
+
+
+def _denoises(v: Values) -> bool:
+    return _anchors(v) and v["dn_groups"] > 0
+
+
+def _selects(v: Values) -> bool:
+    """Query selection can be on: anchor queries (whose boxes it picks) and something that scores
+    the encoder's tokens: the dense head (DETR), or the deformable family's own proposal heads."""
+    return _anchors(v) and (v["dense_aux"] or _deformable(v))
 
 
 # Every field the panel edits, in one place: loading a preset shows each field's value in its
@@ -333,13 +354,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("eval_every", "eval_every", None),
     Setting("query_type", "anchor", lambda t: t == "anchor", lambda on: "anchor" if on else "learned"),
     Setting("dn_groups", "dn_groups", when=_anchors),  # denoising needs anchor queries
+    Setting("dn_contrastive", "dn_contrastive", when=_denoises),
+    # the noise scales stay as the preset has them when denoising is off (they then do nothing)
+    Setting("dn_box_noise", "dn_box_noise", applies=_denoises),
+    Setting("dn_label_noise", "dn_label_noise", applies=_denoises),
     Setting("num_query_groups", "query_groups"),
     Setting("classifier", "focal", lambda c: c == "focal", lambda on: "focal" if on else "softmax"),
-    Setting("dense_aux", "dense"),
-    # query selection needs anchor queries (whose boxes it picks) and something that scores the encoder's
-    # tokens: the dense head (DETR), or the deformable family's own proposal heads (DINO, RT-DETR)
-    Setting("query_select", "query_select",
-            when=lambda v: _anchors(v) and (v["dense_aux"] or v["attention"] != "dense")),
+    Setting("loss.varifocal", "varifocal", when=lambda v: v["classifier"] == "focal"),
+    # the deformable family's proposals come from its own heads (query_select), not the dense head
+    Setting("dense_aux", "dense", when=lambda v: not _deformable(v)),
+    Setting("query_select", "query_select", when=_selects),
+    Setting("query_content", "query_content", lambda c: c == "encoder", lambda on: "encoder" if on else "learned",
+            when=lambda v: _selects(v) and v["query_select"] and _deformable(v), off="learned"),
+    # (on in every preset, as in DETRConfig; it acts on anchor boxes refined per layer only)
+    Setting("look_forward_twice", "look_forward_twice", applies=_anchors),
+    Setting("num_feature_levels", "feature_levels", applies=_deformable),  # (the dense family reads one level)
+    Setting("hybrid_encoder", "hybrid_encoder", when=_deformable),
     Setting("bf16", "bf16"),
 )
 DERIVED: tuple[Derived, ...] = (
@@ -415,6 +445,7 @@ class TrainingPanel(QWidget):
         self._plotted: object = None  # whose curves the plots show: a Checkpoint, a TrainedModel, None (a run's)
         # asked before a run starts (its model will replace the one shown): False keeps it idle
         self.confirm_start: Callable[[], bool] | None = None
+        self._attention = "dense"  # the family of the preset shown
 
         self.preset = QComboBox()
         self.preset.addItems(["fast", "vanilla", "deformable", "dino", "rt_detr"])  # (r18: a benchmark's)
@@ -438,14 +469,60 @@ class TrainingPanel(QWidget):
         self.minutes = _dspin(0.1, 600, 2.0, 1, 0.5)
         self.minutes.setToolTip("Training time (--minutes)")
         self.anchor = QCheckBox("Anchor-box queries, refined per layer")
+        self.anchor.setToolTip("DAB-DETR (Liu et al. 2022): each query is a learned content vector and a 4-D "
+                               "anchor box, its position the box's sine embedding, the box refined layer by "
+                               "layer (on the deformable family too, as DINO and RT-DETR do)")
         self.dn_groups = _spin(0, 20, 0)
+        self.dn_groups.setToolTip("DN-DETR (Li et al. 2022): groups of noised copies of the ground-truth "
+                                  "boxes and labels, fed as extra queries during training only, each learning "
+                                  "to repair its object (needs anchor queries)")
+        self.dn_contrastive = QCheckBox("Contrastive denoising (negatives)")
+        self.dn_contrastive.setToolTip("DINO (Zhang et al. 2023): each denoising group also holds a negative "
+                                       "copy of every object, noised between one and two box noise scales and "
+                                       "trained as \"no object\" (needs denoising groups)")
+        self.dn_box_noise = _dspin(0.0, 2.0, 0.4, 2, 0.05)
+        self.dn_box_noise.setToolTip("DN-DETR (Li et al. 2022): how far a denoising box is moved and resized, "
+                                     "as a fraction of the box's size")
+        self.dn_label_noise = _dspin(0.0, 1.0, 0.2, 2, 0.05)
+        self.dn_label_noise.setToolTip("DN-DETR (Li et al. 2022): the fraction of denoising queries whose "
+                                       "label is flipped to another class")
         self.query_groups = _spin(1, 20, 1)
+        self.query_groups.setToolTip("Group DETR (Chen et al. 2023): extra one-to-one query groups during "
+                                     "training only")
         self.focal = QCheckBox("Focal (sigmoid) classification")
+        self.focal.setToolTip("Focal loss (Lin et al. 2017): one sigmoid per class instead of a softmax with "
+                              "a no-object class (the deformable family needs it)")
+        self.varifocal = QCheckBox("Varifocal loss (IoU as target)")
+        self.varifocal.setToolTip("Varifocal loss (Zhang et al. 2021) as RT-DETR (Zhao et al. 2024) trains: a "
+                                  "matched query's class target is its box's IoU, so the scores, and the "
+                                  "encoder's query selection, learn how good a box is (IoU-aware selection; "
+                                  "needs focal classification)")
         self.dense = QCheckBox("Dense auxiliary head (training only)")
+        self.dense.setToolTip("Co-DETR (Zong et al. 2023): a dense one-to-many head on the encoder (dense "
+                              "family)")
         self.query_select = QCheckBox("Anchors from the encoder's best boxes")
-        self.query_select.setToolTip("DINO's query selection: each image's anchor boxes are the dense head's "
-                                     "best-scoring encoder boxes (needs anchor queries and the dense head; "
-                                     "the head then also runs at inference)")
+        self.query_select.setToolTip("DINO (Zhang et al. 2023), query selection: each image's anchor boxes are "
+                                     "the encoder's best-scoring proposals: the dense head's on the dense family "
+                                     "(needs it; it then also runs at inference), one per encoder token on the "
+                                     "deformable family (DINO's mixed query selection; with varifocal loss, "
+                                     "RT-DETR's IoU-aware selection). Needs anchor queries")
+        self.query_content = QCheckBox("Query content from the encoder")
+        self.query_content.setToolTip("RT-DETR (Zhao et al. 2024): each selected query's content is its encoder "
+                                      "token's features (detached), not a learned vector; DINO (Zhang et al. "
+                                      "2023) keeps it learned (mixed query selection). Needs query selection on "
+                                      "the deformable family")
+        self.look_forward_twice = QCheckBox("Look forward twice")
+        self.look_forward_twice.setToolTip("DINO (Zhang et al. 2023): a layer's box loss also trains the layer "
+                                           "before it (the box it refines keeps its gradient); acts on anchor "
+                                           "boxes refined per layer")
+        self.feature_levels = _spin(1, 6, 4)
+        self.feature_levels.setToolTip("Deformable DETR (Zhu et al. 2021): the feature maps the deformable family "
+                                       "reads, the backbone's last three stages then strided extra levels "
+                                       "(the dense family reads one)")
+        self.hybrid_encoder = QCheckBox("Hybrid encoder (AIFI + CCFM)")
+        self.hybrid_encoder.setToolTip("RT-DETR (Zhao et al. 2024): attention within the top level only (AIFI), "
+                                       "then convolutional fusion across the levels (CCFM), instead of "
+                                       "deformable attention over every level (deformable family)")
         self.bf16 = QCheckBox("bfloat16 autocast")
         self.precision_label = QLabel()  # which precision runs and why (from the CPU's flags)
         self.precision_label.setWordWrap(True)
@@ -480,10 +557,18 @@ class TrainingPanel(QWidget):
         lf = QFormLayout(levers)
         lf.addRow(self.anchor)
         lf.addRow("Denoising groups", self.dn_groups)
+        lf.addRow(self.dn_contrastive)
+        lf.addRow("Denoising box noise", self.dn_box_noise)
+        lf.addRow("Denoising label noise", self.dn_label_noise)
         lf.addRow("Query groups", self.query_groups)
         lf.addRow(self.focal)
+        lf.addRow(self.varifocal)
         lf.addRow(self.dense)
         lf.addRow(self.query_select)
+        lf.addRow(self.query_content)
+        lf.addRow(self.look_forward_twice)
+        lf.addRow("Feature levels", self.feature_levels)
+        lf.addRow(self.hybrid_encoder)
         lf.addRow(self.bf16)
         lf.addRow(self.precision_label)
 
@@ -564,6 +649,11 @@ class TrainingPanel(QWidget):
 
         self._check_settings()
         self.preset.currentTextChanged.connect(self.load_preset)
+        for row in SETTINGS:
+            widget = self._widget(row)
+            changed = widget.toggled if isinstance(widget, QCheckBox) else (
+                widget.currentTextChanged if isinstance(widget, QComboBox) else widget.valueChanged)
+            changed.connect(self._grey_out_what_is_off)
         self.load_preset("fast")
         self._update_buttons()
 
@@ -588,12 +678,14 @@ class TrainingPanel(QWidget):
         """Show the preset ``name`` in the widgets (the optimisation fields: the fine-tuning
         recipe's when fine-tuning)."""
         model, train = preset(name)
+        self._attention = model.attention
         for row in SETTINGS:
             if row.to_widget is not None and not row.optimisation:
                 set_widget_value(self._widget(row), row.to_widget(config_value(model, train, row.field)))
         self._load_optimisation(finetune_train_config() if self.fine_tuning else train)
         self.precision_label.setText(precision_note(train.bf16))
         self.preset.setToolTip(f"The recipe the settings start from (--preset). {name}: {preset_papers(name)}")
+        self._grey_out_what_is_off()  # (the preset's family decides some)
 
     def _load_optimisation(self, train: TrainConfig) -> None:
         """The learning rates, batch size and no-object weight of ``train`` (the preset's, or when
@@ -611,8 +703,17 @@ class TrainingPanel(QWidget):
         family = {**values, "attention": preset(self.preset.currentText())[0].attention}  # the preset's family
         for row in SETTINGS:
             if row.when is not None and not row.when(family):
-                values[row.field] = type(values[row.field])()  # 0, False
+                values[row.field] = row.off_value(values[row.field])  # 0, False
         return values
+
+    def _grey_out_what_is_off(self) -> None:
+        """A lever the others do not allow (see ``Setting.when``) is greyed out; all are while a run goes."""
+        family = {row.field: row.from_widget(widget_value(self._widget(row))) for row in SETTINGS}
+        family["attention"] = self._attention  # the preset's family
+        running = self.is_running
+        for row in SETTINGS:
+            on = all(allows is None or allows(family) for allows in (row.when, row.applies))
+            self._widget(row).setEnabled(not running and on)
 
     def configs(self) -> tuple[DETRConfig, TrainConfig]:
         """The preset with this panel's settings applied (raises ValueError on a bad combination);
@@ -850,8 +951,9 @@ class TrainingPanel(QWidget):
         self.btn_pause.setEnabled(running)
         self.btn_pause.setText("Resume" if paused else "Pause")
         self.btn_stop.setEnabled(running)
-        for w in (self.preset, self.start_from, *(self._widget(row) for row in SETTINGS)):
+        for w in (self.preset, self.start_from):
             w.setEnabled(not running)
+        self._grey_out_what_is_off()
 
 
 __all__ = ["TrainingPanel", "LossPlots", "PRESETS"]

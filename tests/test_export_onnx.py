@@ -106,6 +106,36 @@ def test_the_deformable_family_exports_at_one_size_with_a_dynamic_batch(tmp_path
 
 
 @needs_onnxruntime
+@pytest.mark.parametrize("recipe", ["rt_detr"])
+def test_a_recipe_with_query_selection_and_the_hybrid_encoder_exports(tmp_path, tiny_config, recipe):
+    """RT-DETR's levers (hybrid encoder, the encoder's top-k tokens as the queries' boxes and
+    content) with DINO's contrastive denoising, which is training-only and so not in the file:
+    onnxruntime gives the eager model's detections for a batch size the export never saw."""
+    from detr_core.formats.onnx import write_onnx
+    from detr_core.model.registry import build_model
+    from detr_core.presets import preset
+
+    torch.manual_seed(0)
+    sizes = {k: getattr(tiny_config, k) for k in ("backbone", "tiny_width", "d_model", "nheads", "num_encoder_layers",
+                                                  "num_decoder_layers", "dim_feedforward", "num_queries")}
+    config = dataclasses.replace(preset(recipe)[0], **sizes, image_min_size=64, image_max_size=64,
+                                 dn_groups=2, dn_contrastive=True)
+    assert config.hybrid_encoder and config.query_select and config.query_content == "encoder"
+    model = build_model(config).eval()
+    with torch.no_grad():  # proposals whose scores differ from token to token: the top-k is not a tie
+        model.enc_class_embed.weight.normal_(0, 1.0)
+    out = tmp_path / f"{recipe}.onnx"
+    done = write_onnx(model, out)
+    assert done.size == (64, 64) and done.difference <= 1e-4
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    logits, boxes = _run(out, images)
+    with torch.no_grad():
+        eager = model(images)
+    assert (logits - eager["pred_logits"]).abs().max() <= 1e-4
+    assert (boxes - eager["pred_boxes"]).abs().max() <= 1e-4
+
+
+@needs_onnxruntime
 def test_a_file_that_differs_from_the_model_is_an_error_and_is_removed(tmp_path, tiny_config, monkeypatch):
     """The check's bound set below the difference any file gets: the export fails naming the
     difference, and no file a user might take for a good one is left."""

@@ -113,3 +113,34 @@ def test_a_model_whose_size_cannot_stay_dynamic_is_exported_at_its_max_size(tmp_
         assert (logits - model(images)["pred_logits"]).abs().max() <= 1e-4
         with pytest.raises(Exception):
             program(torch.randn(1, 3, 96, 128))
+
+
+@pytest.mark.skipif(not os.environ.get("DETR_SLOW_TESTS"),
+                    reason="up to two minutes each on a busy 2-core machine (torch.export tries the dynamic "
+                           "size first, then the fixed one): DETR_SLOW_TESTS=1 runs it")
+@pytest.mark.parametrize("recipe", ["dino", "rt_detr"])
+def test_the_dino_and_rt_detr_recipes_export_at_their_max_size(tmp_path, tiny_config, recipe):
+    """Query selection's top-k, the hybrid encoder and encoder-fed content trace; denoising is
+    training-only, so the program holds the model as it predicts."""
+    import dataclasses
+
+    from detr_core.formats import pt2
+    from detr_core.model.registry import build_model
+    from detr_core.presets import preset
+
+    torch.manual_seed(0)
+    sizes = {k: getattr(tiny_config, k) for k in ("backbone", "tiny_width", "d_model", "nheads", "num_encoder_layers",
+                                                  "num_decoder_layers", "dim_feedforward", "num_queries")}
+    config = dataclasses.replace(preset(recipe)[0], **sizes, image_min_size=64, image_max_size=64)
+    model = build_model(config).eval()
+    with torch.no_grad():  # proposals whose scores differ from token to token: the top-k is not a tie
+        model.enc_class_embed.weight.normal_(0, 1.0)
+    out = tmp_path / f"{recipe}.pt2"
+    diff, size = pt2.write_pt2(model, out)
+    assert size == (64, 64) and diff <= 1e-4
+    images = torch.randn(4, 3, 64, 64)  # a batch size neither the example (2) nor the check (1, 3) used
+    with torch.no_grad():
+        logits, boxes = torch.export.load(str(out)).module()(images)
+        eager = model(images)
+    assert (logits - eager["pred_logits"]).abs().max() <= 1e-4
+    assert (boxes - eager["pred_boxes"]).abs().max() <= 1e-4

@@ -153,3 +153,38 @@ def test_varifocal_target_is_the_iou():
         crit.loss_labels(logits, packed, matched, 1.0, log=False, boxes=boxes)["loss_ce"].backward()
         g = logits.grad[0, 0, 0].item()
         assert (abs(g) < 1e-6) if sign == 0 else (g < -0.1)
+
+
+@pytest.mark.parametrize("content", ["learned", "encoder"])
+def test_the_decoders_first_content_is_the_embedding_or_the_selected_encoder_tokens(content):
+    """RT-DETR (``learn_query_content=False``, its default): each query's content starts as its
+    selected token's projected encoder feature, detached; DINO's mixed selection keeps the
+    learned embedding (only the boxes come from the encoder)."""
+    torch.manual_seed(0)
+    model = build_model(tiny("rt_detr", query_content=content)[0]).train()
+    with torch.no_grad():  # proposals whose scores differ from token to token
+        model.enc_class_embed.weight.normal_(0, 1.0)
+    first = []
+    model.transformer.decoder.layers[0].register_forward_pre_hook(lambda module, args: first.append(args[0]))
+    cap = model([torch.randn(3, 64, 64), torch.randn(3, 48, 64)], capture=True)["capture"]
+    content_in = first[0]  # [B, Q, D] the first decoder layer's tgt
+    t = model.transformer
+    if content == "encoder":
+        projected = t.enc_output_norm(t.enc_output(cap.memory))  # [B, S, D]
+        expected = projected.gather(1, cap.selected_tokens[..., None].expand(-1, -1, projected.shape[-1]))
+        assert not hasattr(model, "query_content") and not content_in.requires_grad
+        assert expected[0, 0].ne(expected[0, 1]).any()  # different tokens, different content
+    else:
+        expected = model.query_content.weight[None].expand(2, -1, -1)
+        assert content_in.requires_grad
+    torch.testing.assert_close(content_in, expected)
+
+
+def test_rt_detr_takes_its_content_from_the_encoder_and_dino_learns_it():
+    assert preset("rt_detr")[0].query_content == "encoder" and preset("dino")[0].query_content == "learned"
+    with pytest.raises(ValueError, match="query_content='encoder' needs query_select"):
+        dataclasses.replace(_dino(), query_select=False, query_content="encoder")
+    with pytest.raises(ValueError, match="query_content='encoder' .* needs attention='deformable'"):
+        dataclasses.replace(tiny("fast")[0], query_content="encoder")
+    with pytest.raises(ValueError, match="unknown query_content"):
+        dataclasses.replace(_dino(), query_content="both")

@@ -50,6 +50,54 @@ def test_a_preset_shown_in_the_panel_reads_back_as_the_preset(panel, name):
     assert _flat(train) == _flat(want_train)
 
 
+# (preset, the panel's widget, the field it sets): every lever the dino and rt_detr presets turn on
+NEW_LEVERS = [
+    ("dino", "dn_contrastive", "dn_contrastive"),
+    ("dino", "dn_box_noise", "dn_box_noise"),
+    ("dino", "dn_label_noise", "dn_label_noise"),
+    ("dino", "query_select", "query_select"),
+    ("dino", "look_forward_twice", "look_forward_twice"),
+    ("dino", "feature_levels", "num_feature_levels"),
+    ("deformable", "anchor", "query_type"),
+    ("rt_detr", "query_content", "query_content"),
+    ("rt_detr", "hybrid_encoder", "hybrid_encoder"),
+    ("rt_detr", "varifocal", "loss.varifocal"),
+]
+
+
+def test_each_dino_and_rt_detr_lever_changes_exactly_its_field(panel):
+    """Toggling a lever's check box (or moving its spin box) on the preset that uses it changes
+    that one field of the configs the panel gives, and every lever names its paper."""
+    from PySide6.QtWidgets import QCheckBox
+
+    for name, widget_name, field in NEW_LEVERS:
+        panel.preset.setCurrentText(name)
+        model, train = panel.configs()
+        before = {**_flat(model), **{"loss." + k: v for k, v in _flat(train.loss).items()}}
+        widget = getattr(panel, widget_name)
+        assert widget.isEnabled() and "et al. 20" in widget.toolTip(), widget_name
+        if isinstance(widget, QCheckBox):
+            widget.toggle()
+        else:
+            widget.setValue(widget.value() + (1 if isinstance(widget.value(), int) else 0.1))
+        model, train = panel.configs()
+        after = {**_flat(model), **{"loss." + k: v for k, v in _flat(train.loss).items()}}
+        assert {k for k in after if after[k] != before[k]} == {field}, (name, widget_name)
+    # a lever the others rule out is greyed out and off in the configs
+    panel.preset.setCurrentText("dino")
+    panel.dn_groups.setValue(0)
+    assert not panel.dn_contrastive.isEnabled() and panel.dn_contrastive.isChecked()
+    assert panel.configs()[0].dn_contrastive is False
+    panel.query_select.setChecked(False)
+    panel.preset.setCurrentText("rt_detr")
+    panel.query_select.setChecked(False)
+    assert not panel.query_content.isEnabled() and panel.configs()[0].query_content == "learned"
+    panel.preset.setCurrentText("fast")
+    assert not panel.hybrid_encoder.isEnabled() and not panel.query_content.isEnabled()
+    assert not panel.feature_levels.isEnabled() and not panel.dn_box_noise.isEnabled()  # nothing they act on
+    assert panel.configs()[0].dn_box_noise == preset("fast")[0].dn_box_noise  # kept, as the preset has it
+
+
 def test_derived_fields_follow_d_model(panel):
     panel.d_model.setCurrentText("128")
     model, _ = panel.configs()

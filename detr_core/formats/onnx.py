@@ -13,7 +13,9 @@ NMS, DETR's rule) and ``boxes_xyxy`` [B, Q, 4] in pixels of that size.
 
 B is dynamic; H and W too where the family allows it (the plain DETR family; see
 :func:`detr_core.model.registry.traced_size_dynamic`); else the file has one size,
-:func:`detr_core.formats.pt2.fixed_size` (the export says which). The file's
+:func:`detr_core.formats.pt2.fixed_size` (the export says which). The deformable family's levers
+export with it (the ``dino`` and ``rt_detr`` recipes: query selection's top-k, the hybrid encoder,
+content from the encoder); denoising and query groups are training-only, so not in the file. The file's
 ``metadata_props`` hold the class names, the classifier and the input's normalisation.
 
 Two exporters: ``torchscript`` (torch.onnx's tracing exporter, ``dynamo=False``: deprecated in

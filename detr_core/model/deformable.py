@@ -45,7 +45,8 @@ class DeformableDETR(nn.Module):
     anchor-box queries (``query_type="anchor"``, DAB-DETR: a learned content vector and a 4-D box
     per query, the query's position an MLP of the box's sine embedding), DINO's mixed query
     selection (``query_select``: the boxes are each image's best encoder proposals, the content
-    stays learned), denoising queries (``dn_groups``, contrastive with ``dn_contrastive``), Group
+    stays learned; with ``query_content="encoder"`` the content is the selected tokens' features,
+    as RT-DETR does), denoising queries (``dn_groups``, contrastive with ``dn_contrastive``), Group
     DETR's query groups, look-forward-twice, and RT-DETR's hybrid encoder (``hybrid_encoder``).
     """
 
@@ -70,7 +71,8 @@ class DeformableDETR(nn.Module):
         total_queries = config.num_queries * config.num_query_groups
         self.anchors = config.query_type == "anchor"
         if self.anchors:
-            self.query_content = nn.Embedding(total_queries, d)  # [Q * groups, D]
+            if config.query_content == "learned":  # else the content is the selected encoder tokens'
+                self.query_content = nn.Embedding(total_queries, d)  # [Q * groups, D]
             if not config.query_select:
                 self.refpoint_embed = nn.Embedding(total_queries, 4)  # box logits: sigmoid -> cxcywh
                 with torch.no_grad():
@@ -114,7 +116,8 @@ class DeformableDETR(nn.Module):
     def _selected_boxes(self, logits: Tensor, coord_logits: Tensor, valid: Tensor, groups: int
                         ) -> tuple[Tensor, Tensor]:
         """Each image's Q best-scoring proposals (a padded or edge token never), detached:
-        (boxes [B, Q * groups, 4] cxcywh, the tokens [B, Q]). logits [B, S, C], coord_logits [B, S, 4]."""
+        (boxes [B, Q * groups, 4] cxcywh, the tokens [B, Q]). logits [B, S, C], coord_logits [B, S, 4].
+        Every group starts from the same Q proposals."""
         score = logits.detach().float().amax(-1).masked_fill(~valid, float("-inf"))  # [B, S]
         q = self.num_queries
         k = min(q, score.shape[1])
@@ -246,12 +249,16 @@ class DeformableDETR(nn.Module):
         n_match = cfg.num_queries * groups
         enc = t.encode(srcs, masks, pos, capture)
         b = enc.memory.shape[0]
-        tgt = self.query_content.weight[:n_match][None].expand(b, -1, -1)  # [B, Q * groups, D]
         enc_outputs = selected = None
+        if cfg.query_content == "learned":  # DAB-DETR, DINO's mixed query selection
+            tgt = self.query_content.weight[:n_match][None].expand(b, -1, -1)  # [B, Q * groups, D]
         if cfg.query_select:
-            enc_logits, enc_coords, valid = t.proposals(enc, (self.enc_class_embed, self.enc_bbox_embed))
+            enc_logits, enc_coords, valid, projected = t.proposals(enc, (self.enc_class_embed, self.enc_bbox_embed))
             reference, selected = self._selected_boxes(enc_logits, enc_coords, valid, groups)
             enc_outputs = {"pred_logits": enc_logits, "pred_boxes": enc_coords.sigmoid(), "class_agnostic": False}
+            if cfg.query_content == "encoder":  # RT-DETR: the selected tokens' features, detached
+                picked = projected.detach().gather(1, selected[..., None].expand(-1, -1, projected.shape[-1]))
+                tgt = picked.repeat(1, groups, 1)  # [B, Q * groups, D]
         else:
             reference = self.refpoint_embed.weight[:n_match].sigmoid()[None].expand(b, -1, -1)  # [B, Q * groups, 4]
         dn = None

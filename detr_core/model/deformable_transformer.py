@@ -322,11 +322,13 @@ class DeformableTransformer(nn.Module):
                     cap.encoder_weights.append(w)
         return EncodedLevels(memory, mask_flat, shapes, shapes_tensor, valid_ratios, cap, aifi if capture else None)
 
-    def proposals(self, enc: EncodedLevels, heads: tuple[nn.Module, nn.Module]) -> tuple[Tensor, Tensor, Tensor]:
+    def proposals(self, enc: EncodedLevels, heads: tuple[nn.Module, nn.Module]
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Every encoder token's proposal through (class, box) heads: logits [B, S, C], box logits
-        [B, S, 4] (relative to the token's cell box), valid [B, S] (False: padding or edge)."""
+        [B, S, 4] (relative to the token's cell box), valid [B, S] (False: padding or edge), and the
+        projected tokens the heads read [B, S, D] (``enc_output``, then its norm; 0 where not valid)."""
         query, props = self._encoder_proposals(enc.memory, enc.mask_flat, enc.shapes)
-        return heads[0](query), heads[1](query) + props, torch.isfinite(props).all(-1)
+        return heads[0](query), heads[1](query) + props, torch.isfinite(props).all(-1), query
 
     def decode(
         self,
@@ -389,7 +391,7 @@ class DeformableTransformer(nn.Module):
         enc_logits = enc_boxes = topk = topk_scores = start_boxes = None
         if self.two_stage:
             assert proposal_heads is not None
-            enc_logits, enc_coord_logits, _ = self.proposals(enc, proposal_heads)  # [B, S, C], [B, S, 4]
+            enc_logits, enc_coord_logits, _, _ = self.proposals(enc, proposal_heads)  # [B, S, C], [B, S, 4]
             enc_boxes = enc_coord_logits.sigmoid()
             # class 0 is the proposals' objectness: their loss is class-agnostic (the authors' choice)
             topk_logits, topk = torch.topk(enc_logits[..., 0], self.num_queries, dim=1)  # [B, Q] best first

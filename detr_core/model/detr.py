@@ -218,6 +218,9 @@ def check_config(config: DETRConfig) -> None:
     if config.query_select and not config.dense_aux:
         raise ValueError("query_select needs query_type='anchor' and dense_aux=True with dense attention "
                          "(the dense head's boxes are where its queries start)")
+    if config.query_content != "learned":
+        raise ValueError("query_content='encoder' (RT-DETR) needs attention='deformable' (its proposals are "
+                         "one per encoder token; the dense head's are not)")
     if config.hybrid_encoder:
         raise ValueError("hybrid_encoder (RT-DETR) needs attention='deformable' (it fuses several feature levels)")
 
