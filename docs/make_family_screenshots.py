@@ -9,9 +9,12 @@ downloaded here, so these pictures show what each view draws, not what a trained
 (the weights are moved off transformers' initialisation, under which every query predicts the
 same box; the twelve best-scoring queries are drawn).
 The model is saved with ``save_pretrained`` and opened by the window as a user's folder is
-(File ▸ Open Checkpoint), on the window's own first image, and the view that family is about is
-brought forward: the dense attention map (Conditional, DAB-DETR), the query selection (RT-DETR,
-RT-DETRv2), the sampling points (LW-DETR, RF-DETR), the layer-by-layer boxes (D-FINE, DEIMv2).
+(File ▸ Open Checkpoint), on a generated photo-like image (shaded background, textured objects,
+sensor noise: ``benchmarks/big_model.py``; no photo is downloaded either), and the view that family is about is
+brought forward: the dense attention map (Conditional, DAB-DETR), the spatial query's map
+(Conditional DETR), RT-DETR's encoder attention at a point, the query selection (RT-DETRv2,
+LW-DETR), D-FINE's edge distributions on the box, layer by layer, and the sampling points (DEIMv2,
+RF-DETR).
 Writes ``docs/family-<family>-<size>.png``. Offscreen by default."""
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
-# family: (the dock brought forward, the workspace it lives in)
+# family: (the dock brought forward, the workspace it lives in, what is chosen in it)
 VIEWS = {
-    "conditional_detr": ("attention", "explore"),
-    "dab_detr": ("attention", "explore"),
-    "rt_detr": ("query_selection", "explore"),
-    "rt_detr_v2": ("query_selection", "explore"),
-    "d_fine": ("layers", "analyse"),
-    "deimv2": ("layers", "analyse"),
-    "lw_detr": ("deformable", "explore"),
-    "rf_detr": ("deformable", "explore"),
+    "conditional_detr": ("attention", "explore", "spatial query map"),
+    "dab_detr": ("attention", "explore", "full map"),
+    "rt_detr": ("deformable", "explore", "encoder attention at a point"),
+    "rt_detr_v2": ("query_selection", "explore", ""),
+    "d_fine": ("layers", "analyse", "edge distributions"),
+    "deimv2": ("deformable", "explore", ""),
+    "lw_detr": ("query_selection", "explore", ""),
+    "rf_detr": ("deformable", "explore", ""),
 }
 
 
@@ -52,8 +55,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import hf_families  # benchmarks/hf_families.py: the models
+    import numpy as np
     import torch
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QCoreApplication, QEvent, QSettings
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
@@ -69,6 +73,8 @@ def main() -> None:
             if until is not None and until():
                 return True
             app.processEvents()
+            # what Qt deletes later (tab bars of rearranged docks): an event loop would, processEvents does not
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
             time.sleep(0.005)
         return until is None
 
@@ -77,6 +83,13 @@ def main() -> None:
     wait(60, lambda: window.state.result is not None)
     window.build_views()
     window.dismiss_hint()
+    from big_model import photo_like  # benchmarks/big_model.py: a generated photo-like image
+    from PIL import Image
+
+    photo = folder / "photo.png"
+    Image.fromarray(photo_like(480, 640, seed=3)).save(photo)
+    window.files.open_image(photo)
+    wait(60, lambda: window.state.result is not None and window.state.result.image_size == (480, 640))
     for family in args.families:
         torch.manual_seed(0)
         model, (h, w) = hf_families.build(family)
@@ -92,16 +105,34 @@ def main() -> None:
         window.open_checkpoint(saved, remember=False)
         wait(120, lambda: window.state.model is not None and window.state.model.path == saved)
         wait(120, lambda: window.state.result is not None and not window.controller.queue.busy)
-        dock, workspace = VIEWS[family]
+        dock, workspace, choice = VIEWS[family]
         for _ in range(2):  # the workspace's default layout (a new window's first arrangement is narrower)
             window.workspaces.show(workspace)
             window.workspaces.reset()
             wait(0.5)
-        scores = window.state.result.scores
-        window.queries.set_threshold(float(scores.sort(descending=True).values[min(11, len(scores) - 1)]) - 0.005)
-        window.state.set_selected_query(int(scores.argmax()))
+        result = window.state.result
+        scores = result.scores.clone()
+        x0, y0, x1, y1 = result.boxes_xyxy.unbind(-1)
+        h_img, w_img = result.image_size
+        inside = (x0 >= 0) & (y0 >= 0) & (x1 <= w_img) & (y1 <= h_img) & ((x1 - x0) * (y1 - y0) > 0.01 * h_img * w_img)
+        if int(inside.sum()) >= 3:  # random weights: prefer boxes on the image, where the views can be seen
+            scores[~inside] -= 2
+        best = scores.argsort(descending=True)[:12].numpy()
+        window.queries.set_threshold(float(result.scores[best].min()))
+        shown = np.zeros(len(scores), bool)
+        shown[best] = True
+        window.state.set_visible_queries(shown)  # the twelve best, where many share a score
+        window.state.set_selected_query(int(best[0]))
         if dock != "attention":
             window.workspaces.show_dock(dock)
+        window.state.set_cross_part("spatial" if choice == "spatial query map" else "full")
+        if choice == "encoder attention at a point":
+            h_img, w_img = window.state.result.image_size
+            window.deformable.show_pixel(h_img * 0.45, w_img * 0.55)
+        elif dock == "deformable":
+            from explorer.views.deformable import MODE_QUERY
+
+            window.deformable.set_mode(MODE_QUERY)  # the selected query's sampling points
         wait(20, lambda: not any(view.busy for view in window.views if hasattr(view, "busy")))
         wait(1.5)
         path = args.out / f"family-{family}-{width}x{height}.png"
