@@ -18,6 +18,9 @@ from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
 from detr_core.formats.official_rt_detr import to_official
 
 transformers = pytest.importorskip("transformers")
+
+from tests.test_hf_families import _randomize_norms  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models, a shared machine
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
@@ -25,17 +28,9 @@ TOL = {"rtol": 1e-4, "atol": 1e-4}
 
 def _randomize(model):
     """Every weight off transformers' initialisation (zero heads score all queries alike) and
-    non-trivial batch-norm statistics."""
+    non-trivial batch-norm statistics (as the Hugging Face folder tests do)."""
     torch.manual_seed(3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-        for name, buf in model.named_buffers():
-            if "running_var" in name:
-                buf.uniform_(0.5, 1.5)
-            elif "running_mean" in name:
-                buf.normal_(0, 0.1)
-    return model.eval()
+    return _randomize_norms(model).eval()
 
 
 def tiny_rt_detr():
