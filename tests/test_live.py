@@ -181,9 +181,21 @@ def test_runs_at_the_same_time_share_the_threads(monkeypatch):
             time.sleep(0.05)
         assert _thread_counts(seen) == [2]
         mark = len(seen)
-        second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=3, threads=2)))
+        second = LiveSession(LiveJob(SMALL, replace(TRAIN, steps=100_000, threads=2)))
         second.start()
-        messages = _collect(second)
+        second_messages = second.messages()
+        messages = []
+        for message in second_messages:
+            messages.append(message)
+            if message[0] == "progress":
+                break
+        # the second runs until the first has taken its share: on a busy machine a second run of a
+        # few steps could end before the first's next step, and then there was no sharing to see
+        deadline = time.time() + 60
+        while 1 not in _thread_counts(seen[mark:]) and time.time() < deadline:
+            time.sleep(0.05)
+        second.stop()
+        messages += list(second_messages)
         assert _thread_counts(messages)[-1] == 1
         first_progress = next(i for i, m in enumerate(messages) if m[0] == "progress")
         assert any(m[0] == "threads" and m[1] == 1 for m in messages[:first_progress])
