@@ -30,7 +30,7 @@ def main() -> None:
     width, height = map(int, args.size.split("x"))
 
     sys.path.insert(0, str(ROOT))
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QCoreApplication, QEvent, QSettings
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
@@ -44,6 +44,8 @@ def main() -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not (until is not None and until()):
             app.processEvents()
+            # what Qt deletes later (tab bars of rearranged docks): an event loop would, processEvents does not
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
             time.sleep(0.005)
 
     window.resize(width, height)

@@ -32,7 +32,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     sys.path.insert(0, str(ROOT))
-    from PySide6.QtCore import QSettings
+    from PySide6.QtCore import QCoreApplication, QEvent, QSettings
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
@@ -48,6 +48,8 @@ def main() -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end and not (until is not None and until()):
             app.processEvents()
+            # what Qt deletes later (tab bars of rearranged docks): an event loop would, processEvents does not
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
             time.sleep(0.005)
 
     def shot(name: str) -> None:
