@@ -74,22 +74,35 @@ def grid_stride(input_size: tuple[int, int], grid: tuple[int, int], guess: int) 
     return guess if guess in fits or len(fits) != 1 else fits[0]
 
 
-class ConditionalDetr(WrappedDetector):
-    SPEC = SPEC
+class DenseWrapped(WrappedDetector):
+    """What the dense families (Conditional DETR, DAB-DETR) share: one head count for the views,
+    and the backbone's stride as measured on the last captured forward."""
 
-    @classmethod
-    def _sizes(cls, c) -> dict[str, Any]:
+    @staticmethod
+    def _one_head_count(c) -> None:
         if c.encoder_attention_heads != c.decoder_attention_heads:
             raise ValueError(f"encoder_attention_heads={c.encoder_attention_heads} is not supported (the views "
                              f"show one head count; only decoder_attention_heads={c.decoder_attention_heads})")
-        return {"d_model": c.d_model, "nheads": c.decoder_attention_heads, "num_encoder_layers": c.encoder_layers,
-                "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
-                "num_queries": c.num_queries, "dilation": bool(c.dilation)}
 
     @property
     def stride(self) -> int:
         """The backbone's stride, as measured on the last captured forward (else as configured)."""
         return getattr(self, "_measured_stride", None) or backbone_stride(self.detector.config)
+
+    def _measure_stride(self, samples: NestedTensor, grid: tuple[int, int]) -> None:
+        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), grid,
+                                            backbone_stride(self.detector.config))
+
+
+class ConditionalDetr(DenseWrapped):
+    SPEC = SPEC
+
+    @classmethod
+    def _sizes(cls, c) -> dict[str, Any]:
+        cls._one_head_count(c)
+        return {"d_model": c.d_model, "nheads": c.decoder_attention_heads, "num_encoder_layers": c.encoder_layers,
+                "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
+                "num_queries": c.num_queries, "dilation": bool(c.dilation)}
 
     def _hooks(self, capture: bool) -> list:
         model = self.detector.model
@@ -131,8 +144,7 @@ class ConditionalDetr(WrappedDetector):
         valid = recording["valid"][0]
         attention = dense_attention(recording, self.config.nheads, valid)
         attention.decoder_cross_content, attention.decoder_cross_spatial = self._split_maps(recording, valid)
-        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
-                                            backbone_stride(self.detector.config))
+        self._measure_stride(samples, attention.grid)
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
 
@@ -159,4 +171,4 @@ class ConditionalDetr(WrappedDetector):
 # The family's entries in detr_core.model.registry
 FAMILY = registry_entries(ConditionalDetr)
 
-__all__ = ["FAMILY", "ConditionalDetr"]
+__all__ = ["FAMILY", "ConditionalDetr", "DenseWrapped"]

@@ -35,7 +35,6 @@ from detr_core.model.capture_protocol import ModelCapture
 from detr_core.model.hf_families.base import (
     FamilySpec,
     Recording,
-    WrappedDetector,
     content_and_spatial_maps,
     dense_attention,
     heads_first,
@@ -43,7 +42,7 @@ from detr_core.model.hf_families.base import (
     output_of,
     registry_entries,
 )
-from detr_core.model.hf_families.conditional_detr import backbone_stride, grid_stride
+from detr_core.model.hf_families.conditional_detr import DenseWrapped
 from detr_core.model.nested_tensor import NestedTensor
 
 SPEC = FamilySpec(
@@ -53,23 +52,15 @@ SPEC = FamilySpec(
 )
 
 
-class DabDetr(WrappedDetector):
+class DabDetr(DenseWrapped):
     SPEC = SPEC
 
     @classmethod
     def _sizes(cls, c) -> dict[str, Any]:
-        if c.encoder_attention_heads != c.decoder_attention_heads:
-            raise ValueError(f"encoder_attention_heads={c.encoder_attention_heads} is not supported (the views "
-                             f"show one head count; only decoder_attention_heads={c.decoder_attention_heads})")
+        cls._one_head_count(c)
         return {"d_model": c.hidden_size, "nheads": c.decoder_attention_heads, "num_encoder_layers": c.encoder_layers,
                 "num_decoder_layers": c.decoder_layers, "dim_feedforward": c.decoder_ffn_dim,
-                "num_queries": c.num_queries * max(1, c.num_patterns), "dilation": bool(c.dilation),
-}
-
-    @property
-    def stride(self) -> int:
-        """The backbone's stride, as measured on the last captured forward (else as configured)."""
-        return getattr(self, "_measured_stride", None) or backbone_stride(self.detector.config)
+                "num_queries": c.num_queries * max(1, c.num_patterns), "dilation": bool(c.dilation)}
 
     def _forward_options(self, capture: bool) -> dict[str, Any]:
         return {"output_attentions": True} if capture else {}
@@ -111,8 +102,7 @@ class DabDetr(WrappedDetector):
                                             layer.cross_attn.cross_attn.scaling, valid)
             attention.decoder_cross_content.append(c)
             attention.decoder_cross_spatial.append(p)
-        self._measured_stride = grid_stride(tuple(samples.tensors.shape[-2:]), attention.grid,
-                                            backbone_stride(self.detector.config))
+        self._measure_stride(samples, attention.grid)
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
 

@@ -148,19 +148,25 @@ class LwDetr(WrappedDetector):
                             selected_tokens=selected, selection_scores=best.sigmoid(), selection_boxes=start)
 
 
-def backbone_name(config) -> str:
-    """e.g. "lw_detr_vit (12 layers, width 192, patch 16, 16 windows)"."""
+def vit_backbone_name(config, default_type: str = "vit", windows_per_side: bool = False) -> str:
+    """A ViT backbone in words, e.g. "lw_detr_vit (12 layers, width 192, patch 16, 16 windows)";
+    ``windows_per_side``: the windows counted per side of the token grid ("4 x 4 windows", RF-DETR's)."""
     backbone = config.transformers_config.get("backbone_config")
     if not isinstance(backbone, dict):
         return "transformers"
     parts = [f"{backbone.get('num_hidden_layers')} layers", f"width {backbone.get('hidden_size')}",
              f"patch {backbone.get('patch_size')}"]
-    if backbone.get("num_windows", 1) > 1:
-        parts.append(f"{backbone['num_windows']} windows")
-    return f"{backbone.get('model_type', 'vit')} ({', '.join(parts)})"
+    windows = int(backbone.get("num_windows", 1) or 1)
+    if windows > 1:
+        parts.append(f"{windows} x {windows} windows" if windows_per_side else f"{windows} windows")
+    return f"{backbone.get('model_type', default_type)} ({', '.join(parts)})"
+
+
+def backbone_name(config) -> str:
+    return vit_backbone_name(config)
 
 
 # The family's entries in detr_core.model.registry
 FAMILY = registry_entries(LwDetr, backbone_name)
 
-__all__ = ["FAMILY", "LwDetr", "backbone_name"]
+__all__ = ["FAMILY", "LwDetr", "backbone_name", "vit_backbone_name"]

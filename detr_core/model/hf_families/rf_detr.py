@@ -20,7 +20,7 @@ from detr_core.model.hf_families.base import (
     FamilySpec,
     registry_entries,
 )
-from detr_core.model.hf_families.lw_detr import LwDetr
+from detr_core.model.hf_families.lw_detr import LwDetr, vit_backbone_name
 
 SPEC = FamilySpec(
     name="rf_detr", model_type="rf_detr", config_class="RfDetrConfig", model_class="RfDetrForObjectDetection",
@@ -47,15 +47,7 @@ class RfDetr(LwDetr):
 
 def backbone_name(config) -> str:
     """e.g. "rf_detr_dinov2 (12 layers, width 384, patch 14, 4 x 4 windows)"."""
-    backbone = config.transformers_config.get("backbone_config")
-    if not isinstance(backbone, dict):
-        return "transformers"
-    parts = [f"{backbone.get('num_hidden_layers')} layers", f"width {backbone.get('hidden_size')}",
-             f"patch {backbone.get('patch_size')}"]
-    windows = int(backbone.get("num_windows", 1) or 1)
-    if windows > 1:
-        parts.append(f"{windows} x {windows} windows")
-    return f"{backbone.get('model_type', 'dinov2')} ({', '.join(parts)})"
+    return vit_backbone_name(config, "dinov2", windows_per_side=True)
 
 
 # The family's entries in detr_core.model.registry
