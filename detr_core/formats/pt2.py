@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.checkpoint import write_atomically
+from detr_core.model.registry import traced_size_dynamic
 
 TOLERANCE = 1e-4  # the self-check's bound on |program - eager|
 
@@ -51,20 +52,25 @@ def fixed_size(model: nn.Module) -> tuple[int, int]:
 
 def export_program(model: nn.Module) -> tuple[torch.export.ExportedProgram, bool]:
     """Trace ``model`` (in eval mode) with a dynamic batch, height and width; where torch.export
-    cannot keep height and width dynamic (the deformable family: its sampling grid's sizes), with a
-    dynamic batch at :func:`fixed_size`. Returns the program and whether its size is dynamic."""
+    cannot keep height and width dynamic, with a dynamic batch at :func:`fixed_size`. A family that
+    says its traced size is fixed (:func:`~detr_core.model.registry.traced_size_dynamic`: the
+    deformable family, whose sampling grid's sizes are Python ints) goes straight to the fixed size:
+    the dynamic attempt would fail after as long again. Returns the program and whether its size
+    is dynamic."""
     lo, hi = dynamic_range(model)
     size = model.config.image_min_size
     batch = torch.export.Dim("batch", min=1, max=1024)
     dims = {0: batch, 2: torch.export.Dim("height", min=lo, max=hi), 3: torch.export.Dim("width", min=lo, max=hi)}
     wrapper = Predictions(model.eval())
     with torch.no_grad():
-        try:
-            example = torch.zeros(2, 3, size, size + model.stride)
-            return torch.export.export(wrapper, (example,), dynamic_shapes={"images": dims}), True
-        except Exception:  # torch.export raises many kinds (constraint violations, guards)
-            example = torch.zeros(2, 3, *fixed_size(model))
-            return torch.export.export(wrapper, (example,), dynamic_shapes={"images": {0: batch}}), False
+        if traced_size_dynamic(model.config):
+            try:
+                example = torch.zeros(2, 3, size, size + model.stride)
+                return torch.export.export(wrapper, (example,), dynamic_shapes={"images": dims}), True
+            except Exception:  # torch.export raises many kinds (constraint violations, guards)
+                pass
+        example = torch.zeros(2, 3, *fixed_size(model))
+        return torch.export.export(wrapper, (example,), dynamic_shapes={"images": {0: batch}}), False
 
 
 def check_inputs(model: nn.Module, dynamic: bool) -> list[Tensor]:
