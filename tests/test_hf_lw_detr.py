@@ -183,6 +183,30 @@ def test_an_input_with_fewer_cells_than_queries_is_refused_in_words(tmp_path):
         model([torch.randn(3, 64, 64)])
 
 
+def test_the_matching_view_matches_a_toy_sample_at_the_models_own_size(tmp_path):
+    """The Matching view's toy samples are 128 px: at that size a 300-query LW-DETR has too few
+    cells to start its queries from; matched at the model's own size (as a photo is), it works."""
+    from transformers import LwDetrConfig, LwDetrForObjectDetection
+
+    from detr_core.analysis.matching import match_sample, matcher_for
+    from detr_core.config import ToyDataConfig
+    from detr_core.data.toy import ToyShapes
+
+    hf = tiny_lw_detr()
+    LwDetrForObjectDetection(LwDetrConfig(**{**hf.config.to_dict(), "num_queries": 300})).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 256, "longest_edge": 320}}))
+    model = load_checkpoint(tmp_path).build_model().eval()
+    matcher = matcher_for(model, None)
+    stream = ToyShapes(ToyDataConfig(image_size=128), seed=0, split="train")
+    with pytest.raises(ValueError, match="300 queries"):
+        match_sample(model, matcher, stream, 0)
+    snapshot = match_sample(model, matcher, stream, 0, at_model_size=True)
+    assert snapshot.image.shape[:2] == (256, 256)
+    objects = len(stream.annotations(0).labels)
+    assert len(snapshot.query_indices) == len(snapshot.target_labels) == objects > 0
+    assert snapshot.cost["total"].shape == (300, len(snapshot.target_labels))
+
+
 def check_info_and_refusals(folder, tmp_path, capsys, family: str, paper: str, backbone: str, parameters: int,
                             other_backbone: str = "vit"):
     from main import main

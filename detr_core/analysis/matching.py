@@ -28,7 +28,7 @@ from detr_core.analysis.predict import evaluating, forward
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.config import LossConfig, TrainConfig
 from detr_core.data.dataset import DetectionDataset
-from detr_core.data.images import to_uint8
+from detr_core.data.images import resize_tensor, to_uint8
 from detr_core.data.toy import ToyShapes
 from detr_core.model.matcher import HungarianMatcher
 from detr_core.model.nested_tensor import NestedTensor
@@ -176,15 +176,23 @@ def match_image(
 def match_sample(
     model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset, index: int, step: int | None = None,
     model_labels: Sequence[int] | None = None, class_names: Sequence[str] | None = None,
+    at_model_size: bool = False,
 ) -> MatchingSnapshot:
     """:func:`match_image` on sample ``index`` of a dataset: the toy training stream, or a COCO /
     VOC split resized as training evaluates (an image read from a file keeps its id and name).
+    With ``at_model_size`` the image is first resized as the model infers a photo (its
+    ``image_min_size``/``image_max_size``), as the Matching view does for an opened model: one
+    opened at 640 px (RT-DETR, LW-DETR, with 300 queries to fill from its feature cells) sees a
+    128 px toy sample at its own size. Off, a training run's probe sees the sample as trained.
 
     ``model_labels``: the model's label of each dataset label, when the model's classes are
     ordered otherwise (None: the same); ``class_names`` then the model's names."""
     images, targets = dataset.batch([index])
     # a file dataset's batch is a NestedTensor; a batch of one has no padding
     image = images.tensors[0] if isinstance(images, NestedTensor) else images[0]
+    cfg = getattr(model, "config", None)
+    if at_model_size and cfg is not None:
+        image = resize_tensor(image, cfg.image_min_size, cfg.image_max_size)  # boxes are relative: unchanged
     target = targets[0]
     if model_labels is not None:
         target = {**target, "labels": torch.as_tensor(list(model_labels), dtype=torch.int64)[target["labels"]]}

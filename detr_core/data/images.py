@@ -168,8 +168,12 @@ def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tupl
 
 def prepare(image_rgb: np.ndarray, min_size: int, max_size: int) -> Tensor:
     """[H, W, 3] uint8 -> [3, H', W'] normalized model input, resized by the reference's rule."""
-    h, w = image_rgb.shape[:2]
-    x = to_tensor(image_rgb)
+    return resize_tensor(to_tensor(image_rgb), min_size, max_size)
+
+
+def resize_tensor(x: Tensor, min_size: int, max_size: int) -> Tensor:
+    """[3, H, W] -> [3, H', W'] resized by the reference's rule (itself when already that size)."""
+    h, w = x.shape[-2:]
     nh, nw = resized_shape(h, w, min_size, max_size)
     if (nh, nw) != (h, w):
         x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]

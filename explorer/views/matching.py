@@ -69,7 +69,8 @@ GT_COLOR = QColor("#ffffff")
 def _match_job(ctx: WorkContext, model: nn.Module, matcher: HungarianMatcher, dataset: DetectionDataset,
                index: int, model_labels: list[int] | None, class_names: list[str] | None) -> MatchingSnapshot:
     ctx.progress(0, 1, f"Matching sample {index}…")
-    snapshot = match_sample(model, matcher, dataset, index, model_labels=model_labels, class_names=class_names)
+    snapshot = match_sample(model, matcher, dataset, index, model_labels=model_labels, class_names=class_names,
+                            at_model_size=True)
     ctx.progress(1, 1, "")
     return snapshot
 
@@ -269,7 +270,11 @@ class MatchingView(FollowsTraining, AnalysisView):
         if self.on_open_dataset and self.file_dataset is not None:
             return (f"Data: {self.file_dataset_name}, {len(self.file_dataset)} images resized as evaluation does, "
                     "matched with the model's training costs (Source: or the toy training stream).")
-        return "Data: toy shapes, the model's training stream." + (
+        cfg = getattr(self.model, "config", None)
+        toy_size = getattr(getattr(self.toy_stream, "config", None), "image_size", None)
+        size = f", resized to the model's {cfg.image_min_size} px" if cfg is not None and toy_size \
+            and cfg.image_min_size != toy_size else ""
+        return f"Data: toy shapes, the model's training stream{size}." + (
             " (Source: or the open dataset.)" if self.file_dataset is not None else "")
 
     # --- static model ------------------------------------------------------------------------
