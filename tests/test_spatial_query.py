@@ -92,7 +92,12 @@ def test_the_inference_result_holds_the_maps_on_the_grid(models):
     result = run_inference(models["conditional_detr"], image, ["cat", "dog", "bird"])
     assert result.has_cross_parts
     assert result.cross_attention_of(CROSS_FULL) is result.cross_attention
+    # one query's part is computed alone (what the heatmap asks for) and equals the whole part's row
+    one = result.cross_attention_for(2, CROSS_SPATIAL)
+    torch.testing.assert_close(result.cross_attention_for(2, CROSS_FULL), result.cross_attention[:, :, 2])
     spatial = result.cross_attention_of(CROSS_SPATIAL)
+    torch.testing.assert_close(one, spatial[:, :, 2], rtol=0, atol=1e-7)
+    assert result.cross_attention_of(CROSS_SPATIAL) is spatial  # computed once, then kept
     assert spatial.shape == result.cross_attention.shape == result.cross_attention_of(CROSS_CONTENT).shape
     product = result.cross_attention_content * spatial
     product = product / product.sum((-1, -2), keepdim=True)
@@ -168,6 +173,6 @@ def test_the_attention_panel_switches_between_the_full_and_the_spatial_query_map
     assert fit_in(panel, 340, 260).fits and fit_in(panel, 430, 290).fits
 
     # a model whose attention does not split (as DETR's results): no choice, the full map
-    state.set_result(replace(result, cross_attention_content=None, cross_attention_spatial=None))
+    state.set_result(replace(result, cross_split=None))
     assert state.cross_part == CROSS_FULL and panel.part.isHidden() and panel.part_caption.isHidden()
     np.testing.assert_allclose(heat.image, full, rtol=1e-5, atol=1e-9)

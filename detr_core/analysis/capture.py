@@ -12,7 +12,7 @@ Capturing attention does not change any prediction (a test compares with a plain
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,7 +25,12 @@ from detr_core.analysis.predict import evaluating
 from detr_core.analysis.query_selection import QuerySelection, query_selection
 from detr_core.box_ops import normalized_cxcywh_to_pixel_xyxy
 from detr_core.data.images import prepare
-from detr_core.model.capture_protocol import DenseAttention, ModelCapture, SamplingPoints
+from detr_core.model.capture_protocol import (
+    DenseAttention,
+    ModelCapture,
+    SamplingPoints,
+    SplitCrossAttention,
+)
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
 from detr_core.model.transformer import attention_weights
 
@@ -61,28 +66,58 @@ class InferenceResult:
     query_selection: QuerySelection | None = None
     # D-FINE's and DEIMv2's per-edge bin probabilities at every layer (None for other families)
     edge_distributions: EdgeProfiles | None = None
-    # Conditional DETR and DAB-DETR: the cross-attention of the content logits alone and of the
-    # spatial query's alone, [L, heads, Q, h, w] each, rows sum to 1; None for other models
-    cross_attention_content: Tensor | None = None
-    cross_attention_spatial: Tensor | None = None
+    # Conditional DETR and DAB-DETR: per decoder layer, the cross-attention's queries and keys as
+    # content and spatial halves (batch of one, CPU); the map of the content logits alone and of
+    # the spatial query's alone are computed from them when asked for (cross_attention_of); None
+    # for other models
+    cross_split: list[SplitCrossAttention] | None = None
     # RT-DETR's encoder self-attention (AIFI) on its top level (models with a hybrid encoder)
     encoder_self: EncoderSelfMaps | None = None
+    _parts: dict[str, Tensor] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     @property
     def has_cross_parts(self) -> bool:
         """The cross-attention splits into a content map and a spatial-query map."""
-        return self.cross_attention_content is not None and self.cross_attention_spatial is not None
+        return bool(self.cross_split)
 
-    def cross_attention_of(self, part: str = CROSS_FULL) -> Tensor | None:
-        """[L, heads, Q, h, w]: the whole cross-attention map, or one of its parts (CROSS_PARTS);
-        the whole map when the model has no such part."""
+    def _check_part(self, part: str) -> bool:
+        """Whether ``part`` is one the result splits off (raises on an unknown name)."""
         if part not in CROSS_PARTS:
             raise ValueError(f"unknown part of the cross-attention {part!r} (one of {', '.join(CROSS_PARTS)})")
-        if part == CROSS_CONTENT and self.cross_attention_content is not None:
-            return self.cross_attention_content
-        if part == CROSS_SPATIAL and self.cross_attention_spatial is not None:
-            return self.cross_attention_spatial
-        return self.cross_attention
+        return part != CROSS_FULL and self.has_cross_parts
+
+    def cross_attention_of(self, part: str = CROSS_FULL) -> Tensor | None:
+        """[L, heads, Q, h, w]: the whole cross-attention map, or one of its parts (CROSS_PARTS),
+        computed on the first call and kept; the whole map when the model has no such part."""
+        if not self._check_part(part):
+            return self.cross_attention
+        if part not in self._parts:
+            assert self.cross_split is not None and self.cross_attention is not None
+            maps = [split.maps()[CROSS_PARTS.index(part) - 1][0] for split in self.cross_split]  # [heads, Q, S]
+            self._parts[part] = torch.stack(maps).reshape(self.cross_attention.shape)
+        return self._parts[part]
+
+    def cross_attention_for(self, query: int, part: str = CROSS_FULL) -> Tensor | None:
+        """[L, heads, h, w]: ``query``'s whole cross-attention map or one of its parts; a part is
+        computed for this query alone (a few kilobytes), not kept."""
+        if not self._check_part(part):
+            return None if self.cross_attention is None else self.cross_attention[:, :, query]
+        if part in self._parts:
+            return self._parts[part][:, :, query]
+        assert self.cross_split is not None and self.cross_attention is not None
+        index = CROSS_PARTS.index(part) - 1
+        maps = [split.maps(slice(query, query + 1))[index][0, :, 0] for split in self.cross_split]  # [heads, S]
+        return torch.stack(maps).reshape(self.cross_attention[:, :, query].shape)
+
+    @property
+    def cross_attention_content(self) -> Tensor | None:
+        """[L, heads, Q, h, w] the content logits' map alone (None without the split)."""
+        return self.cross_attention_of(CROSS_CONTENT) if self.has_cross_parts else None
+
+    @property
+    def cross_attention_spatial(self) -> Tensor | None:
+        """[L, heads, Q, h, w] the spatial query's map alone (None without the split)."""
+        return self.cross_attention_of(CROSS_SPATIAL) if self.has_cross_parts else None
 
     @property
     def num_queries(self) -> int:
@@ -169,7 +204,7 @@ def run_inference(
     layer_xyxy = normalized_cxcywh_to_pixel_xyxy(boxes, h_img, w_img)
     scores, labels = scores_and_labels(layer_probs[-1])
 
-    cross = dec_self = enc_q = enc_k = sampling = content = spatial = None
+    cross = dec_self = enc_q = enc_k = sampling = split = None
     stride = model.stride
     cap: ModelCapture | None = out.get("capture")
     if cap is None:
@@ -180,9 +215,9 @@ def run_inference(
         att = cap.attention
         cross = torch.stack([c.weights[0] for c in att.decoder_cross]).float().cpu()  # [L, heads, Q, S]
         cross = cross.reshape(*cross.shape[:3], fh, fw)
-        if att.decoder_cross_content and att.decoder_cross_spatial:
-            content, spatial = (torch.stack([m[0] for m in maps]).float().cpu().reshape(cross.shape)
-                                for maps in (att.decoder_cross_content, att.decoder_cross_spatial))
+        if att.decoder_cross_split:  # the first image's halves: their maps are computed when asked for
+            split = [SplitCrossAttention(c.q[:1].float().cpu(), c.k[:1].float().cpu(), c.scaling, c.valid[:1].cpu())
+                     for c in att.decoder_cross_split]
         if all(c is not None for c in att.decoder_self):
             dec_self = torch.stack([c.weights[0] for c in att.decoder_self]).float().cpu()
         if att.encoder:
@@ -220,8 +255,7 @@ def run_inference(
         deformable=sampling,
         query_selection=selection,
         edge_distributions=edge_profiles(cap, (h_img, w_img)) if cap is not None else None,
-        cross_attention_content=content,
-        cross_attention_spatial=spatial,
+        cross_split=split,
         encoder_self=encoder_self,
     )
 

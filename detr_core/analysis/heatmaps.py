@@ -30,9 +30,8 @@ def cross_attention_map(result: InferenceResult, query: int, layer: int, head: i
                         part: str = CROSS_FULL) -> np.ndarray:
     """Where ``query`` looks in decoder layer ``layer``: [h, w] (or upsampled) numpy array; ``part``
     (CROSS_PARTS): the whole map, or only its content or spatial-query map where the model has them."""
-    maps = result.cross_attention_of(part)
+    maps = result.cross_attention_for(query, part)  # [L, heads, h, w]
     assert maps is not None
-    maps = maps[:, :, query]  # [L, heads, h, w]
     heat = _select(maps, layer, head)
     if smooth:
         heat = upsample(heat, result.grid_extent())

@@ -41,18 +41,18 @@ class DenseAttention:
     Conditional DETR and DAB-DETR split each head's cross-attention logit into a content term and a
     spatial term (their per-head queries and keys concatenate a content half and a spatial half):
     ``logit = c_q . c_k + p_q . p_k``, the spatial query p_q a sine embedding of the query's
-    reference point scaled by a transformation of its decoder embedding. Their maps alone follow,
-    per decoder layer: decoder_cross_content[l] and decoder_cross_spatial[l], [B, heads, Q, S],
-    each a softmax over the valid tokens (0 on padding). ``decoder_cross[l].weights`` is their
-    product renormalised over the tokens: the spatial map is the map the content map is multiplied
-    by. Both lists are empty for families without the split.
+    reference point scaled by a transformation of its decoder embedding. decoder_cross_split[l]
+    keeps layer l's halves (:class:`SplitCrossAttention`, empty for families without the split);
+    the maps of each term alone are computed from them on demand: decoder_cross_content[l] and
+    decoder_cross_spatial[l], [B, heads, Q, S], each a softmax over the valid tokens (0 on
+    padding). ``decoder_cross[l].weights`` is their product renormalised over the tokens: the
+    spatial map is the map the content map is multiplied by.
     """
 
     encoder: list[AttentionCapture] = field(default_factory=list)  # per encoder layer
     decoder_self: list[AttentionCapture | None] = field(default_factory=list)
     decoder_cross: list[AttentionCapture] = field(default_factory=list)
-    decoder_cross_content: list[Tensor] = field(default_factory=list)  # per decoder layer [B, heads, Q, S]
-    decoder_cross_spatial: list[Tensor] = field(default_factory=list)  # per decoder layer [B, heads, Q, S]
+    decoder_cross_split: list[SplitCrossAttention] = field(default_factory=list)  # per decoder layer
     memory_allowed: Tensor | None = None  # [B, 1, 1, S] or None when nothing is padded
     feature_mask: Tensor | None = None  # [B, h, w] True on padding: the grid the maps live on
 
@@ -61,6 +61,50 @@ class DenseAttention:
         """(h, w) of the feature grid."""
         assert self.feature_mask is not None
         return int(self.feature_mask.shape[-2]), int(self.feature_mask.shape[-1])
+
+    @property
+    def decoder_cross_content(self) -> list[Tensor]:
+        """Per decoder layer [B, heads, Q, S]: the content term's map alone (computed now)."""
+        return [split.maps()[0] for split in self.decoder_cross_split]
+
+    @property
+    def decoder_cross_spatial(self) -> list[Tensor]:
+        """Per decoder layer [B, heads, Q, S]: the spatial query's map alone (computed now)."""
+        return [split.maps()[1] for split in self.decoder_cross_split]
+
+
+@dataclass
+class SplitCrossAttention:
+    """One decoder layer's cross-attention queries and keys, each head's a content half followed by
+    a spatial half (Conditional DETR, DAB-DETR): kept instead of the two maps they give, which are
+    Q x S per head each and only wanted when a user asks for them."""
+
+    q: Tensor  # [B, heads, Q, 2 * dh] content half first, as transformers concatenates them
+    k: Tensor  # [B, heads, S, 2 * dh]
+    scaling: float  # the attention's logit scale
+    valid: Tensor  # [B, h, w] True on image cells
+
+    def maps(self, queries: Tensor | slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """The content-only and spatial-only maps [B, heads, Q', S] of ``queries`` (all by default)."""
+        return content_and_spatial_maps(self.q[:, :, queries], self.k, self.scaling, self.valid)
+
+
+def content_and_spatial_maps(q: Tensor, k: Tensor, scaling: float, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """The content-only and spatial-only maps of a cross-attention whose per-head queries and keys
+    are a content half and a spatial half concatenated (Conditional DETR, DAB-DETR): its logit is
+    ``scaling * (q_c . k_c + q_p . k_p)``, so the full map is the two maps' product, renormalised.
+
+    q: [B, heads, Q, 2 * dh], k: [B, heads, S, 2 * dh] (content first, as transformers concatenates
+    them); valid: [B, h, w] True on image cells. Returns two [B, heads, Q, S], softmax over the
+    valid tokens (0 on padding)."""
+    dh = q.shape[-1] // 2
+    padding = ~valid.flatten(1)[:, None, None, :]  # [B, 1, 1, S]
+
+    def softmax(qs: Tensor, ks: Tensor) -> Tensor:
+        logits = (qs.float() @ ks.float().transpose(-1, -2)) * scaling  # [B, heads, Q, S]
+        return logits.masked_fill(padding, float("-inf")).softmax(-1).to(q.dtype)
+
+    return softmax(q[..., :dh], k[..., :dh]), softmax(q[..., dh:], k[..., dh:])
 
 
 @dataclass

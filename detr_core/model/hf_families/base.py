@@ -380,24 +380,6 @@ def dense_attention(recording: Recording, heads: int, valid: Tensor) -> DenseAtt
     )
 
 
-def content_and_spatial_maps(q: Tensor, k: Tensor, scaling: float, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """The content-only and spatial-only maps of a cross-attention whose per-head queries and keys
-    are a content half and a spatial half concatenated (Conditional DETR, DAB-DETR): its logit is
-    ``scaling * (q_c . k_c + q_p . k_p)``, so the full map is the two maps' product, renormalised.
-
-    q: [B, heads, Q, 2 * dh], k: [B, heads, S, 2 * dh] (content first, as transformers concatenates
-    them); valid: [B, h, w] True on image cells. Returns two [B, heads, Q, S], softmax over the
-    valid tokens (0 on padding)."""
-    dh = q.shape[-1] // 2
-    padding = ~valid.flatten(1)[:, None, None, :]  # [B, 1, 1, S]
-
-    def softmax(qs: Tensor, ks: Tensor) -> Tensor:
-        logits = (qs.float() @ ks.float().transpose(-1, -2)) * scaling  # [B, heads, Q, S]
-        return logits.masked_fill(padding, float("-inf")).softmax(-1).to(q.dtype)
-
-    return softmax(q[..., :dh], k[..., :dh]), softmax(q[..., dh:], k[..., dh:])
-
-
 @contextlib.contextmanager
 def _quiet_transformers(transformers) -> Iterator[None]:
     """transformers' own warnings (weights initialised, heads not a power of 2) are not the user's."""

@@ -16,8 +16,8 @@ Capture recipe (forward hooks):
   ``k_content_proj``, ``k_pos_proj`` and ``q_pos_sine_proj`` (the spatial query: the reference
   point's sine embedding, scaled per layer), and of ``q_pos_proj`` where it runs (the first
   layer, which adds the positions to the content halves); concatenated per head as transformers
-  does, they give the content-only and spatial-only maps (``DenseAttention.decoder_cross_content``
-  and ``decoder_cross_spatial``), whose renormalised product is the captured map;
+  does, they give the content-only and spatial-only maps (``DenseAttention.decoder_cross_split``,
+  computed when asked for), whose renormalised product is the captured map;
 - encoder self-attention as q and k (the outputs of each encoder layer's ``q_proj`` and
   ``k_proj``, whose inputs already hold the position embedding, as the project's own encoder keeps them);
 - the feature grid's padding mask (the backbone's last mask);
@@ -35,12 +35,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detr_core.model.capture_protocol import ModelCapture
+from detr_core.model.capture_protocol import ModelCapture, SplitCrossAttention
 from detr_core.model.hf_families.base import (
     FamilySpec,
     Recording,
     WrappedDetector,
-    content_and_spatial_maps,
     dense_attention,
     heads_first,
     output_of,
@@ -143,16 +142,17 @@ class ConditionalDetr(DenseWrapped):
                  samples: NestedTensor) -> ModelCapture:
         valid = recording["valid"][0]
         attention = dense_attention(recording, self.config.nheads, valid)
-        attention.decoder_cross_content, attention.decoder_cross_spatial = self._split_maps(recording, valid)
+        attention.decoder_cross_split = self._split(recording, valid)
         self._measure_stride(samples, attention.grid)
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
 
-    def _split_maps(self, recording: Recording, valid: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Per decoder layer, the content-only and spatial-only cross-attention maps [B, heads, Q, S],
-        from the recorded halves built as transformers' ConditionalDetrDecoderCrossAttention builds them."""
+    def _split(self, recording: Recording, valid: Tensor) -> list[SplitCrossAttention]:
+        """Per decoder layer, the cross-attention's per-head queries and keys as content and spatial
+        halves, built from the recorded parts as transformers' ConditionalDetrDecoderCrossAttention
+        builds them (their maps are computed when asked for)."""
         heads = self.config.nheads
-        content, spatial = [], []
+        split = []
         for i, layer in enumerate(self.detector.model.decoder.layers):
             q_content = recording["cross_q_content"][i]  # [B, Q, D]
             k_content = recording["cross_k_content"][i]  # [B, S, D]
@@ -162,10 +162,8 @@ class ConditionalDetr(DenseWrapped):
                 k_content = k_content + k_spatial
             q = torch.cat([heads_first(q_content, heads), heads_first(recording["cross_q_spatial"][i], heads)], -1)
             k = torch.cat([heads_first(k_content, heads), heads_first(k_spatial, heads)], -1)  # [B, heads, S, 2 dh]
-            c, p = content_and_spatial_maps(q, k, layer.encoder_attn.scaling, valid)
-            content.append(c)
-            spatial.append(p)
-        return content, spatial
+            split.append(SplitCrossAttention(q, k, layer.encoder_attn.scaling, valid))
+        return split
 
 
 # The family's entries in detr_core.model.registry

@@ -14,7 +14,7 @@ Capture recipe:
   content half and a spatial half (the anchor's sine embedding, scaled by a transformation of
   the decoder embedding and modulated by the anchor's width and height), concatenated as in
   Conditional DETR, so the same content-only and spatial-only maps follow
-  (``DenseAttention.decoder_cross_content`` and ``decoder_cross_spatial``);
+  (``DenseAttention.decoder_cross_split``, computed when asked for);
 - encoder self-attention as q and k (outputs of each encoder layer's ``q_proj`` and ``k_proj``);
 - the feature grid's padding mask (the backbone's last mask) and the encoder's output;
 - every decoder layer's logits and boxes: transformers' own heads (``class_embed``,
@@ -31,11 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from detr_core.model.capture_protocol import ModelCapture
+from detr_core.model.capture_protocol import ModelCapture, SplitCrossAttention
 from detr_core.model.hf_families.base import (
     FamilySpec,
     Recording,
-    content_and_spatial_maps,
     dense_attention,
     heads_first,
     inputs_of,
@@ -98,10 +97,8 @@ class DabDetr(DenseWrapped):
         attention = dense_attention(recording, self.config.nheads, valid)
         for layer, (q, k) in zip(self.detector.model.decoder.layers, recording["cross_qk"]):  # [B, Q or S, 2 D]
             heads = layer.cross_attn.cross_attn.attention_heads
-            c, p = content_and_spatial_maps(heads_first(q, heads), heads_first(k, heads),
-                                            layer.cross_attn.cross_attn.scaling, valid)
-            attention.decoder_cross_content.append(c)
-            attention.decoder_cross_spatial.append(p)
+            attention.decoder_cross_split.append(SplitCrossAttention(
+                heads_first(q, heads), heads_first(k, heads), layer.cross_attn.cross_attn.scaling, valid))
         self._measure_stride(samples, attention.grid)
         return ModelCapture(layer_logits=logits, layer_boxes=boxes, attention=attention,
                             memory=recording["memory"][0])
