@@ -190,7 +190,7 @@ def test_rt_detr_v2_file_opens_as_rt_detr_v2_and_reproduces_transformers(tmp_pat
     _reproduces(hf, ckpt.with_settings(num_queries=12).build_model(), torch.randn(3, 64, 96))
 
 
-def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened, tmp_path):
+def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened, d_fine_file, tmp_path):
     _, path = rt_file
     data = path.read_bytes()
     truncated = tmp_path / "truncated.pth"
@@ -217,6 +217,11 @@ def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened
         ckpt.with_settings(d_model=64)
     with pytest.raises(CheckpointError, match="96 points in all, which 5 heads and 3 levels do not divide"):
         ckpt.with_settings(nheads=5)
+    learned = tmp_path / "dfine_learned.pth"  # learned query content is opened for RT-DETR only
+    torch.save({"model": {**torch.load(d_fine_file[1])["model"], "decoder.tgt_embed.weight": torch.zeros(300, 32)}}, learned)
+    with pytest.raises(CheckpointError, match=r"dfine_learned.pth: a D-FINE file with learned query content "
+                                              r"\(decoder.tgt_embed, learn_query_content=True\): opened for RT-DETR"):
+        load_checkpoint(learned)
 
 
 def test_main_info_names_family_backbone_queries_and_classes(rt_file, capsys):

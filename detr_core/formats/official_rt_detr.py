@@ -234,6 +234,11 @@ RULES = {"rt_detr": RT_DETR_RULES, "rt_detr_v2": RT_DETR_V2_RULES, "d_fine": D_F
 
 def to_transformers(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """The authors' state dict -> transformers' names. Raises CheckpointError on keys no rule knows."""
+    if family == "d_fine" and "decoder.tgt_embed.weight" in state:
+        # dfine_decoder.py's learn_query_content: transformers' D-FINE has learn_initial_query, but
+        # the mapping is checked against transformers for RT-DETR only
+        raise CheckpointError("a D-FINE file with learned query content (decoder.tgt_embed, learn_query_content=True): "
+                              "opened for RT-DETR and RT-DETRv2 only")
     rules = backbone_rules(state) + RULES[family]
     out: dict[str, torch.Tensor] = {}
     unknown = []
