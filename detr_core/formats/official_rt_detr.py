@@ -91,7 +91,8 @@ _HGNET = [  # D-FINE's HGNetV2 -> transformers' HGNetV2Backbone
 
 # RT-DETR's own HGNetv2 (lyuwenyu/RT-DETR rtdetrv2_pytorch/src/nn/backbone/hgnetv2.py, ported from
 # PaddleDetection's ppdet/modeling/backbones/hgnet_v2.py; rtdetrv2_hgnetv2_l/x/h, whose configs set
-# no use_lab; the file as copied unchanged in forks, e.g. GomulkaK/RT-DETR at 02507a5) -> the same
+# no use_lab; the file read in two forks' copies with the same modules, GomulkaK/RT-DETR at 02507a5
+# and supervisely-ecosystem/RT-DETRv2 at 2e4a919) -> the same
 # HGNetV2Backbone. It differs from D-FINE's only in names: the 2x2 stem convs pad with an
 # nn.ZeroPad2d inside an nn.Sequential (``stem2a.conv.1``: transformers F.pads before the same
 # conv) and a block's two 1x1 aggregation convs are named, not numbered (transformers'
