@@ -33,16 +33,16 @@ def _randomize(model):
     return _randomize_norms(model).eval()
 
 
-def tiny_rt_detr():
+def tiny_rt_detr(**options):
     """A PResNet-vd with bottlenecks (a stage-1 shortcut conv, avg-pool shortcuts after), 8 heads
-    (the authors' count, which the file cannot say), 3 classes."""
+    (the authors' count, which the file cannot say), 3 classes; ``options``: more RTDetrConfig fields."""
     torch.manual_seed(0)
     backbone = transformers.RTDetrResNetConfig(embedding_size=16, hidden_sizes=[32, 48, 64, 96], depths=[1, 2, 1, 1],
                                                layer_type="bottleneck", out_features=["stage2", "stage3", "stage4"])
     config = transformers.RTDetrConfig(
         backbone_config=backbone, encoder_in_channels=[48, 64, 96], encoder_hidden_dim=32, d_model=32,
         encoder_ffn_dim=48, decoder_ffn_dim=40, decoder_layers=2, num_queries=12, decoder_in_channels=[32, 32, 32],
-        hidden_expansion=0.5, num_labels=3)
+        hidden_expansion=0.5, num_labels=3, **options)
     return _randomize(transformers.RTDetrForObjectDetection(config))
 
 
@@ -190,7 +190,7 @@ def test_rt_detr_v2_file_opens_as_rt_detr_v2_and_reproduces_transformers(tmp_pat
     _reproduces(hf, ckpt.with_settings(num_queries=12).build_model(), torch.randn(3, 64, 96))
 
 
-def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened, tmp_path):
+def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened, d_fine_file, tmp_path):
     _, path = rt_file
     data = path.read_bytes()
     truncated = tmp_path / "truncated.pth"
@@ -217,6 +217,11 @@ def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened
         ckpt.with_settings(d_model=64)
     with pytest.raises(CheckpointError, match="96 points in all, which 5 heads and 3 levels do not divide"):
         ckpt.with_settings(nheads=5)
+    learned = tmp_path / "dfine_learned.pth"  # learned query content is opened for RT-DETR only
+    torch.save({"model": {**torch.load(d_fine_file[1])["model"], "decoder.tgt_embed.weight": torch.zeros(300, 32)}}, learned)
+    with pytest.raises(CheckpointError, match=r"dfine_learned.pth: a D-FINE file with learned query content "
+                                              r"\(decoder.tgt_embed, learn_query_content=True\): opened for RT-DETR"):
+        load_checkpoint(learned)
 
 
 def test_main_info_names_family_backbone_queries_and_classes(rt_file, capsys):
@@ -231,3 +236,150 @@ def test_main_info_names_family_backbone_queries_and_classes(rt_file, capsys):
     assert model["queries"] == 300 and model["classes"] == 3
     assert model["parameters"] == sum(p.numel() for p in hf.parameters())
     assert "does not say its nheads; assumed 8" in out.err and "does not say its num_queries; assumed 300" in out.err
+
+
+def test_rt_detr_file_with_learned_query_content_opens_with_learn_initial_query(tmp_path):
+    """v1's ``learnt_init_query`` (v2's ``learn_query_content``): the decoder's queries start from
+    ``decoder.tgt_embed``'s rows, not from the selected encoder tokens."""
+    learned = tiny_rt_detr(learn_initial_query=True)
+    state = to_official(learned.state_dict(), "rt_detr")
+    assert state["decoder.tgt_embed.weight"].shape == (12, 32)  # rtdetr_decoder.py: nn.Embedding(num_queries, hidden_dim)
+    path = tmp_path / "rtdetr_learned_queries.pth"
+    torch.save({"ema": {"module": state}}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config.transformers_config["learn_initial_query"] is True
+    assert ckpt.model_config.num_queries == 12 and ckpt.assumptions == {"nheads": 8}  # the rows give the queries
+    with pytest.raises(CheckpointError, match="num_queries cannot be set for this file: its learned query content "
+                                              r"\(decoder.tgt_embed\) holds 12 queries"):
+        ckpt.with_settings(num_queries=6)
+    # transformers 5.24's own forward fails on this flag (it tiles the nn.Embedding, not its weight):
+    # the reference is its model without the flag, its decoder fed the authors' query content
+    # (rtdetr_decoder.py: target = self.tgt_embed.weight.unsqueeze(0).tile([bs, 1, 1]))
+    reference = transformers.RTDetrForObjectDetection(
+        transformers.RTDetrConfig.from_dict({**learned.config.to_dict(), "learn_initial_query": False})).eval()
+    weights = learned.state_dict()
+    content = weights.pop("model.weight_embedding.weight")  # [Q, D]
+    reference.load_state_dict(weights)
+    torch.manual_seed(1)
+    image = torch.randn(3, 64, 96)
+    pixels = (image * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None])[None]
+    with torch.no_grad():
+        selected = reference(pixel_values=pixels).logits  # queries from the selected tokens
+
+    def authors_content(module, args, kwargs):
+        batch = kwargs["inputs_embeds"].shape[0]
+        return args, {**kwargs, "inputs_embeds": content.unsqueeze(0).tile([batch, 1, 1])}  # [B, Q, D]
+
+    reference.model.decoder.register_forward_pre_hook(authors_content, with_kwargs=True)
+    ours = _reproduces(reference, ckpt.build_model(), image)
+    assert not torch.allclose(ours["pred_logits"], selected, atol=1e-2)  # the learned content was used
+
+
+class _AuthorsConv(torch.nn.Module):
+    """The authors' ConvBNAct (rtdetrv2_pytorch/src/nn/backbone/hgnetv2.py) with use_lab=False, as
+    rtdetrv2_hgnetv2_l/x/h run it: ``conv`` (an nn.Sequential(ZeroPad2d([0, 1, 0, 1]), Conv2d) for
+    padding='same'), ``bn``, ReLU when ``act``."""
+
+    def __init__(self, cin, cout, kernel, stride=1, groups=1, act=True, same=False):
+        super().__init__()
+        conv = torch.nn.Conv2d(cin, cout, kernel, stride, padding=0 if same else (kernel - 1) // 2, groups=groups,
+                               bias=False)
+        self.conv = torch.nn.Sequential(torch.nn.ZeroPad2d([0, 1, 0, 1]), conv) if same else conv
+        self.bn = torch.nn.BatchNorm2d(cout)
+        self.act = torch.nn.ReLU() if act else torch.nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class _AuthorsHGNetv2(torch.nn.Module):
+    """The module tree of the authors' HGNetv2 (StemBlock, HG_Stage, HG_Block, LightConvBNAct), written
+    from their source to check that a file in their layout holds exactly its weights and computes
+    what transformers' HGNetV2Backbone computes. ``stages``: (in, mid, out, blocks, downsample, light,
+    kernel, layers) each, as their arch_configs; returns the last three stages' maps (return_idx [1, 2, 3])."""
+
+    def __init__(self, stem, stages):
+        super().__init__()
+        self.stem = torch.nn.Module()
+        self.stem.stem1 = _AuthorsConv(stem[0], stem[1], 3, 2)
+        self.stem.stem2a = _AuthorsConv(stem[1], stem[1] // 2, 2, same=True)
+        self.stem.stem2b = _AuthorsConv(stem[1] // 2, stem[1], 2, same=True)
+        self.stem.stem3 = _AuthorsConv(stem[1] * 2, stem[1], 3, 2)
+        self.stem.stem4 = _AuthorsConv(stem[1], stem[2], 1)
+        self.stem.pool = torch.nn.Sequential(torch.nn.ZeroPad2d([0, 1, 0, 1]), torch.nn.MaxPool2d(2, 1, ceil_mode=True))
+        self.stages = torch.nn.ModuleList()
+        for cin, mid, cout, blocks, downsample, light, kernel, layers in stages:
+            stage = torch.nn.Module()
+            if downsample:  # else no module (theirs keeps ``downsample = False``)
+                stage.downsample = _AuthorsConv(cin, cin, 3, 2, groups=cin, act=False)
+            stage.blocks = torch.nn.Sequential()
+            for b in range(blocks):
+                block = torch.nn.Module()
+                block.layers = torch.nn.ModuleList()
+                for i in range(layers):
+                    c = (cin if b == 0 else cout) if i == 0 else mid
+                    if light:
+                        layer = torch.nn.Module()
+                        layer.conv1, layer.conv2 = _AuthorsConv(c, mid, 1, act=False), _AuthorsConv(mid, mid, kernel, groups=mid)
+                    else:
+                        layer = _AuthorsConv(c, mid, kernel)
+                    block.layers.append(layer)
+                total = (cin if b == 0 else cout) + layers * mid
+                block.aggregation_squeeze_conv = _AuthorsConv(total, cout // 2, 1)
+                block.aggregation_excitation_conv = _AuthorsConv(cout // 2, cout, 1)
+                stage.blocks.append(block)
+            self.stages.append(stage)
+
+    def forward(self, x):
+        s = self.stem
+        x = s.stem1(x)
+        x = s.stem4(s.stem3(torch.cat([s.pool(x), s.stem2b(s.stem2a(x))], 1)))
+        outs = []
+        for stage in self.stages:
+            x = stage.downsample(x) if hasattr(stage, "downsample") else x
+            for b, block in enumerate(stage.blocks):
+                feats = [x]
+                for layer in block.layers:
+                    feats.append(layer.conv2(layer.conv1(feats[-1])) if hasattr(layer, "conv1") else layer(feats[-1]))
+                y = block.aggregation_excitation_conv(block.aggregation_squeeze_conv(torch.cat(feats, 1)))
+                x = y + x if b > 0 else y  # identity for all blocks but the first
+            outs.append(x)
+        return outs[1:]
+
+
+def test_rt_detr_v2_file_with_the_authors_hgnetv2_opens_and_reproduces_transformers(tmp_path):
+    """rtdetrv2_hgnetv2_l/x/h's backbone, in a tiny size: L's shape of stages (no downsampling in
+    the first, light blocks with 5x5 kernels in the last two, several blocks in the third)."""
+    torch.manual_seed(0)
+    stages = [(8, 8, 16, 1, False, False, 3, 2), (16, 8, 24, 1, True, False, 3, 2),
+              (24, 16, 32, 2, True, True, 5, 2), (32, 16, 48, 1, True, True, 5, 2)]
+    backbone = transformers.HGNetV2Config(
+        stem_channels=[3, 8, 8], **{f"stage_{k}": [s[i] for s in stages] for i, k in enumerate(
+            ("in_channels", "mid_channels", "out_channels", "num_blocks", "downsample", "light_block", "kernel_size",
+             "numb_of_layers"))},
+        hidden_sizes=[16, 24, 32, 48], depths=[1, 1, 2, 1], out_features=["stage2", "stage3", "stage4"])
+    config = transformers.RTDetrV2Config(
+        backbone_config=backbone, encoder_in_channels=[24, 32, 48], encoder_hidden_dim=32, d_model=32,
+        encoder_ffn_dim=48, decoder_ffn_dim=40, encoder_attention_heads=2, decoder_attention_heads=2,
+        decoder_layers=2, num_queries=12, decoder_in_channels=[32, 32, 32], decoder_n_points=2, num_labels=80)
+    hf = _randomize(transformers.RTDetrV2ForObjectDetection(config))
+    state = to_official(hf.state_dict(), "rt_detr_v2")
+    # the file holds exactly the authors' backbone weights (their names, no more, no fewer) ...
+    authors = _AuthorsHGNetv2([3, 8, 8], stages).eval()
+    authors.load_state_dict({k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")})
+    assert "backbone.stem.stem2a.conv.1.weight" in state and "backbone.stages.2.blocks.1.aggregation_squeeze_conv.bn.weight" in state
+    # ... and their backbone computes transformers' (the stem's ZeroPad2d inside ``conv`` and before
+    # the pool is transformers' F.pad before the same conv and pool)
+    pixels = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        for ours, theirs in zip(authors(pixels), hf.model.backbone.model(pixels).feature_maps, strict=True):
+            torch.testing.assert_close(ours, theirs, **TOL)
+    path = tmp_path / "rtdetrv2_hgnetv2_l.pth"
+    torch.save({"ema": {"module": state}}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config.attention == "rt_detr_v2"
+    hf_backbone = ckpt.model_config.transformers_config["backbone_config"]
+    assert hf_backbone["model_type"] == "hgnet_v2" and hf_backbone["stage_downsample"] == [False, True, True, True]
+    assert hf_backbone["stage_light_block"] == [False, False, True, True] and hf_backbone["stage_num_blocks"] == [1, 1, 2, 1]
+    torch.manual_seed(1)
+    _reproduces(hf, ckpt.with_settings(num_queries=12).build_model(), torch.randn(3, 64, 96))

@@ -6,7 +6,9 @@ reports) or bare, opened as the wrapped transformers families
 view and ``main.py info/eval/predict`` take them (:mod:`~detr_core.model.hf_families.rt_detr_v2` for v2).
 
 The file is recognised by its keys, never its name: ``backbone.res_layers.*`` (PResNet) or
-``backbone.stem.*``/``backbone.stages.*`` (HGNetV2), ``encoder.input_proj.*`` and
+``backbone.stem.*``/``backbone.stages.*`` (HGNetV2, in D-FINE's layout or in RT-DETRv2's, whose
+rtdetrv2_hgnetv2_l/x/h name a block's aggregation convs and pad the stem's 2x2 convs in a
+``Sequential``; RT-DETR v1's HGNetv2 models were released for Paddle only), ``encoder.input_proj.*`` and
 ``decoder.dec_score_head.*``; ``decoder.decoder.lqe_layers.*`` makes it D-FINE, a
 ``cross_attn.num_points_scale`` buffer without them RT-DETRv2.
 
@@ -28,6 +30,10 @@ dfine_n/s/m/l/x on COCO or Objects365). What weights cannot say is assumed at th
 defaults, each named where it is set (see :func:`_shared_config`); ``Checkpoint.assumptions``
 lists those the user may change (``num_queries``, and ``nheads`` for RT-DETR v1, whose weights
 hold heads x points only; v2 and D-FINE keep the points per level, which gives the heads).
+An RT-DETR trained with learned query content (``decoder.tgt_embed``: v1's ``learnt_init_query``,
+v2's ``learn_query_content``) opens with transformers' ``learn_initial_query``, its rows giving
+``num_queries`` (then not an assumption, and not settable); D-FINE files with one are refused
+(the rule is not written for D-FINE).
 """
 
 from __future__ import annotations
@@ -83,6 +89,22 @@ _HGNET = [  # D-FINE's HGNetV2 -> transformers' HGNetV2Backbone
     for ours, theirs in _CONV
 ]
 
+# RT-DETR's own HGNetv2 (lyuwenyu/RT-DETR rtdetrv2_pytorch/src/nn/backbone/hgnetv2.py, ported from
+# PaddleDetection's ppdet/modeling/backbones/hgnet_v2.py; rtdetrv2_hgnetv2_l/x/h, whose configs set
+# no use_lab; the file read in two forks' copies with the same modules, GomulkaK/RT-DETR at 02507a5
+# and supervisely-ecosystem/RT-DETRv2 at 2e4a919) -> the same
+# HGNetV2Backbone. It differs from D-FINE's only in names: the 2x2 stem convs pad with an
+# nn.ZeroPad2d inside an nn.Sequential (``stem2a.conv.1``: transformers F.pads before the same
+# conv) and a block's two 1x1 aggregation convs are named, not numbered (transformers'
+# ``aggregation`` Sequential is built from ``aggregation_squeeze_conv`` and ``..._excitation_conv``)
+_HGNET_RT_DETR = [
+    (f"backbone.stem.{stem}.conv.1.", f"model.backbone.model.embedder.{stem}.convolution.") for stem in ("stem2a", "stem2b")
+] + [
+    (f"backbone.stages.#.blocks.#.aggregation_{name}_conv.{ours}",
+     f"model.backbone.model.encoder.stages.#.blocks.#.aggregation.{i}.{theirs}")
+    for i, name in enumerate(("squeeze", "excitation")) for ours, theirs in _CONV
+] + _HGNET
+
 _AIFI = [  # the hybrid encoder's attention layers (both families)
     ("encoder.encoder.#.layers.#.self_attn.", "model.encoder.aifi.#.layers.#.self_attn."),  # q/k/v split below
     ("encoder.encoder.#.layers.#.norm1.", "model.encoder.aifi.#.layers.#.self_attn_layer_norm."),
@@ -117,6 +139,12 @@ RT_DETR_RULES = _AIFI + _HEADS + [  # lyuwenyu/RT-DETR rtdetr_pytorch (v1)
     ("decoder.decoder.layers.#.norm2.", "model.decoder.layers.#.encoder_attn_layer_norm."),
     ("decoder.decoder.layers.#.linear1.", "model.decoder.layers.#.mlp.fc1."),
     ("decoder.decoder.layers.#.linear2.", "model.decoder.layers.#.mlp.fc2."),
+    # learned query content (v1's learnt_init_query, v2's learn_query_content: the decoder's queries
+    # start from these Q rows, not from the selected encoder tokens): rtdetr_decoder.py and
+    # rtdetrv2_decoder.py ``self.tgt_embed = nn.Embedding(num_queries, hidden_dim)`` ->
+    # transformers' modeling_rt_detr.py / modeling_rt_detr_v2.py ``self.weight_embedding``
+    # (made when ``learn_initial_query``)
+    ("decoder.tgt_embed.", "model.weight_embedding."),
 ]
 
 RT_DETR_V2_RULES = [  # lyuwenyu/RT-DETR rtdetrv2_pytorch (convert_rt_detr_v2_weights_to_hf.py)
@@ -180,11 +208,13 @@ def _rename(key: str, rules: list[tuple[str, str]], reverse: bool = False) -> st
 
 
 def backbone_rules(state: dict[str, Any]) -> list[tuple[str, str]]:
-    """The backbone's renames: PResNet (``backbone.res_layers``) or HGNetV2 (``backbone.stages``)."""
+    """The backbone's renames: PResNet (``backbone.res_layers``) or HGNetV2 (``backbone.stages``), in
+    D-FINE's layout or RT-DETR's (``aggregation_squeeze_conv``, the stem's padded ``conv.1``)."""
     if any(k.startswith("backbone.res_layers.") for k in state):
         return _PRESNET
     if any(k.startswith("backbone.stages.") for k in state):
-        return _HGNET
+        rt_detr = any(".aggregation_squeeze_conv." in k or k.startswith("backbone.stem.stem2a.conv.1.") for k in state)
+        return _HGNET_RT_DETR if rt_detr else _HGNET
     return []
 
 
@@ -206,6 +236,11 @@ RULES = {"rt_detr": RT_DETR_RULES, "rt_detr_v2": RT_DETR_V2_RULES, "d_fine": D_F
 
 def to_transformers(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """The authors' state dict -> transformers' names. Raises CheckpointError on keys no rule knows."""
+    if family == "d_fine" and "decoder.tgt_embed.weight" in state:
+        # dfine_decoder.py's learn_query_content: transformers' D-FINE has learn_initial_query, but
+        # the mapping is checked against transformers for RT-DETR only
+        raise CheckpointError("a D-FINE file with learned query content (decoder.tgt_embed, learn_query_content=True): "
+                              "opened for RT-DETR and RT-DETRv2 only")
     rules = backbone_rules(state) + RULES[family]
     out: dict[str, torch.Tensor] = {}
     unknown = []
@@ -231,9 +266,10 @@ def to_transformers(state: dict[str, torch.Tensor], family: str) -> dict[str, to
 def to_official(hf_state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """transformers' names -> the authors' (the inverse of :func:`to_transformers`, which the tests
     use to write files in the authors' layout from a transformers model). transformers' copies of
-    the per-layer heads outside ``model.`` are left out (the authors keep one)."""
+    the per-layer heads outside ``model.`` are left out (the authors keep one). An HGNetV2 is
+    written in the family's own layout (RT-DETR's or D-FINE's)."""
     hgnet = any(".embedder.stem" in k for k in hf_state)
-    rules = (_HGNET if hgnet else _PRESNET) + RULES[family]
+    rules = ((_HGNET if family == "d_fine" else _HGNET_RT_DETR) if hgnet else _PRESNET) + RULES[family]
     out: dict[str, torch.Tensor] = {}
     packed: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in hf_state.items():
@@ -402,6 +438,8 @@ def rt_detr_config(s: dict[str, torch.Tensor], heads: int = DEFAULT_HEADS,
             raise CheckpointError(f"the encoder's CSP blocks hold {blocks} RepVGG blocks; transformers' RT-DETR has 3")
         inner = _shape(s, "model.encoder.fpn_blocks.0.conv1.conv.weight")[0]
         cfg["hidden_expansion"] = _expansion(hidden, inner, lambda e, h: int(h * e))
+    if "model.weight_embedding.weight" in s:
+        cfg["learn_initial_query"] = True  # the queries' content is learned (decoder.tgt_embed)
     weights = _shape(s, "model.decoder.layers.0.encoder_attn.attention_weights.weight")[0]
     per_head = weights / (heads * cfg["num_feature_levels"])
     if per_head != int(per_head) or per_head < 1:
@@ -524,6 +562,12 @@ def _checkpoint(family: str, hf_state: dict[str, torch.Tensor], settings: dict[s
     from detr_core.model.registry import build_model
 
     queries = int(settings.get("num_queries", DEFAULT_QUERIES))
+    learned = hf_state.get("model.weight_embedding.weight")  # [Q, D]: learned query content, one row a query
+    if learned is not None:
+        if "num_queries" in settings and queries != learned.shape[0]:
+            raise CheckpointError(f"num_queries cannot be set for this file: its learned query content "
+                                  f"(decoder.tgt_embed) holds {learned.shape[0]} queries")
+        queries = learned.shape[0]
     if family in ("d_fine", "rt_detr_v2"):  # heads read off the points per level
         read = d_fine_config if family == "d_fine" else rt_detr_v2_config
         hf = read(hf_state, settings.get("nheads"), queries)
@@ -531,7 +575,8 @@ def _checkpoint(family: str, hf_state: dict[str, torch.Tensor], settings: dict[s
     else:
         hf = rt_detr_config(hf_state, int(settings.get("nheads", DEFAULT_HEADS)), queries)
         assumptions = {"nheads": DEFAULT_HEADS}
-    assumptions["num_queries"] = DEFAULT_QUERIES
+    if learned is None:
+        assumptions["num_queries"] = DEFAULT_QUERIES
     assumptions = {k: v for k, v in assumptions.items() if k not in settings}
     config = family_module(family).build.detr_config(hf)
     ckpt = Checkpoint(config, class_names(config.num_classes), checked or {}, source=SOURCES[family],

@@ -29,6 +29,9 @@ pads to a multiple of 32 (its encoder's fusion needs it) with black, as the proc
 boxes, predicted relative to the padded input, are rescaled to each image.
 ``anchor_image_size`` (anchors fixed for one input size) is followed by generating the anchors for
 each input's size, which equals the fixed ones at that size and also runs on other sizes.
+``learn_initial_query`` (queries whose content is learned, not taken from the selected tokens)
+runs with its embedding given the ``tile`` that transformers' forward calls on it (see
+:class:`_TileableEmbedding`); the predictions are those of the authors' models.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from detr_core.model.capture_protocol import EncoderSelfAttention, ModelCapture, SamplingPoints
 from detr_core.model.hf_families.base import (
@@ -60,8 +63,29 @@ SPEC = FamilySpec(
 )
 
 
+class _TileableEmbedding(nn.Embedding):
+    """transformers' learned query content (``learn_initial_query``) with the ``tile`` its forward
+    calls: transformers 5.24's ``RTDetrModel.forward`` (and RT-DETRv2's, D-FINE's) runs
+    ``self.weight_embedding.tile([batch_size, 1, 1])`` on the ``nn.Embedding`` itself, which has no
+    such method (AttributeError). Here it tiles the weight: [Q, D] -> [B, Q, D], the authors'
+    ``tgt_embed.weight.unsqueeze(0).tile([B, 1, 1])`` (lyuwenyu/RT-DETR rtdetr_decoder.py)."""
+
+    def tile(self, reps: list[int]) -> Tensor:
+        return self.weight.tile(reps)  # [B, Q, D]
+
+
 class RTDetr(WrappedDetector):
     SPEC = SPEC
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        model = self.detector.model
+        learned = getattr(model, "weight_embedding", None)
+        if isinstance(learned, nn.Embedding) and not hasattr(learned, "tile"):
+            shim = _TileableEmbedding(learned.num_embeddings, learned.embedding_dim, device=learned.weight.device,
+                                      dtype=learned.weight.dtype)
+            shim.weight = learned.weight  # the same parameter: names and values unchanged
+            model.weight_embedding = shim
 
     @classmethod
     def _adjust(cls, hf_config):
