@@ -8,6 +8,10 @@ timm ResNet (``conv1``, ``layer1.0.conv1`` ..., torchvision's own names) and the
 ``ResNetBackbone`` (``embedder``, ``encoder.stages.N.layers.M.layer.K`` ...). Attention weights
 are split into ``q_proj``/``k_proj``/``v_proj`` there and packed into ``in_proj_weight`` here.
 
+The folder's image processor (``preprocessor_config.json``) sets the input size; pixels other
+than the ImageNet-normalized ones this project's models take are refused by name
+(:mod:`detr_core.formats.hf_processor`, which every family's folder goes through).
+
 Safetensors files are read with the ``safetensors`` package (it runs no code); ``.bin`` files
 with ``torch.load(weights_only=True)``. Nothing here imports ``transformers``.
 """

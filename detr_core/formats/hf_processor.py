@@ -133,8 +133,10 @@ def processor_problems(processor: dict[str, Any]) -> list[str]:
                 for name, (runs, why) in PROCESSOR_REFUSED.items()
                 if name in processor and processor[name] not in runs]
     known = set(PROCESSOR_FOLLOWED) | set(PROCESSOR_REFUSED) | PROCESSOR_NO_EFFECT
+    # (a leading underscore marks what transformers keeps for itself, e.g. "_processor_class")
     problems += [f"{name}={processor[name]!r} is a field the explorer does not know (it may change the pixels "
-                 "the model sees)" for name in processor if name not in known and not name.startswith("_")]
+                 "the model sees; remove it from the file if it does not)"
+                 for name in processor if name not in known and not name.startswith("_")]
     size = processor.get("size")
     if size is not None and processor_size(processor) is None:
         problems.append(f"size={size!r} is not supported (only {{shortest_edge, longest_edge}} with the shortest "
