@@ -16,7 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 from detr_core.checkpoint import CheckpointError, load_checkpoint
-from detr_core.data.images import prepare, read_image
+from detr_core.data.images import IMAGENET_STD, prepare, read_image
 from detr_core.formats import hf_processor
 from detr_core.model.nested_tensor import nested_tensor_from_tensor_list
 from tests.test_hf_checkpoints import _hf_model
@@ -173,6 +173,14 @@ def test_detr_follows_the_processors_size_and_refuses_other_pixels(folders, phot
         assert (config.image_min_size, config.image_max_size) == (64, 96)
         theirs = processor(images=crop, return_tensors="pt")["pixel_values"][0]
         torch.testing.assert_close(prepare(crop, config.image_min_size, config.image_max_size), theirs, **PIXELS)
+        # resampled (a 128x192 crop to 64x96): within one 8-bit level, the processor's rounding to uint8
+        # (torchvision) or PIL's own bilinear filter, where the explorer resamples floats
+        big = photo[100:228, 200:392]
+        theirs = processor(images=big, return_tensors="pt")["pixel_values"][0]
+        ours = prepare(big, config.image_min_size, config.image_max_size)
+        assert ours.shape == theirs.shape == (3, 64, 96)
+        level = torch.tensor(IMAGENET_STD)[:, None, None] * (ours - theirs).abs() * 255  # in 8-bit levels
+        assert float(level.max()) <= 1.0 + 1e-4 and float(level.mean()) < 0.5, backend
     old = _with_processor(folder, tmp_path, size=64, max_size=96, feature_extractor_type="DetrFeatureExtractor")
     assert transformers.DetrImageProcessor.from_pretrained(old).size == {"shortest_edge": 64, "longest_edge": 96}
     config = load_checkpoint(old).model_config
