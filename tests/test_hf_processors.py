@@ -122,7 +122,7 @@ VARIANTS = {
 def test_the_explorers_pixels_are_the_processors_own(folders, photo, tmp_path, family, backend):
     """For each variant, a padded batch of two crops of a real image: the pixels (and pixel mask) the
     wrapped family hands transformers' forward equal those transformers' processor makes of the same
-    crops, saved in the folder and read back as the app reads it (torchvision and PIL backends)."""
+    crops, its saved file read back as the app reads a folder's (torchvision and PIL backends)."""
     from detr_core.model.hf_families.base import processor_pixels
 
     _hf, folder = folders[family]
@@ -131,9 +131,9 @@ def test_the_explorers_pixels_are_the_processors_own(folders, photo, tmp_path, f
     seen = []
     for name, fields in VARIANTS.items():
         processor = getattr(transformers, backend)(size=SIZE, do_pad=True, **fields)
-        copy = _with_processor(folder, tmp_path, processor)
+        processor.save_pretrained(tmp_path / name)  # the file as transformers writes it, read as the app reads it
         theirs = processor(images=crops, return_tensors="pt")
-        model.config.transformers_processor = processor_pixels(copy)  # as open_folder sets it
+        model.config.transformers_processor = processor_pixels(tmp_path / name)  # as open_folder sets it
         batch = nested_tensor_from_tensor_list([prepare(c, 64, 96) for c in crops])  # as the app prepares them
         ours = model.inputs(batch)
         # (the torchvision backend returns uint8 where it neither rescales nor normalizes: the same values)
