@@ -19,6 +19,7 @@ from detr_core.checkpoint import CheckpointError, load_checkpoint
 from detr_core.data.images import IMAGENET_STD, prepare, read_image
 from detr_core.formats import hf_processor
 from detr_core.model.nested_tensor import nested_tensor_from_tensor_list
+from tests.test_deformable import _hf_model as _hf_deformable
 from tests.test_hf_checkpoints import _hf_model
 from tests.test_hf_families import _dense_family, _rt_detr
 
@@ -58,10 +59,10 @@ def _crops(photo):
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """family -> (transformers' model, its save_pretrained folder) for RT-DETR (not normalized, no pixel
-    mask), Conditional DETR (normalized, a pixel mask) and DETR (the explorer's own modules)."""
+    mask), Conditional DETR (normalized, a pixel mask), DETR and Deformable DETR (the explorer's own modules)."""
     made = {}
     for name, model in (("rt_detr", _rt_detr()), ("conditional_detr", _dense_family("conditional_detr")),
-                        ("detr", _hf_model())):
+                        ("detr", _hf_model()), ("deformable_detr", _hf_deformable())):
         folder = tmp_path_factory.mktemp(name)
         model.save_pretrained(folder)
         made[name] = (model, folder)
@@ -162,7 +163,7 @@ def test_a_folder_without_rescaling_opens_to_transformers_outputs(folders, photo
 
 
 def test_detr_follows_the_processors_size_and_refuses_other_pixels(folders, photo, tmp_path):
-    """The explorer's own DETR: the size is followed (also transformers 4's ``"size": 64, "max_size": 96``)
+    """The explorer's own DETR (and Deformable DETR): the size is followed (also transformers 4's ``"size": 64, "max_size": 96``)
     and its input is the processor's pixels; a processor giving other pixels than ImageNet-normalized
     8-bit / 255 is refused by name."""
     _hf, folder = folders["detr"]
@@ -191,6 +192,12 @@ def test_detr_follows_the_processors_size_and_refuses_other_pixels(folders, phot
                           ({"image_mean": [0.5, 0.5, 0.5]}, r"image_mean=\[0.5, 0.5, 0.5\]")):
         with pytest.raises(CheckpointError, match=f"preprocessor_config.json: {named}.*ImageNet"):
             load_checkpoint(_with_processor(folder, tmp_path, **fields))
+    # Deformable DETR's folders go the same way
+    _hf, folder = folders["deformable_detr"]
+    config = load_checkpoint(_with_processor(folder, tmp_path, transformers.DeformableDetrImageProcessor(size=SIZE)))
+    assert (config.model_config.image_min_size, config.model_config.image_max_size) == (64, 96)
+    with pytest.raises(CheckpointError, match="preprocessor_config.json: do_normalize=False .*ImageNet"):
+        load_checkpoint(_with_processor(folder, tmp_path, do_normalize=False))
 
 
 def test_a_processor_field_the_explorer_cannot_follow_is_named(folders, tmp_path):
