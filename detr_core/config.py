@@ -127,7 +127,8 @@ class DETRConfig:
     # their ``config.json`` as transformers wrote it, from which the family builds its model
     transformers_config: dict[str, Any] = field(default_factory=dict)
     # ... and what of the folder's preprocessor_config.json changes the pixels the model sees
-    # ({"do_normalize", "image_mean", "image_std"} where it says; empty: the family's processor's defaults)
+    # ({"do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std"} where it says; empty: the
+    # family's processor's defaults; see formats/hf_processor.py)
     transformers_processor: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

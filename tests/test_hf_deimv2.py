@@ -64,10 +64,11 @@ def test_deimv2_follows_the_folders_normalization(deimv2_folder, tmp_path):
     for normalize in (True, False):
         copy = tmp_path / f"normalize_{normalize}"
         shutil.copytree(folder, copy)
-        processor = RTDetrImageProcessor(do_resize=False, do_pad=True, do_normalize=normalize,
+        processor = RTDetrImageProcessor(size={"height": 64, "width": 96}, do_pad=True, do_normalize=normalize,
                                          image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.25])
         processor.save_pretrained(copy)
-        pixels = processor(images=photos, return_tensors="pt")["pixel_values"]  # [2, 3, 64, 96], padded with 0
+        # [2, 3, 64, 96], padded with 0: the photos as they are (the folder's processor would stretch the second)
+        pixels = processor(images=photos, do_resize=False, return_tensors="pt")["pixel_values"]
         if normalize:  # opened as the app opens it
             model = load_checkpoint(copy).build_model()
         else:  # the same config, without loading the weights from the files again

@@ -8,12 +8,17 @@ timm ResNet (``conv1``, ``layer1.0.conv1`` ..., torchvision's own names) and the
 ``ResNetBackbone`` (``embedder``, ``encoder.stages.N.layers.M.layer.K`` ...). Attention weights
 are split into ``q_proj``/``k_proj``/``v_proj`` there and packed into ``in_proj_weight`` here.
 
+The folder's image processor (``preprocessor_config.json``) sets the input size; pixels other
+than the ImageNet-normalized ones this project's models take are refused by name
+(:mod:`detr_core.formats.hf_processor`, which every family's folder goes through).
+
 Safetensors files are read with the ``safetensors`` package (it runs no code); ``.bin`` files
 with ``torch.load(weights_only=True)``. Nothing here imports ``transformers``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -23,6 +28,7 @@ import torch
 
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig
+from detr_core.formats.hf_processor import open_processor
 from detr_core.formats.resnet_layout import STANDARD_RESNETS, resnet_layout
 
 CONFIG_NAME = "config.json"
@@ -350,6 +356,16 @@ def detr_config_from_hf(hf: dict[str, Any], state: dict[str, torch.Tensor]) -> D
     )
 
 
+def with_processor_size(config: DETRConfig, folder: Path) -> DETRConfig:
+    """``config`` resizing as the folder's image processor does (its ``size``); CheckpointError on
+    a processor field the explorer's own DETR cannot follow, e.g. pixels other than ImageNet-normalized
+    (:mod:`detr_core.formats.hf_processor`)."""
+    size, _pixels = open_processor(folder, own_normalization=True)
+    if size is None:
+        return config
+    return dataclasses.replace(config, image_min_size=size[0], image_max_size=size[1])
+
+
 def class_names_from_hf(hf: dict[str, Any], num_classes: int) -> list[str]:
     id2label = {int(k): str(v) for k, v in (hf.get("id2label") or {}).items()}
     return [id2label.get(i, f"class {i}") for i in range(num_classes)]
@@ -385,6 +401,7 @@ def load_hf_checkpoint(path: str | Path):
         config = detr_config_from_hf(hf, state)
     except ValueError as e:
         raise _error(f"{config_path.name}: {e}") from None
+    config = with_processor_size(config, config_path.parent)
     names = class_names_from_hf(hf, config.num_classes)
     extra = {"panoptic": True} if any(k.startswith("detr.") for k in raw) else {}
     return Checkpoint(config, names, state, source="huggingface/transformers", extra=extra)
@@ -597,5 +614,6 @@ def load_hf_deformable(hf: dict[str, Any], config_path: Path, weights_path: Path
         config = deformable_config_from_hf(hf, state)
     except ValueError as e:
         raise _error(f"{config_path.name}: {e}") from None
+    config = with_processor_size(config, config_path.parent)
     names = class_names_from_hf(hf, config.num_classes)
     return Checkpoint(config, names, state, source="huggingface/transformers")

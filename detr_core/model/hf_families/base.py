@@ -18,9 +18,11 @@ mask (:class:`~detr_core.model.nested_tensor.NestedTensor`). :meth:`WrappedDetec
 them into the family's own convention (:class:`FamilySpec`): RT-DETR's processors only rescale
 to [0, 1], so the normalization is undone (and padding is 0, as its processor pads); Conditional
 and DAB-DETR take the normalized pixels and a ``pixel_mask``. Where the folder's
-``preprocessor_config.json`` says otherwise (``do_normalize``, ``image_mean``, ``image_std``, e.g.
-DEIMv2's DINOv3 models normalize, its HGNetV2 ones do not), the folder is followed
+``preprocessor_config.json`` says otherwise (``do_rescale``, ``rescale_factor``, ``do_normalize``,
+``image_mean``, ``image_std``, e.g. DEIMv2's DINOv3 models normalize, its HGNetV2 ones do not; a
+processor without rescaling feeds 0-255 pixels), the folder is followed
 (``DETRConfig.transformers_processor``; padding stays 0 after normalizing, as the processors pad).
+What else of the processor is followed, refused or without effect: :mod:`detr_core.formats.hf_processor`.
 
 **Forward.** transformers' forward runs unchanged; the wrapper reads what it needs with forward
 hooks on transformers' modules (attention maps, sampling locations and weights, each decoder
@@ -53,6 +55,7 @@ from torch import Tensor, nn
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
+from detr_core.formats.hf_processor import channels, open_processor, pixel_scale
 from detr_core.model.capture_protocol import AttentionCapture, DenseAttention, ModelCapture
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 
@@ -220,12 +223,18 @@ class WrappedDetector(nn.Module):
         raise NotImplementedError
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-        """(mean, std) per channel that the family's processor normalizes [0, 1] pixels with, or None
+        """(mean, std) per channel that the family's processor normalizes its rescaled pixels with, or None
         when it does not: the folder's ``preprocessor_config.json`` where it says, else the family's own."""
         pixels = self.config.transformers_processor
         if not pixels.get("do_normalize", self.SPEC.imagenet_normalized):
             return None
         return (channels(pixels.get("image_mean", IMAGENET_MEAN)), channels(pixels.get("image_std", IMAGENET_STD)))
+
+    def pixel_scale(self) -> float:
+        """What [0, 1] pixels are multiplied by before normalizing: 1.0 where the folder's processor
+        rescales 8-bit pixels by 1/255 (transformers' default), 255 where it does not rescale (its model
+        takes 0-255 pixels), 255 * rescale_factor for another factor."""
+        return pixel_scale(self.config.transformers_processor)
 
     def inputs(self, samples: NestedTensor) -> dict[str, Tensor]:
         """The keyword arguments of transformers' forward for a padded batch: ``pixel_values``
@@ -233,9 +242,12 @@ class WrappedDetector(nn.Module):
         x, mask = samples.decompose()  # [B, 3, H, W] ImageNet-normalized, [B, H, W] True on padding
         if self.SPEC.size_divisor > 1:
             x, mask = pad_to_multiple(x, mask, self.SPEC.size_divisor)
-        normalization = self.normalization()
-        if normalization != (IMAGENET_MEAN, IMAGENET_STD):  # back to [0, 1], normalized the family's way; padding 0
+        normalization, scale = self.normalization(), self.pixel_scale()
+        if normalization != (IMAGENET_MEAN, IMAGENET_STD) or scale != 1.0:
+            # back to [0, 1], rescaled and normalized the family's way; padding 0
             x = x * x.new_tensor(IMAGENET_STD)[:, None, None] + x.new_tensor(IMAGENET_MEAN)[:, None, None]
+            if scale != 1.0:
+                x = x * scale
             if normalization is not None:
                 mean, std = normalization
                 x = (x - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]
@@ -425,57 +437,11 @@ def backbone_name(config: DETRConfig) -> str:
 
 # --- opening a save_pretrained folder ----------------------------------------------------------
 
-PROCESSOR_NAME = "preprocessor_config.json"
-
-
-def processor_size(folder: Path) -> tuple[int, int] | None:
-    """(shorter side, longer side at most) the folder's image processor resizes to, read off its
-    ``preprocessor_config.json`` ({"shortest_edge", "longest_edge"} as DETR's processors write it;
-    {"height", "width"}, RT-DETR's fixed size, as its sides with the aspect ratio kept); None
-    without one or with another layout."""
-    try:
-        size = json.loads((folder / PROCESSOR_NAME).read_text()).get("size")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(size, dict):
-        return None
-    sides = [size.get(k) for k in ("shortest_edge", "longest_edge")]
-    if not all(isinstance(v, int) and v > 0 for v in sides):
-        sides = sorted(size.get(k) for k in ("height", "width")) if all(
-            isinstance(size.get(k), int) and size[k] > 0 for k in ("height", "width")) else []
-    return (int(sides[0]), int(sides[1])) if len(sides) == 2 and sides[0] <= sides[1] else None
-
-
-def channels(value: Any) -> tuple[float, ...]:
-    """A processor's ``image_mean`` / ``image_std`` (one number or one per channel) as three floats."""
-    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
-    if len(values) != 3:
-        raise ValueError(f"{value!r} is not one value or three")
-    return tuple(values)
-
-
 def processor_pixels(folder: Path) -> dict[str, Any]:
     """The fields of the folder's ``preprocessor_config.json`` that change the pixel values the model
-    sees (``do_normalize``, ``image_mean``, ``image_std``), as written; {} without the file.
-    Raises CheckpointError on a value the wrapper could not follow, naming it."""
-    try:
-        processor = json.loads((folder / PROCESSOR_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(processor, dict):
-        return {}
-    pixels = {k: processor[k] for k in ("do_normalize", "image_mean", "image_std") if processor.get(k) is not None}
-    if not isinstance(pixels.get("do_normalize", True), bool):
-        raise CheckpointError(f"{PROCESSOR_NAME}: do_normalize={pixels['do_normalize']!r} is not true or false")
-    for name in ("image_mean", "image_std"):
-        try:
-            values = channels(pixels.get(name, 1.0))
-        except (TypeError, ValueError):
-            raise CheckpointError(f"{PROCESSOR_NAME}: {name}={pixels[name]!r} is not one number or one per "
-                                  "channel (3)") from None
-        if name == "image_std" and min(values) <= 0:
-            raise CheckpointError(f"{PROCESSOR_NAME}: image_std={pixels[name]!r} is not positive")
-    return pixels
+    sees (:func:`detr_core.formats.hf_processor.processor_pixels`); {} without the file. Raises
+    CheckpointError naming any field of the file the explorer cannot follow."""
+    return open_processor(folder)[1]
 
 
 def open_folder(cls: type[WrappedDetector], hf: dict[str, Any], config_path: Path, weights: Path) -> Checkpoint:
@@ -485,9 +451,9 @@ def open_folder(cls: type[WrappedDetector], hf: dict[str, Any], config_path: Pat
     CheckpointError on refused fields, unreadable or missing weights."""
     spec = cls.SPEC
     transformers = transformers_module(spec.title)
-    pixels = processor_pixels(config_path.parent)
+    size, pixels = open_processor(config_path.parent)
     try:
-        config = cls.detr_config(hf, processor_size(config_path.parent), pixels)  # refusals first
+        config = cls.detr_config(hf, size, pixels)  # refusals first
         hf_config = cls.transformers_config(hf)
     except (CheckpointError, ValueError) as e:
         raise CheckpointError(f"{config_path.name}: {e}") from None
