@@ -144,6 +144,9 @@ class AttentionPanel(QWidget):
             self._fill(self.layer, [f"{kind} {i + 1}" for i in range(s.layer_count)], s.layer)
             self._fill(self.head, ["mean of all"] + [f"{i + 1}" for i in range(r.num_heads)],
                        0 if s.head is None else s.head + 1)
+        # no map of this kind here (a deformable model's dense encoder map): nothing to choose, greyed
+        self.layer.setEnabled(r is not None and s.layer_count > 0)
+        self.head.setEnabled(r is not None and s.layer_count > 0 and r.num_heads > 0)
         self._show_part()
         self._update_info()
 

@@ -262,6 +262,12 @@ def test_the_attention_caption_shows_whole(qtbot, state, samples, size):
     _settle()
     assert state.attention_mode == MODE_ENCODER and "encoder" in panel.info.text()
     assert _shows_whole(panel.info)
+    assert panel.layer.isEnabled() and panel.layer.count() > 0
+    if size == RIGHT_COLUMN["Attention"][0]:  # a result without dense encoder maps (a deformable model's)
+        import dataclasses
+
+        state.set_result(dataclasses.replace(state.result, encoder_queries=None, encoder_keys=None))
+        assert panel.layer.count() == 0 and not panel.layer.isEnabled() and not panel.head.isEnabled()
 
 
 def test_the_model_panel_says_a_session_model_once(qtbot, bundled):
