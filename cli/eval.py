@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detr_core.analysis.evaluate import evaluate_model
-    from detr_core.data.toy import heldout_split
     from detr_core.config import ToyDataConfig
+    from detr_core.data.toy import heldout_split
 
     if args.data:
         return _eval_dataset(args)
@@ -67,7 +67,7 @@ def _eval_dataset(args: argparse.Namespace) -> int:
     if dataset.problems:
         print(dataset.summary(), file=sys.stderr)
     cfg = model.config
-    dataset = dataset.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size))
+    dataset = dataset.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size))
     try:
         metrics = evaluate_model(model, dataset, args.images, label_map=label_map)
     except DatasetError as e:

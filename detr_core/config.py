@@ -123,6 +123,12 @@ class DETRConfig:
     # Inference-time resizing: shorter side to image_min_size, longer side at most image_max_size.
     image_min_size: int = 800
     image_max_size: int = 1333
+    # ... or, where both are set, every image stretched to exactly image_height x image_width, its
+    # aspect ratio not kept: what RT-DETR's image processor ({"height", "width"}) and the RT-DETR and
+    # D-FINE authors' own pipelines do (image_min_size / image_max_size then hold the smaller and
+    # the larger of the two, for what reads them)
+    image_height: int = 0
+    image_width: int = 0
     # Families wrapped from transformers (RT-DETR, Conditional DETR ..., see model/hf_families/):
     # their ``config.json`` as transformers wrote it, from which the family builds its model
     transformers_config: dict[str, Any] = field(default_factory=dict)
@@ -181,10 +187,19 @@ class DETRConfig:
         for name in ("d_model", "dim_feedforward", "tiny_width", "image_min_size"):
             check_number(name, getattr(self, name), 1, whole=True)
         check_number("image_max_size", self.image_max_size, self.image_min_size, whole=True)
+        if (self.image_height > 0) != (self.image_width > 0):
+            raise ValueError("image_height and image_width are set together (a fixed size) or both left at 0")
+        for name in ("image_height", "image_width"):
+            check_number(name, getattr(self, name), 0, whole=True)
         check_number("dropout", self.dropout, 0, 0.99)
         check_number("dn_label_noise", self.dn_label_noise, 0, 1)
         check_number("dn_box_noise", self.dn_box_noise, 0)
         check_config(self)  # the family's own limits (detr_core/model/registry.py)
+
+    @property
+    def fixed_input_size(self) -> tuple[int, int] | None:
+        """(height, width) every image is stretched to, or None (the shorter-side rule)."""
+        return (self.image_height, self.image_width) if self.image_height and self.image_width else None
 
     @property
     def num_logits(self) -> int:

@@ -69,7 +69,7 @@ class DatasetViews:
                     self._note(view)
             return
         cfg = loaded.config
-        resize = eval_transform(cfg.image_min_size, cfg.image_max_size)
+        resize = eval_transform(cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size)
         if (view := self.views.get("Matching")) is not None:
             name, split = split_of(opened, "train")
             view.set_dataset(split.with_transform(resize), f"{opened.name} · {name}")  # type: ignore[attr-defined]
@@ -98,7 +98,7 @@ class DatasetViews:
             data_note(view).setText("Data: the toy held-out split (File ▸ Open Dataset… to use a dataset).")
             return
         cfg = loaded.config
-        resized = split.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size))
+        resized = split.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size))
         name = f"{opened.name} · {split.name}"
         view.set_dataset(resized, name)  # type: ignore[attr-defined]
         data_note(view).setText(f"Data: the one chosen in Source: {name} ({len(split)} images, as the model "

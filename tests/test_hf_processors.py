@@ -221,3 +221,32 @@ def test_a_processor_field_the_explorer_cannot_follow_is_named(folders, tmp_path
               "image_processor_type": "RTDetrImageProcessor", "size": {"height": 64, "width": 96}}
     config = load_checkpoint(_with_processor(folder, tmp_path, **fields)).model_config
     assert (config.image_min_size, config.image_max_size) == (64, 96)
+
+
+def test_a_height_and_width_size_stretches_every_image_as_rt_detrs_processor_does(folders, photo, tmp_path):
+    """RT-DETR's processor (``{"height", "width"}``, 640x640 by default) stretches every photo to that
+    size, not keeping its aspect ratio, and so do the authors' pipelines: the explorer feeds the model
+    the same input on a photo of another shape, and its boxes come back in that photo's pixels."""
+    from torchvision.ops import box_convert
+
+    from detr_core.analysis.capture import run_inference
+
+    hf, folder = folders["rt_detr"]
+    assert load_checkpoint(folder).model_config.fixed_input_size == (640, 640)  # no processor: the family's
+    assert load_checkpoint(folders["conditional_detr"][1]).model_config.fixed_input_size is None
+    processor = transformers.RTDetrImageProcessor(size={"height": 64, "width": 96})
+    model = load_checkpoint(_with_processor(folder, tmp_path, processor)).build_model().eval()
+    assert model.config.fixed_input_size == (64, 96)
+    for crop in (photo[100:196, 500:564].copy(), photo[420:484, 600:664].copy()):  # [96, 64] and [64, 64]
+        theirs = processor(images=crop, return_tensors="pt")["pixel_values"].float()  # [1, 3, 64, 96]
+        ours = model.inputs(nested_tensor_from_tensor_list(
+            [prepare(crop, model.config.image_min_size, model.config.image_max_size, model.config.fixed_input_size)]))
+        assert ours["pixel_values"].shape == theirs.shape == (1, 3, 64, 96)
+        assert (ours["pixel_values"] - theirs).abs().max() <= 1 / 255  # resampled: within one 8-bit level
+        result = run_inference(model, crop, ["cat", "dog", "bird"], capture=False)
+        assert result.input_size == (64, 96)
+        with torch.no_grad():
+            expected = hf(pixel_values=ours["pixel_values"])
+        h, w = crop.shape[:2]
+        xyxy = box_convert(expected.pred_boxes[0], "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+        torch.testing.assert_close(result.boxes_xyxy, xyxy, rtol=1e-4, atol=1e-3)

@@ -190,7 +190,8 @@ def run_inference(
         raise ValueError(f"expected an [H, W, 3] RGB image, got shape {tuple(image_rgb.shape)}")
     cfg = model.config
     device = next(model.parameters()).device
-    x = input_tensor if input_tensor is not None else prepare(image_rgb, cfg.image_min_size, cfg.image_max_size)
+    x = input_tensor if input_tensor is not None else prepare(image_rgb, cfg.image_min_size, cfg.image_max_size,
+                                                                   cfg.fixed_input_size)
     with evaluating(model):
         t0 = time.perf_counter()
         out = model(x[None].to(device), capture=capture)

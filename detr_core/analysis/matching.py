@@ -192,7 +192,7 @@ def match_sample(
     image = images.tensors[0] if isinstance(images, NestedTensor) else images[0]
     cfg = getattr(model, "config", None)
     if at_model_size and cfg is not None:
-        image = resize_tensor(image, cfg.image_min_size, cfg.image_max_size)  # boxes are relative: unchanged
+        image = resize_tensor(image, cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size)  # boxes are relative: unchanged
     target = targets[0]
     if model_labels is not None:
         target = {**target, "labels": torch.as_tensor(list(model_labels), dtype=torch.int64)[target["labels"]]}

@@ -166,15 +166,17 @@ def resized_shape(height: int, width: int, min_size: int, max_size: int) -> tupl
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def prepare(image_rgb: np.ndarray, min_size: int, max_size: int) -> Tensor:
-    """[H, W, 3] uint8 -> [3, H', W'] normalized model input, resized by the reference's rule."""
-    return resize_tensor(to_tensor(image_rgb), min_size, max_size)
+def prepare(image_rgb: np.ndarray, min_size: int, max_size: int, fixed: tuple[int, int] | None = None) -> Tensor:
+    """[H, W, 3] uint8 -> [3, H', W'] normalized model input, resized by the reference's rule
+    (``fixed``: stretched to that (height, width) instead, see ``DETRConfig.fixed_input_size``)."""
+    return resize_tensor(to_tensor(image_rgb), min_size, max_size, fixed)
 
 
-def resize_tensor(x: Tensor, min_size: int, max_size: int) -> Tensor:
-    """[3, H, W] -> [3, H', W'] resized by the reference's rule (itself when already that size)."""
+def resize_tensor(x: Tensor, min_size: int, max_size: int, fixed: tuple[int, int] | None = None) -> Tensor:
+    """[3, H, W] -> [3, H', W'] resized by the reference's rule, or stretched to ``fixed`` (height,
+    width); itself when already that size."""
     h, w = x.shape[-2:]
-    nh, nw = resized_shape(h, w, min_size, max_size)
+    nh, nw = fixed or resized_shape(h, w, min_size, max_size)
     if (nh, nw) != (h, w):
         x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
     return x

@@ -101,7 +101,8 @@ def training_datasets(train_config: TrainConfig, model_config: DETRConfig) -> tu
     if val.class_names != train.class_names:
         raise DatasetError(f"{train.name} and {val.name} have different classes")
     stream = AugmentedStream(train.with_transform(train_transform(cfg)), train_config.seed)
-    return stream, val.with_transform(eval_transform(model_config.image_min_size, model_config.image_max_size))
+    return stream, val.with_transform(eval_transform(
+        model_config.image_min_size, model_config.image_max_size, model_config.fixed_input_size))
 
 
 def model_sizes(config: DatasetConfig) -> dict[str, int]:

@@ -89,6 +89,9 @@ def train_transform(config: DatasetConfig) -> Transform:
     ]))
 
 
-def eval_transform(min_size: int, max_size: int) -> Transform:
-    """Shorter side to ``min_size``, longer at most ``max_size`` (the model's inference rule)."""
+def eval_transform(min_size: int, max_size: int, fixed: tuple[int, int] | None = None) -> Transform:
+    """Shorter side to ``min_size``, longer at most ``max_size`` (the model's inference rule); or
+    stretched to ``fixed`` (height, width), see ``DETRConfig.fixed_input_size``."""
+    if fixed is not None:
+        return _Pipeline(v2.Compose([v2.Resize(size=list(fixed), antialias=True)]))
     return _Pipeline(v2.Compose([v2.Resize(size=min_size, max_size=max_size, antialias=True)]))

@@ -215,5 +215,6 @@ def open_for_overfit(source: str, model_config: DETRConfig, split: str = "") -> 
         data: DetectionDataset = ToyShapes(seed=0, split="train", length=16)
     else:
         data = open_dataset(source, split, "train").with_transform(
-            eval_transform(model_config.image_min_size, model_config.image_max_size))
+            eval_transform(model_config.image_min_size, model_config.image_max_size,
+                           model_config.fixed_input_size))
     return data, dataclasses.replace(model_config, num_classes=len(data.class_names))

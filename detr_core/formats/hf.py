@@ -363,7 +363,7 @@ def with_processor_size(config: DETRConfig, folder: Path) -> DETRConfig:
     size, _pixels = open_processor(folder, own_normalization=True)
     if size is None:
         return config
-    return dataclasses.replace(config, image_min_size=size[0], image_max_size=size[1])
+    return dataclasses.replace(config, **size.config_fields())
 
 
 def class_names_from_hf(hf: dict[str, Any], num_classes: int) -> list[str]:

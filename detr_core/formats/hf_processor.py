@@ -8,7 +8,7 @@ convention; this module says what of the processor it follows:
 
     processor = read_processor(folder)          # {} without the file
     problems = processor_problems(processor)    # refused fields, each named with its value
-    processor_size(processor)                   # (shorter side, longer side at most) or None
+    processor_size(processor)                   # ImageSize (shorter/longer side, or stretched) or None
     processor_pixels(processor)                 # the fields that change the pixel values
 
 Every field the processors take is in exactly one of three tables (``PROCESSOR_FOLLOWED``,
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ DEFAULT_LONGEST_EDGE = 1333  # transformers' longest edge beside an old-style ``
 
 PROCESSOR_FOLLOWED = {
     # field -> how the explorer follows it
-    "size": "image_min_size / image_max_size: {shortest_edge, longest_edge} as written; {height, width} "
-            "as its shorter and longer side (the aspect ratio kept, where the processor stretches); an old "
-            "single number as the shortest edge (longest: max_size, else 1333)",
+    "size": "image_min_size / image_max_size: {shortest_edge, longest_edge} as written, and an old single "
+            "number as the shortest edge (longest: max_size, else 1333), the aspect ratio kept; {height, width} "
+            "as image_height / image_width, every image stretched to it as the processor does",
     "max_size": "the longest edge beside an old single-number size (transformers 4's DETR processors)",
     "do_rescale": "the [0, 1] pixels are multiplied by 255 * rescale_factor, or by 255 without rescaling "
                   "(wrapped families; the explorer's own DETR takes 1/255 only)",
@@ -93,21 +94,39 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def processor_size(processor: dict[str, Any]) -> tuple[int, int] | None:
-    """(shorter side, longer side at most) the processor resizes to, or None when it has no size
-    (the family's own default) or one of another layout (:func:`processor_problems` names it)."""
+@dataclass(frozen=True)
+class ImageSize:
+    """How a processor resizes an image: its shorter side to ``min_size`` with the longer at most
+    ``max_size``; or, where ``fixed`` is set, stretched to exactly that (height, width), the aspect
+    ratio not kept (``min_size``/``max_size`` then the smaller and larger of the two)."""
+
+    min_size: int
+    max_size: int
+    fixed: tuple[int, int] | None = None
+
+    def config_fields(self) -> dict[str, int]:
+        """The DETRConfig fields that resize so (``image_min_size`` ... ``image_width``)."""
+        height, width = self.fixed or (0, 0)
+        return {"image_min_size": self.min_size, "image_max_size": self.max_size,
+                "image_height": height, "image_width": width}
+
+
+def processor_size(processor: dict[str, Any]) -> ImageSize | None:
+    """How the processor resizes, or None when it has no size (the family's own default) or one of
+    another layout (:func:`processor_problems` names it): ``{shortest_edge, longest_edge}`` and an
+    old single number keep the aspect ratio; ``{height, width}`` (RT-DETR's) stretches to it."""
     size = processor.get("size")
     if _positive_int(size):  # transformers 4's DETR processors: "size": 800, "max_size": 1333
         longest = processor.get("max_size")
-        return int(size), int(longest) if _positive_int(longest) else DEFAULT_LONGEST_EDGE
+        return ImageSize(int(size), int(longest) if _positive_int(longest) else DEFAULT_LONGEST_EDGE)
     if not isinstance(size, dict):
         return None
-    for keys in (("shortest_edge", "longest_edge"), ("height", "width")):
-        if all(_positive_int(size.get(k)) for k in keys):
-            low, high = sorted(int(size[k]) for k in keys)
-            if keys[0] == "shortest_edge" and int(size["shortest_edge"]) > int(size["longest_edge"]):
-                return None
-            return low, high
+    if all(_positive_int(size.get(k)) for k in ("shortest_edge", "longest_edge")):
+        low, high = int(size["shortest_edge"]), int(size["longest_edge"])
+        return ImageSize(low, high) if low <= high else None
+    if all(_positive_int(size.get(k)) for k in ("height", "width")):
+        height, width = int(size["height"]), int(size["width"])
+        return ImageSize(min(height, width), max(height, width), (height, width))
     return None
 
 

@@ -567,7 +567,7 @@ class DatasetBrowser(AnalysisView):
         self._set_model_note(loaded, data)
         model = loaded.model
         cfg = model.config
-        resized = data.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size))
+        resized = data.with_transform(eval_transform(cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size))
         self.errors, self.predictions = {}, None
         self.run_job(self._predict, model, resized, on_done=self._predictions_done)
 

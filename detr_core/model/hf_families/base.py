@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
 from detr_core.config import DETRConfig
 from detr_core.data.images import IMAGENET_MEAN, IMAGENET_STD
-from detr_core.formats.hf_processor import channels, open_processor, pixel_scale
+from detr_core.formats.hf_processor import ImageSize, channels, open_processor, pixel_scale
 from detr_core.model.capture_protocol import AttentionCapture, DenseAttention, ModelCapture
 from detr_core.model.nested_tensor import NestedTensor, nested_tensor_from_tensor_list
 
@@ -81,6 +81,9 @@ class FamilySpec:
     takes_pixel_mask: bool  # its forward reads a pixel_mask (padding is masked out)
     image_min_size: int = 800  # its processor's resize (shorter side, longer side at most)
     image_max_size: int = 1333
+    # its processor stretches every image to image_min_size x image_max_size (height, width) instead,
+    # as RT-DETR's does by default ({"height": 640, "width": 640})
+    stretch: bool = False
     # the input is padded (bottom/right) to a multiple of this (0: not padded), and boxes, which the
     # family predicts relative to its whole input, are rescaled to each image's own extent
     size_divisor: int = 0
@@ -197,16 +200,22 @@ class WrappedDetector(nn.Module):
         return hf_config
 
     @classmethod
-    def detr_config(cls, hf: dict[str, Any], image_size: tuple[int, int] | None = None,
+    def detr_config(cls, hf: dict[str, Any], image_size: ImageSize | tuple[int, int] | None = None,
                     pixels: dict[str, Any] | None = None) -> DETRConfig:
         """The DETRConfig describing a ``config.json`` of this family (sizes for the views);
-        ``image_size``: (shorter, longer side at most) of the folder's image processor, when it has one;
+        ``image_size``: how the folder's image processor resizes, when it has one (a pair: shorter
+        side, longer side at most), else the family's processor's default;
         ``pixels``: its normalization fields (:func:`processor_pixels`)."""
         hf_config = cls.transformers_config(hf)
-        low, high = image_size or (cls.SPEC.image_min_size, cls.SPEC.image_max_size)
+        spec = cls.SPEC
+        if image_size is None:
+            stretched = (spec.image_min_size, spec.image_max_size) if spec.stretch else None
+            image_size = ImageSize(spec.image_min_size, spec.image_max_size, stretched)
+        elif not isinstance(image_size, ImageSize):
+            image_size = ImageSize(*image_size)
         return DETRConfig(
             backbone="transformers", pretrained_backbone=False, dropout=0.0, classifier="focal",
-            attention=cls.SPEC.name, num_classes=int(hf_config.num_labels), image_min_size=low, image_max_size=high,
+            attention=cls.SPEC.name, num_classes=int(hf_config.num_labels), **image_size.config_fields(),
             transformers_config=json.loads(json.dumps(hf)), transformers_processor=dict(pixels or {}),
             **cls._sizes(hf_config),
         )

@@ -57,7 +57,7 @@ SPEC = FamilySpec(
     title="D-FINE",
     paper="Peng et al. 2025, D-FINE: Redefine Regression Task of DETRs as Fine-grained Distribution Refinement",
     attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
-    image_min_size=640, image_max_size=640, size_divisor=32,
+    image_min_size=640, image_max_size=640, stretch=True, size_divisor=32,
 )
 
 

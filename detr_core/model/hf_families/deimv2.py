@@ -27,7 +27,7 @@ SPEC = FamilySpec(
     name="deimv2", model_type="deimv2", config_class="Deimv2Config", model_class="Deimv2ForObjectDetection",
     title="DEIMv2", paper="Huang et al. 2025, Real-Time Object Detection Meets DINOv3",
     attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
-    image_min_size=640, image_max_size=640, size_divisor=32,
+    image_min_size=640, image_max_size=640, stretch=True, size_divisor=32,
 )
 
 

@@ -59,7 +59,7 @@ SPEC = FamilySpec(
     name="rt_detr", model_type="rt_detr", config_class="RTDetrConfig", model_class="RTDetrForObjectDetection",
     title="RT-DETR", paper="Zhao et al. 2024, DETRs Beat YOLOs on Real-time Object Detection",
     attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
-    image_min_size=640, image_max_size=640, size_divisor=32,
+    image_min_size=640, image_max_size=640, stretch=True, size_divisor=32,
 )
 
 

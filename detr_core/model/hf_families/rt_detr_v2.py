@@ -28,7 +28,7 @@ SPEC = FamilySpec(
     model_class="RTDetrV2ForObjectDetection", title="RT-DETRv2",
     paper="Lv et al. 2024, RT-DETRv2: Improved Baseline with Bag-of-Freebies for Real-Time Detection Transformer",
     attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
-    image_min_size=640, image_max_size=640, size_divisor=32,
+    image_min_size=640, image_max_size=640, stretch=True, size_divisor=32,
 )
 
 
