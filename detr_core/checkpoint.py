@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from detr_core.checkpoint_types import Checkpoint, CheckpointError
-from detr_core.config import DETRConfig, TrainConfig, config_from_dict, to_dict
+from detr_core.config import DETRConfig, TrainConfig, config_from_dict, to_saved_dict
 from detr_core.data.coco_names import COCO_CLASS_NAMES
 from detr_core.formats import hf, official_rt_detr
 from detr_core.formats.resnet_layout import resnet_layout
@@ -67,12 +67,12 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_config": to_dict(model.config),
+        "model_config": to_saved_dict(model.config),  # settings at their defaults left out: see there
         "class_names": list(class_names),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "history": history,
-        "train_config": to_dict(train_config) if train_config is not None else None,
+        "train_config": to_saved_dict(train_config) if train_config is not None else None,
         "step": int(step),
         "extra": extra or {},
     }

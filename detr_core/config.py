@@ -408,3 +408,20 @@ def to_dict(config: Any) -> dict[str, Any]:
         return v
 
     return fix(dataclasses.asdict(config))
+
+
+def to_saved_dict(config: Any) -> dict[str, Any]:
+    """:func:`to_dict` less every setting at its default (nested configs too): what a checkpoint
+    stores. A file that uses no setting newer than a reader then opens in that reader, which fills
+    what is missing with the same defaults (:func:`config_from_dict`); a file that uses one still
+    names it, and an older reader refuses it by name. This holds while a default never changes:
+    tests/data/config_defaults.json pins them, and a test fails on a changed one."""
+    saved = to_dict(config)
+    defaults = to_dict(type(config)())
+    for f in dataclasses.fields(config):
+        nested = _nested_dataclass(f)
+        if nested is not None:
+            saved[f.name] = to_saved_dict(getattr(config, f.name))
+        elif saved[f.name] == defaults[f.name]:
+            del saved[f.name]
+    return saved

@@ -134,3 +134,46 @@ def test_official_format_loads_with_its_config(tmp_path):
     model.eval()
     torch.testing.assert_close(model(x)["pred_logits"], restored(x)["pred_logits"])
     assert official_config(model.state_dict()).d_model == 256
+
+
+NEWER_SETTINGS = ("decoder_norm_between_layers", "image_height", "image_width")  # unknown to earlier versions
+
+
+def test_a_checkpoint_leaves_out_settings_at_their_default_so_an_older_version_opens_it(tmp_path, tiny_config):
+    """An older explorer knows fewer settings and refuses a file naming one it does not know: a file
+    that uses none of the newer settings opens there (what is left out takes the same defaults); one
+    that does use one names it, and the older version refuses it by name."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from detr_core.config import config_from_dict, to_dict
+
+    older = dataclasses.make_dataclass("DETRConfig", [(f.name, f.type, f) for f in dataclasses.fields(DETRConfig)
+                                                      if f.name not in NEWER_SETTINGS])
+    train = TrainConfig(steps=7, loss=dataclasses.replace(TrainConfig().loss, cost_bbox=3.0))
+    path = save_checkpoint(tmp_path / "m.pt", _model(tiny_config), ["a", "b", "c"], train_config=train)
+    raw = torch.load(path, weights_only=True)
+    assert not set(NEWER_SETTINGS) & set(raw["model_config"])
+    assert raw["train_config"] == {"steps": 7, "data": {}, "dataset": {}, "loss": {"cost_bbox": 3.0}}
+    assert to_dict(config_from_dict(older, raw["model_config"])) == {
+        k: v for k, v in to_dict(tiny_config).items() if k not in NEWER_SETTINGS}
+    loaded = load_checkpoint(path)
+    assert loaded.model_config == tiny_config and loaded.train_config == train
+
+    stretched = dataclasses.replace(tiny_config, image_height=96, image_width=128)
+    raw = torch.load(save_checkpoint(tmp_path / "s.pt", _model(stretched), ["a", "b", "c"]), weights_only=True)
+    assert (raw["model_config"]["image_height"], raw["model_config"]["image_width"]) == (96, 128)
+    with pytest.raises(ValueError, match="image_height, image_width"):
+        config_from_dict(older, raw["model_config"])
+    assert load_checkpoint(tmp_path / "s.pt").model_config.fixed_input_size == (96, 128)
+
+    # a default that changed would reopen such files with the new value: they are pinned
+    pinned = json.loads((Path(__file__).parent / "data" / "config_defaults.json").read_text())
+    for cls in (DETRConfig, TrainConfig):
+        current, before = to_dict(cls()), pinned[cls.__name__]
+        changed = sorted(k for k in current if k in before and current[k] != before[k])
+        assert not changed, f"{cls.__name__} defaults changed: {changed}; checkpoints leave defaults out, so " \
+                            "older files would reopen with the new values (bump FORMAT_VERSION and map them)"
+        new = sorted(set(current) - set(before))
+        assert not new, f"{cls.__name__}: add the new setting(s) {new} with their defaults to config_defaults.json"
