@@ -71,13 +71,14 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
     """Shows an RGB image in pixel coordinates (y down), boxes, a heatmap and a point marker.
 
     Clicking a box emits ``querySelected(query)``; clicking elsewhere on the image emits
-    ``pointClicked(y, x)`` in image pixels.
+    ``pointClicked(y, x)`` in image pixels. ``colorbar=False``: a canvas of boxes only, which
+    never shows a heatmap, has no attention colour bar either (``colorbar`` is then None).
     """
 
     querySelected = Signal(int)
     pointClicked = Signal(float, float)
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None, colorbar: bool = True) -> None:  # noqa: ANN001
         super().__init__(parent)
         self.setBackground("#202124")
         self.view: pg.ViewBox = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
@@ -88,8 +89,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.heat_item.setOpacity(0.5)
         self.view.addItem(self.heat_item)
         # the heatmap's colour scale, in attention weight (shown with the heatmap)
-        self.colorbar = attention_colorbar()
-        self.addItem(self.colorbar, row=0, col=1)  # hidden by set_heatmap(None), after its first layout
+        self.colorbar: pg.ColorBarItem | None = attention_colorbar() if colorbar else None
+        if self.colorbar is not None:
+            self.addItem(self.colorbar, row=0, col=1)  # hidden by set_heatmap(None), after its first layout
         self.marker = pg.ScatterPlotItem(size=14, symbol="+", pen=pg.mkPen("w", width=2), brush=None)
         self.marker.setZValue(20)
         self.view.addItem(self.marker)
@@ -224,18 +226,20 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         image pixels from the top-left corner, from 0 to their peak, with the colour bar."""
         if heat is None:
             self.heat_item.setVisible(False)
-            self.colorbar.setVisible(False)
+            if self.colorbar is not None:
+                self.colorbar.setVisible(False)
             return
         peak = float(heat.max()) if heat.size else 0.0
         peak = peak if peak > 0 else 1.0
         cmap = pg.colormap.get(colormap)
         self.heat_item.setImage(heat.astype(np.float32), levels=(0.0, peak))
         self.heat_item.setColorMap(cmap)
-        self.colorbar.setColorMap(cmap)
-        self.colorbar.setLevels((0.0, peak), update_items=False)
-        if not self.colorbar.isVisible():
-            self.colorbar.setVisible(True)
-            self.colorbar.axis.resizeEvent(None)  # place its label again, now that it is laid out
+        if self.colorbar is not None:
+            self.colorbar.setColorMap(cmap)
+            self.colorbar.setLevels((0.0, peak), update_items=False)
+            if not self.colorbar.isVisible():
+                self.colorbar.setVisible(True)
+                self.colorbar.axis.resizeEvent(None)  # place its label again, now that it is laid out
         self.heat_item.setRect(QRectF(0, 0, extent_hw[1], extent_hw[0]))
         self.heat_item.setOpacity(opacity)
         self.heat_item.setVisible(True)
