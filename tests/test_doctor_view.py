@@ -226,7 +226,8 @@ def test_a_model_of_many_classes_shows_its_likeliest_classes_and_the_rest(qtbot)
     others = np.argsort(-probs[:91], kind="stable")
     assert [b.label for b in bars[1:8]] == [f"{names[i][:11] + '…' if len(names[i]) > 12 else names[i]} "
                                             f"{probs[i]:.2f}" for i in others[others != 1][:7]]
-    assert re.fullmatch(r"83 others \d\.\d\d", ticks[-1]) and widths[-1] == pytest.approx(1 - sum(widths[:-1]), abs=1e-5)
+    assert re.fullmatch(r"83 others \d\.\d\d", ticks[-1])
+    assert widths[-1] == pytest.approx(1 - sum(widths[:-1]), abs=1e-5)  # softmax: the rest's sum
 
     view.resize(560, 630)  # the dock at 1366x768: fewer bars, still one text line each
     qtbot.waitUntil(lambda: len(view.shown_bars) < MOST_CLASS_BARS, timeout=2000)
