@@ -9,7 +9,7 @@ import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
-from PySide6.QtWidgets import QGraphicsRectItem
+from PySide6.QtWidgets import QGraphicsRectItem, QLabel
 
 from detr_core.analysis.heatmaps import cross_attention_map, encoder_attention_map
 
@@ -109,6 +109,13 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.scene().sigMouseClicked.connect(self._on_click)
         self._fitted = False  # the image is fitted and the user has not zoomed or panned since
         self.view.sigRangeChangedManually.connect(self._on_manual_range)
+        # a line over the image's top-left corner saying what is drawn when that is not obvious
+        self.caption = QLabel(self)
+        self.caption.setObjectName("canvas_caption")
+        self.caption.setStyleSheet("#canvas_caption { background: rgba(32, 33, 36, 210); color: #e8eaed; "
+                                   "padding: 3px 6px; border-radius: 3px; }")
+        self.caption.setWordWrap(True)
+        self.caption.setVisible(False)
 
     # --- content -------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
@@ -139,6 +146,22 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         super().resizeEvent(event)
         if getattr(self, "_fitted", False):  # (also called while the base class is built)
             self.fit()
+        if hasattr(self, "caption"):
+            self._place_caption()
+
+    def set_caption(self, text: str) -> None:
+        """A short line over the image's top-left corner ("": none)."""
+        self.caption.setText(text)
+        self.caption.setVisible(bool(text))
+        self._place_caption()
+
+    def _place_caption(self) -> None:
+        if self.caption.isVisibleTo(self):
+            margin = 6
+            one_line = self.caption.fontMetrics().horizontalAdvance(self.caption.text()) + 16  # + its padding
+            width = min(one_line, max(self.width() - 2 * margin, 40))  # wrapped only where the view is narrow
+            self.caption.resize(width, self.caption.heightForWidth(width))
+            self.caption.move(margin, margin)
 
     def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor],
                   priority: np.ndarray | None = None) -> None:
@@ -352,12 +375,32 @@ class ImageView(ImageCanvas):
 
     def redraw(self, *_: object) -> None:
         """Boxes and heatmap from the state's cached result (never runs the model)."""
-        s = self.state
-        if s.result is None:
+        s, r = self.state, self.state.result
+        if r is None:
             return
         shown, dimmed = s.shown_and_dimmed()
+        q = self.stand_in_query()
+        if q is not None:  # the heatmap's query, drawn dashed, so its heatmap is not a box-less glow
+            shown, dimmed = shown.copy(), dimmed.copy()
+            shown[q] = dimmed[q] = True
+            self.set_caption(f"Nothing reaches {s.threshold:.2f}: showing query {q} "
+                             f"({r.class_names[int(r.labels[q])]} {float(r.scores[q]):.2f}), dashed")
+        else:
+            self.set_caption("")
         self.style_boxes(shown, dimmed, s.selected_query)
         self._draw_heatmap()
+
+    def stand_in_query(self) -> int | None:
+        """The selected query when its cross-attention is shown while no box is drawn because no
+        query reaches the threshold (a new image's best query then): its box is drawn dashed and
+        the caption says so. None otherwise (boxes the user unticked stay hidden)."""
+        s, r = self.state, self.state.result
+        q = s.selected_query
+        if r is None or q is None or q >= r.num_queries or s.attention_mode != MODE_CROSS:
+            return None
+        shown, _ = s.shown_and_dimmed()
+        nothing_reaches = not bool((r.scores >= s.threshold).any())
+        return q if nothing_reaches and not shown.any() else None
 
     def _draw_heatmap(self) -> None:
         s, r = self.state, self.state.result
