@@ -116,6 +116,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
                                    "padding: 3px 6px; border-radius: 3px; }")
         self.caption.setWordWrap(True)
         self.caption.setVisible(False)
+        self.view.sigResized.connect(lambda *_: self._place_caption())  # (the colour bar shown or hidden)
 
     # --- content -------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
@@ -146,7 +147,7 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         super().resizeEvent(event)
         if getattr(self, "_fitted", False):  # (also called while the base class is built)
             self.fit()
-        if hasattr(self, "caption"):
+        if hasattr(self, "caption"):  # (also called while the base class is built)
             self._place_caption()
 
     def set_caption(self, text: str) -> None:
@@ -156,12 +157,14 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self._place_caption()
 
     def _place_caption(self) -> None:
+        """In the image's view (clear of the colour bar), wrapped only where that is narrow."""
         if self.caption.isVisibleTo(self):
             margin = 6
+            area = self.mapFromScene(self.view.sceneBoundingRect()).boundingRect()
             one_line = self.caption.fontMetrics().horizontalAdvance(self.caption.text()) + 16  # + its padding
-            width = min(one_line, max(self.width() - 2 * margin, 40))  # wrapped only where the view is narrow
+            width = min(one_line, max(area.width() - 2 * margin, 40))
             self.caption.resize(width, self.caption.heightForWidth(width))
-            self.caption.move(margin, margin)
+            self.caption.move(area.left() + margin, area.top() + margin)
 
     def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor],
                   priority: np.ndarray | None = None) -> None:
