@@ -152,6 +152,8 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
 
     def set_caption(self, text: str) -> None:
         """A short line over the image's top-left corner ("": none)."""
+        if text == self.caption.text() and self.caption.isVisibleTo(self) == bool(text):
+            return  # (every redraw asks: a training preview's many times a second)
         self.caption.setText(text)
         self.caption.setVisible(bool(text))
         self._place_caption()
