@@ -480,8 +480,10 @@ class DoctorView(AnalysisView):
                                brushes=[BAR_BRUSHES[b.kind] for b in bars])
         self.prob_plot.getAxis("left").setTicks([[(i, b.label) for i, b in enumerate(bars)]])
         self.prob_plot.setYRange(-0.5, len(bars) - 0.5, padding=0.02)
-        # (the labels with their values widen the axis: a shorter title keeps clear of the plot's edges)
-        title = "Its classes at layer" if len(bars) == len(d.class_names) + 1 else "Classes, layer"
+        # the labels with their values widen the axis: a shorter title and fewer probability ticks
+        condensed = len(bars) != len(d.class_names) + 1
+        self.prob_plot.getAxis("bottom").setTicks([[(v, f"{v:g}") for v in (0, 0.5, 1)]] if condensed else None)
+        title = "Classes, layer" if condensed else "Its classes at layer"
         self.prob_plot.setTitle(f"{title} {layer + 1}", size=PLOT_TITLE_SIZE)
 
     def _on_class_plot_resized(self) -> None:
