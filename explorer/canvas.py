@@ -9,7 +9,7 @@ import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPen
-from PySide6.QtWidgets import QGraphicsRectItem
+from PySide6.QtWidgets import QGraphicsRectItem, QLabel
 
 from detr_core.analysis.heatmaps import cross_attention_map, encoder_attention_map
 
@@ -71,13 +71,14 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
     """Shows an RGB image in pixel coordinates (y down), boxes, a heatmap and a point marker.
 
     Clicking a box emits ``querySelected(query)``; clicking elsewhere on the image emits
-    ``pointClicked(y, x)`` in image pixels.
+    ``pointClicked(y, x)`` in image pixels. ``colorbar=False``: a canvas of boxes only, which
+    never shows a heatmap, has no attention colour bar either (``colorbar`` is then None).
     """
 
     querySelected = Signal(int)
     pointClicked = Signal(float, float)
 
-    def __init__(self, parent=None) -> None:  # noqa: ANN001
+    def __init__(self, parent=None, colorbar: bool = True) -> None:  # noqa: ANN001
         super().__init__(parent)
         self.setBackground("#202124")
         self.view: pg.ViewBox = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
@@ -88,8 +89,9 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.heat_item.setOpacity(0.5)
         self.view.addItem(self.heat_item)
         # the heatmap's colour scale, in attention weight (shown with the heatmap)
-        self.colorbar = attention_colorbar()
-        self.addItem(self.colorbar, row=0, col=1)  # hidden by set_heatmap(None), after its first layout
+        self.colorbar: pg.ColorBarItem | None = attention_colorbar() if colorbar else None
+        if self.colorbar is not None:
+            self.addItem(self.colorbar, row=0, col=1)  # hidden by set_heatmap(None), after its first layout
         self.marker = pg.ScatterPlotItem(size=14, symbol="+", pen=pg.mkPen("w", width=2), brush=None)
         self.marker.setZValue(20)
         self.view.addItem(self.marker)
@@ -107,6 +109,14 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         self.scene().sigMouseClicked.connect(self._on_click)
         self._fitted = False  # the image is fitted and the user has not zoomed or panned since
         self.view.sigRangeChangedManually.connect(self._on_manual_range)
+        # a line over the image's top-left corner saying what is drawn when that is not obvious
+        self.caption = QLabel(self)
+        self.caption.setObjectName("canvas_caption")
+        self.caption.setStyleSheet("#canvas_caption { background: rgba(32, 33, 36, 210); color: #e8eaed; "
+                                   "padding: 3px 6px; border-radius: 3px; }")
+        self.caption.setWordWrap(True)
+        self.caption.setVisible(False)
+        self.view.sigResized.connect(lambda *_: self._place_caption())  # (the colour bar shown or hidden)
 
     # --- content -------------------------------------------------------------------------
     def set_image(self, rgb: np.ndarray) -> None:
@@ -137,6 +147,26 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         super().resizeEvent(event)
         if getattr(self, "_fitted", False):  # (also called while the base class is built)
             self.fit()
+        if hasattr(self, "caption"):  # (also called while the base class is built)
+            self._place_caption()
+
+    def set_caption(self, text: str) -> None:
+        """A short line over the image's top-left corner ("": none)."""
+        if text == self.caption.text() and self.caption.isVisibleTo(self) == bool(text):
+            return  # (every redraw asks: a training preview's many times a second)
+        self.caption.setText(text)
+        self.caption.setVisible(bool(text))
+        self._place_caption()
+
+    def _place_caption(self) -> None:
+        """In the image's view (clear of the colour bar), wrapped only where that is narrow."""
+        if self.caption.isVisibleTo(self):
+            margin = 6
+            area = self.mapFromScene(self.view.sceneBoundingRect()).boundingRect()
+            one_line = self.caption.fontMetrics().horizontalAdvance(self.caption.text()) + 16  # + its padding
+            width = min(one_line, max(area.width() - 2 * margin, 40))
+            self.caption.resize(width, self.caption.heightForWidth(width))
+            self.caption.move(area.left() + margin, area.top() + margin)
 
     def set_boxes(self, boxes_xyxy: np.ndarray, texts: list[str], colors: list[QColor],
                   priority: np.ndarray | None = None) -> None:
@@ -224,18 +254,20 @@ class ImageCanvas(pg.GraphicsLayoutWidget):
         image pixels from the top-left corner, from 0 to their peak, with the colour bar."""
         if heat is None:
             self.heat_item.setVisible(False)
-            self.colorbar.setVisible(False)
+            if self.colorbar is not None:
+                self.colorbar.setVisible(False)
             return
         peak = float(heat.max()) if heat.size else 0.0
         peak = peak if peak > 0 else 1.0
         cmap = pg.colormap.get(colormap)
         self.heat_item.setImage(heat.astype(np.float32), levels=(0.0, peak))
         self.heat_item.setColorMap(cmap)
-        self.colorbar.setColorMap(cmap)
-        self.colorbar.setLevels((0.0, peak), update_items=False)
-        if not self.colorbar.isVisible():
-            self.colorbar.setVisible(True)
-            self.colorbar.axis.resizeEvent(None)  # place its label again, now that it is laid out
+        if self.colorbar is not None:
+            self.colorbar.setColorMap(cmap)
+            self.colorbar.setLevels((0.0, peak), update_items=False)
+            if not self.colorbar.isVisible():
+                self.colorbar.setVisible(True)
+                self.colorbar.axis.resizeEvent(None)  # place its label again, now that it is laid out
         self.heat_item.setRect(QRectF(0, 0, extent_hw[1], extent_hw[0]))
         self.heat_item.setOpacity(opacity)
         self.heat_item.setVisible(True)
@@ -348,12 +380,32 @@ class ImageView(ImageCanvas):
 
     def redraw(self, *_: object) -> None:
         """Boxes and heatmap from the state's cached result (never runs the model)."""
-        s = self.state
-        if s.result is None:
+        s, r = self.state, self.state.result
+        if r is None:
             return
         shown, dimmed = s.shown_and_dimmed()
+        q = self.stand_in_query()
+        if q is not None:  # the heatmap's query, drawn dashed, so its heatmap is not a box-less glow
+            shown, dimmed = shown.copy(), dimmed.copy()
+            shown[q] = dimmed[q] = True
+            self.set_caption(f"Nothing reaches {s.threshold:.2f}: showing query {q} "
+                             f"({r.class_names[int(r.labels[q])]} {float(r.scores[q]):.2f}), dashed")
+        else:
+            self.set_caption("")
         self.style_boxes(shown, dimmed, s.selected_query)
         self._draw_heatmap()
+
+    def stand_in_query(self) -> int | None:
+        """The selected query when its cross-attention is shown while no box is drawn because no
+        query reaches the threshold (a new image's best query then): its box is drawn dashed and
+        the caption says so. None otherwise (boxes the user unticked stay hidden)."""
+        s, r = self.state, self.state.result
+        q = s.selected_query
+        if r is None or q is None or q >= r.num_queries or s.attention_mode != MODE_CROSS:
+            return None
+        shown, _ = s.shown_and_dimmed()
+        nothing_reaches = not bool((r.scores >= s.threshold).any())
+        return q if nothing_reaches and not shown.any() else None
 
     def _draw_heatmap(self) -> None:
         s, r = self.state, self.state.result

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 
+import pyqtgraph as pg
 import pytest
 import torch
 
@@ -165,6 +166,31 @@ def test_view_without_training_data_hides_the_training_marker(view):
     view.set_result(CountingResult(rows, 4, 0.5, None, ToyDataConfig()))
     assert not view.train_line.isVisible() and view.query_line.isVisible()
     assert "Training images" not in view.summary.text()
+
+
+def test_the_legend_is_clear_of_a_flat_curve_and_its_ceiling(qtbot, view):
+    """A model of 4 queries counted up to 30 objects (a short dock: the Analyse workspace at
+    1024x700): it detects 4 whatever the count, a flat curve along the bottom with its "at most 4
+    detections" label. The legend sits under the plot, so neither runs under it."""
+    from PySide6.QtCore import QPoint, QRect
+    from PySide6.QtWidgets import QLabel
+
+    rows = [CountRow(c, c, min(c, 4), 0, 0) for c in range(1, 31)]
+    view.resize(590, 560)
+    view.show()
+    view.set_result(CountingResult(rows, 4, 0.5, 6, ToyDataConfig()))
+    qtbot.wait(50)
+    scene = view.plot_widget.scene()
+    label = view.ceiling.label.sceneBoundingRect()
+    curve = [view.plot.vb.mapViewToScene(pg.Point(x, y)) for x, y in zip(*view.mean_curve.getData())]
+    for legend in [item for item in scene.items() if isinstance(item, pg.LegendItem) and item.isVisible()]:
+        box = legend.sceneBoundingRect()
+        assert not box.intersects(label) and not any(box.contains(point) for point in curve)
+    names = [w.text() for w in view.legend.findChildren(QLabel) if w.isVisibleTo(view)]
+    assert len(names) == 3 and names[1].endswith("mean detected")
+    plot = QRect(view.plot_widget.mapTo(view, QPoint(0, 0)), view.plot_widget.size())
+    for w in view.legend.findChildren(QLabel):
+        assert w.mapTo(view, QPoint(0, 0)).y() >= plot.bottom()  # under the plot
 
 
 def test_cancel_a_long_count(qtbot, view, tiny_model):

@@ -7,6 +7,7 @@ import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
+import pyqtgraph as pg
 import pytest
 import torch
 from PySide6.QtCore import Qt
@@ -99,3 +100,5 @@ def test_a_model_without_denoising_says_so_and_how_to_turn_it_on(qtbot, view):
     assert "dn_groups = 0" in view.notice.text() and "Denoising groups" in view.notice.text()
     assert view.snapshot is None and view.table.rowCount() == 0 and _shown_boxes(view) == 0
     assert not view.busy
+    # no heatmap here, so no "attention weight" colour bar beside the empty image either
+    assert not [item for item in view.canvas.scene().items() if isinstance(item, pg.ColorBarItem) and item.isVisible()]

@@ -181,3 +181,60 @@ def test_a_typed_path_stays_and_the_menu_checks_the_open_dataset(qtbot, tmp_path
         assert view.check_open_dataset()
     assert view.report.name == "YOLO opened train" and view.report.images == 4
     assert view.source.text() == f"yolo:{opened}"
+
+
+def test_a_model_of_many_classes_shows_its_likeliest_classes_and_the_rest(qtbot) -> None:
+    """With COCO's 91 class ids a bar per class cannot be read: the query's class probabilities
+    show the object's class, the likeliest others, no object and one bar summing the rest, each
+    labelled with its probability, as many as the plot's height shows (at most 10)."""
+    import re
+
+    import numpy as np
+    import torch
+
+    from detr_core.config import DETRConfig
+    from detr_core.data.coco_names import COCO_CLASS_NAMES
+    from detr_core.data.toy import heldout_split
+    from detr_core.model.detr import DETR
+    from explorer.views.doctor import MOST_CLASS_BARS, class_bars
+
+    torch.manual_seed(0)
+    config = DETRConfig(backbone="tiny", tiny_width=8, tiny_stride=16, d_model=32, nheads=4, num_encoder_layers=1,
+                        num_decoder_layers=2, dim_feedforward=64, num_queries=8, num_classes=91, dropout=0.0,
+                        image_min_size=128, image_max_size=128)
+    names = list(COCO_CLASS_NAMES)
+    state = AppState()
+    state.set_model(LoadedModel(DETR(config).eval(), names, "untrained, COCO's classes"))
+    view = DoctorView(state)
+    qtbot.addWidget(view)
+    view.resize(560, 900)  # the Data workspace's doctor dock, taller: room for every bar
+    view.show()
+    smp = heldout_split(size=2).sample(1)
+    with qtbot.waitSignal(view.jobFinished, timeout=20000):
+        assert view.open_image(smp.image, smp.labels + 1, smp.boxes_xyxy, "held-out image 1")  # person, bicycle, car
+    d = view.shown_missed
+    assert d is not None and d.class_name == "person"
+    qtbot.waitUntil(lambda: len(view.shown_bars) == MOST_CLASS_BARS, timeout=2000)  # once the plots are laid out
+    probs = view.missed_result.layer_probs[-1, d.query].numpy()  # [92]
+    bars = view.shown_bars
+    widths = view.prob_bars.opts["width"]
+    ticks = [label for _, label in view.prob_plot.getAxis("left")._tickLevels[0]]
+    assert len(bars) == len(widths) == len(ticks) == MOST_CLASS_BARS
+    assert ticks == [b.label for b in bars] and ticks[0] == f"person {probs[1]:.2f}"
+    np.testing.assert_allclose(widths, [b.probability for b in bars])
+    assert [b.kind for b in bars] == ["true"] + ["other"] * 7 + ["no_object", "rest"]
+    others = np.argsort(-probs[:91], kind="stable")
+    assert [b.label for b in bars[1:8]] == [f"{names[i][:11] + '…' if len(names[i]) > 12 else names[i]} "
+                                            f"{probs[i]:.2f}" for i in others[others != 1][:7]]
+    assert re.fullmatch(r"83 others \d\.\d\d", ticks[-1])
+    assert widths[-1] == pytest.approx(1 - sum(widths[:-1]), abs=1e-5)  # softmax: the rest's sum
+
+    view.resize(560, 630)  # the dock at 1366x768: fewer bars, still one text line each
+    qtbot.waitUntil(lambda: len(view.shown_bars) < MOST_CLASS_BARS, timeout=2000)
+    assert len(view.shown_bars) >= 5 and view.shown_bars[-1].kind == "rest"
+    line = view.prob_plot.fontMetrics().height()
+    assert view.prob_plot.getViewBox().height() >= len(view.shown_bars) * line
+
+    # a focal classifier's probabilities do not add up: the rest's bar is their largest
+    rest = class_bars(probs, names, 1, summed=False)[-1]
+    assert rest.label == f"83 others ≤ {np.delete(probs[:91], [1, *others[others != 1][:7]]).max():.2f}"

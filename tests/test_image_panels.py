@@ -195,6 +195,38 @@ def test_a_row_is_ticked_exactly_when_its_box_is_drawn(qtbot, state, samples):
     assert _ticked(panel) == _drawn(canvas) == list(range(len(scores)))
 
 
+def test_when_nothing_reaches_the_threshold_the_heatmaps_query_is_drawn_dashed_and_said(qtbot, state, samples):
+    """No query reaches the threshold: the image still shows the selected (best) query's
+    cross-attention, so its box is drawn dashed and a caption over the image says why. Boxes the
+    user unticked stay hidden, and with no heatmap nothing stands in."""
+    from explorer.canvas import ImageView
+    from explorer.state import MODE_CROSS, MODE_NONE
+
+    canvas = _hosted(qtbot, ImageView(state))
+    image, result = samples[0]
+    _show(state, image, result)
+    best = int(result.scores.argmax())
+    assert float(result.scores[best]) < 1.0
+    state.set_threshold(1.0)
+    assert state.kept_queries() == [] and canvas.heat_item.isVisible()
+    assert _drawn(canvas) == [best] and canvas.rects[best].pen().style() == Qt.PenStyle.DashLine
+    assert canvas.labels[best].isVisible()
+    label = result.class_names[int(result.labels[best])]
+    assert canvas.caption.isVisible()
+    score = float(result.scores[best])
+    assert canvas.caption.text() == f"Nothing reaches 1.00: showing query {best} ({label} {score:.2f}), dashed"
+    assert canvas.rect().contains(canvas.caption.geometry())
+
+    state.set_attention_mode(MODE_NONE)  # no heatmap: no stand-in
+    assert _drawn(canvas) == [] and canvas.caption.isHidden()
+    state.set_attention_mode(MODE_CROSS)
+    state.set_threshold(0.5)  # the best query reaches it: drawn as a detection, solid
+    assert best in _drawn(canvas) and canvas.rects[best].pen().style() == Qt.PenStyle.SolidLine
+    assert canvas.caption.isHidden()
+    state.set_visible_queries(np.zeros(result.num_queries, bool))  # "None": the user's choice holds
+    assert _drawn(canvas) == [] and canvas.caption.isHidden()
+
+
 # --- 10: labels stay inside the image and apart ------------------------------------------------------
 def _label_rects(canvas):
     return [label.mapRectToScene(label.boundingRect()) for label in canvas.labels if label.isVisible()]

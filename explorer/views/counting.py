@@ -92,8 +92,6 @@ class CountingView(AnalysisView):
         plot.showGrid(x=True, y=True, alpha=0.15)
         plot.setLabel("bottom", "true number of objects")
         plot.setLabel("left", "detected (score ≥ threshold)")
-        # bottom right: the points run up the diagonal, and the markers' labels sit along the top
-        self.legend = plot.addLegend(offset=(-10, -10))
         self.beyond_training = pg.LinearRegionItem(orientation="vertical", movable=False,
                                                    brush=pg.mkBrush(255, 255, 255, 14), pen=pg.mkPen(None))
         self.beyond_queries = pg.LinearRegionItem(orientation="vertical", movable=False,
@@ -109,7 +107,7 @@ class CountingView(AnalysisView):
         self.query_line = pg.InfiniteLine(angle=90, pen=pg.mkPen("#ff8a80", width=2),
                                           label="", labelOpts={"position": 0.85, "color": "#ff8a80"})
         self.ceiling = pg.InfiniteLine(angle=0, pen=pg.mkPen("#ff8a80", width=1, style=dash),
-                                       label="", labelOpts={"position": 0.55, "color": "#ff8a80"})  # clear of the legend
+                                       label="", labelOpts={"position": 0.55, "color": "#ff8a80"})
         for line in (self.diagonal, self.train_line, self.query_line, self.ceiling):
             plot.addItem(line)
         self.points = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(138, 180, 248, 110),
@@ -121,6 +119,14 @@ class CountingView(AnalysisView):
         for item in (self.points, self.mean_curve, self.correct_curve):
             plot.addItem(item)
         self.body.addWidget(Fill(self.plot_widget, 220), 1)
+        # the legend under the plot, clear of the data: a model of few queries detects as many
+        # whatever the count, and its flat curve (and "at most N detections") would run under a
+        # legend in any corner of the plot
+        self.legend = Flow()
+        for mark, color, name in (("●", "#8ab4f8", self.points.name()), ("━●━", "#fbbc04", self.mean_curve.name()),
+                                  ("╌╌╌", "#34a853", self.correct_curve.name())):
+            self.legend.addWidget(QLabel(f"<span style='color:{color}'>{mark}</span> {name}"))
+        self.body.addWidget(self.legend)
         self.summary = wrap_label(QLabel("Load a model and press Run."))
         self.body.addWidget(self.summary)
         self._show_markers(None, None)

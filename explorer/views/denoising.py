@@ -118,7 +118,7 @@ class DenoisingView(FollowsTraining, AnalysisView):
         self.body.addWidget(self.notice)
 
         # --- the image: ground truth, the noised boxes or what each became
-        self.canvas = ImageCanvas()
+        self.canvas = ImageCanvas(colorbar=False)  # boxes only: no attention colour bar
         self.canvas.setMinimumSize(180, 180)
 
         # --- one row per denoising query
@@ -334,7 +334,6 @@ class DenoisingView(FollowsTraining, AnalysisView):
     def _draw_canvas(self, s: DenoisingSnapshot, stage: int) -> None:
         if self._canvas_sample != s.sample_index or self.canvas.image_shape != s.image_size:
             self.canvas.set_image(s.image)  # (it fits the view: only for a new sample)
-            self.canvas.set_heatmap(None)  # boxes only: no colour bar
             self._canvas_sample = s.sample_index
         gt = s.target_boxes_xyxy()
         shown_queries = np.flatnonzero(self.chosen())

@@ -5,17 +5,21 @@ declared, and (with a model loaded) why the model misses any of them.
 For a missed object the view shows the query the Hungarian matching (with the training costs)
 assigns to it, followed through the decoder: its IoU with the object and its probability of the
 object's class at every layer (a plot), its class probabilities at the chosen layer (bars: each
-real class and no-object), its box at every layer on the image, and its cross-attention there.
+real class and no-object; for a model of many classes, such as COCO's 80, the object's class, the
+likeliest others, no-object and one bar for the rest), its box at every layer on the image, and its
+cross-attention there.
 "Show in the image view" opens the image in the main view with that query and layer selected."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -54,6 +58,8 @@ LAYER_COLOR = (251, 188, 4)  # the matched query's boxes, one per decoder layer,
 TRUE_CLASS_BRUSH = pg.mkBrush("#34a853")
 OTHER_CLASS_BRUSH = pg.mkBrush("#8ab4f8")
 NO_OBJECT_BRUSH = pg.mkBrush("#9aa0a6")
+REST_BRUSH = pg.mkBrush("#5f6368")
+MOST_CLASS_BARS = 10  # more classes than fit a half-dock plot: the likeliest ones and the rest in one bar
 PLOT_TITLE_SIZE = "9pt"  # the two plots share a 420 px dock: their titles must fit half of it
 FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
     "no_object": "classification (the query finds and places the object, then calls it no-object)",
@@ -68,6 +74,43 @@ FAILED_PART = {  # the diagnosis' verdict -> the part of DETR that failed
 def _short(name: str, most: int = 12) -> str:
     """A class name short enough for a plot title or axis in half a narrow dock."""
     return name if len(name) <= most else name[:most - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ClassBar:
+    label: str  # what the bar's axis says
+    probability: float  # the bar's length
+    kind: str  # "true" (the object's class), "other", "no_object" or "rest" (the classes not shown)
+
+
+def class_bars(probs: np.ndarray, class_names: list[str], true_label: int, summed: bool = True,
+               most: int = MOST_CLASS_BARS) -> list[ClassBar]:
+    """The bars of a query's class probabilities ``probs`` [K + 1] (last = no object), top to bottom.
+
+    Up to ``most`` bars: every class in order, then no object. More: the object's class
+    (``true_label``, -1 if none), the likeliest other classes, no object, and one bar for the
+    other classes, each labelled with its probability (a bar that short cannot be read). That bar
+    is their sum (``summed``: a softmax's probabilities add up), else (independent sigmoids, a
+    focal classifier) the largest of them, "≤" its value."""
+    k = len(class_names)
+    if k + 1 <= most:
+        return [ClassBar(_short(name), float(p), "true" if i == true_label else "other")
+                for i, (name, p) in enumerate(zip(class_names, probs[:k]))] + [
+            ClassBar("no object", float(probs[k]), "no_object")]
+    has_true = 0 <= true_label < k
+    others = [int(i) for i in np.argsort(-probs[:k], kind="stable") if i != true_label]  # likeliest first
+    room = most - 2 - has_true  # bars for other classes, beside no object and the rest's
+    shown, rest = others[:room], others[room:]
+    bars = [ClassBar(f"{_short(class_names[i])} {probs[i]:.2f}", float(probs[i]),
+                     "true" if i == true_label else "other") for i in ([true_label] if has_true else []) + shown]
+    bars.append(ClassBar(f"no object {probs[k]:.2f}", float(probs[k]), "no_object"))
+    if rest:
+        value = float(probs[rest].sum()) if summed else float(probs[rest].max())
+        bars.append(ClassBar(f"{len(rest)} others {'' if summed else '≤ '}{value:.2f}", min(value, 1.0), "rest"))
+    return bars
+
+
+BAR_BRUSHES = {"true": TRUE_CLASS_BRUSH, "other": OTHER_CLASS_BRUSH, "no_object": NO_OBJECT_BRUSH, "rest": REST_BRUSH}
 
 
 class DoctorView(AnalysisView):
@@ -258,10 +301,11 @@ class DoctorView(AnalysisView):
             self.verdicts.setText(self.verdicts.text() + " Their classes are not the model's: no diagnosis.")
             return False
         loss = loaded.train_config.loss if loaded.train_config is not None else None
+        classifier = model.config.classifier
 
         def work(ctx: WorkContext) -> tuple[Any, list[MissedDiagnosis]]:
             result = run_inference(model, rgb, names)
-            return result, [diagnose_missed(result, labels, boxes, k, loss, model.config.classifier)
+            return result, [diagnose_missed(result, labels, boxes, k, loss, classifier)
                             for k in range(len(labels))]
 
         def done(payload: tuple[Any, list[MissedDiagnosis]]) -> None:
@@ -271,7 +315,7 @@ class DoctorView(AnalysisView):
             lines = [f"{len(found) - len(self.missed)} of {len(found)} objects found by the model."]
             lines += [f"Object {d.object_index} ({d.class_name}), query {d.query}: {d.explanation}" for d in self.missed]
             self.verdicts.setText("\n".join(lines))
-            self.missed_result, self.missed_image = result, rgb
+            self.missed_result, self.missed_image, self.missed_classifier = result, rgb, classifier
             self._fill_missed()
 
         return self.run_job(work, on_done=done)
@@ -282,6 +326,7 @@ class DoctorView(AnalysisView):
         and class probability by layer; its class probabilities at the layer); ``missed_text``."""
         self.missed_result: Any = None  # the InferenceResult the diagnoses were made on
         self.missed_image: np.ndarray | None = None
+        self.missed_classifier = "softmax"  # the diagnosed model's ("softmax" or "focal")
         self.image_name = ""
         self.missed_pick = QComboBox()
         self.missed_pick.setToolTip("A ground-truth object the model missed")
@@ -320,6 +365,8 @@ class DoctorView(AnalysisView):
         self.prob_plot.setLabel("bottom", "probability")
         self.prob_bars = pg.BarGraphItem(x0=[], y=[], width=[], height=0.7)
         self.prob_plot.addItem(self.prob_bars)
+        self.shown_bars: list[ClassBar] = []
+        self.prob_plot.getViewBox().sigResized.connect(lambda *_: self._on_class_plot_resized())
         for plot in (self.iou_plot, self.prob_plot):
             plot.setTitle(" ", size=PLOT_TITLE_SIZE)
 
@@ -376,6 +423,7 @@ class DoctorView(AnalysisView):
             self.iou_curve.setData([], [])
             self.prob_curve.setData([], [])
             self.prob_bars.setOpts(y=[], width=[])
+            self.shown_bars = []
             self.missed_text.setText("")
             return
         layer = self.layer_pick.value() - 1  # 0-based
@@ -389,14 +437,7 @@ class DoctorView(AnalysisView):
         self.iou_plot.getAxis("bottom").setTicks([[(int(k), str(k)) for k in layers]])
         self.layer_line.setValue(layer + 1)
         probs = r.layer_probs[layer, d.query].numpy()  # [K + 1]
-        names = [*d.class_names, "no object"]
-        label = d.class_names.index(d.class_name) if d.class_name in d.class_names else -1
-        brushes = [TRUE_CLASS_BRUSH if i == label else NO_OBJECT_BRUSH if i == len(names) - 1 else OTHER_CLASS_BRUSH
-                   for i in range(len(names))]
-        self.prob_bars.setOpts(x0=0, y=np.arange(len(names)), width=probs, height=0.7, brushes=brushes)
-        self.prob_plot.getAxis("left").setTicks([[(i, _short(name)) for i, name in enumerate(names)]])
-        self.prob_plot.setYRange(-0.5, len(names) - 0.5, padding=0.02)
-        self.prob_plot.setTitle(f"Its classes at layer {layer + 1}", size=PLOT_TITLE_SIZE)
+        self._draw_class_bars()
         for i, (x0, y0, x1, y1) in enumerate(d.layer_boxes_xyxy):
             alpha = 255 if i == layer else 70 + int(110 * (i + 1) / n)
             pen = pg.mkPen((*LAYER_COLOR, alpha), width=3 if i == layer else 1,
@@ -416,6 +457,40 @@ class DoctorView(AnalysisView):
             f"(yellow, solid; earlier layers dashed) has IoU {d.layer_ious[layer]:.2f} with the object and it says "
             f"{d.class_name} {d.layer_class_probs[layer]:.2f}, no object {probs[-1]:.2f}; "
             f"{d.attention_inside:.0%} of its last-layer cross-attention (the heatmap) falls inside the object.")
+
+    def _class_bar_rows(self) -> int:
+        """How many class bars the plot shows with readable labels: a line of text each, at
+        least 5 (the object's class, two others, no object, the rest), at most MOST_CLASS_BARS."""
+        line = QFontMetrics(self.prob_plot.font()).height()
+        return max(5, min(MOST_CLASS_BARS, int(self.prob_plot.getViewBox().height() // max(line, 1))))
+
+    def _draw_class_bars(self) -> None:
+        """The shown missed object's query's class probabilities at the chosen layer (bars);
+        with many classes, as many bars as the plot's height shows legibly."""
+        d, r = self.shown_missed, self.missed_result
+        if d is None:
+            return
+        layer = self.layer_pick.value() - 1
+        probs = r.layer_probs[layer, d.query].numpy()  # [K + 1]
+        label = d.class_names.index(d.class_name) if d.class_name in d.class_names else -1
+        most = MOST_CLASS_BARS if len(d.class_names) + 1 <= MOST_CLASS_BARS else self._class_bar_rows()
+        bars = class_bars(probs, d.class_names, label, summed=self.missed_classifier == "softmax", most=most)
+        self.shown_bars = bars
+        self.prob_bars.setOpts(x0=0, y=np.arange(len(bars)), width=[b.probability for b in bars], height=0.7,
+                               brushes=[BAR_BRUSHES[b.kind] for b in bars])
+        self.prob_plot.getAxis("left").setTicks([[(i, b.label) for i, b in enumerate(bars)]])
+        self.prob_plot.setYRange(-0.5, len(bars) - 0.5, padding=0.02)
+        # the labels with their values widen the axis: a shorter title and fewer probability ticks
+        condensed = len(bars) != len(d.class_names) + 1
+        self.prob_plot.getAxis("bottom").setTicks([[(v, f"{v:g}") for v in (0, 0.5, 1)]] if condensed else None)
+        title = "Classes, layer" if condensed else "Its classes at layer"
+        self.prob_plot.setTitle(f"{title} {layer + 1}", size=PLOT_TITLE_SIZE)
+
+    def _on_class_plot_resized(self) -> None:
+        d = self.shown_missed
+        many = d is not None and len(d.class_names) + 1 > MOST_CLASS_BARS
+        if many and len(self.shown_bars) != self._class_bar_rows():
+            self._draw_class_bars()
 
     def show_in_image_view(self) -> bool:
         """The main image view shows this image, with the matched query and layer selected (its

@@ -145,7 +145,7 @@ class LayerView(AnalysisView):
 
         # --- the query's box at every layer (left), AP per layer (right), the query's table below:
         # each side has its own controls, so the view fits beside the image (600 px wide)
-        self.canvas = ImageCanvas()
+        self.canvas = ImageCanvas(colorbar=False)  # boxes only: no attention colour bar
         self.canvas.setMinimumSize(200, 180)
         self.canvas.labels_in_a_row = True  # the boxes of one query: its labels side by side
         self.legend = QLabel(" ")
@@ -326,7 +326,6 @@ class LayerView(AnalysisView):
         self._fill_edge_layers(result)
         if new_image:
             self.canvas.set_image(image)
-            self.canvas.set_heatmap(None)  # boxes only: no colour bar
         self._draw_query()
 
     def set_image(self, image: np.ndarray) -> bool:

@@ -129,7 +129,7 @@ class MatchingView(FollowsTraining, AnalysisView):
         self.body.addWidget(row)
 
         # --- the image with ground truth linked to matched queries
-        self.canvas = ImageCanvas()
+        self.canvas = ImageCanvas(colorbar=False)  # boxes only: no attention colour bar
         self.canvas.setMinimumSize(180, 180)
 
         # --- the cost heatmap: queries along x, objects along y (object 0 on top)

@@ -59,6 +59,7 @@ BACKGROUND = "#202124"
 FLAG_COLOR = QColor("#ff8a80")
 TABLE_COLUMNS = ("query", "class", "share", "objects", "centre (x, y)", "spread", "shown", "note")
 HELDOUT_IMAGES = 5000  # size of the toy held-out split offered (the spin box picks how many to run)
+PAGE_LABEL_WIDEST = "slots 000–000 of 000 (page 00/00)"  # the pager's longest text, up to 999 queries
 
 
 def _short(name: str, most: int = 9) -> str:
@@ -145,6 +146,9 @@ class SpecializationView(AnalysisView):
         self.prev_button.clicked.connect(lambda: self.set_page(self.page - 1))
         self.next_button.clicked.connect(lambda: self.set_page(self.page + 1))
         self.page_label = QLabel("")
+        # as wide as its longest text from the start: in the window the row was not laid out again
+        # when a run made the text longer, which cut it ("slots 0–19 o")
+        self.page_label.setMinimumWidth(self.page_label.fontMetrics().horizontalAdvance(PAGE_LABEL_WIDEST))
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.source.setMinimumContentsLength(24)  # a long dataset name must not widen the dock (its tooltip has it)
         controls = Flow()  # wraps in a narrow dock
