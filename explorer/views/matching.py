@@ -413,7 +413,6 @@ class MatchingView(FollowsTraining, AnalysisView):
     def _draw_canvas(self, s: MatchingSnapshot) -> None:
         m, q = s.num_targets, s.num_queries
         self.canvas.set_image(s.image)
-        self.canvas.set_heatmap(None)  # boxes and links only: no attention, so no colour bar
         gt_xyxy, pred_xyxy = s.target_boxes_xyxy(), s.pred_boxes_xyxy()
         boxes = np.concatenate([gt_xyxy, pred_xyxy]) if m else pred_xyxy
         texts = [f"GT{j} {s.class_name(int(s.target_labels[j]))}" for j in range(m)]
