@@ -56,8 +56,10 @@ def find_duplicates(
     Every box class-wise NMS at ``iou`` removes from the kept ones is counted; a chain (A covers
     B, B covers C, A not C) counts B and C where NMS removes B only, so this is never below NMS's
     count. The defaults (score 0.3, IoU 0.5) are where a small DETR's duplicates show on toy
-    shapes: at score 0.5 the duplicate copies mostly score below the threshold (see
-    ``benchmarks/ablations.py``)."""
+    shapes: without decoder self-attention an object's copies share its score, so at 0.5 most of
+    them (and many objects) drop out instead of showing as duplicates. Measured on ``fast`` after
+    900 steps, 500 held-out images with 1865 objects: with self-attention 1765 kept at 0.5 and
+    duplicates 0.038 at 0.3; without, 774 kept at 0.5 and duplicates 0.328 at 0.3 (README)."""
     duplicates = kept = 0
     for p in predictions:
         keep = p["scores"] >= threshold  # [Q]
