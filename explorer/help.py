@@ -107,7 +107,8 @@ VIEW_HELP: dict[str, str] = {
         "self-attention, no auxiliary loss) and the study questions (greedy matching, a learned or "
         "input-only positional encoding, no L1 or no GIoU loss, a pretrained backbone) one check each, "
         "beside the baseline. Runs train one at a time; the table gives AP at equal steps and at equal "
-        "seconds and the duplicate rate, the plots overlay loss and held-out AP (0 to 1)."),
+        "seconds, the duplicates (kept at score 0.3 and repeating a better box) and what NMS would add to "
+        "AP50, the plots overlay loss and held-out AP (0 to 1)."),
     "Dataset": (
         "The open dataset (File ▸ Open Dataset): each image with its object count and what the model gets "
         "right and wrong at IoU 0.5 and the threshold: TP (a kept prediction on a free object of its "

@@ -86,7 +86,8 @@ def test_one_row_per_layer_and_the_last_agrees_with_the_evaluator(model):
     for r in rows:
         assert all(0.0 <= v <= 1.0 for v in (r.ap, r.ap50, r.ap_nms, r.ap50_nms))
         assert r.ap <= r.ap50 and r.ap_nms <= r.ap50_nms
-        assert set(r.as_dict()) == {"layer", "AP", "AP50", "AP_nms", "AP50_nms"}
+        assert set(r.as_dict()) == {"layer", "AP", "AP50", "AP_nms", "AP50_nms", "duplicates"}
+        assert 0.0 <= r.duplicates <= 1.0
     preds, gts = collect_predictions(model, data, 12, batch_size=5)
     plain = _evaluate(preds, gts)
     assert rows[-1].ap == pytest.approx(plain["AP"]) and rows[-1].ap50 == pytest.approx(plain["AP50"])
@@ -261,7 +262,7 @@ def test_run_ap_fills_the_chart_and_exports(qtbot, view, result, tmp_path):
         xs, ys = curve.getData()
         assert list(xs) == [1.0, 2.0, 3.0]
         assert list(ys) == pytest.approx([r.as_dict()[key] for r in view.ap_rows])
-    assert "L1" in view.ap_summary.text()
+    assert "L1" in view.ap_summary.text() and "Duplicates (kept at score 0.3" in view.ap_summary.text()
 
     png = tmp_path / "layers.png"
     assert view.export_png(png) and png.stat().st_size > 1000

@@ -11,8 +11,9 @@ import pytest
 import torch
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QMessageBox
+from torchvision.ops import batched_nms, box_iou
 
-from detr_core.analysis.duplicates import duplicate_rate, duplicate_stats
+from detr_core.analysis.duplicates import duplicate_rate, duplicate_stats, find_duplicates
 from detr_core.checkpoint import load_model
 from detr_core.presets import preset
 from detr_core.train.ablations import ABLATIONS, RunSpec, ablation_specs, experiment_specs
@@ -117,6 +118,50 @@ def test_duplicate_rate_on_known_duplicates():
     assert duplicate_rate([_pred([], [], [])]) == 0.0
 
 
+def test_find_duplicates_on_constructed_detections():
+    one_object_three_times = _pred(
+        [[10, 10, 50, 50], [12, 10, 50, 50], [10, 12, 50, 52], [70, 70, 90, 90], [70, 70, 90, 90], [10, 10, 50, 50]],
+        [0, 0, 0, 1, 2, 0],
+        [0.4, 0.9, 0.35, 0.8, 0.7, 0.2],  # class 1 and 2 on one box: not duplicates; the last: below 0.3
+    )
+    found = find_duplicates([one_object_three_times])  # score >= 0.3, IoU >= 0.5
+    assert (found.duplicates, found.kept) == (2, 5)  # the 0.4 and 0.35 copies of the 0.9 box
+    assert found.fraction == pytest.approx(2 / 5)
+    assert find_duplicates([one_object_three_times], threshold=0.5).duplicates == 0  # the copies score below 0.5
+    assert find_duplicates([one_object_three_times], threshold=0.1).duplicates == 3
+    half = _pred([[0, 0, 10, 10], [0, 0, 10, 5]], [1, 1], [0.9, 0.8])  # IoU exactly 0.5
+    assert find_duplicates([half], iou=0.5).duplicates == 1 and find_duplicates([half], iou=0.51).duplicates == 0
+    tie = _pred([[0, 0, 10, 10]] * 2, [1, 1], [0.6, 0.6])
+    assert find_duplicates([tie]).duplicates == 1  # of two equal scores one is the copy
+    assert find_duplicates([]).fraction == 0.0 and find_duplicates([_pred([], [], [])]).kept == 0
+    # across images: boxes of different images never duplicate each other
+    assert find_duplicates([_pred([[0, 0, 10, 10]], [0], [0.9])] * 2).duplicates == 0
+
+
+def test_find_duplicates_matches_brute_force_and_bounds_nms():
+    g = torch.Generator().manual_seed(1)
+    preds = []
+    for _ in range(30):
+        n = int(torch.randint(0, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 40
+        base = torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 20], 1)
+        boxes = torch.cat([base, base + torch.rand(n, 4, generator=g) * 6])  # near-copies
+        preds.append({"boxes": boxes, "labels": torch.randint(0, 2, (2 * n,), generator=g),
+                      "scores": torch.rand(2 * n, generator=g)})
+    expected = nms_removed = 0
+    for p in preds:
+        kept = [i for i in range(len(p["scores"])) if p["scores"][i] >= 0.3]
+        ious = box_iou(p["boxes"], p["boxes"])
+        for i in kept:  # a better kept box of the same class overlaps it
+            expected += any(p["scores"][j] > p["scores"][i] and p["labels"][j] == p["labels"][i]
+                            and ious[i, j] >= 0.5 for j in kept)
+        k = torch.tensor(kept, dtype=torch.long)
+        nms_removed += len(k) - len(batched_nms(p["boxes"][k], p["scores"][k], p["labels"][k], 0.5))
+    found = find_duplicates(preds)
+    assert expected > 0 and found.duplicates == expected
+    assert nms_removed <= found.duplicates  # NMS removes no box the measure does not count
+
+
 def test_duplicate_stats_match_brute_force():
     g = torch.Generator().manual_seed(0)
     preds = []
@@ -214,9 +259,10 @@ def test_execute_run_trains_evaluates_and_saves(tmp_path):
     assert record.curves["step"] == [1.0, 2.0, 3.0]
     assert {"loss", "loss_giou", "loss_bbox", "loss_ce", "elapsed"} <= set(record.curves)
     assert not any(k.endswith("_0") for k in record.curves)  # earlier layers' parts are left out
-    for value in (record.ap, record.ap50, record.ap75, record.duplicate_rate):
+    for value in (record.ap, record.ap50, record.ap75, record.duplicate_rate, record.duplicates, record.ap50_nms):
         assert value is not None and 0.0 <= value <= 1.0
     assert record.ap50 == record.evals[-1]["AP50"] and record.duplicate_rate == record.evals[-1]["duplicate_rate"]
+    assert (record.duplicates, record.ap50_nms) == (record.evals[-1]["duplicates"], record.evals[-1]["AP50_nms"])
     model, ckpt = load_model(record.checkpoint)
     assert model.config.num_queries == 5 and model.config.d_model == 32 and ckpt.step == 3
     assert ckpt.extra["run_id"] == record.run_id
@@ -299,8 +345,9 @@ def test_view_runs_a_queue_one_at_a_time(qtbot, make_view):
     assert (first.config["train"]["loss"]["matcher"], second.config["train"]["loss"]["matcher"]) == (
         "hungarian", "greedy")
     row = [view.table.item(0, c).text() for c in range(view.table.columnCount())]
-    assert row[7] == "3" and row[2] == f"{first.ap:.3f}" and row[3] == f"{first.ap50:.3f}"
-    assert row[6] == f"{first.duplicate_rate:.3f}" and row[-1].endswith("checkpoint.pt")
+    assert row[8] == "3" and row[2] == f"{first.ap:.3f}" and row[3] == f"{first.ap50:.3f}"
+    assert row[6] == f"{first.duplicates:.3f}" and row[-1].endswith("checkpoint.pt")
+    assert row[7] == f"{first.ap50_nms - first.ap50:+.3f}"
     assert view.table.horizontalHeaderItem(4).text() == "AP @ 3 steps"  # both ran 3 steps: their final AP
     assert [view.table.item(r, 4).text() for r in (0, 1)] == [f"{first.ap:.3f}", f"{second.ap:.3f}"]
     assert not view.progress_bar.isVisible() and not view.is_running

@@ -15,11 +15,13 @@ Every layer is scored by pycocotools against the dataset's own ground truth, as
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
 from torchvision.ops import batched_nms
 
+from detr_core.analysis.duplicates import find_duplicates
 from detr_core.analysis.evaluate import (
     Predictions,
     coco_metrics,
@@ -39,10 +41,13 @@ class LayerAP:
     ap50: float
     ap_nms: float  # the same after class-wise NMS on each image
     ap50_nms: float
+    # kept predictions (score >= 0.3) repeating a better one of their class, IoU >= 0.5
+    # (:func:`~detr_core.analysis.duplicates.find_duplicates`); nan when not measured
+    duplicates: float = math.nan
 
     def as_dict(self) -> dict[str, float | int]:
         return {"layer": self.layer, "AP": self.ap, "AP50": self.ap50, "AP_nms": self.ap_nms,
-                "AP50_nms": self.ap50_nms}
+                "AP50_nms": self.ap50_nms, "duplicates": self.duplicates}
 
 
 def nms_predictions(predictions: Predictions, iou_threshold: float = 0.7) -> Predictions:
@@ -69,7 +74,7 @@ def layerwise_ap(
 ) -> list[LayerAP]:
     """AP and AP50 of every decoder layer on the first ``num_images`` images of ``dataset``
     (toy shapes, or a COCO / VOC / YOLO split resized as the model infers), with and without NMS
-    at IoU ``nms_iou``, scored as :func:`~detr_core.analysis.evaluate.evaluate_model` scores the
+    at IoU ``nms_iou``, and the fraction of its kept predictions that are duplicates, scored as :func:`~detr_core.analysis.evaluate.evaluate_model` scores the
     last layer. One row per layer, first layer first. ``label_map``: the dataset label of each
     model label (see :func:`~detr_core.analysis.label_map.label_map_for`; None: the same labels).
 
@@ -92,6 +97,6 @@ def layerwise_ap(
             preds = [relabel(p, label_map) for p in preds]
         plain = coco_metrics(dataset, ids, preds, num_images)
         nms = coco_metrics(dataset, ids, nms_predictions(preds, nms_iou), num_images)
-        rows.append(LayerAP(i + 1, plain["AP"], plain["AP50"], nms["AP"], nms["AP50"]))
+        rows.append(LayerAP(i + 1, plain["AP"], plain["AP50"], nms["AP"], nms["AP50"], find_duplicates(preds).fraction))
         report(progress, num_images + i + 1, total)
     return rows

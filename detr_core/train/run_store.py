@@ -29,7 +29,8 @@ class RunRecord:
     training), ``lr``, ``loss`` (weighted total) and the last decoder layer's unweighted parts
     (``loss_ce``, ``loss_bbox``, ``loss_giou``, ...), thinned to at most ``MAX_POINTS``.
     ``evals`` holds one dict per held-out evaluation: ``step``, ``elapsed``, ``AP``, ``AP50``,
-    ``AP75``, ``duplicate_rate``. Metrics are fractions in [0, 1]; None when not measured.
+    ``AP75``, ``AP50_nms``, ``duplicates``, ``duplicate_rate`` (runs saved before ``duplicates``
+    and ``AP50_nms`` were measured lack them). Metrics are fractions in [0, 1]; None when not measured.
     """
 
     spec: RunSpec
@@ -43,7 +44,9 @@ class RunRecord:
     ap: float | None = None
     ap50: float | None = None
     ap75: float | None = None
-    duplicate_rate: float | None = None
+    duplicate_rate: float | None = None  # older measure: overlapping pairs per kept (score >= 0.5, IoU > 0.7)
+    duplicates: float | None = None  # kept (score >= 0.3) repeating a better one, IoU >= 0.5 (find_duplicates)
+    ap50_nms: float | None = None  # AP50 after class-wise NMS at IoU 0.7 (None in runs saved before it)
     checkpoint: str | None = None  # absolute path of the .pt file
     message: str = ""
     created: float = 0.0  # unix time
@@ -117,6 +120,8 @@ class RunRecord:
             "AP50": self.ap50,
             "AP75": self.ap75,
             "duplicate_rate": self.duplicate_rate,
+            "duplicates": self.duplicates,
+            "AP50_nms": self.ap50_nms,
             "steps": self.step,
             "seconds": round(self.elapsed, 2),
             "seconds_to_AP50_0.5": self.seconds_to("AP50", 0.5),

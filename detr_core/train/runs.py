@@ -8,7 +8,7 @@
 
 :func:`execute_run` trains a spec with :class:`~detr_core.train.trainer.Trainer`, evaluates on
 the held-out toy split every ``eval_every_seconds`` of training time (evaluation time is not
-counted), measures the final AP, AP50 and the duplicate rate, and saves a checkpoint and a
+counted), measures the final AP, AP50, the duplicates and what NMS would add, and saves a checkpoint and a
 :class:`~detr_core.train.run_store.RunRecord` (JSON) in a folder of the
 :class:`~detr_core.train.run_store.RunStore`. :class:`RunJob` runs the same in a child process.
 """
@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from detr_core.analysis.duplicates import duplicate_rate
+from detr_core.analysis.duplicates import duplicate_rate, find_duplicates
 from detr_core.analysis.evaluate import coco_metrics, collect_predictions, image_ids
+from detr_core.analysis.layerwise import nms_predictions
 from detr_core.cancel import Cancelled, check_stop
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
@@ -38,10 +39,15 @@ from detr_core.train.trainer import (
     Trainer,
 )
 
+NMS_IOU = 0.7  # the class-wise NMS the runs are also scored with (as the layer-by-layer view's)
 
-def _evaluate(trainer: Trainer, control: TrainControl) -> tuple[dict[str, float], float] | None:
-    """AP, AP50, AP75 and the duplicate rate of the current weights on the held-out split.
-    None when stopped midway."""
+
+def _evaluate(trainer: Trainer, control: TrainControl) -> dict[str, float] | None:
+    """The held-out metrics of the current weights (last decoder layer): AP, AP50, AP75,
+    ``duplicates`` (the fraction of kept predictions, score >= 0.3, that repeat a better one of
+    their class, IoU >= 0.5: :func:`~detr_core.analysis.duplicates.find_duplicates`), ``AP50_nms``
+    (AP50 after class-wise NMS at IoU 0.7: what NMS would add) and the older ``duplicate_rate``
+    (overlapping pairs per kept prediction, score >= 0.5, IoU > 0.7). None when stopped midway."""
     try:
         preds, gts = collect_predictions(
             trainer.model, trainer.heldout, trainer.config.eval_images, device=trainer.device,
@@ -49,8 +55,11 @@ def _evaluate(trainer: Trainer, control: TrainControl) -> tuple[dict[str, float]
         )
     except Cancelled:
         return None
-    metrics = coco_metrics(trainer.heldout, image_ids(gts), preds, trainer.config.eval_images)
-    return {k: metrics[k] for k in ("AP", "AP50", "AP75")}, duplicate_rate(preds)
+    ids, n = image_ids(gts), trainer.config.eval_images
+    metrics = coco_metrics(trainer.heldout, ids, preds, n)
+    nms = coco_metrics(trainer.heldout, ids, nms_predictions(preds, NMS_IOU), n)
+    return {**{k: metrics[k] for k in ("AP", "AP50", "AP75")}, "AP50_nms": nms["AP50"],
+            "duplicates": find_duplicates(preds).fraction, "duplicate_rate": duplicate_rate(preds)}
 
 
 def execute_run(
@@ -62,7 +71,7 @@ def execute_run(
     """Train ``spec``, evaluate it, save its checkpoint and record in ``store``; return the record.
 
     ``on_event`` receives the trainer's StepEvents and ErrorEvents, an EvalEvent per held-out
-    evaluation (metrics AP, AP50, AP75, duplicate_rate), and last a FinishedEvent once the
+    evaluation (metrics AP, AP50, AP75, AP50_nms, duplicates, duplicate_rate), and last a FinishedEvent once the
     record is saved. ``control.stop()`` ends the run early: it is saved with status "stopped"
     and no final metrics (not saved at all if it had not made a step). A bad spec raises
     ValueError before anything is written; a failure during training gives a record with status
@@ -88,18 +97,17 @@ def execute_run(
         def evaluate_now() -> bool:
             nonlocal last_eval_step
             t0 = time.perf_counter()
-            result = _evaluate(trainer, control)
-            if result is None:
+            metrics = _evaluate(trainer, control)
+            if metrics is None:
                 return False
-            metrics, dup = result
-            point = {"step": trainer.step, "elapsed": trainer.elapsed, **metrics, "duplicate_rate": dup}
+            point = {"step": trainer.step, "elapsed": trainer.elapsed, **metrics}
             if trainer.history.evals and trainer.history.evals[-1]["step"] == trainer.step:
                 trainer.history.evals[-1] = point
             else:
                 trainer.history.evals.append(point)
             last_eval_step = trainer.step
             seconds = time.perf_counter() - t0
-            emit(EvalEvent(trainer.step, trainer.elapsed, {**metrics, "duplicate_rate": dup}, seconds))
+            emit(EvalEvent(trainer.step, trainer.elapsed, dict(metrics), seconds))
             return True
 
         for event in session.events():
@@ -126,6 +134,7 @@ def execute_run(
                 final = trainer.history.evals[-1]
                 record.ap, record.ap50, record.ap75 = final["AP"], final["AP50"], final["AP75"]
                 record.duplicate_rate = final["duplicate_rate"]
+                record.duplicates, record.ap50_nms = final["duplicates"], final["AP50_nms"]
             else:
                 reason = "stopped"
         record.status = {"completed": "completed", "stopped": "stopped"}.get(reason, "failed")
@@ -145,7 +154,8 @@ def execute_run(
                 path = session.save(
                     store.checkpoint_path(record.run_id),
                     extra={"run": spec.name, "run_id": record.run_id, "AP": record.ap, "AP50": record.ap50,
-                           "duplicate_rate": record.duplicate_rate},
+                           "duplicate_rate": record.duplicate_rate, "duplicates": record.duplicates,
+                           "AP50_nms": record.ap50_nms},
                 )
                 record.checkpoint = str(path)
             except (OSError, RuntimeError, ValueError) as e:

@@ -11,6 +11,7 @@ row; top and bottom: over y on its middle column), so choosing layer after layer
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -512,8 +513,12 @@ class LayerView(AnalysisView):
             self.ap_plot.setYRange(0, 1, padding=0.05)  # AP spans 0 to 1: small differences stay small
         gains = ", ".join(f"L{r.layer} {round(r.ap_nms - r.ap, 3) + 0.0:+.3f}" for r in rows)
         on = f"On {data}: " if data else ""
-        self.ap_summary.setText(f"{on}AP change from NMS (IoU {self.iou_spin.value():.2f}): {gains}. "
-                                "(In the paper, NMS helps the early layers and stops helping at the last.)")
+        duplicates = ", ".join(f"L{r.layer} {r.duplicates:.2f}" for r in rows if math.isfinite(r.duplicates))
+        duplicates = (f" Duplicates (kept at score 0.3 and repeating a better box of the class, IoU 0.5): "
+                      f"{duplicates}." if duplicates else "")
+        self.ap_summary.setText(f"{on}AP change from NMS (IoU {self.iou_spin.value():.2f}): {gains}.{duplicates} "
+                                "(In the paper, NMS helps the early layers and stops helping at the last: "
+                                "the decoder's self-attention learns to suppress duplicates.)")
 
     def _after_job(self, *_: Any) -> None:
         if self._pending_image is not None:

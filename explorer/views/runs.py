@@ -9,7 +9,7 @@ its own process read by a :class:`~explorer.training_worker.TrainingWorker` (the
 current run's progress in the progress bar. Cancel stops the current run (it is kept as "stopped") and drops the queue. The
 queued runs are kept in the store as they change, so quitting (or a crash) does not lose them:
 the next view over the store shows them, held, with Resume and Drop. The
-table lists every run with its final AP, AP50 and duplicate rate, its AP at equal steps and at
+table lists every run with its final AP, AP50, duplicates and NMS gain, its AP at equal steps and at
 equal training seconds (the fewest any compared run reached: the selected runs, or all), and its
 checkpoint; the plots overlay the loss and a held-out metric of the selected runs (all runs when
 none is selected).
@@ -66,8 +66,15 @@ from ..training_panel import set_title
 from ..training_worker import TrainingWorker
 from .base import AnalysisView
 
-COLUMNS = ("Run", "Status", "AP", "AP50", "AP @ steps", "AP @ s", "Dup. rate", "Steps", "Seconds", "Seed",
-           "Trained for", "Checkpoint")
+COLUMNS = ("Run", "Status", "AP", "AP50", "AP @ steps", "AP @ s", "Duplicates", "NMS gain", "Steps", "Seconds",
+           "Seed", "Trained for", "Checkpoint")
+COLUMN_TIPS = {
+    "Duplicates": "Kept predictions (score >= 0.3) that repeat a higher-scoring one of their class (IoU >= 0.5), "
+                  "as a fraction of the kept ones, last decoder layer, held-out images. Without decoder "
+                  "self-attention the copies of an object share its score, so most fall below 0.5.",
+    "NMS gain": "AP50 after class-wise NMS (IoU 0.7) minus AP50: what NMS would add. About 0 when the decoder "
+                "suppresses its own duplicates (DETR paper, section 4.2).",
+}
 AT_STEPS, AT_SECONDS = 4, 5  # the columns of AP at equal steps and at equal training seconds
 GROUPS = {"ablation": "Ablations", "study": "Study"}
 PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#20c997", "#f06595",
@@ -76,7 +83,9 @@ PALETTE = ("#4dabf7", "#ff6b6b", "#51cf66", "#ffd43b", "#cc5de8", "#ff922b", "#2
 # layers too, so it drops when the auxiliary loss is off without the model being better.
 LOSS_KEYS = {"loss_giou": "GIoU loss (last layer)", "loss_bbox": "L1 box loss (last layer)",
              "loss_ce": "class loss (last layer)", "loss": "total loss (weighted, all layers)"}
-METRIC_KEYS = {"AP50": "AP50", "AP": "AP (0.5:0.95)", "AP75": "AP75", "duplicate_rate": "duplicate rate"}
+METRIC_KEYS = {"AP50": "AP50", "AP": "AP (0.5:0.95)", "AP75": "AP75", "AP50_nms": "AP50 after NMS",
+               "duplicates": "duplicates (score >= 0.3, IoU >= 0.5)",
+               "duplicate_rate": "duplicate pairs (score >= 0.5, IoU > 0.7)"}
 X_KEYS = {"elapsed": "training time (s)", "step": "training step"}
 LIVE_INTERVAL = 0.2  # seconds between live updates of the running run's curves
 CURRENT = "__current__"
@@ -282,6 +291,9 @@ class RunsView(AnalysisView):
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        for col, name in enumerate(COLUMNS):
+            if name in COLUMN_TIPS:
+                self.table.horizontalHeaderItem(col).setToolTip(COLUMN_TIPS[name])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -725,7 +737,7 @@ class RunsView(AnalysisView):
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(tip)
-                if 2 <= col <= 9:
+                if 2 <= col <= 10:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
             if isinstance(what, RunRecord) or key == CURRENT:
@@ -788,6 +800,12 @@ class RunsView(AnalysisView):
         return "—" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
     @staticmethod
+    def _gain(before: float | None, after: float | None) -> str:
+        if before is None or after is None or not math.isfinite(before) or not math.isfinite(after):
+            return "—"
+        return f"{after - before:+.3f}"
+
+    @staticmethod
     def _seconds(elapsed: float) -> str:
         return f"{elapsed:.1f}" if elapsed < 10 else f"{elapsed:.0f}"
 
@@ -801,8 +819,8 @@ class RunsView(AnalysisView):
 
     def _record_cells(self, r: RunRecord) -> list[str]:
         return [
-            r.name, r.status, self._fmt(r.ap), self._fmt(r.ap50), "", "", self._fmt(r.duplicate_rate),
-            str(r.step), self._seconds(r.elapsed), str(r.spec.seed), r.spec.budget_text,
+            r.name, r.status, self._fmt(r.ap), self._fmt(r.ap50), "", "", self._fmt(r.duplicates),
+            self._gain(r.ap50, r.ap50_nms), str(r.step), self._seconds(r.elapsed), str(r.spec.seed), r.spec.budget_text,
             self._checkpoint_text(r.checkpoint),
         ]
 
@@ -813,7 +831,7 @@ class RunsView(AnalysisView):
             if self.live.curves["step"]:
                 steps = str(int(self.live.curves["step"][-1]))
                 seconds = self._seconds(self.live.curves["elapsed"][-1])
-        return [spec.name, status, "", "", "", "", "", steps, seconds, str(spec.seed), spec.budget_text, ""]
+        return [spec.name, status, "", "", "", "", "", "", steps, seconds, str(spec.seed), spec.budget_text, ""]
 
     def _on_selection(self) -> None:
         self._refresh_comparison()
