@@ -53,3 +53,40 @@ def test_widgets_deleted_in_a_flow_or_taken_out_of_it_leave_it_without_a_crash()
                          text=True, timeout=120, env=env, check=False)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), (run.returncode, run.stdout[-500:],
                                                                        run.stderr[-2000:])
+
+
+def test_a_label_whose_text_grows_gets_its_room_and_its_line(qtbot):
+    """A label in a Flow (in a pair, as the specialization pager's, or on its own) whose text grows
+    gets its width, and wraps to a new line when its line has no room left, once the event loop
+    runs: in the two passes Qt's own nested layouts take (the pair's layout, then the Flow's). A
+    picture taken in the same pass as the change showed the pager cut ("slots 0–19 o")."""
+    from PySide6.QtCore import QPoint, QRect
+    from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
+
+    from explorer.views.flow import Flow, side_by_side
+
+    top = QWidget()
+    qtbot.addWidget(top)
+    column = QVBoxLayout(top)
+    column.addWidget(flow := Flow())
+    column.addStretch(1)
+    pager = QLabel("no slots yet")
+    flow.addWidget(side_by_side(QPushButton("◀ Prev"), pager, QPushButton("Next ▶")))
+    flow.addWidget(note := QLabel("short"))
+    top.resize(500, 200)
+    top.show()
+    qtbot.waitExposed(top)
+    qtbot.wait(20)  # laid out: what follows is a change, not the first layout
+    one_line = flow.height()
+    pair = pager.parentWidget()
+    assert note.y() < pair.geometry().bottom()  # side by side on one line
+
+    def has_room(label: QLabel) -> bool:
+        inside = QRect(label.mapTo(flow, QPoint(0, 0)), label.size())
+        return label.width() >= label.sizeHint().width() and flow.rect().contains(inside)
+
+    pager.setText("slots 0–19 of 100 (page 1/5)")
+    note.setText("a note long enough that it no longer fits beside the pager")
+    qtbot.waitUntil(lambda: has_room(pager) and has_room(note), timeout=2000)
+    assert note.y() > pair.geometry().bottom()  # on a line of its own
+    qtbot.waitUntil(lambda: flow.height() == flow.heightForWidth(flow.width()) > one_line, timeout=2000)

@@ -227,9 +227,28 @@ def test_paging_through_all_slots(view):
     assert "40–44 of 45" in view.page_label.text()
     view.prev_button.click()
     assert view.cells[0].query == 20
-    # the pager is as wide as a long text from the start: its row is not laid out again as the text grows
+    # the pager is as wide as a long text from the start: it keeps its place as the text grows
     metrics = view.page_label.fontMetrics()
     assert view.page_label.minimumWidth() >= metrics.horizontalAdvance("slots 880–899 of 900 (page 45/45)")
+
+
+def square_sizes(view) -> set[tuple[int, int]]:
+    """The (width, height) of every slot's plot and of its square's view box, in pixels."""
+    return {(round(c.plot.geometry().width()), round(c.plot.geometry().height()),
+             round(c.plot.vb.width()), round(c.plot.vb.height())) for c in view.cells}
+
+
+def test_the_squares_are_laid_out_as_soon_as_the_results_arrive(qtbot, view):
+    """Right after a run, before the event loop runs again, every square has the same size (the
+    one it keeps): the first frame, or a picture taken then, once had a last row of bigger squares
+    out of line with the others, laid out before their titles."""
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_predictions(many_slots(num_queries=20))
+    sizes = square_sizes(view)
+    assert len(sizes) == 1, sizes
+    qtbot.wait(30)
+    assert square_sizes(view) == sizes
 
 
 def test_confident_only_changes_what_is_plotted(view):

@@ -146,8 +146,9 @@ class SpecializationView(AnalysisView):
         self.prev_button.clicked.connect(lambda: self.set_page(self.page - 1))
         self.next_button.clicked.connect(lambda: self.set_page(self.page + 1))
         self.page_label = QLabel("")
-        # as wide as its longest text from the start: in the window the row was not laid out again
-        # when a run made the text longer, which cut it ("slots 0–19 o")
+        # as wide as its longest text from the start: the pager keeps its place as the text changes
+        # (a longer text gets its room only a pass or two of the event loop later, as in any nested
+        # Qt layout: a picture taken right after a run showed it cut, "slots 0–19 o")
         self.page_label.setMinimumWidth(self.page_label.fontMetrics().horizontalAdvance(PAGE_LABEL_WIDEST))
         self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.source.setMinimumContentsLength(24)  # a long dataset name must not widen the dock (its tooltip has it)
@@ -378,7 +379,17 @@ class SpecializationView(AnalysisView):
                 cell.plot.setTitle(f"q{q} {_short(s.dominant_class or '–')} {100 * s.object_frequency:.0f}%",
                                    size="8pt", color="#e8eaed")
             cell.set_selected(q == self.selected)
+        self._lay_out_grid()
         self._update_page_controls()
+
+    def _lay_out_grid(self) -> None:
+        """Lay the squares out now. Qt lays out a title's row and then the grid over the next
+        event-loop passes, a pass each: the first frame painted (or a picture taken) right after
+        a run showed new squares laid out before their titles, a last row of bigger squares out
+        of line with the others. Each slot's layout first (its title row), then the grid's."""
+        for cell in self.cells:
+            cell.plot.layout.activate()
+        self.grid.ci.layout.activate()
 
     def _draw_overview(self) -> None:
         for label in self.overview_labels:
