@@ -49,8 +49,15 @@ class Checkpoint:
         unknown = sorted(set(settings) - known)
         if unknown:
             raise CheckpointError(f"unknown model setting(s): {', '.join(unknown)}")
+        values = {**to_dict(self.model_config), **settings}
+        sizes, fixed = {"image_min_size", "image_max_size"} & set(settings), {"image_height", "image_width"} & set(settings)
+        if sizes and not fixed:
+            values.update(image_height=0, image_width=0)  # a size asked for replaces a fixed (stretched) one
+        elif fixed and not sizes and values["image_height"] and values["image_width"]:
+            pair = sorted((int(values["image_height"]), int(values["image_width"])))
+            values.update(image_min_size=pair[0], image_max_size=pair[1])  # as DETRConfig says they are then
         try:
-            config = DETRConfig(**{**to_dict(self.model_config), **settings})
+            config = DETRConfig(**values)
         except (TypeError, ValueError) as e:
             raise CheckpointError(str(e)) from None
         assumptions = {k: v for k, v in self.assumptions.items() if k not in settings}

@@ -232,7 +232,12 @@ def test_a_height_and_width_size_stretches_every_image_as_rt_detrs_processor_doe
     from detr_core.analysis.capture import run_inference
 
     hf, folder = folders["rt_detr"]
-    assert load_checkpoint(folder).model_config.fixed_input_size == (640, 640)  # no processor: the family's
+    default = load_checkpoint(folder)
+    assert default.model_config.fixed_input_size == (640, 640)  # no processor: the family's
+    # a size the user asks for (--set image_min_size=..., the Model panel) replaces the stretch
+    assert default.with_settings(image_min_size=480, image_max_size=800).model_config.fixed_input_size is None
+    chosen = default.with_settings(image_height=320, image_width=480).model_config
+    assert (chosen.fixed_input_size, chosen.image_min_size, chosen.image_max_size) == ((320, 480), 320, 480)
     assert load_checkpoint(folders["conditional_detr"][1]).model_config.fixed_input_size is None
     processor = transformers.RTDetrImageProcessor(size={"height": 64, "width": 96})
     model = load_checkpoint(_with_processor(folder, tmp_path, processor)).build_model().eval()

@@ -217,11 +217,6 @@ def test_damaged_unknown_and_misfit_files_are_refused_by_name(rt_file, rt_opened
         ckpt.with_settings(d_model=64)
     with pytest.raises(CheckpointError, match="96 points in all, which 5 heads and 3 levels do not divide"):
         ckpt.with_settings(nheads=5)
-    learned = tmp_path / "dfine_learned.pth"  # learned query content is opened for RT-DETR only
-    torch.save({"model": {**torch.load(d_fine_file[1])["model"], "decoder.tgt_embed.weight": torch.zeros(300, 32)}}, learned)
-    with pytest.raises(CheckpointError, match=r"dfine_learned.pth: a D-FINE file with learned query content "
-                                              r"\(decoder.tgt_embed, learn_query_content=True\): opened for RT-DETR"):
-        load_checkpoint(learned)
 
 
 def test_main_info_names_family_backbone_queries_and_classes(rt_file, capsys):
@@ -272,6 +267,36 @@ def test_rt_detr_file_with_learned_query_content_opens_with_learn_initial_query(
 
     reference.model.decoder.register_forward_pre_hook(authors_content, with_kwargs=True)
     ours = _reproduces(reference, ckpt.build_model(), image)
+    assert not torch.allclose(ours["pred_logits"], selected, atol=1e-2)  # the learned content was used
+
+
+def test_d_fine_file_with_learned_query_content_opens_with_learn_initial_query(d_fine_file, tmp_path):
+    """D-FINE's ``learn_query_content`` (dfine_decoder.py: ``decoder.tgt_embed``, its rows the
+    queries' content, tiled over the batch as RT-DETRv2's): opened with transformers' flag, the
+    number of queries read off the rows."""
+    hf, path = d_fine_file
+    torch.manual_seed(2)
+    content = torch.randn(12, 32)  # [Q, D]
+    learned = tmp_path / "dfine_learned.pth"
+    torch.save({"model": {**torch.load(path)["model"], "decoder.tgt_embed.weight": content}}, learned)
+    ckpt = load_checkpoint(learned)
+    assert ckpt.model_config.transformers_config["learn_initial_query"] is True
+    assert ckpt.model_config.num_queries == 12 and ckpt.assumptions == {}
+
+    def authors_content(module, args, kwargs):  # transformers 5.24's own forward fails on the flag
+        batch = kwargs["inputs_embeds"].shape[0]
+        return args, {**kwargs, "inputs_embeds": content.unsqueeze(0).tile([batch, 1, 1])}  # [B, Q, D]
+
+    torch.manual_seed(1)
+    image = torch.randn(3, 64, 96)
+    pixels = image * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    with torch.no_grad():
+        selected = hf(pixel_values=pixels[None]).logits  # queries from the selected tokens
+    hook = hf.model.decoder.register_forward_pre_hook(authors_content, with_kwargs=True)
+    try:
+        ours = _reproduces(hf, ckpt.build_model(), image)
+    finally:
+        hook.remove()
     assert not torch.allclose(ours["pred_logits"], selected, atol=1e-2)  # the learned content was used
 
 

@@ -31,9 +31,9 @@ defaults, each named where it is set (see :func:`_shared_config`); ``Checkpoint.
 lists those the user may change (``num_queries``, and ``nheads`` for RT-DETR v1, whose weights
 hold heads x points only; v2 and D-FINE keep the points per level, which gives the heads).
 An RT-DETR trained with learned query content (``decoder.tgt_embed``: v1's ``learnt_init_query``,
-v2's ``learn_query_content``) opens with transformers' ``learn_initial_query``, its rows giving
-``num_queries`` (then not an assumption, and not settable); D-FINE files with one are refused
-(the rule is not written for D-FINE).
+v2's and D-FINE's ``learn_query_content``) opens with transformers' ``learn_initial_query``, its rows giving
+``num_queries`` (then not an assumption, and not settable); so does a D-FINE file with one
+(``learn_query_content``).
 """
 
 from __future__ import annotations
@@ -163,6 +163,10 @@ _ELAN = [  # D-FINE's RepNCSPELAN4 blocks (cv1..cv4) -> transformers' names
 ]
 
 D_FINE_RULES = _AIFI + _HEADS + _ELAN + [  # Peterande/D-FINE
+    # learned query content (dfine_decoder.py's learn_query_content, the same
+    # ``content = self.tgt_embed.weight.unsqueeze(0).tile([B, 1, 1])`` as RT-DETRv2's) ->
+    # transformers' modeling_d_fine.py ``self.weight_embedding`` (made when ``learn_initial_query``)
+    ("decoder.tgt_embed.", "model.weight_embedding."),
     ("encoder.encoder.#.layers.#.linear1.", "model.encoder.aifi.#.layers.#.mlp.layers.0."),
     ("encoder.encoder.#.layers.#.linear2.", "model.encoder.aifi.#.layers.#.mlp.layers.1."),
     ("encoder.input_proj.#.conv.", "model.encoder_input_proj.#.0."),
@@ -236,11 +240,6 @@ RULES = {"rt_detr": RT_DETR_RULES, "rt_detr_v2": RT_DETR_V2_RULES, "d_fine": D_F
 
 def to_transformers(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """The authors' state dict -> transformers' names. Raises CheckpointError on keys no rule knows."""
-    if family == "d_fine" and "decoder.tgt_embed.weight" in state:
-        # dfine_decoder.py's learn_query_content: transformers' D-FINE has learn_initial_query, but
-        # the mapping is checked against transformers for RT-DETR only
-        raise CheckpointError("a D-FINE file with learned query content (decoder.tgt_embed, learn_query_content=True): "
-                              "opened for RT-DETR and RT-DETRv2 only")
     rules = backbone_rules(state) + RULES[family]
     out: dict[str, torch.Tensor] = {}
     unknown = []
@@ -490,6 +489,8 @@ def d_fine_config(s: dict[str, torch.Tensor], heads: int | None = None,
     weights = _shape(s, "model.decoder.layers.0.encoder_attn.attention_weights.weight")[0]
     heads = heads or weights // sum(points)
     cfg = {"model_type": "d_fine", **_shared_config(s, heads, queries), "decoder_n_points": points}
+    if "model.weight_embedding.weight" in s:
+        cfg["learn_initial_query"] = True  # the queries' content is learned (decoder.tgt_embed)
     if len(points) != cfg["num_feature_levels"] or heads * sum(points) != weights:
         raise CheckpointError(f"the decoder's points per level {points} do not fit its {weights} attention "
                               f"weights and {cfg['num_feature_levels']} levels")
