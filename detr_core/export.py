@@ -117,12 +117,12 @@ def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[in
 
 
 def export_onnx(ckpt: Checkpoint, out: str | Path, postprocess: bool = False,
-                exporter: str = "torchscript") -> tuple[Path, OnnxExport]:
+                exporter: str | None = None) -> tuple[Path, OnnxExport]:
     """Write ``ckpt``'s model as an ONNX file (with the postprocessing outputs if ``postprocess``)
     and check it with onnxruntime: returns the path and what was written (the check's largest
-    difference, the fixed size or None, the exporter). ValueError when onnx or onnxruntime is
-    missing, when torch.onnx cannot export the model or the check's difference is over
-    :data:`detr_core.formats.onnx.TOLERANCE`."""
+    difference, the fixed size or None, the exporter: ``exporter``, or the family's where None).
+    ValueError when onnx or onnxruntime is missing, when torch.onnx cannot export the model or the
+    check's difference is over :data:`detr_core.formats.onnx.TOLERANCE`."""
     from detr_core.formats.onnx import write_onnx
 
     out = Path(out)

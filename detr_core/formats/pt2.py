@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.checkpoint import write_atomically
+from detr_core.formats.agreement import TopkRecorder, matched_difference, pairwise, tied_selections
 from detr_core.model.registry import traced_size_dynamic
 
 TOLERANCE = 1e-4  # the self-check's bound on |program - eager|
@@ -45,9 +46,11 @@ def dynamic_range(model: nn.Module) -> tuple[int, int]:
 
 
 def fixed_size(model: nn.Module) -> tuple[int, int]:
-    """The one height and width of a program whose size could not be left dynamic: the model's
-    ``image_max_size`` square (pad or resize into it)."""
-    return model.config.image_max_size, model.config.image_max_size
+    """The one height and width of a program whose size could not be left dynamic: the size every
+    image is stretched to where the model has one (``DETRConfig.fixed_input_size``: RT-DETR's
+    640 x 640), else the model's ``image_max_size`` square (pad or resize into it)."""
+    fixed = model.config.fixed_input_size
+    return fixed if fixed else (model.config.image_max_size, model.config.image_max_size)
 
 
 def export_program(model: nn.Module) -> tuple[torch.export.ExportedProgram, bool]:
@@ -87,14 +90,17 @@ def check_inputs(model: nn.Module, dynamic: bool) -> list[Tensor]:
 
 
 def max_difference(program_path: Path, model: nn.Module, dynamic: bool) -> float:
-    """The largest |program - eager| over :func:`check_inputs`, the program read back from disk."""
+    """The largest |program - eager| over :func:`check_inputs`, the program read back from disk,
+    queries matched as a set (:mod:`detr_core.formats.agreement`: ties in the selection's top-k)."""
     program = torch.export.load(str(program_path)).module()
     worst = 0.0
     with torch.no_grad():
         for images in check_inputs(model, dynamic):
-            eager = Predictions(model.eval())(images)
+            with TopkRecorder() as recorder:
+                eager = Predictions(model.eval())(images)
             got = program(images)
-            worst = max(worst, *((g - e).abs().max().item() for g, e in zip(got, eager)))
+            tied = tied_selections(recorder.calls, len(images))
+            worst = max(worst, matched_difference([pairwise(g, e) for g, e in zip(got, eager)], tied, TOLERANCE)[0])
     return worst
 
 
