@@ -74,20 +74,21 @@ def opened(tmp_path_factory):
     return open_family
 
 
-FAMILIES = ["rt_detr", "rt_detr_v2", "d_fine", "deimv2", "conditional_detr", "dab_detr", "lw_detr",
-            pytest.param("rf_detr", marks=pytest.mark.skipif(
-                not SLOW, reason="RF-DETR exports with the dynamo exporter only (some 15 s): DETR_SLOW_TESTS=1"))]
+def _slow(family: str, why: str):
+    return pytest.param(family, marks=pytest.mark.skipif(not SLOW, reason=f"{why}: DETR_SLOW_TESTS=1"))
+
+
+# RT-DETR, whose export this file was written for, always; the others (2-5 s each) with
+# DETR_SLOW_TESTS=1: the suite is at its time budget
+FAMILIES = ["rt_detr"] + [_slow(f, "another wrapped family's ONNX round trip (2-5 s)") for f in (
+    "rt_detr_v2", "d_fine", "deimv2", "conditional_detr", "dab_detr", "lw_detr")] + [
+    _slow("rf_detr", "RF-DETR exports with the dynamo exporter only (some 15-45 s)")]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_wrapped_family_exports_to_onnx_and_matches_its_model(opened, family, tmp_path):
-    from detr_core.formats.agreement import (
-        TopkRecorder,
-        matched_difference,
-        pairwise,
-        tied_selections,
-    )
-    from detr_core.formats.onnx import session, write_onnx
+    from detr_core.formats.agreement import TopkForced, matched_difference, pairwise
+    from detr_core.formats.onnx import selection_outputs, write_onnx
     from detr_core.model.registry import traced_size_dynamic
 
     model = opened(family)
@@ -99,14 +100,15 @@ def test_every_wrapped_family_exports_to_onnx_and_matches_its_model(opened, fami
         assert done.size == (SIZE, SIZE)
     # a batch size and images the export's check never saw
     images = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
-    logits, boxes = session(out).run(None, {"images": images.numpy()})
-    with torch.no_grad(), TopkRecorder() as recorder:
-        eager = model(images)
+    import onnxruntime
+
+    data, extra = selection_outputs(out)  # the file's query selections as extra outputs
+    logits, boxes, *selections = onnxruntime.InferenceSession(data).run(None, {"images": images.numpy()})
+    with torch.no_grad(), TopkForced([torch.from_numpy(s) for s in selections if s.ndim == 2]):
+        eager = model(images)  # (where the file broke a tie of scores the other way, its selection)
     assert logits.shape == tuple(eager["pred_logits"].shape) and boxes.shape == tuple(eager["pred_boxes"].shape)
-    costs = [pairwise(torch.from_numpy(logits), eager["pred_logits"]),
-             pairwise(torch.from_numpy(boxes), eager["pred_boxes"])]
-    diff, differing = matched_difference(costs, tied_selections(recorder.calls, 2), 1e-4)
-    assert diff <= 1e-4 and differing < model.config.num_queries // 4  # (tied selections: see agreement.py)
+    assert matched_difference([pairwise(torch.from_numpy(logits), eager["pred_logits"]),
+                               pairwise(torch.from_numpy(boxes), eager["pred_boxes"])]) <= 1e-4
 
 
 def test_rf_detr_is_refused_by_the_torchscript_exporter_by_name_before_tracing(opened, tmp_path):
@@ -117,6 +119,7 @@ def test_rf_detr_is_refused_by_the_torchscript_exporter_by_name_before_tracing(o
     assert not (tmp_path / "rf.onnx").exists()
 
 
+@pytest.mark.skipif(not SLOW, reason="torch.export of RT-DETR takes some 20 s: DETR_SLOW_TESTS=1")
 def test_rt_detr_exports_as_a_torch_export_program(opened, tmp_path):
     from detr_core.formats.pt2 import write_pt2
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from detr_core.checkpoint import write_atomically
-from detr_core.formats.agreement import TopkRecorder, matched_difference, pairwise, tied_selections
+from detr_core.formats.agreement import matched_difference, pairwise
 from detr_core.model.registry import traced_size_dynamic
 
 TOLERANCE = 1e-4  # the self-check's bound on |program - eager|
@@ -91,16 +91,14 @@ def check_inputs(model: nn.Module, dynamic: bool) -> list[Tensor]:
 
 def max_difference(program_path: Path, model: nn.Module, dynamic: bool) -> float:
     """The largest |program - eager| over :func:`check_inputs`, the program read back from disk,
-    queries matched as a set (:mod:`detr_core.formats.agreement`: ties in the selection's top-k)."""
+    queries matched as a set (:func:`~detr_core.formats.agreement.matched_difference`)."""
     program = torch.export.load(str(program_path)).module()
     worst = 0.0
     with torch.no_grad():
         for images in check_inputs(model, dynamic):
-            with TopkRecorder() as recorder:
-                eager = Predictions(model.eval())(images)
+            eager = Predictions(model.eval())(images)
             got = program(images)
-            tied = tied_selections(recorder.calls, len(images))
-            worst = max(worst, matched_difference([pairwise(g, e) for g, e in zip(got, eager)], tied, TOLERANCE)[0])
+            worst = max(worst, matched_difference([pairwise(g, e) for g, e in zip(got, eager)]))
     return worst
 
 
