@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.format == "pt2":
             from detr_core.formats.pt2 import TOLERANCE
 
-            out, diff, size = export_pt2(ckpt, args.out)
+            out, diff, size, batch = export_pt2(ckpt, args.out)
         else:
             out = export(ckpt, args.format, args.out)
     except (ValueError, SaveError) as e:
@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     if args.format == "pt2":
         shape = "[B, 3, H, W], B, H and W dynamic" if size is None else \
-            f"[B, 3, {size[0]}, {size[1]}], B dynamic (torch.export could not keep H and W dynamic: a fixed size)"
+            f"[B, 3, {size[0]}, {size[1]}], B dynamic (torch.export could not keep H and W dynamic: a fixed size)" \
+            if batch is None else f"[{batch}, 3, {size[0]}, {size[1]}] (torch.export could keep neither the batch " \
+            "nor H and W dynamic: one image of a fixed size)"
         print(f"reloaded it and ran it and the model on two batches: max abs difference {diff:.3g} "
               f"(<= {TOLERANCE:g}); input: normalised float {shape}")
     if args.format == "onnx":

@@ -105,10 +105,11 @@ def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     return out
 
 
-def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[int, int] | None]:
+def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[int, int] | None, int | None]:
     """Write ``ckpt``'s model as a ``torch.export`` program and check it: returns the path, the
-    largest difference between the reloaded program's outputs and the eager model's, and the
-    program's fixed (height, width) or None when its size is dynamic (ValueError
+    largest difference between the reloaded program's outputs and the eager model's, the
+    program's fixed (height, width) or None when its size is dynamic, and its fixed batch size or
+    None when dynamic (ValueError
     when over :data:`detr_core.formats.pt2.TOLERANCE` or when torch.export cannot trace it)."""
     from detr_core.formats.pt2 import write_pt2
 
