@@ -234,8 +234,8 @@ class OnnxExport:
         hw = "H, W" if self.size is None else f"{self.size[0]}, {self.size[1]}"
         inputs = f"images [B, 3, {hw}] normalised float" + (
             ", sizes [B, 2] int64 (height, width)" if self.postprocess else "")
-        tied = (f"; in {self.tied} of its query selections onnxruntime broke a tie of encoder scores the other "
-                f"way: the model was compared with that selection" if self.tied else "")
+        tied = (f"; in {self.tied} of the check's query selections onnxruntime broke a tie of encoder scores the "
+                f"other way: the model was compared with the file's selection" if self.tied else "")
         return (f"onnxruntime ran it and the model on two batches: max abs difference {self.difference:.3g} "
                 f"(<= {TOLERANCE:g}; {self.exporter} exporter{tied})\n"
                 f"inputs: {inputs}; batch dynamic, {size}; outputs: {', '.join(output_names(self.postprocess))}")
