@@ -26,9 +26,10 @@ def add_parser(sub) -> None:
                      help="onnx only: a second input sizes [B, 2] int64 (each original image's height, width) "
                           "and three more outputs: scores [B, Q], labels [B, Q] int64 (each query's best class) "
                           "and boxes_xyxy [B, Q, 4] in pixels of that size")
-    exp.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+    exp.add_argument("--exporter", choices=("torchscript", "dynamo"), default=None,
                      help="onnx only: torch.onnx's tracing exporter (default: seconds; deprecated in torch) or "
-                          "its torch.export-based one (tens of seconds); either is checked after writing")
+                          "its torch.export-based one (tens of seconds; the default for RF-DETR, which the "
+                          "tracing one cannot write); either is checked after writing")
     add_model_settings(exp)
 
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from detr_core.checkpoint import SaveError
     from detr_core.export import export, export_pt2
 
-    if args.format != "onnx" and (args.postprocess or args.exporter != "torchscript"):
+    if args.format != "onnx" and (args.postprocess or args.exporter is not None):
         raise CLIError("--postprocess and --exporter are for --format onnx only")
     ckpt = open_checkpoint(args.checkpoint, args.model_set)
     try:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.format == "pt2":
             from detr_core.formats.pt2 import TOLERANCE
 
-            out, diff, size = export_pt2(ckpt, args.out)
+            out, diff, size, batch = export_pt2(ckpt, args.out)
         else:
             out = export(ckpt, args.format, args.out)
     except (ValueError, SaveError) as e:
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     if args.format == "pt2":
         shape = "[B, 3, H, W], B, H and W dynamic" if size is None else \
-            f"[B, 3, {size[0]}, {size[1]}], B dynamic (torch.export could not keep H and W dynamic: a fixed size)"
+            f"[B, 3, {size[0]}, {size[1]}], B dynamic (torch.export could not keep H and W dynamic: a fixed size)" \
+            if batch is None else f"[{batch}, 3, {size[0]}, {size[1]}] (torch.export could keep neither the batch " \
+            "nor H and W dynamic: one image of a fixed size)"
         print(f"reloaded it and ran it and the model on two batches: max abs difference {diff:.3g} "
               f"(<= {TOLERANCE:g}); input: normalised float {shape}")
     if args.format == "onnx":

@@ -105,10 +105,11 @@ def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     return out
 
 
-def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[int, int] | None]:
+def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[int, int] | None, int | None]:
     """Write ``ckpt``'s model as a ``torch.export`` program and check it: returns the path, the
-    largest difference between the reloaded program's outputs and the eager model's, and the
-    program's fixed (height, width) or None when its size is dynamic (ValueError
+    largest difference between the reloaded program's outputs and the eager model's, the
+    program's fixed (height, width) or None when its size is dynamic, and its fixed batch size or
+    None when dynamic (ValueError
     when over :data:`detr_core.formats.pt2.TOLERANCE` or when torch.export cannot trace it)."""
     from detr_core.formats.pt2 import write_pt2
 
@@ -117,12 +118,12 @@ def export_pt2(ckpt: Checkpoint, out: str | Path) -> tuple[Path, float, tuple[in
 
 
 def export_onnx(ckpt: Checkpoint, out: str | Path, postprocess: bool = False,
-                exporter: str = "torchscript") -> tuple[Path, OnnxExport]:
+                exporter: str | None = None) -> tuple[Path, OnnxExport]:
     """Write ``ckpt``'s model as an ONNX file (with the postprocessing outputs if ``postprocess``)
     and check it with onnxruntime: returns the path and what was written (the check's largest
-    difference, the fixed size or None, the exporter). ValueError when onnx or onnxruntime is
-    missing, when torch.onnx cannot export the model or the check's difference is over
-    :data:`detr_core.formats.onnx.TOLERANCE`."""
+    difference, the fixed size or None, the exporter: ``exporter``, or the family's where None).
+    ValueError when onnx or onnxruntime is missing, when torch.onnx cannot export the model or the
+    check's difference is over :data:`detr_core.formats.onnx.TOLERANCE`."""
     from detr_core.formats.onnx import write_onnx
 
     out = Path(out)

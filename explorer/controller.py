@@ -72,8 +72,9 @@ def write_checked(fmt: str, ckpt: Checkpoint, path: Path, postprocess: bool = Fa
         return CheckedExport(out, written.difference, written.summary())
     if fmt != "pt2":
         raise ValueError(f"no checked export to {fmt!r} (pt2 or onnx)")
-    out, diff, size = export_pt2(ckpt, path)
-    shape = "B, H and W dynamic" if size is None else f"B dynamic at {size[0]}x{size[1]} (this family's size is fixed)"
+    out, diff, size, batch = export_pt2(ckpt, path)
+    shape = "B, H and W dynamic" if size is None else f"B dynamic at {size[0]}x{size[1]} (this family's size is fixed)" \
+        if batch is None else f"one image at {size[0]}x{size[1]} (this family's batch and size are fixed)"
     return CheckedExport(out, diff, f"torch.export.load runs it: normalised float [B, 3, H, W], {shape}; "
                                     f"max abs difference from the model {diff:.3g}")
 

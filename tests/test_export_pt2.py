@@ -101,7 +101,7 @@ def test_a_model_whose_size_cannot_stay_dynamic_is_exported_at_its_max_size(tmp_
     config = dataclasses.replace(tiny_config, attention="deformable", classifier="focal")
     model = build_model(config).eval()
     out = tmp_path / "deformable.pt2"
-    diff, size = pt2.write_pt2(model, out)
+    diff, size, batch = pt2.write_pt2(model, out)
     assert size == (128, 128) and diff <= 1e-4
     program = torch.export.load(str(out)).module()
     images = torch.randn(2, 3, 128, 128)
@@ -133,7 +133,7 @@ def test_the_dino_and_rt_detr_recipes_export_at_their_max_size(tmp_path, tiny_co
     with torch.no_grad():  # proposals whose scores differ from token to token: the top-k is not a tie
         model.enc_class_embed.weight.normal_(0, 1.0)
     out = tmp_path / f"{recipe}.pt2"
-    diff, size = pt2.write_pt2(model, out)
+    diff, size, batch = pt2.write_pt2(model, out)
     assert size == (64, 64) and diff <= 1e-4
     images = torch.randn(4, 3, 64, 64)  # a batch size neither the example (2) nor the check (1, 3) used
     with torch.no_grad():

@@ -19,11 +19,20 @@ content from the encoder); denoising and query groups are training-only, so not 
 ``metadata_props`` hold the class names, the classifier and the input's normalisation.
 
 Two exporters: ``torchscript`` (torch.onnx's tracing exporter, ``dynamo=False``: deprecated in
-torch but about ten times faster, a second or two for a small model) and ``dynamo`` (the
-``torch.export``-based one, torch's default: tens of seconds). Either way the file is checked
+torch but about ten times faster, a second or two for a small model; the default) and ``dynamo``
+(the ``torch.export``-based one, torch's default: tens of seconds; the default for a family the
+tracing exporter cannot write, RF-DETR). Either way the file is checked
 after writing: onnxruntime runs it on two batches of different sizes and batch sizes and must give
 the eager model's outputs to :data:`TOLERANCE`; a dynamic-size file that fails that check (a size
-frozen into the graph) is exported again at one fixed size, as :mod:`pt2` does.
+frozen into the graph) is exported again at one fixed size, as :mod:`pt2` does. The queries are
+compared as a set, and a query that starts from an encoder token whose selection score ties with
+another's (two runtimes may rank them either way) may differ: the summary says how many did
+(:mod:`detr_core.formats.agreement`).
+
+The families wrapped from transformers export too: Conditional and DAB-DETR with H and W
+dynamic; RT-DETR, RT-DETRv2 and D-FINE where the check passes at other sizes, else at their
+processor's size (``DETRConfig.fixed_input_size``, 640 x 640); DEIMv2, LW-DETR and RF-DETR at one
+size (their graphs pad and lay out with Python numbers). RF-DETR takes the ``dynamo`` exporter.
 
 onnx and onnxruntime are an optional extra (``uv sync --extra onnx``)."""
 
@@ -40,9 +49,10 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from detr_core.checkpoint import write_atomically
+from detr_core.formats.agreement import TopkForced, matched_difference, pairwise
 from detr_core.formats.pt2 import Predictions, dynamic_range, fixed_size
 from detr_core.model.postprocess import class_probabilities, scores_and_labels
-from detr_core.model.registry import traced_size_dynamic
+from detr_core.model.registry import describe, torchscript_problem, traced_size_dynamic
 
 TOLERANCE = 1e-4  # the self-check's bound on |onnxruntime - eager| (pixel boxes: as a fraction of the size)
 OPSET = 18  # grid_sample (the deformable family's sampling) needs 16, LayerNormalization 17
@@ -160,25 +170,50 @@ def session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def max_difference(path: Path, model: nn.Module, dynamic: bool, postprocess: bool) -> float:
+def selection_outputs(path: Path) -> tuple[bytes, int]:
+    """The file's model with the indices of each 2-D ``TopK`` (a query selection: [B, k]) as extra
+    outputs after its own, serialised, and how many there are."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    extra = []
+    for node in proto.graph.node:
+        if node.op_type == "TopK" and len(node.output) > 1:
+            extra.append(onnx.helper.make_tensor_value_info(node.output[1], onnx.TensorProto.INT64, None))
+    proto.graph.output.extend(extra)
+    return proto.SerializeToString(), len(extra)
+
+
+def max_difference(path: Path, model: nn.Module, dynamic: bool, postprocess: bool) -> tuple[float, int]:
     """The largest |onnxruntime - eager| over :func:`check_inputs`, the file read back from disk
-    (pixel boxes divided by their image's size; a label that differs counts as 1). Raises what
-    onnxruntime raises when the file cannot run on them (a size frozen into it, say)."""
+    (pixel boxes divided by their image's size; a label that differs counts as 1), queries matched
+    as a set; and how many of the eager model's query selections (top-k of encoder scores) were
+    given the file's where the two broke a tie differently (:mod:`detr_core.formats.agreement`).
+    Raises what onnxruntime raises when the file cannot run on them (a size frozen into it, say)."""
+    import onnxruntime as ort
+
+    data, extra = selection_outputs(path)
     runner = session(path)
+    runner = ort.InferenceSession(data, runner.get_session_options(), providers=["CPUExecutionProvider"])
     wrapper = _wrapper(model, postprocess)
-    worst = 0.0
+    names = output_names(postprocess)
+    worst, forced = 0.0, 0
     with torch.no_grad():
         for args in check_inputs(model, dynamic, postprocess):
-            eager = wrapper(*args)
             got = runner.run(None, {name: a.numpy() for name, a in zip(("images", "sizes"), args)})
-            for name, g, e in zip(output_names(postprocess), got, eager):
-                diff = (torch.from_numpy(g).to(e.dtype) - e).abs()
+            selections = [torch.from_numpy(i) for i in got[len(names):] if i.ndim == 2]
+            with TopkForced(selections) as force:
+                eager = wrapper(*args)
+            forced += force.forced
+            costs = []
+            for name, g, e in zip(names, got, eager):
+                g = torch.from_numpy(g)
                 if name == "boxes_xyxy":
-                    diff = diff / args[1].flip(-1).repeat(1, 2)[:, None]  # [B, Q, 4] / [B, 1, 4] (w, h, w, h)
-                elif name == "labels":
-                    diff = (diff != 0).float()
-                worst = max(worst, diff.max().item() if diff.numel() else 0.0)
-    return worst
+                    size = args[1].flip(-1).repeat(1, 2)[:, None].to(e.dtype)  # [B, 1, 4] (w, h, w, h)
+                    g, e = g.to(e.dtype) / size, e / size
+                costs.append(pairwise(g, e, exact=name == "labels"))
+            worst = max(worst, matched_difference(costs))
+    return worst, forced
 
 
 @dataclass(frozen=True)
@@ -190,6 +225,7 @@ class OnnxExport:
     size: tuple[int, int] | None
     exporter: str
     postprocess: bool
+    tied: int = 0  # query selections (top-k) the check gave the file's tie-breaking (see agreement.py)
 
     def summary(self) -> str:
         """How the file was checked and what it takes and gives, in two lines (CLI and window)."""
@@ -198,19 +234,36 @@ class OnnxExport:
         hw = "H, W" if self.size is None else f"{self.size[0]}, {self.size[1]}"
         inputs = f"images [B, 3, {hw}] normalised float" + (
             ", sizes [B, 2] int64 (height, width)" if self.postprocess else "")
+        tied = (f"; in {self.tied} of the check's query selections onnxruntime broke a tie of encoder scores the "
+                f"other way: the model was compared with the file's selection" if self.tied else "")
         return (f"onnxruntime ran it and the model on two batches: max abs difference {self.difference:.3g} "
-                f"(<= {TOLERANCE:g}; {self.exporter} exporter)\n"
+                f"(<= {TOLERANCE:g}; {self.exporter} exporter{tied})\n"
                 f"inputs: {inputs}; batch dynamic, {size}; outputs: {', '.join(output_names(self.postprocess))}")
 
 
-def write_onnx(model: nn.Module, out: Path, class_names: list[str] | None = None, postprocess: bool = False,
-               exporter: str = "torchscript") -> OnnxExport:
-    """Export ``model`` to ``out`` and check the file (see the module's docstring). Raises
-    ValueError when onnx or onnxruntime is missing (naming the command that installs them), when
-    torch.onnx cannot export the model, or when the file's outputs differ by more than
-    :data:`TOLERANCE` (the file is then removed); SaveError when it cannot be written."""
+def choose_exporter(model: nn.Module, exporter: str | None) -> str:
+    """``exporter``, or where None the family's: ``torchscript`` unless the family names why that
+    one cannot write it (:func:`~detr_core.model.registry.torchscript_problem`), then ``dynamo``.
+    ValueError, before any tracing, when ``torchscript`` is asked of such a family."""
+    problem = torchscript_problem(model.config)
+    if exporter is None:
+        return "dynamo" if problem else "torchscript"
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+    if exporter == "torchscript" and problem:
+        raise ValueError(f"torch.onnx's torchscript exporter cannot write {describe(model.config)['family']}: "
+                         f"{problem}; use the dynamo exporter (the default for it)")
+    return exporter
+
+
+def write_onnx(model: nn.Module, out: Path, class_names: list[str] | None = None, postprocess: bool = False,
+               exporter: str | None = None) -> OnnxExport:
+    """Export ``model`` to ``out`` and check the file (see the module's docstring); ``exporter``:
+    see :func:`choose_exporter`. Raises ValueError when onnx or onnxruntime is missing (naming the
+    command that installs them), when torch.onnx cannot export the model, or when the file's
+    outputs differ by more than :data:`TOLERANCE` (the file is then removed); SaveError when it
+    cannot be written."""
+    exporter = choose_exporter(model, exporter)
     require_onnx()
     model = model.cpu().eval()
     names = class_names if class_names is not None else [f"class {i}" for i in range(model.config.num_classes)]
@@ -226,11 +279,11 @@ def write_onnx(model: nn.Module, out: Path, class_names: list[str] | None = None
         data = _with_metadata(data, model, names, dynamic)
         write_atomically(out, lambda f: f.write(data), size_hint=len(data))
         try:
-            diff = max_difference(out, model, dynamic, postprocess)
+            diff, tied = max_difference(out, model, dynamic, postprocess)
         except Exception as e:  # onnxruntime cannot run it at the check's sizes: a size was frozen in
             diff, failure = float("nan"), f"onnxruntime cannot run the exported file: {str(e).strip().splitlines()[0]}"
         if diff <= TOLERANCE:
-            return OnnxExport(diff, None if dynamic else fixed_size(model), exporter, postprocess)
+            return OnnxExport(diff, None if dynamic else fixed_size(model), exporter, postprocess, tied)
         if diff == diff:  # not NaN: it ran, and differs
             failure = (f"the exported file's outputs differ from the model's by {diff:.3g} "
                        f"(more than {TOLERANCE:g}); {out} was removed")

@@ -12,7 +12,9 @@ heads, matcher, losses, post-processing) with its own transformer and queries, a
 - ``check_config(config)``: raise ValueError on options the family cannot build;
 - ``EXPORT_PROBLEM``: why other libraries' DETR formats cannot hold it ("" when they can);
 - optionally ``TRACED_SIZE_DYNAMIC = False``: a traced export (ONNX) of it holds one image size
-  (its graph computes with sizes as Python numbers); the default is True.
+  (its graph computes with sizes as Python numbers); the default is True;
+- optionally ``TORCHSCRIPT_PROBLEM``: why torch.onnx's tracing exporter cannot write it (an ONNX
+  export then takes the torch.export-based one); the default "" (it can).
 
 Optionally ``TITLE``, ``PAPER`` and ``backbone_name(config)`` name it (:func:`describe`), and
 ``TRAIN_PROBLEM`` says why it cannot be trained here (:func:`train_problem`; the trainer refuses it).
@@ -103,3 +105,8 @@ def traced_size_dynamic(config: FamilyConfig) -> bool:
     """Whether a traced export of ``config``'s family can take any image size (else one size);
     the export checks it either way."""
     return bool(getattr(family(config.attention), "TRACED_SIZE_DYNAMIC", True))
+
+
+def torchscript_problem(config: FamilyConfig) -> str:
+    """Why torch.onnx's tracing (torchscript) exporter cannot write ``config``'s family ("" when it can)."""
+    return str(getattr(family(config.attention), "TORCHSCRIPT_PROBLEM", ""))

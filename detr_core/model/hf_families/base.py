@@ -89,6 +89,11 @@ class FamilySpec:
     size_divisor: int = 0
     # field -> (the value the wrapper can capture, why another is refused)
     refused: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    # a traced export (ONNX, pt2) of it can take any image size (False: one size, its fixed_size)
+    traced_size_dynamic: bool = True
+    # why torch.onnx's tracing (torchscript) exporter cannot write it ("": it can); the export then
+    # takes the torch.export-based (dynamo) one
+    torchscript_problem: str = ""
 
 
 def transformers_module(title: str):
@@ -305,8 +310,9 @@ class WrappedDetector(nn.Module):
             w = valid.any(1).sum(1).to(boxes.dtype)
             hp, wp = inputs["pixel_values"].shape[-2:]
             scale = torch.stack([wp / w, hp / h, wp / w, hp / h], -1)[:, None, :]  # [B, 1, 4]
-            if bool((scale != 1).any()):
-                boxes, pred_boxes = boxes * scale, pred_boxes * scale
+            # always multiplied (by exactly 1 where unpadded: the same bits): a traced export
+            # (ONNX, torch.export) cannot branch on a tensor's values
+            boxes, pred_boxes = boxes * scale, pred_boxes * scale
         result: dict[str, Any] = {
             "pred_logits": out.logits,
             "pred_boxes": pred_boxes,
@@ -492,8 +498,8 @@ def registry_entries(detector: type[WrappedDetector],
                      backbone: Callable[[DETRConfig], str] | None = None) -> SimpleNamespace:
     """A wrapped family's entries in :mod:`detr_core.model.registry`, made from its detector class
     (what a native family's module defines at its end): ``build``, ``check_config``,
-    ``ATTENTION_KIND``, ``TITLE``, ``PAPER``, ``TRAIN_PROBLEM``, ``EXPORT_PROBLEM`` and
-    ``backbone_name`` (``backbone``, default: the name the config's ``backbone_config`` gives).
+    ``ATTENTION_KIND``, ``TITLE``, ``PAPER``, ``TRAIN_PROBLEM``, ``EXPORT_PROBLEM``,
+    ``TRACED_SIZE_DYNAMIC``, ``TORCHSCRIPT_PROBLEM`` and ``backbone_name`` (``backbone``, default: the name the config's ``backbone_config`` gives).
     A family module holds them as ``FAMILY``, which the registry reads in place of the module."""
     spec = detector.SPEC
     return SimpleNamespace(
@@ -504,5 +510,7 @@ def registry_entries(detector: type[WrappedDetector],
         PAPER=spec.paper,
         TRAIN_PROBLEM=TRAIN_PROBLEM_TEMPLATE.format(title=spec.title),
         EXPORT_PROBLEM=EXPORT_PROBLEM,
+        TRACED_SIZE_DYNAMIC=spec.traced_size_dynamic,
+        TORCHSCRIPT_PROBLEM=spec.torchscript_problem,
         backbone_name=backbone or backbone_name,
     )

@@ -28,6 +28,7 @@ SPEC = FamilySpec(
     title="DEIMv2", paper="Huang et al. 2025, Real-Time Object Detection Meets DINOv3",
     attention_kind="sampling", imagenet_normalized=False, takes_pixel_mask=False,
     image_min_size=640, image_max_size=640, stretch=True, size_divisor=32,
+    traced_size_dynamic=False,
 )
 
 

@@ -59,6 +59,7 @@ SPEC = FamilySpec(
     title="LW-DETR", paper="Chen et al. 2024, LW-DETR: A Transformer Replacement to YOLO for Real-Time Detection",
     attention_kind="sampling", imagenet_normalized=True, takes_pixel_mask=True,
     image_min_size=640, image_max_size=640,
+    traced_size_dynamic=False,
 )
 
 

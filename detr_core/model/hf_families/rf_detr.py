@@ -29,6 +29,10 @@ SPEC = FamilySpec(
     attention_kind="sampling", imagenet_normalized=True, takes_pixel_mask=True,
     image_min_size=560, image_max_size=560,
     refused={"num_feature_levels": (1, "RF-DETR's projector makes one feature map")},
+    traced_size_dynamic=False,
+    # transformers' RfDetrDinov2 resizes its position embedding whenever traced (torch.jit.is_tracing)
+    torchscript_problem="its DINOv2 backbone resizes its position embedding with antialiased bicubic "
+                        "interpolation when traced, which that exporter has no ONNX operator for",
 )
 
 
