@@ -30,6 +30,8 @@ def test_check_lists_findings_and_opens_an_example(qtbot, tmp_path: Path) -> Non
     state.set_model(LoadedModel(model, ckpt.class_names, "bundled", checkpoint=ckpt))
     view = DoctorView(state)
     qtbot.addWidget(view)
+    axes = view.plot.getPlotItem().getAxis("left")
+    assert not axes.isVisible()  # no picture yet: no pixel axes around an empty box
     with qtbot.waitSignal(view.jobFinished, timeout=20000):
         assert view.check(f"coco:{root}")
     # the bundled model has 3 classes, the dataset now 4
@@ -39,7 +41,7 @@ def test_check_lists_findings_and_opens_an_example(qtbot, tmp_path: Path) -> Non
 
     with qtbot.waitSignal(view.jobFinished, timeout=20000):
         view.open_example("1")
-    assert view.image_item.image is not None and len(view._boxes) >= 1
+    assert view.image_item.image is not None and len(view._boxes) >= 1 and axes.isVisible()
     assert "objects found by the model" in view.verdicts.text()
     assert "## Data" in view.report_text()
 

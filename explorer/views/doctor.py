@@ -168,6 +168,7 @@ class DoctorView(AnalysisView):
         self.heat_item.setColorMap(pg.colormap.get("inferno"))
         self.heat_item.setVisible(False)
         self.plot.addItem(self.heat_item)
+        self._show_axes(False)  # an empty picture has no pixels to measure: no axes until an image comes
         self._layer_boxes: list[pg.PlotDataItem] = []
         self.verdicts = QLabel("Check a dataset, then click an example image.")
         self.verdicts.setWordWrap(True)
@@ -264,6 +265,7 @@ class DoctorView(AnalysisView):
         except Exception as e:  # noqa: BLE001 (an unreadable image is itself a finding)
             self.verdicts.setText(f"Image {image_id} cannot be shown: {e}")
             self.image_item.clear()
+            self._show_axes(False)
             self._draw([])
             self._clear_missed()
             return
@@ -273,6 +275,7 @@ class DoctorView(AnalysisView):
         """Show ``rgb`` [H, W, 3] with its objects (``labels`` [M], ``boxes`` [M, 4] xyxy pixels);
         with a model, diagnose what it misses (True: a diagnosis started)."""
         self.image_item.setImage(rgb)
+        self._show_axes(True)
         self.image_name = name
         self._draw(boxes)
         self._clear_missed()
@@ -280,6 +283,11 @@ class DoctorView(AnalysisView):
         if self.state.model is not None and len(labels) and (labels >= 0).all():
             return self.diagnose(rgb, labels, boxes)
         return False
+
+    def _show_axes(self, show: bool) -> None:
+        """The picture's pixel axes, shown only with a picture."""
+        for side in ("left", "bottom"):
+            self.plot.getPlotItem().showAxis(side, show)
 
     def _draw(self, boxes: Any, dashed: Any = ()) -> None:
         for item in self._boxes:
