@@ -75,7 +75,7 @@ def _exportable_state(ckpt: Checkpoint, fmt: str) -> dict[str, torch.Tensor]:
 
 def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     """Write ``ckpt`` as ``fmt`` ("reference": one ``.pth`` file; "hf": a folder with
-    ``config.json`` and ``model.safetensors``; "pt2": a ``torch.export`` program, see
+    ``config.json``, ``model.safetensors`` and the ``preprocessor_config.json`` of its size; "pt2": a ``torch.export`` program, see
     :mod:`detr_core.formats.pt2`, which :func:`export_pt2` also checks; "onnx": an ONNX file, see
     :mod:`detr_core.formats.onnx`, checked by :func:`export_onnx`). Raises ValueError naming
     what the format cannot hold, SaveError when the files cannot be written."""
@@ -95,6 +95,7 @@ def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     from safetensors.torch import save
 
     from detr_core.formats.hf import detr_to_hf_state, hf_config
+    from detr_core.formats.hf_processor import PROCESSOR_NAME, processor_for
 
     if out.exists() and not out.is_dir():
         raise SaveError(f"cannot save {out}: a file is in the way (a Hugging Face model is a folder)")
@@ -102,6 +103,9 @@ def export(ckpt: Checkpoint, fmt: str, out: str | Path) -> Path:
     config = hf_config(ckpt.model_config, ckpt.class_names)
     write_atomically(out / "model.safetensors", lambda f: f.write(data))
     write_atomically(out / "config.json", lambda f: f.write(json.dumps(config, indent=2).encode()))
+    cfg = ckpt.model_config  # and the image processor that resizes as the model was made for
+    processor = processor_for(cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size)
+    write_atomically(out / PROCESSOR_NAME, lambda f: f.write(json.dumps(processor, indent=2).encode()))
     return out
 
 

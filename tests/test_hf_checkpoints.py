@@ -264,6 +264,21 @@ def test_reference_export_round_trip_and_hf_export(tmp_path):
 
     hf = DetrForObjectDetection.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
     _compare(_hf_forward(hf, images), _our_forward(model, images))
+    # with the image processor of the model's own size (not transformers' default 800 / 1333),
+    # which transformers reads as written and the explorer reads back to the same sizes
+    from transformers import DetrImageProcessor
+
+    for settings in ({"image_min_size": 96, "image_max_size": 160}, {"image_height": 96, "image_width": 128}):
+        sized = ckpt.with_settings(**settings)
+        export(sized, "hf", tmp_path / "sized")
+        processor = DetrImageProcessor.from_pretrained(tmp_path / "sized")
+        cfg, again = sized.model_config, load_checkpoint(tmp_path / "sized").model_config
+        if cfg.fixed_input_size:  # stretched, as RT-DETR's processor does
+            assert (processor.size["height"], processor.size["width"]) == cfg.fixed_input_size == (96, 128)
+        else:
+            assert (processor.size["shortest_edge"], processor.size["longest_edge"]) == (96, 160)
+        assert (again.image_min_size, again.image_max_size, again.fixed_input_size) == (
+            cfg.image_min_size, cfg.image_max_size, cfg.fixed_input_size)
 
 
 def test_dc5_panoptic_and_weights_only_files(tmp_path):

@@ -213,3 +213,15 @@ def open_processor(folder: Path, own_normalization: bool = False) -> tuple[tuple
     if problems:
         raise CheckpointError(f"{PROCESSOR_NAME}: " + "; ".join(problems))
     return processor_size(processor), pixels
+
+
+def processor_for(min_size: int, max_size: int, fixed: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The ``preprocessor_config.json`` of transformers' ``DetrImageProcessor`` that resizes as the
+    explorer's own DETR does (shorter side ``min_size``, longer at most ``max_size``, or stretched to
+    ``fixed`` (height, width)) and makes its pixels (8-bit / 255, ImageNet's mean and std, batches
+    padded bottom/right): written beside an exported model, so transformers runs it at the size it
+    was made for, not at the processor's default 800 / 1333. :func:`processor_problems` accepts it."""
+    size = {"height": fixed[0], "width": fixed[1]} if fixed else {"shortest_edge": min_size, "longest_edge": max_size}
+    return {"image_processor_type": "DetrImageProcessor", "format": "coco_detection", "do_resize": True,
+            "size": size, "resample": BILINEAR, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "do_pad": True}
