@@ -220,6 +220,11 @@ def test_record_json_round_trip():
     newer = {**record.to_dict(), "format_version": 99}
     with pytest.raises(ValueError, match="format 99"):
         RunRecord.from_dict(newer)
+    # a later version's new measurement (as duplicates and ap50_nms were): what is known still opens
+    later = RunRecord.from_dict({**record.to_dict(), "ap50_tta": 0.99})
+    assert later.ap50 == record.ap50 and later.curves["step"] == record.curves["step"]
+    with pytest.raises(ValueError, match="incompatible"):  # a run's settings are never guessed
+        RunRecord.from_dict({**record.to_dict(), "spec": {**dataclasses.asdict(record.spec), "warp": 1}})
 
 
 def test_store_save_list_load_delete(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -69,7 +70,10 @@ class RunRecord:
         version = d.get("format_version")
         if not isinstance(version, int) or version > RECORD_VERSION:
             raise ValueError(f"a run record of format {version}; this version reads {RECORD_VERSION}")
-        values = {k: v for k, v in d.items() if k not in ("format", "format_version")}
+        # a later version's new measurements (as ``duplicates`` and ``ap50_nms`` were added) are
+        # left out, not refused: the curves and metrics this version knows still open
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
         try:
             values["spec"] = RunSpec(**values["spec"])
             record = cls(**values)
