@@ -138,16 +138,23 @@ def test_find_duplicates_on_constructed_detections():
     assert find_duplicates([_pred([[0, 0, 10, 10]], [0], [0.9])] * 2).duplicates == 0
 
 
-def test_find_duplicates_matches_brute_force_and_bounds_nms():
-    g = torch.Generator().manual_seed(1)
+def _near_copies(seed: int, images: int, most: int, jitter: float) -> list[dict]:
+    """Per image up to ``most`` - 1 random boxes, each with a near-copy (moved by up to ``jitter``
+    px), random labels of two classes and random scores."""
+    g = torch.Generator().manual_seed(seed)
     preds = []
-    for _ in range(30):
-        n = int(torch.randint(0, 6, (1,), generator=g))
+    for _ in range(images):
+        n = int(torch.randint(0, most, (1,), generator=g))
         xy = torch.rand(n, 2, generator=g) * 40
         base = torch.cat([xy, xy + 5 + torch.rand(n, 2, generator=g) * 20], 1)
-        boxes = torch.cat([base, base + torch.rand(n, 4, generator=g) * 6])  # near-copies
+        boxes = torch.cat([base, base + torch.rand(n, 4, generator=g) * jitter])
         preds.append({"boxes": boxes, "labels": torch.randint(0, 2, (2 * n,), generator=g),
                       "scores": torch.rand(2 * n, generator=g)})
+    return preds
+
+
+def test_find_duplicates_matches_brute_force_and_bounds_nms():
+    preds = _near_copies(seed=1, images=30, most=6, jitter=6)
     expected = nms_removed = 0
     for p in preds:
         kept = [i for i in range(len(p["scores"])) if p["scores"][i] >= 0.3]
@@ -163,16 +170,7 @@ def test_find_duplicates_matches_brute_force_and_bounds_nms():
 
 
 def test_duplicate_stats_match_brute_force():
-    g = torch.Generator().manual_seed(0)
-    preds = []
-    for _ in range(20):
-        n = int(torch.randint(0, 8, (1,), generator=g))
-        xy = torch.rand(n, 2, generator=g) * 40
-        wh = 5 + torch.rand(n, 2, generator=g) * 20
-        base = torch.cat([xy, xy + wh], 1)
-        boxes = torch.cat([base, base + torch.rand(n, 4, generator=g) * 3])  # near-copies
-        preds.append({"boxes": boxes, "labels": torch.randint(0, 2, (2 * n,), generator=g),
-                      "scores": torch.rand(2 * n, generator=g)})
+    preds = _near_copies(seed=0, images=20, most=8, jitter=3)
 
     def iou(a, b):
         iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
