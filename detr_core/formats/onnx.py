@@ -25,9 +25,10 @@ tracing exporter cannot write, RF-DETR). Either way the file is checked
 after writing: onnxruntime runs it on two batches of different sizes and batch sizes and must give
 the eager model's outputs to :data:`TOLERANCE`; a dynamic-size file that fails that check (a size
 frozen into the graph) is exported again at one fixed size, as :mod:`pt2` does. The queries are
-compared as a set, and a query that starts from an encoder token whose selection score ties with
-another's (two runtimes may rank them either way) may differ: the summary says how many did
-(:mod:`detr_core.formats.agreement`).
+compared as a set; where the file's query selection (top-k of encoder scores) differs from the
+model's only between tokens whose scores tie (two runtimes may rank them either way), the model
+is run again with the file's selection and the two compared exactly: the summary says how many
+selections that was (:mod:`detr_core.formats.agreement`).
 
 The families wrapped from transformers export too: Conditional and DAB-DETR with H and W
 dynamic; RT-DETR, RT-DETRv2 and D-FINE where the check passes at other sizes, else at their
@@ -159,15 +160,17 @@ def check_inputs(model: nn.Module, dynamic: bool, postprocess: bool) -> list[tup
     return batches
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session of ``path`` (``threads`` intra-op threads; torch's count if None)."""
+def session(model: str | Path | bytes, threads: int | None = None):
+    """An onnxruntime CPU session of a file (or a serialised model: ``bytes``), with ``threads``
+    intra-op threads (torch's count if None)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 4  # a failing run is an exception here; not also a red log line
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def selection_outputs(path: Path) -> tuple[bytes, int]:
@@ -190,11 +193,8 @@ def max_difference(path: Path, model: nn.Module, dynamic: bool, postprocess: boo
     as a set; and how many of the eager model's query selections (top-k of encoder scores) were
     given the file's where the two broke a tie differently (:mod:`detr_core.formats.agreement`).
     Raises what onnxruntime raises when the file cannot run on them (a size frozen into it, say)."""
-    import onnxruntime as ort
-
-    data, extra = selection_outputs(path)
-    runner = session(path)
-    runner = ort.InferenceSession(data, runner.get_session_options(), providers=["CPUExecutionProvider"])
+    data, _ = selection_outputs(path)  # the file read back, its selections as extra outputs
+    runner = session(data)
     wrapper = _wrapper(model, postprocess)
     names = output_names(postprocess)
     worst, forced = 0.0, 0
