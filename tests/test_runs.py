@@ -429,6 +429,23 @@ def test_view_reloads_the_store_and_draws_curves(qtbot, make_view, two_runs):
     assert list(x) == beta.curves["step"] and list(y) == pytest.approx(beta.curves["loss_giou"])
 
 
+def test_a_long_run_name_leaves_the_metrics_in_sight(qtbot, make_view, tmp_path):
+    """The Run column grows with the names up to RUN_COLUMN_MAX; a longer name elides (its row's
+    tooltip has it whole), so AP, AP50 and the duplicates stay in sight; a user may widen it."""
+    from explorer.views.runs import RUN_COLUMN_MAX
+
+    store = RunStore(tmp_path / "long")
+    long = "fast + decoder_self_attention=off, dn_groups=3, lr=2e-4, num_queries=40"
+    store.save(_record(name=long))
+    view = make_view(store.root)
+    assert _names(view) == [long] and view.table.columnWidth(0) == RUN_COLUMN_MAX
+    assert view.table.sizeHintForColumn(0) > RUN_COLUMN_MAX  # (the name would not fit: it is elided)
+    assert long in view.table.item(0, 0).toolTip()
+    view.table.setColumnWidth(0, 400)  # widened by hand: a refresh keeps it
+    view.reload()
+    assert view.table.columnWidth(0) == 400
+
+
 def test_view_open_delete_and_export(qtbot, make_view, two_runs, tmp_path, monkeypatch):
     view = make_view(two_runs.root)
     assert not view.open_button.isEnabled()

@@ -68,6 +68,7 @@ from .base import AnalysisView
 
 COLUMNS = ("Run", "Status", "AP", "AP50", "AP @ steps", "AP @ s", "Duplicates", "NMS gain", "Steps", "Seconds",
            "Seed", "Trained for", "Checkpoint")
+RUN_COLUMN_MAX = 200  # px: the Run column's widest by itself (names elide; tooltips have them whole)
 COLUMN_TIPS = {
     "Duplicates": "Kept predictions (score >= 0.3) that repeat a higher-scoring one of their class (IoU >= 0.5), "
                   "as a fraction of the kept ones, last decoder layer, held-out images. Without decoder "
@@ -301,6 +302,11 @@ class RunsView(AnalysisView):
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # a run's name ("fast + decoder_self_attention=off") would push the metrics out of sight: at
+        # most RUN_COLUMN_MAX wide, elided (the whole name is the row's tooltip), widened by hand if wished
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        self.table.setWordWrap(False)  # (wrapped, a name elides after its first word: "fast + …")
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # "fast + dec…ention=off": preset and change
         header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_selected_checkpoint())
@@ -729,11 +735,11 @@ class RunsView(AnalysisView):
         for row, (key, what) in enumerate(rows):
             if isinstance(what, RunRecord):
                 cells = self._record_cells(what)
-                lines = [what.spec.description, " ".join(what.spec.overrides), what.message, what.checkpoint]
+                lines = [what.name, what.spec.description, " ".join(what.spec.overrides), what.message, what.checkpoint]
                 tip = "\n".join(line for line in lines if line)
             else:
                 cells = self._spec_cells(what, running=key == CURRENT)
-                tip = f"{what.description}\n{' '.join(what.overrides)}".strip()
+                tip = "\n".join(line for line in (what.name, what.description, " ".join(what.overrides)) if line)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(tip)
@@ -742,6 +748,10 @@ class RunsView(AnalysisView):
                 self.table.setItem(row, col, item)
             if isinstance(what, RunRecord) or key == CURRENT:
                 self.table.item(row, 0).setData(Qt.ItemDataRole.DecorationRole, QColor(self._color(row)))
+        wanted = min(max(self.table.sizeHintForColumn(0), self.fontMetrics().horizontalAdvance(COLUMNS[0]) + 24),
+                     RUN_COLUMN_MAX)
+        if self.table.columnWidth(0) < wanted:  # grows with the names up to the cap; never undoes a user's widening
+            self.table.setColumnWidth(0, wanted)
         self.table.clearSelection()
         select = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
         for row, (key, _) in enumerate(rows):
