@@ -119,6 +119,19 @@ def test_experiments_have_the_expected_effect(qtbot, window):
     assert not any(m._forward_hooks for m in window.state.model.model.modules())
 
 
+def test_the_denoising_page_trains_two_runs_and_draws_their_matching_changes(qtbot, window):
+    """Page 10's experiment (DN-DETR's instability, with denoising off and on) at its fewest steps:
+    two fresh runs of the fast recipe, each step's matching changes drawn and summed in words."""
+    page = _show(window, 9)
+    page.steps_spin.setValue(page.steps_spin.minimum())
+    steps = page.steps_spin.value()
+    comparison = _run(qtbot, page)
+    assert len(comparison.off.changes) == len(comparison.on.changes) == steps
+    assert list(page.off_curve.getData()[1]) == list(comparison.off.changes)
+    assert list(page.on_curve.getData()[1]) == list(comparison.on.changes)
+    assert f"{steps} steps each" in page.result_label.text() and "Changes per step" in page.result_label.text()
+
+
 def _drag(picture, start_yx, end_yx):
     a, b = picture.to_widget(*start_yx).toPoint(), picture.to_widget(*end_yx).toPoint()
     QTest.mousePress(picture, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
