@@ -71,18 +71,26 @@ def drawn_edge(view: LayerView, edge: int) -> tuple[np.ndarray, np.ndarray]:
     return ys[::2], np.abs(xs[1::2] - xs[::2])  # top, bottom: bars from the box's middle column, along y
 
 
+def shown(qtbot, model, names, views, size):
+    """An AppState with ``model`` and its result on :func:`photo`, and the ``views`` (classes) on it,
+    shown at ``size``: (state, the views, the image)."""
+    state = AppState()
+    made = tuple(cls(state) for cls in views)
+    for view in made:
+        qtbot.addWidget(view)
+        view.resize(*size)
+        view.show()
+    rgb = photo()
+    state.set_model(LoadedModel(model, names, "a tiny wrapped model"))
+    state.set_image(rgb, "shapes")
+    state.set_result(run_inference(model, rgb, names))
+    return state, made, rgb
+
+
 def test_d_fine_edge_distributions_are_drawn_on_the_query_box_per_layer(qtbot, d_fine):
     model, names = d_fine
-    state = AppState()
-    view = LayerView(state)
-    qtbot.addWidget(view)
-    view.resize(900, 500)
-    view.show()
-    rgb = photo()
-    state.set_model(LoadedModel(model, names, "a tiny D-FINE"))
-    state.set_image(rgb, "shapes")
-    result = run_inference(model, rgb, names)
-    state.set_result(result)
+    state, (view,), rgb = shown(qtbot, model, names, (LayerView,), (900, 500))
+    result = state.result
     query = 3
     state.set_selected_query(query)
     assert view.edge_layer.isVisibleTo(view) and view.edge_layer.count() == 3  # none, L1, L2
@@ -117,16 +125,7 @@ def test_d_fine_edge_distributions_are_drawn_on_the_query_box_per_layer(qtbot, d
 
 def test_lw_detr_start_boxes_are_drawn_and_no_edge_distributions(qtbot, lw_detr):
     model, names = lw_detr
-    state = AppState()
-    selection, layers = QuerySelectionView(state), LayerView(state)
-    for view in (selection, layers):
-        qtbot.addWidget(view)
-        view.resize(1000, 400)
-        view.show()
-    rgb = photo()
-    state.set_model(LoadedModel(model, names, "a tiny LW-DETR"))
-    state.set_image(rgb, "shapes")
-    state.set_result(run_inference(model, rgb, names))
+    state, (selection, layers), rgb = shown(qtbot, model, names, (QuerySelectionView, LayerView), (1000, 400))
     state.set_threshold(0.0)
     with torch.no_grad():
         start = model(prepare(rgb, H, W)[None], capture=True)["capture"].selection_boxes[0]  # [Q, 4] cxcywh

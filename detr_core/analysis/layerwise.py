@@ -33,6 +33,8 @@ from detr_core.analysis.predict import image_count
 from detr_core.cancel import Progress, report
 from detr_core.data.dataset import DetectionDataset
 
+NMS_IOU = 0.7  # the class-wise NMS a layer (and a run, detr_core/train/runs.py) is also scored with
+
 
 @dataclass
 class LayerAP:
@@ -50,7 +52,7 @@ class LayerAP:
                 "AP50_nms": self.ap50_nms, "duplicates": self.duplicates}
 
 
-def nms_predictions(predictions: Predictions, iou_threshold: float = 0.7) -> Predictions:
+def nms_predictions(predictions: Predictions, iou_threshold: float = NMS_IOU) -> Predictions:
     """Class-wise NMS (``torchvision.ops.batched_nms``) on each image's predictions.
 
     Keeps every prediction that no higher-scoring one of the same class overlaps by more than
@@ -67,15 +69,15 @@ def layerwise_ap(
     model: nn.Module,
     dataset: DetectionDataset,
     num_images: int,
-    nms_iou: float = 0.7,
+    nms_iou: float = NMS_IOU,
     batch_size: int | None = None,
     progress: Progress | None = None,
     label_map: list[int] | None = None,
 ) -> list[LayerAP]:
     """AP and AP50 of every decoder layer on the first ``num_images`` images of ``dataset``
     (toy shapes, or a COCO / VOC / YOLO split resized as the model infers), with and without NMS
-    at IoU ``nms_iou``, and the fraction of its kept predictions that are duplicates, scored as :func:`~detr_core.analysis.evaluate.evaluate_model` scores the
-    last layer. One row per layer, first layer first. ``label_map``: the dataset label of each
+    at IoU ``nms_iou``, and the fraction of its kept predictions that are duplicates, scored as
+    :func:`~detr_core.analysis.evaluate.evaluate_model` scores the last layer. One row per layer, first layer first. ``label_map``: the dataset label of each
     model label (see :func:`~detr_core.analysis.label_map.label_map_for`; None: the same labels).
 
     ``progress(done, total)`` counts work units: first the images run through the model, then

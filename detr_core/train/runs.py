@@ -23,7 +23,7 @@ from typing import Any
 
 from detr_core.analysis.duplicates import duplicate_rate, find_duplicates
 from detr_core.analysis.evaluate import coco_metrics, collect_predictions, image_ids
-from detr_core.analysis.layerwise import nms_predictions
+from detr_core.analysis.layerwise import NMS_IOU, nms_predictions
 from detr_core.cancel import Cancelled, check_stop
 from detr_core.config import to_dict
 from detr_core.train.ablations import RunSpec
@@ -38,8 +38,6 @@ from detr_core.train.trainer import (
     TrainControl,
     Trainer,
 )
-
-NMS_IOU = 0.7  # the class-wise NMS the runs are also scored with (as the layer-by-layer view's)
 
 
 def _evaluate(trainer: Trainer, control: TrainControl) -> dict[str, float] | None:

@@ -40,7 +40,7 @@ from torchvision.ops import box_iou
 from detr_core.analysis.capture import InferenceResult, run_inference
 from detr_core.analysis.edge_distributions import EDGE_NAMES
 from detr_core.analysis.label_map import label_map_for
-from detr_core.analysis.layerwise import LayerAP, layerwise_ap
+from detr_core.analysis.layerwise import NMS_IOU, LayerAP, layerwise_ap
 from detr_core.config import ToyDataConfig
 from detr_core.data.files import FileDataset
 from detr_core.data.toy import heldout_split
@@ -140,7 +140,7 @@ class LayerView(AnalysisView):
         self.iou_spin = QDoubleSpinBox()
         self.iou_spin.setRange(0.05, 0.95)
         self.iou_spin.setSingleStep(0.05)
-        self.iou_spin.setValue(0.7)
+        self.iou_spin.setValue(NMS_IOU)
         self.iou_spin.setToolTip("NMS IoU threshold (class-wise, torchvision.ops.batched_nms)")
         self.run_button = QPushButton("Compute AP by layer")
 
